@@ -1,0 +1,42 @@
+# The targets CI runs; local runs and CI stay identical.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install serve test lint typecheck openapi bench screenshot redis clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+redis:
+	bash .ci/ensure-redis
+
+serve: install
+	$(BIN)/netshrink serve
+
+test: install redis
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check compression
+	$(BIN)/mypy compression workers service
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --schemafile openapi/vendor/compose-spec.json docker-compose.yml
+
+openapi: install
+	$(BIN)/python -m service.openapi_dump > openapi/openapi.json
+
+bench: install
+	$(BIN)/python -m bench.core
+
+screenshot: install
+	$(BIN)/python -m reporting.screenshot
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

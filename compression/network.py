@@ -1,0 +1,126 @@
+"""The one in-memory network type the algorithms share.
+
+Every input (an ONNX file, or a PyTorch state dict plus its architecture) becomes a ``Network``:
+a validated ONNX graph (BatchNorm folded into the conv before it) plus the ordered list of its
+compressible ``Layer``s, read in canonical PyTorch orientation.
+
+Conventions (ALGORITHM.md "Notation"):
+- ``Layer.weight`` is float32 in PyTorch orientation: dense (n_out, n_in), conv (c_out, c_in, kh, kw).
+  ``Layer.to_onnx_layout`` / ``Layer.from_onnx_layout`` convert to the initializer's own layout
+  (skl2onnx MatMul and Gemm with transB=0 store (in, out)).
+- Compression never changes shapes while it runs: a dropped neuron/channel is a zeroed group of
+  input columns; the exporter deletes it (and the upstream rows) when it writes the artifact.
+- ``Network.logits`` names the tensor Φ on which every error is measured: the input of the final
+  Softmax/LogSoftmax/Sigmoid/ArgMax/ZipMap tail, or the graph output when there is no such tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+LayerKind = Literal["dense", "conv"]
+SupportLevel = Literal["full", "generic"]
+SourceFormat = Literal["onnx", "pytorch", "safetensors"]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Conv hyper-parameters as ONNX states them (2-D only)."""
+
+    kernel_shape: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # (top, left, bottom, right), ONNX order
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+
+    @property
+    def windows_per_pixel(self) -> int:
+        """⌈kh/sh⌉·⌈kw/sw⌉: how many output windows one input pixel falls in (tier T, ALGORITHM.md §3)."""
+        kh, kw = self.kernel_shape
+        sh, sw = self.strides
+        return -(-kh // sh) * -(-kw // sw)
+
+
+@dataclass
+class Layer:
+    """A compressible weight: a Gemm, a MatMul with an initializer, or a Conv."""
+
+    name: str  # unique; the ONNX node name (or the state-dict prefix for PyTorch inputs)
+    index: int  # position among the compressible layers, input -> output
+    kind: LayerKind
+    weight: np.ndarray  # float32; dense (n_out, n_in), conv (c_out, c_in, kh, kw); BN already folded
+    bias: np.ndarray | None  # (n_out,) or None
+    weight_key: str  # ONNX initializer name holding the weight
+    bias_key: str | None  # ONNX initializer holding the bias (Gemm C, the Add after MatMul, Conv B)
+    transposed: bool = False  # True when the initializer is stored (in, out)
+    conv: ConvGeometry | None = None
+    input: str = ""  # ONNX tensor name of this layer's input, ẑ_{ℓ-1}
+    output: str = ""  # ONNX tensor name of z_ℓ: after the activation and any pool/flatten that follows
+    activation: str = "identity"  # the elementwise activation after the layer (relu, tanh, ...)
+    lipschitz: float = 1.0  # L_ℓ: product of the Lipschitz constants between pre-activation and `output`
+    # Structured pruning of this layer's INPUT units (neurons/channels of the previous layer):
+    # ``input_group`` consecutive input columns belong to one upstream unit (H·W after a Flatten).
+    structured: bool = False  # True when upstream units can be physically removed
+    input_group: int = 1
+    producer: str | None = None  # name of the Layer whose output rows feed this layer's inputs
+    notes: list[str] = field(default_factory=list)  # bound tiers not covered here, and why
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def n_in(self) -> int:
+        """Columns of the im2col matrix: n_in for dense, c_in·kh·kw for conv."""
+        return int(np.prod(self.weight.shape[1:]))
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The weight as a 2-D (n_out, n_in) matrix (im2col order (c, u, v) for convs)."""
+        return self.weight.reshape(self.n_out, -1)
+
+    def to_onnx_layout(self, w: np.ndarray) -> np.ndarray:
+        """Canonical -> the initializer's layout."""
+        return np.ascontiguousarray(w.T) if self.transposed else w
+
+    def from_onnx_layout(self, w: np.ndarray) -> np.ndarray:
+        """The initializer's layout -> canonical."""
+        return np.ascontiguousarray(w.T) if self.transposed else w
+
+
+@dataclass
+class Network:
+    """A validated model, ready for the algorithms."""
+
+    model: onnx.ModelProto  # the working graph: BN folded, every node named
+    original: onnx.ModelProto  # as uploaded (used verbatim when nothing is compressed)
+    layers: list[Layer]
+    support: SupportLevel
+    input_name: str
+    input_shape: tuple[int, ...]  # per-sample shape (the batch dimension excluded)
+    input_dtype: np.dtype[Any]
+    logits: str  # tensor name of Φ
+    tail: list[str] = field(default_factory=list)  # op types after the logits (kept untouched)
+    is_classifier: bool = False
+    source_format: SourceFormat = "onnx"
+    raw_weights: dict[str, np.ndarray] = field(default_factory=dict)  # as uploaded, before BN folding
+    architecture: dict[str, Any] | None = None  # for state-dict inputs: the (validated) architecture JSON
+    not_covered: list[str] = field(default_factory=list)  # graph-level reasons (residual Add, ...)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(layer.weight.size) + (0 if layer.bias is None else int(layer.bias.size)) for layer in self.layers)
+
+    def weights(self) -> Mapping[str, np.ndarray]:
+        return {layer.name: layer.weight for layer in self.layers}
