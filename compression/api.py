@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ class CompressionResult:
 
     report: dict[str, Any]
     artifacts: dict[str, bytes] = field(default_factory=dict)  # name -> bytes (model.onnx, model.pt, ...)
+
+    def __post_init__(self) -> None:
+        self.report.setdefault("artifacts", [])
+        for name, data in list(self.artifacts.items()):
+            self._index(name, data)
+
+    def _index(self, name: str, data: bytes) -> None:
+        entries = [a for a in self.report["artifacts"] if a["name"] != name]
+        entries.append({"name": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        self.report["artifacts"] = sorted(entries, key=lambda a: a["name"])
+
+    def add(self, name: str, data: bytes) -> None:
+        """Add an artifact (e.g. ``report.html``) and list it in ``report["artifacts"]``."""
+        self.artifacts[name] = data
+        self._index(name, data)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write every artifact plus ``report.json`` under ``out_dir``; return name -> path."""

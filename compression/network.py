@@ -60,6 +60,7 @@ class Layer:
     transposed: bool = False  # True when the initializer is stored (in, out)
     conv: ConvGeometry | None = None
     input: str = ""  # ONNX tensor name of this layer's input, ẑ_{ℓ-1}
+    preact: str = ""  # ONNX tensor name of the pre-activation W ẑ + b (the Jacobian is taken here)
     output: str = ""  # ONNX tensor name of z_ℓ: after the activation and any pool/flatten that follows
     activation: str = "identity"  # the elementwise activation after the layer (relu, tanh, ...)
     lipschitz: float = 1.0  # L_ℓ: product of the Lipschitz constants between pre-activation and `output`
@@ -69,6 +70,13 @@ class Layer:
     input_group: int = 1
     producer: str | None = None  # name of the Layer whose output rows feed this layer's inputs
     notes: list[str] = field(default_factory=list)  # bound tiers not covered here, and why
+
+    def __post_init__(self) -> None:
+        # Arrays from onnx.numpy_helper can be read-only views; torch wants writable memory.
+        if not self.weight.flags.writeable or self.weight.dtype != np.float32:
+            self.weight = np.array(self.weight, dtype=np.float32)
+        if self.bias is not None and (not self.bias.flags.writeable or self.bias.dtype != np.float32):
+            self.bias = np.array(self.bias, dtype=np.float32)
 
     @property
     def n_out(self) -> int:

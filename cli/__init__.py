@@ -1,0 +1,1 @@
+"""The ``netshrink`` command: the composition root (the only package that imports everything)."""

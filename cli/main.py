@@ -1,0 +1,49 @@
+"""``netshrink``: compress/analyze locally, serve/worker the service, submit to a server, manage keys.
+
+Exit codes (API.md): 0 ok, 2 bad input, 3 budget not met, 4 job failed, 5 server unreachable.
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports its
+heavy dependencies inside ``run`` so that ``netshrink --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS = {
+    "compress": ("cli.compress_cmd", "compress a model locally (no server) and write the artifacts + report"),
+    "analyze": ("cli.analyze_cmd", "heavy-tail diagnostics and per-layer advice, without compressing"),
+    "submit": ("cli.submit_cmd", "upload a model to a netshrink server, wait, download (the CI step)"),
+    "serve": ("cli.serve_cmd", "run the HTTP API (embedded single-machine mode without Redis)"),
+    "worker": ("cli.worker_cmd", "run a Celery worker (needs NETSHRINK_REDIS_URL)"),
+    "keys": ("cli.keys_cmd", "create and list API keys"),
+}
+
+
+def build_parser(only: str | None = None, *, load_all: bool = True) -> argparse.ArgumentParser:
+    """The full parser; with ``only`` (or ``load_all=False``) other subcommands' modules are not imported."""
+    parser = argparse.ArgumentParser(prog="netshrink", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="netshrink 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if (only is not None and name != only) or (only is None and not load_all):
+            continue
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None, load_all=False)
+    args = parser.parse_args(argv)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The short summary table printed after a compress/submit run (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(x: Any, spec: str = ".4g") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Bytes, ratio, measured error vs bound, prediction, agreement and budget, from a report dict."""
+    s = report.get("summary") or {}
+    t = Table(title=f"netshrink {report.get('kind', 'compress')} summary", show_header=True)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    b = s.get("bytes") or {}
+    before, after = (b.get("before") or {}).get("total"), (b.get("after") or {}).get("total")
+    t.add_row("bytes before → after", f"{_fmt(before)} → {_fmt(after)}")
+    if b.get("ratio") is not None:
+        t.add_row("compression ratio", f"{b['ratio']:.2f}×")
+    err = s.get("error") or {}
+    if err:
+        t.add_row("relative output error (held-out)", _fmt(err.get("relative_l2")))
+        t.add_row("p95 / max per-sample error", f"{_fmt(err.get('p95'))} / {_fmt(err.get('max'))}")
+        ort = (err.get("onnxruntime") or {}).get("default") or {}
+        if ort:
+            t.add_row("relative error in onnxruntime", _fmt(ort.get("relative_l2")))
+    bounds = s.get("bounds") or {}
+    e = bounds.get("E") or {}
+    if e:
+        t.add_row("bound tier E (relative)", _fmt(e.get("relative")))
+        t.add_row("bound holds (tier E)", _fmt(e.get("holds")))
+    pred = s.get("prediction") or {}
+    if pred:
+        t.add_row("prediction (not a bound)", _fmt(pred.get("relative_l2")))
+    cls = s.get("classification") or {}
+    if cls.get("top1_agreement") is not None:
+        t.add_row("top-1 agreement", _fmt(cls["top1_agreement"], ".3f"))
+    if cls.get("accuracy_after") is not None:
+        t.add_row("accuracy before → after", f"{cls['accuracy_before']:.3f} → {cls['accuracy_after']:.3f}")
+    if s.get("budget_met") is not None:
+        t.add_row("error budget met", _fmt(s["budget_met"]))
+    return t
+
+
+def print_summary(report: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(report))

@@ -1,0 +1,58 @@
+"""Run an artifact in onnxruntime and read its logits (ALGORITHM.md §5 "onnxruntime fusion").
+
+Under default graph optimizations onnxruntime may fuse DequantizeLinear+MatMul into integer kernels
+that also quantize the activations, so the artifact is measured twice: with the default settings
+(what users get) and with ``ORT_DISABLE_ALL`` (the weights alone, comparable with the bound).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+OPTIMIZATION_LEVELS = {
+    "default": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "no_optimizations": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+
+def with_logits_output(model_bytes: bytes, logits: str) -> bytes:
+    """A copy of the model that also outputs the tensor ``logits`` (measurement only)."""
+    model = onnx.load_from_string(model_bytes)
+    if logits not in {o.name for o in model.graph.output}:
+        model.graph.output.append(onnx.ValueInfoProto(name=logits))
+    return model.SerializeToString()
+
+
+def session(model_bytes: bytes, level: str = "default", *, threads: int = 1) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = OPTIMIZATION_LEVELS[level]
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_logits(
+    model_bytes: bytes, input_name: str, logits: str, X: np.ndarray, level: str = "default"
+) -> np.ndarray:
+    """Logits of ``model_bytes`` on X (S, *input_shape), as float64 (S, K)."""
+    sess = session(with_logits_output(model_bytes, logits), level)
+    (out,) = sess.run([logits], {input_name: X})
+    a = np.asarray(out, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+def latency_ms(model_bytes: bytes, input_name: str, X: np.ndarray, *, repeats: int = 5) -> float:
+    """Median wall time of one batched forward pass in onnxruntime (default settings), in ms."""
+    sess = session(model_bytes, "default")
+    sess.run(None, {input_name: X})  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {input_name: X})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))

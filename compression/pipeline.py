@@ -1,0 +1,187 @@
+"""compress() and analyze(): the core's two jobs, from a loaded Network to a report and artifacts.
+
+Flow (ALGORITHM.md §1-§5): evaluation inputs and the fit/held-out split -> (budget search) ->
+best-of-R greedy draws on the fit split -> measurement and bound tiers on the held-out split ->
+real-integer / physically smaller artifacts -> the artifact re-measured in onnxruntime -> report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from compression.api import CancelFn, CompressionResult, ProgressEvent, ProgressFn
+from compression.errors import CancelledError, InvalidSpecError
+from compression.evaluation import CalibrationLike, evaluation_data
+from compression.executor import Executor
+from compression.greedy import NetworkDraw, baseline_specs, best_of, draw_network
+from compression.network import Network
+from compression.prediction import Sensitivity, predict_groups, predict_independent, sensitivities
+from compression.provenance import resolve_device, sha256_bytes
+from compression.report_build import build_analyze_report, build_compress_report
+from compression.spec import CompressSpec
+
+
+class _Progress:
+    """Maps (stage, layer i of n) to an overall fraction and forwards it; checks cancellation."""
+
+    WEIGHTS = {"preparing": (0.0, 0.05), "searching": (0.05, 0.45), "compressing": (0.45, 0.75),
+               "measuring": (0.75, 0.85), "exporting": (0.85, 0.95), "baselines": (0.95, 0.99)}
+
+    def __init__(self, fn: ProgressFn | None, cancel: CancelFn | None) -> None:
+        self.fn, self.cancel = fn, cancel
+
+    def __call__(self, stage: str, i: int = 0, n: int = 0) -> None:
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("the job was cancelled")
+        if self.fn is None:
+            return
+        lo, hi = self.WEIGHTS.get(stage, (1.0, 1.0))
+        frac = lo + (hi - lo) * (i / n if n else 0.0)
+        self.fn(ProgressEvent(stage=stage, layer=i, layers_total=n, fraction=round(frac, 4)))
+
+    def done(self) -> None:
+        if self.fn is not None:
+            self.fn(ProgressEvent(stage="done", fraction=1.0))
+
+
+def _check(net: Network, spec: CompressSpec) -> None:
+    names = {layer.name for layer in net.layers}
+    unknown = [n for n in spec.exclude if n not in names]
+    if unknown:
+        raise InvalidSpecError(f"exclude names unknown layers: {', '.join(unknown)}; layers are "
+                               f"{', '.join(sorted(names))}", field="exclude")
+    if spec.prune is not None and not isinstance(spec.prune.keep, float | int):
+        bad = [n for n in spec.prune.keep if n not in names]
+        if bad:
+            raise InvalidSpecError(f"prune.keep names unknown layers: {', '.join(bad)}", field="prune.keep")
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
+    if net.support != "full":
+        if spec.prune is not None and spec.prune.granularity != "weight":
+            raise InvalidSpecError("neuron/channel pruning needs full support; this graph is generic "
+                                   "(only unstructured pruning and quantization apply)", field="prune.granularity")
+        if spec.prune is not None and spec.prune.score == "output":
+            raise InvalidSpecError("the output-aware score needs full support (autograd through the graph)",
+                                   field="prune.score")
+
+
+def _layer_predictions(nd: NetworkDraw, sens: dict[str, Sensitivity] | None) -> dict[str, float]:
+    if sens is None:
+        return {}
+    out = {}
+    for name, d in nd.layers.items():
+        p = predict_independent(d.var, sens[name])
+        if d.group_tau2 is not None:
+            p += predict_groups(d.group_tau2, sens[name])
+        out[name] = p
+    return out
+
+
+def compress(
+    net: Network,
+    spec: CompressSpec,
+    *,
+    calibration: CalibrationLike | None = None,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    input_sha256: str | None = None,
+) -> CompressionResult:
+    """Compress ``net`` as ``spec`` says; return the report and the artifacts (ALGORITHM.md §1-§5)."""
+    spec = spec.with_seed()
+    if spec.kind == "analyze":
+        return analyze(net, on_progress=on_progress, input_sha256=input_sha256, seed=spec.seed)
+    assert spec.seed is not None
+    _check(net, spec)
+    progress = _Progress(on_progress, should_cancel)
+    progress("preparing")
+    device = resolve_device(spec.device)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data = evaluation_data(net, spec.evaluation, calibration, spec.seed)
+    ex = Executor(net, device)
+    X_fit = torch.as_tensor(data.fit, device=device)
+    X_ho = torch.as_tensor(data.holdout, device=device)
+    full = net.support == "full"
+    compresses = spec.prune is not None or spec.quantize is not None or spec.target is not None
+    need_fit_sens = full and compresses and (
+        (spec.prune is not None and spec.prune.score == "output") or spec.target is not None)
+    sens_fit = sensitivities(ex.run, net, X_fit, net.layers) if need_fit_sens else None
+    budget = None
+    chosen: NetworkDraw | None = None
+    if spec.target is not None:
+        from compression.budget import search
+
+        picked, budget, chosen = search(net, ex, spec, X_fit, data.fit_labels, sens_fit,
+                                        should_cancel=should_cancel,
+                                        on_candidate=lambda i, n: progress("searching", i, n))
+        spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
+        if spec.draws > 1 or chosen is None:
+            chosen = None
+    else:
+        spec_run = spec
+    if chosen is None:
+        chosen = best_of(net, ex, spec_run, X_fit, sensitivities=sens_fit,
+                         on_layer=lambda i, n: progress("compressing", i, n), should_cancel=should_cancel)
+    progress("measuring")
+    from compression.measure import measure
+
+    m = measure(net, ex, chosen, X_ho, data.holdout_labels)
+    sens_ho = sensitivities(ex.run, net, X_ho, net.layers) if full and chosen.layers else None
+    preds = _layer_predictions(chosen, sens_ho)
+    progress("exporting")
+    from compression.artifacts import build_artifacts
+
+    arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
+    baselines: list[dict[str, Any]] = []
+    if spec.compare_baselines and chosen.layers:
+        for i, bspec in enumerate(baseline_specs(spec_run)):
+            progress("baselines", i, len(baseline_specs(spec_run)))
+            nd = draw_network(net, ex, bspec, X_fit, draw=0)
+            bm = measure(net, ex, nd, X_ho, data.holdout_labels)
+            barts = build_artifacts(net, nd, bspec, data.holdout, bm, onnxruntime_check=False)
+            baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
+    report = build_compress_report(
+        net=net, spec=spec_run, seed=spec.seed, device=device, data=data, draw=chosen, m=m,
+        predictions=preds if sens_ho is not None else None, artifacts=arts, baselines=baselines,
+        budget=budget, input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+    )
+    progress.done()
+    return CompressionResult(report=report, artifacts=arts.files)
+
+
+def _baseline_entry(bspec: CompressSpec, bm: Any, bytes_after: dict[str, Any]) -> dict[str, Any]:
+    p, q = bspec.prune, bspec.quantize
+    method = "+".join(x for x in (p.method if p else None, q.method if q else None) if x)
+    w = bm.end_to_end.get("W")
+    energy = bm.error.reference_energy
+    return {
+        "method": method,
+        "keep": None if p is None else p.keep,
+        "bits": None if q is None else q.bits,
+        "error": {k: bm.error.to_dict()[k] for k in ("relative_l2", "mse", "p95", "max")},
+        "classification": bm.classification,
+        "bounds": {"W": {"value": w, "relative": None if w is None or energy <= 0 else float(np.sqrt(w / energy)),
+                         "holds": None if w is None else bool(bm.error.mse <= w * (1 + 1e-9))}},
+        "bytes_after": bytes_after,
+    }
+
+
+def analyze(
+    net: Network,
+    *,
+    on_progress: ProgressFn | None = None,
+    input_sha256: str | None = None,
+    seed: int | None = 0,
+) -> CompressionResult:
+    """Heavy-tail diagnostics and per-layer advice without compressing (ALGORITHM.md §3-§4)."""
+    progress = _Progress(on_progress, None)
+    progress("preparing")
+    report = build_analyze_report(
+        net, seed=seed or 0, input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+        on_layer=lambda i, n: progress("measuring", i, n),
+    )
+    progress.done()
+    return CompressionResult(report=report, artifacts={})
