@@ -1,0 +1,124 @@
+"""ℓ2 compressibility curves of a weight matrix: magnitude, node and spectral (P2 §3, Def. 2).
+
+For non-negative values v_1..v_n (entry magnitudes, row norms or singular values) sorted in
+decreasing order, keeping the largest k = ⌊κn⌋ gives the relative ℓ2 error
+
+    e(κ) = sqrt(Σ_{i>κn} v_(i)²) / ‖v‖₂,      e(0) = 1, e(1) = 0, non-increasing in κ.
+
+The prunable fraction at budget ε is q(ε) = max{1 − κ : e(κ) ≤ ε}, with κ ranging over the exact
+grid {0, 1/n, ..., 1}. It is computed from the full sorted cumulative energy, not from a plot grid:
+with S_j the sum of the j smallest v², q(ε) = max{j : S_j ≤ ε² S_n} / n.
+
+Gaussian reference (ALGORITHM.md §4): for i.i.d. Gaussian entries the magnitude curve has the
+closed form below (the n → ∞ limit, which does not depend on the shape), giving q ≈ 0.265 at ε = 0.1
+and ≈ 0.555 at ε² = 0.1. Row norms and singular values do depend on the shape; their reference is a
+fixed-seed simulation of a Gaussian matrix of the same shape (``gaussian_curves``).
+
+Ref: [P2] Barsbey et al. (NeurIPS 2021) §3 (ℓ_p-compressibility), Fig. 1; ALGORITHM.md §4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "EPS_GRID",
+    "REFERENCE_SEED",
+    "compressibility_curve",
+    "gaussian_magnitude_q",
+    "gaussian_q",
+    "prunable_fraction",
+    "singular_values",
+    "sorted_energy",
+]
+
+EPS_GRID: dict[str, float] = {"eps_0.1": 0.1, "sq_eps_0.1": math.sqrt(0.1)}  # report keys -> ε
+REFERENCE_SEED = 0  # the fixed seed of the Gaussian reference simulation
+SVD_FLOP_CAP = 2.0e9  # rows·cols·min(rows, cols) above which the spectral reference is simulated smaller
+
+
+def sorted_energy(values: np.ndarray) -> np.ndarray:
+    """S_0..S_n: S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing)."""
+    sq = np.sort(np.square(np.abs(np.asarray(values, dtype=np.float64)).ravel()))  # (n,) ascending
+    return np.concatenate(([0.0], np.cumsum(sq)))  # (n + 1,)
+
+
+def prunable_fraction(values: np.ndarray, eps: float) -> float:
+    """q(ε) = max{1 − κ : e(κ) ≤ ε}, exact over κ ∈ {0, 1/n, ..., 1}.
+
+    With S_j the sum of the j smallest squared values, pruning the j smallest gives e² = S_j / S_n,
+    so q(ε) = max{j : S_j ≤ ε² S_n} / n (S is non-decreasing, so a binary search finds j).
+    An all-zero input is fully prunable (q = 1).
+    """
+    S = sorted_energy(values)  # (n + 1,)
+    n = S.size - 1
+    if n == 0:
+        raise ValueError("cannot measure the compressibility of an empty array")
+    j = int(np.searchsorted(S, eps * eps * S[-1], side="right")) - 1
+    return j / n
+
+
+def compressibility_curve(values: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+    """e(κ) on a plotting grid: keep the ⌊κn⌋ largest values, e = sqrt(S_{n−⌊κn⌋} / S_n)."""
+    S = sorted_energy(values)  # (n + 1,)
+    n = S.size - 1
+    if n == 0:
+        raise ValueError("cannot measure the compressibility of an empty array")
+    kept = np.floor(np.asarray(kappa, dtype=np.float64) * n + 1e-9).astype(np.int64).clip(0, n)  # (grid,)
+    if S[-1] == 0.0:
+        return np.where(kept == 0, 1.0, 0.0)  # nothing to lose: e is 0 once anything is kept
+    e: np.ndarray = np.sqrt(np.clip(S[n - kept] / S[-1], 0.0, 1.0))  # (grid,)
+    return e
+
+
+def singular_values(M: np.ndarray) -> np.ndarray:
+    """Singular values of a 2-D matrix in float64 (no vectors)."""
+    sv: np.ndarray = np.linalg.svd(np.asarray(M, dtype=np.float64), compute_uv=False)  # (min(rows, cols),)
+    return sv
+
+
+def _gaussian_pruned_energy(t: float) -> float:
+    """E[Z² 1{|Z| < t}] for Z ~ N(0, 1): 2Φ(t) − 1 − 2tφ(t)."""
+    return math.erf(t / math.sqrt(2.0)) - 2.0 * t * math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+
+
+def gaussian_magnitude_q(eps: float) -> float:
+    """q(ε) of the magnitude curve for i.i.d. Gaussian entries, in the n → ∞ limit (derived).
+
+    Pruning every |w| < t removes the fraction q = P(|Z| < t) = erf(t/√2) and the energy share
+    E[Z² 1{|Z| < t}] = erf(t/√2) − 2tφ(t). Solve energy = ε² for t by bisection, return erf(t/√2).
+    """
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must lie in [0, 1], got {eps}")
+    lo, hi = 0.0, 40.0
+    for _ in range(200):  # the energy share is increasing in t; 200 halvings reach float precision
+        mid = 0.5 * (lo + hi)
+        if _gaussian_pruned_energy(mid) <= eps * eps:
+            lo = mid
+        else:
+            hi = mid
+    return math.erf(lo / math.sqrt(2.0))
+
+
+def gaussian_q(shape: tuple[int, int], *, seed: int = REFERENCE_SEED) -> dict[str, dict[str, float]]:
+    """The Gaussian reference q(ε) for a matrix of this (rows, cols) shape, at the report's ε.
+
+    - magnitude: the closed form ``gaussian_magnitude_q`` (shape-free n → ∞ limit);
+    - node: row norms of i.i.d. N(0, 1) rows, ‖row‖² ~ χ²_cols, drawn with ``seed``;
+    - spectral: singular values of an i.i.d. N(0, 1) matrix of the same shape, drawn with ``seed``.
+      Above ``SVD_FLOP_CAP`` the matrix is shrunk with the same aspect ratio: its spectrum then follows
+      the same Marchenko–Pastur law, which depends on the aspect ratio alone.
+    """
+    rows, cols = shape
+    rng = np.random.default_rng(seed)
+    row_norms = np.sqrt(rng.chisquare(cols, size=rows))  # (rows,), exact law of Gaussian row norms
+    shrink = max(1.0, (rows * cols * min(rows, cols) / SVD_FLOP_CAP) ** (1.0 / 3.0))
+    sim_shape = (max(1, round(rows / shrink)), max(1, round(cols / shrink)))
+    sv = singular_values(rng.standard_normal(sim_shape))  # (min(sim_shape),)
+    return {
+        "magnitude": {key: gaussian_magnitude_q(eps) for key, eps in EPS_GRID.items()},
+        "node": {key: prunable_fraction(row_norms, eps) for key, eps in EPS_GRID.items()},
+        "spectral": {key: prunable_fraction(sv, eps) for key, eps in EPS_GRID.items()},
+    }
