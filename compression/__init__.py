@@ -17,14 +17,23 @@ from compression.errors import (
     NothingToCompressError,
     UnsupportedModelError,
 )
+from compression.calibration import Calibration, load_calibration
+from compression.loading import LoadLimits, load_model
 from compression.network import Layer, Network
+from compression.pipeline import analyze, compress
+from compression.provenance import ALGORITHM_VERSION, NETSHRINK_VERSION
 from compression.spec import CompressSpec, EvaluationSpec, PruneSpec, QuantizeSpec, TargetSpec
 
-__version__ = "0.1.0"
-ALGORITHM_VERSION = "rgpq-1"
+__version__ = NETSHRINK_VERSION
 
 __all__ = [
     "ALGORITHM_VERSION",
+    "Calibration",
+    "LoadLimits",
+    "analyze",
+    "compress",
+    "load_calibration",
+    "load_model",
     "ArchitectureError",
     "CalibrationError",
     "CancelledError",

@@ -60,6 +60,9 @@ def _curve(values: np.ndarray) -> list[float]:
     return [round(float(e), _CURVE_DIGITS) for e in compressibility_curve(values, KAPPA_GRID)]
 
 
+HISTOGRAM_BINS = 61
+
+
 def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
     """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
 
@@ -98,7 +101,15 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, 
         },
         "q": {"magnitude": _q(magnitudes), "node": _q(node), "spectral": _q(spectrum)},
         "gaussian_reference": gaussian_q((n_rows, n_cols)),
+        "histogram": weight_histogram(X),
     }
+
+
+def weight_histogram(X: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, list[float] | list[int]]:
+    """Counts of the entries on a symmetric grid around 0 (for report.html's log-y histogram)."""
+    lim = float(np.abs(X).max()) or 1.0
+    counts, edges = np.histogram(X.ravel(), bins=bins, range=(-lim, lim))  # (bins,), (bins+1,)
+    return {"edges": [round(float(e), 8) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def diagnose_network(net: Network, *, seed: int = 0) -> list[dict[str, Any]]:

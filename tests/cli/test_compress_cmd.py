@@ -1,0 +1,83 @@
+"""``netshrink compress`` / ``netshrink analyze``: the local CI step, exit codes per API.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from cli.main import main
+from tests import factories
+
+
+@pytest.fixture(scope="module")
+def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return factories.write_bytes(factories.mlp_onnx(), tmp_path_factory.mktemp("cli") / "mlp.onnx")
+
+
+def test_compress_writes_artifacts_and_report(mlp_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = main([
+        "compress", str(mlp_path), "--prune-keep", "0.5", "--granularity", "neuron", "--bits", "4",
+        "--seed", "3", "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "report.json", "report.html"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["reproducibility"]["seed"] == 3
+    assert report["reproducibility"]["spec"]["prune"]["granularity"] == "neuron"
+    listed = {a["name"] for a in report["artifacts"]}
+    assert listed == {"model.onnx", "report.html"}
+    ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    html = (out / "report.html").read_text()
+    assert "<svg" in html
+
+
+def test_budget_not_met_exits_3(mlp_path: Path, tmp_path: Path) -> None:
+    code = main(["compress", str(mlp_path), "--bits", "2", "--target-error", "1e-9", "--out", str(tmp_path),
+                 "--quiet", "--no-html"])
+    assert code == 3
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["budget_met"] is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bits", "4", "MISSING"],
+        ["--bits", "12"],
+        ["--granularity", "neuron"],  # a modifier without its stage
+        ["--prune-keep", "0.5", "--exclude", "no_such_layer"],
+    ],
+    ids=["missing-file", "bits-out-of-range", "modifier-without-stage", "unknown-exclude"],
+)
+def test_bad_input_exits_2(mlp_path: Path, tmp_path: Path, argv: list[str]) -> None:
+    model = str(tmp_path / "missing.onnx") if "MISSING" in argv else str(mlp_path)
+    argv = [a for a in argv if a != "MISSING"]
+    assert main(["compress", model, *argv, "--out", str(tmp_path), "--quiet"]) == 2
+
+
+def test_garbage_model_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    assert main(["compress", str(bad), "--bits", "8", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+
+
+def test_analyze_writes_diagnostics(mlp_path: Path, tmp_path: Path) -> None:
+    assert main(["analyze", str(mlp_path), "--out", str(tmp_path), "--quiet", "--no-html"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["kind"] == "analyze"
+    assert len(report["diagnostics"]) == 3 and all(d["q"]["magnitude"] for d in report["diagnostics"])
+    assert all(entry["advice"]["min_bits"] is None or 2 <= entry["advice"]["min_bits"] <= 8
+               for entry in report["layers"])
+
+
+def test_console_script_prints_summary(mlp_path: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("netshrink")
+    proc = subprocess.run([str(exe), "compress", str(mlp_path), "--bits", "8", "--out", str(tmp_path),
+                           "--no-html"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "relative output error" in proc.stdout
