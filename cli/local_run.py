@@ -1,4 +1,4 @@
-"""Shared by ``netshrink compress`` and ``netshrink analyze``: load, run the core locally, write, summarize."""
+"""Shared by ``netshrink compress`` and ``analyze``: load, run the core locally, write, summarize."""
 
 from __future__ import annotations
 
@@ -38,8 +38,15 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         cal_path = getattr(args, "calibration", None)
         cal = load_calibration(cal_path, net) if cal_path else None
         sha = hashlib.sha256(args.model.read_bytes()).hexdigest()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=err, disable=args.quiet, transient=True) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=args.quiet,
+            transient=True,
+        ) as bar:
             task = bar.add_task("compressing", total=1.0)
 
             def on_progress(ev: Any) -> None:

@@ -4,6 +4,7 @@ Imports only numpy, torch, onnx, onnxruntime and safetensors (``tests/test_bound
 """
 
 from compression.api import CompressionResult, ProgressEvent
+from compression.calibration import Calibration, load_calibration
 from compression.errors import (
     ArchitectureError,
     CalibrationError,
@@ -17,7 +18,6 @@ from compression.errors import (
     NothingToCompressError,
     UnsupportedModelError,
 )
-from compression.calibration import Calibration, load_calibration
 from compression.loading import LoadLimits, load_model
 from compression.network import Layer, Network
 from compression.pipeline import analyze, compress

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,20 +54,22 @@ def build_artifacts(
     shapes = {layer.name: list(layer.weight.shape) for layer in net.layers}
     for ls in ox.layers:
         shapes[ls.layer] = list(ls.shape_after)
-    storage = [
-        {"layer": ls.layer, "weight": ls.weight, "outliers": ls.outliers} for ls in ox.layers
-    ]
+    storage = [{"layer": ls.layer, "weight": ls.weight, "outliers": ls.outliers} for ls in ox.layers]
     notes = list(ox.notes)
     for ls in ox.layers:
         d = nd.layers.get(ls.layer)
-        pruned = d is not None and spec.prune is not None and d.granularity == "weight" and d.expected_keep < 1
+        pruned = (
+            d is not None and spec.prune is not None and d.granularity == "weight" and d.expected_keep < 1
+        )
         if d is not None and pruned and ls.weight in ("float32", "int8", "int4"):
-            notes.append(f"{ls.layer}: unstructured pruning at density {d.compressed.density:.3f} is above the "
-                         f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "
-                         "bytes on its own (ALGORITHM.md §5)")
+            notes.append(
+                f"{ls.layer}: unstructured pruning at density {d.compressed.density:.3f} is above the "
+                f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "
+                "bytes on its own (ALGORITHM.md §5)"
+            )
     art = Artifacts(files, storage_summary(original), storage_summary(ox.data), shapes, storage, notes)
     if net.source_format in ("pytorch", "safetensors"):
-        fmt = "pt" if net.source_format == "pytorch" else "safetensors"
+        fmt: Literal["pt", "safetensors"] = "pt" if net.source_format == "pytorch" else "safetensors"
         data, arch = export_state_dict(net, compressed, fmt=fmt)
         files[f"model.{fmt}"] = data
         files["architecture.json"] = json.dumps(arch, indent=2, sort_keys=True).encode()

@@ -68,17 +68,27 @@ def _cost(net: Network, spec: CompressSpec) -> float:
     return total
 
 
-def _predict(net: Network, spec: CompressSpec, Zs: Mapping[str, torch.Tensor], sens: Mapping[str, Sensitivity],
-             seed: int) -> float:
+def _predict(
+    net: Network,
+    spec: CompressSpec,
+    Zs: Mapping[str, torch.Tensor],
+    sens: Mapping[str, Sensitivity],
+    seed: int,
+) -> float:
     pred = 0.0
     for layer in net.layers:
         prune, quant = stages_for(layer, spec)
         if prune is None and quant is None:
             continue
         stats = layer_stats(layer, Zs[layer.name], groups=prune is not None and prune.granularity != "weight")
-        d = compress_layer(layer, stats, prune=prune, quantize=quant,
-                           keep=1.0 if prune is None else prune.keep_for(layer.name),
-                           generator=generator(seed, layer.index, 0))
+        d = compress_layer(
+            layer,
+            stats,
+            prune=prune,
+            quantize=quant,
+            keep=1.0 if prune is None else prune.keep_for(layer.name),
+            generator=generator(seed, layer.index, 0),
+        )
         pred += predict_independent(d.var, sens[layer.name])
         if d.group_tau2 is not None:
             pred += predict_groups(d.group_tau2, sens[layer.name])
@@ -139,10 +149,20 @@ def search(
     if chosen is None:
         # Nothing met the budget on the fit split: fall back to the least compressed candidate.
         c = cands[-1]
-        budget = {"target": dataclasses.asdict(t), "met": False, "chosen": {"keep": c.keep, "bits": c.bits},
-                  "trace": [x.to_dict() for x in cands], "selection_split": "fit"}
+        budget = {
+            "target": dataclasses.asdict(t),
+            "met": False,
+            "chosen": {"keep": c.keep, "bits": c.bits},
+            "trace": [x.to_dict() for x in cands],
+            "selection_split": "fit",
+        }
         return candidate_spec(spec, c.keep, c.bits), budget, None
     c, nd = chosen
-    budget = {"target": dataclasses.asdict(t), "met": None, "chosen": {"keep": c.keep, "bits": c.bits},
-              "trace": [x.to_dict() for x in cands], "selection_split": "fit"}
+    budget = {
+        "target": dataclasses.asdict(t),
+        "met": None,
+        "chosen": {"keep": c.keep, "bits": c.bits},
+        "trace": [x.to_dict() for x in cands],
+        "selection_split": "fit",
+    }
     return candidate_spec(spec, c.keep, c.bits), budget, nd

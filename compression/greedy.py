@@ -92,6 +92,7 @@ def draw_network(
             keep=1.0 if prune is None else prune.keep_for(layer.name),
             generator=generator(spec.seed, layer.index, draw),
             sensitivity=sens,
+            device=ex.device,
         )
         result.layers[layer.name] = d
         overrides[layer.name] = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=ex.device)
@@ -114,7 +115,13 @@ def best_of(
     best: NetworkDraw | None = None
     for r in range(spec.draws):
         nd = draw_network(
-            net, ex, spec, X, draw=r, sensitivities=sensitivities, on_layer=on_layer,
+            net,
+            ex,
+            spec,
+            X,
+            draw=r,
+            sensitivities=sensitivities,
+            on_layer=on_layer,
             should_cancel=should_cancel,
         )
         with torch.no_grad():

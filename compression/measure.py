@@ -64,7 +64,9 @@ def measure(
     phi = dense[net.logits].double().cpu().numpy().reshape(X.shape[0], -1)  # (S, K)
     phi_hat = comp[net.logits].double().cpu().numpy().reshape(X.shape[0], -1)  # (S, K)
     err = output_error(phi, phi_hat)
-    layer_errors = {layer.name: mean_sq_error(dense[layer.output], comp[layer.output]) for layer in net.layers}
+    layer_errors = {
+        layer.name: mean_sq_error(dense[layer.output], comp[layer.output]) for layer in net.layers
+    }
     cls = classification(phi, phi_hat, labels) if net.is_classifier else None
     m = Measurement(err, cls, layer_errors, {}, dict.fromkeys(TIERS), {}, phi, phi_hat)
     if net.support != "full":
@@ -82,7 +84,9 @@ def measure(
             stats = layer_stats(layer, z_in, groups=draw.group_tau2 is not None)
             draw = dataclasses.replace(draw, tier_E_A=tier_e(draw, stats))
         measured_prev = mean_sq_error(dense[layer.input], z_in)
-        tb = layer_bounds(layer, stats, draw, sigma=sigma, measured_prev=measured_prev, prev=prev, input_hw=hw)
+        tb = layer_bounds(
+            layer, stats, draw, sigma=sigma, measured_prev=measured_prev, prev=prev, input_hw=hw
+        )
         m.bounds[layer.name] = tb
         prev = tb
     if prev is not None:

@@ -128,7 +128,10 @@ class Network:
 
     @property
     def n_params(self) -> int:
-        return sum(int(layer.weight.size) + (0 if layer.bias is None else int(layer.bias.size)) for layer in self.layers)
+        return sum(
+            int(layer.weight.size) + (0 if layer.bias is None else int(layer.bias.size))
+            for layer in self.layers
+        )
 
     def weights(self) -> Mapping[str, np.ndarray]:
         return {layer.name: layer.weight for layer in self.layers}

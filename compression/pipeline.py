@@ -28,8 +28,14 @@ from compression.spec import CompressSpec
 class _Progress:
     """Maps (stage, layer i of n) to an overall fraction and forwards it; checks cancellation."""
 
-    WEIGHTS = {"preparing": (0.0, 0.05), "searching": (0.05, 0.45), "compressing": (0.45, 0.75),
-               "measuring": (0.75, 0.85), "exporting": (0.85, 0.95), "baselines": (0.95, 0.99)}
+    WEIGHTS = {
+        "preparing": (0.0, 0.05),
+        "searching": (0.05, 0.45),
+        "compressing": (0.45, 0.75),
+        "measuring": (0.75, 0.85),
+        "exporting": (0.85, 0.95),
+        "baselines": (0.95, 0.99),
+    }
 
     def __init__(self, fn: ProgressFn | None, cancel: CancelFn | None) -> None:
         self.fn, self.cancel = fn, cancel
@@ -52,8 +58,10 @@ def _check(net: Network, spec: CompressSpec) -> None:
     names = {layer.name for layer in net.layers}
     unknown = [n for n in spec.exclude if n not in names]
     if unknown:
-        raise InvalidSpecError(f"exclude names unknown layers: {', '.join(unknown)}; layers are "
-                               f"{', '.join(sorted(names))}", field="exclude")
+        raise InvalidSpecError(
+            f"exclude names unknown layers: {', '.join(unknown)}; layers are {', '.join(sorted(names))}",
+            field="exclude",
+        )
     if spec.prune is not None and not isinstance(spec.prune.keep, float | int):
         bad = [n for n in spec.prune.keep if n not in names]
         if bad:
@@ -62,11 +70,15 @@ def _check(net: Network, spec: CompressSpec) -> None:
         raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
     if net.support != "full":
         if spec.prune is not None and spec.prune.granularity != "weight":
-            raise InvalidSpecError("neuron/channel pruning needs full support; this graph is generic "
-                                   "(only unstructured pruning and quantization apply)", field="prune.granularity")
+            raise InvalidSpecError(
+                "neuron/channel pruning needs full support; this graph is generic "
+                "(only unstructured pruning and quantization apply)",
+                field="prune.granularity",
+            )
         if spec.prune is not None and spec.prune.score == "output":
-            raise InvalidSpecError("the output-aware score needs full support (autograd through the graph)",
-                                   field="prune.score")
+            raise InvalidSpecError(
+                "the output-aware score needs full support (autograd through the graph)", field="prune.score"
+            )
 
 
 def _layer_predictions(nd: NetworkDraw, sens: dict[str, Sensitivity] | None) -> dict[str, float]:
@@ -99,32 +111,48 @@ def compress(
     progress = _Progress(on_progress, should_cancel)
     progress("preparing")
     device = resolve_device(spec.device)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     data = evaluation_data(net, spec.evaluation, calibration, spec.seed)
     ex = Executor(net, device)
     X_fit = torch.as_tensor(data.fit, device=device)
     X_ho = torch.as_tensor(data.holdout, device=device)
     full = net.support == "full"
     compresses = spec.prune is not None or spec.quantize is not None or spec.target is not None
-    need_fit_sens = full and compresses and (
-        (spec.prune is not None and spec.prune.score == "output") or spec.target is not None)
+    need_fit_sens = (
+        full
+        and compresses
+        and ((spec.prune is not None and spec.prune.score == "output") or spec.target is not None)
+    )
     sens_fit = sensitivities(ex.run, net, X_fit, net.layers) if need_fit_sens else None
     budget = None
     chosen: NetworkDraw | None = None
     if spec.target is not None:
         from compression.budget import search
 
-        picked, budget, chosen = search(net, ex, spec, X_fit, data.fit_labels, sens_fit,
-                                        should_cancel=should_cancel,
-                                        on_candidate=lambda i, n: progress("searching", i, n))
+        picked, budget, chosen = search(
+            net,
+            ex,
+            spec,
+            X_fit,
+            data.fit_labels,
+            sens_fit,
+            should_cancel=should_cancel,
+            on_candidate=lambda i, n: progress("searching", i, n),
+        )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
         if spec.draws > 1 or chosen is None:
             chosen = None
     else:
         spec_run = spec
     if chosen is None:
-        chosen = best_of(net, ex, spec_run, X_fit, sensitivities=sens_fit,
-                         on_layer=lambda i, n: progress("compressing", i, n), should_cancel=should_cancel)
+        chosen = best_of(
+            net,
+            ex,
+            spec_run,
+            X_fit,
+            sensitivities=sens_fit,
+            on_layer=lambda i, n: progress("compressing", i, n),
+            should_cancel=should_cancel,
+        )
     progress("measuring")
     from compression.measure import measure
 
@@ -144,9 +172,18 @@ def compress(
             barts = build_artifacts(net, nd, bspec, data.holdout, bm, onnxruntime_check=False)
             baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
     report = build_compress_report(
-        net=net, spec=spec_run, seed=spec.seed, device=device, data=data, draw=chosen, m=m,
-        predictions=preds if sens_ho is not None else None, artifacts=arts, baselines=baselines,
-        budget=budget, input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+        net=net,
+        spec=spec_run,
+        seed=spec.seed,
+        device=device,
+        data=data,
+        draw=chosen,
+        m=m,
+        predictions=preds if sens_ho is not None else None,
+        artifacts=arts,
+        baselines=baselines,
+        budget=budget,
+        input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
     )
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)
@@ -163,8 +200,13 @@ def _baseline_entry(bspec: CompressSpec, bm: Any, bytes_after: dict[str, Any]) -
         "bits": None if q is None else q.bits,
         "error": {k: bm.error.to_dict()[k] for k in ("relative_l2", "mse", "p95", "max")},
         "classification": bm.classification,
-        "bounds": {"W": {"value": w, "relative": None if w is None or energy <= 0 else float(np.sqrt(w / energy)),
-                         "holds": None if w is None else bool(bm.error.mse <= w * (1 + 1e-9))}},
+        "bounds": {
+            "W": {
+                "value": w,
+                "relative": None if w is None or energy <= 0 else float(np.sqrt(w / energy)),
+                "holds": None if w is None else bool(bm.error.mse <= w * (1 + 1e-9)),
+            }
+        },
         "bytes_after": bytes_after,
     }
 
@@ -180,7 +222,9 @@ def analyze(
     progress = _Progress(on_progress, None)
     progress("preparing")
     report = build_analyze_report(
-        net, seed=seed or 0, input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+        net,
+        seed=seed or 0,
+        input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
         on_layer=lambda i, n: progress("measuring", i, n),
     )
     progress.done()

@@ -73,13 +73,17 @@ def sensitivities(
     """
     W = {layer.name: torch.as_tensor(layer.matrix, dtype=torch.float64) for layer in layers}
     acc_w = {layer.name: torch.zeros_like(W[layer.name]) for layer in layers}
-    acc_g = {layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers}
+    acc_g = {
+        layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers
+    }
     S = X.shape[0]
     for start in range(0, S, chunk):
         xb = X[start : start + chunk]
         holders: dict[str, torch.Tensor] = {}
 
-        def hook(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def hook(
+            name: str, holders: dict[str, torch.Tensor] = holders
+        ) -> Callable[[torch.Tensor], torch.Tensor]:
             def add_zero(t: torch.Tensor) -> torch.Tensor:
                 d = torch.zeros_like(t, requires_grad=True)
                 holders[name] = d

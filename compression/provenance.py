@@ -38,8 +38,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def reproducibility(
-    *, seed: int, draws: int, chosen_draw: int, device: torch.device, spec: dict[str, Any],
-    input_sha256: str, calibration_sha256: str | None,
+    *,
+    seed: int,
+    draws: int,
+    chosen_draw: int,
+    device: torch.device,
+    spec: dict[str, Any],
+    input_sha256: str,
+    calibration_sha256: str | None,
 ) -> dict[str, Any]:
     return {
         "seed": seed,

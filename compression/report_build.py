@@ -59,16 +59,25 @@ def build_compress_report(
         d = draw.layers.get(layer.name)
         methods = {
             "prune": None if spec.prune is None or d is None or d.expected_keep >= 1 else spec.prune.method,
-            "quantize": None if spec.quantize is None or d is None or d.compressed.bits is None
+            "quantize": None
+            if spec.quantize is None or d is None or d.compressed.bits is None
             else spec.quantize.method,
             "score": None if spec.prune is None else spec.prune.score,
             "granularity": None if d is None else d.granularity,
         }
-        layers.append(layer_entry(
-            net, layer.name, d, m, artifacts.shapes_after[layer.name], methods=methods,
-            keep_target=None if spec.prune is None or d is None else spec.prune.keep_for(layer.name),
-            prediction=None if predictions is None else predictions.get(layer.name, 0.0), epsilon=eps,
-        ))
+        layers.append(
+            layer_entry(
+                net,
+                layer.name,
+                d,
+                m,
+                artifacts.shapes_after[layer.name],
+                methods=methods,
+                keep_target=None if spec.prune is None or d is None else spec.prune.keep_for(layer.name),
+                prediction=None if predictions is None else predictions.get(layer.name, 0.0),
+                epsilon=eps,
+            )
+        )
     energy = m.error.reference_energy
     pred_total = None if predictions is None else sum(predictions.values())
     delta = spec.evaluation.delta
@@ -77,10 +86,15 @@ def build_compress_report(
     labels = data.holdout_labels
     if labels is not None and m.end_to_end.get("E") is not None:
         before, after = mse_loss(m.phi, labels), mse_loss(m.phi_hat, labels)
-        loss = {"loss": "mean squared error on the logits vs one-hot labels", "loss_before": before,
-                "loss_after": after, "bound": loss_bound(before, float(m.end_to_end["E"] or 0.0)),
-                "tier": "E", "holds": None}
-        loss["holds"] = bool(after <= loss["bound"])
+        bound = loss_bound(before, float(m.end_to_end["E"] or 0.0))
+        loss = {
+            "loss": "mean squared error on the logits vs one-hot labels",
+            "loss_before": before,
+            "loss_after": after,
+            "bound": bound,
+            "tier": "E",
+            "holds": bool(after <= bound),
+        }
     budget_met = None
     if budget is not None:
         t = spec.target
@@ -100,15 +114,21 @@ def build_compress_report(
             "measured_from": "model.onnx",
             "state_dict_after": artifacts.state_dict_after,
         },
-        "error": {**{k: m.error.to_dict()[k] for k in ("relative_l2", "mse", "p95", "max")},
-                  "onnxruntime": artifacts.onnxruntime or None},
+        "error": {
+            **{k: m.error.to_dict()[k] for k in ("relative_l2", "mse", "p95", "max")},
+            "onnxruntime": artifacts.onnxruntime or None,
+        },
         "bounds": bounds,
         "bound_holds": {"tier": "E", "holds": bounds["E"]["holds"]},
         "delta": delta,
         "markov_caveat": MARKOV_CAVEAT,
-        "prediction": None if pred_total is None else {
-            "mse": pred_total, "relative_l2": math.sqrt(pred_total / energy) if energy > 0 else None,
-            "label": PREDICTION_LABEL},
+        "prediction": None
+        if pred_total is None
+        else {
+            "mse": pred_total,
+            "relative_l2": math.sqrt(pred_total / energy) if energy > 0 else None,
+            "label": PREDICTION_LABEL,
+        },
         "classification": m.classification,
         "loss_bound": loss,
         "latency_ms": artifacts.latency,
@@ -127,11 +147,20 @@ def build_compress_report(
         "diagnostics": diagnose_network(net, seed=seed),
         "baselines": baselines,
         "budget": budget,
-        "not_covered": not_covered(net, layers, m.notes + ([] if predictions is not None else
-                                                           ["prediction: needs autograd (full support)"])),
+        "not_covered": not_covered(
+            net,
+            layers,
+            m.notes + ([] if predictions is not None else ["prediction: needs autograd (full support)"]),
+        ),
         "reproducibility": reproducibility(
-            seed=seed, draws=spec.draws, chosen_draw=draw.draw, device=device, spec=spec.to_dict(),
-            input_sha256=input_sha256, calibration_sha256=data.calibration_sha256),
+            seed=seed,
+            draws=spec.draws,
+            chosen_draw=draw.draw,
+            device=device,
+            spec=spec.to_dict(),
+            input_sha256=input_sha256,
+            calibration_sha256=data.calibration_sha256,
+        ),
         "artifacts": [],
     }
 
@@ -146,13 +175,22 @@ def build_analyze_report(
             on_layer(layer.index, len(net.layers))
         hw = _static_hw(net, layer)
         sigma = op_norm(layer, hw) if (layer.kind == "dense" or hw is not None) else None
-        layers.append({
-            "name": layer.name, "kind": layer.kind, "shape_before": list(layer.weight.shape),
-            "inputs": {"sigma": sigma, "nu": float(abs(layer.weight).max()), "n_in": layer.n_in,
-                       "n_out": layer.n_out, "L": layer.lipschitz},
-            "advice": None if not sigma else advise(layer, sigma).to_dict(),
-            "not_covered": list(layer.notes),
-        })
+        layers.append(
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "shape_before": list(layer.weight.shape),
+                "inputs": {
+                    "sigma": sigma,
+                    "nu": float(abs(layer.weight).max()),
+                    "n_in": layer.n_in,
+                    "n_out": layer.n_out,
+                    "L": layer.lipschitz,
+                },
+                "advice": None if not sigma else advise(layer, sigma).to_dict(),
+                "not_covered": list(layer.notes),
+            }
+        )
     from compression.storage import storage_summary
 
     before = storage_summary(net.original.SerializeToString(deterministic=True))
@@ -165,8 +203,14 @@ def build_analyze_report(
         "diagnostics": diagnose_network(net, seed=seed),
         "not_covered": [{"tier": "all", "layer": None, "reason": r} for r in net.not_covered],
         "reproducibility": reproducibility(
-            seed=seed, draws=0, chosen_draw=0, device=torch.device("cpu"), spec={"kind": "analyze"},
-            input_sha256=input_sha256, calibration_sha256=None),
+            seed=seed,
+            draws=0,
+            chosen_draw=0,
+            device=torch.device("cpu"),
+            spec={"kind": "analyze"},
+            input_sha256=input_sha256,
+            calibration_sha256=None,
+        ),
         "artifacts": [],
     }
 

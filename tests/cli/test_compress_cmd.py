@@ -21,10 +21,23 @@ def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_compress_writes_artifacts_and_report(mlp_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = main([
-        "compress", str(mlp_path), "--prune-keep", "0.5", "--granularity", "neuron", "--bits", "4",
-        "--seed", "3", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "compress",
+            str(mlp_path),
+            "--prune-keep",
+            "0.5",
+            "--granularity",
+            "neuron",
+            "--bits",
+            "4",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert {p.name for p in out.iterdir()} == {"model.onnx", "report.json", "report.html"}
     report = json.loads((out / "report.json").read_text())
@@ -38,8 +51,20 @@ def test_compress_writes_artifacts_and_report(mlp_path: Path, tmp_path: Path) ->
 
 
 def test_budget_not_met_exits_3(mlp_path: Path, tmp_path: Path) -> None:
-    code = main(["compress", str(mlp_path), "--bits", "2", "--target-error", "1e-9", "--out", str(tmp_path),
-                 "--quiet", "--no-html"])
+    code = main(
+        [
+            "compress",
+            str(mlp_path),
+            "--bits",
+            "2",
+            "--target-error",
+            "1e-9",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--no-html",
+        ]
+    )
     assert code == 3
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["budget_met"] is False
 
@@ -71,13 +96,19 @@ def test_analyze_writes_diagnostics(mlp_path: Path, tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["kind"] == "analyze"
     assert len(report["diagnostics"]) == 3 and all(d["q"]["magnitude"] for d in report["diagnostics"])
-    assert all(entry["advice"]["min_bits"] is None or 2 <= entry["advice"]["min_bits"] <= 8
-               for entry in report["layers"])
+    assert all(
+        entry["advice"]["min_bits"] is None or 2 <= entry["advice"]["min_bits"] <= 8
+        for entry in report["layers"]
+    )
 
 
 def test_console_script_prints_summary(mlp_path: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("netshrink")
-    proc = subprocess.run([str(exe), "compress", str(mlp_path), "--bits", "8", "--out", str(tmp_path),
-                           "--no-html"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(exe), "compress", str(mlp_path), "--bits", "8", "--out", str(tmp_path), "--no-html"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "relative output error" in proc.stdout

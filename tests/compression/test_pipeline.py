@@ -164,8 +164,13 @@ def test_sklearn_classifier_keeps_label_tail(model_dir: Path, validate: Validate
     res = compress(net, CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0}), calibration=cal)
     validate(res.report)
     s = res.report["summary"]
-    assert s["evaluation"] == {"inputs": "calibration", "split": "holdout", "samples_fit": 160,
-                               "samples_holdout": 40, "scale": None}
+    assert s["evaluation"] == {
+        "inputs": "calibration",
+        "split": "holdout",
+        "samples_fit": 160,
+        "samples_holdout": 40,
+        "scale": None,
+    }
     assert s["classification"]["top1_agreement"] >= 0.95
     assert s["classification"]["accuracy_before"] is not None
     sess = session(res.artifacts["model.onnx"])
@@ -234,4 +239,7 @@ def test_cuda_matches_cpu_statistics(mlp_net: Network) -> None:
     # Same CPU-drawn randomness: the draws agree; float kernels differ only in rounding.
     assert gpu["error"]["relative_l2"] == pytest.approx(cpu["error"]["relative_l2"], rel=1e-3)
     again = run(mlp_net, quantize={"bits": 4}, device="cuda")
-    assert again.artifacts["model.onnx"] == run(mlp_net, quantize={"bits": 4}, device="cuda").artifacts["model.onnx"]
+    assert (
+        again.artifacts["model.onnx"]
+        == run(mlp_net, quantize={"bits": 4}, device="cuda").artifacts["model.onnx"]
+    )

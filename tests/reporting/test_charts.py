@@ -1,0 +1,121 @@
+"""Charts: inline SVG, deterministic, log axes without mathtext, nulls as gaps, names drawn literally."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reporting import charts
+from reporting.gaussian import gaussian_magnitude_curve
+from reporting.sample import _tail_energy_curve
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _ids(svg: str) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', svg))
+
+
+def test_bounds_chart_is_inline_svg_with_every_tier(report: dict[str, Any]) -> None:
+    svg = charts.bounds_chart(report["layers"])
+    assert svg is not None and svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "<?xml" not in svg and "<!DOCTYPE" not in svg and "<metadata>" not in svg
+    assert 'role="img"' in svg and 'aria-label="' in svg and 'id="chart-bounds"' in svg
+    for label in (
+        "tier E",
+        "tier T",
+        "tier P",
+        "tier W",
+        "measured eₗ",
+        "linearized prediction (not a bound)",
+    ):
+        assert label in svg, label
+    # plain log-axis tick labels (mathtext is off, so matplotlib's default 10^{k} markup would leak)
+    assert "mathdefault" not in svg and "$" not in svg
+    assert re.search(r">0\.01</text>", svg) and re.search(r">1</text>", svg)
+    assert "log scale" in svg
+
+
+def test_charts_are_deterministic(report: dict[str, Any]) -> None:
+    assert charts.bounds_chart(report["layers"]) == charts.bounds_chart(report["layers"])
+    d = report["diagnostics"][0]
+    assert charts.diagnostics_chart(d, 0) == charts.diagnostics_chart(d, 0)
+
+
+def test_charts_on_one_page_have_distinct_element_ids(report: dict[str, Any]) -> None:
+    a = charts.bounds_chart(report["layers"])
+    b = charts.sweep_chart(report["budget"])
+    assert a is not None and b is not None
+    assert _ids(a) and _ids(b) and not (_ids(a) & _ids(b))
+
+
+def test_null_tier_is_a_gap_and_labelled_na(report: dict[str, Any]) -> None:
+    for layer in report["layers"]:
+        layer["bounds"]["P"] = {"A": None, "step": None, "cumulative": None}
+    layers = report["layers"]
+    layers[0]["measured_error"] = 0.0  # nothing compressed there: no point on a log axis, no crash
+    svg = charts.bounds_chart(layers)
+    assert svg is not None and "tier P (P1's paper constant): n/a" in svg
+
+
+def test_no_measured_error_means_no_bounds_chart(analyze_report: dict[str, Any]) -> None:
+    assert charts.bounds_chart(analyze_report["layers"]) is None
+    assert charts.bounds_chart([]) is None
+
+
+def test_names_are_drawn_literally_and_escaped(report: dict[str, Any]) -> None:
+    report["layers"][1]["name"] = "$x$"  # mathtext would eat the dollars
+    report["diagnostics"][0]["name"] = EVIL
+    svg = charts.bounds_chart(report["layers"])
+    assert svg is not None and ">$x$</text>" in svg
+    diag = charts.diagnostics_chart(report["diagnostics"][0], 0)
+    assert diag is not None and "<script" not in diag.lower() and "&lt;script&gt;" in diag
+
+
+def test_diagnostics_chart_parts(report: dict[str, Any]) -> None:
+    d = report["diagnostics"][0]
+    full = charts.diagnostics_chart(d, 0)
+    assert (
+        full is not None
+        and "α̂ = 1.78" in full
+        and "Gaussian reference" in full
+        and "count (log scale)" in full
+    )
+    d_no_hist = {k: v for k, v in d.items() if k != "histogram"}
+    curves_only = charts.diagnostics_chart(d_no_hist, 1)
+    assert curves_only is not None and "count (log scale)" not in curves_only
+    assert charts.diagnostics_chart({"name": "empty"}, 2) is None
+
+
+def test_gaussian_reference_reproduces_algorithm_md_values() -> None:
+    """ALGORITHM.md §4: q_mag ≈ 0.265 at ε = 0.1 and ≈ 0.555 at ε² = 0.1 for i.i.d. Gaussian weights."""
+    e = gaussian_magnitude_curve([1 - 0.265, 1 - 0.555])
+    assert e[0] == pytest.approx(0.1, abs=0.003)
+    assert e[1] == pytest.approx(math.sqrt(0.1), abs=0.003)
+
+
+def test_gaussian_reference_matches_monte_carlo() -> None:
+    """The closed form against the empirical curve of 200k Gaussian entries (oracle)."""
+    kappa = np.linspace(0.0, 1.0, 21)
+    empirical = _tail_energy_curve(np.random.default_rng(1).standard_normal(200_000), kappa)
+    closed = np.array(gaussian_magnitude_curve(list(kappa)))
+    assert np.max(np.abs(closed - empirical)) < 0.005
+
+
+def test_sweep_chart(report: dict[str, Any]) -> None:
+    svg = charts.sweep_chart(report["budget"])
+    assert svg is not None
+    for label in (
+        "4 bits: measured",
+        "4 bits: predicted",
+        "3 bits: measured",
+        "target (relative_l2)",
+        "chosen",
+    ):
+        assert label in svg, label
+    assert charts.sweep_chart({"trace": []}) is None
+    assert charts.sweep_chart({}) is None
