@@ -27,7 +27,7 @@ from compression.scores import layer_stats
 from compression.spec import CompressSpec, PruneSpec, QuantizeSpec
 from compression.storage import sparse_saves_bytes
 
-KEEP_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+KEEP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 1.0: no pruning
 BITS_GRID = (8, 7, 6, 5, 4, 3, 2)
 PREDICTION_SLACK = 1.5  # measure a candidate unless its prediction exceeds the target by this factor
 MAX_MEASURED = 8
@@ -147,8 +147,8 @@ def search(
             chosen = (c, nd)
             break
     if chosen is None:
-        # Nothing met the budget on the fit split: fall back to the least compressed candidate.
-        c = cands[-1]
+        # Nothing met the budget on the fit split: fall back to the least aggressive candidate.
+        c = max(cands, key=lambda x: (x.cost_bits, x.keep or 1.0, x.bits or 32))
         budget = {
             "target": dataclasses.asdict(t),
             "met": False,

@@ -67,7 +67,7 @@ def measure(
     layer_errors = {
         layer.name: mean_sq_error(dense[layer.output], comp[layer.output]) for layer in net.layers
     }
-    cls = classification(phi, phi_hat, labels) if net.is_classifier else None
+    cls = classification(phi, phi_hat, labels) if net.is_classifier or labels is not None else None
     m = Measurement(err, cls, layer_errors, {}, dict.fromkeys(TIERS), {}, phi, phi_hat)
     if net.support != "full":
         m.notes.append("bounds not covered: the graph is not a chain of supported layers (generic support)")
