@@ -1,0 +1,109 @@
+"""The SDK and ``netshrink submit`` against the REAL service: ``service.main.create_app`` on uvicorn,
+embedded mode (SQLite store + in-process Celery worker), one real compression job end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import uvicorn
+
+from cli import submit_cmd
+from client import ApiError, Job, NetshrinkClient, RetryPolicy
+from client._protocol import content_digest_sha256
+from service.main import create_app
+from service.settings import ServiceSettings
+from tests import factories
+
+pytestmark = pytest.mark.slow
+SPEC = {"prune": {"keep": 0.5}, "quantize": {"bits": 8}, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = ServiceSettings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        redis_url=None,
+        embedded_worker=True,
+        host="127.0.0.1",
+        auth_disabled=False,
+        rate_limit_requests=1000,
+        prefer_wait_max_s=60.0,
+        retry_after_s=1,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the real service did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
+    return factories.write_bytes(factories.mlp_onnx(), tmp_path / "mlp.onnx")
+
+
+def test_sdk_runs_a_real_job(real_server: str, onnx_file: Path, tmp_path: Path) -> None:
+    seen: list[Job] = []
+    with NetshrinkClient(real_server, retry=RetryPolicy(max_retries=2, backoff_s=0.1)) as ns:
+        assert "onnx" in json.dumps(ns.capabilities()["formats"])
+        job = ns.submit(onnx_file, SPEC)
+        assert job.status == "queued" and job.spec["seed"] == 7
+        assert job.retry_after_s is not None  # non-terminal jobs carry Retry-After
+        done = ns.wait(job.id, timeout_s=60, on_progress=seen.append)
+        assert done.status == "succeeded", done.error
+        paths = ns.download(done.id, tmp_path / "out")
+        report = ns.report(done.id)
+        assert [j.id for j in ns.list(status="succeeded").items] == [done.id]
+        with pytest.raises(ApiError) as missing:
+            ns.get("no-such-job")
+    assert missing.value.status == 404 and missing.value.problem["title"]
+    assert seen[-1].status == "succeeded"
+    assert "model.onnx" in paths and all(p.is_file() for p in paths.values())
+    head = httpx.get(f"{real_server}/v1/jobs/{done.id}/artifacts/model.onnx")
+    on_disk = hashlib.sha256(paths["model.onnx"].read_bytes()).hexdigest()
+    assert (
+        content_digest_sha256(head.headers["Content-Digest"]) == on_disk == done.artifact("model.onnx").sha256
+    )
+    session = ort.InferenceSession(str(paths["model.onnx"]), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    assert np.all(np.isfinite(session.run(None, {session.get_inputs()[0].name: x})[0]))
+    if "report.json" in paths:
+        assert json.loads(paths["report.json"].read_text())["summary"] == report["summary"]
+    assert report["summary"]["bytes"]["after"]["total"] < report["summary"]["bytes"]["before"]["total"]
+
+
+def test_submit_command_against_the_real_service(
+    real_server: str, onnx_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    submit_cmd.add_arguments(parser)
+    argv = [str(onnx_file), "--server", real_server, "--prune-keep", "0.5", "--bits", "4", "--seed", "1",
+            "--target-error", "10", "--json", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert submit_cmd.run(parser.parse_args(argv)) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["status"] == "succeeded" and body["summary"]["budget_met"] is True
+    bad = parser.parse_args([str(onnx_file), "--server", real_server, "--prune-keep", "1.5"])
+    assert submit_cmd.run(bad) == 2
+    assert "prune" in capsys.readouterr().err

