@@ -15,7 +15,7 @@ from compression.errors import InvalidWeightsError
 from compression.network import Network
 from compression.stable import sample_sas
 
-ENTRY_KEYS = {"name", "rows", "cols", "low_confidence", "alpha", "curves", "q", "gaussian_reference"}
+ENTRY_KEYS = {"name", "rows", "cols", "low_confidence", "alpha", "curves", "q", "gaussian_reference", "histogram"}
 
 
 def _network(raw: dict[str, np.ndarray]) -> Network:
@@ -105,3 +105,11 @@ def test_rejects_non_finite_weights() -> None:
     W[3, 4] = np.nan
     with pytest.raises(InvalidWeightsError):
         diagnose_tensor("bad", W)
+
+
+def test_histogram_counts_every_entry() -> None:
+    W = np.random.default_rng(0).standard_normal((70, 30))
+    h = diagnose_tensor("w", W)["histogram"]
+    assert len(h["edges"]) == len(h["counts"]) + 1
+    assert sum(h["counts"]) == W.size
+    assert h["edges"][0] == -h["edges"][-1] == pytest.approx(-np.abs(W).max(), rel=1e-6)
