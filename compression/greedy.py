@@ -83,7 +83,9 @@ def draw_network(
         stats = layer_stats(layer, Z, groups=structured)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
-            sens = sensitivities[layer.name].weight_sq
+            # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (ALGORITHM.md §3).
+            s = sensitivities[layer.name]
+            sens = s.group_sq if structured else s.weight_sq
         d = compress_layer(
             layer,
             stats,

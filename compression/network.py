@@ -38,13 +38,6 @@ class ConvGeometry:
     dilations: tuple[int, int] = (1, 1)
     group: int = 1
 
-    @property
-    def windows_per_pixel(self) -> int:
-        """⌈kh/sh⌉·⌈kw/sw⌉: how many output windows one input pixel falls in (tier T, ALGORITHM.md §3)."""
-        kh, kw = self.kernel_shape
-        sh, sw = self.strides
-        return -(-kh // sh) * -(-kw // sw)
-
 
 @dataclass
 class Layer:
