@@ -68,9 +68,13 @@ def advise(
             min_bits = b
             break
     min_keep = 1.0 - f_prune + f_prune * min_p
-    bits_txt = f"{min_bits} bits" if min_bits is not None else f"no width up to {MAX_BITS} bits"
+    bits_txt = (
+        f"can go to {min_bits} bits"
+        if min_bits is not None
+        else f"can't be quantized (not even at {MAX_BITS} bits)"
+    )
     text = (
-        f"{layer.name}: tier T's relative layer term stays <= eps^2 = {epsilon**2:.3g} down to "
-        f"keep {min_keep:.3g} (p = {min_p:.3g} at f = {f_prune:g}), or with {bits_txt}"
+        f"{bits_txt}, or be pruned to keep {min_keep:.3g} (p = {min_p:.3g} at f = {f_prune:g}), "
+        f"with tier T's relative layer term <= eps^2 = {epsilon**2:.3g}"
     )
     return LayerAdvice(layer.name, epsilon, min_p, min_keep, min_bits, text)

@@ -45,7 +45,12 @@ def test_min_bits_is_the_smallest_that_fits() -> None:
     assert _quant_term(layer, sigma, adv.min_bits) <= 0.01
     if adv.min_bits > 2:
         assert _quant_term(layer, sigma, adv.min_bits - 1) > 0.01
-    assert layer.name in adv.text and set(adv.to_dict()) >= {"epsilon", "min_keep", "min_bits", "text"}
+    assert f"{adv.min_bits} bits" in adv.text and set(adv.to_dict()) >= {
+        "epsilon",
+        "min_keep",
+        "min_bits",
+        "text",
+    }
 
 
 def test_fan_in_over_fan_out_buys_compression() -> None:

@@ -15,7 +15,17 @@ from compression.errors import InvalidWeightsError
 from compression.network import Network
 from compression.stable import sample_sas
 
-ENTRY_KEYS = {"name", "rows", "cols", "low_confidence", "alpha", "curves", "q", "gaussian_reference", "histogram"}
+ENTRY_KEYS = {
+    "name",
+    "rows",
+    "cols",
+    "low_confidence",
+    "alpha",
+    "curves",
+    "q",
+    "gaussian_reference",
+    "histogram",
+}
 
 
 def _network(raw: dict[str, np.ndarray]) -> Network:
