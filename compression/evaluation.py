@@ -19,9 +19,12 @@ MIN_SAMPLES_FOR_HOLDOUT = 50  # ALGORITHM.md §2: keep a held-out fraction when 
 
 
 class CalibrationLike(Protocol):
-    inputs: np.ndarray
-    labels: np.ndarray | None
-    sha256: str
+    @property
+    def inputs(self) -> np.ndarray: ...
+    @property
+    def labels(self) -> np.ndarray | None: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass

@@ -86,6 +86,8 @@ def _layer_predictions(nd: NetworkDraw, sens: dict[str, Sensitivity] | None) -> 
         return {}
     out = {}
     for name, d in nd.layers.items():
+        if d.tier_E_A is None:  # a deterministic baseline: no variance to linearize
+            return {}
         p = predict_independent(d.var, sens[name])
         if d.group_tau2 is not None:
             p += predict_groups(d.group_tau2, sens[name])
@@ -179,7 +181,8 @@ def compress(
         data=data,
         draw=chosen,
         m=m,
-        predictions=preds if sens_ho is not None else None,
+        predictions=preds if sens_ho is not None and preds else None,
+        prediction_reason=_prediction_reason(net, chosen),
         artifacts=arts,
         baselines=baselines,
         budget=budget,
@@ -187,6 +190,14 @@ def compress(
     )
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)
+
+
+def _prediction_reason(net: Network, nd: NetworkDraw) -> str:
+    if net.support != "full":
+        return "generic graph: the linearization needs autograd through the torch executor"
+    if not nd.layers:
+        return "nothing was compressed"
+    return "deterministic methods (magnitude, obd, rtn) have no variance to linearize"
 
 
 def _baseline_entry(bspec: CompressSpec, bm: Any, bytes_after: dict[str, Any]) -> dict[str, Any]:

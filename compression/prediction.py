@@ -99,9 +99,17 @@ def sensitivities(
         for k in range(phi.shape[1]):
             grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
             for layer, delta in zip(layers, grads, strict=True):
-                G = _weight_grads(layer, delta.detach().double().cpu(), zs[layer.name].cpu())  # (s, o, j)
-                acc_w[layer.name] += (G**2).sum(dim=0)
-                contrib = (G * W[layer.name][None]).sum(dim=1)  # (s, n_in)
+                d = delta.detach().double().cpu()
+                z = zs[layer.name].cpu()
+                if layer.kind == "dense":
+                    # (∂Φ_k/∂W_ij)² = δ_i² ẑ_j² per sample: no (S, n_out, n_in) tensor needed.
+                    d2, z2 = d.reshape(d.shape[0], -1), z.reshape(z.shape[0], -1)  # (s, o), (s, j)
+                    acc_w[layer.name] += (d2**2).T @ (z2**2)  # (o, j)
+                    contrib = (d2 @ W[layer.name]) * z2  # (s, j): Σ_i δ_i W_ij ẑ_j
+                else:
+                    G = _weight_grads(layer, d, z)  # (s, o, j)
+                    acc_w[layer.name] += (G**2).sum(dim=0)
+                    contrib = (G * W[layer.name][None]).sum(dim=1)  # (s, n_in)
                 gs = group_size(layer)
                 grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
                 acc_g[layer.name] += (grouped**2).sum(dim=0)

@@ -126,13 +126,16 @@ def layer_entry(
     }
 
 
+def _classify(note: str, layer: str | None) -> dict[str, Any]:
+    """``"P: undefined at f = 1"`` -> tier P; a note without a tier prefix concerns every tier."""
+    tier, _, reason = note.partition(": ")
+    if tier in TIERS or tier == "prediction":
+        return {"tier": tier, "layer": layer, "reason": reason}
+    return {"tier": "all", "layer": layer, "reason": note}
+
+
 def not_covered(net: Network, layers: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
-    out = [{"tier": "all", "layer": None, "reason": r} for r in (*net.not_covered, *notes)]
+    out = [_classify(r, None) for r in (*net.not_covered, *notes)]
     for entry in layers:
-        for note in entry["not_covered"]:
-            tier, _, reason = note.partition(": ")
-            if tier in TIERS or tier == "prediction":
-                out.append({"tier": tier, "layer": entry["name"], "reason": reason})
-            else:
-                out.append({"tier": "all", "layer": entry["name"], "reason": note})
+        out += [_classify(note, entry["name"]) for note in entry["not_covered"]]
     return out

@@ -48,6 +48,7 @@ def build_compress_report(
     draw: NetworkDraw,
     m: Measurement,
     predictions: dict[str, float] | None,
+    prediction_reason: str,
     artifacts: Artifacts,
     baselines: list[dict[str, Any]],
     budget: dict[str, Any] | None,
@@ -150,7 +151,7 @@ def build_compress_report(
         "not_covered": not_covered(
             net,
             layers,
-            m.notes + ([] if predictions is not None else ["prediction: needs autograd (full support)"]),
+            m.notes + ([] if predictions is not None else [f"prediction: {prediction_reason}"]),
         ),
         "reproducibility": reproducibility(
             seed=seed,

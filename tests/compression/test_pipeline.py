@@ -243,3 +243,13 @@ def test_cuda_matches_cpu_statistics(mlp_net: Network) -> None:
         again.artifacts["model.onnx"]
         == run(mlp_net, quantize={"bits": 4}, device="cuda").artifacts["model.onnx"]
     )
+
+
+def test_deterministic_method_has_no_prediction_and_says_why(mlp_net: Network, validate: Validate) -> None:
+    rep = run(mlp_net, prune={"keep": 0.5, "method": "magnitude"}).report
+    validate(rep)
+    assert rep["summary"]["prediction"] is None
+    assert rep["summary"]["error"]["mse"] > 0
+    reasons = [n for n in rep["not_covered"] if n["tier"] == "prediction"]
+    assert reasons and "deterministic" in reasons[0]["reason"]
+    assert rep["summary"]["bounds"]["W"]["holds"] is True and rep["summary"]["bounds"]["E"]["value"] is None
