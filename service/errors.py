@@ -1,0 +1,230 @@
+"""THE one error map, and the handlers that make every non-2xx response RFC 9457 problem+json.
+
+- ``compression.errors`` classes map to statuses through ``STATUS_BY_ERROR`` (most specific class
+  wins, by MRO), so a new core subclass inherits its parent's status.
+- ``ApiError`` is the service's own failure (404 unknown job, 409 wrong state, 415, 429, ...).
+- FastAPI's ``RequestValidationError`` becomes 422 with ``errors[]`` as JSON Pointers.
+- Starlette's ``HTTPException`` (unknown route 404, 405 with ``Allow``) keeps its status and headers.
+- Anything else is a 500 with a fixed detail: a stack trace never reaches the client.
+
+Ref: API.md "Errors"; RFC 9457 §3; STYLE.md "Settings and errors".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from compression import errors as core
+from service.schemas import Problem, ProblemFieldError
+
+log = logging.getLogger("netshrink.service")
+
+Location = Literal["body", "query", "header", "path"]
+_UNION_TAG = re.compile(r"^(constrained-|function-|literal\[|dict\[|list\[|tagged-union\[|nullable\[)")
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://netshrink.dev/problems/"
+
+STATUS_BY_ERROR: Mapping[type[core.CompressionError], int] = {
+    core.CompressionError: 422,
+    core.ModelFormatError: 400,  # recognised container, unreadable bytes (unknown formats are 415)
+    core.ExternalDataError: 422,  # a readable ONNX we refuse: the bytes are fine, the content is not
+    core.UnsupportedModelError: 422,
+    core.InvalidWeightsError: 422,
+    core.ArchitectureError: 422,
+    core.CalibrationError: 422,
+    core.InvalidSpecError: 422,
+    core.LimitExceededError: 413,
+    core.CancelledError: 409,
+}
+
+
+class ApiError(Exception):
+    """A failure the service itself raises; rendered as a problem with ``PROBLEM_BASE + slug``."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[ProblemFieldError] = (),
+    ) -> None:
+        super().__init__(detail or title)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.headers = dict(headers or {})
+        self.errors = list(errors)
+
+
+def not_found(what: str = "job") -> ApiError:
+    """Unknown id *and* another key's job: the same answer, so ids can't be probed."""
+    return ApiError(404, "not-found", "Not found", f"No such {what}.")
+
+
+def status_for(exc: core.CompressionError) -> int:
+    """The HTTP status of a core error: the first class of its MRO present in the map."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 422  # pragma: no cover - CompressionError itself is in the map
+
+
+def problem_from_error(exc: core.CompressionError, *, instance: str | None = None) -> Problem:
+    """A core error as a problem; ``field`` becomes an ``errors[]`` pointer into the spec."""
+    errors = []
+    if exc.field:
+        pointer = "/spec/" + exc.field.replace(".", "/")
+        errors.append(ProblemFieldError(detail=exc.detail, pointer=pointer, field="spec." + exc.field))
+    extra: dict[str, Any] = {"nodes": exc.nodes} if exc.nodes else {}
+    return Problem(
+        type=PROBLEM_BASE + exc.slug,
+        title=exc.title,
+        status=status_for(exc),
+        detail=exc.detail,
+        instance=instance,
+        errors=errors,
+        **extra,
+    )
+
+
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = problem.model_dump(mode="json", exclude_none=True)
+    return JSONResponse(
+        body, status_code=problem.status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the union member's tag (``constrained-float``, ``dict[str,...]``) into ``loc``."""
+    return isinstance(part, str) and bool(_UNION_TAG.match(part))
+
+
+def _pointer(loc: Sequence[Any]) -> tuple[Location, str]:
+    """FastAPI's ``loc`` tuple -> (location, JSON Pointer); ``("body", "spec", "seed")`` -> ``/spec/seed``."""
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc if not _is_union_tag(p)]
+    where, *rest = parts or ["body"]
+    location: Location = where if where in ("body", "query", "header", "path") else "body"  # type: ignore[assignment]
+    if location != where:
+        rest = [where, *rest]
+    return location, "/" + "/".join(rest)
+
+
+def validation_errors(
+    raw: Sequence[Mapping[str, Any]], prefix: Sequence[Any] = ()
+) -> list[ProblemFieldError]:
+    """pydantic/FastAPI error dicts -> ``errors[]`` items."""
+    out: list[ProblemFieldError] = []
+    seen: set[tuple[str, str]] = set()
+    for err in raw:
+        location, pointer = _pointer([*prefix, *err.get("loc", ())])
+        dotted = pointer.strip("/").replace("/", ".")
+        detail = str(err.get("msg", "invalid"))
+        if (pointer, detail) in seen:
+            continue
+        seen.add((pointer, detail))
+        out.append(ProblemFieldError(detail=detail, pointer=pointer, field=dotted, location=location))
+    return out
+
+
+# ---- handlers ------------------------------------------------------------------------------------
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    problem = Problem(
+        type=PROBLEM_BASE + exc.slug,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        instance=request.url.path,
+        errors=exc.errors,
+    )
+    return problem_response(problem, exc.headers)
+
+
+async def _on_core_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, core.CompressionError)
+    return problem_response(problem_from_error(exc, instance=request.url.path))
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problem = Problem(
+        type=PROBLEM_BASE + "validation",
+        title="The request is invalid",
+        status=422,
+        detail="One or more fields failed validation; see errors.",
+        instance=request.url.path,
+        errors=validation_errors(exc.errors()),
+    )
+    return problem_response(problem)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = (
+        HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+    )
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=request.url.path)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(problem, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts for this path (Starlette's 405 lists only the first route's).
+
+    Each candidate method is matched against the router, so included routers need no introspection.
+    """
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = Problem(
+        type=PROBLEM_BASE + "internal",
+        title="Internal server error",
+        status=500,
+        detail="An unexpected error occurred; it has been logged.",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every handler above; called once by ``create_app``."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(core.CompressionError, _on_core_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+__all__ = [
+    "PROBLEM_BASE",
+    "PROBLEM_MEDIA_TYPE",
+    "STATUS_BY_ERROR",
+    "ApiError",
+    "install_error_handlers",
+    "not_found",
+    "problem_from_error",
+    "problem_response",
+    "status_for",
+    "validation_errors",
+]

@@ -1,0 +1,96 @@
+"""The FastAPI application factory. Clients are built in ``lifespan``, never at import.
+
+``create_app(settings)`` wires routers, the one error map and the OpenAPI customizations. The
+lifespan opens the job store, the artifact store, Redis (when configured) and the Celery app,
+decides the auth mode (refusing to start on an open non-loopback bind), and, in embedded mode,
+runs the in-process Celery worker thread so one command serves everything.
+Ref: STYLE.md "Settings and errors", "Layout"; API.md "Auth and limits"; issue 4 "Embedded default".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+
+import redis
+from fastapi import FastAPI
+
+from compression import __version__
+from service.auth import auth_mode
+from service.deps import AppState
+from service.errors import install_error_handlers
+from service.metrics import build_registry
+from service.openapi import build_openapi
+from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from service.routes import jobs, ops
+from service.settings import ServiceSettings, get_settings
+from workers.artifacts import ArtifactStore
+from workers.celery_app import EmbeddedWorker, create_celery_app, enqueue_job
+from workers.store import get_store
+
+log = logging.getLogger("netshrink.service")
+
+DESCRIPTION = (
+    "Upload a model (ONNX or a PyTorch state dict) and a spec; get back a compressed model whose "
+    "measured error is reported next to its theoretical bound. Every error is "
+    "`application/problem+json` (RFC 9457)."
+)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ServiceSettings = app.state.settings
+    async with AsyncExitStack() as stack:
+        artifacts = ArtifactStore(settings.artifacts_dir)  # creates data_dir/jobs
+        store = get_store(settings)
+        stack.callback(store.close)
+        mode = auth_mode(settings, store)  # AuthConfigError aborts startup
+        client: redis.Redis | None = None
+        limiter: RateLimiter
+        if settings.redis_url:
+            client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+            stack.callback(client.close)
+            limiter = RedisRateLimiter(
+                client, settings.rate_limit_requests, settings.rate_limit_window_s, settings.redis_key_prefix
+            )
+        else:
+            limiter = MemoryRateLimiter(settings.rate_limit_requests, settings.rate_limit_window_s)
+        celery = create_celery_app(settings)
+        stack.callback(celery.close)
+        if settings.embedded and settings.embedded_worker:
+            worker = EmbeddedWorker(celery).start()
+            stack.callback(worker.stop)
+        app.state.netshrink = AppState(
+            settings=settings,
+            store=store,
+            artifacts=artifacts,
+            limiter=limiter,
+            auth_mode=mode,
+            registry=build_registry(store, heartbeat_ttl_s=settings.heartbeat_ttl_s),
+            enqueue=partial(enqueue_job, celery),
+            redis=client,
+        )
+        log.info("netshrink API ready (auth=%s, embedded=%s)", mode, settings.embedded)
+        yield
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """A new app for ``settings`` (the environment's, via ``get_settings()``, when None)."""
+    app = FastAPI(
+        title="netshrink",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings or get_settings()
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(ops.router)
+    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    return app
+
+
+__all__ = ["create_app", "lifespan"]

@@ -1,0 +1,1 @@
+"""HTTP routers: ``jobs`` (the /v1/jobs resource) and ``ops`` (health, readiness, metrics, capabilities)."""

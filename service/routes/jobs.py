@@ -1,0 +1,355 @@
+"""The ``/v1/jobs`` resource: submit, poll, list, cancel, delete, download, report.
+
+Submission (``POST /v1/jobs``) does everything cheap synchronously, in this order, so that a
+refused request leaves nothing behind (the job directory is removed, no job is stored):
+
+1. authenticate + rate-limit (``PrincipalDep``); refuse an oversized ``Content-Length`` (413);
+2. stream the multipart body to the job's input directory (``service.uploads``: 413/415/400);
+3. parse ``spec`` (pydantic, then the core's ``CompressSpec.from_dict``) and ``architecture``;
+4. ``Idempotency-Key``: a known key replays the first job, or 422 when the payload differs;
+5. load the model and calibration with the core (ONNX checker, shape inference, supported ops);
+6. store the job, enqueue its id, answer 202 (``Location``, ``Retry-After``), or 200 when
+   ``Prefer: wait=N`` saw it finish.
+
+Ref: API.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 7240 (Prefer).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep
+from service.errors import PROBLEM_MEDIA_TYPE, ApiError, not_found
+from service.schemas import JobList, JobPublic, Problem, job_url, to_public
+from service.submission import (
+    SUBMIT_BODY,
+    find_replay,
+    fingerprint,
+    idempotency_conflict,
+    parse_json_field,
+    parse_spec,
+    prefer_wait_s,
+    validate_inputs,
+)
+from service.uploads import ParsedUpload, UploadLimits, receive_upload
+from workers import problems
+from workers.jobs import (
+    Callback,
+    IdempotencyConflictError,
+    InputInfo,
+    Job,
+    JobNotFoundError,
+    JobStatus,
+    JobStore,
+    new_job_id,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_PROBLEM = {
+    "model": Problem,
+    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, **_PROBLEM}
+    for s, d in {401: "Missing or unknown API key", 404: "No such job", 429: "Rate limited"}.items()
+}
+_POLL_S = 0.2
+
+
+def _owned(store: JobStore, job_id: str, owner: str) -> Job:
+    """The caller's job; another key's job is indistinguishable from a missing one (404)."""
+    try:
+        job = store.get(job_id)
+    except (JobNotFoundError, ValueError):
+        raise not_found() from None
+    if job.owner != owner:
+        raise not_found()
+    return job
+
+
+def _job_response(
+    job: Job, status_code: int, retry_after_s: int, extra: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = {"Location": job_url(job.id), **(extra or {})}
+    if not job.status.is_terminal:
+        headers["Retry-After"] = str(retry_after_s)
+    body = to_public(job).model_dump(mode="json")
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Submit a model for compression or analysis",
+    openapi_extra={"requestBody": SUBMIT_BODY},
+    responses={
+        200: {"description": "Finished within `Prefer: wait`", "model": JobPublic},
+        202: {
+            "description": "Accepted; poll `Location`",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        400: {"description": "Malformed upload or model bytes", **_PROBLEM},
+        413: {"description": "An upload or parameter limit was exceeded", **_PROBLEM},
+        415: {"description": "Not multipart, or an unknown model/calibration format", **_PROBLEM},
+        422: {"description": "Invalid spec, unsupported model, or Idempotency-Key reuse", **_PROBLEM},
+        503: {"description": "The queue is unavailable", **_PROBLEM},
+        **{k: v for k, v in _ERRORS.items() if k != 404},
+    },
+)
+async def submit_job(
+    request: Request,
+    principal: PrincipalDep,
+    state: StateDep,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=255, description="Retry-safe submission key.")
+    ] = None,
+    prefer: Annotated[str | None, Header(description="`wait=N`: hold the response up to N s.")] = None,
+) -> Response:
+    settings, store, artifacts = state.settings, state.store, state.artifacts
+    limits = UploadLimits(
+        settings.max_upload_bytes,
+        settings.max_calibration_bytes,
+        settings.max_json_field_bytes,
+        settings.max_unzipped_bytes,
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.request_bytes:
+        raise ApiError(
+            413, "limit-exceeded", "A configured limit was exceeded", "the request body is too large"
+        )
+    job_id = new_job_id()
+    input_dir = artifacts.input_dir(job_id)
+    input_dir.mkdir(parents=True, exist_ok=True)
+    upload: ParsedUpload | None = None
+    try:
+        upload = await receive_upload(
+            request.stream(), request.headers.get("content-type", ""), input_dir, limits
+        )
+        spec_in = parse_spec(upload.fields.get("spec"))
+        architecture = parse_json_field(upload.fields.get("architecture"), "architecture")
+        fp = fingerprint(upload, spec_in, architecture)
+        if idempotency_key:
+            replay = await run_in_threadpool(find_replay, store, idempotency_key, principal.owner, fp)
+            if replay is not None:
+                artifacts.delete(job_id)
+                return _job_response(replay, 202, settings.retry_after_s, {"Idempotent-Replayed": "true"})
+        core_spec = spec_in.to_core()
+        params = await run_in_threadpool(validate_inputs, upload, architecture, spec_in, settings)
+        new = Job(
+            id=job_id,
+            owner=principal.owner,
+            kind=core_spec.kind,
+            spec=core_spec.to_dict(),
+            input=InputInfo(
+                filename=upload.files["model"].filename,
+                format=upload.files["model"].format,
+                sha256=upload.files["model"].sha256,
+                size_bytes=upload.files["model"].size_bytes,
+                params=params,
+            ),
+            has_architecture=architecture is not None,
+            has_calibration="calibration" in upload.files,
+            callback=Callback(**spec_in.callback.model_dump(mode="json")) if spec_in.callback else None,
+            idempotency_key=idempotency_key,
+        )
+        result = await run_in_threadpool(store.create, new, idempotency_key=idempotency_key, fingerprint=fp)
+    except IdempotencyConflictError as exc:
+        artifacts.delete(job_id)
+        raise idempotency_conflict(exc.key) from None
+    except BaseException:
+        artifacts.delete(job_id)
+        raise
+    if not result.created:  # lost a race with a concurrent retry carrying the same key
+        artifacts.delete(job_id)
+        return _job_response(result.job, 202, settings.retry_after_s, {"Idempotent-Replayed": "true"})
+    try:
+        await run_in_threadpool(state.enqueue, result.job)
+    except Exception as exc:
+        failed = problems.problem(
+            "queue-unavailable", "Queue unavailable", 503, "the job could not be queued"
+        )
+        await run_in_threadpool(store.mark_failed, job_id, failed)
+        raise ApiError(
+            503,
+            "queue-unavailable",
+            "Queue unavailable",
+            "the job could not be queued; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
+    return await _respond_after_wait(
+        result.job, store, prefer, settings.prefer_wait_max_s, settings.retry_after_s
+    )
+
+
+async def _respond_after_wait(
+    job: Job, store: JobStore, prefer: str | None, cap_s: float, retry_s: int
+) -> Response:
+    wait_s = prefer_wait_s(prefer, cap_s)
+    if wait_s is None:
+        return _job_response(job, 202, retry_s)
+    deadline = time.monotonic() + wait_s
+    while not job.status.is_terminal and time.monotonic() < deadline:
+        await anyio.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+        job = await run_in_threadpool(store.get, job.id)
+    applied = {"Preference-Applied": f"wait={int(wait_s)}"}
+    return _job_response(job, 200 if job.status.is_terminal else 202, retry_s, applied)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="Job status, progress, error and artifacts",
+    responses={200: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **_ERRORS},
+)
+def get_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
+    return _job_response(_owned(store, job_id, principal.owner), 200, settings.retry_after_s)
+
+
+@router.get("", response_model=JobList, summary="The caller's jobs, newest first", responses=_ERRORS)
+def list_jobs(
+    principal: PrincipalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+) -> JobList:
+    try:
+        page = store.list(
+            principal.owner, status=status, limit=min(limit, settings.page_size_max), cursor=cursor
+        )
+    except ValueError:
+        raise ApiError(
+            400, "invalid-cursor", "Invalid cursor", "pass next_cursor from a previous page"
+        ) from None
+    return JobList(items=[to_public(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a queued or running job",
+    responses={
+        202: {"description": "Cancellation requested; the worker stops between layers", "model": JobPublic},
+        409: {"description": "The job already succeeded or failed", **_PROBLEM},
+        **_ERRORS,
+    },
+)
+def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
+    job = _owned(store, job_id, principal.owner)
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        raise ApiError(409, "job-finished", "The job already finished", f"the job is {job.status.value}")
+    job = store.request_cancel(job_id)
+    return _job_response(job, 200 if job.status.is_terminal else 202, settings.retry_after_s)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a finished job and its files",
+    responses={
+        409: {"description": "The job is still queued or running; cancel it first", **_PROBLEM},
+        **_ERRORS,
+    },
+)
+def delete_job(job_id: str, principal: PrincipalDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+    job = _owned(store, job_id, principal.owner)
+    if not job.status.is_terminal:
+        raise ApiError(
+            409, "job-active", "The job is still active", f"the job is {job.status.value}; cancel it first"
+        )
+    store.delete(job_id)
+    artifacts.delete(job_id)
+    return Response(status_code=204)
+
+
+def content_digest(sha256_hex: str) -> str:
+    """RFC 9530 ``Content-Digest`` from a hex sha256: ``sha-256=:<base64>:``."""
+    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    summary="Download an artifact",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file",
+            "content": {
+                "application/octet-stream": {
+                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                }
+            },
+            "headers": {
+                h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")
+            },
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        **_ERRORS,
+    },
+)
+def download_artifact(
+    job_id: str,
+    name: str,
+    principal: PrincipalDep,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    job = _owned(store, job_id, principal.owner)
+    info = next((a for a in job.artifacts if a.name == name), None)
+    if info is None:
+        raise not_found("artifact")
+    etag = f'"{info.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Content-Digest": content_digest(info.sha256),
+        "Cache-Control": "private, max-age=0",
+    }
+    if if_none_match and (
+        if_none_match.strip() == "*"
+        or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    ):
+        return Response(status_code=304, headers=headers)
+    path = artifacts.path(job_id, name)
+    if not path.is_file():
+        raise not_found("artifact")
+    return FileResponse(
+        path,
+        media_type=info.media_type,
+        filename=name,
+        headers=headers,
+        content_disposition_type="attachment",
+    )
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="The CompressionReport as JSON",
+    response_model=dict[str, Any],
+    responses={409: {"description": "The job has not finished yet", **_PROBLEM}, **_ERRORS},
+)
+def get_report(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
+    job = _owned(store, job_id, principal.owner)
+    if job.report is None:
+        if not job.status.is_terminal:
+            raise ApiError(
+                409,
+                "not-ready",
+                "The report is not ready",
+                f"the job is {job.status.value}",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        raise not_found("report")
+    return JSONResponse(job.report)

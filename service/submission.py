@@ -1,0 +1,180 @@
+"""POST /v1/jobs helpers: field parsing, idempotency, the fingerprint, and validation by the core.
+
+The service never runs an algorithm, but it does *load* the model once (ONNX checker, shape
+inference, supported ops; state dict + architecture consistency) and the calibration arrays,
+so a request that can never succeed is refused with a 4xx and no job (API.md "POST /v1/jobs").
+The worker loads the same files again with the same functions, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.errors import ApiError, validation_errors
+from service.schemas import JobSpecCreate
+from service.settings import ServiceSettings
+from service.uploads import ParsedUpload
+from workers.jobs import Job, JobNotFoundError, JobStore
+from workers.run import ARCHITECTURE_INPUT, CALIBRATION_INPUT
+from workers.webhooks import WebhookTargetError, check_target
+
+
+def fingerprint(upload: ParsedUpload, spec: JobSpecCreate, architecture: Any) -> str:
+    """sha256 over everything that defines the job: model bytes, normalized spec, architecture,
+    calibration bytes. Two requests with the same fingerprint are the same request
+    (draft-ietf-httpapi-idempotency-key-header §2.2, "payload fingerprint")."""
+    h = hashlib.sha256()
+    h.update(upload.files["model"].sha256.encode())
+    h.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+    h.update(json.dumps(architecture, sort_keys=True).encode())
+    calibration = upload.files.get("calibration")
+    h.update((calibration.sha256 if calibration else "-").encode())
+    return h.hexdigest()
+
+
+def validate_inputs(
+    upload: ParsedUpload, architecture: Any, spec: JobSpecCreate, settings: ServiceSettings
+) -> int:
+    """Load model and calibration with the core; put the files under their final names.
+
+    Returns the model's parameter count. Raises ``CompressionError`` subclasses (mapped by
+    ``service.errors``) or ``ApiError``. Blocking: call it from a thread.
+    """
+    from compression.calibration import load_calibration  # imported late: these pull in torch
+    from compression.loading import LoadLimits, load_model
+
+    if spec.callback is not None:
+        try:
+            check_target(str(spec.callback.url), settings.webhook_allow_hosts)
+        except WebhookTargetError as exc:
+            raise ApiError(422, "invalid-callback", "The callback URL is refused", str(exc)) from None
+    model = upload.files["model"]
+    final = model.path.with_name(f"model.{model.format}")
+    model.path.replace(final)
+    model.path = final
+    if architecture is not None:
+        (final.parent / ARCHITECTURE_INPUT).write_text(json.dumps(architecture))
+    limits = LoadLimits(
+        max_file_bytes=settings.max_upload_bytes,
+        max_decompressed_bytes=settings.max_unzipped_bytes,
+        max_params=settings.max_params,
+    )
+    net = load_model(final, architecture=architecture, limits=limits)
+    calibration = upload.files.get("calibration")
+    if calibration is not None:
+        path = calibration.path.with_name(CALIBRATION_INPUT)
+        calibration.path.replace(path)
+        calibration.path = path
+        load_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
+    return int(net.n_params)
+
+
+# ---- request parsing (used by POST /v1/jobs) -------------------------------------------------------
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def parse_json_field(raw: str | None, name: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            422, "validation", "The request is invalid", f"{name} is not valid JSON: {exc.msg}"
+        ) from None
+
+
+def parse_spec(raw: str | None) -> JobSpecCreate:
+    if raw is None:
+        raise ApiError(422, "validation", "The request is invalid", "the spec form field is required")
+    data = parse_json_field(raw, "spec")
+    try:
+        return JobSpecCreate.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid-spec",
+            "The compression spec is invalid",
+            "the spec failed validation; see errors",
+            errors=validation_errors(exc.errors(include_url=False), prefix=("body", "spec")),
+        ) from None
+
+
+def prefer_wait_s(prefer: str | None, cap_s: float) -> float | None:
+    match = _PREFER_WAIT.search(prefer or "")
+    return min(float(match.group(1)), cap_s) if match else None
+
+
+SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["model", "spec"],
+                "properties": {
+                    "model": {
+                        "type": "string",
+                        "contentMediaType": "application/octet-stream",
+                        "description": "ONNX model, PyTorch state dict (.pt/.pth) or .safetensors.",
+                    },
+                    "spec": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": "#/components/schemas/JobSpecCreate"},
+                        "description": "JobSpec as JSON.",
+                    },
+                    "architecture": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "description": "Network description for state dicts (netshrink.architecture/v1).",
+                    },
+                    "calibration": {
+                        "type": "string",
+                        "contentMediaType": "application/octet-stream",
+                        "description": ".npz with `inputs` (N x input shape) and optional `labels`.",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+def idempotency_conflict(key: str) -> ApiError:
+    return ApiError(
+        422,
+        "idempotency-key-reused",
+        "Idempotency-Key reused with a different request",
+        f"Idempotency-Key {key!r} was already used with a different payload; use a new key",
+    )
+
+
+def find_replay(store: JobStore, key: str, owner: str, fp: str) -> Job | None:
+    found = store.idempotency_lookup(key, owner)
+    if found is None:
+        return None
+    first_fp, first_id = found
+    if first_fp != fp:
+        raise idempotency_conflict(key)
+    try:
+        return store.get(first_id)
+    except JobNotFoundError:  # the first job was deleted since: treat the key as fresh
+        return None
+
+
+__all__ = [
+    "SUBMIT_BODY",
+    "find_replay",
+    "fingerprint",
+    "idempotency_conflict",
+    "parse_json_field",
+    "parse_spec",
+    "prefer_wait_s",
+    "validate_inputs",
+]
