@@ -1,0 +1,105 @@
+"""``netshrink serve``: run the HTTP API with uvicorn.
+
+Without ``NETSHRINK_REDIS_URL`` this is the embedded single-machine mode: the API process also
+runs the Celery worker thread (``service.main.lifespan``) and, here, the housekeeper thread
+(heartbeat for ``GET /v1/workers`` + retention cleanup). Flags override the environment.
+Ref: API.md "Auth and limits" (dev mode on loopback), README quick start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("netshrink.serve")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="bind address (default NETSHRINK_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default NETSHRINK_PORT or 8000)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="uploads, artifacts, SQLite store")
+    parser.add_argument("--redis-url", default=None, help="use Redis + separate workers (no embedded worker)")
+    parser.add_argument("--no-embedded-worker", action="store_true", help="embedded mode without the worker")
+    parser.add_argument("--auth-disabled", action="store_true", help="allow a non-loopback bind without keys")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    data_dir: Path | None = None,
+    redis_url: str | None = None,
+    embedded_worker: bool = True,
+    auth_disabled: bool = False,
+    log_level: str = "info",
+) -> int:
+    """Serve until interrupted; return the exit code."""
+    import uvicorn
+
+    from service.main import create_app
+    from service.settings import ServiceSettings
+    from workers.artifacts import ArtifactStore
+    from workers.celery_app import default_queues
+    from workers.retention import Housekeeper
+    from workers.store import get_store
+
+    overrides: dict[str, Any] = {"embedded_worker": embedded_worker}
+    for key, value in (("host", host), ("port", port), ("data_dir", data_dir), ("redis_url", redis_url)):
+        if value is not None:
+            overrides[key] = value
+    if auth_disabled:
+        overrides["auth_disabled"] = True
+    settings = ServiceSettings(**overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    housekeeper = None
+    if settings.embedded and settings.embedded_worker:
+        _limit_torch_threads(settings.torch_threads)
+        store = get_store(settings)
+        housekeeper = Housekeeper(
+            store, ArtifactStore(settings.artifacts_dir), settings, queues=default_queues(settings.device)
+        )
+        housekeeper.start()
+        log.info("embedded mode: SQLite store and worker thread under %s", settings.data_dir)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that
+    # was installed before it; a no-op one lets us finish cleanup and exit 0 like a normal stop.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if housekeeper is not None:
+            housekeeper.stop()
+            housekeeper.store.close()
+    return 0
+
+
+def _limit_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    return serve(
+        args.host,
+        args.port,
+        data_dir=args.data_dir,
+        redis_url=args.redis_url,
+        embedded_worker=not args.no_embedded_worker,
+        auth_disabled=args.auth_disabled,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netshrink serve")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+__all__ = ["add_arguments", "main", "run", "serve"]

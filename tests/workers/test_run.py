@@ -1,0 +1,279 @@
+"""run_job called directly: idempotency, attempts, every failure path, cancellation, success.
+
+The success/cancellation tests run the real compression core on a tiny ONNX MLP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from billiard.exceptions import SoftTimeLimitExceeded
+
+from tests.factories import cnn_architecture, mlp_onnx, tiny_cnn, write_calibration, write_pt
+from workers.artifacts import ArtifactStore
+from workers.jobs import InputInfo, Job, JobStatus
+from workers.run import run_job
+from workers.settings import WorkerSettings
+from workers.store_sqlite import SQLiteJobStore
+
+MakeJob = Callable[..., Job]
+Events = list[tuple[str, JobStatus]]
+SPEC = {
+    "kind": "compress",
+    "prune": {"keep": 0.5},
+    "seed": 3,
+    "evaluation": {"inputs": "gaussian", "samples": 32},
+}
+
+
+@pytest.fixture
+def store(settings: WorkerSettings) -> SQLiteJobStore:
+    return SQLiteJobStore(settings.sqlite_path, retention_s=settings.artifact_retention_s)
+
+
+def _submit(store: SQLiteJobStore, artifacts: ArtifactStore, job: Job, model: bytes | None = None) -> Job:
+    store.create(job)
+    if model is not None:
+        artifacts.save_input(job.id, "model.onnx", model)
+    return job
+
+
+def _run(job: Job, store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings) -> Events:
+    events: Events = []
+    run_job(
+        job.id,
+        store=store,
+        artifacts=artifacts,
+        settings=settings,
+        notify=lambda kind, j: events.append((kind, j.status)),
+    )
+    return events
+
+
+ALL_EVENTS = {"url": "https://example.com/h"}
+
+
+def test_terminal_job_is_left_alone(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job())
+    store.mark_failed(job.id, {"type": "x"})
+    before = store.get(job.id)
+    assert _run(job, store, artifacts, settings) == []
+    assert store.get(job.id) == before
+
+
+def test_missing_job_is_dropped(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings
+) -> None:
+    run_job("job_gone", store=store, artifacts=artifacts, settings=settings)
+
+
+def test_too_many_attempts_fails_the_job(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(callback=ALL_EVENTS))
+    for _ in range(settings.max_attempts):  # three deliveries that each killed their worker
+        store.mark_running(job.id)
+        store.bump_attempts(job.id)
+    assert _run(job, store, artifacts, settings) == [("job.failed", JobStatus.FAILED)]
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == settings.max_attempts + 1
+    assert failed.error is not None and failed.error["type"].endswith("/too-many-attempts")
+
+
+def test_cancel_requested_before_start(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(callback=ALL_EVENTS))
+    store.mark_running(job.id)  # e.g. redelivered after a crash, then cancelled
+    store.request_cancel(job.id)
+    assert _run(job, store, artifacts, settings) == [("job.cancelled", JobStatus.CANCELLED)]
+    assert store.get(job.id).status is JobStatus.CANCELLED
+
+
+def test_compression_error_becomes_a_422_problem(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(spec={"prune": {"keep": 7.0}}, callback=ALL_EVENTS), b"x")
+    events = _run(job, store, artifacts, settings)
+    assert events == [("job.started", JobStatus.RUNNING), ("job.failed", JobStatus.FAILED)]
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.finished_at is not None
+    assert failed.error is not None
+    assert failed.error["type"] == "https://netshrink.dev/problems/invalid-spec"
+    assert failed.error["status"] == 422 and failed.error["errors"][0]["field"].startswith("prune")
+
+
+def test_unexpected_exception_is_internal_problem_without_traceback(
+    store: SQLiteJobStore,
+    artifacts: ArtifactStore,
+    settings: WorkerSettings,
+    make_job: MakeJob,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = _submit(store, artifacts, make_job())  # no model file on disk: FileNotFoundError inside
+    with caplog.at_level(logging.ERROR, logger="workers.run"):
+        _run(job, store, artifacts, settings)
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error["status"] == 500
+    assert failed.error["type"].endswith("/internal")
+    dumped = json.dumps(failed.error)
+    assert "Traceback" not in dumped and "FileNotFoundError" not in dumped and ".py" not in dumped
+    assert any(r.exc_info for r in caplog.records)  # the operator log keeps the traceback
+
+
+def test_webhook_events_follow_the_callback_filter(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    cb = {"url": "https://example.com/h", "events": ["job.failed"]}
+    job = _submit(store, artifacts, make_job(spec={"prune": {"keep": 7.0}}, callback=cb), b"x")
+    assert _run(job, store, artifacts, settings) == [("job.failed", JobStatus.FAILED)]
+
+
+def test_notify_failure_does_not_change_the_outcome(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(spec={"prune": {"keep": 7.0}}, callback=ALL_EVENTS), b"x")
+
+    def broken(kind: str, j: Job) -> None:
+        raise RuntimeError("broker down")
+
+    run_job(job.id, store=store, artifacts=artifacts, settings=settings, notify=broken)
+    assert store.get(job.id).status is JobStatus.FAILED
+
+
+def test_compress_succeeds_with_artifacts_and_report(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(spec=SPEC, callback=ALL_EVENTS), mlp_onnx())
+    events = _run(job, store, artifacts, settings)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert events[0] == ("job.started", JobStatus.RUNNING) and events[-1] == (
+        "job.succeeded",
+        JobStatus.SUCCEEDED,
+    )
+    assert ("job.progress", JobStatus.RUNNING) in events
+    assert done.attempts == 1 and done.progress.fraction == 1.0 and done.report is not None
+    names = {a.name for a in done.artifacts}
+    assert {"model.onnx", "report.json", "report.html"} <= names
+    for info in done.artifacts:
+        data = artifacts.path(job.id, info.name).read_bytes()
+        assert info.size_bytes == len(data) and info.sha256 == hashlib.sha256(data).hexdigest()
+    assert json.loads(artifacts.path(job.id, "report.json").read_text()) == done.report
+    assert b"<html" in artifacts.path(job.id, "report.html").read_bytes().lower()
+    assert _run(job, store, artifacts, settings) == []  # a redelivery of a finished job is a no-op
+    assert store.get(job.id).attempts == 1
+
+
+def test_analyze_succeeds(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    spec = {"kind": "analyze", "seed": 1, "evaluation": {"inputs": "gaussian", "samples": 16}}
+    job = _submit(store, artifacts, make_job(kind="analyze", spec=spec), mlp_onnx())
+    _run(job, store, artifacts, settings)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.report is not None and "report.json" in {a.name for a in done.artifacts}
+
+
+def test_cancel_while_running_stops_between_layers(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(spec=SPEC, callback=ALL_EVENTS), mlp_onnx())
+    events: Events = []
+
+    def notify(kind: str, j: Job) -> None:
+        events.append((kind, j.status))
+        if kind == "job.progress":
+            store.request_cancel(j.id)  # the user presses cancel mid-run
+
+    run_job(job.id, store=store, artifacts=artifacts, settings=settings, notify=notify)
+    done = store.get(job.id)
+    assert done.status is JobStatus.CANCELLED
+    assert events[-1] == ("job.cancelled", JobStatus.CANCELLED)
+    assert artifacts.list(job.id) == []
+
+
+def test_soft_time_limit_fails_the_job_with_a_time_limit_problem(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    job = _submit(store, artifacts, make_job(spec=SPEC, callback=ALL_EVENTS), mlp_onnx())
+
+    def notify(kind: str, j: Job) -> None:
+        if kind == "job.progress":  # where Celery's SIGUSR1 handler would raise it
+            raise SoftTimeLimitExceeded()
+
+    run_job(job.id, store=store, artifacts=artifacts, settings=settings, notify=notify)
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error is not None
+    assert failed.error["type"].endswith("/time-limit") and failed.error["status"] == 422
+
+
+def test_state_dict_with_architecture_and_calibration(
+    store: SQLiteJobStore,
+    artifacts: ArtifactStore,
+    settings: WorkerSettings,
+    make_job: MakeJob,
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((24, 1, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 5, size=24)
+    spec = {
+        "prune": {"keep": 0.6},
+        "quantize": {"bits": 8},
+        "seed": 5,
+        "evaluation": {"inputs": "calibration", "holdout_fraction": 0.5},
+    }
+    job = make_job(
+        spec=spec,
+        has_architecture=True,
+        has_calibration=True,
+        input=InputInfo(filename="cnn.pt", format="pt", sha256="0" * 64, size_bytes=1),
+    )
+    store.create(job)
+    artifacts.save_input(job.id, "model.pt", write_pt(tiny_cnn(), tmp_path / "cnn.pt").read_bytes())
+    artifacts.save_input(job.id, "architecture.json", json.dumps(cnn_architecture()).encode())
+    calib = write_calibration(tmp_path / "calib.npz", inputs, labels).read_bytes()
+    artifacts.save_input(job.id, "calibration.npz", calib)
+    _run(job, store, artifacts, settings)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    names = {a.name for a in done.artifacts}
+    assert {"model.onnx", "model.pt", "architecture.json", "report.json", "report.html"} <= names  # API.md
+    assert hashlib.sha256(calib).hexdigest() in json.dumps(done.report)  # the report names its inputs
+
+
+def test_cuda_job_without_cuda_fails_cleanly(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    job = _submit(store, artifacts, make_job(spec={**SPEC, "device": "cuda"}), mlp_onnx())
+    _run(job, store, artifacts, settings)
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error is not None
+    assert failed.error["type"].endswith("/invalid-spec") and failed.error["errors"][0]["field"] == "device"
+
+
+@pytest.mark.gpu
+def test_cuda_job_runs_on_the_gpu(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    job = _submit(store, artifacts, make_job(spec={**SPEC, "device": "cuda"}), mlp_onnx())
+    _run(job, store, artifacts, settings)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.report is not None and "cuda" in json.dumps(done.report["reproducibility"]).lower()

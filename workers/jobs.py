@@ -1,0 +1,344 @@
+"""The job record and the ``JobStore`` protocol: the single source of truth about a job.
+
+Celery only carries a ``job_id``; status, progress, results and errors live here (no result
+backend, so a job is never "pending" the way Celery reports unknown tasks). Two implementations
+share one contract test suite: ``RedisJobStore`` (``workers/store_redis.py``) and
+``SQLiteJobStore`` (``workers/store_sqlite.py``); ``workers/store.get_store`` picks one.
+
+Lifecycle (every arrow is one atomic transition; terminal states never change again)::
+
+    queued ──mark_running──▶ running ──mark_succeeded──▶ succeeded
+       │                        ├─────mark_failed─────▶ failed
+       │                        └─────mark_cancelled──▶ cancelled
+       ├──request_cancel (queued: immediately) ───────▶ cancelled
+       └──mark_failed (e.g. too many attempts) ───────▶ failed
+
+Ref: API.md "GET /v1/jobs/{id}" (JobPublic), "Idempotency-Key", "Auth and limits";
+STYLE.md "workers/".
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobKind = Literal["compress", "analyze"]
+WEBHOOK_EVENTS = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now; every timestamp in a ``Job`` is UTC."""
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """A fresh, URL-safe, unguessable job id (``job_`` + 32 hex chars)."""
+    return f"job_{uuid.uuid4().hex}"
+
+
+class JobStatus(StrEnum):
+    """Job states exposed by the API. Ref: API.md JobPublic ``status``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for succeeded/failed/cancelled: the job will never change again."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Progress(BaseModel):
+    """Latest progress event of a running job (mirrors ``compression.api.ProgressEvent``)."""
+
+    stage: str = "queued"
+    layer: int = 0
+    layers_total: int = 0
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class InputInfo(BaseModel):
+    """The uploaded model file, as validated by the API at submit time."""
+
+    filename: str
+    format: str  # "onnx" | "pt" | "safetensors"
+    sha256: str
+    size_bytes: int = Field(ge=0)
+    params: int | None = None  # parameter count when the API could read it cheaply
+
+
+class ArtifactInfo(BaseModel):
+    """One downloadable file produced by a job (the API adds ``url``)."""
+
+    name: str
+    media_type: str
+    size_bytes: int = Field(ge=0)
+    sha256: str
+
+
+class Callback(BaseModel):
+    """Where Standard Webhooks events for this job go. Ref: API.md "Webhooks"."""
+
+    url: str
+    events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+
+
+class Job(BaseModel):
+    """One compression or analysis job. Field names follow API.md ``JobPublic``.
+
+    ``spec`` is the validated JobSpec dict with the seed actually used. ``error`` is an RFC 9457
+    problem dict, set only when ``status == failed``. ``idempotency_key`` is internal (the API
+    does not echo it).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=new_job_id)
+    owner: str = "dev"  # API key id, or "dev" when auth is off
+    kind: JobKind = "compress"
+    status: JobStatus = JobStatus.QUEUED
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    progress: Progress = Field(default_factory=Progress)
+    spec: dict[str, Any] = Field(default_factory=dict)
+    input: InputInfo
+    has_architecture: bool = False
+    has_calibration: bool = False
+    error: dict[str, Any] | None = None
+    artifacts: list[ArtifactInfo] = Field(default_factory=list)
+    report: dict[str, Any] | None = None
+    expires_at: datetime | None = None  # set when the job becomes terminal (finished + retention)
+    callback: Callback | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+
+
+class JobPage(NamedTuple):
+    """One page of ``JobStore.list``; ``next_cursor`` is None on the last page."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+class CreateResult(NamedTuple):
+    """``created`` is False when an idempotent retry returned the first request's job."""
+
+    job: Job
+    created: bool
+
+
+class ApiKeyRecord(BaseModel):
+    """A stored API key: only the hash of the bearer token is kept. Ref: API.md "Auth and limits"."""
+
+    id: str
+    name: str = ""
+    key_hash: str  # sha256 hex of the bearer token
+    webhook_secret: str  # "whsec_<base64>", signs this key's webhooks (Standard Webhooks)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked: bool = False
+
+
+class WorkerHeartbeat(BaseModel):
+    """A worker's liveness record, refreshed every few seconds; served by ``GET /v1/workers``."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    device: str
+    started_at: datetime
+    last_seen: datetime = Field(default_factory=utcnow)
+    current_job: str | None = None
+
+
+class JobNotFoundError(KeyError):
+    """No job with this id (or it was deleted / expired). The API maps it to 404."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class IdempotencyConflictError(Exception):
+    """The Idempotency-Key was already used with a different request payload (API: 422)."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request")
+        self.key = key
+        self.job_id = job_id
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(when: datetime) -> int:
+    """Exact integer microseconds since the epoch (sort key; exact in a Redis double score)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def encode_cursor(job: Job) -> str:
+    """Opaque list cursor: the (created_at, id) of the last item on a page."""
+    raw = f"{to_us(job.created_at)}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """Inverse of ``encode_cursor``: (created_us, job_id). Raises ValueError on garbage (API: 400)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        us, job_id = raw.split("|", 1)
+        return int(us), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Persistence of jobs, idempotency keys, API keys and worker heartbeats.
+
+    Every mutating method is atomic (Redis WATCH/MULTI, SQLite ``BEGIN IMMEDIATE``). Transition
+    methods return True when they changed the job and False when it was already terminal (so a
+    redelivered task is harmless). Unknown ids raise ``JobNotFoundError``.
+    """
+
+    def create(
+        self, job: Job, *, idempotency_key: str | None = None, fingerprint: str | None = None
+    ) -> CreateResult:
+        """Insert ``job``. With an idempotency key, atomically either store the key → (fingerprint,
+        job id) for ≥ 24 h, or, when the key exists for ``job.owner``: return the first job
+        (``created=False``) if the fingerprint matches, else raise ``IdempotencyConflictError``."""
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """The job, or ``JobNotFoundError``."""
+        ...
+
+    def list(
+        self,
+        owner: str | None = None,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, filtered by owner (None = all owners) and status; ``cursor`` is the
+        previous page's ``next_cursor``. Raises ValueError on a malformed cursor."""
+        ...
+
+    def idempotency_lookup(self, key: str, owner: str) -> tuple[str, str] | None:
+        """(fingerprint, job_id) stored for this key and owner, or None."""
+        ...
+
+    def mark_running(self, job_id: str) -> bool:
+        """queued/running → running; sets ``started_at`` on first start. False if terminal."""
+        ...
+
+    def bump_attempts(self, job_id: str) -> int:
+        """Increment and return ``attempts`` (counts deliveries, including crashed ones)."""
+        ...
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        """Record the latest progress of a non-terminal job (ignored once terminal)."""
+        ...
+
+    def mark_succeeded(
+        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
+    ) -> bool:
+        """→ succeeded with report + artifact list; sets finished_at, expires_at, progress 1.0."""
+        ...
+
+    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
+        """→ failed with an RFC 9457 problem dict in ``error``; sets finished_at, expires_at."""
+        ...
+
+    def request_cancel(self, job_id: str) -> Job:
+        """queued → cancelled now; running → ``cancel_requested=True`` (the worker stops between
+        layers); terminal → unchanged. Returns the job after the change."""
+        ...
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """True if cancellation was requested or the job is already cancelled."""
+        ...
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        """→ cancelled; sets finished_at, expires_at."""
+        ...
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job record and its idempotency entry (files: ``ArtifactStore.delete``)."""
+        ...
+
+    def counts_by_status(self) -> dict[JobStatus, int]:
+        """Number of jobs in each status (every status present, zero included); for /metrics."""
+        ...
+
+    def expired_jobs(self, now: datetime | None = None, limit: int = 500) -> builtins.list[str]:
+        """Ids of terminal jobs whose ``expires_at`` <= now (retention cleanup)."""
+        ...
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a new API key record (id and key_hash unique)."""
+        ...
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, or None (the worker reads its webhook secret)."""
+        ...
+
+    def get_api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key whose token hashes to ``key_hash``, or None."""
+        ...
+
+    def list_api_keys(self) -> builtins.list[ApiKeyRecord]:
+        """All API key records, oldest first."""
+        ...
+
+    def heartbeat(self, record: WorkerHeartbeat) -> None:
+        """Insert or refresh a worker's liveness record."""
+        ...
+
+    def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
+        """Workers seen within ``max_age_s`` seconds."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the backing store answers (for /readyz)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+__all__ = [
+    "ApiKeyRecord",
+    "ArtifactInfo",
+    "Callback",
+    "CreateResult",
+    "IdempotencyConflictError",
+    "InputInfo",
+    "Job",
+    "JobKind",
+    "JobNotFoundError",
+    "JobPage",
+    "JobStatus",
+    "JobStore",
+    "Progress",
+    "WEBHOOK_EVENTS",
+    "WorkerHeartbeat",
+    "decode_cursor",
+    "encode_cursor",
+    "new_job_id",
+    "to_us",
+    "utcnow",
+]

@@ -1,0 +1,104 @@
+"""Retention and worker liveness: delete expired jobs and their files; heartbeat the job store.
+
+``cleanup_expired`` is a plain function (tests call it). ``Housekeeper`` is a daemon thread
+that every worker process runs: a heartbeat every few seconds and ``cleanup_expired`` on start
+and then every ``retention_interval_s``. Every worker running it is harmless (deletes are
+idempotent), so no Celery beat is needed. Ref: API.md "Operations" (``GET /v1/workers``),
+``expires_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime
+
+from workers.artifacts import ArtifactStore
+from workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def cleanup_expired(
+    store: JobStore, artifacts: ArtifactStore, now: datetime | None = None, *, orphans: bool = True
+) -> int:
+    """Delete every terminal job whose ``expires_at`` has passed, files first; return how many.
+
+    With ``orphans``, also remove job directories that have no job record left (a crash
+    between the two deletes, or an upload whose job was never created).
+    """
+    removed, seen = 0, set()
+    while batch := [job_id for job_id in store.expired_jobs(now) if job_id not in seen]:
+        for job_id in batch:
+            seen.add(job_id)
+            artifacts.delete(job_id)
+            try:
+                store.delete(job_id)
+            except JobNotFoundError:
+                continue
+            removed += 1
+    if orphans:
+        for job_id in artifacts.job_ids():
+            try:
+                store.get(job_id)
+            except JobNotFoundError:
+                if _older_than(artifacts.job_dir(job_id).stat().st_mtime, 3600.0):
+                    artifacts.delete(job_id)
+    return removed
+
+
+def _older_than(mtime: float, age_s: float) -> bool:
+    return time.time() - mtime > age_s
+
+
+class Housekeeper(threading.Thread):
+    """Heartbeat + periodic retention for one worker process (a daemon thread)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        artifacts: ArtifactStore,
+        settings: WorkerSettings,
+        *,
+        queues: list[str],
+        heartbeat_interval_s: float = 10.0,
+    ) -> None:
+        super().__init__(name="netshrink-housekeeper", daemon=True)
+        self.store, self.artifacts, self.settings = store, artifacts, settings
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.record = WorkerHeartbeat(
+            worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=queues,
+            device=settings.device,
+            started_at=utcnow(),
+        )
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        next_cleanup = 0.0
+        while not self._stop_event.is_set():
+            try:
+                self.record.last_seen = utcnow()
+                self.store.heartbeat(self.record)
+                if time.monotonic() >= next_cleanup:
+                    n = cleanup_expired(self.store, self.artifacts)
+                    if n:
+                        log.info("retention: removed %d expired jobs", n)
+                    next_cleanup = time.monotonic() + self.settings.retention_interval_s
+            except Exception:  # the store may be briefly down; never kill the thread
+                log.exception("housekeeping failed; retrying")
+            self._stop_event.wait(self.heartbeat_interval_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop_event.set()
+        self.join(timeout_s)
+
+
+__all__ = ["Housekeeper", "cleanup_expired"]

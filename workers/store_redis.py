@@ -1,0 +1,288 @@
+"""``RedisJobStore``: the ``JobStore`` for multi-process / multi-machine deployments.
+
+Keys (all under ``prefix``, default ``netshrink:``)::
+
+    job:{id}               JSON of the Job (the truth)
+    jobs                   ZSET id → created µs (all jobs, for admin listing)
+    owner:{owner}          ZSET id → created µs (per-owner listing, cursor pagination)
+    status:{status}        SET of ids (counts for /metrics)
+    expires                ZSET id → expires µs (retention)
+    idem:{owner}:{key}     JSON {fingerprint, job_id}, TTL ≥ 24 h (IETF Idempotency-Key draft)
+    apikey:{id}, apikey_hash:{sha256} → id, apikeys ZSET
+    workers                HASH worker_id → heartbeat JSON
+
+Every transition is an optimistic WATCH/MULTI/EXEC transaction on ``job:{id}``, retried on
+conflict, so two workers (or a worker and a cancel request) never lose each other's write.
+Ref: ``workers/jobs.py`` (protocol); https://redis.io/docs/latest/develop/interact/transactions/.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import WatchError
+
+from workers import transitions
+from workers.jobs import (
+    ApiKeyRecord,
+    ArtifactInfo,
+    CreateResult,
+    IdempotencyConflictError,
+    Job,
+    JobNotFoundError,
+    JobPage,
+    JobStatus,
+    Progress,
+    WorkerHeartbeat,
+    decode_cursor,
+    encode_cursor,
+    to_us,
+    utcnow,
+)
+
+T = TypeVar("T")
+_BATCH = 200
+
+
+class RedisJobStore:
+    """``JobStore`` over Redis. Ref: ``workers/jobs.py``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention_s: int,
+        prefix: str = "netshrink:",
+        idempotency_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.r: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.prefix = prefix
+        self.retention_s = retention_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _index(self, pipe: Any, job: Job, old_status: JobStatus | None) -> None:
+        """Queue the index updates that accompany writing ``job`` (inside MULTI)."""
+        pipe.set(self._k("job", job.id), job.model_dump_json())
+        if old_status is not job.status:
+            if old_status is not None:
+                pipe.srem(self._k("status", old_status.value), job.id)
+            pipe.sadd(self._k("status", job.status.value), job.id)
+        if job.expires_at is not None:
+            pipe.zadd(self._k("expires"), {job.id: to_us(job.expires_at)})
+
+    def _mutate(self, job_id: str, fn: Callable[[Job], T]) -> T:
+        key = self._k("job", job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFoundError(job_id)
+                    job = Job.model_validate_json(raw)
+                    old_status = job.status
+                    result = fn(job)
+                    after = job.model_dump_json()
+                    if after == raw:
+                        pipe.unwatch()
+                        return result
+                    pipe.multi()
+                    self._index(pipe, job, old_status)
+                    pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+
+    def create(
+        self, job: Job, *, idempotency_key: str | None = None, fingerprint: str | None = None
+    ) -> CreateResult:
+        idem = self._k("idem", job.owner, idempotency_key) if idempotency_key is not None else None
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    if idem is not None:
+                        pipe.watch(idem)
+                        raw = pipe.get(idem)
+                        if raw is not None:
+                            entry = json.loads(raw)
+                            pipe.unwatch()
+                            if entry["fingerprint"] != (fingerprint or ""):
+                                raise IdempotencyConflictError(str(idempotency_key), entry["job_id"])
+                            return CreateResult(self.get(entry["job_id"]), False)
+                        job.idempotency_key = idempotency_key
+                    pipe.multi()
+                    created_us = to_us(job.created_at)
+                    self._index(pipe, job, None)
+                    pipe.zadd(self._k("jobs"), {job.id: created_us})
+                    pipe.zadd(self._k("owner", job.owner), {job.id: created_us})
+                    if idem is not None:
+                        value = json.dumps({"fingerprint": fingerprint or "", "job_id": job.id})
+                        pipe.set(idem, value, ex=self.idempotency_ttl_s)
+                    pipe.execute()
+                    return CreateResult(job, True)
+                except WatchError:
+                    continue
+
+    def get(self, job_id: str) -> Job:
+        raw = self.r.get(self._k("job", job_id))
+        if raw is None:
+            raise JobNotFoundError(job_id)
+        return Job.model_validate_json(str(raw))
+
+    def list(
+        self,
+        owner: str | None = None,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        index = self._k("owner", owner) if owner is not None else self._k("jobs")
+        c_us, c_id = decode_cursor(cursor) if cursor is not None else (None, None)
+        top: str | int = "+inf" if c_us is None else c_us
+        out: builtins.list[Job] = []
+        offset = 0
+        while len(out) <= limit:
+            # ZREVRANGEBYSCORE orders equal scores by member descending: (created desc, id desc).
+            ids: builtins.list[str] = self.r.zrevrangebyscore(index, top, "-inf", start=offset, num=_BATCH)  # type: ignore[assignment]
+            if not ids:
+                break
+            offset += len(ids)
+            scores = self.r.zmscore(index, ids)
+            keep = [i for i, s in zip(ids, scores, strict=True) if c_us is None or s != c_us or i < str(c_id)]
+            raws = self.r.mget([self._k("job", i) for i in keep]) if keep else []
+            for raw in raws:
+                if raw is None:
+                    continue  # deleted between the two reads
+                job = Job.model_validate_json(raw)
+                if status is None or job.status is status:
+                    out.append(job)
+        more = len(out) > limit
+        out = out[:limit]
+        return JobPage(out, encode_cursor(out[-1]) if more and out else None)
+
+    def idempotency_lookup(self, key: str, owner: str) -> tuple[str, str] | None:
+        raw = self.r.get(self._k("idem", owner, key))
+        if raw is None:
+            return None
+        entry = json.loads(str(raw))
+        return entry["fingerprint"], entry["job_id"]
+
+    def mark_running(self, job_id: str) -> bool:
+        return self._mutate(job_id, transitions.start)
+
+    def bump_attempts(self, job_id: str) -> int:
+        return self._mutate(job_id, transitions.bump_attempts)
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        self._mutate(job_id, lambda job: transitions.set_progress(job, progress))
+
+    def mark_succeeded(
+        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
+    ) -> bool:
+        return self._mutate(job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s))
+
+    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
+        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s))
+
+    def request_cancel(self, job_id: str) -> Job:
+        def apply(job: Job) -> Job:
+            transitions.request_cancel(job, self.retention_s)
+            return job
+
+        return self._mutate(job_id, apply)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        return job.cancel_requested or job.status is JobStatus.CANCELLED
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s))
+
+    def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self._k("job", job_id))
+        pipe.zrem(self._k("jobs"), job_id)
+        pipe.zrem(self._k("owner", job.owner), job_id)
+        pipe.zrem(self._k("expires"), job_id)
+        for s in JobStatus:
+            pipe.srem(self._k("status", s.value), job_id)
+        if job.idempotency_key is not None:
+            pipe.delete(self._k("idem", job.owner, job.idempotency_key))
+        pipe.execute()
+
+    def counts_by_status(self) -> dict[JobStatus, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for s in JobStatus:
+            pipe.scard(self._k("status", s.value))
+        return {s: int(n) for s, n in zip(JobStatus, pipe.execute(), strict=True)}
+
+    def expired_jobs(self, now: datetime | None = None, limit: int = 500) -> builtins.list[str]:
+        now_us = to_us(now or utcnow())
+        ids: builtins.list[str] = self.r.zrangebyscore(self._k("expires"), "-inf", now_us, start=0, num=limit)  # type: ignore[assignment]
+        return ids
+
+    # -- API keys and workers -------------------------------------------------------------------
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        hash_key = self._k("apikey_hash", record.key_hash)
+        if not self.r.set(hash_key, record.id, nx=True):
+            raise ValueError("an API key with this hash already exists")
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self._k("apikey", record.id), record.model_dump_json())
+        pipe.zadd(self._k("apikeys"), {record.id: to_us(record.created_at)})
+        pipe.execute()
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        raw = self.r.get(self._k("apikey", key_id))
+        return ApiKeyRecord.model_validate_json(str(raw)) if raw is not None else None
+
+    def get_api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        key_id = self.r.get(self._k("apikey_hash", key_hash))
+        if key_id is None:
+            return None
+        raw = self.r.get(self._k("apikey", str(key_id)))
+        return ApiKeyRecord.model_validate_json(str(raw)) if raw is not None else None
+
+    def list_api_keys(self) -> builtins.list[ApiKeyRecord]:
+        ids: builtins.list[str] = self.r.zrange(self._k("apikeys"), 0, -1)  # type: ignore[assignment]
+        raws = self.r.mget([self._k("apikey", i) for i in ids]) if ids else []
+        return [ApiKeyRecord.model_validate_json(r) for r in raws if r is not None]
+
+    def heartbeat(self, record: WorkerHeartbeat) -> None:
+        self.r.hset(self._k("workers"), record.worker_id, record.model_dump_json())
+
+    def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
+        now = utcnow()
+        cutoff, stale = now - timedelta(seconds=max_age_s), now - timedelta(days=1)
+        raw: dict[str, str] = self.r.hgetall(self._k("workers"))  # type: ignore[assignment]
+        alive, dead = [], []
+        for worker_id, data in sorted(raw.items()):
+            hb = WorkerHeartbeat.model_validate_json(data)
+            if hb.last_seen >= cutoff:
+                alive.append(hb)
+            elif hb.last_seen < stale:
+                dead.append(worker_id)
+        if dead:
+            self.r.hdel(self._k("workers"), *dead)
+        return alive
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.r.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self.r.close()

@@ -1,0 +1,290 @@
+"""``SQLiteJobStore``: the embedded-mode ``JobStore`` (one file under ``data_dir``).
+
+WAL journal so readers never block the writer; every mutation runs in ``BEGIN IMMEDIATE`` (the
+write lock is taken before the read, so read-modify-write is atomic across threads *and*
+processes). A fresh connection per call keeps it thread- and fork-safe. The job itself is stored
+as JSON; the columns beside it exist only to index (owner, status, created, expires).
+Ref: ``workers/jobs.py`` (protocol), https://www.sqlite.org/wal.html.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from workers import transitions
+from workers.jobs import (
+    ApiKeyRecord,
+    ArtifactInfo,
+    CreateResult,
+    IdempotencyConflictError,
+    Job,
+    JobNotFoundError,
+    JobPage,
+    JobStatus,
+    Progress,
+    WorkerHeartbeat,
+    decode_cursor,
+    encode_cursor,
+    to_us,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
+    created_us INTEGER NOT NULL, expires_us INTEGER, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_us);
+CREATE TABLE IF NOT EXISTS idempotency (
+    owner TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, job_id TEXT NOT NULL,
+    expires_us INTEGER NOT NULL, PRIMARY KEY (owner, key));
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, created_us INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, last_seen_us INTEGER NOT NULL, data TEXT NOT NULL);
+"""
+
+
+class SQLiteJobStore:
+    """``JobStore`` over one SQLite database file. Ref: ``workers/jobs.py``."""
+
+    def __init__(self, path: str | Path, *, retention_s: int, idempotency_ttl_s: int = 24 * 3600) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention_s = retention_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database lock from the first read."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, job: Job) -> None:
+        expires = to_us(job.expires_at) if job.expires_at else None
+        conn.execute(
+            "INSERT OR REPLACE INTO jobs (id, owner, status, created_us, expires_us, data)"
+            " VALUES (?,?,?,?,?,?)",
+            (job.id, job.owner, job.status.value, to_us(job.created_at), expires, job.model_dump_json()),
+        )
+
+    @staticmethod
+    def _read(conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return Job.model_validate_json(row[0])
+
+    def _mutate(self, job_id: str, fn: Callable[[Job], T]) -> T:
+        with self._tx() as conn:
+            job = self._read(conn, job_id)
+            before = job.model_dump_json()
+            result = fn(job)
+            if job.model_dump_json() != before:
+                self._write(conn, job)
+            return result
+
+    def create(
+        self, job: Job, *, idempotency_key: str | None = None, fingerprint: str | None = None
+    ) -> CreateResult:
+        now_us = to_us(utcnow())
+        with self._tx() as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT fingerprint, job_id FROM idempotency WHERE owner=? AND key=? AND expires_us>?",
+                    (job.owner, idempotency_key, now_us),
+                ).fetchone()
+                if row is not None:
+                    if row[0] != (fingerprint or ""):
+                        raise IdempotencyConflictError(idempotency_key, row[1])
+                    return CreateResult(self._read(conn, row[1]), False)
+                job.idempotency_key = idempotency_key
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?,?)",
+                    (job.owner, idempotency_key, fingerprint or "", job.id,
+                     now_us + self.idempotency_ttl_s * 1_000_000),
+                )  # fmt: skip
+            self._write(conn, job)
+        return CreateResult(job, True)
+
+    def get(self, job_id: str) -> Job:
+        with self._connect() as conn:
+            return self._read(conn, job_id)
+
+    def list(
+        self,
+        owner: str | None = None,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        where: builtins.list[str] = ["1=1"]
+        args: builtins.list[str | int] = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
+        if cursor is not None:
+            c_us, c_id = decode_cursor(cursor)
+            where.append("(created_us < ? OR (created_us = ? AND id < ?))")
+            args += [c_us, c_us, c_id]
+        sql = f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY created_us DESC, id DESC LIMIT ?"
+        with self._connect() as conn:
+            rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+        jobs = [Job.model_validate_json(r[0]) for r in rows]
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return JobPage(jobs, encode_cursor(jobs[-1]) if more and jobs else None)
+
+    def idempotency_lookup(self, key: str, owner: str) -> tuple[str, str] | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT fingerprint, job_id FROM idempotency WHERE owner=? AND key=? AND expires_us>?",
+                (owner, key, to_us(utcnow())),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def mark_running(self, job_id: str) -> bool:
+        return self._mutate(job_id, transitions.start)
+
+    def bump_attempts(self, job_id: str) -> int:
+        return self._mutate(job_id, transitions.bump_attempts)
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        self._mutate(job_id, lambda job: transitions.set_progress(job, progress))
+
+    def mark_succeeded(
+        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
+    ) -> bool:
+        return self._mutate(job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s))
+
+    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
+        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s))
+
+    def request_cancel(self, job_id: str) -> Job:
+        def apply(job: Job) -> Job:
+            transitions.request_cancel(job, self.retention_s)
+            return job
+
+        return self._mutate(job_id, apply)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        return job.cancel_requested or job.status is JobStatus.CANCELLED
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s))
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as conn:
+            job = self._read(conn, job_id)
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if job.idempotency_key is not None:
+                conn.execute(
+                    "DELETE FROM idempotency WHERE owner=? AND key=? AND job_id=?",
+                    (job.owner, job.idempotency_key, job_id),
+                )
+
+    def counts_by_status(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        with self._connect() as conn:
+            for status, n in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+                counts[JobStatus(status)] = n
+        return counts
+
+    def expired_jobs(self, now: datetime | None = None, limit: int = 500) -> builtins.list[str]:
+        now_us = to_us(now or utcnow())
+        terminal = [s.value for s in JobStatus if s.is_terminal]
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE expires_us <= ? AND status IN (?,?,?) ORDER BY expires_us LIMIT ?",
+                (now_us, *terminal, limit),
+            ).fetchall()
+            conn.execute("DELETE FROM idempotency WHERE expires_us <= ?", (now_us,))
+        return [r[0] for r in rows]
+
+    # -- API keys and workers -------------------------------------------------------------------
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, key_hash, created_us, data) VALUES (?,?,?,?)",
+                (record.id, record.key_hash, to_us(record.created_at), record.model_dump_json()),
+            )
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT data FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return ApiKeyRecord.model_validate_json(row[0]) if row else None
+
+    def get_api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT data FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return ApiKeyRecord.model_validate_json(row[0]) if row else None
+
+    def list_api_keys(self) -> builtins.list[ApiKeyRecord]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT data FROM api_keys ORDER BY created_us, id").fetchall()
+        return [ApiKeyRecord.model_validate_json(r[0]) for r in rows]
+
+    def heartbeat(self, record: WorkerHeartbeat) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers VALUES (?,?,?)",
+                (record.worker_id, to_us(record.last_seen), record.model_dump_json()),
+            )
+            stale = to_us(utcnow() - timedelta(days=1))
+            conn.execute("DELETE FROM workers WHERE last_seen_us < ?", (stale,))
+
+    def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
+        cutoff = to_us(utcnow() - timedelta(seconds=max_age_s))
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT data FROM workers WHERE last_seen_us >= ? ORDER BY worker_id", (cutoff,)
+            ).fetchall()
+        return [WorkerHeartbeat.model_validate_json(r[0]) for r in rows]
+
+    def ping(self) -> bool:
+        try:
+            with self._connect() as conn:
+                conn.execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    def close(self) -> None:
+        """Nothing to release: connections are per call."""
