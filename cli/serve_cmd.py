@@ -43,10 +43,6 @@ def serve(
 
     from service.main import create_app
     from service.settings import ServiceSettings
-    from workers.artifacts import ArtifactStore
-    from workers.celery_app import default_queues
-    from workers.retention import Housekeeper
-    from workers.store import get_store
 
     overrides: dict[str, Any] = {"embedded_worker": embedded_worker}
     for key, value in (("host", host), ("port", port), ("data_dir", data_dir), ("redis_url", redis_url)):
@@ -56,14 +52,8 @@ def serve(
         overrides["auth_disabled"] = True
     settings = ServiceSettings(**overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    housekeeper = None
     if settings.embedded and settings.embedded_worker:
         _limit_torch_threads(settings.torch_threads)
-        store = get_store(settings)
-        housekeeper = Housekeeper(
-            store, ArtifactStore(settings.artifacts_dir), settings, queues=default_queues(settings.device)
-        )
-        housekeeper.start()
         log.info("embedded mode: SQLite store and worker thread under %s", settings.data_dir)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that
     # was installed before it; a no-op one lets us finish cleanup and exit 0 like a normal stop.
@@ -72,9 +62,6 @@ def serve(
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if housekeeper is not None:
-            housekeeper.stop()
-            housekeeper.store.close()
     return 0
 
 

@@ -27,7 +27,8 @@ from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.routes import jobs, ops
 from service.settings import ServiceSettings, get_settings
 from workers.artifacts import ArtifactStore
-from workers.celery_app import EmbeddedWorker, create_celery_app, enqueue_job
+from workers.celery_app import EmbeddedWorker, create_celery_app, default_queues, enqueue_job
+from workers.retention import Housekeeper
 from workers.store import get_store
 
 log = logging.getLogger("netshrink.service")
@@ -62,6 +63,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.embedded and settings.embedded_worker:
             worker = EmbeddedWorker(celery).start()
             stack.callback(worker.stop)
+            # The embedded worker's heartbeat (GET /v1/workers) and retention cleanup.
+            housekeeper = Housekeeper(store, artifacts, settings, queues=default_queues(settings.device))
+            housekeeper.start()
+            stack.callback(housekeeper.stop)
         app.state.netshrink = AppState(
             settings=settings,
             store=store,

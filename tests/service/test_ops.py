@@ -4,6 +4,7 @@ One test runs the whole app in Redis mode against the REAL Redis (unique key pre
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -124,3 +125,15 @@ def test_redis_mode_probes_metrics_and_rate_limit(tmp_path: Path, redis_prefix: 
         )
         assert len(counters) == 1
     assert job.created_at - utcnow() < timedelta(minutes=1)
+
+
+def test_embedded_app_heartbeats_its_worker_without_the_serve_command(tmp_path: Path) -> None:
+    """create_app alone (e.g. under plain uvicorn) runs the embedded worker's heartbeat."""
+    settings = make_settings(tmp_path, embedded_worker=True)
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 10
+        body = client.get("/v1/workers").json()
+        while body["alive"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            body = client.get("/v1/workers").json()
+    assert body["alive"] == 1 and body["workers"][0]["alive"]
