@@ -24,8 +24,8 @@ test: install redis
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check compression
-	$(BIN)/mypy compression workers service
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy compression workers service reporting client cli
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --schemafile openapi/vendor/compose-spec.json docker-compose.yml
 

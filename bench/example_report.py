@@ -32,10 +32,25 @@ def build_inputs(out: Path) -> list[str]:
     (out / "architecture.json").write_text(json.dumps(mlp_architecture(model, 64), indent=2))
     np.savez(out / "calibration.npz", inputs=split.cal_X, labels=split.cal_y)
     return [
-        "compress", str(out / "model.pt"), "--architecture", str(out / "architecture.json"),
-        "--calibration", str(out / "calibration.npz"), "--prune-keep", "0.5", "--granularity", "neuron",
-        "--bits", "4", "--target-error", "0.1", "--compare-baselines", "--seed", "0",
-        "--out", str(out / "compressed"),
+        "compress",
+        str(out / "model.pt"),
+        "--architecture",
+        str(out / "architecture.json"),
+        "--calibration",
+        str(out / "calibration.npz"),
+        "--prune-keep",
+        "0.5",
+        "--granularity",
+        "neuron",
+        "--bits",
+        "4",
+        "--target-error",
+        "0.1",
+        "--compare-baselines",
+        "--seed",
+        "0",
+        "--out",
+        str(out / "compressed"),
     ]
 
 
