@@ -148,21 +148,15 @@ def search(
             break
     if chosen is None:
         # Nothing met the budget on the fit split: fall back to the least aggressive candidate.
-        c = max(cands, key=lambda x: (x.cost_bits, x.keep or 1.0, x.bits or 32))
-        budget = {
-            "target": dataclasses.asdict(t),
-            "met": False,
-            "chosen": {"keep": c.keep, "bits": c.bits},
-            "trace": [x.to_dict() for x in cands],
-            "selection_split": "fit",
-        }
-        return candidate_spec(spec, c.keep, c.bits), budget, None
-    c, nd = chosen
+        pick = max(cands, key=lambda x: (x.cost_bits, x.keep or 1.0, x.bits or 32))
+        draw = None
+    else:
+        pick, draw = chosen
     budget = {
         "target": dataclasses.asdict(t),
-        "met": None,
-        "chosen": {"keep": c.keep, "bits": c.bits},
+        "met": False if chosen is None else None,  # decided on the held-out split by the caller
+        "chosen": {"keep": pick.keep, "bits": pick.bits},
         "trace": [x.to_dict() for x in cands],
         "selection_split": "fit",
     }
-    return candidate_spec(spec, c.keep, c.bits), budget, nd
+    return candidate_spec(spec, pick.keep, pick.bits), budget, draw

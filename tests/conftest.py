@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import torch
 
 from tests import factories  # the repository root is on sys.path: pythonpath = ["."] in pyproject.toml
 
 torch.set_num_threads(1)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the real Redis every Redis test uses (never a mock)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix no other test uses (kombu applies it to broker keys too); deleted afterwards."""
+    prefix = f"netshrink-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -27,29 +27,27 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import WatchError
 
-from workers import transitions
 from workers.jobs import (
     ApiKeyRecord,
-    ArtifactInfo,
     CreateResult,
     IdempotencyConflictError,
     Job,
     JobNotFoundError,
     JobPage,
     JobStatus,
-    Progress,
     WorkerHeartbeat,
     decode_cursor,
     encode_cursor,
     to_us,
     utcnow,
 )
+from workers.store_common import TransitionMethods
 
 T = TypeVar("T")
 _BATCH = 200
 
 
-class RedisJobStore:
+class RedisJobStore(TransitionMethods):
     """``JobStore`` over Redis. Ref: ``workers/jobs.py``."""
 
     def __init__(
@@ -177,37 +175,6 @@ class RedisJobStore:
             return None
         entry = json.loads(str(raw))
         return entry["fingerprint"], entry["job_id"]
-
-    def mark_running(self, job_id: str) -> bool:
-        return self._mutate(job_id, transitions.start)
-
-    def bump_attempts(self, job_id: str) -> int:
-        return self._mutate(job_id, transitions.bump_attempts)
-
-    def set_progress(self, job_id: str, progress: Progress) -> None:
-        self._mutate(job_id, lambda job: transitions.set_progress(job, progress))
-
-    def mark_succeeded(
-        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
-    ) -> bool:
-        return self._mutate(job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s))
-
-    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
-        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s))
-
-    def request_cancel(self, job_id: str) -> Job:
-        def apply(job: Job) -> Job:
-            transitions.request_cancel(job, self.retention_s)
-            return job
-
-        return self._mutate(job_id, apply)
-
-    def is_cancel_requested(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        return job.cancel_requested or job.status is JobStatus.CANCELLED
-
-    def mark_cancelled(self, job_id: str) -> bool:
-        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s))
 
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)

@@ -15,25 +15,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from workers import transitions
 from workers.jobs import (
     ApiKeyRecord,
-    ArtifactInfo,
     CreateResult,
     IdempotencyConflictError,
     Job,
     JobNotFoundError,
     JobPage,
     JobStatus,
-    Progress,
     WorkerHeartbeat,
     decode_cursor,
     encode_cursor,
     to_us,
     utcnow,
 )
+from workers.store_common import TransitionMethods
 
 T = TypeVar("T")
 
@@ -54,7 +52,7 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-class SQLiteJobStore:
+class SQLiteJobStore(TransitionMethods):
     """``JobStore`` over one SQLite database file. Ref: ``workers/jobs.py``."""
 
     def __init__(self, path: str | Path, *, retention_s: int, idempotency_ttl_s: int = 24 * 3600) -> None:
@@ -177,37 +175,6 @@ class SQLiteJobStore:
                 (owner, key, to_us(utcnow())),
             ).fetchone()
         return (row[0], row[1]) if row else None
-
-    def mark_running(self, job_id: str) -> bool:
-        return self._mutate(job_id, transitions.start)
-
-    def bump_attempts(self, job_id: str) -> int:
-        return self._mutate(job_id, transitions.bump_attempts)
-
-    def set_progress(self, job_id: str, progress: Progress) -> None:
-        self._mutate(job_id, lambda job: transitions.set_progress(job, progress))
-
-    def mark_succeeded(
-        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
-    ) -> bool:
-        return self._mutate(job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s))
-
-    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
-        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s))
-
-    def request_cancel(self, job_id: str) -> Job:
-        def apply(job: Job) -> Job:
-            transitions.request_cancel(job, self.retention_s)
-            return job
-
-        return self._mutate(job_id, apply)
-
-    def is_cancel_requested(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        return job.cancel_requested or job.status is JobStatus.CANCELLED
-
-    def mark_cancelled(self, job_id: str) -> bool:
-        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s))
 
     def delete(self, job_id: str) -> None:
         with self._tx() as conn:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -88,16 +86,6 @@ def test_capabilities_report_limits_and_versions(tmp_path: Path) -> None:
     assert caps["formats"] == ["onnx", "pt", "safetensors"]
     assert set(caps["versions"]) >= {"torch", "onnx", "onnxruntime", "numpy", "python"}
     assert caps["webhook_events"][0] == "job.started"
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    prefix = f"netshrink-test-{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.mark.redis

@@ -6,13 +6,11 @@ Celery, unique queue names), and delete every key they created.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import torch
 
 from workers.artifacts import ArtifactStore
@@ -25,24 +23,6 @@ torch.set_num_threads(1)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RETENTION_S = 3600
-
-
-def _drop_prefix(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix no other test uses; every key under it is deleted afterwards."""
-    prefix = f"netshrink-test-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    _drop_prefix(prefix)
 
 
 @pytest.fixture
