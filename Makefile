@@ -20,7 +20,7 @@ serve: install
 	$(BIN)/netshrink serve
 
 test: install redis
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
