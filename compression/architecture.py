@@ -5,7 +5,7 @@ Ref: docs/architecture-json.md (the schema), ALGORITHM.md "Notation" (PyTorch or
 A state dict alone does not say how its tensors are wired; the JSON does. Every shape is checked
 against the weights (``ArchitectureError`` names the layer), every state-dict entry must be used,
 and the graph is written with ``onnx.helper`` at opset 21 with a dynamic batch dimension. A
-BatchNormalization stays a node here; ``compression.graph.fold_batchnorm`` folds it like any upload.
+BatchNormalization stays a node here; ``compression.batchnorm.fold_batchnorm`` folds it like any upload.
 """
 
 from __future__ import annotations

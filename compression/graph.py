@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from compression.errors import NothingToCompressError
+from compression.graph_index import GraphIndex, attr, ints
 from compression.network import ConvGeometry, Layer, SupportLevel
-from compression.onnx_io import constant_arrays, infer_shapes, static_shapes
 
 ACTIVATIONS = {
     "Relu": "relu",
@@ -54,131 +53,25 @@ class Analysis:
     not_covered: list[str] = field(default_factory=list)
 
 
-class _Graph:
-    """Producer / consumer / constant indices over one ``ModelProto``."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.nodes = list(model.graph.node)
-        self.consts = constant_arrays(model)
-        self.shapes = static_shapes(model)
-        self.outputs = {o.name for o in model.graph.output}
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in self.nodes:
-            for t in node.output:
-                self.producer[t] = node
-            for t in node.input:
-                if t:
-                    self.consumers.setdefault(t, []).append(node)
-
-    def dynamic_inputs(self, node: onnx.NodeProto) -> list[str]:
-        return [t for t in node.input if t and t not in self.consts]
-
-    def ancestors(self, tensor: str) -> list[onnx.NodeProto]:
-        """Nodes needed to compute ``tensor``, in topological (graph) order."""
-        need, stack = set(), [tensor]
-        while stack:
-            node = self.producer.get(stack.pop())
-            if node is not None and node.name not in need:
-                need.add(node.name)
-                stack.extend(t for t in node.input if t)
-        return [n for n in self.nodes if n.name in need]
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
-    return [int(v) for v in _attr(node, name, default)]  # type: ignore[attr-defined]
-
-
-# ---- BatchNorm folding ---------------------------------------------------------------------------
-def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Fold every eval-mode BatchNormalization that directly follows a Conv into that Conv.
-
-    W' = W · γ/√(var+ε) per output channel, b' = (b − mean) · γ/√(var+ε) + β (ALGORITHM.md §3 table,
-    "BatchNorm in eval mode"). Returns a new model (the input is untouched) and the folded BN names.
-    The Conv keeps its initializer names (a new ``<conv>.bias`` is added when it had none).
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = _Graph(out)
-    inits = {t.name: t for t in out.graph.initializer}
-    folded: list[str] = []
-    drop: list[onnx.NodeProto] = []
-    for bn in g.nodes:
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or _attr(bn, "training_mode", 0):
-            continue
-        conv = g.producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or len(g.consumers[bn.input[0]]) != 1:
-            continue
-        if bn.input[0] in g.outputs or not all(t in inits for t in bn.input[1:5]):
-            continue
-        if conv.input[1] not in inits or len(g.consumers[conv.input[1]]) != 1:
-            continue
-        if (
-            len(conv.input) > 2
-            and conv.input[2]
-            and (conv.input[2] not in inits or len(g.consumers[conv.input[2]]) != 1)
-        ):
-            continue
-        gamma, beta, mean, var = (g.consts[t].astype(np.float64) for t in bn.input[1:5])
-        scale = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]  # (c_out,)
-        W = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)  # (c_out, c_in, kh, kw)
-        has_b = len(conv.input) > 2 and bool(conv.input[2])
-        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if has_b else np.zeros_like(mean)
-        dtype = numpy_helper.to_array(inits[conv.input[1]]).dtype
-        inits[conv.input[1]].CopyFrom(
-            numpy_helper.from_array((W * scale[:, None, None, None]).astype(dtype), conv.input[1])
-        )
-        b_new = ((b - mean) * scale + beta).astype(dtype)  # (c_out,)
-        if has_b:
-            inits[conv.input[2]].CopyFrom(numpy_helper.from_array(b_new, conv.input[2]))
-        else:
-            b_name = f"{conv.name}.bias"
-            out.graph.initializer.append(numpy_helper.from_array(b_new, b_name))
-            while len(conv.input) < 3:
-                conv.input.append("")
-            conv.input[2] = b_name
-        conv.output[0] = bn.output[0]
-        drop.append(bn)
-        folded.append(bn.name)
-    if not folded:
-        return out, []
-    for bn in drop:
-        out.graph.node.remove(bn)
-    used = {t for n in out.graph.node for t in n.input}
-    keep = [t for t in out.graph.initializer if t.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(keep)
-    del out.graph.value_info[:]
-    return infer_shapes(out), folded
-
-
-# ---- Lipschitz constants (ALGORITHM.md §3 table) -------------------------------------------------
-def lipschitz(node: onnx.NodeProto, g: _Graph) -> float:
+def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
     """L of one elementwise / pooling / reshaping node on its dynamic input."""
     op = node.op_type
     if op == "LeakyRelu":
-        return max(1.0, abs(float(_attr(node, "alpha", 0.01))))  # type: ignore[arg-type]
+        return max(1.0, abs(float(attr(node, "alpha", 0.01))))  # type: ignore[arg-type]
     if op == "Sigmoid":
         return 0.25
     if op == "Gelu":
         return GELU_LIPSCHITZ
     if op in ("MaxPool", "AveragePool"):
-        k = _ints(node, "kernel_shape", [])
-        s = _ints(node, "strides", [1] * len(k))
-        d = _ints(node, "dilations", [1] * len(k))
+        k = ints(node, "kernel_shape", [])
+        s = ints(node, "strides", [1] * len(k))
+        d = ints(node, "dilations", [1] * len(k))
         span = [(ki - 1) * di + 1 for ki, di in zip(k, d, strict=True)]
         overlap = math.prod(-(-sp // si) for sp, si in zip(span, s, strict=True))  # windows per pixel
         if op == "MaxPool":
             return 1.0 if overlap == 1 else math.sqrt(overlap)
         # Schur test: ‖A‖ ≤ √(‖A‖₁‖A‖∞) = √(overlap / n); exact for non-overlapping windows.
-        padded = any(_ints(node, "pads", [0])) and not _attr(node, "count_include_pad", 0)
+        padded = any(ints(node, "pads", [0])) and not attr(node, "count_include_pad", 0)
         return math.sqrt(overlap) if padded else math.sqrt(overlap / math.prod(k))
     if op == "GlobalAveragePool":
         shape = g.shapes.get(node.input[0], ())
@@ -191,7 +84,7 @@ def lipschitz(node: onnx.NodeProto, g: _Graph) -> float:
 
 
 # ---- layers --------------------------------------------------------------------------------------
-def _find_layers(g: _Graph, reasons: list[str]) -> list[Layer]:
+def _find_layers(g: GraphIndex, reasons: list[str]) -> list[Layer]:
     layers: list[Layer] = []
     for node in g.nodes:
         op, ins = node.op_type, list(node.input)
@@ -210,29 +103,25 @@ def _find_layers(g: _Graph, reasons: list[str]) -> list[Layer]:
             if W.ndim != 4:
                 reasons.append(f"Conv '{node.name}': only 2-D convolutions are layers")
                 continue
-            if _attr(node, "group", 1) != 1:
+            if attr(node, "group", 1) != 1:
                 reasons.append(f"Conv '{node.name}': grouped convolution (unstructured only)")
-            if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
                 reasons.append(f"Conv '{node.name}': auto_pad SAME (bounds not covered)")
             geom = ConvGeometry(
                 kernel_shape=(int(W.shape[2]), int(W.shape[3])),
-                strides=tuple(_ints(node, "strides", [1, 1])),  # type: ignore[arg-type]
-                pads=tuple(_ints(node, "pads", [0, 0, 0, 0])),  # type: ignore[arg-type]
-                dilations=tuple(_ints(node, "dilations", [1, 1])),  # type: ignore[arg-type]
-                group=int(_attr(node, "group", 1)),  # type: ignore[call-overload]
+                strides=tuple(ints(node, "strides", [1, 1])),  # type: ignore[arg-type]
+                pads=tuple(ints(node, "pads", [0, 0, 0, 0])),  # type: ignore[arg-type]
+                dilations=tuple(ints(node, "dilations", [1, 1])),  # type: ignore[arg-type]
+                group=int(attr(node, "group", 1)),  # type: ignore[call-overload]
             )
             weight, transposed = W, False
             bias_key = ins[2] if len(ins) > 2 and ins[2] in g.consts else None
         elif W.ndim != 2:
             continue
         elif op == "Gemm":
-            if (
-                _attr(node, "transA", 0)
-                or _attr(node, "alpha", 1.0) != 1.0
-                or _attr(node, "beta", 1.0) != 1.0
-            ):
+            if attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0 or attr(node, "beta", 1.0) != 1.0:
                 reasons.append(f"Gemm '{node.name}': transA/alpha/beta (bounds not covered)")
-            transposed = not _attr(node, "transB", 0)
+            transposed = not attr(node, "transB", 0)
             weight, geom = (W.T if transposed else W), None
             bias_key = ins[2] if len(ins) > 2 and ins[2] in g.consts else None
         else:  # MatMul x @ B, B stored (in, out)
@@ -268,7 +157,7 @@ def _find_layers(g: _Graph, reasons: list[str]) -> list[Layer]:
     return layers
 
 
-def _walk(g: _Graph, start: str, stop: set[str]) -> tuple[str, list[onnx.NodeProto]]:
+def _walk(g: GraphIndex, start: str, stop: set[str]) -> tuple[str, list[onnx.NodeProto]]:
     """Follow the single-consumer chain of ``CHAIN_OPS`` from ``start`` until a tensor in ``stop``,
     a branch, a graph output or another op. Returns the last tensor and the nodes passed."""
     t, path = start, list[onnx.NodeProto]()
@@ -280,7 +169,7 @@ def _walk(g: _Graph, start: str, stop: set[str]) -> tuple[str, list[onnx.NodePro
     return t, path
 
 
-def _find_logits(g: _Graph, last: Layer) -> str:
+def _find_logits(g: GraphIndex, last: Layer) -> str:
     """Φ: the input of the first Softmax/LogSoftmax/Sigmoid/ArgMax/ZipMap after the last layer, or
     the graph output reached without one (ALGORITHM.md "Notation")."""
     t = last.preact
@@ -294,7 +183,7 @@ def _find_logits(g: _Graph, last: Layer) -> str:
     return t
 
 
-def _support_reasons(g: _Graph, chain: list[onnx.NodeProto], layers: list[Layer]) -> list[str]:
+def _support_reasons(g: GraphIndex, chain: list[onnx.NodeProto], layers: list[Layer]) -> list[str]:
     """Why the nodes up to Φ are not a plain chain of ``FULL_OPS`` (empty list = full support)."""
     reasons: list[str] = []
     bias_adds = {g.producer[la.preact].name for la in layers if g.producer[la.preact].op_type == "Add"}
@@ -325,7 +214,7 @@ def _support_reasons(g: _Graph, chain: list[onnx.NodeProto], layers: list[Layer]
     return reasons
 
 
-def _wire(g: _Graph, layers: list[Layer], logits: str, structured_ok: bool) -> None:
+def _wire(g: GraphIndex, layers: list[Layer], logits: str, structured_ok: bool) -> None:
     """activation / output / lipschitz for every layer; producer / structured / input_group (§1)."""
     inputs = {layer_.input for layer_ in layers}
     for i, layer_ in enumerate(layers):
@@ -364,13 +253,13 @@ def _wire(g: _Graph, layers: list[Layer], logits: str, structured_ok: bool) -> N
         nxt.structured, nxt.producer, nxt.input_group = True, layer_.name, group
 
 
-def _nonscalar(g: _Graph, node: onnx.NodeProto) -> bool:
+def _nonscalar(g: GraphIndex, node: onnx.NodeProto) -> bool:
     return any(g.consts[t].size != 1 for t in node.input if t in g.consts)
 
 
 def analyze(model: onnx.ModelProto) -> Analysis:
     """Find the layers, Φ, the tail and the support level of a BN-folded, named, shape-inferred graph."""
-    g = _Graph(model)
+    g = GraphIndex(model)
     reasons: list[str] = []
     layers = _find_layers(g, reasons)
     if not layers:

@@ -20,8 +20,9 @@ import onnx
 from onnx import numpy_helper
 
 from compression.architecture import build_onnx, infer_mlp, validate_architecture
+from compression.batchnorm import fold_batchnorm
 from compression.errors import ArchitectureError, InvalidWeightsError, LimitExceededError, ModelFormatError
-from compression.graph import analyze, fold_batchnorm
+from compression.graph import analyze
 from compression.network import Network, SourceFormat
 from compression.onnx_io import graph_input, parse_onnx
 from compression.torch_io import (

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from compression.graph import fold_batchnorm
+from compression.batchnorm import fold_batchnorm
 from compression.loading import load_model
 from compression.onnx_io import parse_onnx
 from tests import factories as F
