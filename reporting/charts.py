@@ -86,7 +86,10 @@ def _positive(values: Sequence[Any]) -> list[float]:
 
 
 def bounds_chart(layers: Sequence[Mapping[str, Any]]) -> str | None:
-    """Measured eₗ, the linearized prediction and the cumulative bounds Bₗ per tier, log scale.
+    """Measured eₗ and the cumulative bounds Bₗ per tier, log scale.
+
+    The per-layer prediction is a share of the *output* error E‖Φ−Φ̂‖², a different quantity from eₗ,
+    so it is tabled, not drawn on this axis.
 
     Ref: ALGORITHM.md §2 (eₗ = Eₓ‖zₗ − ẑₗ‖²), §3 (tiers E/T/P/W, cumulative Bₗ, prediction).
     Returns None when no layer carries a measured error (analyze reports).
@@ -111,18 +114,6 @@ def bounds_chart(layers: Sequence[Mapping[str, Any]]) -> str | None:
                 markersize=6,
                 linewidth=1.4,
                 label=style["label"],
-            )
-        pred = _positive([ly.get("prediction") for ly in layers])
-        if not all(math.isnan(v) for v in pred):
-            ax.plot(
-                x,
-                pred,
-                color="#555555",
-                linestyle=":",
-                marker="x",
-                markersize=7,
-                linewidth=1.4,
-                label="linearized prediction (not a bound)",
             )
         ax.plot(
             x,

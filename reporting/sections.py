@@ -69,7 +69,7 @@ def _error_table(layers: Sequence[Mapping[str, Any]]) -> str:
         [
             "layer",
             "measured eₗ",
-            "prediction (not a bound)",
+            "share of predicted E‖Φ−Φ̂‖² (not a bound)",
             "step bound, E",
             *(f"Bₗ, tier {t}" for t in TIERS),
             "Bₗ(E) / eₗ",
@@ -150,8 +150,9 @@ def layers_section(report: Mapping[str, Any]) -> str:
             '<p class="muted">eₗ = Eₓ‖zₗ − ẑₗ‖² is measured after the activation on the held-out '
             "split. The cumulative bound Bₗ = Lₗ²(σₗ² Bₗ₋₁ + Aₗ) bounds its expectation over the "
             "compression randomness (P1 Lemma 17, Prop. 20; ALGORITHM.md §3); the step bound uses the "
-            "measured upstream error and checks the layer alone. The prediction linearizes the network "
-            "and is not a bound.</p>"
+            "measured upstream error and checks the layer alone. The per-layer prediction is this layer's "
+            "share of the linearized prediction of the <em>output</em> error E‖Φ−Φ̂‖² (not of eₗ), and "
+            "is not a bound.</p>"
         )
         chart = charts.bounds_chart(layers)
         body.append(

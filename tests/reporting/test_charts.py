@@ -31,9 +31,10 @@ def test_bounds_chart_is_inline_svg_with_every_tier(report: dict[str, Any]) -> N
         "tier P",
         "tier W",
         "measured eₗ",
-        "linearized prediction (not a bound)",
     ):
         assert label in svg, label
+    # The per-layer prediction is a share of the OUTPUT error, not eₗ: it must not share this axis.
+    assert "prediction" not in svg
     # plain log-axis tick labels (mathtext is off, so matplotlib's default 10^{k} markup would leak)
     assert "mathdefault" not in svg and "$" not in svg
     assert re.search(r">0\.01</text>", svg) and re.search(r">1</text>", svg)
