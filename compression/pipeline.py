@@ -54,7 +54,8 @@ class _Progress:
             self.fn(ProgressEvent(stage="done", fraction=1.0))
 
 
-def _check(net: Network, spec: CompressSpec) -> None:
+def check_spec(net: Network, spec: CompressSpec) -> None:
+    """Refuse a spec that cannot apply to this network (cheap; the service calls it on submit)."""
     names = {layer.name for layer in net.layers}
     unknown = [n for n in spec.exclude if n not in names]
     if unknown:
@@ -66,8 +67,6 @@ def _check(net: Network, spec: CompressSpec) -> None:
         bad = [n for n in spec.prune.keep if n not in names]
         if bad:
             raise InvalidSpecError(f"prune.keep names unknown layers: {', '.join(bad)}", field="prune.keep")
-    if spec.device == "cuda" and not torch.cuda.is_available():
-        raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
     if net.support != "full":
         if spec.prune is not None and spec.prune.granularity != "weight":
             raise InvalidSpecError(
@@ -109,7 +108,9 @@ def compress(
     if spec.kind == "analyze":
         return analyze(net, on_progress=on_progress, input_sha256=input_sha256, seed=spec.seed)
     assert spec.seed is not None
-    _check(net, spec)
+    check_spec(net, spec)
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
     progress = _Progress(on_progress, should_cancel)
     progress("preparing")
     device = resolve_device(spec.device)

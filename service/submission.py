@@ -47,6 +47,7 @@ def validate_inputs(
     """
     from compression.calibration import load_calibration  # imported late: these pull in torch
     from compression.loading import LoadLimits, load_model
+    from compression.pipeline import check_spec
 
     if spec.callback is not None:
         try:
@@ -65,6 +66,16 @@ def validate_inputs(
         max_params=settings.max_params,
     )
     net = load_model(final, architecture=architecture, limits=limits)
+    if spec.kind != "analyze":
+        check_spec(net, spec.to_core())  # unknown layer names, structured pruning on a generic graph, ...
+    if spec.device == "cuda" and settings.embedded and not _cuda_available():
+        # Embedded mode runs jobs here; with Redis a GPU worker elsewhere takes the `gpu` queue.
+        raise ApiError(
+            422,
+            "invalid-spec",
+            "The compression spec is invalid",
+            "device 'cuda' was asked for but this embedded server has no CUDA device",
+        )
     calibration = upload.files.get("calibration")
     if calibration is not None:
         path = calibration.path.with_name(CALIBRATION_INPUT)
@@ -72,6 +83,12 @@ def validate_inputs(
         calibration.path = path
         load_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
     return int(net.n_params)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 # ---- request parsing (used by POST /v1/jobs) -------------------------------------------------------

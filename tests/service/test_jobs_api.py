@@ -233,3 +233,18 @@ def test_calibration_that_does_not_fit_the_model_is_422(client: TestClient, onnx
     )
     assert body["detail"]
     assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_spec_that_cannot_apply_to_the_model_is_refused_at_submit(
+    client: TestClient, onnx_model: bytes
+) -> None:
+    """Checked synchronously against the loaded network: no job is created."""
+    r = submit(client, onnx_model, {"quantize": {"bits": 4}, "exclude": ["no_such_layer"]})
+    body = assert_problem(r, 422, "invalid-spec")
+    assert "no_such_layer" in body["detail"]
+    r = submit(client, onnx_model, {"quantize": {"bits": 4}, "device": "cuda"})
+    if torch.cuda.is_available():
+        assert r.status_code == 202, r.text  # this embedded server can run it
+    else:
+        assert_problem(r, 422, "invalid-spec")
+        assert client.get("/v1/jobs").json()["items"] == []
