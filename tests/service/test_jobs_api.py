@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi.testclient import TestClient
 
 from service.main import create_app
