@@ -34,6 +34,10 @@ openapi: install
 
 bench: install
 	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.tightness
+	$(BIN)/python -m bench.width
+	$(BIN)/python -m bench.heavy_tails
+	$(BIN)/python -m bench.example_report
 
 screenshot: install
 	$(BIN)/python -m reporting.screenshot
