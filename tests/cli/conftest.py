@@ -1,30 +1,3 @@
 """Fixtures for ``netshrink submit``: the API.md contract server shared with the SDK tests."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from tests.client.contract_server import ContractState, serve
-
-
-@pytest.fixture
-def state() -> ContractState:
-    return ContractState()
-
-
-@pytest.fixture
-def server(state: ContractState, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.delenv("NETSHRINK_SERVER", raising=False)
-    monkeypatch.delenv("NETSHRINK_API_KEY", raising=False)
-    with serve(state) as url:
-        yield url
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "mlp.onnx"
-    path.write_bytes(b"\x08\x07fake-but-opaque-model-bytes")
-    return path
+from tests.client.conftest import model_file, server, state  # noqa: F401  (re-exported fixtures)
