@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck openapi bench screenshot redis clean
+.PHONY: install serve test lint typecheck openapi bench screenshot redis browser clean
 
 install: $(VENV)/.installed
 
@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 redis:
 	bash .ci/ensure-redis
 
+browser:
+	bash .ci/ensure-chromium
+
 serve: install
 	$(BIN)/netshrink serve
 
-test: install redis
+test: install redis browser
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: install
