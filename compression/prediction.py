@@ -59,6 +59,22 @@ def _weight_grads(layer: Layer, delta: torch.Tensor, z: torch.Tensor) -> torch.T
     return torch.einsum("sop,sjp->soj", d, patches)  # (S, c_out, n_in)
 
 
+GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)
+
+
+def _conv_terms(
+    layer: Layer, d: torch.Tensor, z: torch.Tensor, W: torch.Tensor, acc: torch.Tensor
+) -> torch.Tensor:
+    """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory)."""
+    step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))
+    parts = []
+    for i in range(0, d.shape[0], step):
+        G = _weight_grads(layer, d[i : i + step], z[i : i + step])  # (s', o, j)
+        acc += (G**2).sum(dim=0)
+        parts.append((G * W[None]).sum(dim=1))  # (s', n_in)
+    return torch.cat(parts)
+
+
 def sensitivities(
     run: Callable[..., dict[str, torch.Tensor]],
     net: Network,
@@ -107,9 +123,7 @@ def sensitivities(
                     acc_w[layer.name] += (d2**2).T @ (z2**2)  # (o, j)
                     contrib = (d2 @ W[layer.name]) * z2  # (s, j): Σ_i δ_i W_ij ẑ_j
                 else:
-                    G = _weight_grads(layer, d, z)  # (s, o, j)
-                    acc_w[layer.name] += (G**2).sum(dim=0)
-                    contrib = (G * W[layer.name][None]).sum(dim=1)  # (s, n_in)
+                    contrib = _conv_terms(layer, d, z, W[layer.name], acc_w[layer.name])  # (s, n_in)
                 gs = group_size(layer)
                 grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
                 acc_g[layer.name] += (grouped**2).sum(dim=0)
