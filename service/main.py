@@ -24,6 +24,7 @@ from service.errors import install_error_handlers
 from service.metrics import build_registry
 from service.openapi import build_openapi
 from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from service.routes import artifacts as artifact_routes
 from service.routes import jobs, ops
 from service.settings import ServiceSettings, get_settings
 from workers.artifacts import ArtifactStore
@@ -93,6 +94,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(artifact_routes.router)
     app.include_router(ops.router)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     return app

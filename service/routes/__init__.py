@@ -1,1 +1,1 @@
-"""HTTP routers: ``jobs`` (the /v1/jobs resource) and ``ops`` (health, readiness, metrics, capabilities)."""
+"""HTTP routers: ``jobs`` (/v1/jobs), ``artifacts`` (downloads, report), ``ops`` (health, metrics, ...)."""

@@ -16,13 +16,12 @@ Ref: API.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 724
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep
@@ -53,18 +52,18 @@ from workers.jobs import (
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_PROBLEM = {
+PROBLEM_RESPONSE = {
     "model": Problem,
     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, **_PROBLEM}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, **PROBLEM_RESPONSE}
     for s, d in {401: "Missing or unknown API key", 404: "No such job", 429: "Rate limited"}.items()
 }
 _POLL_S = 0.2
 
 
-def _owned(store: JobStore, job_id: str, owner: str) -> Job:
+def owned_job(store: JobStore, job_id: str, owner: str) -> Job:
     """The caller's job; another key's job is indistinguishable from a missing one (404)."""
     try:
         job = store.get(job_id)
@@ -97,12 +96,12 @@ def _job_response(
             "description": "Accepted; poll `Location`",
             "headers": {"Location": {"schema": {"type": "string"}}},
         },
-        400: {"description": "Malformed upload or model bytes", **_PROBLEM},
-        413: {"description": "An upload or parameter limit was exceeded", **_PROBLEM},
-        415: {"description": "Not multipart, or an unknown model/calibration format", **_PROBLEM},
-        422: {"description": "Invalid spec, unsupported model, or Idempotency-Key reuse", **_PROBLEM},
-        503: {"description": "The queue is unavailable", **_PROBLEM},
-        **{k: v for k, v in _ERRORS.items() if k != 404},
+        400: {"description": "Malformed upload or model bytes", **PROBLEM_RESPONSE},
+        413: {"description": "An upload or parameter limit was exceeded", **PROBLEM_RESPONSE},
+        415: {"description": "Not multipart, or an unknown model/calibration format", **PROBLEM_RESPONSE},
+        422: {"description": "Invalid spec, unsupported model, or Idempotency-Key reuse", **PROBLEM_RESPONSE},
+        503: {"description": "The queue is unavailable", **PROBLEM_RESPONSE},
+        **{k: v for k, v in ERROR_RESPONSES.items() if k != 404},
     },
 )
 async def submit_job(
@@ -208,13 +207,13 @@ async def _respond_after_wait(
     "/{job_id}",
     response_model=JobPublic,
     summary="Job status, progress, error and artifacts",
-    responses={200: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **_ERRORS},
+    responses={200: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **ERROR_RESPONSES},
 )
 def get_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
-    return _job_response(_owned(store, job_id, principal.owner), 200, settings.retry_after_s)
+    return _job_response(owned_job(store, job_id, principal.owner), 200, settings.retry_after_s)
 
 
-@router.get("", response_model=JobList, summary="The caller's jobs, newest first", responses=_ERRORS)
+@router.get("", response_model=JobList, summary="The caller's jobs, newest first", responses=ERROR_RESPONSES)
 def list_jobs(
     principal: PrincipalDep,
     store: StoreDep,
@@ -242,12 +241,12 @@ def list_jobs(
     summary="Cancel a queued or running job",
     responses={
         202: {"description": "Cancellation requested; the worker stops between layers", "model": JobPublic},
-        409: {"description": "The job already succeeded or failed", **_PROBLEM},
-        **_ERRORS,
+        409: {"description": "The job already succeeded or failed", **PROBLEM_RESPONSE},
+        **ERROR_RESPONSES,
     },
 )
 def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
-    job = _owned(store, job_id, principal.owner)
+    job = owned_job(store, job_id, principal.owner)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise ApiError(409, "job-finished", "The job already finished", f"the job is {job.status.value}")
     job = store.request_cancel(job_id)
@@ -259,12 +258,12 @@ def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: 
     status_code=204,
     summary="Delete a finished job and its files",
     responses={
-        409: {"description": "The job is still queued or running; cancel it first", **_PROBLEM},
-        **_ERRORS,
+        409: {"description": "The job is still queued or running; cancel it first", **PROBLEM_RESPONSE},
+        **ERROR_RESPONSES,
     },
 )
 def delete_job(job_id: str, principal: PrincipalDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
-    job = _owned(store, job_id, principal.owner)
+    job = owned_job(store, job_id, principal.owner)
     if not job.status.is_terminal:
         raise ApiError(
             409, "job-active", "The job is still active", f"the job is {job.status.value}; cancel it first"
@@ -272,84 +271,3 @@ def delete_job(job_id: str, principal: PrincipalDep, store: StoreDep, artifacts:
     store.delete(job_id)
     artifacts.delete(job_id)
     return Response(status_code=204)
-
-
-def content_digest(sha256_hex: str) -> str:
-    """RFC 9530 ``Content-Digest`` from a hex sha256: ``sha-256=:<base64>:``."""
-    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
-
-
-@router.get(
-    "/{job_id}/artifacts/{name}",
-    summary="Download an artifact",
-    response_class=FileResponse,
-    responses={
-        200: {
-            "description": "The file",
-            "content": {
-                "application/octet-stream": {
-                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
-                }
-            },
-            "headers": {
-                h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")
-            },
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        **_ERRORS,
-    },
-)
-def download_artifact(
-    job_id: str,
-    name: str,
-    principal: PrincipalDep,
-    store: StoreDep,
-    artifacts: ArtifactsDep,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    job = _owned(store, job_id, principal.owner)
-    info = next((a for a in job.artifacts if a.name == name), None)
-    if info is None:
-        raise not_found("artifact")
-    etag = f'"{info.sha256}"'
-    headers = {
-        "ETag": etag,
-        "Content-Digest": content_digest(info.sha256),
-        "Cache-Control": "private, max-age=0",
-    }
-    if if_none_match and (
-        if_none_match.strip() == "*"
-        or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    ):
-        return Response(status_code=304, headers=headers)
-    path = artifacts.path(job_id, name)
-    if not path.is_file():
-        raise not_found("artifact")
-    return FileResponse(
-        path,
-        media_type=info.media_type,
-        filename=name,
-        headers=headers,
-        content_disposition_type="attachment",
-    )
-
-
-@router.get(
-    "/{job_id}/report",
-    summary="The CompressionReport as JSON",
-    response_model=dict[str, Any],
-    responses={409: {"description": "The job has not finished yet", **_PROBLEM}, **_ERRORS},
-)
-def get_report(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
-    job = _owned(store, job_id, principal.owner)
-    if job.report is None:
-        if not job.status.is_terminal:
-            raise ApiError(
-                409,
-                "not-ready",
-                "The report is not ready",
-                f"the job is {job.status.value}",
-                headers={"Retry-After": str(settings.retry_after_s)},
-            )
-        raise not_found("report")
-    return JSONResponse(job.report)

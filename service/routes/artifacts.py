@@ -1,0 +1,100 @@
+"""Downloads: ``GET /v1/jobs/{id}/artifacts/{name}`` and ``GET /v1/jobs/{id}/report``.
+
+Artifacts carry ``ETag`` (the quoted sha256), an RFC 9530 ``Content-Digest``, ``Content-Length`` and
+``Content-Disposition``; ``If-None-Match`` answers 304. Ref: API.md "GET /v1/jobs/{id}/artifacts".
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StoreDep
+from service.errors import ApiError, not_found
+from service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def content_digest(sha256_hex: str) -> str:
+    """RFC 9530 ``Content-Digest`` from a hex sha256: ``sha-256=:<base64>:``."""
+    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    summary="Download an artifact",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file",
+            "content": {
+                "application/octet-stream": {
+                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                }
+            },
+            "headers": {
+                h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")
+            },
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        **ERROR_RESPONSES,
+    },
+)
+def download_artifact(
+    job_id: str,
+    name: str,
+    principal: PrincipalDep,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    job = owned_job(store, job_id, principal.owner)
+    info = next((a for a in job.artifacts if a.name == name), None)
+    if info is None:
+        raise not_found("artifact")
+    etag = f'"{info.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Content-Digest": content_digest(info.sha256),
+        "Cache-Control": "private, max-age=0",
+    }
+    if if_none_match and (
+        if_none_match.strip() == "*"
+        or etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    ):
+        return Response(status_code=304, headers=headers)
+    path = artifacts.path(job_id, name)
+    if not path.is_file():
+        raise not_found("artifact")
+    return FileResponse(
+        path,
+        media_type=info.media_type,
+        filename=name,
+        headers=headers,
+        content_disposition_type="attachment",
+    )
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="The CompressionReport as JSON",
+    response_model=dict[str, Any],
+    responses={409: {"description": "The job has not finished yet", **PROBLEM_RESPONSE}, **ERROR_RESPONSES},
+)
+def get_report(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
+    job = owned_job(store, job_id, principal.owner)
+    if job.report is None:
+        if not job.status.is_terminal:
+            raise ApiError(
+                409,
+                "not-ready",
+                "The report is not ready",
+                f"the job is {job.status.value}",
+                headers={"Retry-After": str(settings.retry_after_s)},
+            )
+        raise not_found("report")
+    return JSONResponse(job.report)
