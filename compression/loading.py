@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compression.architecture import build_onnx, infer_mlp, validate_architecture
+from compression.architecture import infer_mlp, validate_architecture
+from compression.architecture_onnx import build_onnx
 from compression.batchnorm import fold_batchnorm
 from compression.errors import ArchitectureError, InvalidWeightsError, LimitExceededError, ModelFormatError
 from compression.graph import analyze
