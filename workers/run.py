@@ -14,6 +14,7 @@ Guarantees (Ref: STYLE.md "workers/run.py"; API.md "Errors", "Auth and limits"):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -72,7 +73,7 @@ def run_job(
         return
     emit("job.started")
     try:
-        infos = _execute(job, store=store, artifacts=artifacts, emit=emit)
+        infos = _execute(job, store=store, artifacts=artifacts, emit=emit, worker_device=settings.device)
     except CancelledError:
         if store.mark_cancelled(job_id):
             emit("job.cancelled")
@@ -94,10 +95,12 @@ def run_job(
 
 
 def _execute(
-    job: Job, *, store: JobStore, artifacts: ArtifactStore, emit: _Emitter
+    job: Job, *, store: JobStore, artifacts: ArtifactStore, emit: _Emitter, worker_device: str = "auto"
 ) -> tuple[dict[str, Any], list[ArtifactInfo]]:
     """Load the inputs, call the core, write every artifact; return (report, artifact infos)."""
     spec = CompressSpec.from_dict(job.spec)  # the API validated it; re-check before any heavy import
+    if spec.device == "auto" and worker_device == "cpu":
+        spec = dataclasses.replace(spec, device="cpu")  # a CPU worker stays on the CPU (NETSHRINK_DEVICE)
     # The core is imported here, not at module level: the API imports workers.* without torch.
     from compression.calibration import load_calibration
     from compression.loading import load_model
@@ -124,10 +127,15 @@ def _execute(
         calibration = load_calibration(artifacts.input_path(job.id, CALIBRATION_INPUT), net)
     result: CompressionResult
     if job.kind == "analyze":
-        result = analyze(net, on_progress=on_progress)
+        result = analyze(net, on_progress=on_progress, input_sha256=job.input.sha256)
     else:
         result = compress(
-            net, spec, calibration=calibration, on_progress=on_progress, should_cancel=should_cancel
+            net,
+            spec,
+            calibration=calibration,
+            on_progress=on_progress,
+            should_cancel=should_cancel,
+            input_sha256=job.input.sha256,
         )
     return result.report, _write_artifacts(job.id, result, artifacts)
 

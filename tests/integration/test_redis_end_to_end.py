@@ -120,6 +120,8 @@ def test_onnx_job_over_redis_matches_the_core(stack: TestClient, tmp_path: Path)
     html = download(stack, job, "report.html")
     assert b"<svg" in html
     report = stack.get(f"/v1/jobs/{job['id']}/report").json()
+    upload_sha = hashlib.sha256(model).hexdigest()
+    assert report["reproducibility"]["input_sha256"] == report["model"]["sha256"] == upload_sha
 
     # What the core says on the same input and seed, run directly in this process.
     path = factories.write_bytes(model, tmp_path / "mlp.onnx")
