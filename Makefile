@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m bench.core
 	$(BIN)/python -m bench.tightness
 	$(BIN)/python -m bench.width
+	$(BIN)/python -m bench.width_layers
 	$(BIN)/python -m bench.heavy_tails
 	$(BIN)/python -m bench.example_report
 
