@@ -277,3 +277,23 @@ def test_cuda_job_runs_on_the_gpu(
     done = store.get(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.report is not None and "cuda" in json.dumps(done.report["reproducibility"]).lower()
+
+
+@pytest.mark.parametrize(("worker_device", "expected"), [("cpu", "cpu"), ("auto", "auto")])
+def test_a_cpu_worker_keeps_auto_jobs_on_the_cpu(
+    settings: WorkerSettings,
+    make_job: MakeJob,
+    artifacts: ArtifactStore,
+    worker_device: str,
+    expected: str,
+) -> None:
+    """NETSHRINK_DEVICE=cpu pins `device: auto` jobs to the CPU; the report records what ran."""
+    s = settings.model_copy(update={"device": worker_device})
+    store = SQLiteJobStore(s.sqlite_path, retention_s=s.artifact_retention_s)
+    job = _submit(store, artifacts, make_job(spec={**SPEC, "device": "auto"}), mlp_onnx())
+    _run(job, store, artifacts, s)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.report is not None
+    assert done.report["reproducibility"]["spec"]["device"] == expected
+    assert done.report["reproducibility"]["input_sha256"] == job.input.sha256
