@@ -79,6 +79,7 @@ class ParsedUpload:
 
 # ---- sniffing ------------------------------------------------------------------------------------
 ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def sniff_model(head: bytes) -> ModelFormat | None:
@@ -227,15 +228,17 @@ class _Collector:
                     "model must be ONNX, a PyTorch state dict (.pt/.pth) or .safetensors",
                 )
             part.file.format = fmt
-        else:
-            if not part.head.startswith(ZIP_MAGIC):
-                raise ApiError(
-                    415,
-                    "unsupported-media-type",
-                    "Unsupported calibration format",
-                    "calibration must be an .npz",
-                )
+        elif part.head.startswith(ZIP_MAGIC):
             part.file.format = "npz"
+        elif part.head.startswith(NPY_MAGIC):
+            part.file.format = "npy"  # a bare array of inputs (no labels); np.load tells them apart
+        else:
+            raise ApiError(
+                415,
+                "unsupported-media-type",
+                "Unsupported calibration format",
+                "calibration must be an .npz (inputs, optional labels) or a .npy of inputs",
+            )
 
     def close(self) -> None:
         if self.part.fh is not None:

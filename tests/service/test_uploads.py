@@ -95,9 +95,15 @@ def test_unknown_model_format_is_415(client: TestClient) -> None:
     assert_problem(submit(client, b"GIF89a not a model at all", SPEC), 415, "unsupported-media-type")
 
 
-def test_calibration_must_be_npz(client: TestClient, onnx_model: bytes) -> None:
-    r = submit(client, onnx_model, SPEC, calibration=b"\x93NUMPY raw npy is not an npz")
+def test_calibration_must_be_npz_or_npy(client: TestClient, onnx_model: bytes) -> None:
+    r = submit(client, onnx_model, SPEC, calibration=b"GIF89a not an array")
     assert_problem(r, 415, "unsupported-media-type")
+    broken = submit(client, onnx_model, SPEC, calibration=b"\x93NUMPY but not a valid array")
+    assert broken.status_code in (400, 422) and broken.headers["content-type"] == "application/problem+json"
+    npy = io.BytesIO()
+    np.save(npy, np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), allow_pickle=False)
+    ok = submit(client, onnx_model, SPEC, calibration=npy.getvalue())
+    assert ok.status_code == 202, ok.text
 
 
 def test_zip_bomb_calibration_is_413(tmp_path: Path, onnx_model: bytes) -> None:
