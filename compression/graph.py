@@ -104,7 +104,9 @@ def _find_layers(g: GraphIndex, reasons: list[str]) -> list[Layer]:
                 reasons.append(f"Conv '{node.name}': only 2-D convolutions are layers")
                 continue
             if attr(node, "group", 1) != 1:
-                reasons.append(f"Conv '{node.name}': grouped convolution (unstructured only)")
+                # Its im2col columns are per group; left dense rather than compressed wrongly.
+                reasons.append(f"Conv '{node.name}': grouped convolution, left uncompressed")
+                continue
             if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
                 reasons.append(f"Conv '{node.name}': auto_pad SAME (bounds not covered)")
             geom = ConvGeometry(

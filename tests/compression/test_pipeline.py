@@ -253,3 +253,19 @@ def test_deterministic_method_has_no_prediction_and_says_why(mlp_net: Network, v
     reasons = [n for n in rep["not_covered"] if n["tier"] == "prediction"]
     assert reasons and "deterministic" in reasons[0]["reason"]
     assert rep["summary"]["bounds"]["W"]["holds"] is True and rep["summary"]["bounds"]["E"]["value"] is None
+
+
+def test_grouped_conv_is_left_uncompressed_and_said_so(model_dir: Path) -> None:
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, padding=1, groups=2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 3),
+    ).eval()
+    net = load_model(factories.write_bytes(factories.export_onnx(module, (4, 6, 6)), model_dir / "grp.onnx"))
+    assert [layer.kind for layer in net.layers] == ["dense"] and net.support == "generic"
+    rep = run(net, quantize={"bits": 4}).report
+    assert any("grouped convolution" in n["reason"] for n in rep["not_covered"])
+    s = rep["summary"]["error"]
+    assert s["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(s["relative_l2"], rel=1e-3)
