@@ -22,6 +22,7 @@ from onnx import numpy_helper
 from compression.architecture import infer_mlp, validate_architecture
 from compression.architecture_onnx import build_onnx
 from compression.batchnorm import fold_batchnorm
+from compression.canonical import canonicalize
 from compression.errors import ArchitectureError, InvalidWeightsError, LimitExceededError, ModelFormatError
 from compression.graph import analyze
 from compression.network import Network, SourceFormat
@@ -152,7 +153,7 @@ def network_from_onnx(
     upload untouched) or a copy of ``model``. ``raw_weights`` are read before folding.
     """
     inp = graph_input(model)
-    working, _ = fold_batchnorm(model)
+    working, _ = fold_batchnorm(canonicalize(model))
     found = analyze(working)
     original_inits = {t.name: t for t in model.graph.initializer}
     raw: dict[str, np.ndarray] = {}

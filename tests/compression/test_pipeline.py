@@ -269,3 +269,30 @@ def test_grouped_conv_is_left_uncompressed_and_said_so(model_dir: Path) -> None:
     assert any("grouped convolution" in n["reason"] for n in rep["not_covered"])
     s = rep["summary"]["error"]
     assert s["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(s["relative_l2"], rel=1e-3)
+
+
+def test_adaptive_avgpool_export_gets_full_support(model_dir: Path, validate: Validate) -> None:
+    """torch writes AdaptiveAvgPool2d(1) as a spatial ReduceMean: read as GlobalAveragePool."""
+    torch = pytest.importorskip("torch")
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    ).eval()
+    data = factories.export_onnx(module, (1, 10, 10))
+    assert "ReduceMean" in {n.op_type for n in onnx.load_from_string(data).graph.node}
+    net = load_model(factories.write_bytes(data, model_dir / "gap.onnx"))
+    assert net.support == "full" and net.layers[2].structured
+    res = run(net, prune={"keep": 0.5, "granularity": "channel"}, quantize={"bits": 8})
+    validate(res.report)
+    convs = [e for e in res.report["layers"] if e["kind"] == "conv"]
+    assert convs[1]["shape_after"][0] < 8  # channels feeding the pool + classifier are removed
+    s = res.report["summary"]
+    assert s["bounds"]["E"]["value"] is not None
+    assert s["error"]["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(
+        s["error"]["relative_l2"], rel=1e-3, abs=1e-6
+    )
