@@ -6,7 +6,6 @@ Every test gets its own Redis key prefix, which kombu also applies to the broker
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 from webhook_receiver import webhook_receiver  # tests/workers is on sys.path
 
 from tests.factories import mlp_onnx
+from tests.workers.helpers import wait_terminal
 from workers.artifacts import ArtifactStore
 from workers.celery_app import create_celery_app, enqueue_job, queue_for
 from workers.jobs import ApiKeyRecord, Job, JobStatus, JobStore
@@ -59,16 +59,6 @@ def rstore(redis_settings: WorkerSettings) -> Iterator[JobStore]:
     assert isinstance(store, RedisJobStore)
     yield store
     store.close()
-
-
-def wait_terminal(store: JobStore, job_id: str, timeout_s: float = 60.0) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job.status.is_terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not terminal after {timeout_s}s: {store.get(job_id)}")
 
 
 def test_app_configuration(app: Celery, redis_settings: WorkerSettings) -> None:

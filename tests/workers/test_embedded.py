@@ -9,23 +9,14 @@ from collections.abc import Callable
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import webhook_receiver  # tests/workers is on sys.path
 
+from tests.workers.helpers import wait_terminal
 from workers.artifacts import ArtifactStore
 from workers.celery_app import MEMORY_BROKER, EmbeddedWorker, create_celery_app, enqueue_job
-from workers.jobs import Job, JobStatus, JobStore
+from workers.jobs import Job, JobStatus
 from workers.settings import WorkerSettings
 from workers.store import get_store
 from workers.store_sqlite import SQLiteJobStore
 from workers.webhooks import new_webhook_secret
-
-
-def wait_terminal(store: JobStore, job_id: str, timeout_s: float = 30.0) -> Job:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job.status.is_terminal:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {store.get(job_id)}")
 
 
 def test_embedded_mode_runs_jobs_in_process(settings: WorkerSettings, make_job: Callable[..., Job]) -> None:

@@ -14,14 +14,12 @@ import pytest
 
 from cli.worker_cmd import main as worker_main
 from tests.factories import mlp_onnx
+from tests.workers.helpers import REDIS_URL, ROOT, redis_worker_env
 from workers.artifacts import ArtifactStore
 from workers.celery_app import create_celery_app, enqueue_job
 from workers.jobs import Job, JobStatus
-from workers.settings import WorkerSettings, get_settings
+from workers.settings import get_settings
 from workers.store_redis import RedisJobStore
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.redis
@@ -29,20 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_worker_process_runs_a_job_heartbeats_and_stops_warm(
     tmp_path: Path, redis_prefix: str, make_job: Callable[..., Job]
 ) -> None:
-    env = {
-        **os.environ,
-        "NETSHRINK_REDIS_URL": REDIS_URL,
-        "NETSHRINK_REDIS_KEY_PREFIX": redis_prefix,
-        "NETSHRINK_DATA_DIR": str(tmp_path / "data"),
-        "NETSHRINK_DEVICE": "cpu",
-        "PYTHONPATH": str(ROOT),
-    }
-    settings = WorkerSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=REDIS_URL,
-        redis_key_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+    env, settings = redis_worker_env(tmp_path, redis_prefix)
     store = RedisJobStore(REDIS_URL, retention_s=60, prefix=redis_prefix)
     job = store.create(make_job(spec={"quantize": {"bits": 1}})).job
     ArtifactStore(settings.artifacts_dir).save_input(job.id, "model.onnx", b"x")
@@ -76,21 +61,7 @@ def test_a_job_that_kills_its_worker_is_failed_after_max_attempts(
 ) -> None:
     """SIGKILL the prefork child mid-job: late ack + reject_on_worker_lost redeliver the message,
     and the redelivery exceeds max_attempts=1, so the job ends failed (never stuck "running")."""
-    env = {
-        **os.environ,
-        "NETSHRINK_REDIS_URL": REDIS_URL,
-        "NETSHRINK_REDIS_KEY_PREFIX": redis_prefix,
-        "NETSHRINK_DATA_DIR": str(tmp_path / "data"),
-        "NETSHRINK_DEVICE": "cpu",
-        "NETSHRINK_MAX_ATTEMPTS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    settings = WorkerSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=REDIS_URL,
-        redis_key_prefix=redis_prefix,
-        data_dir=tmp_path / "data",
-    )
+    env, settings = redis_worker_env(tmp_path, redis_prefix, max_attempts="1")
     store = RedisJobStore(REDIS_URL, retention_s=60, prefix=redis_prefix)
     spec = {
         "prune": {"keep": 0.5},
