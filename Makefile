@@ -28,12 +28,13 @@ test: install redis browser
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy compression workers service reporting client cli
+	$(BIN)/python .ci/linked-tree $(BIN)/mypy -p netshrink
+	$(BIN)/python .ci/linked-tree $(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --schemafile openapi/vendor/compose-spec.json docker-compose.yml
 
 openapi: install
-	$(BIN)/python -m service.openapi_dump > openapi/openapi.json
+	$(BIN)/python -m netshrink.service.openapi_dump > openapi/openapi.json
 
 bench: install
 	$(BIN)/python -m bench.core
@@ -44,7 +45,7 @@ bench: install
 	$(BIN)/python -m bench.example_report
 
 screenshot: install
-	$(BIN)/python -m reporting.screenshot
+	$(BIN)/python -m netshrink.reporting.screenshot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: digits data, small torch models, their ``Network``, ORT evaluation.
 
 Every model is trained here with torch (seeded, CPU, one thread), then handed to the core as a state
-dict plus an architecture JSON (``compression.loading.network_from_state_dict``): the same path an
+dict plus an architecture JSON (``graph.loading.network_from_state_dict``): the same path an
 uploaded ``.pt`` takes. Errors are always measured on the logits Φ (ALGORITHM.md §2).
 """
 
@@ -19,8 +19,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from compression.loading import LoadLimits, network_from_state_dict
-from compression.network import Network
+from netshrink.compression.graph.loading import LoadLimits, network_from_state_dict
+from netshrink.compression.graph.network import Network
 
 ARCH_FORMAT = "netshrink.architecture/v1"
 

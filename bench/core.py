@@ -52,13 +52,13 @@ from bench.common import (
     to_network,
     train,
 )
-from compression.calibration import Calibration
-from compression.evaluation import evaluation_data
-from compression.executor import Executor
-from compression.greedy import best_of
-from compression.network import Network
-from compression.pipeline import compress
-from compression.spec import CompressSpec
+from netshrink.compression.evaluation.evaluation import evaluation_data
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.graph.calibration import Calibration
+from netshrink.compression.graph.network import Network
+from netshrink.compression.pipeline import compress
+from netshrink.compression.search.greedy import best_of
+from netshrink.compression.spec import CompressSpec
 
 RESULTS = Path(__file__).parent / "results"
 COMMAND = "python -m bench.core"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench.common import digits_split, mlp, mlp_architecture, train
-from cli.main import main as netshrink
+from netshrink.cli.main import main as netshrink
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "example"
 
@@ -59,7 +59,7 @@ def main() -> int:
     argv = build_inputs(OUT)
     print("netshrink " + " ".join(argv))
     code = netshrink(argv)
-    from reporting.screenshot import screenshot_html
+    from netshrink.reporting.screenshot import screenshot_html
 
     screenshot_html(OUT / "compressed" / "report.html", OUT / "report.png")
     print(f"exit code {code}; screenshot at {OUT / 'report.png'}")

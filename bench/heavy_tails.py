@@ -26,8 +26,8 @@ import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from torch import nn  # noqa: E402
 
-from compression.diagnostics import diagnose_tensor  # noqa: E402
-from compression.stable import sample_sas  # noqa: E402
+from netshrink.compression.bounds.stable import sample_sas  # noqa: E402
+from netshrink.compression.diagnostics.diagnostics import diagnose_tensor  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ALPHAS = (1.5, 1.75, 1.9, 2.0)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from bench.common import md_table
-from compression.loading import load_model
-from compression.pipeline import compress
-from compression.spec import CompressSpec
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.pipeline import compress
+from netshrink.compression.spec import CompressSpec
 from tests import factories
 
 SETTINGS: list[tuple[str, dict[str, Any]]] = [

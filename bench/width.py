@@ -14,7 +14,7 @@ E‖Φ−Φ̂‖² (ALGORITHM.md §3). Controls: the same architectures untraine
 isotropic Gaussian inputs, where P1 predicts no relative gain with width (ALGORITHM.md §3, "The width
 trade-off"); keep-fraction (p) and bit-width sweeps at w = 256.
 
-The core is driven through ``compression.greedy.draw_network`` and ``compression.measure.measure``:
+The core is driven through ``search.greedy.draw_network`` and ``search.measure.measure``:
 exactly the draw and the measurement ``compress`` runs, without its artifacts, linearized prediction
 and diagnostics (those cost ~10× more at w = 4096 and are not what this experiment measures).
 """
@@ -34,11 +34,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import accuracy, digits_split, machine, md_table, mlp, mlp_architecture, to_network, train  # noqa: E402
-from compression.executor import Executor  # noqa: E402
-from compression.greedy import draw_network  # noqa: E402
-from compression.measure import measure  # noqa: E402
-from compression.network import Network  # noqa: E402
-from compression.spec import CompressSpec  # noqa: E402
+from netshrink.compression.evaluation.executor import Executor  # noqa: E402
+from netshrink.compression.graph.network import Network  # noqa: E402
+from netshrink.compression.search.greedy import draw_network  # noqa: E402
+from netshrink.compression.search.measure import measure  # noqa: E402
+from netshrink.compression.spec import CompressSpec  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 COMMAND = "python -m bench.width"

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from bench.common import digits_split, md_table, mlp, mlp_architecture, to_network, train
-from compression.executor import Executor
-from compression.greedy import draw_network
-from compression.measure import measure
-from compression.metrics import mean_sq_norm
-from compression.spec import CompressSpec
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.evaluation.metrics import mean_sq_norm
+from netshrink.compression.search.greedy import draw_network
+from netshrink.compression.search.measure import measure
+from netshrink.compression.spec import CompressSpec
 
 WIDTHS = (64, 256, 1024, 4096)
 SEEDS = (0, 1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.local_run import add_common, execute
+from netshrink.cli.local_run import add_common, execute
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.local_run import EXIT_BAD_INPUT, add_common, execute
-from cli.spec_flags import SpecFlagError, add_input_arguments, add_spec_arguments, spec_from_args
+from netshrink.cli.local_run import EXIT_BAD_INPUT, add_common, execute
+from netshrink.cli.spec_flags import SpecFlagError, add_input_arguments, add_spec_arguments, spec_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.auth import generate_key
-from workers.settings import WorkerSettings
-from workers.store import get_store
+from netshrink.service.auth import generate_key
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store import get_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,11 +24,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     """Run the core on ``args.model`` with ``spec_dict``; exit 0/2/3 per API.md."""
-    from cli.summary import print_summary
-    from compression import CompressionError, CompressSpec
-    from compression.calibration import load_calibration
-    from compression.loading import load_model
-    from compression.pipeline import compress
+    from netshrink.cli.summary import print_summary
+    from netshrink.compression import CompressionError, CompressSpec
+    from netshrink.compression.graph.calibration import load_calibration
+    from netshrink.compression.graph.loading import load_model
+    from netshrink.compression.pipeline import compress
 
     err = Console(stderr=True)
     try:
@@ -63,7 +63,7 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         err.print(f"[bold red]error[/]: {exc}")
         return EXIT_BAD_INPUT
     if not args.no_html:
-        from reporting import render_html
+        from netshrink.reporting import render_html
 
         result.add("report.html", render_html(result.report).encode())
     paths = result.write(args.out)

@@ -13,12 +13,21 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS = {
-    "compress": ("cli.compress_cmd", "compress a model locally (no server) and write the artifacts + report"),
-    "analyze": ("cli.analyze_cmd", "heavy-tail diagnostics and per-layer advice, without compressing"),
-    "submit": ("cli.submit_cmd", "upload a model to a netshrink server, wait, download (the CI step)"),
-    "serve": ("cli.serve_cmd", "run the HTTP API (embedded single-machine mode without Redis)"),
-    "worker": ("cli.worker_cmd", "run a Celery worker (needs NETSHRINK_REDIS_URL)"),
-    "keys": ("cli.keys_cmd", "create and list API keys"),
+    "compress": (
+        "netshrink.cli.compress_cmd",
+        "compress a model locally (no server) and write the artifacts + report",
+    ),
+    "analyze": (
+        "netshrink.cli.analyze_cmd",
+        "heavy-tail diagnostics and per-layer advice, without compressing",
+    ),
+    "submit": (
+        "netshrink.cli.submit_cmd",
+        "upload a model to a netshrink server, wait, download (the CI step)",
+    ),
+    "serve": ("netshrink.cli.serve_cmd", "run the HTTP API (embedded single-machine mode without Redis)"),
+    "worker": ("netshrink.cli.worker_cmd", "run a Celery worker (needs NETSHRINK_REDIS_URL)"),
+    "keys": ("netshrink.cli.keys_cmd", "create and list API keys"),
 }
 
 

@@ -41,8 +41,8 @@ def serve(
     """Serve until interrupted; return the exit code."""
     import uvicorn
 
-    from service.main import create_app
-    from service.settings import ServiceSettings
+    from netshrink.service.main import create_app
+    from netshrink.service.settings import ServiceSettings
 
     overrides: dict[str, Any] = {"embedded_worker": embedded_worker}
     for key, value in (("host", host), ("port", port), ("data_dir", data_dir), ("redis_url", redis_url)):

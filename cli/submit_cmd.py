@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.spec_flags import SpecFlagError, add_input_arguments, add_spec_arguments, spec_from_args
+from netshrink.cli.spec_flags import SpecFlagError, add_input_arguments, add_spec_arguments, spec_from_args
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from client import Job, NetshrinkClient
+    from netshrink.client import Job, NetshrinkClient
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_FAILED, EXIT_UNREACHABLE = 0, 2, 3, 4, 5
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from client import (
+    from netshrink.client import (
         ApiError,
         DigestMismatchError,
         NetshrinkClient,

@@ -37,11 +37,11 @@ def worker(
     """Run a worker until it is stopped (SIGTERM: warm shutdown); return its exit code."""
     from celery.signals import worker_process_init
 
-    from workers.artifacts import ArtifactStore
-    from workers.celery_app import create_celery_app, default_queues
-    from workers.retention import Housekeeper
-    from workers.settings import get_settings
-    from workers.store import get_store
+    from netshrink.workers.artifacts import ArtifactStore
+    from netshrink.workers.celery_app import create_celery_app, default_queues
+    from netshrink.workers.retention import Housekeeper
+    from netshrink.workers.settings import get_settings
+    from netshrink.workers.store import get_store
 
     settings = get_settings()
     if settings.redis_url is None:

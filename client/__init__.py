@@ -3,17 +3,17 @@
 Depends on the HTTP contract (API.md), never on ``service``/``workers``/``compression``.
 """
 
-from client._protocol import RetryPolicy
-from client.aio import AsyncNetshrinkClient
-from client.errors import (
+from netshrink.client._protocol import RetryPolicy
+from netshrink.client.aio import AsyncNetshrinkClient
+from netshrink.client.errors import (
     ApiError,
     DigestMismatchError,
     NetshrinkError,
     ServerUnreachableError,
     WaitTimeoutError,
 )
-from client.models import TERMINAL_STATUSES, Artifact, Job, JobPage, JobStatus, Progress
-from client.sync import NetshrinkClient
+from netshrink.client.models import TERMINAL_STATUSES, Artifact, Job, JobPage, JobStatus, Progress
+from netshrink.client.sync import NetshrinkClient
 
 __all__ = [
     "TERMINAL_STATUSES",

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import httpx
 
-from client.errors import ApiError, DigestMismatchError
-from client.models import Job, JobPage
+from netshrink.client.errors import ApiError, DigestMismatchError
+from netshrink.client.models import Job, JobPage
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 ENV_SERVER, ENV_API_KEY = "NETSHRINK_SERVER", "NETSHRINK_API_KEY"

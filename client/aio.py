@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from client import _protocol as p
-from client.errors import ServerUnreachableError, WaitTimeoutError
-from client.models import Job, JobPage
+from netshrink.client import _protocol as p
+from netshrink.client.errors import ServerUnreachableError, WaitTimeoutError
+from netshrink.client.models import Job, JobPage
 
 AsyncProgressCallback = Callable[[Job], Awaitable[None] | None]
 

@@ -1,11 +1,17 @@
 """netshrink's compression core: randomized greedy pruning and quantization with bounds.
 
-Imports only numpy, torch, onnx, onnxruntime and safetensors (``tests/test_boundaries.py``).
+Imports only numpy, torch, onnx, onnxruntime and safetensors (import-linter contracts in
+``pyproject.toml``, checked by ``tests/test_boundaries.py``). The core is cut into stages, each a
+subpackage that imports only the stages below it:
+
+    io -> graph -> diagnostics -> algorithm -> evaluation -> bounds -> search -> export -> report
+
+with ``errors``, ``spec`` and ``api`` beneath them all and ``pipeline`` (the compress and analyze
+jobs) on top. This module re-exports the public API.
 """
 
-from compression.api import CompressionResult, ProgressEvent
-from compression.calibration import Calibration, load_calibration
-from compression.errors import (
+from netshrink.compression.api import CompressionResult, ProgressEvent
+from netshrink.compression.errors import (
     ArchitectureError,
     CalibrationError,
     CancelledError,
@@ -18,11 +24,13 @@ from compression.errors import (
     NothingToCompressError,
     UnsupportedModelError,
 )
-from compression.loading import LoadLimits, load_model
-from compression.network import Layer, Network
-from compression.pipeline import analyze, compress
-from compression.provenance import ALGORITHM_VERSION, NETSHRINK_VERSION
-from compression.spec import CompressSpec, EvaluationSpec, PruneSpec, QuantizeSpec, TargetSpec
+from netshrink.compression.export.export_torch import load_compressed_state_dict
+from netshrink.compression.graph.calibration import Calibration, load_calibration
+from netshrink.compression.graph.loading import LoadLimits, load_model
+from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.pipeline import analyze, compress
+from netshrink.compression.report.provenance import ALGORITHM_VERSION, NETSHRINK_VERSION
+from netshrink.compression.spec import CompressSpec, EvaluationSpec, PruneSpec, QuantizeSpec, TargetSpec
 
 __version__ = NETSHRINK_VERSION
 
@@ -33,6 +41,7 @@ __all__ = [
     "analyze",
     "compress",
     "load_calibration",
+    "load_compressed_state_dict",
     "load_model",
     "ArchitectureError",
     "CalibrationError",

@@ -13,16 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.api import CancelFn, CompressionResult, ProgressEvent, ProgressFn
-from compression.errors import CancelledError, InvalidSpecError
-from compression.evaluation import CalibrationLike, evaluation_data
-from compression.executor import Executor
-from compression.greedy import NetworkDraw, baseline_specs, best_of, draw_network
-from compression.network import Network
-from compression.prediction import Sensitivity, predict_groups, predict_independent, sensitivities
-from compression.provenance import resolve_device, sha256_bytes
-from compression.report_build import build_analyze_report, build_compress_report
-from compression.spec import CompressSpec
+from netshrink.compression.api import CancelFn, CompressionResult, ProgressEvent, ProgressFn
+from netshrink.compression.bounds.prediction import (
+    Sensitivity,
+    predict_groups,
+    predict_independent,
+    sensitivities,
+)
+from netshrink.compression.errors import CancelledError, InvalidSpecError
+from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.graph.network import Network
+from netshrink.compression.report.provenance import resolve_device, sha256_bytes
+from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
+from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, best_of, draw_network
+from netshrink.compression.spec import CompressSpec
 
 
 class _Progress:
@@ -129,7 +134,7 @@ def compress(
     budget = None
     chosen: NetworkDraw | None = None
     if spec.target is not None:
-        from compression.budget import search
+        from netshrink.compression.search.budget import search
 
         picked, budget, chosen = search(
             net,
@@ -157,13 +162,13 @@ def compress(
             should_cancel=should_cancel,
         )
     progress("measuring")
-    from compression.measure import measure
+    from netshrink.compression.search.measure import measure
 
     m = measure(net, ex, chosen, X_ho, data.holdout_labels)
     sens_ho = sensitivities(ex.run, net, X_ho, net.layers) if full and chosen.layers else None
     preds = _layer_predictions(chosen, sens_ho)
     progress("exporting")
-    from compression.artifacts import build_artifacts
+    from netshrink.compression.export.artifacts import build_artifacts
 
     arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
     baselines: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from compression.errors import InvalidSpecError
+from netshrink.compression.errors import InvalidSpecError
 
 Granularity = Literal["weight", "neuron", "channel"]
 PruneMethod = Literal["randomized_greedy", "magnitude", "obd"]

@@ -4,6 +4,6 @@
 self-contained HTML page. ``python -m reporting.screenshot`` renders it in headless Chromium.
 """
 
-from reporting.html import SECTION_IDS, render_html
+from netshrink.reporting.html import SECTION_IDS, render_html
 
 __all__ = ["SECTION_IDS", "render_html"]

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from reporting.gaussian import gaussian_magnitude_curve
+from netshrink.reporting.gaussian import gaussian_magnitude_curve
 
 # Okabe & Ito (2008), "Color Universal Design".
 TIER_STYLE: dict[str, dict[str, Any]] = {

@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from reporting.fmt import DASH, esc, get, kv_table, nbytes, num, pct, table, text
-from reporting.sections import diagnostics_section, layers_section, sweep_section
-from reporting.summary import summary_section
+from netshrink.reporting.fmt import DASH, esc, get, kv_table, nbytes, num, pct, table, text
+from netshrink.reporting.sections import diagnostics_section, layers_section, sweep_section
+from netshrink.reporting.summary import summary_section
 
 SECTION_IDS = ("summary", "layers", "diagnostics", "sweep", "baselines", "not-covered", "reproducibility")
 

@@ -1,5 +1,7 @@
 """A realistic sample report (schema ``netshrink.report/1``) for tests and ``make screenshot``.
 
+Over 300 lines on purpose: it is mostly data (one full report literal), not logic.
+
 The numbers describe a 64→256→128→10 digits-style MLP compressed with neuron pruning (keep 0.5) and
 4-bit randomized greedy quantization, with the budget search and the baselines switched on. The
 per-layer measurements and bounds are illustrative values with the ratios ALGORITHM.md §3 reports

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reporting.html import render_html
-from reporting.sample import sample_report
+from netshrink.reporting.html import render_html
+from netshrink.reporting.sample import sample_report
 
 WINDOW = (1280, 2400)  # width, height in CSS pixels (device scale factor 1)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

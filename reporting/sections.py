@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reporting import charts
-from reporting.fmt import DASH, esc, get, is_num, kv_table, nbytes, num, pct, table, text, yes_no
-from reporting.summary import TIERS
+from netshrink.reporting import charts
+from netshrink.reporting.fmt import DASH, esc, get, is_num, kv_table, nbytes, num, pct, table, text, yes_no
+from netshrink.reporting.summary import TIERS
 
 
 def _shape(value: Any) -> str:

@@ -9,7 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reporting.fmt import DASH, esc, get, human_bytes, is_num, kv_table, nbytes, num, pct, table, text, yes_no
+from netshrink.reporting.fmt import (
+    DASH,
+    esc,
+    get,
+    human_bytes,
+    is_num,
+    kv_table,
+    nbytes,
+    num,
+    pct,
+    table,
+    text,
+    yes_no,
+)
 
 TIERS = ("E", "T", "P", "W")
 TIER_MEANING = {

@@ -22,10 +22,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from service.errors import ApiError
-from service.settings import ServiceSettings
-from workers.jobs import ApiKeyRecord, JobStore
-from workers.webhooks import new_webhook_secret
+from netshrink.service.errors import ApiError
+from netshrink.service.settings import ServiceSettings
+from netshrink.workers.jobs import ApiKeyRecord, JobStore
+from netshrink.workers.webhooks import new_webhook_secret
 
 log = logging.getLogger("netshrink.service.auth")
 

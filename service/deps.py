@@ -14,12 +14,12 @@ import redis
 from fastapi import Depends, Request, Response
 from prometheus_client import CollectorRegistry
 
-from service.auth import AuthMode, Principal, authenticate
-from service.errors import ApiError
-from service.ratelimit import RateLimiter
-from service.settings import ServiceSettings
-from workers.artifacts import ArtifactStore
-from workers.jobs import Job, JobStore
+from netshrink.service.auth import AuthMode, Principal, authenticate
+from netshrink.service.errors import ApiError
+from netshrink.service.ratelimit import RateLimiter
+from netshrink.service.settings import ServiceSettings
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import Job, JobStore
 
 Enqueue = Callable[[Job], None]
 

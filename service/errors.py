@@ -24,8 +24,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from compression import errors as core
-from service.schemas import Problem, ProblemFieldError
+from netshrink.compression import errors as core
+from netshrink.service.schemas import Problem, ProblemFieldError
 
 log = logging.getLogger("netshrink.service")
 

@@ -17,20 +17,20 @@ from functools import partial
 import redis
 from fastapi import FastAPI
 
-from compression import __version__
-from service.auth import auth_mode
-from service.deps import AppState
-from service.errors import install_error_handlers
-from service.metrics import build_registry
-from service.openapi import build_openapi
-from service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from service.routes import artifacts as artifact_routes
-from service.routes import jobs, ops
-from service.settings import ServiceSettings, get_settings
-from workers.artifacts import ArtifactStore
-from workers.celery_app import EmbeddedWorker, create_celery_app, default_queues, enqueue_job
-from workers.retention import Housekeeper
-from workers.store import get_store
+from netshrink.compression import __version__
+from netshrink.service.auth import auth_mode
+from netshrink.service.deps import AppState
+from netshrink.service.errors import install_error_handlers
+from netshrink.service.metrics import build_registry
+from netshrink.service.openapi import build_openapi
+from netshrink.service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from netshrink.service.routes import artifacts as artifact_routes
+from netshrink.service.routes import jobs, ops
+from netshrink.service.settings import ServiceSettings, get_settings
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.celery_app import EmbeddedWorker, create_celery_app, default_queues, enqueue_job
+from netshrink.workers.retention import Housekeeper
+from netshrink.workers.store import get_store
 
 log = logging.getLogger("netshrink.service")
 

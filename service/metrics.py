@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.jobs import Job, JobStatus, JobStore
+from netshrink.workers.jobs import Job, JobStatus, JobStore
 
 DURATION_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
 UPLOAD_BUCKETS_BYTES = (2.0**10, 2.0**16, 2.0**20, 2.0**24, 2.0**27, 2.0**29, 2.0**31)

@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.errors import PROBLEM_MEDIA_TYPE
-from service.schemas import EVENTS, JobSpecCreate, Problem, WebhookEvent
+from netshrink.service.errors import PROBLEM_MEDIA_TYPE
+from netshrink.service.schemas import EVENTS, JobSpecCreate, Problem, WebhookEvent
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 _REF = "#/components/schemas/{model}"

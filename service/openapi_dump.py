@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
 
 
 def render() -> str:

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from compression.spec import MAX_BITS, MAX_DRAWS, MIN_BITS, SEED_MAX, CompressSpec
-from workers.jobs import Job
+from netshrink.compression.spec import MAX_BITS, MAX_DRAWS, MIN_BITS, SEED_MAX, CompressSpec
+from netshrink.workers.jobs import Job
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 EventName = Literal["job.started", "job.progress", "job.succeeded", "job.failed", "job.cancelled"]

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from workers.settings import WorkerSettings
+from netshrink.workers.settings import WorkerSettings
 
 MIB = 1024 * 1024
 

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.errors import ApiError, validation_errors
-from service.schemas import JobSpecCreate
-from service.settings import ServiceSettings
-from service.uploads import ParsedUpload
-from workers.jobs import Job, JobNotFoundError, JobStore
-from workers.run import ARCHITECTURE_INPUT, CALIBRATION_INPUT
-from workers.webhooks import WebhookTargetError, check_target
+from netshrink.service.errors import ApiError, validation_errors
+from netshrink.service.schemas import JobSpecCreate
+from netshrink.service.settings import ServiceSettings
+from netshrink.service.uploads import ParsedUpload
+from netshrink.workers.jobs import Job, JobNotFoundError, JobStore
+from netshrink.workers.run import ARCHITECTURE_INPUT, CALIBRATION_INPUT
+from netshrink.workers.webhooks import WebhookTargetError, check_target
 
 
 def fingerprint(upload: ParsedUpload, spec: JobSpecCreate, architecture: Any) -> str:
@@ -45,9 +45,9 @@ def validate_inputs(
     Returns the model's parameter count. Raises ``CompressionError`` subclasses (mapped by
     ``service.errors``) or ``ApiError``. Blocking: call it from a thread.
     """
-    from compression.calibration import load_calibration  # imported late: these pull in torch
-    from compression.loading import LoadLimits, load_model
-    from compression.pipeline import check_spec
+    from netshrink.compression.graph.calibration import load_calibration  # imported late: these pull in torch
+    from netshrink.compression.graph.loading import LoadLimits, load_model
+    from netshrink.compression.pipeline import check_spec
 
     if spec.callback is not None:
         try:

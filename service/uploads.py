@@ -29,7 +29,7 @@ from typing import IO, Literal
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from service.errors import ApiError
+from netshrink.service.errors import ApiError
 
 ModelFormat = Literal["onnx", "pt", "safetensors"]
 FILE_PARTS = ("model", "calibration")

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.jobs import ArtifactInfo
+from netshrink.workers.jobs import ArtifactInfo
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

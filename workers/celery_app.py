@@ -23,8 +23,8 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController
 
-from workers.jobs import Job
-from workers.settings import WorkerSettings
+from netshrink.workers.jobs import Job
+from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ MEMORY_BROKER = "memory://localhost/"
 
 def create_celery_app(settings: WorkerSettings) -> Celery:
     """A configured Celery app with netshrink's tasks registered (``workers/tasks.py``)."""
-    from workers.tasks import register_tasks
+    from netshrink.workers.tasks import register_tasks
 
     app = Celery("netshrink", broker=settings.redis_url or MEMORY_BROKER, set_as_current=False)
     app.conf.update(

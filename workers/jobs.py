@@ -1,5 +1,8 @@
 """The job record and the ``JobStore`` protocol: the single source of truth about a job.
 
+Over 300 lines on purpose: the protocol's docstrings are the store contract that both stores and
+``tests/workers/jobstore_contract.py`` follow, and it reads best in one place.
+
 Celery only carries a ``job_id``; status, progress, results and errors live here (no result
 backend, so a job is never "pending" the way Celery reports unknown tasks). Two implementations
 share one contract test suite: ``RedisJobStore`` (``workers/store_redis.py``) and

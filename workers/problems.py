@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compression.errors import CompressionError
+from netshrink.compression.errors import CompressionError
 
 PROBLEM_BASE = "https://netshrink.dev/problems/"
 

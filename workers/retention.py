@@ -17,9 +17,9 @@ import time
 import uuid
 from datetime import datetime
 
-from workers.artifacts import ArtifactStore
-from workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
-from workers.settings import WorkerSettings
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
+from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

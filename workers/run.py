@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from compression.errors import CancelledError, CompressionError
-from compression.spec import CompressSpec
-from workers import problems
-from workers.artifacts import ArtifactStore
-from workers.jobs import ArtifactInfo, Job, JobNotFoundError, JobStore, Progress
-from workers.settings import WorkerSettings
+from netshrink.compression.errors import CancelledError, CompressionError
+from netshrink.compression.spec import CompressSpec
+from netshrink.workers import problems
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import ArtifactInfo, Job, JobNotFoundError, JobStore, Progress
+from netshrink.workers.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from compression.api import CompressionResult, ProgressEvent
+    from netshrink.compression.api import CompressionResult, ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def _execute(
     if spec.device == "auto" and worker_device == "cpu":
         spec = dataclasses.replace(spec, device="cpu")  # a CPU worker stays on the CPU (NETSHRINK_DEVICE)
     # The core is imported here, not at module level: the API imports workers.* without torch.
-    from compression.calibration import load_calibration
-    from compression.loading import load_model
-    from compression.pipeline import analyze, compress
+    from netshrink.compression.graph.calibration import load_calibration
+    from netshrink.compression.graph.loading import load_model
+    from netshrink.compression.pipeline import analyze, compress
 
     def on_progress(event: ProgressEvent) -> None:
         fraction = min(max(float(event.fraction), 0.0), 1.0)
@@ -142,7 +142,7 @@ def _execute(
 
 def _write_artifacts(job_id: str, result: CompressionResult, artifacts: ArtifactStore) -> list[ArtifactInfo]:
     """Model files from the core, then ``report.json`` and ``report.html`` (each atomically)."""
-    from reporting import render_html
+    from netshrink.reporting import render_html
 
     infos = [artifacts.save(job_id, name, data) for name, data in result.artifacts.items()]
     report_json = json.dumps(result.report, indent=2, sort_keys=True, allow_nan=False).encode()

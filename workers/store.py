@@ -5,14 +5,14 @@ Ref: ``workers/settings.py`` (embedded mode), ``workers/jobs.py`` (protocol).
 
 from __future__ import annotations
 
-from workers.jobs import JobStore
-from workers.settings import WorkerSettings
+from netshrink.workers.jobs import JobStore
+from netshrink.workers.settings import WorkerSettings
 
 
 def get_store(settings: WorkerSettings) -> JobStore:
     """A new store for ``settings`` (callers own it and ``close()`` it)."""
     if settings.redis_url is not None:
-        from workers.store_redis import RedisJobStore
+        from netshrink.workers.store_redis import RedisJobStore
 
         return RedisJobStore(
             settings.redis_url,
@@ -20,7 +20,7 @@ def get_store(settings: WorkerSettings) -> JobStore:
             prefix=settings.redis_key_prefix,
             idempotency_ttl_s=settings.idempotency_ttl_s,
         )
-    from workers.store_sqlite import SQLiteJobStore
+    from netshrink.workers.store_sqlite import SQLiteJobStore
 
     return SQLiteJobStore(
         settings.sqlite_path,

@@ -11,8 +11,8 @@ import builtins
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from workers import transitions
-from workers.jobs import ArtifactInfo, Job, JobStatus, Progress
+from netshrink.workers import transitions
+from netshrink.workers.jobs import ArtifactInfo, Job, JobStatus, Progress
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import WatchError
 
-from workers.jobs import (
+from netshrink.workers.jobs import (
     ApiKeyRecord,
     CreateResult,
     IdempotencyConflictError,
@@ -41,7 +41,7 @@ from workers.jobs import (
     to_us,
     utcnow,
 )
-from workers.store_common import TransitionMethods
+from netshrink.workers.store_common import TransitionMethods
 
 T = TypeVar("T")
 _BATCH = 200

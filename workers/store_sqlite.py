@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from workers.jobs import (
+from netshrink.workers.jobs import (
     ApiKeyRecord,
     CreateResult,
     IdempotencyConflictError,
@@ -31,7 +31,7 @@ from workers.jobs import (
     to_us,
     utcnow,
 )
-from workers.store_common import TransitionMethods
+from netshrink.workers.store_common import TransitionMethods
 
 T = TypeVar("T")
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from celery import Celery, Task
 
-from workers.artifacts import ArtifactStore
-from workers.celery_app import TASK_ANALYZE, TASK_COMPRESS, TASK_WAKE, TASK_WEBHOOK, WEBHOOK_QUEUE
-from workers.jobs import Job, JobStore
-from workers.run import run_job
-from workers.settings import WorkerSettings
-from workers.store import get_store
-from workers.webhooks import (
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.celery_app import TASK_ANALYZE, TASK_COMPRESS, TASK_WAKE, TASK_WEBHOOK, WEBHOOK_QUEUE
+from netshrink.workers.jobs import Job, JobStore
+from netshrink.workers.run import run_job
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store import get_store
+from netshrink.workers.webhooks import (
     WebhookDeliveryError,
     WebhookTargetError,
     backoff_s,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from workers.jobs import ArtifactInfo, Job, JobStatus, Progress, utcnow
+from netshrink.workers.jobs import ArtifactInfo, Job, JobStatus, Progress, utcnow
 
 
 def _finish(job: Job, status: JobStatus, retention_s: int) -> None:

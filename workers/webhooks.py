@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from workers.jobs import Job, utcnow
+from netshrink.workers.jobs import Job, utcnow
 
 USER_AGENT = "netshrink-webhooks/1"
 

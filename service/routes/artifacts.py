@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StoreDep
-from service.errors import ApiError, not_found
-from service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
+from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StoreDep
+from netshrink.service.errors import ApiError, not_found
+from netshrink.service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -24,10 +24,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep
-from service.errors import PROBLEM_MEDIA_TYPE, ApiError, not_found
-from service.schemas import JobList, JobPublic, Problem, job_url, to_public
-from service.submission import (
+from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep
+from netshrink.service.errors import PROBLEM_MEDIA_TYPE, ApiError, not_found
+from netshrink.service.schemas import JobList, JobPublic, Problem, job_url, to_public
+from netshrink.service.submission import (
     SUBMIT_BODY,
     find_replay,
     fingerprint,
@@ -37,9 +37,9 @@ from service.submission import (
     prefer_wait_s,
     validate_inputs,
 )
-from service.uploads import ParsedUpload, UploadLimits, receive_upload
-from workers import problems
-from workers.jobs import (
+from netshrink.service.uploads import ParsedUpload, UploadLimits, receive_upload
+from netshrink.workers import problems
+from netshrink.workers.jobs import (
     Callback,
     IdempotencyConflictError,
     InputInfo,

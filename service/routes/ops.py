@@ -16,13 +16,13 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from compression import ALGORITHM_VERSION
-from compression.graph import FULL_OPS
-from compression.spec import MAX_BITS, MIN_BITS
-from service.deps import PrincipalDep, StateDep
-from service.errors import PROBLEM_MEDIA_TYPE
-from service.schemas import EVENTS, Capabilities, Health, Limits, WorkerList, WorkerPublic
-from workers.jobs import utcnow
+from netshrink.compression import ALGORITHM_VERSION
+from netshrink.compression.graph.graph import FULL_OPS
+from netshrink.compression.spec import MAX_BITS, MIN_BITS
+from netshrink.service.deps import PrincipalDep, StateDep
+from netshrink.service.errors import PROBLEM_MEDIA_TYPE
+from netshrink.service.schemas import EVENTS, Capabilities, Health, Limits, WorkerList, WorkerPublic
+from netshrink.workers.jobs import utcnow
 
 router = APIRouter(tags=["operations"])
 

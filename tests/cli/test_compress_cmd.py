@@ -10,7 +10,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from cli.main import main
+from netshrink.cli.main import main
 from tests import factories
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import submit_cmd
-from cli.spec_flags import SpecFlagError, add_spec_arguments, spec_from_args
-from compression.spec import CompressSpec
+from netshrink.cli import submit_cmd
+from netshrink.cli.spec_flags import SpecFlagError, add_spec_arguments, spec_from_args
+from netshrink.compression.spec import CompressSpec
 from tests.client.contract_server import MODEL_BYTES, ContractState, free_port_url
 
 

@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from compression.errors import InvalidSpecError
-from compression.spec import CompressSpec
+from netshrink.compression.errors import InvalidSpecError
+from netshrink.compression.spec import CompressSpec
 
 REL_L2 = 0.031
 LAYERS = 3

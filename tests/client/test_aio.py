@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client import ApiError, AsyncNetshrinkClient, DigestMismatchError, Job, RetryPolicy
+from netshrink.client import ApiError, AsyncNetshrinkClient, DigestMismatchError, Job, RetryPolicy
 from tests.client.contract_server import LAYERS, MODEL_BYTES, ContractState, create_contract_app
 
 SPEC = {"prune": {"keep": 0.5, "granularity": "neuron"}, "quantize": {"bits": 4}, "seed": 1}

@@ -19,11 +19,11 @@ import onnxruntime as ort
 import pytest
 import uvicorn
 
-from cli import submit_cmd
-from client import ApiError, Job, NetshrinkClient, RetryPolicy
-from client._protocol import content_digest_sha256
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.cli import submit_cmd
+from netshrink.client import ApiError, Job, NetshrinkClient, RetryPolicy
+from netshrink.client._protocol import content_digest_sha256
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
 from tests import factories
 
 pytestmark = pytest.mark.slow

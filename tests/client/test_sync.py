@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client import (
+from netshrink.client import (
     ApiError,
     DigestMismatchError,
     Job,
@@ -21,7 +21,7 @@ from client import (
     ServerUnreachableError,
     WaitTimeoutError,
 )
-from client._protocol import content_digest_sha256, parse_retry_after
+from netshrink.client._protocol import content_digest_sha256, parse_retry_after
 from tests.client.contract_server import LAYERS, MODEL_BYTES, REL_L2, ContractState, free_port_url
 
 SPEC = {"prune": {"keep": 0.5}, "quantize": {"bits": 4}, "seed": 7}

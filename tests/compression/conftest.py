@@ -10,11 +10,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from compression.loading import load_model
-from compression.network import Network
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.graph.network import Network
 from tests import factories
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "compression" / "schemas" / "report.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "compression/report/schemas/report.schema.json"
 
 
 @pytest.fixture(scope="session")

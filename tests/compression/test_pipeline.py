@@ -15,14 +15,14 @@ import numpy as np
 import onnx
 import pytest
 
-from compression.api import ProgressEvent
-from compression.calibration import load_calibration
-from compression.errors import CancelledError, InvalidSpecError
-from compression.loading import load_model
-from compression.network import Network
-from compression.ort_eval import session
-from compression.pipeline import compress
-from compression.spec import CompressSpec
+from netshrink.compression.api import ProgressEvent
+from netshrink.compression.errors import CancelledError, InvalidSpecError
+from netshrink.compression.evaluation.ort_eval import session
+from netshrink.compression.graph.calibration import load_calibration
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.graph.network import Network
+from netshrink.compression.pipeline import compress
+from netshrink.compression.spec import CompressSpec
 from tests import factories
 
 Validate = Callable[[dict[str, Any]], None]
@@ -179,7 +179,7 @@ def test_sklearn_classifier_keeps_label_tail(model_dir: Path, validate: Validate
 
 
 def test_state_dict_in_state_dict_out(tmp_path: Path, validate: Validate) -> None:
-    from compression.export_torch import load_compressed_state_dict
+    from netshrink.compression.export.export_torch import load_compressed_state_dict
 
     module = factories.tiny_mlp((8, 32, 16, 4))
     net = load_model(factories.write_pt(module, tmp_path / "m.pt"))

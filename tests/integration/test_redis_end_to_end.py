@@ -24,14 +24,14 @@ import torch
 from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
-from compression.loading import load_model
-from compression.ort_eval import session
-from compression.pipeline import compress
-from compression.spec import CompressSpec
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.compression.evaluation.ort_eval import session
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.pipeline import compress
+from netshrink.compression.spec import CompressSpec
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
+from netshrink.workers.celery_app import create_celery_app
 from tests import factories
-from workers.celery_app import create_celery_app
 
 pytestmark = [
     pytest.mark.redis,
@@ -157,7 +157,7 @@ def test_state_dict_job_with_calibration_over_redis(stack: TestClient, tmp_path:
     names = {a["name"] for a in job["artifacts"]}
     assert {"model.onnx", "model.pt", "architecture.json", "report.json", "report.html"} <= names
     arch = json.loads(download(stack, job, "architecture.json"))
-    from compression.export_torch import load_compressed_state_dict
+    from netshrink.compression.export.export_torch import load_compressed_state_dict
 
     weights = load_compressed_state_dict(download(stack, job, "model.pt"), arch)
     assert set(weights) >= {"0.weight", "2.weight"}

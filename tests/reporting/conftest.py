@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from reporting import render_html
-from reporting.sample import sample_analyze_report, sample_report
+from netshrink.reporting import render_html
+from netshrink.reporting.sample import sample_analyze_report, sample_report
 
 EVIL = "<script>alert(1)</script>"
 

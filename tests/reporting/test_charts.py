@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reporting import charts
-from reporting.gaussian import gaussian_magnitude_curve
-from reporting.sample import _tail_energy_curve
+from netshrink.reporting import charts
+from netshrink.reporting.gaussian import gaussian_magnitude_curve
+from netshrink.reporting.sample import _tail_energy_curve
 
 EVIL = "<script>alert(1)</script>"
 

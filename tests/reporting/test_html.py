@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from reporting import SECTION_IDS, render_html
+from netshrink.reporting import SECTION_IDS, render_html
 
 EVIL = "<script>alert(1)</script>"
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +255,7 @@ def test_sample_report_is_json_and_follows_the_format(report: dict[str, Any]) ->
 def test_sample_reports_validate_against_the_core_schema(
     report: dict[str, Any], analyze_report: dict[str, Any]
 ) -> None:
-    schema_path = ROOT / "compression" / "schemas" / "report.schema.json"
+    schema_path = ROOT / "compression" / "report" / "schemas" / "report.schema.json"
     import jsonschema
 
     schema = json.loads(schema_path.read_text(encoding="utf-8"))

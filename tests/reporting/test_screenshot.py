@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reporting import screenshot
+from netshrink.reporting import screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import torch
 
-from service.deps import AppState
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.service.deps import AppState
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
+from netshrink.workers.jobs import Job
 from tests import factories
-from workers.jobs import Job
 
 # Starlette 1.10 prefers the `httpx2` fork for its TestClient and warns once, at import, when only
 # httpx is installed. The warning is about the test client's transport, not about our code.

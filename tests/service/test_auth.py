@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.auth import AuthConfigError, generate_key, hash_key
-from service.main import create_app
+from netshrink.service.auth import AuthConfigError, generate_key, hash_key
+from netshrink.service.main import create_app
+from netshrink.workers.store import get_store
 from tests.service.conftest import SPEC, app_state, assert_problem, make_settings, submit
-from workers.store import get_store
 
 
 def test_keys_are_random_and_only_their_hash_is_stored() -> None:
@@ -111,7 +111,7 @@ def test_creating_a_key_ends_dev_mode(client: TestClient) -> None:
 def test_keys_cli_creates_a_key_the_api_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from cli import keys_cmd
+    from netshrink.cli import keys_cmd
 
     settings = make_settings(tmp_path, host="0.0.0.0")
     parser = argparse.ArgumentParser()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from compression import errors as core
-from service.errors import STATUS_BY_ERROR, problem_from_error, status_for
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.compression import errors as core
+from netshrink.service.errors import STATUS_BY_ERROR, problem_from_error, status_for
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
 from tests.service.conftest import assert_problem
 
 CORE_STATUS = [

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service.settings import ServiceSettings
+from netshrink.service.main import create_app
+from netshrink.service.settings import ServiceSettings
 from tests import factories
 from tests.service.conftest import SPEC, app_state, assert_problem, finish_job, make_settings, submit
 

@@ -11,11 +11,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.auth import generate_key
-from service.main import create_app
-from service.openapi_dump import render
+from netshrink.service.auth import generate_key
+from netshrink.service.main import create_app
+from netshrink.service.openapi_dump import render
+from netshrink.workers.store import get_store
 from tests.service.conftest import make_settings
-from workers.store import get_store
 
 ROOT = Path(__file__).resolve().parents[2]
 

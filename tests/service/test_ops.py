@@ -14,10 +14,10 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from compression.spec import MAX_BITS, MIN_BITS
-from service.main import create_app
+from netshrink.compression.spec import MAX_BITS, MIN_BITS
+from netshrink.service.main import create_app
+from netshrink.workers.jobs import InputInfo, Job, WorkerHeartbeat, utcnow
 from tests.service.conftest import app_state, finish_job, make_settings
-from workers.jobs import InputInfo, Job, WorkerHeartbeat, utcnow
 
 
 def _metrics(client: TestClient) -> dict[str, Any]:

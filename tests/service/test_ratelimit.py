@@ -11,8 +11,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from netshrink.service.main import create_app
+from netshrink.service.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from tests.service.conftest import assert_problem, make_settings
 
 

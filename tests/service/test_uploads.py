@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.errors import ApiError
-from service.main import create_app
-from service.uploads import UploadLimits, receive_upload, sniff_model
+from netshrink.service.errors import ApiError
+from netshrink.service.main import create_app
+from netshrink.service.uploads import UploadLimits, receive_upload, sniff_model
 from tests import factories
 from tests.service.conftest import SPEC, app_state, assert_problem, make_settings, submit
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from workers.artifacts import ArtifactStore
-from workers.jobs import InputInfo, Job
-from workers.settings import WorkerSettings
-from workers.store_redis import RedisJobStore
-from workers.store_sqlite import SQLiteJobStore
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import InputInfo, Job
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store_redis import RedisJobStore
+from netshrink.workers.store_sqlite import SQLiteJobStore
 
 torch.set_num_threads(1)
 

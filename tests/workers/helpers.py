@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from workers.jobs import Job, JobStore
-from workers.settings import WorkerSettings
+from netshrink.workers.jobs import Job, JobStore
+from netshrink.workers.settings import WorkerSettings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from workers.jobs import (
+from netshrink.workers.jobs import (
     ApiKeyRecord,
     ArtifactInfo,
     IdempotencyConflictError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.artifacts import ArtifactStore, media_type_for
+from netshrink.workers.artifacts import ArtifactStore, media_type_for
 
 
 def test_save_records_size_sha256_and_media_type(artifacts: ArtifactStore) -> None:

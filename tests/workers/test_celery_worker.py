@@ -16,15 +16,15 @@ from celery.contrib.testing.worker import start_worker
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import webhook_receiver  # tests/workers is on sys.path
 
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.celery_app import create_celery_app, enqueue_job, queue_for
+from netshrink.workers.jobs import ApiKeyRecord, Job, JobStatus, JobStore
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store import get_store
+from netshrink.workers.store_redis import RedisJobStore
+from netshrink.workers.webhooks import new_webhook_secret
 from tests.factories import mlp_onnx
 from tests.workers.helpers import wait_terminal
-from workers.artifacts import ArtifactStore
-from workers.celery_app import create_celery_app, enqueue_job, queue_for
-from workers.jobs import ApiKeyRecord, Job, JobStatus, JobStore
-from workers.settings import WorkerSettings
-from workers.store import get_store
-from workers.store_redis import RedisJobStore
-from workers.webhooks import new_webhook_secret
 
 pytestmark = pytest.mark.redis
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import webhook_receiver  # tests/workers is on sys.path
 
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.celery_app import MEMORY_BROKER, EmbeddedWorker, create_celery_app, enqueue_job
+from netshrink.workers.jobs import Job, JobStatus
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store import get_store
+from netshrink.workers.store_sqlite import SQLiteJobStore
+from netshrink.workers.webhooks import new_webhook_secret
 from tests.workers.helpers import wait_terminal
-from workers.artifacts import ArtifactStore
-from workers.celery_app import MEMORY_BROKER, EmbeddedWorker, create_celery_app, enqueue_job
-from workers.jobs import Job, JobStatus
-from workers.settings import WorkerSettings
-from workers.store import get_store
-from workers.store_sqlite import SQLiteJobStore
-from workers.webhooks import new_webhook_secret
 
 
 def test_embedded_mode_runs_jobs_in_process(settings: WorkerSettings, make_job: Callable[..., Job]) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from jobstore_contract import StoreContract  # tests/workers is on sys.path (rootdir-relative import)
 
-from workers.jobs import Job
-from workers.store_redis import RedisJobStore
+from netshrink.workers.jobs import Job
+from netshrink.workers.store_redis import RedisJobStore
 
 pytestmark = pytest.mark.redis
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from jobstore_contract import StoreContract  # tests/workers is on sys.path (rootdir-relative import)
 
-from workers.jobs import Job
-from workers.store_sqlite import SQLiteJobStore
+from netshrink.workers.jobs import Job
+from netshrink.workers.store_sqlite import SQLiteJobStore
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from workers.artifacts import ArtifactStore
-from workers.jobs import Job, JobNotFoundError, JobStatus, utcnow
-from workers.retention import Housekeeper, cleanup_expired
-from workers.settings import WorkerSettings
-from workers.store_sqlite import SQLiteJobStore
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import Job, JobNotFoundError, JobStatus, utcnow
+from netshrink.workers.retention import Housekeeper, cleanup_expired
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store_sqlite import SQLiteJobStore
 
 
 def test_cleanup_removes_expired_jobs_and_files_only(

@@ -16,12 +16,12 @@ import pytest
 import torch
 from billiard.exceptions import SoftTimeLimitExceeded
 
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import InputInfo, Job, JobStatus
+from netshrink.workers.run import run_job
+from netshrink.workers.settings import WorkerSettings
+from netshrink.workers.store_sqlite import SQLiteJobStore
 from tests.factories import cnn_architecture, mlp_onnx, tiny_cnn, write_calibration, write_pt
-from workers.artifacts import ArtifactStore
-from workers.jobs import InputInfo, Job, JobStatus
-from workers.run import run_job
-from workers.settings import WorkerSettings
-from workers.store_sqlite import SQLiteJobStore
 
 MakeJob = Callable[..., Job]
 Events = list[tuple[str, JobStatus]]
@@ -120,7 +120,7 @@ def test_unexpected_exception_is_internal_problem_without_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     job = _submit(store, artifacts, make_job())  # no model file on disk: FileNotFoundError inside
-    with caplog.at_level(logging.ERROR, logger="workers.run"):
+    with caplog.at_level(logging.ERROR, logger="netshrink.workers.run"):
         _run(job, store, artifacts, settings)
     failed = store.get(job.id)
     assert failed.status is JobStatus.FAILED

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from workers.settings import WorkerSettings, get_settings
+from netshrink.workers.settings import WorkerSettings, get_settings
 
 
 def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

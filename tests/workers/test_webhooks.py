@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from webhook_receiver import webhook_receiver  # tests/workers is on sys.path
 
-from workers.jobs import Job
-from workers.webhooks import (
+from netshrink.workers.jobs import Job
+from netshrink.workers.webhooks import (
     WebhookDeliveryError,
     WebhookTargetError,
     backoff_s,

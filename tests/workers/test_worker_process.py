@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cli.worker_cmd import main as worker_main
+from netshrink.cli.worker_cmd import main as worker_main
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.celery_app import create_celery_app, enqueue_job
+from netshrink.workers.jobs import Job, JobStatus
+from netshrink.workers.settings import get_settings
+from netshrink.workers.store_redis import RedisJobStore
 from tests.factories import mlp_onnx
 from tests.workers.helpers import REDIS_URL, ROOT, redis_worker_env
-from workers.artifacts import ArtifactStore
-from workers.celery_app import create_celery_app, enqueue_job
-from workers.jobs import Job, JobStatus
-from workers.settings import get_settings
-from workers.store_redis import RedisJobStore
 
 
 @pytest.mark.redis

@@ -1,0 +1,223 @@
+"""Pruning of one layer: P1's randomized greedy rule (unstructured and by groups) and the baselines.
+
+Ref: ALGORITHM.md §1 [P1 §3.2, Algorithm 1, Lemma 8]. Each weight chosen for compression becomes
+t = w/p with probability p and 0 otherwise (E[t] = w, Var(t) = τ²w², τ² = (1−p)/p). The greedy
+order is a single stable float64 sort of the scores (ties by flat index): the m = f·N smallest
+are randomized and the rest stay exactly as they are. Groups (neurons = column blocks, channels)
+share one Bernoulli draw and are ranked by E_x‖W_g ẑ_g‖² (ALGORITHM.md §1 "Structured pruning").
+Baselines (magnitude, OBD) are deterministic and keep round(κN) units without rescaling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from netshrink.compression.algorithm.fraction import choose_fraction
+from netshrink.compression.algorithm.rng import uniform
+from netshrink.compression.algorithm.scores import LayerStats, column_groups
+from netshrink.compression.errors import InvalidSpecError
+from netshrink.compression.graph.network import Layer
+from netshrink.compression.spec import PruneSpec
+
+__all__ = ["PruneResult", "greedy_order", "prune_layer"]
+
+
+@dataclass
+class PruneResult:
+    """W̃ after pruning plus what the bounds need. ``tier_E_A`` is None for the (biased) baselines."""
+
+    weight: torch.Tensor  # (n_out, n_in) float64 W̃ on the working device
+    var: torch.Tensor  # (n_out, n_in) float64 per-entry Var(t) (unstructured only, else zeros)
+    group_tau2: np.ndarray | None  # (n_groups,) τ² for randomized groups, 0 elsewhere (structured)
+    tier_E_A: float | None  # E_h E_x‖(W − W̃) ẑ‖² given ẑ (ALGORITHM.md §3 tier E)
+    f: float | None
+    p: float | None
+    m: int  # randomized (or, for baselines, removed) units
+    tau2: float | None
+    expected_keep: float
+    realized_keep: float
+    dropped_groups: np.ndarray | None  # (d,) int64 group ids removed entirely (structured)
+    from_greedy_sort: bool
+
+
+def greedy_order(scores: np.ndarray) -> np.ndarray:
+    """Indices of ``scores`` ascending: one stable float64 sort, ties broken by flat index."""
+    return np.argsort(np.asarray(scores, dtype=np.float64).ravel(), kind="stable")
+
+
+def prune_layer(
+    layer: Layer,
+    stats: LayerStats,
+    spec: PruneSpec,
+    keep: float,
+    gen: torch.Generator,
+    *,
+    sensitivity: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+) -> PruneResult:
+    """Prune ``layer``'s im2col matrix to expected density ``keep``. Ref: ALGORITHM.md §1.
+
+    ``sensitivity`` switches to the output-aware score (ALGORITHM.md §3): an (n_out, n_in) array
+    E_x[ẑ_j² g_i] ranks entries by w²·E_x[ẑ_j² g_i]; for groups, an (n_groups,) array is taken as
+    the exact group score E_x‖J W_g ẑ_g‖², while an (n_out, n_in) one gives its diagonal
+    approximation Σ_{i, j∈g} w_ij²·E_x[ẑ_j² g_i]. Tier E always uses the layer-local energies.
+    """
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
+    Wn = layer.matrix.astype(np.float64)  # (out, in)
+    if spec.granularity == "weight":
+        energy = stats.col_energy[None, :] if sensitivity is None else _as_matrix(sensitivity, Wn.shape)
+        base = (Wn**2 * energy).ravel()  # (N,) w²·E[ẑ_j²] (OBD saliency; × τ² = P1's score)
+        if spec.method == "randomized_greedy":
+            return _randomized_entries(W, base, stats, spec, keep, gen, sensitivity is None)
+        mag = np.abs(Wn).ravel() if spec.method == "magnitude" else base
+        return _baseline_entries(W, mag, keep)
+    if not layer.structured:
+        raise InvalidSpecError(
+            f"layer {layer.name!r} cannot be pruned by {spec.granularity}: its input units cannot be removed "
+            "(the first layer's inputs are the model's features)",
+            field="prune.granularity",
+        )
+    gid = column_groups(layer)  # (n_in,)
+    n_groups = int(gid[-1]) + 1
+    if stats.group_energy is None:
+        raise ValueError("structured pruning needs layer_stats(..., groups=True)")
+    if sensitivity is None:
+        gbase = stats.group_energy  # (G,) E_x‖W_g ẑ_g‖²
+    elif np.asarray(sensitivity).size == n_groups:
+        gbase = np.asarray(sensitivity, dtype=np.float64).ravel()  # (G,) E_x‖J W_g ẑ_g‖²
+    else:
+        gbase = _group_sum(Wn**2 * _as_matrix(sensitivity, Wn.shape), gid, n_groups)
+    if spec.method == "randomized_greedy":
+        return _randomized_groups(W, gbase, gid, stats.group_energy, spec, keep, gen, sensitivity is None)
+    gscore = _group_sum(Wn**2, gid, n_groups) if spec.method == "magnitude" else gbase  # ‖W_g‖_F² or OBD
+    return _baseline_groups(W, gscore, gid, keep)
+
+
+def _randomized_entries(
+    W: torch.Tensor,
+    base: np.ndarray,
+    stats: LayerStats,
+    spec: PruneSpec,
+    keep: float,
+    gen: torch.Generator,
+    greedy: bool,
+) -> PruneResult:
+    """Randomize the m smallest-score entries: t = w/p w.p. p, else 0 (p > 0 since m > (1−κ)N)."""
+    N = W.numel()
+    f, p, m = choose_fraction(base, keep, fraction=spec.fraction)
+    sel = np.zeros(N, dtype=bool)
+    sel[greedy_order(base)[:m]] = True
+    sel_t = torch.from_numpy(sel).to(W.device).reshape(W.shape)  # (out, in)
+    survive = (uniform(gen, N, W.device) < p).reshape(W.shape)  # (out, in) Bernoulli(p)
+    Wt = torch.where(sel_t, torch.where(survive, W / p, torch.zeros_like(W)), W)  # (out, in)
+    tau2 = (1.0 - p) / p
+    var = torch.where(sel_t, tau2 * W**2, torch.zeros_like(W))  # (out, in) Var(t) = τ² w²
+    col = torch.as_tensor(stats.col_energy, dtype=torch.float64, device=W.device)  # (in,)
+    removed = int((sel_t & ~survive).sum())
+    return PruneResult(
+        weight=Wt,
+        var=var,
+        group_tau2=None,
+        tier_E_A=stats.positions * float((var * col[None, :]).sum()),
+        f=f,
+        p=p,
+        m=m,
+        tau2=tau2,
+        expected_keep=(1 - f) + f * p,
+        realized_keep=1 - removed / N,
+        dropped_groups=None,
+        from_greedy_sort=greedy,
+    )
+
+
+def _randomized_groups(
+    W: torch.Tensor,
+    gbase: np.ndarray,
+    gid: np.ndarray,
+    genergy: np.ndarray,
+    spec: PruneSpec,
+    keep: float,
+    gen: torch.Generator,
+    greedy: bool,
+) -> PruneResult:
+    """One Bernoulli(p)/p draw per group of columns; tier E = Σ_g τ² E_x‖W_g ẑ_g‖² (ALGORITHM.md §3)."""
+    G = gbase.size
+    f, p, m = choose_fraction(gbase, keep, fraction=spec.fraction)
+    sel = np.zeros(G, dtype=bool)
+    sel[greedy_order(gbase)[:m]] = True
+    survive = uniform(gen, G, "cpu").numpy() < p  # (G,)
+    gscale = np.where(sel, np.where(survive, 1.0 / p, 0.0), 1.0)  # (G,)
+    Wt = W * torch.as_tensor(gscale[gid], dtype=torch.float64, device=W.device)[None, :]  # (out, in)
+    tau2 = (1.0 - p) / p
+    group_tau2 = np.where(sel, tau2, 0.0)  # (G,)
+    dropped = np.flatnonzero(sel & ~survive).astype(np.int64)
+    return PruneResult(
+        weight=Wt,
+        var=torch.zeros_like(W),
+        group_tau2=group_tau2,
+        tier_E_A=float((group_tau2 * genergy).sum()),
+        f=f,
+        p=p,
+        m=m,
+        tau2=tau2,
+        expected_keep=(1 - f) + f * p,
+        realized_keep=1 - dropped.size / G,
+        dropped_groups=dropped,
+        from_greedy_sort=greedy,
+    )
+
+
+def _baseline(
+    W: torch.Tensor, Wt: torch.Tensor, n_drop: int, n: int, dropped: np.ndarray | None
+) -> PruneResult:
+    kept = 1 - n_drop / n
+    return PruneResult(
+        weight=Wt,
+        var=torch.zeros_like(W),
+        group_tau2=None,
+        tier_E_A=None,
+        f=None,
+        p=None,
+        m=n_drop,
+        tau2=None,
+        expected_keep=kept,
+        realized_keep=kept,
+        dropped_groups=dropped,
+        from_greedy_sort=False,
+    )
+
+
+def _baseline_entries(W: torch.Tensor, score: np.ndarray, keep: float) -> PruneResult:
+    """Keep the round(κN) largest scores, zero the rest, no rescaling (ALGORITHM.md §1 baselines)."""
+    N = W.numel()
+    n_drop = N - round(keep * N)
+    drop = np.zeros(N, dtype=bool)
+    drop[greedy_order(score)[:n_drop]] = True
+    mask = torch.from_numpy(drop).to(W.device).reshape(W.shape)
+    return _baseline(W, torch.where(mask, torch.zeros_like(W), W), n_drop, N, None)
+
+
+def _baseline_groups(W: torch.Tensor, gscore: np.ndarray, gid: np.ndarray, keep: float) -> PruneResult:
+    """Drop the (1−κ)G lowest-score groups entirely, no rescaling."""
+    G = gscore.size
+    n_drop = G - round(keep * G)
+    dropped = np.sort(greedy_order(gscore)[:n_drop]).astype(np.int64)
+    gmask = np.ones(G)
+    gmask[dropped] = 0.0
+    Wt = W * torch.as_tensor(gmask[gid], dtype=torch.float64, device=W.device)[None, :]  # (out, in)
+    return _baseline(W, Wt, n_drop, G, dropped)
+
+
+def _group_sum(M: np.ndarray, gid: np.ndarray, n_groups: int) -> np.ndarray:
+    """Σ over rows and the columns of each group: (out, in) -> (G,)."""
+    return np.bincount(gid, weights=M.sum(axis=0), minlength=n_groups).astype(np.float64)
+
+
+def _as_matrix(sensitivity: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    s = np.asarray(sensitivity, dtype=np.float64)
+    if s.size != shape[0] * shape[1]:
+        raise ValueError(f"sensitivity has {s.size} entries, expected {shape[0]}x{shape[1]}")
+    return s.reshape(shape)

@@ -1,0 +1,108 @@
+"""Quantization of one layer: P1's randomized greedy stochastic rounding and round-to-nearest.
+
+Ref: ALGORITHM.md §1 [P1 §3.2, Lemma 8]. The grid is {0, ±M/k, …, ±M} with k = 2^(b−1) − 1 and M
+taken once from the (already pruned) matrix before scoring: max|W| per layer or M_i per row.
+Stochastic rounding to the two neighbouring grid points is unbiased, |t − w| ≤ M/k and
+Var(t) = (M/k)² u(1−u) ≤ M²/(4k²). Greedy: one stable float64 sort of Var(t_ij)·E[ẑ_j²] over
+the non-zero entries; the m = f·nnz smallest are put on the grid, the others stay float
+"outliers" (f < 1). ``rtn`` rounds the same entries to the nearest grid point (deterministic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from netshrink.compression.algorithm.prune import greedy_order
+from netshrink.compression.algorithm.rng import uniform
+from netshrink.compression.spec import QuantizeSpec
+
+__all__ = ["QuantizeResult", "grid_step", "quantize_matrix"]
+
+
+@dataclass
+class QuantizeResult:
+    """Ŵ after quantization. ``tier_E_A`` is None for round-to-nearest (a biased baseline)."""
+
+    weight: torch.Tensor  # (n_out, n_in) float64 Ŵ (exactly the float32 values the artifact holds)
+    codes: np.ndarray  # (n_out, n_in) int8, |codes| <= k; 0 at outliers
+    scale: np.ndarray  # (n_out,) or (1,) float32 step M/k (rounded up to a float32)
+    outliers: np.ndarray | None  # (n_out, n_in) bool, entries kept as float (f < 1)
+    var: torch.Tensor  # (n_out, n_in) float64 Var(t) of the rounded entries
+    M: np.ndarray  # (n_out,) float64 grid maximum per row (per-layer: M repeated)
+    k: int
+    f: float
+    n_randomized: int
+    tier_E_A: float | None
+
+
+def grid_step(W: torch.Tensor, k: int, scale: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Per-row (or per-layer) step M/k as float64 values that are exact float32 numbers ≥ M/k.
+
+    Rounding the step *up* to float32 keeps |w|/step ≤ k, and Ŵ = codes·step is then exactly what
+    ``DequantizeLinear`` computes from the stored float32 scale. Returns (step (out,), M (out,)).
+    """
+    absW = W.abs()  # (out, in)
+    M = absW.max(dim=1).values if scale == "per_row" else absW.max().expand(W.shape[0])  # (out,)
+    M_np = M.cpu().numpy().astype(np.float64)
+    step = M_np / k
+    s32 = step.astype(np.float32)
+    s32 = np.where(s32.astype(np.float64) < step, np.nextafter(s32, np.float32(np.inf)), s32)  # (out,)
+    return torch.as_tensor(s32.astype(np.float64), device=W.device), M_np
+
+
+def quantize_matrix(
+    W: torch.Tensor,
+    energy: np.ndarray,
+    col_energy: np.ndarray,
+    spec: QuantizeSpec,
+    gen: torch.Generator,
+    *,
+    positions: int = 1,
+) -> QuantizeResult:
+    """Quantize the (pruned) matrix ``W`` (out, in) float64. ``energy`` ((1, in) or (out, in)) ranks
+    the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) gives tier E.
+    """
+    k = spec.levels
+    step, M = grid_step(W, k, spec.scale)  # (out,)
+    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
+    x = W / safe  # (out, in) in grid units, |x| <= k
+    lo = torch.floor(x)
+    frac = x - lo  # (out, in) u ∈ [0, 1)
+    var = (safe**2) * frac * (1.0 - frac)  # (out, in) Var(t) of stochastic rounding
+    var = torch.where(step[:, None] > 0, var, torch.zeros_like(var))
+    elig = (W != 0).cpu().numpy().ravel()  # zeros are on the grid already
+    idx = np.flatnonzero(elig)
+    m = round(spec.fraction * idx.size)
+    sel = np.zeros(W.numel(), dtype=bool)
+    if m:
+        score = (var.cpu().numpy() * energy).ravel()[idx]  # Var(t_ij)·E[ẑ_j²]
+        sel[idx[greedy_order(score)[:m]]] = True
+    sel_t = torch.from_numpy(sel).to(W.device).reshape(W.shape)
+    u = uniform(gen, W.numel(), W.device).reshape(W.shape) if spec.method == "randomized_greedy" else None
+    q = torch.round(x) if u is None else lo + (u < frac).to(torch.float64)  # (out, in)
+    codes_t = torch.where(sel_t, q.clamp(-k, k), torch.zeros_like(q))
+    outl = (elig & ~sel).reshape(W.shape)  # (out, in) non-zero entries left as float
+    outl_t = torch.from_numpy(outl).to(W.device)
+    W32 = W.to(torch.float32).to(torch.float64)
+    Wq = torch.where(
+        outl_t, W32, (codes_t.to(torch.float32) * step.to(torch.float32)[:, None]).to(torch.float64)
+    )
+    var = torch.where(sel_t, var, torch.zeros_like(var)) if u is not None else torch.zeros_like(var)
+    col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
+    A = positions * float((var * col[None, :]).sum()) if u is not None else None
+    scale = step.cpu().numpy().astype(np.float32)
+    return QuantizeResult(
+        weight=Wq,
+        codes=codes_t.cpu().numpy().astype(np.int8),
+        scale=scale if spec.scale == "per_row" else scale[:1],
+        outliers=outl if outl.any() else None,
+        var=var,
+        M=M,
+        k=k,
+        f=float(spec.fraction),
+        n_randomized=int(m),
+        tier_E_A=A,
+    )

@@ -1,0 +1,125 @@
+"""Per-layer input statistics that the greedy scores and the bound tiers need.
+
+Ref: ALGORITHM.md §1 "Greedy order" (score_ij = Var(t_ij)·E_x[ẑ_j²]), "Structured pruning"
+(group scores τ²·E_x‖W_g ẑ_g‖², channel scores τ²·E_x‖K[:, c] ∗ ẑ_c‖²), "Unstructured conv
+weights" (im2col: E_x[ẑ_j²] is the mean over samples AND output positions) and §3 tier T (Z²).
+Everything is computed in float64 on the device of ``Z``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netshrink.compression.graph.network import ConvGeometry, Layer
+
+__all__ = ["LayerStats", "column_groups", "im2col", "layer_stats", "pad_input"]
+
+_BUDGET = 1 << 24  # float64 numbers per working chunk (128 MiB)
+
+
+@dataclass
+class LayerStats:
+    """Second moments of one layer's (compressed-upstream) input ẑ_{ℓ−1}.
+
+    ``positions`` is the number of conv output positions P (1 for dense). The exact expected layer
+    error of independent entries is P · Σ_ij Var(t_ij) · col_energy[j] (tier E, ALGORITHM.md §3),
+    because ``col_energy`` is a per-position mean while the error sums over the whole output map.
+    """
+
+    col_energy: np.ndarray  # (n_in,) float64: E_x[ẑ_j²] (conv: mean over samples and positions)
+    group_energy: np.ndarray | None  # (n_groups,) float64: E_x‖W_g ẑ_g‖² (whole output map)
+    z2: float  # E_x‖ẑ‖², the whole input tensor per sample
+    n_samples: int
+    positions: int = 1  # conv output positions H'·W' (1 for dense)
+
+
+def column_groups(layer: Layer) -> np.ndarray:
+    """Group id of every im2col column: conv -> input channel c; dense -> j // input_group."""
+    if layer.kind == "conv":
+        per = int(np.prod(layer.weight.shape[2:]))
+        return np.arange(layer.n_in, dtype=np.int64) // per  # (n_in,)
+    g = max(1, layer.input_group)
+    if layer.n_in % g:
+        raise ValueError(f"layer {layer.name!r}: input_group={g} does not divide n_in={layer.n_in}")
+    return np.arange(layer.n_in, dtype=np.int64) // g  # (n_in,)
+
+
+def pad_input(Z: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """Zero-pad (S, C, H, W) with ONNX pads (top, left, bottom, right)."""
+    t, l, b, r = geom.pads
+    return F.pad(Z, (l, r, t, b)) if any(geom.pads) else Z
+
+
+def im2col(Z: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
+    """(S, C, H, W) -> (S, C·kh·kw, P) patches in (c, u, v) order, matching ``Layer.matrix``."""
+    return F.unfold(pad_input(Z, geom), geom.kernel_shape, dilation=geom.dilations, stride=geom.strides)
+
+
+def layer_stats(layer: Layer, Z: torch.Tensor, *, groups: bool) -> LayerStats:
+    """Statistics of the input batch ``Z`` ((S, n_in) dense, (S, C, H, W) conv) for ``layer``.
+
+    ``groups=True`` also computes the group energies E_x‖W_g ẑ_g‖² needed by structured pruning,
+    as tr(W_gᵀW_g · E[ẑ_g ẑ_gᵀ]) (summed over positions for a conv): the same number as a grouped
+    conv, E_x‖K[:, c] ∗ ẑ_c‖², without materializing its (S, C·c_out, H', W') output.
+    Ref: ALGORITHM.md §1 (scores, structured pruning), §3 (tiers E and T).
+    """
+    Z = Z.detach().to(torch.float64)
+    S = int(Z.shape[0])
+    z2 = float((Z.reshape(S, -1) ** 2).sum(dim=1).mean())
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
+    if layer.kind == "conv":
+        assert layer.conv is not None, "conv layer without geometry"
+        if layer.conv.group != 1:
+            raise ValueError("grouped convolutions are not supported by the core")
+        C = int(layer.weight.shape[1])
+        return _conv_stats(W.reshape(W.shape[0], C, -1), Z, layer.conv, groups, z2)
+    X = Z.reshape(S, -1)  # (S, n_in)
+    col_energy = (X**2).mean(dim=0)  # (in,)
+    group_energy = None
+    if groups:
+        g = max(1, layer.input_group)
+        column_groups(layer)  # validates that g divides n_in
+        if g == 1:  # E‖W[:, j] ẑ_j‖² = ‖W[:, j]‖² E[ẑ_j²]
+            group_energy = ((W**2).sum(dim=0) * col_energy).cpu().numpy()
+        else:
+            R = torch.zeros(layer.n_in // g, g, g, dtype=torch.float64, device=Z.device)  # (G, g, g)
+            for i in range(0, S, _chunk(S, layer.n_in * g)):
+                Xg = X[i : i + _chunk(S, layer.n_in * g)].reshape(-1, layer.n_in // g, g)  # (s, G, g)
+                R += torch.einsum("sgk,sgl->gkl", Xg, Xg)
+            group_energy = _trace_energy(W.reshape(W.shape[0], -1, g), R / S)
+    return LayerStats(col_energy.cpu().numpy(), group_energy, z2, S, 1)
+
+
+def _conv_stats(K: torch.Tensor, Z: torch.Tensor, geom: ConvGeometry, groups: bool, z2: float) -> LayerStats:
+    """One pass of im2col chunks. K (c_out, C, q) with q = kh·kw; Z (S, C, H, W)."""
+    S = int(Z.shape[0])
+    c_out, C, q = K.shape
+    col = torch.zeros(C * q, dtype=torch.float64, device=Z.device)
+    R = torch.zeros(C, q, q, dtype=torch.float64, device=Z.device) if groups else None  # Σ_p E[patch patchᵀ]
+    positions = 0
+    step = _chunk(S, int(im2col(Z[:1], geom).numel()))
+    for i in range(0, S, step):
+        cols = im2col(Z[i : i + step], geom)  # (s, C·q, P)
+        positions = int(cols.shape[2])
+        col += (cols**2).sum(dim=(0, 2))
+        if R is not None:
+            Cq = cols.reshape(cols.shape[0], C, q, positions)  # (s, C, q, P)
+            R += torch.einsum("sckp,sclp->ckl", Cq, Cq)
+    col_energy = (col / (S * positions)).cpu().numpy()
+    group_energy = None if R is None else _trace_energy(K, R / S)
+    return LayerStats(col_energy, group_energy, z2, S, positions)
+
+
+def _trace_energy(Wg: torch.Tensor, R: torch.Tensor) -> np.ndarray:
+    """tr(W_gᵀW_g R_g) per group. Wg (out, G, g), R (G, g, g) second moments of ẑ_g."""
+    gram = torch.einsum("ogk,ogl->gkl", Wg, Wg)  # (G, g, g)
+    return (gram * R).sum(dim=(1, 2)).cpu().numpy()
+
+
+def _chunk(S: int, per_sample: int) -> int:
+    """Samples per chunk so that one chunk holds about ``_BUDGET`` float64 numbers."""
+    return max(1, min(S, _BUDGET // max(1, per_sample)))

@@ -1,0 +1,207 @@
+"""The four bound tiers of A_ℓ and their propagation through the network.
+
+Ref: ALGORITHM.md §3 [P1 Lemma 17, Prop 18–20]. With A_ℓ = E_h E_x‖(W_ℓ − Ŵ_ℓ) ẑ_{ℓ−1}‖²:
+- step bound      L²(σ² ê_{ℓ−1} + A_ℓ), with the measured upstream error ê_{ℓ−1};
+- cumulative      B_ℓ = L²(σ² B_{ℓ−1} + A_ℓ), B_0 = 0; B_m bounds E‖Φ − Φ̂‖².
+Tier W (worst case, any method, every draw) uses the root form √B_ℓ = L(σ√B_{ℓ−1} + √A_ℓ).
+Tiers: E (exact given ẑ), T (weight-aggregated), P (P1's constant, "paper bound"), W (worst case).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netshrink.compression.algorithm.layer_compress import LayerDraw
+from netshrink.compression.algorithm.scores import LayerStats, column_groups
+from netshrink.compression.bounds.opnorm import op_norm
+from netshrink.compression.graph.network import Layer
+
+__all__ = [
+    "TIERS",
+    "TierBounds",
+    "TierValue",
+    "layer_bounds",
+    "propagate",
+    "propagate_root",
+    "tier_P",
+    "tier_T",
+    "tier_W",
+    "windows_per_pixel",
+]
+
+TIERS = ("E", "T", "P", "W")
+
+
+@dataclass
+class TierValue:
+    """One tier at one layer: A_ℓ, the step bound and the cumulative B_ℓ (None = not covered)."""
+
+    A: float | None
+    step: float | None
+    cumulative: float | None
+    reason: str | None = None
+
+
+@dataclass
+class TierBounds:
+    """All tiers of one layer plus the inputs they were computed from (ALGORITHM.md §3)."""
+
+    layer: str
+    sigma: float
+    L: float
+    nu: float  # max|W|
+    Z2: float  # E_x‖ẑ_{ℓ−1}‖² (times windows_per_pixel for a conv in tiers T and P)
+    windows: int
+    n_in: int
+    n_out: int
+    tau2: float | None
+    k: int | None
+    f: float | None
+    compressed: bool
+    tiers: dict[str, TierValue] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def propagate(L: float, sigma: float, A: float | None, prev: float | None) -> float | None:
+    """L²(σ² prev + A): the step bound (prev = measured ê_{ℓ−1}) or cumulative B_ℓ (prev = B_{ℓ−1})."""
+    if A is None or prev is None:
+        return None
+    return L * L * (sigma * sigma * prev + A)
+
+
+def propagate_root(L: float, sigma: float, A: float | None, prev: float | None) -> float | None:
+    """(L(σ√prev + √A))²: tier W's root form, valid for biased (deterministic) errors too."""
+    if A is None or prev is None:
+        return None
+    return (L * (sigma * math.sqrt(prev) + math.sqrt(A))) ** 2
+
+
+def windows_per_pixel(layer: Layer) -> int:
+    """How many conv windows one input pixel falls in: ⌈kh·g_h/sh⌉·⌈kw·g_w/sw⌉ with g = gcd(d, s).
+
+    Equals ALGORITHM.md's ⌈kh/sh⌉·⌈kw/sw⌉ at dilation 1; the gcd covers dilated kernels, where
+    offsets u with u·d ≡ x (mod s) repeat every s/gcd(d, s) taps. 1 for dense layers.
+    """
+    if layer.kind != "conv" or layer.conv is None:
+        return 1
+    out = 1
+    for k, s, d in zip(layer.conv.kernel_shape, layer.conv.strides, layer.conv.dilations, strict=True):
+        out *= min(k, -(-k * math.gcd(d, s) // s))
+    return out
+
+
+def _max_group_op2(layer: Layer, granularity: str) -> float:
+    """max_j ‖W[:, j]‖² (entries), or max_g ‖W_g‖²_op over groups of columns (neurons, channels)."""
+    W = layer.matrix.astype(np.float64)  # (out, in)
+    if granularity == "weight" or (layer.kind == "dense" and layer.input_group <= 1):
+        return float((W**2).sum(axis=0).max())
+    gid = column_groups(layer)
+    blocks = W.reshape(W.shape[0], int(gid[-1]) + 1, -1).transpose(1, 0, 2)  # (G, out, g)
+    return float((np.linalg.svd(blocks, compute_uv=False)[:, 0] ** 2).max())
+
+
+def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
+    """Tier T (derived): pruning f τ² max_j‖W[:,j]‖² Z², quantization f Σ_i M_i²/(4k²) Z², summed.
+
+    Z² is multiplied by the windows per pixel for a conv; the factor f is dropped when the set was
+    not chosen by the greedy sort of the same scores. None for the baselines. T ≥ E always.
+    """
+    if not draw.randomized:
+        return None
+    Z2 = stats.z2 * windows_per_pixel(layer)
+    A = 0.0
+    if draw.prune_randomized and draw.tau2 is not None and draw.f is not None:
+        f = draw.f if draw.from_greedy_sort else 1.0
+        A += f * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
+    if draw.quant_randomized and draw.M is not None and draw.k is not None:
+        fq = (draw.quant_fraction or 1.0) if draw.from_greedy_sort else 1.0
+        A += fq * float((draw.M**2).sum()) / (4.0 * draw.k**2) * Z2
+    return A
+
+
+def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | None, str | None]:
+    """P1's constant (Prop 18–20): 2f Z² τ² ν² n_out / (1−f), τ² = (1−p)/p or 1/k². "Paper bound".
+
+    Undefined at f = 1 (returns None with the reason), and for the baselines.
+    """
+    if not draw.randomized:
+        return None, "baselines carry only tier W"
+    Z2 = stats.z2 * windows_per_pixel(layer)
+    n_out = layer.n_out
+    A = 0.0
+    if draw.prune_randomized and draw.tau2 is not None and draw.f is not None:
+        if draw.f >= 1.0:
+            return None, "P1's constant 2f/(1-f) is undefined at f = 1 (pruning)"
+        nu = float(np.abs(layer.matrix).max())
+        A += 2 * draw.f * Z2 * draw.tau2 * nu**2 * n_out / (1 - draw.f)
+    if draw.quant_randomized and draw.M is not None and draw.k is not None:
+        fq = draw.quant_fraction or 1.0
+        if fq >= 1.0:
+            return None, "P1's constant 2f/(1-f) is undefined at f = 1 (quantization)"
+        A += 2 * fq * Z2 * float(draw.M.max()) ** 2 * n_out / (draw.k**2 * (1 - fq))
+    return A, None
+
+
+def tier_W(
+    layer: Layer, draw: LayerDraw, stats: LayerStats, input_hw: tuple[int, int] | None = None
+) -> float:
+    """Tier W (derived): ‖W − Ŵ‖²_op · E_x‖ẑ‖², for every draw and the baselines (root form)."""
+    delta = layer.weight.astype(np.float64) - draw.compressed.weight.astype(np.float64)
+    return op_norm(layer, input_hw, weight=delta) ** 2 * stats.z2
+
+
+def layer_bounds(
+    layer: Layer,
+    stats: LayerStats | None,
+    draw: LayerDraw | None,
+    *,
+    sigma: float,
+    measured_prev: float,
+    prev: TierBounds | None,
+    input_hw: tuple[int, int] | None = None,
+) -> TierBounds:
+    """All tiers for one layer. A layer that is not compressed (``draw`` None) propagates with A = 0.
+
+    ``measured_prev`` is the measured upstream error ê_{ℓ−1}; ``prev`` the previous layer's bounds
+    (None for the first layer: B_0 = 0). Ref: ALGORITHM.md §3.
+    """
+    L = float(layer.lipschitz)
+    tb = TierBounds(
+        layer=layer.name,
+        sigma=sigma,
+        L=L,
+        nu=float(np.abs(layer.weight).max()),
+        Z2=0.0 if stats is None else stats.z2 * windows_per_pixel(layer),
+        windows=windows_per_pixel(layer),
+        n_in=layer.n_in,
+        n_out=layer.n_out,
+        tau2=None if draw is None else draw.tau2,
+        k=None if draw is None else draw.k,
+        f=None if draw is None else draw.f,
+        compressed=draw is not None,
+    )
+    A: dict[str, float | None] = dict.fromkeys(TIERS, 0.0)
+    reasons: dict[str, str | None] = dict.fromkeys(TIERS)
+    if draw is not None:
+        assert stats is not None, "a compressed layer needs its input statistics"
+        A["E"] = draw.tier_E_A
+        A["T"] = tier_T(layer, draw, stats)
+        A["P"], reasons["P"] = tier_P(layer, draw, stats)
+        if draw.tier_E_A is None:
+            reasons["E"] = reasons["T"] = "deterministic baseline: not zero-mean, only tier W applies"
+        try:
+            A["W"] = tier_W(layer, draw, stats, input_hw)
+        except ValueError as exc:
+            A["W"], reasons["W"] = None, str(exc)
+        if layer.kind == "conv" and A["P"] is not None:
+            tb.notes.append("P: outside P1's assumptions (P1 proves it for stride-1 circular convolutions)")
+    for t in TIERS:
+        before = 0.0 if prev is None else prev.tiers[t].cumulative
+        prop = propagate_root if t == "W" else propagate
+        cum = prop(L, sigma, A[t], before)
+        reason = reasons[t] or (None if cum is not None else (prev.tiers[t].reason if prev else None))
+        tb.tiers[t] = TierValue(A[t], prop(L, sigma, A[t], measured_prev), cum, reason)
+    return tb

@@ -1,0 +1,148 @@
+"""The linearized output-error prediction (derived, beyond P1; ALGORITHM.md §3 "A prediction that is
+not a bound").
+
+Linearize Φ around the dense model. For independent entries
+
+    pred = Σ_w Var(t_w) · E_x Σ_k (∂Φ_k/∂w)²,
+
+and for groups that share one draw (neurons, channels) pred = Σ_g τ² E_x Σ_k (∂Φ_k/∂W_g · W_g)².
+One batched backward pass per output k gives δ_k = ∂Φ_k/∂(pre-activation) for every layer at once;
+the per-sample weight gradient is δ_k ẑᵀ (dense) or Σ_pos δ_k(pos) patch(pos)ᵀ (conv, via im2col).
+``weight_sq`` = E_x Σ_k (∂Φ_k/∂W_ij)² is also the output-aware greedy score's data term (OBD's
+Gauss-Newton saliency). Always labelled a prediction, never a bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netshrink.compression.graph.network import Layer, Network
+
+
+@dataclass
+class Sensitivity:
+    layer: str
+    weight_sq: np.ndarray  # (n_out, n_in) float64: E_x Σ_k (∂Φ_k/∂W_ij)²  (conv: im2col columns (c,u,v))
+    group_sq: np.ndarray  # (n_groups,) float64: E_x Σ_k (Σ_{j∈g} Σ_i ∂Φ_k/∂W_ij · W_ij)²
+    group_size: int  # consecutive input columns per group
+
+
+def group_size(layer: Layer) -> int:
+    """Input columns owned by one upstream unit: kh·kw per conv channel, ``input_group`` for dense."""
+    if layer.kind == "conv":
+        assert layer.conv is not None
+        kh, kw = layer.conv.kernel_shape
+        return kh * kw
+    return layer.input_group
+
+
+def im2col(layer: Layer, z: torch.Tensor) -> torch.Tensor:
+    """Input patches of a conv, (S, c_in·kh·kw, P), in the weight's (c, u, v) column order."""
+    assert layer.conv is not None
+    g = layer.conv
+    top, left, bottom, right = g.pads
+    z = F.pad(z, (left, right, top, bottom))  # (S, C, H+pads, W+pads)
+    return F.unfold(z, kernel_size=g.kernel_shape, dilation=g.dilations, stride=g.strides)
+
+
+def _weight_grads(layer: Layer, delta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients (S, n_out, n_in) for one output k."""
+    if layer.kind == "dense":
+        return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
+    patches = im2col(layer, z)  # (S, n_in, P)
+    d = delta.reshape(delta.shape[0], delta.shape[1], -1)  # (S, c_out, P)
+    return torch.einsum("sop,sjp->soj", d, patches)  # (S, c_out, n_in)
+
+
+GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)
+
+
+def _conv_terms(
+    layer: Layer, d: torch.Tensor, z: torch.Tensor, W: torch.Tensor, acc: torch.Tensor
+) -> torch.Tensor:
+    """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory)."""
+    step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))
+    parts = []
+    for i in range(0, d.shape[0], step):
+        G = _weight_grads(layer, d[i : i + step], z[i : i + step])  # (s', o, j)
+        acc += (G**2).sum(dim=0)
+        parts.append((G * W[None]).sum(dim=1))  # (s', n_in)
+    return torch.cat(parts)
+
+
+def sensitivities(
+    run: Callable[..., dict[str, torch.Tensor]],
+    net: Network,
+    X: torch.Tensor,
+    layers: Sequence[Layer],
+    *,
+    chunk: int = 64,
+) -> dict[str, Sensitivity]:
+    """E_x Σ_k (∂Φ_k/∂W)² and the group terms for ``layers``, at the dense model.
+
+    ``run`` is ``Executor.run``; it must support ``inject`` and autograd (full support level).
+    """
+    W = {layer.name: torch.as_tensor(layer.matrix, dtype=torch.float64) for layer in layers}
+    acc_w = {layer.name: torch.zeros_like(W[layer.name]) for layer in layers}
+    acc_g = {
+        layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers
+    }
+    S = X.shape[0]
+    for start in range(0, S, chunk):
+        xb = X[start : start + chunk]
+        holders: dict[str, torch.Tensor] = {}
+
+        def hook(
+            name: str, holders: dict[str, torch.Tensor] = holders
+        ) -> Callable[[torch.Tensor], torch.Tensor]:
+            def add_zero(t: torch.Tensor) -> torch.Tensor:
+                d = torch.zeros_like(t, requires_grad=True)
+                holders[name] = d
+                return t + d
+
+            return add_zero
+
+        inject = {layer.preact: hook(layer.name) for layer in layers}
+        out = run(xb, capture=[layer.input for layer in layers], inject=inject)
+        phi = out[net.logits].reshape(xb.shape[0], -1)  # (s, K)
+        zs = {layer.name: out[layer.input].detach().double() for layer in layers}
+        tensors = [holders[layer.name] for layer in layers]
+        for k in range(phi.shape[1]):
+            grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
+            for layer, delta in zip(layers, grads, strict=True):
+                d = delta.detach().double().cpu()
+                z = zs[layer.name].cpu()
+                if layer.kind == "dense":
+                    # (∂Φ_k/∂W_ij)² = δ_i² ẑ_j² per sample: no (S, n_out, n_in) tensor needed.
+                    d2, z2 = d.reshape(d.shape[0], -1), z.reshape(z.shape[0], -1)  # (s, o), (s, j)
+                    acc_w[layer.name] += (d2**2).T @ (z2**2)  # (o, j)
+                    contrib = (d2 @ W[layer.name]) * z2  # (s, j): Σ_i δ_i W_ij ẑ_j
+                else:
+                    contrib = _conv_terms(layer, d, z, W[layer.name], acc_w[layer.name])  # (s, n_in)
+                gs = group_size(layer)
+                grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
+                acc_g[layer.name] += (grouped**2).sum(dim=0)
+    return {
+        layer.name: Sensitivity(
+            layer.name,
+            (acc_w[layer.name] / S).numpy(),
+            (acc_g[layer.name] / S).numpy(),
+            group_size(layer),
+        )
+        for layer in layers
+    }
+
+
+def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
+    """Σ_ij Var(t_ij) · E_x Σ_k (∂Φ_k/∂W_ij)² for independently drawn entries."""
+    return float((var.reshape(sens.weight_sq.shape) * sens.weight_sq).sum())
+
+
+def predict_groups(group_tau2: np.ndarray, sens: Sensitivity) -> float:
+    """Σ_g τ²_g · E_x‖J W_g ẑ_g‖² for groups that share one Bernoulli draw."""
+    return float((np.asarray(group_tau2, dtype=np.float64) * sens.group_sq).sum())

@@ -1,0 +1,124 @@
+"""Heavy-tail diagnostics per weight tensor, as uploaded: the report's ``diagnostics`` entries.
+
+Each tensor is read with rows as units (ALGORITHM.md §4): a dense weight (out, in) as is, a conv
+weight (out, in, kh, kw) as (out·in, kh·kw) "kernels". ``Network.raw_weights`` already holds the
+weights in canonical PyTorch orientation, before any BatchNorm folding (``compression/graph/network.py``).
+
+One entry (docs/report-format.md, "diagnostics"):
+
+    {"name", "rows", "cols", "low_confidence",
+     "alpha": {"multivariate", "univariate", "spread": [min, max], "per_block": {"K₁": α̂}},
+     "curves": {"kappa": [...], "magnitude": [...], "node": [...], "spectral": [...]},
+     "q": {"magnitude": {"eps_0.1", "sq_eps_0.1"}, "node": {...}, "spectral": {...}},
+     "gaussian_reference": {"magnitude": {...}, "node": {...}, "spectral": {...}}}
+
+Every number is a plain Python float (or None where α̂ is undefined, below 4 rows), so the dict is
+JSON-ready with ``allow_nan=False``.
+
+Ref: ALGORITHM.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (ICML 2024).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from netshrink.compression.diagnostics.compressibility import (
+    EPS_GRID,
+    compressibility_curve,
+    gaussian_q,
+    prunable_fraction,
+    singular_values,
+)
+from netshrink.compression.diagnostics.tails import estimate_alpha, estimate_alpha_univariate
+from netshrink.compression.errors import InvalidWeightsError
+from netshrink.compression.graph.network import Network
+
+__all__ = ["KAPPA_GRID", "LOW_CONFIDENCE_ROWS", "diagnose_network", "diagnose_tensor", "tensor_rows"]
+
+LOW_CONFIDENCE_ROWS = 64  # ALGORITHM.md §4: "Mark a layer 'low confidence' below 64 rows"
+KAPPA_GRID = np.linspace(0.0, 1.0, 51)  # kept fraction κ, for plots only (q is exact, see compressibility)
+_CURVE_DIGITS = 6  # curves are for plots: 6 decimals keep the report small
+
+
+def tensor_rows(weight: np.ndarray) -> np.ndarray:
+    """The (rows, cols) view of ALGORITHM.md §4: dense (out, in) as is; conv (out, in, *k) -> (out·in, ∏k)."""
+    w = np.asarray(weight)
+    if w.ndim == 2:
+        return w  # (out, in)
+    if w.ndim >= 3:
+        return w.reshape(w.shape[0] * w.shape[1], -1)  # (out·in, kh·kw) kernels
+    raise InvalidWeightsError(f"a weight tensor needs at least 2 dimensions, got shape {w.shape}")
+
+
+def _q(values: np.ndarray) -> dict[str, float]:
+    return {key: prunable_fraction(values, eps) for key, eps in EPS_GRID.items()}
+
+
+def _curve(values: np.ndarray) -> list[float]:
+    return [round(float(e), _CURVE_DIGITS) for e in compressibility_curve(values, KAPPA_GRID)]
+
+
+HISTOGRAM_BINS = 61
+
+
+def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
+
+    ``seed`` drives the α̂ row permutations; the Gaussian reference uses its own fixed seed.
+    Ref: ALGORITHM.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
+    """
+    X = np.asarray(rows, dtype=np.float64)  # (N, d)
+    if X.ndim != 2 or X.size == 0:
+        raise InvalidWeightsError(f"{name}: expected a non-empty 2-D array of rows, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise InvalidWeightsError(f"{name}: the weights contain NaN or Inf")
+    n_rows, n_cols = X.shape
+    magnitudes = np.abs(X).ravel()  # (N·d,)
+    node = np.linalg.norm(X, axis=1)  # (N,)
+    spectrum = singular_values(X)  # (min(N, d),)
+
+    multi = estimate_alpha(X, seed=seed)
+    uni = estimate_alpha_univariate(X, seed=seed)
+    spread = multi.spread
+    return {
+        "name": name,
+        "rows": int(n_rows),
+        "cols": int(n_cols),
+        "low_confidence": bool(n_rows < LOW_CONFIDENCE_ROWS),
+        "alpha": {
+            "multivariate": multi.alpha,
+            "univariate": uni.alpha,
+            "spread": None if spread is None else [spread[0], spread[1]],
+            "per_block": {str(k): v for k, v in multi.per_block.items()},
+        },
+        "curves": {
+            "kappa": [round(float(k), _CURVE_DIGITS) for k in KAPPA_GRID],
+            "magnitude": _curve(magnitudes),
+            "node": _curve(node),
+            "spectral": _curve(spectrum),
+        },
+        "q": {"magnitude": _q(magnitudes), "node": _q(node), "spectral": _q(spectrum)},
+        "gaussian_reference": gaussian_q((n_rows, n_cols)),
+        "histogram": weight_histogram(X),
+    }
+
+
+def weight_histogram(X: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, list[float] | list[int]]:
+    """Counts of the entries on a symmetric grid around 0 (for report.html's log-y histogram)."""
+    lim = float(np.abs(X).max()) or 1.0
+    counts, edges = np.histogram(X.ravel(), bins=bins, range=(-lim, lim))  # (bins,), (bins+1,)
+    return {"edges": [round(float(e), 8) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def diagnose_network(net: Network, *, seed: int = 0) -> list[dict[str, Any]]:
+    """One ``diagnose_tensor`` entry per weight in ``net.raw_weights`` (as uploaded), in its order.
+
+    Tensors with fewer than 2 dimensions (biases, scales) are not weight matrices and are skipped.
+    """
+    return [
+        diagnose_tensor(name, tensor_rows(weight), seed=seed)
+        for name, weight in net.raw_weights.items()
+        if np.ndim(weight) >= 2
+    ]

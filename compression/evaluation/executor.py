@@ -1,0 +1,176 @@
+"""Run a ``Network`` with replaced weights, capturing intermediate tensors.
+
+Ref: ALGORITHM.md §1 (layers compressed in order on ẑ_{ℓ-1}), §2 (error on Φ = ``net.logits``),
+§3 "A prediction that is not a bound" (Jacobians at a pre-activation, via ``inject``).
+
+- ``support == "full"``: a small differentiable torch interpreter of the ONNX nodes needed for the
+  requested tensors (never the tail after Φ). Runs on ``device`` (cuda included) in ``dtype``.
+- ``support == "generic"``: onnxruntime on CPU. The graph is rebuilt with the overridden
+  initializers and extra graph outputs for the captured tensors. No autograd and no ``inject``
+  on this path; results are converted to torch tensors on ``device`` / ``dtype``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+
+from netshrink.compression.errors import UnsupportedModelError
+from netshrink.compression.evaluation.onnx_ops import OPS
+from netshrink.compression.graph.network import Network
+
+Tensor = torch.Tensor
+Inject = Mapping[str, Callable[[Tensor], Tensor]]
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class Executor:
+    """Evaluate ``net`` on a batch: ``run(X, overrides=..., capture=..., inject=...)``.
+
+    ``overrides`` maps a LAYER NAME to a replacement weight in canonical orientation (the shape of
+    ``layer.weight``); the returned dict holds every captured tensor by ONNX name, and ``net.logits``.
+    """
+
+    def __init__(
+        self, net: Network, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError("dtype must be torch.float32 or torch.float64")
+        self.net = net
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.backend = "torch" if net.support == "full" else "onnxruntime"
+        self._nodes = list(net.model.graph.node)
+        self._producer = {t: n for n in self._nodes for t in n.output}
+        self._layers = {layer.name: layer for layer in net.layers}
+        self._consts: dict[str, Tensor] = {}
+        self._plans: dict[tuple[str, ...], list[onnx.NodeProto]] = {}
+        self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        if self.backend == "torch":
+            for init in net.model.graph.initializer:
+                self._consts[init.name] = self._const(numpy_helper.to_array(init))
+
+    # ---- public ---------------------------------------------------------------------------------
+    def run(
+        self,
+        X: Tensor,
+        *,
+        overrides: Mapping[str, Tensor] | None = None,
+        capture: Sequence[str] = (),
+        inject: Inject | None = None,
+    ) -> dict[str, Tensor]:
+        """X: (S, *input_shape). Returns {name: tensor} for ``capture`` plus ``net.logits``."""
+        if tuple(X.shape[1:]) != self.net.input_shape:
+            raise ValueError(
+                f"X must have shape (S, {', '.join(map(str, self.net.input_shape))}); got {tuple(X.shape)}"
+            )
+        overrides = dict(overrides or {})
+        for name, W in overrides.items():
+            if name not in self._layers:
+                raise KeyError(f"no layer named {name!r}")
+            if tuple(W.shape) != self._layers[name].weight.shape:
+                raise ValueError(
+                    f"override for {name!r} has shape {tuple(W.shape)}; "
+                    f"expected {self._layers[name].weight.shape}"
+                )
+        wanted = tuple(dict.fromkeys([*capture, self.net.logits]))
+        if self.backend == "onnxruntime":
+            if inject:
+                raise UnsupportedModelError(
+                    "inject needs the torch path; this graph has generic support (onnxruntime)"
+                )
+            return self._run_ort(X, overrides, wanted)
+        return self._run_torch(X, overrides, wanted, inject or {})
+
+    # ---- torch interpreter ----------------------------------------------------------------------
+    def _const(self, arr: np.ndarray) -> Tensor:
+        t = torch.from_numpy(np.array(arr, copy=True))
+        return t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
+
+    def _plan(self, wanted: tuple[str, ...]) -> list[onnx.NodeProto]:
+        """The nodes needed for ``wanted``, in graph (topological) order."""
+        if wanted not in self._plans:
+            need: set[str] = set()
+            stack = list(wanted)
+            while stack:
+                node = self._producer.get(stack.pop())
+                if node is not None and node.name not in need:
+                    need.add(node.name)
+                    stack.extend(t for t in node.input if t)
+            self._plans[wanted] = [n for n in self._nodes if n.name in need]
+        return self._plans[wanted]
+
+    def _run_torch(
+        self, X: Tensor, overrides: Mapping[str, Tensor], wanted: tuple[str, ...], inject: Inject
+    ) -> dict[str, Tensor]:
+        env: dict[str, Tensor] = dict(self._consts)
+        for name, W in overrides.items():
+            layer = self._layers[name]
+            w = W.to(self.device, self.dtype)
+            env[layer.weight_key] = w.T if layer.transposed else w  # canonical -> initializer layout
+        x = X.to(self.device, self.dtype)
+        env[self.net.input_name] = inject[self.net.input_name](x) if self.net.input_name in inject else x
+        for node in self._plan(wanted):
+            args = [env[t] if t else None for t in node.input]
+            op = OPS.get(node.op_type)
+            if op is None:
+                raise UnsupportedModelError(
+                    f"the torch executor does not run {node.op_type}", nodes=[node.name]
+                )
+            outs = op(self, node, args, _attrs(node))
+            for name, value in zip(node.output, outs, strict=False):
+                if name:
+                    env[name] = inject[name](value) if name in inject else value
+        missing = [t for t in wanted if t not in env]
+        if missing:
+            raise KeyError(f"unknown tensor names: {missing}")
+        return {t: env[t] for t in wanted}
+
+    # ---- onnxruntime fallback -------------------------------------------------------------------
+    def _run_ort(
+        self, X: Tensor, overrides: Mapping[str, Tensor], wanted: tuple[str, ...]
+    ) -> dict[str, Tensor]:
+        key = wanted if not overrides else ()
+        sess = self._sessions.get(key) if key else None
+        if sess is None:
+            sess = self._session(overrides, wanted)
+            if key:
+                self._sessions[key] = sess
+        x = X.detach().cpu().numpy().astype(self.net.input_dtype)
+        outs = sess.run(list(wanted), {self.net.input_name: x})
+        return {
+            t: torch.from_numpy(np.asarray(v)).to(self.device, self.dtype)
+            for t, v in zip(wanted, outs, strict=True)
+        }
+
+    def _session(self, overrides: Mapping[str, Tensor], wanted: tuple[str, ...]) -> ort.InferenceSession:
+        model = onnx.ModelProto()
+        model.CopyFrom(self.net.model)
+        inits = {t.name: t for t in model.graph.initializer}
+        for name, W in overrides.items():
+            layer = self._layers[name]
+            old = inits[layer.weight_key]
+            arr = layer.to_onnx_layout(W.detach().cpu().numpy()).astype(numpy_helper.to_array(old).dtype)
+            old.CopyFrom(numpy_helper.from_array(arr, layer.weight_key))
+        infos = {vi.name: vi for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+        known = {t for n in model.graph.node for t in n.output} | {model.graph.input[0].name}
+        del model.graph.output[:]
+        for t in wanted:
+            if t not in known:
+                raise KeyError(f"unknown tensor name: {t!r}")
+            model.graph.output.append(
+                infos.get(t) or onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -1,0 +1,89 @@
+"""Write the compressed artifacts and measure them as files (ALGORITHM.md §5).
+
+- ``model.onnx`` always: real integer initializers + DequantizeLinear, removed units gone.
+- For state-dict inputs also ``model.pt`` / ``model.safetensors`` and ``architecture.json``.
+- The ONNX artifact is run in onnxruntime on the held-out inputs, with default optimizations (what
+  users get) and with ``ORT_DISABLE_ALL`` (the weights alone, comparable with the bound).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from netshrink.compression.evaluation.metrics import output_error
+from netshrink.compression.evaluation.ort_eval import OPTIMIZATION_LEVELS, latency_ms, run_logits
+from netshrink.compression.export.export_onnx import export_onnx_detailed
+from netshrink.compression.export.export_torch import export_state_dict
+from netshrink.compression.export.storage import storage_summary
+from netshrink.compression.graph.network import Network
+from netshrink.compression.search.greedy import NetworkDraw
+from netshrink.compression.search.measure import Measurement
+from netshrink.compression.spec import CompressSpec
+
+
+@dataclass
+class Artifacts:
+    files: dict[str, bytes]
+    summary_before: dict[str, Any]
+    summary_after: dict[str, Any]
+    shapes_after: dict[str, list[int]]
+    storage: list[dict[str, Any]]
+    notes: list[str]
+    onnxruntime: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency: dict[str, Any] | None = None
+    state_dict_after: int | None = None
+
+
+def build_artifacts(
+    net: Network,
+    nd: NetworkDraw,
+    spec: CompressSpec,
+    X: np.ndarray,
+    m: Measurement,
+    *,
+    onnxruntime_check: bool = True,
+) -> Artifacts:
+    compressed = {name: d.compressed for name, d in nd.layers.items()}
+    ox = export_onnx_detailed(net, compressed, target_opset=spec.target_opset)
+    files = {"model.onnx": ox.data}
+    original = net.original.SerializeToString(deterministic=True)
+    shapes = {layer.name: list(layer.weight.shape) for layer in net.layers}
+    for ls in ox.layers:
+        shapes[ls.layer] = list(ls.shape_after)
+    storage = [{"layer": ls.layer, "weight": ls.weight, "outliers": ls.outliers} for ls in ox.layers]
+    notes = list(ox.notes)
+    for ls in ox.layers:
+        d = nd.layers.get(ls.layer)
+        pruned = (
+            d is not None and spec.prune is not None and d.granularity == "weight" and d.expected_keep < 1
+        )
+        if d is not None and pruned and ls.weight in ("float32", "int8", "int4"):
+            notes.append(
+                f"{ls.layer}: unstructured pruning at density {d.compressed.density:.3f} is above the "
+                f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "
+                "bytes on its own (ALGORITHM.md §5)"
+            )
+    art = Artifacts(files, storage_summary(original), storage_summary(ox.data), shapes, storage, notes)
+    if net.source_format in ("pytorch", "safetensors"):
+        fmt: Literal["pt", "safetensors"] = "pt" if net.source_format == "pytorch" else "safetensors"
+        data, arch = export_state_dict(net, compressed, fmt=fmt)
+        files[f"model.{fmt}"] = data
+        files["architecture.json"] = json.dumps(arch, indent=2, sort_keys=True).encode()
+        art.state_dict_after = len(data)
+    if onnxruntime_check:
+        for level in OPTIMIZATION_LEVELS:
+            phi_hat = run_logits(ox.data, net.input_name, net.logits, X, level)
+            e = output_error(m.phi, phi_hat)
+            art.onnxruntime[level] = {"relative_l2": e.relative_l2, "p95": e.p95, "max": e.max}
+        art.latency = {
+            "before": latency_ms(original, net.input_name, X),
+            "after": latency_ms(ox.data, net.input_name, X),
+            "device": "cpu",
+            "provider": "CPUExecutionProvider",
+            "batch": int(X.shape[0]),
+        }
+    return art

@@ -1,0 +1,150 @@
+"""The initializers (and DequantizeLinear/Add nodes) that store one compressed weight in ONNX.
+
+Ref: ALGORITHM.md §5 ("Storage that really shrinks"); the storage rules are in ``export_onnx``'s
+docstring: int8/int4 codes + float32 scale + DequantizeLinear, float outliers added back, sparse
+initializers below the break-even density (``algorithm/cost.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from netshrink.compression.algorithm.cost import sparse_saves_bytes
+from netshrink.compression.errors import UnsupportedModelError
+from netshrink.compression.export.physical import PhysicalLayer
+from netshrink.compression.graph.network import Layer
+
+
+@dataclass(frozen=True)
+class LayerStorage:
+    """How one layer's weight was written (for the report's honest storage notes)."""
+
+    layer: str
+    weight: str  # "float32" | "sparse_float32" | "int8" | "sparse_int8" | "int4"
+    outliers: str  # "none" | "dense" | "sparse"
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]  # canonical (PyTorch) orientation
+
+
+class Names:
+    """Fresh, deterministic tensor/node names that do not clash with the graph's."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.used = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
+        self.used |= {n.name for n in g.node} | {o for n in g.node for o in list(n.output) + list(n.input)}
+        self.used |= {v.name for v in list(g.input) + list(g.output)}
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.used:
+            name, i = f"{base}_{i}", i + 1
+        self.used.add(name)
+        return name
+
+
+def _sparse(values_layout: np.ndarray, name: str, names: Names) -> onnx.SparseTensorProto:
+    """ONNX sparse tensor: nnz values + int64 flat (row-major) indices, shape = the dense shape."""
+    flat = values_layout.reshape(-1)
+    idx = np.flatnonzero(flat).astype(np.int64)  # (nnz,)
+    values = numpy_helper.from_array(flat[idx], name)
+    indices = numpy_helper.from_array(idx, names.fresh(f"{name}_indices"))
+    return helper.make_sparse_tensor(values, indices, list(values_layout.shape))
+
+
+def _density(a: np.ndarray) -> float:
+    return float(np.count_nonzero(a)) / float(max(a.size, 1))
+
+
+@dataclass
+class Written:
+    dense: list[onnx.TensorProto]
+    sparse: list[onnx.SparseTensorProto]
+    nodes: list[onnx.NodeProto]
+    storage: LayerStorage
+
+
+def write_weight(layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool) -> Written:
+    """Initializers (+ DequantizeLinear/Add nodes) producing the tensor ``layer.weight_key``."""
+    key = layer.weight_key
+    dense: list[onnx.TensorProto] = []
+    sparse: list[onnx.SparseTensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    shape_after = tuple(int(d) for d in p.weight.shape)
+    if p.codes is None or p.scale is None or p.bits is None:
+        W = layer.to_onnx_layout(p.weight.astype(np.float32))  # ONNX layout
+        if p.compressed and sparse_saves_bytes(_density(W), 32):
+            sparse.append(_sparse(W, key, names))
+            kind = "sparse_float32"
+        else:
+            dense.append(numpy_helper.from_array(W, key))
+            kind = "float32"
+        return Written(
+            dense, sparse, nodes, LayerStorage(layer.name, kind, "none", p.shape_before, shape_after)
+        )
+
+    out_mask = p.outliers if p.outliers is not None else np.zeros(p.weight.shape, dtype=bool)
+    codes = np.where(out_mask, 0, p.codes).astype(np.int8)  # canonical; outliers carried by O
+    codes = layer.to_onnx_layout(codes)  # ONNX layout
+    q_name = names.fresh(f"{key}_quantized")
+    if p.bits <= 4 and int4_ok:
+        dense.append(numpy_helper.from_array(codes.astype(ml_dtypes.int4), q_name))
+        kind = "int4"
+    elif sparse_saves_bytes(_density(codes), 8):
+        sparse.append(_sparse(codes, q_name, names))
+        kind = "sparse_int8"
+    else:
+        dense.append(numpy_helper.from_array(codes, q_name))
+        kind = "int8"
+    s_name = names.fresh(f"{key}_scale")
+    if p.per_row:
+        dense.append(numpy_helper.from_array(p.scale.astype(np.float32).reshape(-1), s_name))  # (n_out,)
+        axis = 1 if layer.transposed else 0
+    else:
+        dense.append(
+            numpy_helper.from_array(np.asarray(p.scale.reshape(-1)[0], dtype=np.float32), s_name)
+        )  # scalar
+        axis = 0
+    has_outliers = bool(out_mask.any())
+    dq_out = names.fresh(f"{key}_dequantized") if has_outliers else key
+    nodes.append(
+        helper.make_node(
+            "DequantizeLinear",
+            [q_name, s_name],
+            [dq_out],
+            name=names.fresh(f"{layer.name}/dequantize"),
+            axis=axis,
+        )
+    )
+    out_kind = "none"
+    if has_outliers:
+        O = layer.to_onnx_layout(np.where(out_mask, p.weight, 0).astype(np.float32))  # ONNX layout
+        o_name = names.fresh(f"{key}_outliers")
+        if sparse_saves_bytes(_density(O), 32):
+            sparse.append(_sparse(O, o_name, names))
+            out_kind = "sparse"
+        else:
+            dense.append(numpy_helper.from_array(O, o_name))
+            out_kind = "dense"
+        nodes.append(
+            helper.make_node("Add", [dq_out, o_name], [key], name=names.fresh(f"{layer.name}/outliers"))
+        )
+    return Written(
+        dense, sparse, nodes, LayerStorage(layer.name, kind, out_kind, p.shape_before, shape_after)
+    )
+
+
+def pruned_bias(init: onnx.TensorProto, kept_rows: np.ndarray, n_out: int) -> onnx.TensorProto:
+    """The bias initializer without the deleted output units (its own shape otherwise kept)."""
+    arr = numpy_helper.to_array(init)
+    if arr.size != n_out:
+        raise UnsupportedModelError(f"bias {init.name!r} has {arr.size} entries, expected {n_out}")
+    new_shape = tuple(len(kept_rows) if d == n_out else d for d in arr.shape)
+    return numpy_helper.from_array(
+        np.ascontiguousarray(arr.reshape(-1)[kept_rows].reshape(new_shape)), init.name
+    )

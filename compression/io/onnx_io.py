@@ -1,0 +1,235 @@
+"""ONNX at the edge: parse, validate and name an uploaded graph.
+
+Ref: ALGORITHM.md §6 "Loading safely"; STYLE.md "ONNX in and out". The order matters: cheap,
+allocation-free checks (external data, declared dims, operator domains) run before anything that
+materializes tensors (the checker, shape inference, ``numpy_helper.to_array``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from netshrink.compression.errors import (
+    ExternalDataError,
+    InvalidWeightsError,
+    LimitExceededError,
+    ModelFormatError,
+    UnsupportedModelError,
+)
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+FLOAT_TYPES: dict[int, np.dtype[Any]] = {
+    onnx.TensorProto.FLOAT: np.dtype(np.float32),
+    onnx.TensorProto.DOUBLE: np.dtype(np.float64),
+    onnx.TensorProto.FLOAT16: np.dtype(np.float16),
+}
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """The model's single (float) input: its name, per-sample shape and numpy dtype."""
+
+    name: str
+    shape: tuple[int, ...]  # batch dimension excluded
+    dtype: np.dtype[Any]
+
+
+def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto:
+    """Bytes -> a checked, shape-inferred, fully named ``ModelProto`` (ALGORITHM.md §6).
+
+    Raises ``ModelFormatError`` (not ONNX / checker / shape inference), ``ExternalDataError``,
+    ``UnsupportedModelError`` (custom domains, control flow), ``LimitExceededError`` and
+    ``InvalidWeightsError`` (absurd dims, NaN/Inf weights).
+    """
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
+        raise ModelFormatError(f"not an ONNX model: {exc}") from exc
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelFormatError("not an ONNX model: the file holds no graph nodes")
+    refuse_external_data(model)
+    check_declared_sizes(model, max_dim=max_dim, max_params=max_params)
+    refuse_unsupported_ops(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelFormatError(f"ONNX checker rejected the model: {exc}") from exc
+    model = infer_shapes(model)
+    check_finite(model)
+    name_nodes(model)
+    return model
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Strict ONNX shape inference (with constant propagation so Reshape shapes are known)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+        raise ModelFormatError(f"ONNX shape inference failed: {exc}") from exc
+
+
+def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_graphs(attr.g)
+            for g in attr.graphs:
+                yield from _all_graphs(g)
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every stored tensor: initializers, sparse initializers and tensor attributes, in all subgraphs."""
+    for graph in _all_graphs(model.graph):
+        for t in graph.initializer:
+            yield t.name, t
+        for s in graph.sparse_initializer:
+            yield s.values.name, s.values
+            yield s.indices.name, s.indices
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield f"{node.name or node.op_type}.{attr.name}", attr.t
+                for t in attr.tensors:
+                    yield f"{node.name or node.op_type}.{attr.name}", t
+
+
+def refuse_external_data(model: onnx.ModelProto) -> None:
+    """A single-file upload cannot legitimately reference external data (ALGORITHM.md §6)."""
+    bad = [
+        name
+        for name, t in _all_tensors(model)
+        if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data
+    ]
+    if bad:
+        raise ExternalDataError(f"tensors reference external data: {', '.join(bad[:10])}", nodes=bad)
+
+
+def check_declared_sizes(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> None:
+    """Refuse negative / absurd declared dims before any tensor is materialized."""
+    total = 0
+    for name, t in _all_tensors(model):
+        dims = list(t.dims)
+        if any(d < 0 for d in dims):
+            raise InvalidWeightsError(f"tensor {name!r} declares negative dims {dims}")
+        if any(d > max_dim for d in dims):
+            raise LimitExceededError(f"tensor {name!r} has a dimension over the limit {max_dim}: {dims}")
+        total += int(np.prod(dims, dtype=np.float64))
+    if total > max_params:
+        raise LimitExceededError(f"the model stores {total} values; the limit is {max_params}")
+    for vi in model.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and (d.dim_value < 0 or d.dim_value > max_dim):
+                raise LimitExceededError(
+                    f"input {vi.name!r} has a dimension {d.dim_value} over the limit {max_dim}"
+                )
+
+
+def refuse_unsupported_ops(model: onnx.ModelProto) -> None:
+    """Custom-domain operators and control flow are refused, listing the nodes."""
+    bad: list[str] = []
+    reasons: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        label = node.name or f"{node.op_type}#{i}"
+        if node.domain not in STANDARD_DOMAINS:
+            bad.append(label)
+            reasons.add(f"custom domain {node.domain!r}")
+        elif node.op_type in CONTROL_FLOW:
+            bad.append(label)
+            reasons.add(f"control flow {node.op_type}")
+    if model.functions:
+        reasons.add("model-local functions")
+        bad += [f.name for f in model.functions]
+    if bad:
+        raise UnsupportedModelError(
+            f"unsupported operators ({'; '.join(sorted(reasons))}): {', '.join(bad[:20])}", nodes=bad
+        )
+
+
+def check_finite(model: onnx.ModelProto) -> None:
+    """NaN/Inf in any float initializer or constant -> ``InvalidWeightsError`` naming the tensors."""
+    bad = []
+    for name, t in _all_tensors(model):
+        if t.data_type in FLOAT_TYPES or t.data_type == onnx.TensorProto.BFLOAT16:
+            arr = numpy_helper.to_array(t)
+            if not np.all(np.isfinite(arr)):
+                bad.append(name)
+    if bad:
+        raise InvalidWeightsError(f"non-finite (NaN/Inf) values in: {', '.join(bad[:10])}", nodes=bad)
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique, non-empty name (in place); existing unique names are kept."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        base, k = name, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
+
+
+def graph_input(model: onnx.ModelProto) -> GraphInput:
+    """The one float graph input (initializers listed as inputs by old exporters are skipped).
+
+    Its batch (first) dimension may be symbolic; every other dimension must be static.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if len(inputs) != 1:
+        raise UnsupportedModelError(
+            f"the model must have exactly one input; it has {len(inputs)}", nodes=[vi.name for vi in inputs]
+        )
+    vi = inputs[0]
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or tt.elem_type not in FLOAT_TYPES:
+        raise UnsupportedModelError(f"input {vi.name!r} must be a float tensor", nodes=[vi.name])
+    dims = list(tt.shape.dim)
+    if len(dims) < 2:
+        raise UnsupportedModelError(f"input {vi.name!r} needs a batch dimension and a feature dimension")
+    shape = []
+    for d in dims[1:]:
+        if not d.HasField("dim_value"):
+            raise UnsupportedModelError(
+                f"input {vi.name!r} has a non-static per-sample dimension ({d.dim_param!r})"
+            )
+        shape.append(int(d.dim_value))
+    return GraphInput(vi.name, tuple(shape), FLOAT_TYPES[tt.elem_type])
+
+
+def constant_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers plus the outputs of ``Constant`` nodes, as numpy arrays."""
+    out = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            attr = node.attribute[0]
+            value = onnx.helper.get_attribute_value(attr)
+            out[node.output[0]] = (
+                numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+            )
+    return out
+
+
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Tensor name -> inferred shape (``None`` for symbolic dims), from a shape-inferred model."""
+    out: dict[str, tuple[int | None, ...]] = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            out[vi.name] = tuple(
+                int(d.dim_value) if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+            )
+    return out
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    return bytes(model.SerializeToString())

@@ -1,0 +1,141 @@
+"""``CompressionReport``: data only (schema ``netshrink.report/1``, docs/report-format.md).
+
+The JSON Schema is ``compression/report/schemas/report.schema.json``; the tests validate every report
+they produce against it. Nothing here computes a bound or an error: it only lays results out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from netshrink.compression.algorithm.layer_compress import LayerDraw
+from netshrink.compression.bounds.advice import advise
+from netshrink.compression.bounds.bounds import TIERS, TierBounds
+from netshrink.compression.graph.network import Network
+from netshrink.compression.search.measure import Measurement
+
+SCHEMA = "netshrink.report/1"
+PREDICTION_LABEL = "linearized prediction (not a bound)"
+MARKOV_CAVEAT = (
+    "Tiers E, T and P bound the EXPECTED squared output error over the compression randomness; "
+    "a single draw can exceed them. By Markov's inequality the error exceeds B/delta with probability "
+    "at most delta. Tier E uses the realized upstream activations, so it is a one-draw estimate of a "
+    "bound on an expectation. Tier W holds for every draw, baselines included."
+)
+
+
+def _f(x: float | None) -> float | None:
+    """JSON-safe float: NaN/inf become null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def model_section(net: Network, sha256: str) -> dict[str, Any]:
+    return {
+        "format": net.source_format,
+        "support": net.support,
+        "input": {"name": net.input_name, "shape": [None, *net.input_shape], "dtype": str(net.input_dtype)},
+        "logits": net.logits,
+        "tail": list(net.tail),
+        "is_classifier": net.is_classifier,
+        "n_layers": len(net.layers),
+        "sha256": sha256,
+    }
+
+
+def tier_block(tb: TierBounds) -> dict[str, Any]:
+    return {
+        t: {"A": _f(tb.tiers[t].A), "step": _f(tb.tiers[t].step), "cumulative": _f(tb.tiers[t].cumulative)}
+        for t in TIERS
+    }
+
+
+def end_to_end_bounds(
+    b: dict[str, float | None], mse: float, energy: float, delta: float
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for t in TIERS:
+        v = _f(b.get(t))
+        out[t] = {
+            "value": v,
+            "relative": None if v is None or energy <= 0 else math.sqrt(v / energy),
+            "probability_bound": None if v is None or t == "W" else v / delta,
+            "holds": None if v is None else bool(mse <= v * (1 + 1e-9) + 1e-30),
+        }
+    return out
+
+
+def layer_entry(
+    net: Network,
+    name: str,
+    draw: LayerDraw | None,
+    m: Measurement,
+    shape_after: list[int],
+    *,
+    methods: dict[str, str | None],
+    keep_target: float | None,
+    prediction: float | None,
+    epsilon: float,
+) -> dict[str, Any]:
+    layer = net.layer(name)
+    tb = m.bounds.get(name)
+    sigma = m.sigmas.get(name)
+    notes = list(layer.notes)
+    if tb is not None:
+        notes += [f"{t}: {tb.tiers[t].reason}" for t in TIERS if tb.tiers[t].reason]
+        notes += tb.notes
+    adv = None
+    if sigma is not None and sigma > 0:
+        adv = advise(layer, sigma, epsilon=epsilon, f_prune=1.0, f_quant=1.0).to_dict()
+    bits = None
+    if draw is not None and draw.compressed.bits is not None:
+        bits = {"nominal": draw.compressed.bits, "container": draw.compressed.container_bits}
+    return {
+        "name": name,
+        "kind": layer.kind,
+        "shape_before": list(layer.weight.shape),
+        "shape_after": shape_after,
+        "compressed": draw is not None,
+        "method": methods if draw is not None else None,
+        "keep": None
+        if draw is None
+        else {"target": keep_target, "expected": _f(draw.expected_keep), "realized": _f(draw.realized_keep)},
+        "f": None if draw is None else _f(draw.f),
+        "p": None if draw is None else _f(draw.p),
+        "bits": bits,
+        "measured_error": _f(m.layer_errors.get(name)),
+        "inputs": None
+        if tb is None
+        else {
+            "sigma": _f(tb.sigma),
+            "nu": _f(tb.nu),
+            "Z2": _f(tb.Z2),
+            "n_in": tb.n_in,
+            "n_out": tb.n_out,
+            "tau2": _f(tb.tau2),
+            "k": tb.k,
+            "L": _f(tb.L),
+        },
+        "bounds": None if tb is None else tier_block(tb),
+        "prediction": _f(prediction),
+        "advice": adv,
+        "not_covered": notes,
+    }
+
+
+def _classify(note: str, layer: str | None) -> dict[str, Any]:
+    """``"P: undefined at f = 1"`` -> tier P; a note without a tier prefix concerns every tier."""
+    tier, _, reason = note.partition(": ")
+    if tier in TIERS or tier == "prediction":
+        return {"tier": tier, "layer": layer, "reason": reason}
+    return {"tier": "all", "layer": layer, "reason": note}
+
+
+def not_covered(net: Network, layers: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    out = [_classify(r, None) for r in (*net.not_covered, *notes)]
+    for entry in layers:
+        out += [_classify(note, entry["name"]) for note in entry["not_covered"]]
+    return out

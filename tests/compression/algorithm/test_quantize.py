@@ -1,0 +1,79 @@
+"""Quantization: stochastic rounding is unbiased on the grid; RTN is nearest; outliers (ALGORITHM.md §1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.algorithm.quantize import grid_step, quantize_matrix
+from netshrink.compression.algorithm.rng import generator
+from netshrink.compression.spec import QuantizeSpec
+
+torch.set_num_threads(1)
+DRAWS = 2000
+
+
+def _W(seed: int = 0) -> torch.Tensor:
+    W = np.random.default_rng(seed).standard_normal((6, 7))
+    W[2, 3] = 0.0  # an exact zero stays exactly zero
+    return torch.from_numpy(W)
+
+
+def test_stochastic_rounding_is_unbiased_and_on_the_grid() -> None:
+    W = _W()
+    ones, spec = np.ones((1, 7)), QuantizeSpec(bits=3)
+    runs = [quantize_matrix(W, ones, ones[0], spec, generator(0, 0, d)) for d in range(DRAWS)]
+    r0 = runs[0]
+    assert r0.k == 3 and r0.codes.dtype == np.int8 and r0.outliers is None and r0.scale.dtype == np.float32
+    samples = np.stack([r.weight.numpy() for r in runs])  # (D, out, in)
+    se = np.sqrt(r0.var.numpy() / DRAWS) + 1e-12
+    assert (np.abs(samples.mean(0) - W.numpy()) / se).max() < 4.5
+    step = r0.scale.astype(np.float64)[:, None]  # (out, 1)
+    assert np.all(step >= r0.M[:, None] / 3)  # rounded up: |w|/step <= k
+    for r in runs[:100]:
+        assert np.abs(r.codes).max() <= 3
+        np.testing.assert_array_equal(
+            r.weight.numpy(), (r.codes.astype(np.float32) * r.scale[:, None]).astype(np.float64)
+        )
+        assert np.all(np.abs(r.weight.numpy() - W.numpy()) <= step * (1 + 1e-6))  # |t − w| <= M/k
+    assert r0.weight[2, 3] == 0.0 and r0.var[2, 3] == 0.0
+    x = W.numpy() / step
+    u = x - np.floor(x)
+    np.testing.assert_allclose(r0.var.numpy(), step**2 * u * (1 - u), atol=1e-15)
+    assert np.all(r0.var.numpy() <= r0.M[:, None] ** 2 / (4 * 9) + 1e-15)
+
+
+def test_per_layer_scale_uses_global_max() -> None:
+    W = _W(1)
+    ones = np.ones((1, 7))
+    r = quantize_matrix(W, ones, ones[0], QuantizeSpec(bits=4, scale="per_layer"), generator(0, 0, 0))
+    assert r.scale.shape == (1,)
+    np.testing.assert_allclose(r.M, np.abs(W.numpy()).max())
+
+
+def test_rtn_is_deterministic_nearest() -> None:
+    W, ones = _W(2), np.ones((1, 7))
+    spec = QuantizeSpec(bits=4, method="rtn")
+    a = quantize_matrix(W, ones, ones[0], spec, generator(0, 0, 0))
+    b = quantize_matrix(W, ones, ones[0], spec, generator(5, 5, 5))
+    assert np.array_equal(a.codes, b.codes) and a.tier_E_A is None and not a.var.any()
+    step = a.scale.astype(np.float64)[:, None]
+    np.testing.assert_array_equal(a.codes, np.round(W.numpy() / step).astype(np.int8))
+    assert np.all(np.abs(a.weight.numpy() - W.numpy()) <= step / 2 * (1 + 1e-6))
+
+
+def test_fraction_below_one_keeps_top_score_weights_as_float_outliers() -> None:
+    W, energy = _W(3), np.linspace(0.1, 3.0, 7)
+    r = quantize_matrix(W, energy[None], energy, QuantizeSpec(bits=2, fraction=0.75), generator(0, 0, 0))
+    assert r.outliers is not None
+    nnz = int((W.numpy() != 0).sum())
+    assert r.n_randomized == round(0.75 * nnz) and r.outliers.sum() == nnz - r.n_randomized
+    step = grid_step(W, 1, "per_row")[0].numpy()[:, None]
+    x = W.numpy() / step
+    score = step**2 * (x - np.floor(x)) * (1 - x + np.floor(x)) * energy[None]  # Var(t)·E[ẑ_j²]
+    rounded = ~r.outliers & (W.numpy() != 0)
+    assert score[r.outliers].min() >= score[rounded].max()  # outliers = the top scores
+    np.testing.assert_array_equal(r.weight.numpy()[r.outliers], W.numpy().astype(np.float32)[r.outliers])
+    assert not r.codes[r.outliers].any()
+    assert r.tier_E_A == pytest.approx(float((r.var.numpy() * energy[None]).sum()), rel=1e-12)

@@ -1,0 +1,67 @@
+"""Layer statistics against naive loops (ALGORITHM.md §1 scores, "Unstructured conv weights")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.algorithm.scores import column_groups, layer_stats
+from netshrink.compression.graph.network import ConvGeometry, Layer
+
+torch.set_num_threads(1)
+
+
+def _dense(W: np.ndarray, group: int = 1) -> Layer:
+    return Layer("d", 1, "dense", W.astype(np.float32), None, "w", None, structured=True, input_group=group)
+
+
+def _conv(K: np.ndarray, geom: ConvGeometry) -> Layer:
+    return Layer("c", 1, "conv", K.astype(np.float32), None, "w", None, conv=geom, structured=True)
+
+
+@pytest.mark.parametrize("g", [1, 2, 3])
+def test_dense_stats_match_naive(g: int) -> None:
+    rng = np.random.default_rng(0)
+    W, X = rng.standard_normal((5, 6)), rng.standard_normal((40, 6))
+    st = layer_stats(_dense(W, group=g), torch.from_numpy(X), groups=True)
+    Wf = W.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(st.col_energy, (X**2).mean(0), rtol=1e-12)
+    assert st.z2 == pytest.approx((X**2).sum(1).mean(), rel=1e-12)
+    assert (st.n_samples, st.positions) == (40, 1)
+    blocks = [slice(g * b, g * b + g) for b in range(6 // g)]
+    naive = [np.mean([np.sum((Wf[:, blk] @ x[blk]) ** 2) for x in X]) for blk in blocks]
+    assert st.group_energy is not None
+    np.testing.assert_allclose(st.group_energy, naive, rtol=1e-12)
+
+
+def test_no_groups_when_not_asked_and_groups_must_divide() -> None:
+    st = layer_stats(_dense(np.ones((2, 3))), torch.ones(4, 3), groups=False)
+    assert st.group_energy is None
+    with pytest.raises(ValueError, match="does not divide"):
+        layer_stats(_dense(np.ones((2, 3)), group=2), torch.ones(4, 3), groups=True)
+
+
+def test_conv_stats_match_naive_patches() -> None:
+    rng = np.random.default_rng(1)
+    geom = ConvGeometry((3, 2), strides=(2, 1), pads=(1, 0, 2, 1))
+    K, Z = rng.standard_normal((4, 2, 3, 2)), rng.standard_normal((6, 2, 5, 4))
+    layer = _conv(K, geom)
+    st = layer_stats(layer, torch.from_numpy(Z), groups=True)
+    Zp = np.pad(Z, ((0, 0), (0, 0), (1, 2), (0, 1)))  # (top, bottom), (left, right)
+    Ho, Wo = (Zp.shape[2] - 3) // 2 + 1, Zp.shape[3] - 2 + 1
+    patches = np.stack(
+        [Zp[:, :, 2 * i : 2 * i + 3, j : j + 2].reshape(6, -1) for i in range(Ho) for j in range(Wo)], axis=2
+    )  # (S, C·kh·kw, P) in (c, u, v) order
+    assert st.positions == Ho * Wo
+    np.testing.assert_allclose(st.col_energy, (patches**2).mean(axis=(0, 2)), rtol=1e-12)
+    assert st.z2 == pytest.approx((Z**2).sum(axis=(1, 2, 3)).mean(), rel=1e-12)
+    Kf = K.astype(np.float32).astype(np.float64)
+    naive = []
+    for c in range(2):
+        blk = Kf[:, c].reshape(4, -1)  # (out, kh·kw)
+        y = np.einsum("ok,skp->sop", blk, patches[:, c * 6 : (c + 1) * 6])  # K[:, c] ∗ ẑ_c
+        naive.append((y**2).sum(axis=(1, 2)).mean())
+    assert st.group_energy is not None
+    np.testing.assert_allclose(st.group_energy, naive, rtol=1e-12)
+    assert column_groups(layer).tolist() == [0] * 6 + [1] * 6

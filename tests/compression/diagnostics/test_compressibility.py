@@ -1,0 +1,145 @@
+"""Oracles for the ℓ2 compressibility curves and q(ε) (diagnostics/compressibility.py, ALGORITHM.md §4)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from netshrink.compression.bounds.stable import sample_sas
+from netshrink.compression.diagnostics.compressibility import (
+    compressibility_curve,
+    gaussian_magnitude_q,
+    gaussian_q,
+    prunable_fraction,
+)
+
+KAPPA = np.linspace(0.0, 1.0, 101)
+
+
+def naive_prunable_fraction(values: np.ndarray, eps: float) -> float:
+    """The definition, one candidate at a time: q = max{1 − k/n : e(k/n) ≤ ε}, e = sqrt(tail/total).
+
+    The squares are summed in ascending order, left to right, like the cumulative sum, so the two
+    implementations must agree exactly.
+    """
+    sq = sorted(float(v) * float(v) for v in np.abs(values).ravel())  # ascending
+    n = len(sq)
+    total = 0.0
+    for s in sq:
+        total += s
+    best = 0.0
+    for kept in range(n, -1, -1):  # keep the `kept` largest, prune the n − kept smallest
+        pruned = 0.0
+        for s in sq[: n - kept]:
+            pruned += s
+        if pruned <= eps * eps * total:
+            best = max(best, (n - kept) / n)  # 1 − κ with κ = kept/n, as an exact ratio
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorized_q_equals_naive_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 120))
+    values = sample_sas(1.6, n, rng=rng) if seed % 2 else rng.standard_normal(n)
+    if seed == 4:
+        values[: n // 2] = 0.0  # exact zeros and ties
+    for eps in (0.0, 0.05, 0.1, math.sqrt(0.1), 0.5, 1.0):
+        assert prunable_fraction(values, eps) == pytest.approx(naive_prunable_fraction(values, eps), abs=0)
+
+
+def test_curves_are_monotone_from_one_to_zero() -> None:
+    rng = np.random.default_rng(20)
+    W = sample_sas(1.75, (300, 80), rng=rng)  # (out, in)
+    for values in (np.abs(W).ravel(), np.linalg.norm(W, axis=1), np.linalg.svd(W, compute_uv=False)):
+        e = compressibility_curve(values, KAPPA)
+        assert e[0] == 1.0 and e[-1] == 0.0
+        assert np.all(np.diff(e) <= 0.0)
+        assert np.all((e >= 0.0) & (e <= 1.0))
+
+
+def test_q_grows_with_eps_and_matches_the_curve() -> None:
+    w = np.random.default_rng(21).standard_normal(5000)
+    eps_grid = np.linspace(0.0, 1.0, 41)
+    q = [prunable_fraction(w, float(eps)) for eps in eps_grid]
+    assert np.all(np.diff(q) >= 0.0) and q[0] == 0.0 and q[-1] == 1.0
+    # q(ε) is the largest pruned fraction whose curve value is within budget, and one more breaks it.
+    for eps, qe in zip(eps_grid[1:-1], q[1:-1], strict=True):
+        kept = round((1.0 - qe) * w.size)
+        assert compressibility_curve(w, np.array([kept / w.size]))[0] <= eps
+        assert compressibility_curve(w, np.array([(kept - 1) / w.size]))[0] > eps
+
+
+def _gaussian_q_standard_error(eps: float, n: int) -> float:
+    """Delta-method SE of the empirical magnitude q̂(ε) for n i.i.d. N(0, 1) entries (derived).
+
+    With Y = Z², c = t² the pruning threshold and A(q) = ∫₀^q G⁻¹ the pruned energy, the influence
+    function of the L-statistic A is cq − A − (c − Y)₊; with B = E Y = 1, q̂ solves A/B = ε², and
+    dA/dq = c, so Var q̂ ≈ Var[(c − Y)₊ + ε²Y] / (c² n). The variance is integrated on a fine grid.
+    """
+    q = gaussian_magnitude_q(eps)
+    t = math.sqrt(2.0) * _erfinv(q)
+    c = t * t
+    z = np.linspace(-12.0, 12.0, 400_001)
+    dz = z[1] - z[0]
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    h = np.maximum(c - z * z, 0.0) + eps * eps * z * z
+    mean = float(np.sum(h * pdf) * dz)
+    var = float(np.sum((h - mean) ** 2 * pdf) * dz)
+    return math.sqrt(var / n) / c
+
+
+def _erfinv(y: float) -> float:
+    lo, hi = 0.0, 10.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if math.erf(mid) < y else (lo, mid)
+    return lo
+
+
+def test_gaussian_reference_closed_form_matches_the_spec() -> None:
+    # ALGORITHM.md §4 quotes 0.265 and 0.555 to three decimals: ±0.0005 is the rounding.
+    assert gaussian_magnitude_q(0.1) == pytest.approx(0.265, abs=5e-4)
+    assert gaussian_magnitude_q(math.sqrt(0.1)) == pytest.approx(0.555, abs=5e-4)
+
+
+@pytest.mark.parametrize("eps", [0.1, math.sqrt(0.1)])
+def test_gaussian_reference_matches_simulation(eps: float) -> None:
+    n = 10**6
+    w = np.random.default_rng(22).standard_normal(n)
+    se = _gaussian_q_standard_error(eps, n)
+    assert 1e-4 < se < 5e-3  # the derived SE is of the expected order 1/sqrt(n)
+    # 5 SE for the sampling noise, plus 1/n for the grid of q.
+    assert prunable_fraction(w, eps) == pytest.approx(gaussian_magnitude_q(eps), abs=5 * se + 1.0 / n)
+
+
+def test_gaussian_reference_for_a_shape() -> None:
+    ref = gaussian_q((512, 256))
+    assert ref["magnitude"]["eps_0.1"] == pytest.approx(0.2653, abs=1e-4)
+    for kind in ("node", "spectral"):
+        assert 0.0 <= ref[kind]["eps_0.1"] <= ref[kind]["sq_eps_0.1"] <= 1.0
+    assert ref == gaussian_q((512, 256))  # fixed seed: deterministic
+    # Gaussian row norms concentrate (χ with 256 dof), so few whole rows can go within 10%.
+    assert ref["node"]["eps_0.1"] < ref["magnitude"]["eps_0.1"]
+
+
+@pytest.mark.parametrize("alpha", [1.5, 1.75])
+def test_heavier_tails_are_more_compressible_than_gaussian(alpha: float) -> None:
+    rng = np.random.default_rng(23)
+    shape = (400, 250)
+    heavy = sample_sas(alpha, shape, rng=rng)
+    gauss = rng.standard_normal(shape)
+    for eps in (0.1, math.sqrt(0.1)):
+        assert prunable_fraction(heavy, eps) > prunable_fraction(gauss, eps) + 0.1
+        heavy_nodes = np.linalg.norm(heavy, axis=1)
+        assert prunable_fraction(heavy_nodes, eps) > prunable_fraction(np.linalg.norm(gauss, axis=1), eps)
+
+
+def test_all_zero_and_empty_inputs() -> None:
+    assert prunable_fraction(np.zeros(10), 0.1) == 1.0
+    e = compressibility_curve(np.zeros(10), np.array([0.0, 0.5, 1.0]))
+    assert e.tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        prunable_fraction(np.zeros(0), 0.1)

@@ -1,0 +1,130 @@
+"""The report's ``diagnostics`` entries (compression/diagnostics/diagnostics.py; docs/report-format.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from netshrink.compression.bounds.stable import sample_sas
+from netshrink.compression.diagnostics.compressibility import gaussian_magnitude_q
+from netshrink.compression.diagnostics.diagnostics import (
+    KAPPA_GRID,
+    diagnose_network,
+    diagnose_tensor,
+    tensor_rows,
+)
+from netshrink.compression.errors import InvalidWeightsError
+from netshrink.compression.graph.network import Network
+
+ENTRY_KEYS = {
+    "name",
+    "rows",
+    "cols",
+    "low_confidence",
+    "alpha",
+    "curves",
+    "q",
+    "gaussian_reference",
+    "histogram",
+}
+
+
+def _network(raw: dict[str, np.ndarray]) -> Network:
+    """A Network carrying only what diagnose_network reads: the weights as uploaded."""
+    return Network(
+        model=onnx.ModelProto(),
+        original=onnx.ModelProto(),
+        layers=[],
+        support="generic",
+        input_name="x",
+        input_shape=(8,),
+        input_dtype=np.dtype(np.float32),
+        logits="y",
+        raw_weights=raw,
+    )
+
+
+def test_entry_format_is_json_ready() -> None:
+    W = sample_sas(1.6, (128, 48), rng=np.random.default_rng(30)).astype(np.float32)  # (out, in)
+    entry = diagnose_tensor("fc1", W)
+    assert set(entry) == ENTRY_KEYS
+    assert (entry["name"], entry["rows"], entry["cols"], entry["low_confidence"]) == ("fc1", 128, 48, False)
+    text = json.dumps(entry, allow_nan=False)  # plain floats only, no NaN/Inf, no numpy scalars
+    assert json.loads(text) == entry
+
+    alpha = entry["alpha"]
+    assert set(alpha) == {"multivariate", "univariate", "spread", "per_block"}
+    assert set(alpha["per_block"]) == {"2", "5", "10", "11", "20", "50"}  # ⌊√128⌋ = 11; 100 > 128/2
+    lo, hi = alpha["spread"]
+    assert lo <= alpha["multivariate"] <= hi <= 2.0
+    assert 1.3 < alpha["univariate"] < 1.9  # 6144 SαS(1.6) entries
+
+    curves = entry["curves"]
+    assert curves["kappa"] == pytest.approx(KAPPA_GRID.tolist())
+    for kind in ("magnitude", "node", "spectral"):
+        e = curves[kind]
+        assert len(e) == len(curves["kappa"]) and e[0] == 1.0 and e[-1] == 0.0
+        assert all(a >= b for a, b in zip(e, e[1:], strict=False))
+        q = entry["q"][kind]
+        assert 0.0 <= q["eps_0.1"] <= q["sq_eps_0.1"] <= 1.0
+    ref = entry["gaussian_reference"]
+    assert ref["magnitude"] == {
+        "eps_0.1": gaussian_magnitude_q(0.1),
+        "sq_eps_0.1": gaussian_magnitude_q(math.sqrt(0.1)),
+    }
+    assert entry["q"]["magnitude"]["eps_0.1"] > ref["magnitude"]["eps_0.1"]  # heavy tails prune further
+
+
+def test_low_confidence_below_64_rows_and_tiny_layers() -> None:
+    rng = np.random.default_rng(31)
+    assert diagnose_tensor("a", rng.standard_normal((63, 10)))["low_confidence"] is True
+    assert diagnose_tensor("b", rng.standard_normal((64, 10)))["low_confidence"] is False
+    tiny = diagnose_tensor("out", rng.standard_normal((1, 40)))  # a binary classifier's last layer
+    assert tiny["alpha"]["multivariate"] is None and tiny["alpha"]["spread"] is None
+    assert tiny["alpha"]["univariate"] is not None
+    json.dumps(tiny, allow_nan=False)
+
+
+def test_tensor_rows_reads_kernels() -> None:
+    conv = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)  # (out, in, kh, kw)
+    rows = tensor_rows(conv)
+    assert rows.shape == (12, 4)
+    np.testing.assert_array_equal(rows[5], conv[1, 2].ravel())  # row o·in + i is kernel (o, i)
+    dense = np.ones((5, 7))
+    assert tensor_rows(dense) is dense
+    with pytest.raises(InvalidWeightsError):
+        tensor_rows(np.ones(5))
+
+
+def test_diagnose_network_uses_raw_weights_in_order() -> None:
+    rng = np.random.default_rng(32)
+    raw = {
+        "conv1": rng.standard_normal((16, 8, 3, 3)).astype(np.float32),  # (out, in, kh, kw)
+        "conv1.bias": rng.standard_normal(16).astype(np.float32),  # skipped: not a matrix
+        "fc": rng.standard_normal((10, 64)).astype(np.float32),  # (out, in)
+    }
+    entries = diagnose_network(_network(raw))
+    assert [(e["name"], e["rows"], e["cols"], e["low_confidence"]) for e in entries] == [
+        ("conv1", 128, 9, False),
+        ("fc", 10, 64, True),
+    ]
+    assert entries[0] == diagnose_tensor("conv1", tensor_rows(raw["conv1"]))  # deterministic
+
+
+def test_rejects_non_finite_weights() -> None:
+    W = np.ones((10, 10))
+    W[3, 4] = np.nan
+    with pytest.raises(InvalidWeightsError):
+        diagnose_tensor("bad", W)
+
+
+def test_histogram_counts_every_entry() -> None:
+    W = np.random.default_rng(0).standard_normal((70, 30))
+    h = diagnose_tensor("w", W)["histogram"]
+    assert len(h["edges"]) == len(h["counts"]) + 1
+    assert sum(h["counts"]) == W.size
+    assert h["edges"][0] == -h["edges"][-1] == pytest.approx(-np.abs(W).max(), rel=1e-6)
