@@ -30,6 +30,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/requirements.txt \
  && pip install --no-cache-dir --requirement /tmp/requirements.txt --constraint requirements.lock
 
+COPY src ./src
 COPY compression ./compression
 COPY reporting ./reporting
 COPY workers ./workers
@@ -37,7 +38,7 @@ COPY service ./service
 COPY client ./client
 COPY cli ./cli
 RUN pip install --no-cache-dir --no-deps . \
- && python -c "import compression, service, workers, client, cli"
+ && python -c "import netshrink.compression, netshrink.service.main, netshrink.workers.tasks, netshrink.client, netshrink.cli.main"
 
 # ---- runtime: the virtualenv only, as an unprivileged user ---------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
