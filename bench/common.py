@@ -2,7 +2,7 @@
 
 Every model is trained here with torch (seeded, CPU, one thread), then handed to the core as a state
 dict plus an architecture JSON (``graph.loading.network_from_state_dict``): the same path an
-uploaded ``.pt`` takes. Errors are always measured on the logits Φ (ALGORITHM.md §2).
+uploaded ``.pt`` takes. Errors are always measured on the logits Φ (docs/method.md §2).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def ort_logits(model_bytes: bytes, X: np.ndarray, optimized: bool = True) -> np.
 
 
 def relative_l2(phi: np.ndarray, phi_hat: np.ndarray) -> float:
-    """sqrt(E‖Φ−Φ̂‖² / E‖Φ‖²) (ALGORITHM.md §2)."""
+    """sqrt(E‖Φ−Φ̂‖² / E‖Φ‖²) (docs/method.md §2)."""
     return float(np.sqrt(((phi - phi_hat) ** 2).sum(axis=1).mean() / (phi**2).sum(axis=1).mean()))
 
 

@@ -12,10 +12,10 @@ the relative output error on the logits, sqrt(E‖Φ−Φ̂‖²/E‖Φ‖²), a
 
 Methods:
 - ours: randomized greedy pruning (unstructured, neuron/channel; layer and output-aware scores; one
-  draw and best of 8 whole-network draws), stochastic-rounding quantization, and both (ALGORITHM.md §1);
+  draw and best of 8 whole-network draws), stochastic-rounding quantization, and both (docs/method.md §1);
 - baselines (ours, deterministic): ``magnitude``, ``obd`` pruning, ``rtn`` rounding, same density/bits;
 - peers: ``torch.nn.utils.prune.l1_unstructured`` per layer (zeros weights; shipped as the dense fp32
-  ONNX it produces, since sparse COO with int64 indices is larger at 50% density, see ALGORITHM.md §5)
+  ONNX it produces, since sparse COO with int64 indices is larger at 50% density, see docs/method.md §5)
   and ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized at run time).
 
 Timing: wall seconds of the whole ``compress`` call (draw + measurement + bound tiers + linearized
@@ -138,7 +138,7 @@ def run_ours(net: Network, split: Split, phi: np.ndarray, spec_dict: dict[str, A
         "draw_s": draw,
         "report_relative_l2": s["error"]["relative_l2"],
         # Tier E and the linearized prediction describe the randomized draw; the deterministic
-        # baselines carry tier W only (ALGORITHM.md §1 "Baselines"), so both are left out for them.
+        # baselines carry tier W only (docs/method.md §1 "Baselines"), so both are left out for them.
         "bound_E_relative": s["bounds"]["E"]["relative"] if randomized else None,
         "prediction_relative": (s.get("prediction") or {}).get("relative_l2") if randomized else None,
     }

@@ -7,7 +7,7 @@ for α ∈ {1.5, 1.75, 1.9, 2}. Part 2 applies them to MLPs 64→w→40→10 (Re
 on sklearn's bundled digits data, w ∈ {64, 256, 1024}, before and after training.
 Everything is seeded; it runs in well under a minute on one CPU thread.
 
-Ref: ALGORITHM.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (ICML 2024).
+Ref: docs/method.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (ICML 2024).
 """
 
 from __future__ import annotations

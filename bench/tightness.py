@@ -1,4 +1,4 @@
-"""Mean error over draws vs the mean tier-E bound and the linearized prediction (ALGORITHM.md §3, §7).
+"""Mean error over draws vs the mean tier-E bound and the linearized prediction (docs/method.md §3, §7).
 
     python -m bench.tightness      # writes bench/results/tightness.md
 

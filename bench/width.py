@@ -10,8 +10,8 @@ calibration images; every error is measured on 297 test images no step has seen.
 
 Reported per run: Δ = c^{−2m}·E‖Φ−Φ̂‖² with c = max_ℓ σ_ℓ (σ_ℓ = ‖W_ℓ‖_op) and m = 3 the depth; the
 relative error sqrt(E‖Φ−Φ̂‖²/E‖Φ‖²); the test accuracy; and each bound tier's B_m over the measured
-E‖Φ−Φ̂‖² (ALGORITHM.md §3). Controls: the same architectures untrained (PyTorch's default init) on
-isotropic Gaussian inputs, where P1 predicts no relative gain with width (ALGORITHM.md §3, "The width
+E‖Φ−Φ̂‖² (docs/method.md §3). Controls: the same architectures untrained (PyTorch's default init) on
+isotropic Gaussian inputs, where P1 predicts no relative gain with width (docs/method.md §3, "The width
 trade-off"); keep-fraction (p) and bit-width sweeps at w = 256.
 
 The core is driven through ``search.greedy.draw_network`` and ``search.measure.measure``:

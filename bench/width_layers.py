@@ -3,7 +3,7 @@
     python -m bench.width_layers        # writes bench/results/width_layers.md
 
 Follow-up to ``bench.width`` (same digits MLPs 64→w→40→10, same training, f = 0.9, p = 0.3,
-unstructured). P1's width theorems (ALGORITHM.md §3, Thm 2/3/6) say a layer's term, relative to
+unstructured). P1's width theorems (docs/method.md §3, Thm 2/3/6) say a layer's term, relative to
 the worst-case scale Z²σ², shrinks like n_out/n_in. In 64→w→40→10 that ratio *grows* with w for the
 first layer (w/64) and *shrinks* for the second (40/w). Here each layer is compressed alone (the
 others excluded) and we report the relative output error and the relative layer error

@@ -3,7 +3,7 @@
 ``create`` prints the bearer key and its ``whsec_`` webhook signing secret exactly once; only the
 key's sha256 is stored (``service/auth.py`` explains why that suffices). The store is the one the
 server uses (``NETSHRINK_REDIS_URL`` or the SQLite file under ``NETSHRINK_DATA_DIR``).
-Ref: API.md "Auth and limits".
+Ref: docs/api.md "Auth and limits".
 """
 
 from __future__ import annotations

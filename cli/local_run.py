@@ -23,7 +23,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
-    """Run the core on ``args.model`` with ``spec_dict``; exit 0/2/3 per API.md."""
+    """Run the core on ``args.model`` with ``spec_dict``; exit 0/2/3 per docs/api.md."""
     from netshrink.cli.summary import print_summary
     from netshrink.compression import CompressionError, CompressSpec
     from netshrink.compression.graph.calibration import load_calibration

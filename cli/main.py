@@ -1,6 +1,6 @@
 """``netshrink``: compress/analyze locally, serve/worker the service, submit to a server, manage keys.
 
-Exit codes (API.md): 0 ok, 2 bad input, 3 budget not met, 4 job failed, 5 server unreachable.
+Exit codes (docs/api.md): 0 ok, 2 bad input, 3 budget not met, 4 job failed, 5 server unreachable.
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and imports its
 heavy dependencies inside ``run`` so that ``netshrink --help`` stays fast.
 """

@@ -3,7 +3,7 @@
 Without ``NETSHRINK_REDIS_URL`` this is the embedded single-machine mode: the API process also
 runs the Celery worker thread (``service.main.lifespan``) and, here, the housekeeper thread
 (heartbeat for ``GET /v1/workers`` + retention cleanup). Flags override the environment.
-Ref: API.md "Auth and limits" (dev mode on loopback), README quick start.
+Ref: docs/api.md "Auth and limits" (dev mode on loopback), README quick start.
 """
 
 from __future__ import annotations

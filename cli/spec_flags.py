@@ -1,4 +1,4 @@
-"""Command-line flags → a JSON-ready ``JobSpec`` (API.md "JobSpec"; ``CompressSpec.from_dict`` format).
+"""Command-line flags → a JSON-ready ``JobSpec`` (docs/api.md "JobSpec"; ``CompressSpec.from_dict`` format).
 
 Shared by ``netshrink submit`` (sent to a server) and ``netshrink compress`` (run locally), so both
 accept exactly the same flags. Only flags the user gave end up in the spec; everything else keeps
@@ -46,7 +46,7 @@ def _fraction(value: str) -> float | str:
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the JobSpec flags (defaults are ``None``: unset flags do not appear in the spec)."""
-    g = parser.add_argument_group("compression spec (see API.md 'JobSpec')")
+    g = parser.add_argument_group("compression spec (see docs/api.md 'JobSpec')")
     g.add_argument("--spec", type=Path, metavar="JSON", help="base JobSpec file; the flags below override it")
     g.add_argument("--kind", choices=("compress", "analyze"), help="analyze = diagnostics only")
     g.add_argument("--prune-keep", type=_keep, metavar="KEEP", help="kept fraction: 0.5 or fc1=0.5,fc2=0.3")
@@ -79,7 +79,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The optional inputs next to the model (API.md ``POST /v1/jobs`` form fields)."""
+    """The optional inputs next to the model (docs/api.md ``POST /v1/jobs`` form fields)."""
     parser.add_argument("--architecture", type=Path, metavar="JSON", help="layer order of a state dict")
     parser.add_argument("--calibration", type=Path, metavar="NPZ", help=".npz with 'inputs' (and 'labels')")
 

@@ -1,7 +1,7 @@
 """``netshrink submit MODEL --server URL [spec flags] --wait --out DIR``: the remote CI step.
 
 Uploads the model, follows the job with a progress bar, downloads the artifacts and prints the
-summary. Exit codes (API.md "CLI exit codes"): 0 ok, 2 bad input (flags or a 4xx problem),
+summary. Exit codes (docs/api.md "CLI exit codes"): 0 ok, 2 bad input (flags or a 4xx problem),
 3 budget not met (``report.summary.budget_met is false``), 4 job failed/cancelled/timed out or a
 corrupt download, 5 server unreachable (no answer, or 5xx after the retries).
 Heavy imports (httpx, rich) happen inside ``run`` so ``netshrink --help`` stays fast.

@@ -3,7 +3,7 @@
 Consumes ``cpu`` (and ``gpu`` when the device allows) plus ``webhooks``; prefork pool by default
 (a job that crashes its child is redelivered thanks to late acks, and failed after
 ``max_attempts``). Each process limits torch to ``NETSHRINK_TORCH_THREADS`` threads. A housekeeper
-thread heartbeats the job store and runs retention cleanup. Ref: STYLE.md "Celery settings".
+thread heartbeats the job store and runs retention cleanup. Ref: docs/development.md "Celery settings".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """netshrink Python SDK: talks to a netshrink server over HTTP only (httpx).
 
-Depends on the HTTP contract (API.md), never on ``service``/``workers``/``compression``.
+Depends on the HTTP contract (docs/api.md), never on ``service``/``workers``/``compression``.
 """
 
 from netshrink.client._protocol import RetryPolicy

@@ -2,7 +2,7 @@
 
 Both clients build the same ``Call`` objects and feed responses through the same functions; only
 the sending and sleeping differ (the ``httpx.Client``/``httpx.AsyncClient`` split, as httpx itself
-does it). Ref: API.md (contract), RFC 9457 (problems), RFC 9110 §10.2.3 (Retry-After),
+does it). Ref: docs/api.md (contract), RFC 9457 (problems), RFC 9110 §10.2.3 (Retry-After),
 RFC 9530 (Content-Digest), IETF Idempotency-Key draft.
 """
 

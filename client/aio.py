@@ -1,7 +1,7 @@
 """Asynchronous netshrink SDK on ``httpx.AsyncClient``: the same methods as ``NetshrinkClient``.
 
 Request building, retry decisions, problem parsing and digest checks are shared through
-``client._protocol``; this module only awaits. Ref: API.md.
+``client._protocol``; this module only awaits. Ref: docs/api.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class NetshrinkError(Exception):
 class ApiError(NetshrinkError):
     """A non-2xx answer. ``problem`` holds ``{type, title, status, detail, instance, errors?}``.
 
-    Ref: RFC 9457; API.md "Errors". A body that is not problem+json is wrapped into one, so the
+    Ref: RFC 9457; docs/api.md "Errors". A body that is not problem+json is wrapped into one, so the
     fields are always there.
     """
 

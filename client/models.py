@@ -1,6 +1,6 @@
 """Typed views of the netshrink HTTP contract: ``JobPublic``, its artifacts and progress.
 
-The SDK depends only on the wire format (API.md "GET /v1/jobs/{id}"), never on ``service/``.
+The SDK depends only on the wire format (docs/api.md "GET /v1/jobs/{id}"), never on ``service/``.
 Parsing is tolerant: unknown fields are ignored and kept in ``raw``, so a newer server that adds
 fields never breaks an older client.
 """

@@ -5,7 +5,7 @@
     ...     job = ns.wait(job.id, timeout_s=600)
     ...     paths = ns.download(job.id, "out/")
 
-Ref: API.md (the HTTP contract). Request building, retries and digest checks live in
+Ref: docs/api.md (the HTTP contract). Request building, retries and digest checks live in
 ``client._protocol`` and are shared with ``client.aio``.
 """
 

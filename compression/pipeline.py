@@ -1,6 +1,6 @@
 """compress() and analyze(): the core's two jobs, from a loaded Network to a report and artifacts.
 
-Flow (ALGORITHM.md §1-§5): evaluation inputs and the fit/held-out split -> (budget search) ->
+Flow (docs/method.md §1-§5): evaluation inputs and the fit/held-out split -> (budget search) ->
 best-of-R greedy draws on the fit split -> measurement and bound tiers on the held-out split ->
 real-integer / physically smaller artifacts -> the artifact re-measured in onnxruntime -> report.
 """
@@ -108,7 +108,7 @@ def compress(
     should_cancel: CancelFn | None = None,
     input_sha256: str | None = None,
 ) -> CompressionResult:
-    """Compress ``net`` as ``spec`` says; return the report and the artifacts (ALGORITHM.md §1-§5)."""
+    """Compress ``net`` as ``spec`` says; return the report and the artifacts (docs/method.md §1-§5)."""
     spec = spec.with_seed()
     if spec.kind == "analyze":
         return analyze(net, on_progress=on_progress, input_sha256=input_sha256, seed=spec.seed)
@@ -235,7 +235,7 @@ def analyze(
     input_sha256: str | None = None,
     seed: int | None = 0,
 ) -> CompressionResult:
-    """Heavy-tail diagnostics and per-layer advice without compressing (ALGORITHM.md §3-§4)."""
+    """Heavy-tail diagnostics and per-layer advice without compressing (docs/method.md §3-§4)."""
     progress = _Progress(on_progress, None)
     progress("preparing")
     report = build_analyze_report(

@@ -2,7 +2,7 @@
 
 Plain frozen dataclasses, so the core needs no web library. ``CompressSpec.from_dict`` validates
 a JSON-like dict (the API's ``JobSpec`` and the CLI flags both end up here) and raises
-``InvalidSpecError`` naming the offending field. Ref: API.md "JobSpec".
+``InvalidSpecError`` naming the offending field. Ref: docs/api.md "JobSpec".
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class EvaluationSpec:
-    """Which inputs measure the error (ALGORITHM.md §2)."""
+    """Which inputs measure the error (docs/method.md §2)."""
 
     inputs: InputsKind = "calibration"  # falls back to "gaussian" when no calibration is given
     scale: float = 1.0

@@ -91,7 +91,7 @@ def bounds_chart(layers: Sequence[Mapping[str, Any]]) -> str | None:
     The per-layer prediction is a share of the *output* error E‖Φ−Φ̂‖², a different quantity from eₗ,
     so it is tabled, not drawn on this axis.
 
-    Ref: ALGORITHM.md §2 (eₗ = Eₓ‖zₗ − ẑₗ‖²), §3 (tiers E/T/P/W, cumulative Bₗ, prediction).
+    Ref: docs/method.md §2 (eₗ = Eₓ‖zₗ − ẑₗ‖²), §3 (tiers E/T/P/W, cumulative Bₗ, prediction).
     Returns None when no layer carries a measured error (analyze reports).
     """
     measured = _positive([ly.get("measured_error") for ly in layers])
@@ -139,7 +139,7 @@ def bounds_chart(layers: Sequence[Mapping[str, Any]]) -> str | None:
 def diagnostics_chart(diag: Mapping[str, Any], index: int) -> str | None:
     """Compressibility curves e(κ) with the Gaussian reference, and the weight histogram (log y) with α̂.
 
-    Ref: ALGORITHM.md §4; [P2] Barsbey et al. 2021 (ℓ2-compressibility), MMO 2015 tail index.
+    Ref: docs/method.md §4; [P2] Barsbey et al. 2021 (ℓ2-compressibility), MMO 2015 tail index.
     """
     curves = diag.get("curves") or {}
     kappa = curves.get("kappa") or []
@@ -213,7 +213,7 @@ def _draw_histogram(ax: Axes, hist: Mapping[str, Any], alpha: Mapping[str, Any],
 def sweep_chart(budget: Mapping[str, Any]) -> str | None:
     """The budget search's trace: predicted and measured error per (keep, bits), target and choice.
 
-    Ref: ALGORITHM.md §3 ("the right tool for the budget search"), docs/report-format.md ``budget.trace``.
+    Ref: docs/method.md §3 ("the right tool for the budget search"), docs/report-format.md ``budget.trace``.
     """
     trace = [t for t in budget.get("trace") or [] if isinstance(t.get("keep"), (int, float))]
     if not trace:

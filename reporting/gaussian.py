@@ -1,6 +1,6 @@
 """The i.i.d. Gaussian reference for the magnitude compressibility curve.
 
-Ref: ALGORITHM.md §4 ("give the Gaussian reference: q_mag ≈ 0.265 at ε = 0.1, ≈ 0.555 at squared 0.1").
+Ref: docs/method.md §4 ("give the Gaussian reference: q_mag ≈ 0.265 at ε = 0.1, ≈ 0.555 at squared 0.1").
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def _baselines_section(report: Mapping[str, Any]) -> str:
     body.append(
         '<p class="muted">Baselines (magnitude, OBD, round-to-nearest) carry only the worst-case tier W '
         "(their error is not zero-mean). A single random draw can have a higher error than a baseline; "
-        "the randomized method's advantage is the bound, not every draw (ALGORITHM.md §1).</p>"
+        "the randomized method's advantage is the bound, not every draw (docs/method.md §1).</p>"
     )
     return '<section id="baselines">' + "".join(body) + "</section>"
 
@@ -206,7 +206,7 @@ _FOOTER = (
     "<em>Heavy Tails in SGD and Compressibility of Overparametrized Neural Networks</em>, NeurIPS 2021 "
     "(arXiv 2106.03795). [P3] Wan, Barsbey, Zaidi, Şimşekli, <em>Implicit Compressibility of "
     "Overparametrized Neural Networks Trained with Heavy-Tailed SGD</em>, ICML 2024 (arXiv 2306.08125). "
-    "Derivations beyond the papers are marked “derived” in netshrink's ALGORITHM.md.</footer>"
+    "Derivations beyond the papers are marked “derived” in netshrink's docs/method.md.</footer>"
 )
 
 

@@ -4,7 +4,7 @@ Over 300 lines on purpose: it is mostly data (one full report literal), not logi
 
 The numbers describe a 64→256→128→10 digits-style MLP compressed with neuron pruning (keep 0.5) and
 4-bit randomized greedy quantization, with the budget search and the baselines switched on. The
-per-layer measurements and bounds are illustrative values with the ratios ALGORITHM.md §3 reports
+per-layer measurements and bounds are illustrative values with the ratios docs/method.md §3 reports
 (cumulative tier E ≈ 35× the measured squared error, T ≥ E, P ≈ 50–100× E, W loosest). The heavy-tail
 diagnostics (curves, q(ε), histograms) are computed exactly from seeded synthetic weight matrices.
 
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 _KAPPA = np.linspace(0.0, 1.0, 41)
-_GAUSSIAN_Q_MAG = {"eps_0.1": 0.265, "sq_eps_0.1": 0.555}  # ALGORITHM.md §4, i.i.d. Gaussian reference
+_GAUSSIAN_Q_MAG = {"eps_0.1": 0.265, "sq_eps_0.1": 0.555}  # docs/method.md §4, i.i.d. Gaussian reference
 
 
 def _tail_energy_curve(values: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-    """e(κ) = sqrt(Σ_{i>κN} v_(i)²) / ‖v‖₂ for magnitudes sorted descending. Ref: ALGORITHM.md §4."""
+    """e(κ) = sqrt(Σ_{i>κN} v_(i)²) / ‖v‖₂ for magnitudes sorted descending. Ref: docs/method.md §4."""
     v2 = np.sort(np.abs(values.ravel()) ** 2)[::-1]  # (N,) descending energy
     tail = np.concatenate([np.cumsum(v2[::-1])[::-1], [0.0]])  # tail[k] = Σ_{i>=k} v2[i], (N+1,)
     kept = np.floor(kappa * v2.size).astype(int)
@@ -35,7 +35,7 @@ def _tail_energy_curve(values: np.ndarray, kappa: np.ndarray) -> np.ndarray:
 
 
 def _q(values: np.ndarray, eps: float) -> float:
-    """q(ε) = max{1−κ : e(κ) ≤ ε}, exact on the sorted cumulative energy. Ref: ALGORITHM.md §4."""
+    """q(ε) = max{1−κ : e(κ) ≤ ε}, exact on the sorted cumulative energy. Ref: docs/method.md §4."""
     v2 = np.sort(np.abs(values.ravel()) ** 2)  # (N,) ascending
     frac = np.cumsum(v2) / v2.sum()  # energy of the k smallest entries
     dropped = int(np.searchsorted(frac, eps**2, side="right"))

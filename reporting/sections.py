@@ -1,6 +1,6 @@
 """The per-layer, diagnostics and budget sections of report.html (charts from ``reporting.charts``).
 
-Ref: ALGORITHM.md §1 (keep fraction, f, p, bits), §3 (per-layer bounds, prediction, advice),
+Ref: docs/method.md §1 (keep fraction, f, p, bits), §3 (per-layer bounds, prediction, advice),
 §4 (heavy-tail diagnostics). Every section id is stable: tests and readers link to them.
 """
 
@@ -44,7 +44,8 @@ def _advice(layers: Sequence[Mapping[str, Any]]) -> str:
     if not items:
         return '<p class="note">No per-layer advice in this report.</p>'
     return (
-        '<h3>Advice</h3><p class="muted">From tier T\'s relative term and the tolerance ε (ALGORITHM.md §3, '
+        '<h3>Advice</h3><p class="muted">From tier T\'s relative term and the tolerance ε '
+        "(docs/method.md §3, "
         "P1 Thm 2, 3, 6): the smallest keep probability and bit width each layer tolerates.</p>"
         f'<ul class="advice">{"".join(items)}</ul>'
     )
@@ -149,7 +150,7 @@ def layers_section(report: Mapping[str, Any]) -> str:
         body.append(
             '<p class="muted">eₗ = Eₓ‖zₗ − ẑₗ‖² is measured after the activation on the held-out '
             "split. The cumulative bound Bₗ = Lₗ²(σₗ² Bₗ₋₁ + Aₗ) bounds its expectation over the "
-            "compression randomness (P1 Lemma 17, Prop. 20; ALGORITHM.md §3); the step bound uses the "
+            "compression randomness (P1 Lemma 17, Prop. 20; docs/method.md §3); the step bound uses the "
             "measured upstream error and checks the layer alone. The per-layer prediction is this layer's "
             "share of the linearized prediction of the <em>output</em> error E‖Φ−Φ̂‖² (not of eₗ), and "
             "is not a bound.</p>"
@@ -207,7 +208,8 @@ def diagnostics_section(report: Mapping[str, Any]) -> str:
     diags = [d for d in report.get("diagnostics") or [] if isinstance(d, Mapping)]
     body = [
         "<h2>Heavy-tail diagnostics: how compressible are the weights?</h2>",
-        '<p class="muted">Computed from the weights as uploaded (ALGORITHM.md §4; Barsbey et al. 2021 [P2], '
+        '<p class="muted">Computed from the weights as uploaded '
+        "(docs/method.md §4; Barsbey et al. 2021 [P2], "
         "Wan et al. 2024 [P3]). e(κ) is the relative ℓ2 error of keeping only the largest κ fraction of the "
         "entries (magnitude), rows (node) or singular values (spectral); the dotted grey curve is i.i.d. "
         "Gaussian weights. A curve below the reference, and a larger q(ε), mean more compressible. "

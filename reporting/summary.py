@@ -1,6 +1,6 @@
 """The summary section of report.html: the verdict in one paragraph, four cards, then the detail.
 
-Ref: ALGORITHM.md §2 (what "error" means, which inputs), §3 (tiers, Markov caveat, loss bound),
+Ref: docs/method.md §2 (what "error" means, which inputs), §3 (tiers, Markov caveat, loss bound),
 §5 (bytes measured from the artifact, onnxruntime with and without graph optimizations).
 """
 

@@ -6,7 +6,7 @@ passwords: a slow KDF (bcrypt/argon2) defends *low-entropy* secrets against offl
 whereas guessing a 256-bit key is infeasible at any hash speed, and a KDF would cost tens of
 milliseconds on every request. The lookup is by hash, so no stored secret is compared in Python.
 
-Modes (API.md "Auth and limits"), decided at startup by ``auth_mode``:
+Modes (docs/api.md "Auth and limits"), decided at startup by ``auth_mode``:
 - ``keys``: at least one key exists; every request needs ``Authorization: Bearer <key>``.
 - ``dev``: no key and a loopback bind; requests run as owner ``dev`` and a warning is logged. As
   soon as a key is created (``netshrink keys create``) the next request requires it.

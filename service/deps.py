@@ -1,6 +1,6 @@
 """FastAPI dependencies. Everything a route needs comes from ``AppState`` built in ``lifespan``.
 
-Aliases end in ``Dep`` (STYLE.md "Names"). ``PrincipalDep`` authenticates *and* charges the
+Aliases end in ``Dep`` (docs/development.md "Names"). ``PrincipalDep`` authenticates *and* charges the
 caller's rate-limit window, so every authenticated route is limited the same way.
 """
 

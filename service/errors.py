@@ -7,7 +7,7 @@
 - Starlette's ``HTTPException`` (unknown route 404, 405 with ``Allow``) keeps its status and headers.
 - Anything else is a 500 with a fixed detail: a stack trace never reaches the client.
 
-Ref: API.md "Errors"; RFC 9457 §3; STYLE.md "Settings and errors".
+Ref: docs/api.md "Errors"; RFC 9457 §3; docs/development.md "Settings and errors".
 """
 
 from __future__ import annotations

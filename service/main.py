@@ -4,7 +4,8 @@
 lifespan opens the job store, the artifact store, Redis (when configured) and the Celery app,
 decides the auth mode (refusing to start on an open non-loopback bind), and, in embedded mode,
 runs the in-process Celery worker thread so one command serves everything.
-Ref: STYLE.md "Settings and errors", "Layout"; API.md "Auth and limits"; issue 4 "Embedded default".
+Ref: docs/development.md "Settings and errors", "Layout"; docs/api.md "Auth and limits";
+issue 4 "Embedded default".
 """
 
 from __future__ import annotations

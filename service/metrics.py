@@ -3,7 +3,7 @@
 Worker processes never share counters with the API, and there may be many API replicas, so
 process-local counters would lie. ``StoreCollector`` reads the job store (the single source of
 truth) on each scrape and registers on its own ``CollectorRegistry`` (never the global one, so
-several apps in one test process do not collide). Ref: API.md "Operations"; issue 4.
+several apps in one test process do not collide). Ref: docs/api.md "Operations"; issue 4.
 
 Exported families:
 - ``netshrink_jobs{status}``: jobs per status (gauge; retention removes old ones);

@@ -5,7 +5,7 @@
 - ``securitySchemes.bearerAuth`` and per-operation ``security`` (the probes and /metrics are open).
 - ``webhooks``: one entry per ``job.*`` event with its payload and the Standard Webhooks headers.
 - ``callbacks`` on ``POST /v1/jobs``: the same events, sent to ``spec.callback.url``.
-Ref: OpenAPI 3.1.0 §4.8.1 (webhooks), §4.8.17 (callbacks); API.md "Webhooks".
+Ref: OpenAPI 3.1.0 §4.8.1 (webhooks), §4.8.17 (callbacks); docs/api.md "Webhooks".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 A fixed window admits at most 2x the limit across a window edge; in exchange it costs one
 round-trip and one key per caller. Responses carry the IETF draft's ``RateLimit-Limit``,
 ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds to the window end); a 429 adds
-``Retry-After``. Ref: API.md "Auth and limits"; draft-ietf-httpapi-ratelimit-headers.
+``Retry-After``. Ref: docs/api.md "Auth and limits"; draft-ietf-httpapi-ratelimit-headers.
 """
 
 from __future__ import annotations

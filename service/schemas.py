@@ -1,9 +1,10 @@
-"""The API's pydantic v2 schemas. ``...Create`` comes in, ``...Public`` goes out (STYLE.md "Names").
+"""The API's pydantic v2 schemas. ``...Create`` comes in, ``...Public`` goes out
+(docs/development.md "Names").
 
 ``JobSpecCreate`` mirrors ``compression.spec.CompressSpec`` field for field, with the same ranges
 as ``Field`` constraints so OpenAPI documents them; the core's ``CompressSpec.from_dict`` stays the
 one authority (it runs on every submission). ``callback`` is the one API-only field: the worker,
-not the core, delivers webhooks. Ref: API.md "JobSpec", "GET /v1/jobs/{id}", "Errors".
+not the core, delivers webhooks. Ref: docs/api.md "JobSpec", "GET /v1/jobs/{id}", "Errors".
 """
 
 from __future__ import annotations

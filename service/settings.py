@@ -1,8 +1,8 @@
 """API-process settings: the worker settings plus what only the HTTP API needs.
 
 One pydantic-settings class per process, typed fields with units in the names, read through a
-cached ``get_settings()`` (``NETSHRINK_`` environment prefix). Ref: STYLE.md "Settings and errors";
-API.md "Auth and limits".
+cached ``get_settings()`` (``NETSHRINK_`` environment prefix). Ref: docs/development.md "Settings and errors";
+docs/api.md "Auth and limits".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The service never runs an algorithm, but it does *load* the model once (ONNX checker, shape
 inference, supported ops; state dict + architecture consistency) and the calibration arrays,
-so a request that can never succeed is refused with a 4xx and no job (API.md "POST /v1/jobs").
+so a request that can never succeed is refused with a 4xx and no job (docs/api.md "POST /v1/jobs").
 The worker loads the same files again with the same functions, so the two cannot disagree.
 """
 

@@ -13,7 +13,7 @@ feeds ``python_multipart`` directly, and each part is checked as it arrives:
 - zip containers (``.pt``, ``.npz``) get their declared uncompressed size checked from the
   central directory (zip-bomb guard), before anything is decompressed.
 
-Ref: API.md "POST /v1/jobs"; issue 4 ("streams the upload to disk ... caps the decompressed size").
+Ref: docs/api.md "POST /v1/jobs"; issue 4 ("streams the upload to disk ... caps the decompressed size").
 """
 
 from __future__ import annotations

@@ -291,7 +291,7 @@ def write_bytes(data: bytes, path: Path) -> Path:
 def write_calibration(
     path: Path, inputs: np.ndarray, labels: np.ndarray | None = None, *, compressed: bool = True
 ) -> Path:
-    """An ``.npz`` with ``inputs`` (and ``labels`` when given), as API.md describes."""
+    """An ``.npz`` with ``inputs`` (and ``labels`` when given), as docs/api.md describes."""
     arrays: dict[str, np.ndarray] = {"inputs": inputs}
     if labels is not None:
         arrays["labels"] = labels

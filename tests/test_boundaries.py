@@ -1,4 +1,5 @@
-"""Dependencies point one way (STYLE.md): import-linter's contracts in pyproject.toml, plus a runtime
+"""Dependencies point one way (docs/development.md): import-linter's contracts in pyproject.toml,
+plus a runtime
 check that importing the core really loads no web, queue or plotting library.
 """
 

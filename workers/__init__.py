@@ -2,5 +2,5 @@
 
 ``run_job`` (``workers/run.py``) is the one place a job is executed; Celery tasks are one-liners
 into it. Dependencies point one way: ``service → workers → compression``.
-Ref: STYLE.md "Layout", API.md.
+Ref: docs/development.md "Layout", docs/api.md.
 """

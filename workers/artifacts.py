@@ -8,7 +8,7 @@ Layout under ``root`` (``data_dir/jobs``)::
 
 Every write goes to a hidden temporary name in the same directory, is fsync'ed, and is then
 ``os.replace``d, so a reader never sees a half-written file (POSIX rename is atomic).
-Ref: STYLE.md "How the layers talk"; API.md "GET /v1/jobs/{id}/artifacts/{name}".
+Ref: docs/development.md "How the layers talk"; docs/api.md "GET /v1/jobs/{id}/artifacts/{name}".
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
   solo-pool ``WorkController`` thread: the SAME task code path as a real worker.
 - Queues: ``cpu`` (default), ``gpu`` (jobs whose ``spec.device == "cuda"``), ``webhooks``.
 The app is always passed explicitly; ``current_app`` is never used by netshrink code.
-Ref: STYLE.md "Celery settings"; Celery docs "Optimizing" (prefetch) and "Redis: visibility timeout".
+Ref: docs/development.md "Celery settings"; Celery docs "Optimizing" (prefetch) and
+"Redis: visibility timeout".
 """
 
 from __future__ import annotations

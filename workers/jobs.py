@@ -16,8 +16,8 @@ Lifecycle (every arrow is one atomic transition; terminal states never change ag
        ├──request_cancel (queued: immediately) ───────▶ cancelled
        └──mark_failed (e.g. too many attempts) ───────▶ failed
 
-Ref: API.md "GET /v1/jobs/{id}" (JobPublic), "Idempotency-Key", "Auth and limits";
-STYLE.md "workers/".
+Ref: docs/api.md "GET /v1/jobs/{id}" (JobPublic), "Idempotency-Key", "Auth and limits";
+docs/development.md "workers/".
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def new_job_id() -> str:
 
 
 class JobStatus(StrEnum):
-    """Job states exposed by the API. Ref: API.md JobPublic ``status``."""
+    """Job states exposed by the API. Ref: docs/api.md JobPublic ``status``."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -89,14 +89,14 @@ class ArtifactInfo(BaseModel):
 
 
 class Callback(BaseModel):
-    """Where Standard Webhooks events for this job go. Ref: API.md "Webhooks"."""
+    """Where Standard Webhooks events for this job go. Ref: docs/api.md "Webhooks"."""
 
     url: str
     events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
 
 
 class Job(BaseModel):
-    """One compression or analysis job. Field names follow API.md ``JobPublic``.
+    """One compression or analysis job. Field names follow docs/api.md ``JobPublic``.
 
     ``spec`` is the validated JobSpec dict with the seed actually used. ``error`` is an RFC 9457
     problem dict, set only when ``status == failed``. ``idempotency_key`` is internal (the API
@@ -142,7 +142,7 @@ class CreateResult(NamedTuple):
 
 
 class ApiKeyRecord(BaseModel):
-    """A stored API key: only the hash of the bearer token is kept. Ref: API.md "Auth and limits"."""
+    """A stored API key: only the hash of the bearer token is kept. Ref: docs/api.md "Auth and limits"."""
 
     id: str
     name: str = ""

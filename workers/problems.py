@@ -3,7 +3,7 @@
 The HTTP status map for synchronous errors lives in ``service/errors.py``; a *failed job* only
 needs the body: 422 for a ``CompressionError`` (the input was processable but not compressible as
 asked), 500 for anything else (a bug; the detail never contains a stack trace).
-Ref: RFC 9457 §3 (members ``type``, ``title``, ``status``, ``detail``); API.md "Errors".
+Ref: RFC 9457 §3 (members ``type``, ``title``, ``status``, ``detail``); docs/api.md "Errors".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``cleanup_expired`` is a plain function (tests call it). ``Housekeeper`` is a daemon thread
 that every worker process runs: a heartbeat every few seconds and ``cleanup_expired`` on start
 and then every ``retention_interval_s``. Every worker running it is harmless (deletes are
-idempotent), so no Celery beat is needed. Ref: API.md "Operations" (``GET /v1/workers``),
+idempotent), so no Celery beat is needed. Ref: docs/api.md "Operations" (``GET /v1/workers``),
 ``expires_at``.
 """
 

@@ -1,6 +1,6 @@
 """``run_job``: execute one job end to end. Plain Python, idempotent, called by the Celery tasks.
 
-Guarantees (Ref: STYLE.md "workers/run.py"; API.md "Errors", "Auth and limits"):
+Guarantees (Ref: docs/development.md "workers/run.py"; docs/api.md "Errors", "Auth and limits"):
 - idempotent: a terminal job is left alone (``acks_late`` may redeliver a finished job);
 - ``attempts`` counts deliveries; a job redelivered more than ``max_attempts`` times (each one
   killed its worker, e.g. out of memory) is failed instead of crashing workers forever;

@@ -5,7 +5,7 @@ Every field is read from the environment with the ``NETSHRINK_`` prefix (``NETSH
 
 ``redis_url=None`` selects the embedded single-machine mode: SQLite job store under ``data_dir``,
 an in-process broker and a solo worker thread (``workers/celery_app.py``).
-Ref: STYLE.md "Settings and errors"; API.md "Auth and limits".
+Ref: docs/development.md "Settings and errors"; docs/api.md "Auth and limits".
 """
 
 from __future__ import annotations

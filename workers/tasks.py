@@ -2,7 +2,7 @@
 
 Tasks are registered on an explicit app (``register_tasks``), never on ``current_app``. The job
 store and artifact store are built lazily in the process that runs the task (after a prefork
-fork), and rebuilt if the pid changes. Ref: STYLE.md "workers/tasks.py — as thin as a view".
+fork), and rebuilt if the pid changes. Ref: docs/development.md "workers/tasks.py — as thin as a view".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   private, reserved, multicast or unspecified, unless the host is in ``webhook_allow_hosts``.
   The check runs at submit time (API) and again before each delivery (DNS may have changed).
 - Retries (exponential backoff) are the delivery task's job (``workers/tasks.py``).
-Ref: https://www.standardwebhooks.com/ (spec §"Signature scheme"); API.md "Webhooks";
+Ref: https://www.standardwebhooks.com/ (spec §"Signature scheme"); docs/api.md "Webhooks";
 OWASP SSRF Prevention Cheat Sheet.
 """
 

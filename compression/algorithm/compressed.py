@@ -1,6 +1,6 @@
 """The compressed form of one layer's weight: what the algorithms produce and the exporters store.
 
-Ref: ALGORITHM.md §1 (randomized replacement), §5 (storage that really shrinks).
+Ref: docs/method.md §1 (randomized replacement), §5 (storage that really shrinks).
 """
 
 from __future__ import annotations

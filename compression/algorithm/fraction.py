@@ -1,6 +1,6 @@
 """Choosing P1's randomized fraction f and the keep probability p for a target density κ.
 
-Ref: ALGORITHM.md §1 "Choosing (f, p) for a target keep fraction κ" (derived). With m randomized
+Ref: docs/method.md §1 "Choosing (f, p) for a target keep fraction κ" (derived). With m randomized
 weights out of N and p = 1 − (1−κ)N/m, the expected density is exactly κ and the expected added
 error is E(m) = (1−p)/p · S_m = (1−κ)N / (m − (1−κ)N) · S_m, with S_m the sum of the m smallest
 base scores w²·E[ẑ_j²]. One pass over the cumulative sums finds the minimizing m.
@@ -19,7 +19,7 @@ __all__ = ["choose_fraction", "expected_error_curve", "fixed_fraction"]
 
 
 def expected_error_curve(base_scores: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
-    """All feasible m (> (1−κ)N) and E(m) for each; ``base_scores`` in any order. Ref: ALGORITHM.md §1."""
+    """All feasible m (> (1−κ)N) and E(m) for each; ``base_scores`` in any order. Ref: docs/method.md §1."""
     s = np.sort(np.asarray(base_scores, dtype=np.float64).ravel(), kind="stable")  # (N,)
     N = s.size
     d = (1.0 - keep) * N  # expected number of removed weights
@@ -34,7 +34,7 @@ def choose_fraction(
     """Return (f, p, m) for target keep fraction κ; ``fraction`` fixes f instead of optimizing it.
 
     Auto mode minimizes E(m) (smallest m on ties). κ = 1 returns (0, 1, 0): nothing is randomized.
-    Ref: ALGORITHM.md §1 "Choosing (f, p)".
+    Ref: docs/method.md §1 "Choosing (f, p)".
     """
     if not 0.0 < keep <= 1.0:
         raise InvalidSpecError(f"keep must be in (0, 1]; got {keep}", field="prune.keep")

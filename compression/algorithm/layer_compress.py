@@ -1,9 +1,9 @@
 """The per-layer entry point: prune, then quantize, one layer, one draw.
 
-Ref: ALGORITHM.md §1 "Prune and quantize together" (derived): prune first with (f, p), then
+Ref: docs/method.md §1 "Prune and quantize together" (derived): prune first with (f, p), then
 stochastically round every surviving weight, including the 1/p-scaled ones, on a grid whose M is
 taken from the pruned matrix. Both stages are unbiased given the previous one, so the variances add
-and tier E is the sum of the two stages' exact expectations (ALGORITHM.md §3).
+and tier E is the sum of the two stages' exact expectations (docs/method.md §3).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class LayerDraw:
 
     ``f``/``p``/``tau2`` describe the pruning stage (None without randomized pruning); ``k``,
     ``quant_fraction`` and ``M`` the quantization stage. ``tier_E_A`` is None when a stage is a
-    deterministic baseline: its error is not zero-mean, so only tier W applies (ALGORITHM.md §1).
+    deterministic baseline: its error is not zero-mean, so only tier W applies (docs/method.md §1).
     """
 
     compressed: CompressedWeight
@@ -68,7 +68,7 @@ def compress_layer(
     device: str | torch.device = "cpu",
 ) -> LayerDraw:
     """Compress ``layer`` once. ``sensitivity`` (n_out, n_in) = E_x[ẑ_j² g_i] switches both stages to
-    the output-aware score (ALGORITHM.md §3); for structured pruning an (n_groups,) array of
+    the output-aware score (docs/method.md §3); for structured pruning an (n_groups,) array of
     E_x‖J W_g ẑ_g‖² is also accepted (then quantization keeps the layer-local score).
     Randomness: pruning draws first, then rounding, both from ``generator``.
     """

@@ -1,10 +1,10 @@
 """Pruning of one layer: P1's randomized greedy rule (unstructured and by groups) and the baselines.
 
-Ref: ALGORITHM.md §1 [P1 §3.2, Algorithm 1, Lemma 8]. Each weight chosen for compression becomes
+Ref: docs/method.md §1 [P1 §3.2, Algorithm 1, Lemma 8]. Each weight chosen for compression becomes
 t = w/p with probability p and 0 otherwise (E[t] = w, Var(t) = τ²w², τ² = (1−p)/p). The greedy
 order is a single stable float64 sort of the scores (ties by flat index): the m = f·N smallest
 are randomized and the rest stay exactly as they are. Groups (neurons = column blocks, channels)
-share one Bernoulli draw and are ranked by E_x‖W_g ẑ_g‖² (ALGORITHM.md §1 "Structured pruning").
+share one Bernoulli draw and are ranked by E_x‖W_g ẑ_g‖² (docs/method.md §1 "Structured pruning").
 Baselines (magnitude, OBD) are deterministic and keep round(κN) units without rescaling.
 """
 
@@ -32,7 +32,7 @@ class PruneResult:
     weight: torch.Tensor  # (n_out, n_in) float64 W̃ on the working device
     var: torch.Tensor  # (n_out, n_in) float64 per-entry Var(t) (unstructured only, else zeros)
     group_tau2: np.ndarray | None  # (n_groups,) τ² for randomized groups, 0 elsewhere (structured)
-    tier_E_A: float | None  # E_h E_x‖(W − W̃) ẑ‖² given ẑ (ALGORITHM.md §3 tier E)
+    tier_E_A: float | None  # E_h E_x‖(W − W̃) ẑ‖² given ẑ (docs/method.md §3 tier E)
     f: float | None
     p: float | None
     m: int  # randomized (or, for baselines, removed) units
@@ -58,9 +58,9 @@ def prune_layer(
     sensitivity: np.ndarray | None = None,
     device: str | torch.device = "cpu",
 ) -> PruneResult:
-    """Prune ``layer``'s im2col matrix to expected density ``keep``. Ref: ALGORITHM.md §1.
+    """Prune ``layer``'s im2col matrix to expected density ``keep``. Ref: docs/method.md §1.
 
-    ``sensitivity`` switches to the output-aware score (ALGORITHM.md §3): an (n_out, n_in) array
+    ``sensitivity`` switches to the output-aware score (docs/method.md §3): an (n_out, n_in) array
     E_x[ẑ_j² g_i] ranks entries by w²·E_x[ẑ_j² g_i]; for groups, an (n_groups,) array is taken as
     the exact group score E_x‖J W_g ẑ_g‖², while an (n_out, n_in) one gives its diagonal
     approximation Σ_{i, j∈g} w_ij²·E_x[ẑ_j² g_i]. Tier E always uses the layer-local energies.
@@ -143,7 +143,7 @@ def _randomized_groups(
     gen: torch.Generator,
     greedy: bool,
 ) -> PruneResult:
-    """One Bernoulli(p)/p draw per group of columns; tier E = Σ_g τ² E_x‖W_g ẑ_g‖² (ALGORITHM.md §3)."""
+    """One Bernoulli(p)/p draw per group of columns; tier E = Σ_g τ² E_x‖W_g ẑ_g‖² (docs/method.md §3)."""
     G = gbase.size
     f, p, m = choose_fraction(gbase, keep, fraction=spec.fraction)
     sel = np.zeros(G, dtype=bool)
@@ -191,7 +191,7 @@ def _baseline(
 
 
 def _baseline_entries(W: torch.Tensor, score: np.ndarray, keep: float) -> PruneResult:
-    """Keep the round(κN) largest scores, zero the rest, no rescaling (ALGORITHM.md §1 baselines)."""
+    """Keep the round(κN) largest scores, zero the rest, no rescaling (docs/method.md §1 baselines)."""
     N = W.numel()
     n_drop = N - round(keep * N)
     drop = np.zeros(N, dtype=bool)

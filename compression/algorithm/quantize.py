@@ -1,6 +1,6 @@
 """Quantization of one layer: P1's randomized greedy stochastic rounding and round-to-nearest.
 
-Ref: ALGORITHM.md §1 [P1 §3.2, Lemma 8]. The grid is {0, ±M/k, …, ±M} with k = 2^(b−1) − 1 and M
+Ref: docs/method.md §1 [P1 §3.2, Lemma 8]. The grid is {0, ±M/k, …, ±M} with k = 2^(b−1) − 1 and M
 taken once from the (already pruned) matrix before scoring: max|W| per layer or M_i per row.
 Stochastic rounding to the two neighbouring grid points is unbiased, |t − w| ≤ M/k and
 Var(t) = (M/k)² u(1−u) ≤ M²/(4k²). Greedy: one stable float64 sort of Var(t_ij)·E[ẑ_j²] over

@@ -1,7 +1,7 @@
 """Keyed random generators: every random mask and rounding is drawn from one CPU stream per
 (seed, layer, draw), so the same seed gives the same bytes on any machine of a device type.
 
-Ref: ALGORITHM.md §1 "Randomness and determinism".
+Ref: docs/method.md §1 "Randomness and determinism".
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def derive_seed(seed: int, layer: int, draw: int) -> int:
 
 
 def generator(seed: int, layer: int, draw: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` keyed by (seed, layer, draw). Ref: ALGORITHM.md §1."""
+    """A CPU ``torch.Generator`` keyed by (seed, layer, draw). Ref: docs/method.md §1."""
     g = torch.Generator(device="cpu")
     g.manual_seed(derive_seed(seed, layer, draw))
     return g

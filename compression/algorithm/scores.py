@@ -1,6 +1,6 @@
 """Per-layer input statistics that the greedy scores and the bound tiers need.
 
-Ref: ALGORITHM.md §1 "Greedy order" (score_ij = Var(t_ij)·E_x[ẑ_j²]), "Structured pruning"
+Ref: docs/method.md §1 "Greedy order" (score_ij = Var(t_ij)·E_x[ẑ_j²]), "Structured pruning"
 (group scores τ²·E_x‖W_g ẑ_g‖², channel scores τ²·E_x‖K[:, c] ∗ ẑ_c‖²), "Unstructured conv
 weights" (im2col: E_x[ẑ_j²] is the mean over samples AND output positions) and §3 tier T (Z²).
 Everything is computed in float64 on the device of ``Z``.
@@ -26,7 +26,7 @@ class LayerStats:
     """Second moments of one layer's (compressed-upstream) input ẑ_{ℓ−1}.
 
     ``positions`` is the number of conv output positions P (1 for dense). The exact expected layer
-    error of independent entries is P · Σ_ij Var(t_ij) · col_energy[j] (tier E, ALGORITHM.md §3),
+    error of independent entries is P · Σ_ij Var(t_ij) · col_energy[j] (tier E, docs/method.md §3),
     because ``col_energy`` is a per-position mean while the error sums over the whole output map.
     """
 
@@ -65,7 +65,7 @@ def layer_stats(layer: Layer, Z: torch.Tensor, *, groups: bool) -> LayerStats:
     ``groups=True`` also computes the group energies E_x‖W_g ẑ_g‖² needed by structured pruning,
     as tr(W_gᵀW_g · E[ẑ_g ẑ_gᵀ]) (summed over positions for a conv): the same number as a grouped
     conv, E_x‖K[:, c] ∗ ẑ_c‖², without materializing its (S, C·c_out, H', W') output.
-    Ref: ALGORITHM.md §1 (scores, structured pruning), §3 (tiers E and T).
+    Ref: docs/method.md §1 (scores, structured pruning), §3 (tiers E and T).
     """
     Z = Z.detach().to(torch.float64)
     S = int(Z.shape[0])

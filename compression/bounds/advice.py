@@ -1,6 +1,6 @@
 """Per-layer advice from tier T's relative term: the least keep fraction and the fewest bits.
 
-Ref: ALGORITHM.md §3 "The width trade-off" [P1 Thm 2, 3, 6]. Relative to the worst-case scale
+Ref: docs/method.md §3 "The width trade-off" [P1 Thm 2, 3, 6]. Relative to the worst-case scale
 Z²σ², tier T's layer term is f·τ²·max_j‖W[:,j]‖²/σ² for pruning and f·Σ_i M_i²/(4k²σ²) for
 quantization (× windows per pixel for a conv). The advice asks each to be ≤ ε².
 """

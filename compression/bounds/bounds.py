@@ -1,6 +1,6 @@
 """The four bound tiers of A_ℓ and their propagation through the network.
 
-Ref: ALGORITHM.md §3 [P1 Lemma 17, Prop 18–20]. With A_ℓ = E_h E_x‖(W_ℓ − Ŵ_ℓ) ẑ_{ℓ−1}‖²:
+Ref: docs/method.md §3 [P1 Lemma 17, Prop 18–20]. With A_ℓ = E_h E_x‖(W_ℓ − Ŵ_ℓ) ẑ_{ℓ−1}‖²:
 - step bound      L²(σ² ê_{ℓ−1} + A_ℓ), with the measured upstream error ê_{ℓ−1};
 - cumulative      B_ℓ = L²(σ² B_{ℓ−1} + A_ℓ), B_0 = 0; B_m bounds E‖Φ − Φ̂‖².
 Tier W (worst case, any method, every draw) uses the root form √B_ℓ = L(σ√B_{ℓ−1} + √A_ℓ).
@@ -47,7 +47,7 @@ class TierValue:
 
 @dataclass
 class TierBounds:
-    """All tiers of one layer plus the inputs they were computed from (ALGORITHM.md §3)."""
+    """All tiers of one layer plus the inputs they were computed from (docs/method.md §3)."""
 
     layer: str
     sigma: float
@@ -82,7 +82,7 @@ def propagate_root(L: float, sigma: float, A: float | None, prev: float | None) 
 def windows_per_pixel(layer: Layer) -> int:
     """How many conv windows one input pixel falls in: ⌈kh·g_h/sh⌉·⌈kw·g_w/sw⌉ with g = gcd(d, s).
 
-    Equals ALGORITHM.md's ⌈kh/sh⌉·⌈kw/sw⌉ at dilation 1; the gcd covers dilated kernels, where
+    Equals docs/method.md's ⌈kh/sh⌉·⌈kw/sw⌉ at dilation 1; the gcd covers dilated kernels, where
     offsets u with u·d ≡ x (mod s) repeat every s/gcd(d, s) taps. 1 for dense layers.
     """
     if layer.kind != "conv" or layer.conv is None:
@@ -166,7 +166,7 @@ def layer_bounds(
     """All tiers for one layer. A layer that is not compressed (``draw`` None) propagates with A = 0.
 
     ``measured_prev`` is the measured upstream error ê_{ℓ−1}; ``prev`` the previous layer's bounds
-    (None for the first layer: B_0 = 0). Ref: ALGORITHM.md §3.
+    (None for the first layer: B_0 = 0). Ref: docs/method.md §3.
     """
     L = float(layer.lipschitz)
     tb = TierBounds(

@@ -1,6 +1,6 @@
 """Operator norms σ_ℓ = ‖W_ℓ‖_op of dense layers and of the actual conv maps.
 
-Ref: ALGORITHM.md "Notation" (σ_ℓ: the largest singular value; for a conv, the operator norm of
+Ref: docs/method.md "Notation" (σ_ℓ: the largest singular value; for a conv, the operator norm of
 the actual conv map, found by power iteration on the op and its transpose) and §3 tier W
 (‖W − Ŵ‖_op, through ``weight=W - Ŵ``).
 """

@@ -1,4 +1,4 @@
-"""The linearized output-error prediction (derived, beyond P1; ALGORITHM.md §3 "A prediction that is
+"""The linearized output-error prediction (derived, beyond P1; docs/method.md §3 "A prediction that is
 not a bound").
 
 Linearize Φ around the dense model. For independent entries

@@ -1,7 +1,7 @@
 """Symmetric α-stable (SαS) random numbers: the Chambers–Mallows–Stuck sampler.
 
 Used for the synthetic oracles of the tail-index estimator and for P3's heavy-tailed noise
-fine-tuning (ALGORITHM.md §4). A standard SαS variable X has characteristic function
+fine-tuning (docs/method.md §4). A standard SαS variable X has characteristic function
 E[exp(itX)] = exp(−|t|^α); α = 2 is N(0, 2), α = 1 is the standard Cauchy.
 
 Ref: Chambers, Mallows & Stuck (1976), "A method for simulating stable random variables",

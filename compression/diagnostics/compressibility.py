@@ -9,12 +9,12 @@ The prunable fraction at budget ε is q(ε) = max{1 − κ : e(κ) ≤ ε}, with
 grid {0, 1/n, ..., 1}. It is computed from the full sorted cumulative energy, not from a plot grid:
 with S_j the sum of the j smallest v², q(ε) = max{j : S_j ≤ ε² S_n} / n.
 
-Gaussian reference (ALGORITHM.md §4): for i.i.d. Gaussian entries the magnitude curve has the
+Gaussian reference (docs/method.md §4): for i.i.d. Gaussian entries the magnitude curve has the
 closed form below (the n → ∞ limit, which does not depend on the shape), giving q ≈ 0.265 at ε = 0.1
 and ≈ 0.555 at ε² = 0.1. Row norms and singular values do depend on the shape; their reference is a
 fixed-seed simulation of a Gaussian matrix of the same shape (``gaussian_curves``).
 
-Ref: [P2] Barsbey et al. (NeurIPS 2021) §3 (ℓ_p-compressibility), Fig. 1; ALGORITHM.md §4.
+Ref: [P2] Barsbey et al. (NeurIPS 2021) §3 (ℓ_p-compressibility), Fig. 1; docs/method.md §4.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Heavy-tail diagnostics per weight tensor, as uploaded: the report's ``diagnostics`` entries.
 
-Each tensor is read with rows as units (ALGORITHM.md §4): a dense weight (out, in) as is, a conv
+Each tensor is read with rows as units (docs/method.md §4): a dense weight (out, in) as is, a conv
 weight (out, in, kh, kw) as (out·in, kh·kw) "kernels". ``Network.raw_weights`` already holds the
 weights in canonical PyTorch orientation, before any BatchNorm folding (``compression/graph/network.py``).
 
@@ -15,7 +15,7 @@ One entry (docs/report-format.md, "diagnostics"):
 Every number is a plain Python float (or None where α̂ is undefined, below 4 rows), so the dict is
 JSON-ready with ``allow_nan=False``.
 
-Ref: ALGORITHM.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (ICML 2024).
+Ref: docs/method.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (ICML 2024).
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ from netshrink.compression.graph.network import Network
 
 __all__ = ["KAPPA_GRID", "LOW_CONFIDENCE_ROWS", "diagnose_network", "diagnose_tensor", "tensor_rows"]
 
-LOW_CONFIDENCE_ROWS = 64  # ALGORITHM.md §4: "Mark a layer 'low confidence' below 64 rows"
+LOW_CONFIDENCE_ROWS = 64  # docs/method.md §4: "Mark a layer 'low confidence' below 64 rows"
 KAPPA_GRID = np.linspace(0.0, 1.0, 51)  # kept fraction κ, for plots only (q is exact, see compressibility)
 _CURVE_DIGITS = 6  # curves are for plots: 6 decimals keep the report small
 
 
 def tensor_rows(weight: np.ndarray) -> np.ndarray:
-    """The (rows, cols) view of ALGORITHM.md §4: dense (out, in) as is; conv (out, in, *k) -> (out·in, ∏k)."""
+    """The (rows, cols) view of docs/method.md §4.
+
+    Dense (out, in) as is; conv (out, in, *k) -> (out·in, ∏k)."""
     w = np.asarray(weight)
     if w.ndim == 2:
         return w  # (out, in)
@@ -67,7 +69,7 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, 
     """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
 
     ``seed`` drives the α̂ row permutations; the Gaussian reference uses its own fixed seed.
-    Ref: ALGORITHM.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
+    Ref: docs/method.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
     """
     X = np.asarray(rows, dtype=np.float64)  # (N, d)
     if X.ndim != 2 or X.size == 0:

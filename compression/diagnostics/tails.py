@@ -5,7 +5,7 @@ law of K₁^{1/α}·X_1, hence E ln‖Y‖ − E ln‖X‖ = ln K₁ / α exactl
 replaces both expectations by sample means (MMO 2015, Cor. 2.4; P2 §4 and its code, which uses
 row vectors of the weight matrix as the units).
 
-Procedure (ALGORITHM.md §4, "Tail index α̂"):
+Procedure (docs/method.md §4, "Tail index α̂"):
   1. centre the rows by the column-wise median;
   2. for K₁ ∈ {2, 5, 10, 20, 50, 100, 500, 1000, ⌊√N⌋} with 2 ≤ K₁ ≤ N/2, drop the last N mod K₁
      rows and sum the rest in consecutive blocks of K₁: Y_i;
@@ -38,7 +38,7 @@ __all__ = [
     "estimate_alpha_univariate",
 ]
 
-BLOCK_SIZES: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 500, 1000)  # plus ⌊√N⌋, ALGORITHM.md §4
+BLOCK_SIZES: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 500, 1000)  # plus ⌊√N⌋, docs/method.md §4
 N_PERMUTATIONS = 5
 ALPHA_CAP = 2.0
 _EPS = float(np.spacing(1.0))  # guards ln 0 for all-zero rows, as in P2's code
@@ -88,7 +88,7 @@ def estimate_alpha(rows: np.ndarray, *, seed: int = 0, n_permutations: int = N_P
     """Multivariate MMO tail index of the rows of a 2-D array (N, d), capped at 2.
 
     The permutations come from ``np.random.default_rng(seed)``, so the result is deterministic.
-    Ref: ALGORITHM.md §4 steps 1–4; MMO (2015) Cor. 2.4.
+    Ref: docs/method.md §4 steps 1–4; MMO (2015) Cor. 2.4.
     """
     X = np.asarray(rows, dtype=np.float64)
     if X.ndim != 2:

@@ -1,4 +1,4 @@
-"""Which inputs measure the error, and the fit / held-out split (ALGORITHM.md §2).
+"""Which inputs measure the error, and the fit / held-out split (docs/method.md §2).
 
 Everything fitted (scores, best-of-R, the budget search) sees only the fit split; every reported
 error comes from the held-out split.
@@ -15,7 +15,7 @@ from netshrink.compression.errors import CalibrationError
 from netshrink.compression.graph.network import Network
 from netshrink.compression.spec import EvaluationSpec
 
-MIN_SAMPLES_FOR_HOLDOUT = 50  # ALGORITHM.md §2: keep a held-out fraction when S >= 50
+MIN_SAMPLES_FOR_HOLDOUT = 50  # docs/method.md §2: keep a held-out fraction when S >= 50
 
 
 class CalibrationLike(Protocol):

@@ -1,6 +1,6 @@
 """Run a ``Network`` with replaced weights, capturing intermediate tensors.
 
-Ref: ALGORITHM.md §1 (layers compressed in order on ẑ_{ℓ-1}), §2 (error on Φ = ``net.logits``),
+Ref: docs/method.md §1 (layers compressed in order on ẑ_{ℓ-1}), §2 (error on Φ = ``net.logits``),
 §3 "A prediction that is not a bound" (Jacobians at a pre-activation, via ``inject``).
 
 - ``support == "full"``: a small differentiable torch interpreter of the ONNX nodes needed for the

@@ -1,4 +1,4 @@
-"""Error measures on the logits Φ (ALGORITHM.md §2).
+"""Error measures on the logits Φ (docs/method.md §2).
 
 All reductions run in float64. ``E_x`` is the mean over the rows of the given batch.
 """
@@ -13,7 +13,7 @@ import torch
 
 @dataclass(frozen=True)
 class OutputError:
-    """Headline errors of Φ̂ against Φ (ALGORITHM.md §2)."""
+    """Headline errors of Φ̂ against Φ (docs/method.md §2)."""
 
     relative_l2: float  # sqrt(E‖Φ−Φ̂‖² / E‖Φ‖²)
     mse: float  # E_x‖Φ−Φ̂‖²
@@ -31,7 +31,7 @@ def _flat(t: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def output_error(phi: torch.Tensor | np.ndarray, phi_hat: torch.Tensor | np.ndarray) -> OutputError:
-    """rel_l2, E‖Φ−Φ̂‖², and the p95/max of the per-sample r(x). Ref: ALGORITHM.md §2."""
+    """rel_l2, E‖Φ−Φ̂‖², and the p95/max of the per-sample r(x). Ref: docs/method.md §2."""
     a, b = _flat(phi), _flat(phi_hat)  # (S, K)
     diff2 = ((a - b) ** 2).sum(axis=1)  # (S,)
     energy = float((a**2).sum(axis=1).mean())
@@ -43,7 +43,7 @@ def output_error(phi: torch.Tensor | np.ndarray, phi_hat: torch.Tensor | np.ndar
 
 
 def mean_sq_error(z: torch.Tensor, z_hat: torch.Tensor) -> float:
-    """e_ℓ = E_x‖z_ℓ(x) − ẑ_ℓ(x)‖² (ALGORITHM.md §2), flattened per sample."""
+    """e_ℓ = E_x‖z_ℓ(x) − ẑ_ℓ(x)‖² (docs/method.md §2), flattened per sample."""
     d = (z.detach().double() - z_hat.detach().double()).reshape(z.shape[0], -1)  # (S, D)
     return float((d**2).sum(dim=1).mean().item())
 
@@ -94,5 +94,5 @@ def mse_loss(phi: torch.Tensor | np.ndarray, labels: np.ndarray) -> float:
 
 
 def loss_bound(loss_before: float, bound: float) -> float:
-    """P1: L(Φ̂) ≤ L(Φ) + 2·sqrt(L(Φ)·B) + B for the mean-squared loss on Φ (ALGORITHM.md §3)."""
+    """P1: L(Φ̂) ≤ L(Φ) + 2·sqrt(L(Φ)·B) + B for the mean-squared loss on Φ (docs/method.md §3)."""
     return loss_before + 2.0 * float(np.sqrt(max(loss_before, 0.0) * max(bound, 0.0))) + bound

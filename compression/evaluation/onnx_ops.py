@@ -1,7 +1,7 @@
 """The ONNX operators of the full-support torch interpreter (``executor.Executor``).
 
 Each op follows the ONNX spec for the attributes listed; torch semantics are checked against
-onnxruntime in ``tests/compression/evaluation/test_executor.py``. Ref: ALGORITHM.md §1 (the layers the
+onnxruntime in ``tests/compression/evaluation/test_executor.py``. Ref: docs/method.md §1 (the layers the
 method compresses run through these ops).
 """
 

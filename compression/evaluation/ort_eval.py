@@ -1,4 +1,4 @@
-"""Run an artifact in onnxruntime and read its logits (ALGORITHM.md §5 "onnxruntime fusion").
+"""Run an artifact in onnxruntime and read its logits (docs/method.md §5 "onnxruntime fusion").
 
 Under default graph optimizations onnxruntime may fuse DequantizeLinear+MatMul into integer kernels
 that also quantize the activations, so the artifact is measured twice: with the default settings

@@ -1,4 +1,4 @@
-"""Write the compressed artifacts and measure them as files (ALGORITHM.md §5).
+"""Write the compressed artifacts and measure them as files (docs/method.md §5).
 
 - ``model.onnx`` always: real integer initializers + DequantizeLinear, removed units gone.
 - For state-dict inputs also ``model.pt`` / ``model.safetensors`` and ``architecture.json``.
@@ -65,7 +65,7 @@ def build_artifacts(
             notes.append(
                 f"{ls.layer}: unstructured pruning at density {d.compressed.density:.3f} is above the "
                 f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "
-                "bytes on its own (ALGORITHM.md §5)"
+                "bytes on its own (docs/method.md §5)"
             )
     art = Artifacts(files, storage_summary(original), storage_summary(ox.data), shapes, storage, notes)
     if net.source_format in ("pytorch", "safetensors"):

@@ -1,6 +1,6 @@
 """Write the compressed ONNX artifact so that it really shrinks.
 
-Ref: ALGORITHM.md §5 ("Storage that really shrinks"), §1 ("Structured pruning").
+Ref: docs/method.md §5 ("Storage that really shrinks"), §1 ("Structured pruning").
 
 - Quantized layers become real integer initializers (INT8 for 5..8 bits; INT4 for <= 4 bits at
   opset >= 21, created with ``numpy_helper.from_array`` on ``ml_dtypes.int4``, packed two per byte)
@@ -139,7 +139,7 @@ def export_onnx_detailed(
     target_opset: int | None = None,
     int8_only: bool = False,
 ) -> OnnxExport:
-    """Write ``net.model`` with the compressed weights. Ref: ALGORITHM.md §5; module docstring."""
+    """Write ``net.model`` with the compressed weights. Ref: docs/method.md §5; module docstring."""
     if not compressed:
         data = net.original.SerializeToString(deterministic=True)
         return OnnxExport(data, _default_opset(net.original), (), ("nothing compressed: original returned",))

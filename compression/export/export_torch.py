@@ -1,6 +1,6 @@
 """Compressed state dict (``.pt`` / ``.safetensors``) + ``architecture.json``, and its loader.
 
-Ref: ALGORITHM.md §5 ("Storage that really shrinks"), API.md "download" (architecture.json states
+Ref: docs/method.md §5 ("Storage that really shrinks"), docs/api.md "download" (architecture.json states
 the new shapes, the integer codes, the scales and the packing layout, so the file loads without
 guessing).
 
@@ -165,7 +165,7 @@ def export_state_dict(
 ) -> tuple[bytes, dict[str, Any]]:
     """The compressed state dict as file bytes, and its ``architecture.json`` dict.
 
-    Ref: ALGORITHM.md §5; the layout is in this module's docstring.
+    Ref: docs/method.md §5; the layout is in this module's docstring.
     """
     if fmt not in ("pt", "safetensors"):
         raise ValueError(f"fmt must be 'pt' or 'safetensors', got {fmt!r}")

@@ -1,6 +1,6 @@
 """The initializers (and DequantizeLinear/Add nodes) that store one compressed weight in ONNX.
 
-Ref: ALGORITHM.md §5 ("Storage that really shrinks"); the storage rules are in ``export_onnx``'s
+Ref: docs/method.md §5 ("Storage that really shrinks"); the storage rules are in ``export_onnx``'s
 docstring: int8/int4 codes + float32 scale + DequantizeLinear, float outliers added back, sparse
 initializers below the break-even density (``algorithm/cost.py``).
 """

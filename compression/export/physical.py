@@ -1,6 +1,6 @@
 """Physical layout for the exporters: a pruned layer's arrays with the dropped units deleted.
 
-Ref: ALGORITHM.md §1 "Structured pruning". Shared by ``export_onnx`` and ``export_torch``.
+Ref: docs/method.md §1 "Structured pruning". Shared by ``export_onnx`` and ``export_torch``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from netshrink.compression.graph.network import Layer, Network
 class PhysicalLayer:
     """One layer's arrays as the artifact stores them: canonical orientation, dropped units deleted.
 
-    Ref: ALGORITHM.md §1 "Structured pruning": a dropped input unit u of layer ℓ removes the
+    Ref: docs/method.md §1 "Structured pruning": a dropped input unit u of layer ℓ removes the
     ``input_group`` columns [u·g, (u+1)·g) of W_ℓ (input channel u of a conv) and row u of the
     producer's W_{ℓ-1}, b_{ℓ-1} (and its per-row scale/codes/outliers). Exact, because those
     columns of Ŵ_ℓ are zero.
@@ -69,7 +69,7 @@ def _cut(a: np.ndarray | None, layer: Layer, rows: np.ndarray, units: np.ndarray
 
 
 def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) -> dict[str, PhysicalLayer]:
-    """Every layer of ``net`` with the structured deletions applied (ALGORITHM.md §1, §5)."""
+    """Every layer of ``net`` with the structured deletions applied (docs/method.md §1, §5)."""
     unknown = sorted(set(compressed) - {layer.name for layer in net.layers})
     if unknown:
         raise KeyError(f"compressed weights for unknown layers: {unknown}")

@@ -1,6 +1,6 @@
 """Bytes before/after, measured from the artifact itself (ONNX and state dicts).
 
-Ref: ALGORITHM.md §5 ("Storage that really shrinks"); the sparse break-even rule is in
+Ref: docs/method.md §5 ("Storage that really shrinks"); the sparse break-even rule is in
 ``algorithm/cost.py``.
 """
 
@@ -69,7 +69,7 @@ def storage_summary(model_bytes: bytes) -> dict[str, Any]:
     ``by_dtype`` sums the payload of every initializer, sparse initializer (values and int64
     indices) and Constant tensor by ONNX element type; packed types (int4) count their packed
     bytes. ``weights`` is that sum and ``graph`` the rest of the file (nodes, names, metadata).
-    Ref: ALGORITHM.md §5 ("Bytes").
+    Ref: docs/method.md §5 ("Bytes").
     """
     try:
         model = onnx.load_model_from_string(model_bytes)
@@ -121,7 +121,7 @@ def state_dict_storage(
 
     Tensor payloads are counted by dtype (``numel · itemsize``, i.e. what the file stores). When an
     exported ``architecture`` is given, uint8 tensors it names as packed int4 codes count as ``int4``.
-    Ref: ALGORITHM.md §5 ("Bytes").
+    Ref: docs/method.md §5 ("Bytes").
     """
     data = Path(path_or_bytes).read_bytes() if isinstance(path_or_bytes, str | Path) else path_or_bytes
     packed = _packed_int4_keys(architecture)

@@ -1,4 +1,4 @@
-"""Fold eval-mode BatchNormalization into the Conv before it (ALGORITHM.md §3 table)."""
+"""Fold eval-mode BatchNormalization into the Conv before it (docs/method.md §3 table)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from netshrink.compression.io.onnx_io import infer_shapes
 def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """Fold every eval-mode BatchNormalization that directly follows a Conv into that Conv.
 
-    W' = W · γ/√(var+ε) per output channel, b' = (b − mean) · γ/√(var+ε) + β (ALGORITHM.md §3 table,
+    W' = W · γ/√(var+ε) per output channel, b' = (b − mean) · γ/√(var+ε) + β (docs/method.md §3 table,
     "BatchNorm in eval mode"). Returns a new model (the input is untouched) and the folded BN names.
     The Conv keeps its initializer names (a new ``<conv>.bias`` is added when it had none).
     """
@@ -72,4 +72,4 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     return infer_shapes(out), folded
 
 
-# ---- Lipschitz constants (ALGORITHM.md §3 table) -------------------------------------------------
+# ---- Lipschitz constants (docs/method.md §3 table) -------------------------------------------------

@@ -1,6 +1,6 @@
 """Calibration inputs: an ``.npz`` with ``inputs`` (S, *input_shape) and optional ``labels`` (S,).
 
-Ref: API.md "POST /v1/jobs" (calibration), ALGORITHM.md §6 ("``.npz``: ``np.load(allow_pickle=False)``;
+Ref: docs/api.md "POST /v1/jobs" (calibration), docs/method.md §6 ("``.npz``: ``np.load(allow_pickle=False)``;
 cap the decompressed size of zip-based files"), §2 (the inputs every error is measured on).
 """
 

@@ -1,6 +1,6 @@
 """Graph analysis: BatchNorm folding, the compressible layers, Φ (logits), tail and support level.
 
-Ref: ALGORITHM.md "Notation" (Φ, orientation), §1 "Structured pruning" (producer / H·W groups),
+Ref: docs/method.md "Notation" (Φ, orientation), §1 "Structured pruning" (producer / H·W groups),
 §3 (Lipschitz table, residual Add not covered). The working graph must already be checked,
 shape-inferred and fully named (``netshrink.compression.io.onnx_io.parse_onnx``).
 
@@ -38,7 +38,7 @@ CONST_ARITH = frozenset({"Mul", "Div", "Add", "Sub"})
 TAIL_HEADS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "ZipMap"})
 CHAIN_OPS = frozenset(ACTIVATIONS) | POOLS | SHAPE_OPS | PASS_OPS | CONST_ARITH
 FULL_OPS = CHAIN_OPS | {"Gemm", "MatMul", "Conv", "Constant"}
-GELU_LIPSCHITZ = 1.13  # max |d/dx x·Φ(x)| ≈ 1.129 (ALGORITHM.md §3 table)
+GELU_LIPSCHITZ = 1.13  # max |d/dx x·Φ(x)| ≈ 1.129 (docs/method.md §3 table)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def _walk(g: GraphIndex, start: str, stop: set[str]) -> tuple[str, list[onnx.Nod
 
 def _find_logits(g: GraphIndex, last: Layer) -> str:
     """Φ: the input of the first Softmax/LogSoftmax/Sigmoid/ArgMax/ZipMap after the last layer, or
-    the graph output reached without one (ALGORITHM.md "Notation")."""
+    the graph output reached without one (docs/method.md "Notation")."""
     t = last.preact
     while t not in g.outputs:
         users = g.consumers.get(t, [])

@@ -1,6 +1,6 @@
 """``load_model``: an uploaded file (ONNX, PyTorch state dict, safetensors) -> a validated ``Network``.
 
-Ref: ALGORITHM.md §6 "Loading safely", "Notation"; API.md "POST /v1/jobs" (format sniffing,
+Ref: docs/method.md §6 "Loading safely", "Notation"; docs/api.md "POST /v1/jobs" (format sniffing,
 architecture JSON). The format is sniffed from the bytes, never from the file name:
 zip or pickle -> ``torch.load(weights_only=True)``; safetensors header -> safetensors; otherwise ONNX.
 State dicts become an ONNX graph (``netshrink.compression.io.architecture``) and then follow the ONNX path, so
@@ -45,7 +45,7 @@ Architecture = Mapping[str, Any] | str | Path
 
 @dataclass(frozen=True)
 class LoadLimits:
-    """Upper bounds enforced while loading (the service passes its settings; API.md "Limits")."""
+    """Upper bounds enforced while loading (the service passes its settings; docs/api.md "Limits")."""
 
     max_file_bytes: int = 512 * 2**20
     max_decompressed_bytes: int = 2 * 2**30  # cap for zip-based .pt archives

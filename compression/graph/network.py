@@ -4,7 +4,7 @@ Every input (an ONNX file, or a PyTorch state dict plus its architecture) become
 a validated ONNX graph (BatchNorm folded into the conv before it) plus the ordered list of its
 compressible ``Layer``s, read in canonical PyTorch orientation.
 
-Conventions (ALGORITHM.md "Notation"):
+Conventions (docs/method.md "Notation"):
 - ``Layer.weight`` is float32 in PyTorch orientation: dense (n_out, n_in), conv (c_out, c_in, kh, kw).
   ``Layer.to_onnx_layout`` / ``Layer.from_onnx_layout`` convert to the initializer's own layout
   (skl2onnx MatMul and Gemm with transB=0 store (in, out)).

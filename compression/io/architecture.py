@@ -1,6 +1,6 @@
 """The architecture JSON (``netshrink.architecture/v1``): validation against a state dict.
 
-Ref: docs/architecture-json.md (the schema), ALGORITHM.md "Notation" (PyTorch orientation).
+Ref: docs/architecture-json.md (the schema), docs/method.md "Notation" (PyTorch orientation).
 A state dict alone does not say how its tensors are wired; the JSON does. Every shape is checked
 against the weights (``ArchitectureError`` names the layer) and every state-dict entry must be used.
 ``io.architecture_onnx.build_onnx`` then writes the graph; a BatchNormalization stays a node

@@ -1,6 +1,6 @@
 """ONNX at the edge: parse, validate and name an uploaded graph.
 
-Ref: ALGORITHM.md §6 "Loading safely"; STYLE.md "ONNX in and out". The order matters: cheap,
+Ref: docs/method.md §6 "Loading safely"; docs/development.md "ONNX in and out". The order matters: cheap,
 allocation-free checks (external data, declared dims, operator domains) run before anything that
 materializes tensors (the checker, shape inference, ``numpy_helper.to_array``).
 """
@@ -42,7 +42,7 @@ class GraphInput:
 
 
 def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto:
-    """Bytes -> a checked, shape-inferred, fully named ``ModelProto`` (ALGORITHM.md §6).
+    """Bytes -> a checked, shape-inferred, fully named ``ModelProto`` (docs/method.md §6).
 
     Raises ``ModelFormatError`` (not ONNX / checker / shape inference), ``ExternalDataError``,
     ``UnsupportedModelError`` (custom domains, control flow), ``LimitExceededError`` and
@@ -103,7 +103,7 @@ def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto
 
 
 def refuse_external_data(model: onnx.ModelProto) -> None:
-    """A single-file upload cannot legitimately reference external data (ALGORITHM.md §6)."""
+    """A single-file upload cannot legitimately reference external data (docs/method.md §6)."""
     bad = [
         name
         for name, t in _all_tensors(model)

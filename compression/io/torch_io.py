@@ -1,6 +1,6 @@
 """Loading PyTorch state dicts safely: ``.pt``/``.pth`` (zip or legacy pickle) and ``.safetensors``.
 
-Ref: ALGORITHM.md §6 "Loading safely". ``.pt`` files go through
+Ref: docs/method.md §6 "Loading safely". ``.pt`` files go through
 ``torch.load(weights_only=True, map_location="cpu")`` only, so a pickle that tries to import or call
 anything is refused by torch's restricted unpickler before it runs; zip archives are checked
 against a decompressed-size cap first. Only loading lives here (the exporter writes state dicts).

@@ -1,8 +1,8 @@
 """Budget search: the most compressed setting whose error meets the target (``spec.target``).
 
-The linearized prediction (ALGORITHM.md §3) screens every candidate cheaply from the dense
+The linearized prediction (docs/method.md §3) screens every candidate cheaply from the dense
 activations; only candidates the prediction does not rule out get a full greedy draw, measured on
-the FIT split (the held-out split is reserved for the reported numbers, ALGORITHM.md §2). The
+the FIT split (the held-out split is reserved for the reported numbers, docs/method.md §2). The
 trace of every candidate goes into the report.
 """
 

@@ -1,6 +1,6 @@
 """Whole-network randomized greedy compression: one layer at a time, input to output.
 
-Ref: P1 §3.2, Algorithm 1; ALGORITHM.md §1. When layer ℓ is compressed the earlier layers already
+Ref: P1 §3.2, Algorithm 1; docs/method.md §1. When layer ℓ is compressed the earlier layers already
 are, so its statistics come from the compressed upstream input ẑ_{ℓ−1} on the *fit* split.
 Best-of-R (derived): R whole-network draws; the one with the lowest fit-split output error is kept.
 """
@@ -50,7 +50,7 @@ def stages_for(layer: Layer, spec: CompressSpec) -> tuple[PruneSpec | None, Quan
         if prune.keep_for(layer.name) >= 1.0:
             prune = None
         elif prune.granularity != "weight" and not layer.structured:
-            prune = None  # layer 1's columns are the model's inputs: never deleted (ALGORITHM.md §1)
+            prune = None  # layer 1's columns are the model's inputs: never deleted (docs/method.md §1)
     return prune, spec.quantize
 
 
@@ -83,7 +83,7 @@ def draw_network(
         stats = layer_stats(layer, Z, groups=structured)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
-            # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (ALGORITHM.md §3).
+            # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (docs/method.md §3).
             s = sensitivities[layer.name]
             sens = s.group_sq if structured else s.weight_sq
         d = compress_layer(
@@ -136,7 +136,7 @@ def best_of(
 
 
 def baseline_specs(spec: CompressSpec) -> list[CompressSpec]:
-    """The deterministic baselines at the same density and bits (ALGORITHM.md §1 "Baselines").
+    """The deterministic baselines at the same density and bits (docs/method.md §1 "Baselines").
 
     Pruning: magnitude and OBD; quantization: round-to-nearest. Combined stages pair each pruning
     baseline with RTN. Baselines carry only tier W.

@@ -1,6 +1,6 @@
 """Measure a compressed network on the held-out split and propagate the bound tiers.
 
-Ref: ALGORITHM.md §2 (errors), §3 (tiers E/T/P/W, step and cumulative bounds). The per-layer
+Ref: docs/method.md §2 (errors), §3 (tiers E/T/P/W, step and cumulative bounds). The per-layer
 statistics behind the bounds are recomputed on the same held-out inputs as the measured errors,
 so "measured vs bound" compares like with like.
 """
@@ -37,7 +37,7 @@ class Measurement:
 
 
 def tier_e(draw: LayerDraw, stats: LayerStats) -> float | None:
-    """Tier E's A_ℓ for a draw, re-evaluated on other inputs (ALGORITHM.md §3, tier E).
+    """Tier E's A_ℓ for a draw, re-evaluated on other inputs (docs/method.md §3, tier E).
 
     Independent entries: P · Σ_ij Var(t_ij) E_x[ẑ_j²]; groups sharing a draw: Σ_g τ²_g E_x‖W_g ẑ_g‖².
     """

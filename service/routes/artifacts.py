@@ -1,7 +1,7 @@
 """Downloads: ``GET /v1/jobs/{id}/artifacts/{name}`` and ``GET /v1/jobs/{id}/report``.
 
 Artifacts carry ``ETag`` (the quoted sha256), an RFC 9530 ``Content-Digest``, ``Content-Length`` and
-``Content-Disposition``; ``If-None-Match`` answers 304. Ref: API.md "GET /v1/jobs/{id}/artifacts".
+``Content-Disposition``; ``If-None-Match`` answers 304. Ref: docs/api.md "GET /v1/jobs/{id}/artifacts".
 """
 
 from __future__ import annotations

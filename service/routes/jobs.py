@@ -11,7 +11,7 @@ refused request leaves nothing behind (the job directory is removed, no job is s
 6. store the job, enqueue its id, answer 202 (``Location``, ``Retry-After``), or 200 when
    ``Prefer: wait=N`` saw it finish.
 
-Ref: API.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 7240 (Prefer).
+Ref: docs/api.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 7240 (Prefer).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``/readyz`` checks only what *this API process* needs to serve (job store, broker, writable
 storage). Worker liveness is reported separately at ``/v1/workers``, so an empty worker pool
 queues jobs instead of pulling every API replica out of the load balancer.
-Ref: API.md "Operations"; Kubernetes liveness vs readiness probes.
+Ref: docs/api.md "Operations"; Kubernetes liveness vs readiness probes.
 """
 
 from __future__ import annotations

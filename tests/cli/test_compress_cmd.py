@@ -1,4 +1,4 @@
-"""``netshrink compress`` / ``netshrink analyze``: the local CI step, exit codes per API.md."""
+"""``netshrink compress`` / ``netshrink analyze``: the local CI step, exit codes per docs/api.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixtures for the SDK tests: a real local HTTP server speaking the API.md contract."""
+"""Fixtures for the SDK tests: a real local HTTP server speaking the docs/api.md contract."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A small, real HTTP server implementing the pieces of API.md the SDK and ``netshrink submit`` use.
+"""A small, real HTTP server implementing the pieces of docs/api.md the SDK and ``netshrink submit`` use.
 
 It is a legitimate local server (Starlette on uvicorn, real sockets), not a mock of ``service/``:
 it exists so the client can be tested against the *contract* while the service is built beside it.

@@ -1,4 +1,4 @@
-"""NetshrinkClient against a real HTTP server implementing the API.md contract (see contract_server)."""
+"""NetshrinkClient against a real HTTP server implementing the docs/api.md contract (see contract_server)."""
 
 from __future__ import annotations
 
@@ -251,7 +251,9 @@ def test_header_parsers() -> None:
 
 
 def test_sdk_imports_only_the_http_stack() -> None:
-    """The SDK depends on the HTTP contract alone (STYLE.md "Layout"): no server-side package loads."""
+    """The SDK depends on the HTTP contract alone (docs/development.md "Layout").
+
+    No server-side package loads."""
     forbidden = [
         "compression",
         "service",

@@ -1,4 +1,4 @@
-"""End-to-end oracles for ``compression.pipeline.compress`` (ALGORITHM.md §7).
+"""End-to-end oracles for ``compression.pipeline.compress`` (docs/method.md §7).
 
 Every test compares against something computed independently: a Monte-Carlo mean over seeds, the
 artifact run in onnxruntime, the original model's bytes, or the file sizes themselves.

@@ -93,7 +93,7 @@ def test_diagnostics_chart_parts(report: dict[str, Any]) -> None:
 
 
 def test_gaussian_reference_reproduces_algorithm_md_values() -> None:
-    """ALGORITHM.md §4: q_mag ≈ 0.265 at ε = 0.1 and ≈ 0.555 at ε² = 0.1 for i.i.d. Gaussian weights."""
+    """docs/method.md §4: q_mag ≈ 0.265 at ε = 0.1 and ≈ 0.555 at ε² = 0.1 for i.i.d. Gaussian weights."""
     e = gaussian_magnitude_curve([1 - 0.265, 1 - 0.555])
     assert e[0] == pytest.approx(0.1, abs=0.003)
     assert e[1] == pytest.approx(math.sqrt(0.1), abs=0.003)

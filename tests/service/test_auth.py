@@ -1,5 +1,5 @@
 """API keys: hashing, dev mode, refusing an open non-loopback bind, Bearer auth, per-key isolation.
-Ref: API.md "Auth and limits"."""
+Ref: docs/api.md "Auth and limits"."""
 
 from __future__ import annotations
 

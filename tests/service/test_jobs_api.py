@@ -1,5 +1,5 @@
 """The /v1/jobs resource through the real app: submit, poll, list, idempotency, cancel, delete,
-download and report. Ref: API.md "Resources"."""
+download and report. Ref: docs/api.md "Resources"."""
 
 from __future__ import annotations
 

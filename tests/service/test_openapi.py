@@ -1,5 +1,6 @@
 """The contract: the committed ``openapi/openapi.json`` is exactly what the app serves (drift test),
-and schemathesis fuzzes every operation of the real ASGI app against it. Ref: API.md; STYLE.md "Tests"."""
+and schemathesis fuzzes every operation of the real ASGI app against it. Ref: docs/api.md;
+docs/development.md "Tests"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Per-key rate limits: the fixed-window counters (in process and in the REAL Redis) and the 429
-answer with RateLimit-* and Retry-After headers. Ref: API.md "Auth and limits"."""
+answer with RateLimit-* and Retry-After headers. Ref: docs/api.md "Auth and limits"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Streaming uploads: limits (413), sniffing (415), zip-bomb guard, hashing across chunk borders,
-and no leftovers when a submission is refused. Ref: API.md "POST /v1/jobs"."""
+and no leftovers when a submission is refused. Ref: docs/api.md "POST /v1/jobs"."""
 
 from __future__ import annotations
 

@@ -250,7 +250,13 @@ def test_state_dict_with_architecture_and_calibration(
     done = store.get(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
     names = {a.name for a in done.artifacts}
-    assert {"model.onnx", "model.pt", "architecture.json", "report.json", "report.html"} <= names  # API.md
+    assert {
+        "model.onnx",
+        "model.pt",
+        "architecture.json",
+        "report.json",
+        "report.html",
+    } <= names  # the artifact set of docs/api.md
     assert hashlib.sha256(calib).hexdigest() in json.dumps(done.report)  # the report names its inputs
 
 

@@ -1,4 +1,4 @@
-"""(f, p) choice (ALGORITHM.md §1 "Choosing (f, p)") against a brute-force reference."""
+"""(f, p) choice (docs/method.md §1 "Choosing (f, p)") against a brute-force reference."""
 
 from __future__ import annotations
 

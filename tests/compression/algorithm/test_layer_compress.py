@@ -1,4 +1,4 @@
-"""The per-layer entry point: unbiasedness, tier E vs Monte-Carlo, determinism, width (ALGORITHM.md §7)."""
+"""The per-layer entry point: unbiasedness, tier E vs Monte-Carlo, determinism, width (docs/method.md §7)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_tier_E_equals_monte_carlo_mean(case: str) -> None:
     draws = _draws(layer, Z, 300, **kw)
     err = np.array([layer_error(layer, Z, d.compressed.weight) for d in draws])
     tier = np.array([d.tier_E_A for d in draws], dtype=np.float64)
-    diff = err - tier  # zero-mean by ALGORITHM.md §3 tier E (exact given ẑ)
+    diff = err - tier  # zero-mean by docs/method.md §3 tier E (exact given ẑ)
     se = diff.std(ddof=1) / np.sqrt(diff.size)
     assert abs(diff.mean()) <= 3 * se, (diff.mean(), se, tier.mean())
     assert err.mean() > 0.05 * tier.mean()  # not vacuous
@@ -128,7 +128,7 @@ def _relative_error(layer: Layer, X: torch.Tensor, keep: float = 0.5, draws: int
 
 
 def test_width_isotropic_flat_aligned_low_rank_falls() -> None:
-    """ALGORITHM.md §3 "width trade-off": flat for a random isotropic layer, falling when the inputs
+    """docs/method.md §3 "width trade-off": flat for a random isotropic layer, falling when the inputs
     span a few directions the weights align with (a trained-like layer)."""
     rng = np.random.default_rng(0)
     iso, aligned = [], []
@@ -151,7 +151,7 @@ def test_width_isotropic_flat_aligned_low_rank_falls() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_draw_matches_cpu_bytes() -> None:
     """Randomness is drawn on CPU and the per-entry ops are exact IEEE float64, so the device does not
-    change the bytes (ALGORITHM.md §1 "Randomness and determinism")."""
+    change the bytes (docs/method.md §1 "Randomness and determinism")."""
     layer, Z = _conv()
     kw = {"prune": PruneSpec(keep=0.5), "quantize": QuantizeSpec(bits=4), "keep": 0.5}
     cpu = compress_layer(layer, layer_stats(layer, Z, groups=False), generator=generator(1, 1, 0), **kw)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Pruning: unbiasedness (ALGORITHM.md §7), the greedy set, groups and the deterministic baselines."""
+"""Pruning: unbiasedness (docs/method.md §7), the greedy set, groups and the deterministic baselines."""
 
 from __future__ import annotations
 

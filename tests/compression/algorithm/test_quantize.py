@@ -1,4 +1,4 @@
-"""Quantization: stochastic rounding is unbiased on the grid; RTN is nearest; outliers (ALGORITHM.md §1)."""
+"""Quantization: stochastic rounding is unbiased on the grid; RTN is nearest; outliers (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keyed generators: same key, same stream; any other key, another stream (ALGORITHM.md §1)."""
+"""Keyed generators: same key, same stream; any other key, another stream (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layer statistics against naive loops (ALGORITHM.md §1 scores, "Unstructured conv weights")."""
+"""Layer statistics against naive loops (docs/method.md §1 scores, "Unstructured conv weights")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-layer advice from tier T's relative term (ALGORITHM.md §3 "The width trade-off")."""
+"""Per-layer advice from tier T's relative term (docs/method.md §3 "The width trade-off")."""
 
 from __future__ import annotations
 

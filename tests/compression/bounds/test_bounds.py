@@ -1,4 +1,4 @@
-"""Bound tiers (ALGORITHM.md §3, §7): T ≥ E, P ≥ T, W on every draw, propagation end to end."""
+"""Bound tiers (docs/method.md §3, §7): T ≥ E, P ≥ T, W on every draw, propagation end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""σ_ℓ: dense SVD and the conv map's norm against its explicit Toeplitz matrix (ALGORITHM.md §3)."""
+"""σ_ℓ: dense SVD and the conv map's norm against its explicit Toeplitz matrix (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The prediction's sensitivities against brute-force per-sample autograd (ALGORITHM.md §3)."""
+"""The prediction's sensitivities against brute-force per-sample autograd (docs/method.md §3)."""
 
 from __future__ import annotations
 

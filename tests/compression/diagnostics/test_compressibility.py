@@ -1,4 +1,4 @@
-"""Oracles for the ℓ2 compressibility curves and q(ε) (diagnostics/compressibility.py, ALGORITHM.md §4)."""
+"""Oracles for the ℓ2 compressibility curves and q(ε) (diagnostics/compressibility.py, docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _erfinv(y: float) -> float:
 
 
 def test_gaussian_reference_closed_form_matches_the_spec() -> None:
-    # ALGORITHM.md §4 quotes 0.265 and 0.555 to three decimals: ±0.0005 is the rounding.
+    # docs/method.md §4 quotes 0.265 and 0.555 to three decimals: ±0.0005 is the rounding.
     assert gaussian_magnitude_q(0.1) == pytest.approx(0.265, abs=5e-4)
     assert gaussian_magnitude_q(math.sqrt(0.1)) == pytest.approx(0.555, abs=5e-4)
 

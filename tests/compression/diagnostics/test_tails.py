@@ -1,4 +1,4 @@
-"""Oracles for the MMO tail-index estimator (compression/diagnostics/tails.py, ALGORITHM.md §4 and §7).
+"""Oracles for the MMO tail-index estimator (compression/diagnostics/tails.py, docs/method.md §4 and §7).
 
 Synthetic SαS data from the CMS sampler: the univariate α̂ must recover α within ±0.05 on 10⁶
 entries, the multivariate α̂ within ±0.1 on 10⁴ rows. Rows of width 64 are used: the estimator is

@@ -1,4 +1,4 @@
-"""Oracles for the compressed ONNX writer (compression/export/export_onnx.py, ALGORITHM.md §5).
+"""Oracles for the compressed ONNX writer (compression/export/export_onnx.py, docs/method.md §5).
 
 The reference for every artifact is the same network evaluated with Ŵ: a numpy forward pass for the
 MLPs, and the working graph with Ŵ substituted as dense float32 (dropped units as zero columns) for
@@ -117,7 +117,7 @@ def quantized(
     keep: np.ndarray | None = None,
     dropped: np.ndarray | None = None,
 ) -> CompressedWeight:
-    """Round-to-nearest on the ALGORITHM.md §1 grid; top-|w| ``outlier_frac`` kept as float."""
+    """Round-to-nearest on the docs/method.md §1 grid; top-|w| ``outlier_frac`` kept as float."""
     layer = net.layer(name)
     W = layer.weight.copy()  # canonical
     if keep is not None:
@@ -249,7 +249,7 @@ def test_integer_storage_shrinks_by_the_container_factor(
     fused = run(data, X, "default")[0]
     rel = float(np.linalg.norm(fused - ref) / np.linalg.norm(ref))
     print(f"int{bits}: ORT default-optimization relative difference {rel:.2e}")
-    assert rel < 2e-2  # ALGORITHM.md §5: fusion may quantize activations; measured, not hidden
+    assert rel < 2e-2  # docs/method.md §5: fusion may quantize activations; measured, not hidden
 
 
 def test_transposed_matmul_uses_axis_1_and_per_layer_scale_is_scalar(tmp_path: Path) -> None:

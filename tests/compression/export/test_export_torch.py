@@ -1,4 +1,4 @@
-"""Oracles for the compressed state dict + architecture.json (export/export_torch.py, ALGORITHM.md §5).
+"""Oracles for the compressed state dict + architecture.json (export/export_torch.py, docs/method.md §5).
 
 The round trip must reproduce Ŵ exactly (with dropped units deleted), the file must load with
 ``torch.load(weights_only=True)`` / safetensors, and the rebuilt float state dict plus the exported

@@ -1,4 +1,4 @@
-"""Oracles for byte accounting of written artifacts (``export/storage.py``, ALGORITHM.md §5)."""
+"""Oracles for byte accounting of written artifacts (``export/storage.py``, docs/method.md §5)."""
 
 from __future__ import annotations
 

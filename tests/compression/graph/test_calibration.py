@@ -1,4 +1,4 @@
-"""Calibration .npz loading (API.md "calibration"; ALGORITHM.md §6)."""
+"""Calibration .npz loading (docs/api.md "calibration"; docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Graph analysis: layers, Φ, tail, support level, Lipschitz constants, BN folding, structured wiring.
 
-Ref: ALGORITHM.md "Notation", §1 "Structured pruning", §3 Lipschitz table.
+Ref: docs/method.md "Notation", §1 "Structured pruning", §3 Lipschitz table.
 """
 
 from __future__ import annotations

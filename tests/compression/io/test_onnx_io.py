@@ -1,4 +1,4 @@
-"""ONNX validation: every bad upload raises its own error class (ALGORITHM.md §6)."""
+"""ONNX validation: every bad upload raises its own error class (docs/method.md §6)."""
 
 from __future__ import annotations
 

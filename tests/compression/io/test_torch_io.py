@@ -1,4 +1,4 @@
-"""State-dict loading: torch.load(weights_only=True) and safetensors only (ALGORITHM.md §6)."""
+"""State-dict loading: torch.load(weights_only=True) and safetensors only (docs/method.md §6)."""
 
 from __future__ import annotations
 
