@@ -1,7 +1,8 @@
 """Calibration inputs: an ``.npz`` with ``inputs`` (S, *input_shape) and optional ``labels`` (S,).
 
-Ref: docs/api.md "POST /v1/jobs" (calibration), docs/method.md §6 ("``.npz``: ``np.load(allow_pickle=False)``;
-cap the decompressed size of zip-based files"), §2 (the inputs every error is measured on).
+Ref: docs/api.md "POST /v1/jobs" (calibration), docs/method.md §6 "Loading safely"
+(``np.load(allow_pickle=False)``, the decompressed size of zip-based files capped), §2 (the inputs
+every error is measured on).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``torch.onnx.export`` writes ``nn.AdaptiveAvgPool2d(1)`` (and ``x.mean((2, 3), keepdim=True)``) as a
 ``ReduceMean`` over the spatial axes with ``keepdims=1``: exactly ``GlobalAveragePool``. Rewriting it
-lets such CNNs get full support (channel pruning, bounds; docs/method.md §3 "AveragePool: its operator
-norm"). The rewrite is done on the working graph only; ``Network.original`` keeps the upload.
+lets such CNNs get full support (channel pruning, bounds; docs/method.md §3 Lipschitz table,
+AveragePool). The rewrite is done on the working graph only; ``Network.original`` keeps the upload.
 """
 
 from __future__ import annotations
