@@ -241,8 +241,9 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     )
     # third-party dependencies come from the test's own environment (a path entry, not a site dir, so
     # that environment's editable netshrink finder is NOT activated there)
-    deps = next(p for p in sys.path if p.endswith("site-packages"))
-    (site / "deps.pth").write_text(deps + "\n")
+    # (every site-packages on the path: a worktree venv reaches its third-party packages through a .pth)
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "deps.pth").write_text("".join(d + "\n" for d in deps))
     code = (
         "import sys, netshrink, netshrink.client, netshrink.compression\n"
         "from netshrink import NetshrinkClient\n"
