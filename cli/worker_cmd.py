@@ -3,7 +3,8 @@
 Consumes ``cpu`` (and ``gpu`` when the device allows) plus ``webhooks``; prefork pool by default
 (a job that crashes its child is redelivered thanks to late acks, and failed after
 ``max_attempts``). Each process limits torch to ``NETSHRINK_TORCH_THREADS`` threads. A housekeeper
-thread heartbeats the job store and runs retention cleanup. Ref: docs/development.md "Celery settings".
+thread heartbeats the job store, runs the reaper (jobs whose lease expired are enqueued again,
+``workers/reaper.py``) and retention cleanup. Ref: docs/development.md "Celery settings".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 EXIT_BAD_INPUT = 2
@@ -38,7 +40,7 @@ def worker(
     from celery.signals import worker_process_init
 
     from netshrink.workers.artifacts import ArtifactStore
-    from netshrink.workers.celery_app import create_celery_app, default_queues
+    from netshrink.workers.celery_app import create_celery_app, default_queues, enqueue_job
     from netshrink.workers.retention import Housekeeper
     from netshrink.workers.settings import get_settings
     from netshrink.workers.store import get_store
@@ -60,7 +62,13 @@ def worker(
     worker_process_init.connect(_child_init, weak=False)
     app = create_celery_app(settings)
     store = get_store(settings)
-    housekeeper = Housekeeper(store, ArtifactStore(settings.artifacts_dir), settings, queues=queue_list)
+    housekeeper = Housekeeper(
+        store,
+        ArtifactStore(settings.artifacts_dir),
+        settings,
+        queues=queue_list,
+        enqueue=partial(enqueue_job, app),
+    )
     housekeeper.start()
     try:
         w = app.Worker(

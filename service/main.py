@@ -3,7 +3,10 @@
 ``create_app(settings)`` wires routers, the one error map and the OpenAPI customizations. The
 lifespan opens the job store, the artifact store, Redis (when configured) and the Celery app,
 decides the auth mode (refusing to start on an open non-loopback bind), and, in embedded mode,
-runs the in-process Celery worker thread so one command serves everything.
+runs the in-process Celery worker thread so one command serves everything. Before that worker
+starts, the embedded process takes the data directory's lock and recovers from a previous crash
+(``workers/reaper.recover_embedded``: running jobs taken back, queued jobs enqueued again); its
+housekeeper then runs the reaper periodically.
 Ref: docs/development.md "Settings and errors", "Layout"; docs/api.md "Auth and limits";
 issue 4 "Embedded default".
 """
@@ -30,6 +33,7 @@ from netshrink.service.routes import jobs, ops
 from netshrink.service.settings import ServiceSettings, get_settings
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.celery_app import EmbeddedWorker, create_celery_app, default_queues, enqueue_job
+from netshrink.workers.reaper import DataDirLock, recover_embedded
 from netshrink.workers.retention import Housekeeper
 from netshrink.workers.store import get_store
 
@@ -47,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ServiceSettings = app.state.settings
     async with AsyncExitStack() as stack:
         artifacts = ArtifactStore(settings.artifacts_dir)  # creates data_dir/jobs
-        store = get_store(settings)
+        store = get_store(settings, retry_s=0.0)  # an outage is a 503 at once; clients retry
         stack.callback(store.close)
         mode = auth_mode(settings, store)  # AuthConfigError aborts startup
         client: redis.Redis | None = None
@@ -63,10 +67,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         celery = create_celery_app(settings)
         stack.callback(celery.close)
         if settings.embedded and settings.embedded_worker:
+            enqueue = partial(enqueue_job, celery)
+            lock = DataDirLock(settings.data_dir)
+            exclusive = lock.acquire()
+            stack.callback(lock.release)
+            if not exclusive:
+                log.warning(
+                    "another process serves %s; start-up recovery waits for leases", settings.data_dir
+                )
+            recover_embedded(store, enqueue, max_attempts=settings.max_attempts, exclusive=exclusive)
             worker = EmbeddedWorker(celery).start()
             stack.callback(worker.stop)
-            # The embedded worker's heartbeat (GET /v1/workers) and retention cleanup.
-            housekeeper = Housekeeper(store, artifacts, settings, queues=default_queues(settings.device))
+            # The embedded worker's heartbeat (GET /v1/workers), reaper and retention cleanup.
+            housekeeper = Housekeeper(
+                store, artifacts, settings, queues=default_queues(settings.device), enqueue=enqueue
+            )
             housekeeper.start()
             stack.callback(housekeeper.stop)
         app.state.netshrink = AppState(

@@ -10,11 +10,19 @@ share one contract test suite: ``RedisJobStore`` (``workers/store_redis.py``) an
 
 Lifecycle (every arrow is one atomic transition; terminal states never change again)::
 
-    queued ──mark_running──▶ running ──mark_succeeded──▶ succeeded
-       │                        ├─────mark_failed─────▶ failed
-       │                        └─────mark_cancelled──▶ cancelled
-       ├──request_cancel (queued: immediately) ───────▶ cancelled
-       └──mark_failed (e.g. too many attempts) ───────▶ failed
+    queued ──claim──▶ running ──mark_succeeded──▶ succeeded
+       ▲                 ├─────mark_failed─────▶ failed
+       │                 └─────mark_cancelled──▶ cancelled
+       └──reap (lease expired, attempts left) ──┘  (no attempts left: ▶ failed)
+    queued ──request_cancel (queued, or running with an expired lease: immediately) ──▶ cancelled
+    queued ──claim (too many attempts) ──▶ failed
+
+**Leases.** A running job carries a lease (``lease_owner`` = the broker message, ``lease_token`` =
+one execution of it, ``lease_expires_at``) that the executing worker renews every
+``lease_heartbeat_s`` for ``2 × lease_heartbeat_s`` (``workers/lease.py``). A worker that dies
+stops renewing; the reaper (``workers/reaper.py``) then re-enqueues the job, or fails it when its
+attempts are used up. Terminal writes carry the writer's token and are refused while a *different*
+execution holds a live lease, so a stale worker can never overwrite the live one.
 
 Ref: docs/api.md "GET /v1/jobs/{id}" (JobPublic), "Idempotency-Key", "Auth and limits";
 docs/development.md "workers/".
@@ -125,6 +133,23 @@ class Job(BaseModel):
     callback: Callback | None = None
     cancel_requested: bool = False
     idempotency_key: str | None = None
+    # The lease of a running job (internal: never in JobPublic or webhook payloads).
+    lease_owner: str | None = None  # the broker message (Celery task id) executing the job
+    lease_token: str | None = None  # one execution of that message: renewals and fenced writes
+    lease_expires_at: datetime | None = None  # the reaper takes the job back after this
+
+
+LEASE_FIELDS = frozenset({"lease_owner", "lease_token", "lease_expires_at"})
+
+
+class Claim(StrEnum):
+    """What ``JobStore.claim`` did with a delivered message."""
+
+    RUN = "run"  # the caller holds the lease and must run the job
+    TERMINAL = "terminal"  # the job is already finished: drop the message
+    BUSY = "busy"  # another execution holds a live lease: drop the (duplicate) message
+    CANCELLED = "cancelled"  # cancellation was requested before the start: now cancelled
+    TOO_MANY = "too_many"  # the attempts cap was passed: now failed
 
 
 class JobPage(NamedTuple):
@@ -171,6 +196,11 @@ class JobNotFoundError(KeyError):
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
         self.job_id = job_id
+
+
+class StoreUnavailableError(Exception):
+    """The job store's backend did not answer (after the store's own retries). The API maps it
+    to 503 with ``Retry-After``; a worker leaves the job to its lease and the reaper."""
 
 
 class IdempotencyConflictError(Exception):
@@ -244,7 +274,30 @@ class JobStore(Protocol):
         ...
 
     def mark_running(self, job_id: str) -> bool:
-        """queued/running → running; sets ``started_at`` on first start. False if terminal."""
+        """queued/running → running with an anonymous lease of ``lease_s`` (anyone may claim
+        over it); sets ``started_at`` on first start. False if terminal."""
+        ...
+
+    def claim(self, job_id: str, *, owner: str, token: str, max_attempts: int) -> Claim:
+        """One atomic start of a delivery: terminal → TERMINAL; a live lease of another owner →
+        BUSY; else count the attempt (TOO_MANY → failed past ``max_attempts``), honour a cancel
+        request (CANCELLED), or take the lease for ``lease_s`` (RUN). Claiming again with the same
+        ``token`` (a retried write) is RUN without counting again."""
+        ...
+
+    def renew_lease(self, job_id: str, token: str) -> bool:
+        """Extend the lease held by ``token`` to now + ``lease_s``; False when it is no longer
+        held (the job was reaped, finished or claimed by another execution)."""
+        ...
+
+    def expired_leases(self, now: datetime | None = None) -> builtins.list[str]:
+        """Ids of running jobs whose lease expired by ``now`` (or that have none)."""
+        ...
+
+    def reap(self, job_id: str, *, max_attempts: int, now: datetime | None = None) -> JobStatus | None:
+        """Take back a running job whose lease expired by ``now``: → queued while attempts remain,
+        → failed (too many attempts) otherwise, → cancelled if cancellation was requested.
+        Returns the new status, or None when the job was not taken back."""
         ...
 
     def bump_attempts(self, job_id: str) -> int:
@@ -256,25 +309,32 @@ class JobStore(Protocol):
         ...
 
     def mark_succeeded(
-        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
+        self,
+        job_id: str,
+        *,
+        report: dict[str, Any],
+        artifacts: builtins.list[ArtifactInfo],
+        lease_token: str | None = None,
     ) -> bool:
-        """→ succeeded with report + artifact list; sets finished_at, expires_at, progress 1.0."""
+        """→ succeeded with report + artifact list; sets finished_at, expires_at, progress 1.0.
+        With ``lease_token``: refused (False) while another execution holds a live lease."""
         ...
 
-    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
+    def mark_failed(self, job_id: str, problem: dict[str, Any], *, lease_token: str | None = None) -> bool:
         """→ failed with an RFC 9457 problem dict in ``error``; sets finished_at, expires_at."""
         ...
 
     def request_cancel(self, job_id: str) -> Job:
-        """queued → cancelled now; running → ``cancel_requested=True`` (the worker stops between
-        layers); terminal → unchanged. Returns the job after the change."""
+        """queued, or running with an expired lease (its worker is gone) → cancelled now; running
+        → ``cancel_requested=True`` (the worker stops between layers); terminal → unchanged.
+        Returns the job after the change."""
         ...
 
     def is_cancel_requested(self, job_id: str) -> bool:
         """True if cancellation was requested or the job is already cancelled."""
         ...
 
-    def mark_cancelled(self, job_id: str) -> bool:
+    def mark_cancelled(self, job_id: str, *, lease_token: str | None = None) -> bool:
         """→ cancelled; sets finished_at, expires_at."""
         ...
 
@@ -327,6 +387,7 @@ __all__ = [
     "ApiKeyRecord",
     "ArtifactInfo",
     "Callback",
+    "Claim",
     "CreateResult",
     "IdempotencyConflictError",
     "InputInfo",
@@ -336,7 +397,9 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "JobStore",
+    "LEASE_FIELDS",
     "Progress",
+    "StoreUnavailableError",
     "WEBHOOK_EVENTS",
     "WorkerHeartbeat",
     "decode_cursor",

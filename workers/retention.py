@@ -1,9 +1,11 @@
 """Retention and worker liveness: delete expired jobs and their files; heartbeat the job store.
 
 ``cleanup_expired`` is a plain function (tests call it). ``Housekeeper`` is a daemon thread
-that every worker process runs: a heartbeat every few seconds and ``cleanup_expired`` on start
-and then every ``retention_interval_s``. Every worker running it is harmless (deletes are
-idempotent), so no Celery beat is needed. Ref: docs/api.md "Operations" (``GET /v1/workers``),
+that every worker process runs: a heartbeat every few seconds, the reaper
+(``workers/reaper.reap_orphans``) every ``reaper_interval_s`` when it is given an ``enqueue``,
+and ``cleanup_expired`` on start and then every ``retention_interval_s``. Every worker running
+it is harmless (deletes and reaps are atomic and idempotent), so no Celery beat is needed.
+Ref: docs/api.md "Operations" (``GET /v1/workers``),
 ``expires_at``.
 """
 
@@ -19,6 +21,7 @@ from datetime import datetime
 
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
+from netshrink.workers.reaper import Enqueue, reap_orphans
 from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ def _older_than(mtime: float, age_s: float) -> bool:
 
 
 class Housekeeper(threading.Thread):
-    """Heartbeat + periodic retention for one worker process (a daemon thread)."""
+    """Heartbeat, reaper and periodic retention for one worker process (a daemon thread)."""
 
     def __init__(
         self,
@@ -67,10 +70,12 @@ class Housekeeper(threading.Thread):
         *,
         queues: list[str],
         heartbeat_interval_s: float = 10.0,
+        enqueue: Enqueue | None = None,
     ) -> None:
         super().__init__(name="netshrink-housekeeper", daemon=True)
         self.store, self.artifacts, self.settings = store, artifacts, settings
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.enqueue = enqueue
         self.record = WorkerHeartbeat(
             worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
             hostname=socket.gethostname(),
@@ -82,19 +87,26 @@ class Housekeeper(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        next_cleanup = 0.0
+        next_beat = next_reap = next_cleanup = 0.0
+        tick = min(self.heartbeat_interval_s, self.settings.reaper_interval_s)
         while not self._stop_event.is_set():
+            now = time.monotonic()
             try:
-                self.record.last_seen = utcnow()
-                self.store.heartbeat(self.record)
-                if time.monotonic() >= next_cleanup:
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_interval_s
+                    self.record.last_seen = utcnow()
+                    self.store.heartbeat(self.record)
+                if self.enqueue is not None and now >= next_reap:
+                    next_reap = now + self.settings.reaper_interval_s
+                    reap_orphans(self.store, self.enqueue, max_attempts=self.settings.max_attempts)
+                if now >= next_cleanup:
+                    next_cleanup = now + self.settings.retention_interval_s
                     n = cleanup_expired(self.store, self.artifacts)
                     if n:
                         log.info("retention: removed %d expired jobs", n)
-                    next_cleanup = time.monotonic() + self.settings.retention_interval_s
             except Exception:  # the store may be briefly down; never kill the thread
                 log.exception("housekeeping failed; retrying")
-            self._stop_event.wait(self.heartbeat_interval_s)
+            self._stop_event.wait(tick)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop_event.set()

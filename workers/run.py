@@ -1,9 +1,15 @@
 """``run_job``: execute one job end to end. Plain Python, idempotent, called by the Celery tasks.
 
 Guarantees (Ref: docs/development.md "workers/run.py"; docs/api.md "Errors", "Auth and limits"):
-- idempotent: a terminal job is left alone (``acks_late`` may redeliver a finished job);
-- ``attempts`` counts deliveries; a job redelivered more than ``max_attempts`` times (each one
-  killed its worker, e.g. out of memory) is failed instead of crashing workers forever;
+- idempotent: a terminal job is left alone (``acks_late`` may redeliver a finished job), and so
+  is a job another execution holds a live lease on (a duplicate message);
+- one atomic ``claim`` counts the delivery in ``attempts``, takes the lease and marks the job
+  running; a job delivered more than ``max_attempts`` times (each one killed its worker, e.g. out
+  of memory) is failed instead of crashing workers forever;
+- while it runs, a ``LeaseKeeper`` renews the lease; if the process dies the lease runs out and the
+  reaper takes the job back (``workers/reaper.py``). A store outage longer than the store's own
+  retries (``StoreUnavailableError``) ends the execution without a result, and the job goes the
+  same way: it is never failed because the store was briefly down;
 - every exception ends the job: ``CancelledError`` → cancelled, ``CompressionError`` → failed
   with its RFC 9457 problem (422), the soft time limit → failed (422), anything else → failed
   with an internal problem (500, no stack trace; the traceback goes to the worker log). A job is
@@ -18,6 +24,7 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +34,16 @@ from netshrink.compression.errors import CancelledError, CompressionError
 from netshrink.compression.spec import CompressSpec
 from netshrink.workers import problems
 from netshrink.workers.artifacts import ArtifactStore
-from netshrink.workers.jobs import ArtifactInfo, Job, JobNotFoundError, JobStore, Progress
+from netshrink.workers.jobs import (
+    ArtifactInfo,
+    Claim,
+    Job,
+    JobNotFoundError,
+    JobStore,
+    Progress,
+    StoreUnavailableError,
+)
+from netshrink.workers.lease import LeaseKeeper
 from netshrink.workers.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -49,45 +65,80 @@ def run_job(
     artifacts: ArtifactStore,
     settings: WorkerSettings,
     notify: Notify | None = None,
+    lease_owner: str | None = None,
 ) -> None:
-    """Run job ``job_id`` to a terminal state (or leave it alone if it already is one)."""
+    """Run job ``job_id`` to a terminal state (or leave it alone if it already is one).
+
+    ``lease_owner`` names the delivery (the Celery task id): a redelivery of the same message
+    (``reject_on_worker_lost`` after its pool child died) may take over its own live lease at
+    once, while any other message waits for the lease to expire.
+    """
     emit = _Emitter(store, job_id, notify, settings.webhook_progress_interval_s)
+    token = uuid.uuid4().hex
     try:
-        job = store.get(job_id)
+        outcome = store.claim(
+            job_id, owner=lease_owner or token, token=token, max_attempts=settings.max_attempts
+        )
     except JobNotFoundError:
         log.warning("job %s no longer exists; dropping the message", job_id)
         return
-    if job.status.is_terminal:
-        return
-    attempts = store.bump_attempts(job_id)
-    if attempts > settings.max_attempts:
-        log.error("job %s: attempt %d > max_attempts %d", job_id, attempts, settings.max_attempts)
-        if store.mark_failed(job_id, problems.too_many_attempts(attempts, settings.max_attempts)):
-            emit("job.failed")
-        return
-    if store.is_cancel_requested(job_id):
-        if store.mark_cancelled(job_id):
-            emit("job.cancelled")
-        return
-    if not store.mark_running(job_id):
-        return
+    if outcome is Claim.TOO_MANY:
+        log.error("job %s: more than max_attempts=%d deliveries", job_id, settings.max_attempts)
+        emit("job.failed")
+    elif outcome is Claim.CANCELLED:
+        emit("job.cancelled")
+    elif outcome is Claim.BUSY:
+        log.warning("job %s is held by a live lease of another execution; dropping the message", job_id)
+    elif outcome is Claim.RUN:
+        with LeaseKeeper(store, job_id, token, settings.lease_heartbeat_s) as lease:
+            _run_claimed(job_id, token, lease, store=store, artifacts=artifacts, settings=settings, emit=emit)
+
+
+def _run_claimed(
+    job_id: str,
+    token: str,
+    lease: LeaseKeeper,
+    *,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    settings: WorkerSettings,
+    emit: _Emitter,
+) -> None:
+    """Execute a claimed job and record its outcome (writes fenced by this execution's token)."""
     emit("job.started")
+    job = store.get(job_id)
     try:
-        infos = _execute(job, store=store, artifacts=artifacts, emit=emit, worker_device=settings.device)
+        infos = _execute(
+            job,
+            store=store,
+            artifacts=artifacts,
+            emit=emit,
+            worker_device=settings.device,
+            lost=lambda: lease.lost,
+        )
     except CancelledError:
-        if store.mark_cancelled(job_id):
+        if lease.lost:
+            return  # reaped while cut off from the store: the new execution owns the job
+        if store.mark_cancelled(job_id, lease_token=token):
             emit("job.cancelled")
         return
+    except StoreUnavailableError:
+        log.error(
+            "job %s: the job store is unreachable; its lease will expire and the reaper requeue it", job_id
+        )
+        raise
     except CompressionError as exc:
-        outcome = store.mark_failed(job_id, problems.from_error(exc))
+        outcome = store.mark_failed(job_id, problems.from_error(exc), lease_token=token)
     except SoftTimeLimitExceeded:
-        outcome = store.mark_failed(job_id, problems.time_limit(settings.job_soft_time_limit_s))
+        outcome = store.mark_failed(
+            job_id, problems.time_limit(settings.job_soft_time_limit_s), lease_token=token
+        )
     except Exception:
         log.exception("job %s failed with an unexpected error", job_id)
-        outcome = store.mark_failed(job_id, problems.internal(job_id))
+        outcome = store.mark_failed(job_id, problems.internal(job_id), lease_token=token)
     else:
         report, files = infos
-        if store.mark_succeeded(job_id, report=report, artifacts=files):
+        if store.mark_succeeded(job_id, report=report, artifacts=files, lease_token=token):
             emit("job.succeeded")
         return
     if outcome:
@@ -95,7 +146,13 @@ def run_job(
 
 
 def _execute(
-    job: Job, *, store: JobStore, artifacts: ArtifactStore, emit: _Emitter, worker_device: str = "auto"
+    job: Job,
+    *,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    emit: _Emitter,
+    worker_device: str = "auto",
+    lost: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], list[ArtifactInfo]]:
     """Load the inputs, call the core, write every artifact; return (report, artifact infos)."""
     spec = CompressSpec.from_dict(job.spec)  # the API validated it; re-check before any heavy import
@@ -115,7 +172,7 @@ def _execute(
         emit.progress()
 
     def should_cancel() -> bool:
-        return store.is_cancel_requested(job.id)
+        return lost() or store.is_cancel_requested(job.id)
 
     on_progress_stage("loading", store, job.id)
     architecture = None

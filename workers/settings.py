@@ -37,6 +37,12 @@ class WorkerSettings(BaseSettings):
     idempotency_ttl_s: int = Field(default=DAY_S, ge=DAY_S)  # IETF Idempotency-Key: kept ≥ 24 h
     retention_interval_s: int = Field(default=3600, gt=0)  # how often the worker runs cleanup
     heartbeat_ttl_s: int = Field(default=60, gt=0)  # a worker record older than this counts as dead
+    # Crash recovery (README "Crash recovery"): a running job's lease is renewed every
+    # lease_heartbeat_s and lasts 2 × that; every reaper_interval_s the reaper takes back jobs whose
+    # lease expired. A crashed job is queued again within 2 × lease_heartbeat_s + reaper_interval_s.
+    lease_heartbeat_s: float = Field(default=10.0, gt=0)
+    reaper_interval_s: float = Field(default=15.0, gt=0)
+    store_retry_s: float = Field(default=30.0, ge=0)  # a worker rides out a store outage this long
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # what a worker process offers
     torch_threads: int = Field(default=1, ge=1)  # torch.set_num_threads in the worker
@@ -64,6 +70,16 @@ class WorkerSettings(BaseSettings):
             # Otherwise Redis redelivers a still-running job to a second worker.
             raise ValueError("visibility_timeout_s must be longer than job_time_limit_s")
         return self
+
+    @property
+    def lease_s(self) -> float:
+        """How long a lease lasts without renewal: two heartbeats, so one late renewal is harmless."""
+        return 2 * self.lease_heartbeat_s
+
+    @property
+    def recovery_bound_s(self) -> float:
+        """The documented bound: a crashed job is queued again at most this long after the crash."""
+        return self.lease_s + self.reaper_interval_s
 
     @property
     def embedded(self) -> bool:

@@ -9,8 +9,12 @@ from netshrink.workers.jobs import JobStore
 from netshrink.workers.settings import WorkerSettings
 
 
-def get_store(settings: WorkerSettings) -> JobStore:
-    """A new store for ``settings`` (callers own it and ``close()`` it)."""
+def get_store(settings: WorkerSettings, *, retry_s: float | None = None) -> JobStore:
+    """A new store for ``settings`` (callers own it and ``close()`` it).
+
+    ``retry_s``: how long a Redis store rides out a lost connection before raising
+    ``StoreUnavailableError`` (default ``settings.store_retry_s``; the API passes 0 and answers 503).
+    """
     if settings.redis_url is not None:
         from netshrink.workers.store_redis import RedisJobStore
 
@@ -19,6 +23,8 @@ def get_store(settings: WorkerSettings) -> JobStore:
             retention_s=settings.artifact_retention_s,
             prefix=settings.redis_key_prefix,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            lease_s=settings.lease_s,
+            retry_s=settings.store_retry_s if retry_s is None else retry_s,
         )
     from netshrink.workers.store_sqlite import SQLiteJobStore
 
@@ -26,6 +32,7 @@ def get_store(settings: WorkerSettings) -> JobStore:
         settings.sqlite_path,
         retention_s=settings.artifact_retention_s,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        lease_s=settings.lease_s,
     )
 
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
-from netshrink.workers import transitions
-from netshrink.workers.jobs import ArtifactInfo, Job, JobStatus, Progress
+from netshrink.workers import problems, transitions
+from netshrink.workers.jobs import ArtifactInfo, Claim, Job, JobStatus, Progress, utcnow
 
 T = TypeVar("T")
+
+DEFAULT_LEASE_S = 20.0  # 2 × the default lease_heartbeat_s (workers/settings.py)
 
 
 class TransitionMethods:
     retention_s: int
+    lease_s: float = DEFAULT_LEASE_S
 
     def _mutate(self, job_id: str, fn: Callable[[Job], T]) -> T:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -26,8 +30,44 @@ class TransitionMethods:
     def get(self, job_id: str) -> Job:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _running_jobs(self) -> builtins.list[Job]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def mark_running(self, job_id: str) -> bool:
-        return self._mutate(job_id, transitions.start)
+        return self._mutate(job_id, lambda job: transitions.start(job, self.lease_s))
+
+    def claim(self, job_id: str, *, owner: str, token: str, max_attempts: int) -> Claim:
+        def apply(job: Job) -> Claim:
+            problem = problems.too_many_attempts(job.attempts + 1, max_attempts)
+            return transitions.claim(
+                job,
+                owner=owner,
+                token=token,
+                lease_s=self.lease_s,
+                max_attempts=max_attempts,
+                problem=problem,
+                retention_s=self.retention_s,
+            )
+
+        return self._mutate(job_id, apply)
+
+    def renew_lease(self, job_id: str, token: str) -> bool:
+        return self._mutate(job_id, lambda job: transitions.renew(job, token, self.lease_s))
+
+    def expired_leases(self, now: datetime | None = None) -> builtins.list[str]:
+        when = now or utcnow()
+        return [job.id for job in self._running_jobs() if not transitions.lease_live(job, when)]
+
+    def reap(self, job_id: str, *, max_attempts: int, now: datetime | None = None) -> JobStatus | None:
+        when = now or utcnow()
+
+        def apply(job: Job) -> JobStatus | None:
+            problem = problems.too_many_attempts(job.attempts, max_attempts)
+            return transitions.reap(
+                job, now=when, max_attempts=max_attempts, problem=problem, retention_s=self.retention_s
+            )
+
+        return self._mutate(job_id, apply)
 
     def bump_attempts(self, job_id: str) -> int:
         return self._mutate(job_id, transitions.bump_attempts)
@@ -36,12 +76,19 @@ class TransitionMethods:
         self._mutate(job_id, lambda job: transitions.set_progress(job, progress))
 
     def mark_succeeded(
-        self, job_id: str, *, report: dict[str, Any], artifacts: builtins.list[ArtifactInfo]
+        self,
+        job_id: str,
+        *,
+        report: dict[str, Any],
+        artifacts: builtins.list[ArtifactInfo],
+        lease_token: str | None = None,
     ) -> bool:
-        return self._mutate(job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s))
+        return self._mutate(
+            job_id, lambda job: transitions.succeed(job, report, artifacts, self.retention_s, lease_token)
+        )
 
-    def mark_failed(self, job_id: str, problem: dict[str, Any]) -> bool:
-        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s))
+    def mark_failed(self, job_id: str, problem: dict[str, Any], *, lease_token: str | None = None) -> bool:
+        return self._mutate(job_id, lambda job: transitions.fail(job, problem, self.retention_s, lease_token))
 
     def request_cancel(self, job_id: str) -> Job:
         def apply(job: Job) -> Job:
@@ -54,5 +101,5 @@ class TransitionMethods:
         job = self.get(job_id)
         return job.cancel_requested or job.status is JobStatus.CANCELLED
 
-    def mark_cancelled(self, job_id: str) -> bool:
-        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s))
+    def mark_cancelled(self, job_id: str, *, lease_token: str | None = None) -> bool:
+        return self._mutate(job_id, lambda job: transitions.cancel(job, self.retention_s, lease_token))

@@ -13,16 +13,24 @@ Keys (all under ``prefix``, default ``netshrink:``)::
 
 Every transition is an optimistic WATCH/MULTI/EXEC transaction on ``job:{id}``, retried on
 conflict, so two workers (or a worker and a cancel request) never lose each other's write.
+
+**Outages.** Every method retries a lost connection (``redis.ConnectionError``/``TimeoutError``)
+with capped exponential backoff for up to ``retry_s`` seconds, then raises
+``StoreUnavailableError``. A transaction is retried whole (read, apply, MULTI/EXEC), so a write is
+either applied completely or not at all: a job is never half-updated. Workers use a long window
+(``store_retry_s``) so a Redis restart is ridden out; the API uses none and answers 503.
 Ref: ``workers/jobs.py`` (protocol); https://redis.io/docs/latest/develop/interact/transactions/.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from redis.exceptions import WatchError
@@ -35,16 +43,41 @@ from netshrink.workers.jobs import (
     JobNotFoundError,
     JobPage,
     JobStatus,
+    StoreUnavailableError,
     WorkerHeartbeat,
     decode_cursor,
     encode_cursor,
     to_us,
     utcnow,
 )
-from netshrink.workers.store_common import TransitionMethods
+from netshrink.workers.store_common import DEFAULT_LEASE_S, TransitionMethods
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _BATCH = 200
+_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
+_BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.05, 1.0
+
+
+def _retried(method: Callable[P, T]) -> Callable[P, T]:
+    """Retry ``method`` across a lost Redis connection for up to ``self.retry_s`` seconds."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store: RedisJobStore = args[0]  # type: ignore[assignment]
+        deadline = time.monotonic() + store.retry_s
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except _OUTAGE as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreUnavailableError(f"Redis job store unreachable: {exc}") from exc
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+
+    return wrapper
 
 
 class RedisJobStore(TransitionMethods):
@@ -57,8 +90,18 @@ class RedisJobStore(TransitionMethods):
         retention_s: int,
         prefix: str = "netshrink:",
         idempotency_ttl_s: int = 24 * 3600,
+        lease_s: float = DEFAULT_LEASE_S,
+        retry_s: float = 0.0,
+        socket_timeout_s: float = 10.0,
     ) -> None:
-        self.r: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
+        self.r: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=30,
+        )
+        self.lease_s, self.retry_s = lease_s, retry_s
         self.prefix = prefix
         self.retention_s = retention_s
         self.idempotency_ttl_s = idempotency_ttl_s
@@ -78,6 +121,7 @@ class RedisJobStore(TransitionMethods):
         if job.expires_at is not None:
             pipe.zadd(self._k("expires"), {job.id: to_us(job.expires_at)})
 
+    @_retried
     def _mutate(self, job_id: str, fn: Callable[[Job], T]) -> T:
         key = self._k("job", job_id)
         with self.r.pipeline() as pipe:
@@ -101,6 +145,7 @@ class RedisJobStore(TransitionMethods):
                 except WatchError:
                     continue
 
+    @_retried
     def create(
         self, job: Job, *, idempotency_key: str | None = None, fingerprint: str | None = None
     ) -> CreateResult:
@@ -131,12 +176,14 @@ class RedisJobStore(TransitionMethods):
                 except WatchError:
                     continue
 
+    @_retried
     def get(self, job_id: str) -> Job:
         raw = self.r.get(self._k("job", job_id))
         if raw is None:
             raise JobNotFoundError(job_id)
         return Job.model_validate_json(str(raw))
 
+    @_retried
     def list(
         self,
         owner: str | None = None,
@@ -169,6 +216,7 @@ class RedisJobStore(TransitionMethods):
         out = out[:limit]
         return JobPage(out, encode_cursor(out[-1]) if more and out else None)
 
+    @_retried
     def idempotency_lookup(self, key: str, owner: str) -> tuple[str, str] | None:
         raw = self.r.get(self._k("idem", owner, key))
         if raw is None:
@@ -176,6 +224,7 @@ class RedisJobStore(TransitionMethods):
         entry = json.loads(str(raw))
         return entry["fingerprint"], entry["job_id"]
 
+    @_retried
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
         pipe = self.r.pipeline(transaction=True)
@@ -189,12 +238,20 @@ class RedisJobStore(TransitionMethods):
             pipe.delete(self._k("idem", job.owner, job.idempotency_key))
         pipe.execute()
 
+    @_retried
+    def _running_jobs(self) -> builtins.list[Job]:
+        ids: builtins.list[str] = sorted(self.r.smembers(self._k("status", JobStatus.RUNNING.value)))  # type: ignore[arg-type]
+        raws = self.r.mget([self._k("job", i) for i in ids]) if ids else []
+        return [Job.model_validate_json(raw) for raw in raws if raw is not None]
+
+    @_retried
     def counts_by_status(self) -> dict[JobStatus, int]:
         pipe = self.r.pipeline(transaction=False)
         for s in JobStatus:
             pipe.scard(self._k("status", s.value))
         return {s: int(n) for s, n in zip(JobStatus, pipe.execute(), strict=True)}
 
+    @_retried
     def expired_jobs(self, now: datetime | None = None, limit: int = 500) -> builtins.list[str]:
         now_us = to_us(now or utcnow())
         ids: builtins.list[str] = self.r.zrangebyscore(self._k("expires"), "-inf", now_us, start=0, num=limit)  # type: ignore[assignment]
@@ -202,6 +259,7 @@ class RedisJobStore(TransitionMethods):
 
     # -- API keys and workers -------------------------------------------------------------------
 
+    @_retried
     def create_api_key(self, record: ApiKeyRecord) -> None:
         hash_key = self._k("apikey_hash", record.key_hash)
         if not self.r.set(hash_key, record.id, nx=True):
@@ -211,10 +269,12 @@ class RedisJobStore(TransitionMethods):
         pipe.zadd(self._k("apikeys"), {record.id: to_us(record.created_at)})
         pipe.execute()
 
+    @_retried
     def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         raw = self.r.get(self._k("apikey", key_id))
         return ApiKeyRecord.model_validate_json(str(raw)) if raw is not None else None
 
+    @_retried
     def get_api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         key_id = self.r.get(self._k("apikey_hash", key_hash))
         if key_id is None:
@@ -222,14 +282,17 @@ class RedisJobStore(TransitionMethods):
         raw = self.r.get(self._k("apikey", str(key_id)))
         return ApiKeyRecord.model_validate_json(str(raw)) if raw is not None else None
 
+    @_retried
     def list_api_keys(self) -> builtins.list[ApiKeyRecord]:
         ids: builtins.list[str] = self.r.zrange(self._k("apikeys"), 0, -1)  # type: ignore[assignment]
         raws = self.r.mget([self._k("apikey", i) for i in ids]) if ids else []
         return [ApiKeyRecord.model_validate_json(r) for r in raws if r is not None]
 
+    @_retried
     def heartbeat(self, record: WorkerHeartbeat) -> None:
         self.r.hset(self._k("workers"), record.worker_id, record.model_dump_json())
 
+    @_retried
     def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
         now = utcnow()
         cutoff, stale = now - timedelta(seconds=max_age_s), now - timedelta(days=1)

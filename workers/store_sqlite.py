@@ -31,7 +31,7 @@ from netshrink.workers.jobs import (
     to_us,
     utcnow,
 )
-from netshrink.workers.store_common import TransitionMethods
+from netshrink.workers.store_common import DEFAULT_LEASE_S, TransitionMethods
 
 T = TypeVar("T")
 
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_us);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS idempotency (
     owner TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, job_id TEXT NOT NULL,
     expires_us INTEGER NOT NULL, PRIMARY KEY (owner, key));
@@ -55,8 +56,16 @@ CREATE TABLE IF NOT EXISTS workers (
 class SQLiteJobStore(TransitionMethods):
     """``JobStore`` over one SQLite database file. Ref: ``workers/jobs.py``."""
 
-    def __init__(self, path: str | Path, *, retention_s: int, idempotency_ttl_s: int = 24 * 3600) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_s: int,
+        idempotency_ttl_s: int = 24 * 3600,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
         self.path = Path(path)
+        self.lease_s = lease_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_s
         self.idempotency_ttl_s = idempotency_ttl_s
@@ -185,6 +194,13 @@ class SQLiteJobStore(TransitionMethods):
                     "DELETE FROM idempotency WHERE owner=? AND key=? AND job_id=?",
                     (job.owner, job.idempotency_key, job_id),
                 )
+
+    def _running_jobs(self) -> builtins.list[Job]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT data FROM jobs WHERE status = ?", (JobStatus.RUNNING.value,)
+            ).fetchall()
+        return [Job.model_validate_json(r[0]) for r in rows]
 
     def counts_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -62,17 +62,24 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         args = [job.owner, job.callback.url, new_message_id(), payload]
         app.send_task(TASK_WEBHOOK, args=args, queue=WEBHOOK_QUEUE)
 
-    def run(job_id: str) -> None:
+    def run(job_id: str, task_id: str | None) -> None:
         ctx = context()
-        run_job(job_id, store=ctx.store, artifacts=ctx.artifacts, settings=ctx.settings, notify=notify)
+        run_job(
+            job_id,
+            store=ctx.store,
+            artifacts=ctx.artifacts,
+            settings=ctx.settings,
+            notify=notify,
+            lease_owner=task_id,
+        )
 
-    @app.task(name=TASK_COMPRESS, ignore_result=True, acks_late=True, shared=False)
-    def compress(job_id: str) -> None:
-        run(job_id)
+    @app.task(name=TASK_COMPRESS, bind=True, ignore_result=True, acks_late=True, shared=False)
+    def compress(self: Task, job_id: str) -> None:
+        run(job_id, self.request.id)
 
-    @app.task(name=TASK_ANALYZE, ignore_result=True, acks_late=True, shared=False)
-    def analyze(job_id: str) -> None:
-        run(job_id)
+    @app.task(name=TASK_ANALYZE, bind=True, ignore_result=True, acks_late=True, shared=False)
+    def analyze(self: Task, job_id: str) -> None:
+        run(job_id, self.request.id)
 
     @app.task(name=TASK_WEBHOOK, bind=True, ignore_result=True, max_retries=None, shared=False)
     def deliver_webhook(self: Task, owner: str, url: str, msg_id: str, payload: dict[str, Any]) -> None:

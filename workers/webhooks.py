@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from netshrink.workers.jobs import Job, utcnow
+from netshrink.workers.jobs import LEASE_FIELDS, Job, utcnow
 
 USER_AGENT = "netshrink-webhooks/1"
 
@@ -86,7 +86,9 @@ def check_target(url: str, allow_hosts: Iterable[str] = ()) -> None:
 
 def build_event(event_type: str, job: Job) -> dict[str, Any]:
     """The event body: ``{type, timestamp, data}`` (Standard Webhooks payload structure)."""
-    data = job.model_dump(mode="json", exclude={"report", "idempotency_key", "spec", "callback"})
+    data = job.model_dump(
+        mode="json", exclude={"report", "idempotency_key", "spec", "callback", *LEASE_FIELDS}
+    )
     return {"type": event_type, "timestamp": utcnow().isoformat(), "data": data}
 
 

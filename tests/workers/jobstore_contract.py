@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ import pytest
 from netshrink.workers.jobs import (
     ApiKeyRecord,
     ArtifactInfo,
+    Claim,
     IdempotencyConflictError,
     Job,
     JobNotFoundError,
@@ -258,3 +260,129 @@ class StoreContract:
         store.heartbeat(old)
         assert [w.worker_id for w in store.list_workers(max_age_s=60)] == ["w1"]
         assert {w.worker_id for w in store.list_workers(max_age_s=600)} == {"w0", "w1"}
+
+    # -- leases (issue 13: no job is ever stuck after a crash) -----------------------------------
+
+    def test_claim_takes_the_lease_and_counts_the_attempt(self, store: JobStore, make_job: MakeJob) -> None:
+        job = store.create(make_job()).job
+        before = utcnow()
+        assert store.claim(job.id, owner="msg1", token="t1", max_attempts=3) is Claim.RUN
+        got = store.get(job.id)
+        assert got.status is JobStatus.RUNNING and got.attempts == 1 and got.started_at is not None
+        assert (got.lease_owner, got.lease_token) == ("msg1", "t1")
+        assert got.lease_expires_at is not None
+        assert got.lease_expires_at - before >= timedelta(seconds=store.lease_s)  # type: ignore[attr-defined]
+        # the same execution retrying its write: no second attempt counted
+        assert store.claim(job.id, owner="msg1", token="t1", max_attempts=3) is Claim.RUN
+        assert store.get(job.id).attempts == 1
+
+    def test_live_lease_of_another_message_is_busy(self, store: JobStore, make_job: MakeJob) -> None:
+        job = store.create(make_job()).job
+        assert store.claim(job.id, owner="msg1", token="t1", max_attempts=3) is Claim.RUN
+        assert store.claim(job.id, owner="msg2", token="t2", max_attempts=3) is Claim.BUSY
+        assert store.get(job.id).attempts == 1 and store.get(job.id).lease_token == "t1"
+        # a redelivery of the same message (its pool child died) takes over at once
+        assert store.claim(job.id, owner="msg1", token="t3", max_attempts=3) is Claim.RUN
+        got = store.get(job.id)
+        assert got.attempts == 2 and got.lease_token == "t3"
+        assert not store.renew_lease(job.id, "t1") and store.renew_lease(job.id, "t3")
+
+    def test_concurrent_claims_run_the_job_once(self, store: JobStore, make_job: MakeJob) -> None:
+        job = store.create(make_job()).job
+        outcomes: list[Claim] = []
+        barrier = threading.Barrier(5)
+
+        def claim(i: int) -> None:
+            barrier.wait()
+            outcomes.append(store.claim(job.id, owner=f"m{i}", token=f"t{i}", max_attempts=9))
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == sorted([Claim.RUN] + [Claim.BUSY] * 4)
+        assert store.get(job.id).attempts == 1
+
+    def test_claim_terminal_cancelled_and_too_many(self, store: JobStore, make_job: MakeJob) -> None:
+        done = store.create(make_job()).job
+        store.mark_failed(done.id, {"type": "t"})
+        assert store.claim(done.id, owner="m", token="t", max_attempts=3) is Claim.TERMINAL
+        flagged = store.create(make_job()).job
+        store.mark_running(flagged.id)
+        store.request_cancel(flagged.id)
+        assert store.claim(flagged.id, owner="m", token="t", max_attempts=3) is Claim.CANCELLED
+        assert store.get(flagged.id).status is JobStatus.CANCELLED
+        worn = store.create(make_job()).job
+        for i in range(2):
+            store.reap(worn.id, max_attempts=9)  # no-op: not running
+            assert store.claim(worn.id, owner=f"m{i}", token=f"t{i}", max_attempts=2) is Claim.RUN
+            assert store.reap(worn.id, max_attempts=9, now=utcnow() + timedelta(hours=1)) is JobStatus.QUEUED
+        assert store.claim(worn.id, owner="m9", token="t9", max_attempts=2) is Claim.TOO_MANY
+        failed = store.get(worn.id)
+        assert failed.status is JobStatus.FAILED and failed.attempts == 3 and failed.lease_token is None
+        assert failed.error is not None and failed.error["type"].endswith("/too-many-attempts")
+
+    def test_expired_leases_and_reap_requeue(self, store: JobStore, make_job: MakeJob) -> None:
+        job, other = store.create(make_job()).job, store.create(make_job()).job
+        store.claim(job.id, owner="m1", token="t1", max_attempts=3)
+        assert store.expired_leases() == []
+        assert store.reap(job.id, max_attempts=3) is None  # live lease: untouched
+        later = utcnow() + timedelta(seconds=store.lease_s + 1)  # type: ignore[attr-defined]
+        assert store.expired_leases(later) == [job.id]
+        assert store.reap(other.id, max_attempts=3, now=later) is None  # queued: untouched
+        assert store.reap(job.id, max_attempts=3, now=later) is JobStatus.QUEUED
+        back = store.get(job.id)
+        assert back.status is JobStatus.QUEUED and back.lease_token is None and back.attempts == 1
+        assert back.progress.stage == "queued"
+        assert store.expired_leases(later) == []
+        assert not store.renew_lease(job.id, "t1")  # the old execution learns it lost the job
+        assert store.claim(job.id, owner="m2", token="t2", max_attempts=3) is Claim.RUN
+        assert store.get(job.id).attempts == 2
+
+    def test_reap_fails_when_attempts_are_used_up_and_honours_cancel(
+        self, store: JobStore, make_job: MakeJob
+    ) -> None:
+        later = utcnow() + timedelta(hours=1)
+        worn, flagged = store.create(make_job()).job, store.create(make_job()).job
+        store.claim(worn.id, owner="m", token="t", max_attempts=1)
+        assert store.reap(worn.id, max_attempts=1, now=later) is JobStatus.FAILED
+        failed = store.get(worn.id)
+        assert failed.error is not None and failed.error["type"].endswith("/too-many-attempts")
+        assert failed.expires_at is not None and failed.lease_expires_at is None
+        store.claim(flagged.id, owner="m", token="t", max_attempts=3)
+        store.request_cancel(flagged.id)  # live lease: only flagged
+        assert store.get(flagged.id).status is JobStatus.RUNNING
+        assert store.reap(flagged.id, max_attempts=3, now=later) is JobStatus.CANCELLED
+
+    def test_stale_execution_cannot_overwrite_the_live_one(self, store: JobStore, make_job: MakeJob) -> None:
+        job = store.create(make_job()).job
+        store.claim(job.id, owner="m1", token="old", max_attempts=3)
+        store.reap(job.id, max_attempts=3, now=utcnow() + timedelta(hours=1))
+        store.claim(job.id, owner="m2", token="new", max_attempts=3)
+        assert not store.mark_succeeded(job.id, report={"stale": True}, artifacts=[], lease_token="old")
+        assert not store.mark_failed(job.id, {"type": "stale"}, lease_token="old")
+        assert not store.mark_cancelled(job.id, lease_token="old")
+        assert store.get(job.id).status is JobStatus.RUNNING
+        assert store.mark_succeeded(job.id, report={"fresh": True}, artifacts=[ART], lease_token="new")
+        done = store.get(job.id)
+        assert done.report == {"fresh": True} and done.lease_token is None and done.lease_expires_at is None
+        assert not store.renew_lease(job.id, "new")
+
+    def test_stale_execution_may_finish_a_job_nobody_holds(self, store: JobStore, make_job: MakeJob) -> None:
+        """Reaped (queued, no lease) but the old worker finishes first: its result stands, and
+        the requeued message then finds the job terminal."""
+        job = store.create(make_job()).job
+        store.claim(job.id, owner="m1", token="old", max_attempts=3)
+        store.reap(job.id, max_attempts=3, now=utcnow() + timedelta(hours=1))
+        assert store.mark_succeeded(job.id, report={}, artifacts=[ART], lease_token="old")
+        assert store.claim(job.id, owner="m2", token="new", max_attempts=3) is Claim.TERMINAL
+
+    def test_cancel_a_job_whose_worker_is_gone_is_immediate(self, store: JobStore, make_job: MakeJob) -> None:
+        job = store.create(make_job()).job
+        store.lease_s = 0.05  # type: ignore[attr-defined]
+        store.claim(job.id, owner="m", token="t", max_attempts=3)
+        time.sleep(0.1)  # the worker died: nobody renewed the lease
+        after = store.request_cancel(job.id)
+        assert after.status is JobStatus.CANCELLED and after.finished_at is not None
+        assert after.lease_token is None

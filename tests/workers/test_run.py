@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from netshrink.workers.artifacts import ArtifactStore
-from netshrink.workers.jobs import InputInfo, Job, JobStatus
+from netshrink.workers.jobs import InputInfo, Job, JobStatus, Progress, StoreUnavailableError, utcnow
 from netshrink.workers.run import run_job
 from netshrink.workers.settings import WorkerSettings
 from netshrink.workers.store_sqlite import SQLiteJobStore
@@ -303,3 +305,48 @@ def test_a_cpu_worker_keeps_auto_jobs_on_the_cpu(
     assert done.report is not None
     assert done.report["reproducibility"]["spec"]["device"] == expected
     assert done.report["reproducibility"]["input_sha256"] == job.input.sha256
+
+
+def test_a_reaped_execution_stops_without_writing_and_the_next_one_finishes(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    """The worker was cut off long enough for the reaper to take the job back: when its lease
+    heartbeat finds out, it stops between layers and leaves the job to the new delivery."""
+    fast = settings.model_copy(update={"lease_heartbeat_s": 0.02})
+    job = _submit(store, artifacts, make_job(spec=SPEC, callback=ALL_EVENTS), mlp_onnx())
+    events: Events = []
+
+    def notify(kind: str, j: Job) -> None:
+        events.append((kind, j.status))
+        if kind == "job.progress" and store.get(j.id).status is JobStatus.RUNNING:
+            store.reap(j.id, max_attempts=3, now=utcnow() + timedelta(hours=1))
+            time.sleep(0.3)  # the heartbeat notices within one interval
+
+    run_job(job.id, store=store, artifacts=artifacts, settings=fast, notify=notify)
+    back = store.get(job.id)
+    assert back.status is JobStatus.QUEUED and back.attempts == 1, back
+    assert artifacts.list(job.id) == [] and events[-1][0] == "job.progress"
+    assert _run(job, store, artifacts, settings)[-1] == ("job.succeeded", JobStatus.SUCCEEDED)
+    assert store.get(job.id).attempts == 2
+
+
+class _OutageStore(SQLiteJobStore):
+    """The real SQLite store whose progress write hits an outage longer than the store retries."""
+
+    def set_progress(self, job_id: str, progress: Progress) -> None:
+        if progress.stage != "loading":
+            raise StoreUnavailableError("store down")
+        super().set_progress(job_id, progress)
+
+
+def test_a_store_outage_leaves_the_job_to_its_lease_not_failed(
+    settings: WorkerSettings, artifacts: ArtifactStore, make_job: MakeJob
+) -> None:
+    store = _OutageStore(settings.sqlite_path, retention_s=60)
+    job = _submit(store, artifacts, make_job(spec=SPEC), mlp_onnx())
+    with pytest.raises(StoreUnavailableError):
+        run_job(job.id, store=store, artifacts=artifacts, settings=settings)
+    stuck = store.get(job.id)
+    assert stuck.status is JobStatus.RUNNING and stuck.error is None and stuck.lease_token is not None
+    later = utcnow() + timedelta(seconds=store.lease_s + 1)
+    assert store.expired_leases(later) == [job.id]  # the reaper will requeue it
