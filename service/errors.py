@@ -5,6 +5,8 @@
 - ``ApiError`` is the service's own failure (404 unknown job, 409 wrong state, 415, 429, ...).
 - FastAPI's ``RequestValidationError`` becomes 422 with ``errors[]`` as JSON Pointers.
 - Starlette's ``HTTPException`` (unknown route 404, 405 with ``Allow``) keeps its status and headers.
+- The job store or Redis unreachable (``StoreUnavailableError``, ``redis.ConnectionError``/
+  ``TimeoutError``) is a 503 with ``Retry-After``: an outage, not a bug; clients retry.
 - Anything else is a 500 with a fixed detail: a stack trace never reaches the client.
 
 Ref: docs/api.md "Errors"; RFC 9457 §3; docs/development.md "Settings and errors".
@@ -18,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Literal
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,6 +29,7 @@ from starlette.routing import Match
 
 from netshrink.compression import errors as core
 from netshrink.service.schemas import Problem, ProblemFieldError
+from netshrink.workers.jobs import StoreUnavailableError
 
 log = logging.getLogger("netshrink.service")
 
@@ -33,6 +37,12 @@ Location = Literal["body", "query", "header", "path"]
 _UNION_TAG = re.compile(r"^(constrained-|function-|literal\[|dict\[|list\[|tagged-union\[|nullable\[)")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://netshrink.dev/problems/"
+UNAVAILABLE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the job store / Redis is down
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    StoreUnavailableError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 STATUS_BY_ERROR: Mapping[type[core.CompressionError], int] = {
     core.CompressionError: 422,
@@ -195,6 +205,18 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+async def _on_outage(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: backend unavailable: %s", request.method, request.url.path, exc)
+    problem = Problem(
+        type=PROBLEM_BASE + "service-unavailable",
+        title="Service unavailable",
+        status=503,
+        detail="The job store is temporarily unreachable; retry later.",
+        instance=request.url.path,
+    )
+    return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -213,13 +235,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(core.CompressionError, _on_core_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _on_outage)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
 __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_MEDIA_TYPE",
+    "OUTAGE_ERRORS",
     "STATUS_BY_ERROR",
+    "UNAVAILABLE_RETRY_AFTER_S",
     "ApiError",
     "install_error_handlers",
     "not_found",

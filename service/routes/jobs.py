@@ -49,6 +49,7 @@ from netshrink.workers.jobs import (
     JobStore,
     new_job_id,
 )
+from netshrink.workers.transitions import lease_live
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -58,8 +59,14 @@ PROBLEM_RESPONSE = {
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"description": d, **PROBLEM_RESPONSE}
-    for s, d in {401: "Missing or unknown API key", 404: "No such job", 429: "Rate limited"}.items()
+    for s, d in {
+        401: "Missing or unknown API key",
+        404: "No such job",
+        429: "Rate limited",
+        503: "The job store is unreachable; retry after `Retry-After` seconds",
+    }.items()
 }
+ERROR_RESPONSES[503]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 _POLL_S = 0.2
 
 
@@ -100,8 +107,12 @@ def _job_response(
         413: {"description": "An upload or parameter limit was exceeded", **PROBLEM_RESPONSE},
         415: {"description": "Not multipart, or an unknown model/calibration format", **PROBLEM_RESPONSE},
         422: {"description": "Invalid spec, unsupported model, or Idempotency-Key reuse", **PROBLEM_RESPONSE},
-        503: {"description": "The queue is unavailable", **PROBLEM_RESPONSE},
         **{k: v for k, v in ERROR_RESPONSES.items() if k != 404},
+        503: {
+            "description": "The job store or the queue is unavailable; retry later",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            **PROBLEM_RESPONSE,
+        },
     },
 )
 async def submit_job(
@@ -258,12 +269,17 @@ def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: 
     status_code=204,
     summary="Delete a finished job and its files",
     responses={
-        409: {"description": "The job is still queued or running; cancel it first", **PROBLEM_RESPONSE},
+        409: {
+            "description": "The job is still queued or running (its worker is alive); cancel it first",
+            **PROBLEM_RESPONSE,
+        },
         **ERROR_RESPONSES,
     },
 )
 def delete_job(job_id: str, principal: PrincipalDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
     job = owned_job(store, job_id, principal.owner)
+    if job.status is JobStatus.RUNNING and not lease_live(job):
+        job = store.request_cancel(job_id)  # its worker is gone (lease expired): cancelled at once
     if not job.status.is_terminal:
         raise ApiError(
             409, "job-active", "The job is still active", f"the job is {job.status.value}; cancel it first"
