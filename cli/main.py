@@ -21,6 +21,10 @@ SUBCOMMANDS = {
         "netshrink.cli.analyze_cmd",
         "heavy-tail diagnostics and per-layer advice, without compressing",
     ),
+    "finetune": (
+        "netshrink.cli.finetune_cmd",
+        "fine-tune with heavy-tailed noise (plain vs noise arm) to make a model more prunable",
+    ),
     "submit": (
         "netshrink.cli.submit_cmd",
         "upload a model to a netshrink server, wait, download (the CI step)",

@@ -6,8 +6,9 @@ subpackage that imports only the stages below it:
 
     io -> graph -> diagnostics -> algorithm -> evaluation -> bounds -> search -> export -> report
 
-with ``errors``, ``spec`` and ``api`` beneath them all and ``pipeline`` (the compress and analyze
-jobs) on top. This module re-exports the public API.
+with ``errors``, ``spec`` and ``api`` beneath them all, ``pipeline`` (the compress and analyze
+jobs) above them, and ``finetune`` (the heavy-tailed-noise fine-tuning job, whose optional
+follow-up compress calls ``pipeline``) on top. This module re-exports the public API.
 """
 
 from netshrink.compression.api import CompressionResult, ProgressEvent
@@ -25,6 +26,8 @@ from netshrink.compression.errors import (
     UnsupportedModelError,
 )
 from netshrink.compression.export.export_torch import load_compressed_state_dict
+from netshrink.compression.finetune.job import finetune
+from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.graph.calibration import Calibration, load_calibration
 from netshrink.compression.graph.loading import LoadLimits, load_model
 from netshrink.compression.graph.network import Layer, Network
@@ -40,6 +43,7 @@ __all__ = [
     "LoadLimits",
     "analyze",
     "compress",
+    "finetune",
     "load_calibration",
     "load_compressed_state_dict",
     "load_model",
@@ -51,6 +55,7 @@ __all__ = [
     "CompressionResult",
     "EvaluationSpec",
     "ExternalDataError",
+    "FinetuneSpec",
     "InvalidSpecError",
     "InvalidWeightsError",
     "Layer",

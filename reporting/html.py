@@ -213,6 +213,10 @@ _FOOTER = (
 def render_html(report: Mapping[str, Any]) -> str:
     """Render a ``netshrink.report/1`` dict as one self-contained HTML page (deterministic)."""
     kind = report.get("kind") or "compress"
+    if kind == "finetune":
+        from netshrink.reporting.finetune import finetune_page
+
+        return finetune_page(report, _CSS, _FOOTER)
     sections = [summary_section(report), layers_section(report), diagnostics_section(report)]
     if kind == "analyze":
         skipped = "This is an analyze report: nothing was compressed."

@@ -67,8 +67,13 @@ class Executor:
         overrides: Mapping[str, Tensor] | None = None,
         capture: Sequence[str] = (),
         inject: Inject | None = None,
+        initializers: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """X: (S, *input_shape). Returns {name: tensor} for ``capture`` plus ``net.logits``."""
+        """X: (S, *input_shape). Returns {name: tensor} for ``capture`` plus ``net.logits``.
+
+        ``initializers`` replaces ONNX initializers by name, in their stored layout (torch path only;
+        fine-tuning passes its trainable weights and biases here so that autograd reaches them).
+        """
         if tuple(X.shape[1:]) != self.net.input_shape:
             raise ValueError(
                 f"X must have shape (S, {', '.join(map(str, self.net.input_shape))}); got {tuple(X.shape)}"
@@ -88,8 +93,15 @@ class Executor:
                 raise UnsupportedModelError(
                     "inject needs the torch path; this graph has generic support (onnxruntime)"
                 )
+            if initializers:
+                raise UnsupportedModelError(
+                    "initializer overrides need the torch path; this graph has generic support (onnxruntime)"
+                )
             return self._run_ort(X, overrides, wanted)
-        return self._run_torch(X, overrides, wanted, inject or {})
+        unknown = [k for k in (initializers or {}) if k not in self._consts]
+        if unknown:
+            raise KeyError(f"no initializers named {unknown}")
+        return self._run_torch(X, overrides, wanted, inject or {}, initializers or {})
 
     # ---- torch interpreter ----------------------------------------------------------------------
     def _const(self, arr: np.ndarray) -> Tensor:
@@ -110,9 +122,15 @@ class Executor:
         return self._plans[wanted]
 
     def _run_torch(
-        self, X: Tensor, overrides: Mapping[str, Tensor], wanted: tuple[str, ...], inject: Inject
+        self,
+        X: Tensor,
+        overrides: Mapping[str, Tensor],
+        wanted: tuple[str, ...],
+        inject: Inject,
+        initializers: Mapping[str, Tensor],
     ) -> dict[str, Tensor]:
         env: dict[str, Tensor] = dict(self._consts)
+        env.update(initializers)
         for name, W in overrides.items():
             layer = self._layers[name]
             w = W.to(self.device, self.dtype)

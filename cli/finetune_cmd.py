@@ -1,0 +1,118 @@
+"""``netshrink finetune MODEL --train data.npz [--spec JSON] --seed N --out DIR``: P3 fine-tuning locally.
+
+Trains a plain arm and a heavy-tailed-noise arm (docs/method.md §4) and writes the noise-arm model in
+the upload's format, ``report.json`` (the ``finetune`` section) and ``report.html``. Exit codes as
+``compress``: 0 ok, 2 bad input (one line naming the field; a diverged training is bad input too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from netshrink.cli.local_run import EXIT_BAD_INPUT, EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="ONNX file, or a PyTorch state dict (.pt/.pth/.safetensors)")
+    parser.add_argument("--train", type=Path, required=True, help=".npz with 'inputs' and integer 'labels'")
+    parser.add_argument("--validation", type=Path, help="validation .npz (default: carved from --train)")
+    parser.add_argument("--architecture", type=Path, metavar="JSON", help="layer order of a state dict")
+    parser.add_argument("--spec", metavar="JSON", help="finetune spec: a JSON file or an inline JSON object")
+    parser.add_argument("--sigma", type=float, nargs="+", help="noise scale σ (several values: a σ sweep)")
+    parser.add_argument("--alpha", type=float, help="stability index α of the noise (default 1.75)")
+    parser.add_argument("--eta", type=float, help="learning rate η (default 0.01)")
+    parser.add_argument("--epochs", type=int, help="epochs per arm (default 20)")
+    parser.add_argument("--batch-size", type=int, help="default 64")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, help="same seed, inputs and device -> same bytes")
+    parser.add_argument("--out", type=Path, default=Path("netshrink-out"), help="output directory")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress or summary")
+
+
+def spec_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """--spec (file or inline JSON) overridden by the individual flags that were given."""
+    spec: dict[str, Any] = {}
+    if args.spec:
+        text = args.spec if args.spec.lstrip().startswith("{") else Path(args.spec).read_text()
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError("--spec must be a JSON object")
+        spec.update(value)
+    flags = {
+        "alpha": args.alpha,
+        "eta": args.eta,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    spec.update({k: v for k, v in flags.items() if v is not None})
+    if args.sigma:
+        spec["sigma"] = args.sigma[0] if len(args.sigma) == 1 else list(args.sigma)
+    spec["kind"] = "finetune"
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from netshrink.compression import CompressionError
+    from netshrink.compression.finetune.job import finetune
+    from netshrink.compression.finetune.spec import FinetuneSpec
+    from netshrink.compression.graph.loading import load_model
+
+    err = Console(stderr=True)
+    try:
+        spec = FinetuneSpec.from_dict(spec_dict(args))
+        arch = json.loads(args.architecture.read_text()) if args.architecture else None
+        net = load_model(args.model, architecture=arch)
+
+        def on_progress(ev: Any) -> None:
+            if not args.quiet and ev.stage == "training" and ev.layers_total:
+                err.print(
+                    f"training: epoch {ev.layer}/{ev.layers_total} ({ev.fraction:.0%})", highlight=False
+                )
+
+        result = finetune(
+            net, spec, args.train, upload=args.model, validation=args.validation, on_progress=on_progress
+        )
+    except CompressionError as exc:
+        where = f" {exc.field}" if exc.field else ""
+        print(f"error ({exc.slug}){where}: {exc.detail}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not args.no_html:
+        from netshrink.reporting import render_html
+
+        result.add("report.html", render_html(result.report).encode())
+    paths = result.write(args.out)
+    if not args.quiet:
+        print_summary(result.report)
+        print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return EXIT_OK
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    """Accuracy and the prunable fraction at ≤ tolerance points, for the three models."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ft = report["finetune"]
+    tol = ft["tolerance_points"]
+    table = Table(title=f"finetune (sigma={ft['noise']['sigma']:g}, alpha={ft['noise']['alpha']:g})")
+    for col in ("model", "accuracy %", f"prunable fraction (≤ {tol:g} pt)"):
+        table.add_column(col)
+    rows = [("original", ft["original"]), ("plain", ft["arms"]["plain"]), ("noise", ft["arms"]["noise"])]
+    for name, m in rows:
+        pf = m["prune"]["prunable_fraction"]
+        table.add_row(name, f"{m['accuracy']:.2f}", "n/a" if pf is None else f"{pf:.3f}")
+    Console(stderr=True).print(table)

@@ -1,0 +1,65 @@
+"""``netshrink finetune``: the local fine-tuning command, exit codes per docs/api.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from netshrink.cli.main import main
+from tests import factories
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("ft-cli")
+    model = factories.write_bytes(factories.mlp_onnx((64, 24, 24, 10)), d / "mlp.onnx")
+    X, y = factories.digits_inputs(200)
+    np.savez(d / "train.npz", inputs=X, labels=y)
+    return model, d / "train.npz"
+
+
+def test_finetune_writes_model_report_and_html(files: tuple[Path, Path], tmp_path: Path) -> None:
+    model, train = files
+    out = tmp_path / "out"
+    spec = json.dumps({"batch_size": 32, "optimizer": "adam", "eta": 0.001})
+    code = main(
+        ["finetune", str(model), "--train", str(train), "--epochs", "2", "--spec", spec, "--seed", "1"]
+        + ["--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "finetune" and report["reproducibility"]["spec"]["optimizer"] == "adam"
+    assert report["reproducibility"]["seed"] == 1
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, 64), np.float32)})[0].shape == (2, 10)
+    html = (out / "report.html").read_text()
+    assert "side by side" in html and html.count('id="chart-finetune"') == 1
+    for name in ("original", "plain", "noise"):
+        assert f"<strong>{name}</strong>" in html
+
+
+def test_bad_labels_exit_2_naming_the_field(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = files
+    X, y = factories.digits_inputs(40)
+    np.savez(tmp_path / "bad.npz", inputs=X, labels=y + 20)
+    code = main(["finetune", str(model), "--train", str(tmp_path / "bad.npz"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "invalid-calibration) train.labels:" in err and len(err.splitlines()) == 1
+
+
+def test_bad_spec_exit_2(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train = files
+    code = main(["finetune", str(model), "--train", str(train), "--alpha", "3", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "invalid-spec) alpha:" in err and len(err.splitlines()) == 1
