@@ -44,6 +44,15 @@ def _fraction(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'auto'; got {value!r}") from None
 
 
+def _draws(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto'; got {value!r}") from None
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the JobSpec flags (defaults are ``None``: unset flags do not appear in the spec)."""
     g = parser.add_argument_group("compression spec (see docs/api.md 'JobSpec')")
@@ -63,7 +72,18 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-method", choices=PRUNE_METHODS)
     g.add_argument("--quant-method", choices=QUANT_METHODS)
     g.add_argument("--exclude", action="append", metavar="LAYER", help="layers to leave as is (repeatable)")
-    g.add_argument("--draws", type=int, metavar="R", help="best of R whole-network draws")
+    g.add_argument(
+        "--draws",
+        type=_draws,
+        metavar="R",
+        help="best of R whole-network draws, or auto (default: until 3 draws bring no gain, at most 16)",
+    )
+    g.add_argument(
+        "--compensate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="error compensation: bias mean replacement, LS refit, GPTQ-style rounding",
+    )
     g.add_argument("--seed", type=int)
     target = g.add_mutually_exclusive_group()
     target.add_argument("--target-error", type=float, metavar="MAX", help="budget: relative_l2 <= MAX")
@@ -111,7 +131,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if any(v is not None for v in evaluation.values()):
         given = {k: v for k, v in evaluation.items() if v is not None}
         spec["evaluation"] = {**spec.get("evaluation", {}), **given}
-    for key in ("draws", "seed", "target_opset", "compare_baselines", "device"):
+    for key in ("draws", "compensate", "seed", "target_opset", "compare_baselines", "device"):
         _set(spec, key, getattr(args, key))
     return spec
 

@@ -147,7 +147,7 @@ def compress(
             on_candidate=lambda i, n: progress("searching", i, n),
         )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
-        if spec.draws > 1 or chosen is None:
+        if spec.draws != 1 or chosen is None:
             chosen = None
     else:
         spec_run = spec

@@ -26,6 +26,9 @@ JobKind = Literal["compress", "analyze"]
 
 MIN_BITS, MAX_BITS = 2, 8
 MAX_DRAWS = 64
+DRAWS_AUTO: Literal["auto"] = (
+    "auto"  # keep drawing until the fit-split error stops improving (search/greedy.py)
+)
 SEED_MAX = 2**63 - 1
 
 
@@ -89,7 +92,8 @@ class CompressSpec:
     prune: PruneSpec | None = None
     quantize: QuantizeSpec | None = None
     exclude: tuple[str, ...] = ()
-    draws: int = 1
+    draws: int | Literal["auto"] = DRAWS_AUTO
+    compensate: bool = False  # error compensation (algorithm/compensate.py): bias + LS refit + GPTQ
     target: TargetSpec | None = None
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     compare_baselines: bool = False
@@ -115,7 +119,8 @@ class CompressSpec:
             prune=prune,
             quantize=quant,
             exclude=tuple(exclude),
-            draws=data.get("draws", 1),
+            draws=data.get("draws", DRAWS_AUTO),
+            compensate=data.get("compensate", False),
             target=target,
             evaluation=evaluation,
             compare_baselines=data.get("compare_baselines", False),
@@ -141,7 +146,10 @@ class CompressSpec:
     def validate(self) -> None:
         _choice(self.kind, ("compress", "analyze"), "kind")
         _choice(self.device, ("auto", "cpu", "cuda"), "device")
-        _int_range(self.draws, 1, MAX_DRAWS, "draws")
+        if self.draws != DRAWS_AUTO:
+            _int_range(self.draws, 1, MAX_DRAWS, "draws")
+        if not isinstance(self.compensate, bool):
+            raise InvalidSpecError("compensate must be a boolean", field="compensate")
         if self.seed is not None:
             _int_range(self.seed, 0, SEED_MAX, "seed")
         if self.target_opset is not None:

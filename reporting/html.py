@@ -168,9 +168,18 @@ def _not_covered_section(report: Mapping[str, Any]) -> str:
 
 def _reproducibility_section(report: Mapping[str, Any]) -> str:
     r = report.get("reproducibility") or {}
+    d = (report.get("summary") or {}).get("draws") or {}
+    spread = d.get("fit_relative_l2") or {}
+    made = f"{num(d.get('R'))} made" if d else ""
+    if d.get("R", 0) > 1:
+        made += f", fit error {num(spread.get('min'))}–{num(spread.get('max'))}"
+    asked = text(r["draws"]) if isinstance(r.get("draws"), str) else num(r.get("draws"))
     rows = [
         ("seed", num(r.get("seed"))),
-        ("draws (best of R) / chosen draw", f"{num(r.get('draws'))} / {num(r.get('chosen_draw'))}"),
+        (
+            "draws (best of R) / chosen draw",
+            f"{asked}{f' ({made})' if made else ''} / {num(r.get('chosen_draw'))}",
+        ),
         ("algorithm version", text(r.get("algorithm_version"))),
         ("device", text(r.get("device"))),
         ("input sha256", f"<code>{text(r.get('input_sha256'))}</code>"),

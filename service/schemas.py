@@ -87,7 +87,15 @@ class JobSpecCreate(_In):
     prune: PruneCreate | None = None
     quantize: QuantizeCreate | None = None
     exclude: list[str] = Field(default_factory=list, description="Layer names left dense.")
-    draws: int = Field(default=1, ge=1, le=MAX_DRAWS, description="Best of R whole-network draws.")
+    draws: Annotated[int, Field(ge=1, le=MAX_DRAWS)] | Literal["auto"] = Field(
+        default="auto",
+        description="Best of R whole-network draws; 'auto' draws until the fit-split error stops "
+        "improving (no gain in 3 draws, at most 16).",
+    )
+    compensate: bool = Field(
+        default=False,
+        description="Error compensation: bias mean replacement, least-squares refit, GPTQ-style rounding.",
+    )
     target: TargetCreate | None = None
     evaluation: EvaluationCreate | None = None
     compare_baselines: bool = False

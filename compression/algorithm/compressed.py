@@ -27,6 +27,7 @@ class CompressedWeight:
     bits: int | None = None  # nominal bits (2..8); the container is int4 for bits <= 4, else int8
     outliers: np.ndarray | None = None  # bool, same shape as weight: entries stored as float
     dropped_inputs: np.ndarray | None = None  # int64 indices of removed upstream units (neurons/channels)
+    bias: np.ndarray | None = None  # (n_out,) float32 compensated bias b̂; None: the layer's own bias
 
     @property
     def container_bits(self) -> int | None:

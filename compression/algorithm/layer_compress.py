@@ -49,6 +49,7 @@ class LayerDraw:
     prune_randomized: bool = False
     quant_randomized: bool = False
     granularity: str = "weight"
+    compensated: bool = False  # refit by algorithm/compensate.py: deterministic given the mask, tier W only
 
     @property
     def randomized(self) -> bool:

@@ -148,9 +148,18 @@ def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | No
 def tier_W(
     layer: Layer, draw: LayerDraw, stats: LayerStats, input_hw: tuple[int, int] | None = None
 ) -> float:
-    """Tier W (derived): ‖W − Ŵ‖²_op · E_x‖ẑ‖², for every draw and the baselines (root form)."""
+    """Tier W (derived): ‖W − Ŵ‖²_op · E_x‖ẑ‖², for every draw and the baselines (root form).
+
+    A compensated layer also changes its bias by Δb, added at each of the P output positions: by
+    Minkowski's inequality in L²(x), √A ≤ ‖W − Ŵ‖_op √E_x‖ẑ‖² + √P ‖Δb‖ (docs/compensation.md).
+    """
     delta = layer.weight.astype(np.float64) - draw.compressed.weight.astype(np.float64)
-    return op_norm(layer, input_hw, weight=delta) ** 2 * stats.z2
+    root = op_norm(layer, input_hw, weight=delta) * math.sqrt(stats.z2)
+    b_hat = draw.compressed.bias
+    if b_hat is not None and layer.bias is not None:
+        db = np.asarray(b_hat, np.float64) - layer.bias.astype(np.float64)
+        root += math.sqrt(stats.positions) * float(np.linalg.norm(db))
+    return root**2
 
 
 def layer_bounds(
@@ -190,7 +199,11 @@ def layer_bounds(
         A["E"] = draw.tier_E_A
         A["T"] = tier_T(layer, draw, stats)
         A["P"], reasons["P"] = tier_P(layer, draw, stats)
-        if draw.tier_E_A is None:
+        if draw.compensated:
+            reasons["E"] = reasons["T"] = reasons["P"] = (
+                "compensated (refit on the fit split): not zero-mean, only tier W applies"
+            )
+        elif draw.tier_E_A is None:
             reasons["E"] = reasons["T"] = "deterministic baseline: not zero-mean, only tier W applies"
         try:
             A["W"] = tier_W(layer, draw, stats, input_hw)

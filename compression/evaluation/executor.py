@@ -26,6 +26,7 @@ from netshrink.compression.evaluation.onnx_ops import OPS
 from netshrink.compression.graph.network import Network
 
 Tensor = torch.Tensor
+BIAS = "#bias"  # an override key ``layer name + BIAS`` replaces that layer's bias (compensation)
 Inject = Mapping[str, Callable[[Tensor], Tensor]]
 
 
@@ -37,7 +38,8 @@ class Executor:
     """Evaluate ``net`` on a batch: ``run(X, overrides=..., capture=..., inject=...)``.
 
     ``overrides`` maps a LAYER NAME to a replacement weight in canonical orientation (the shape of
-    ``layer.weight``); the returned dict holds every captured tensor by ONNX name, and ``net.logits``.
+    ``layer.weight``), and ``name + BIAS`` to a replacement bias (n_out,); the returned dict holds
+    every captured tensor by ONNX name, and ``net.logits``.
     """
 
     def __init__(
@@ -79,9 +81,16 @@ class Executor:
                 f"X must have shape (S, {', '.join(map(str, self.net.input_shape))}); got {tuple(X.shape)}"
             )
         overrides = dict(overrides or {})
-        for name, W in overrides.items():
+        for key, W in overrides.items():
+            name = key.removesuffix(BIAS)
             if name not in self._layers:
                 raise KeyError(f"no layer named {name!r}")
+            if key != name:
+                if self._layers[name].bias_key is None or W.numel() != self._layers[name].n_out:
+                    raise ValueError(
+                        f"bias override for {name!r}: the layer has no bias of {W.numel()} entries"
+                    )
+                continue
             if tuple(W.shape) != self._layers[name].weight.shape:
                 raise ValueError(
                     f"override for {name!r} has shape {tuple(W.shape)}; "
@@ -131,9 +140,13 @@ class Executor:
     ) -> dict[str, Tensor]:
         env: dict[str, Tensor] = dict(self._consts)
         env.update(initializers)
-        for name, W in overrides.items():
-            layer = self._layers[name]
+        for key, W in overrides.items():
+            layer = self._layers[key.removesuffix(BIAS)]
             w = W.to(self.device, self.dtype)
+            if key.endswith(BIAS):
+                assert layer.bias_key is not None
+                env[layer.bias_key] = w.reshape(self._consts[layer.bias_key].shape)
+                continue
             env[layer.weight_key] = w.T if layer.transposed else w  # canonical -> initializer layout
         x = X.to(self.device, self.dtype)
         env[self.net.input_name] = inject[self.net.input_name](x) if self.net.input_name in inject else x
@@ -174,8 +187,14 @@ class Executor:
         model = onnx.ModelProto()
         model.CopyFrom(self.net.model)
         inits = {t.name: t for t in model.graph.initializer}
-        for name, W in overrides.items():
-            layer = self._layers[name]
+        for key, W in overrides.items():
+            layer = self._layers[key.removesuffix(BIAS)]
+            if key.endswith(BIAS):
+                assert layer.bias_key is not None
+                b = numpy_helper.to_array(inits[layer.bias_key])
+                arr = W.detach().cpu().numpy().reshape(b.shape).astype(b.dtype)
+                inits[layer.bias_key].CopyFrom(numpy_helper.from_array(arr, layer.bias_key))
+                continue
             old = inits[layer.weight_key]
             arr = layer.to_onnx_layout(W.detach().cpu().numpy()).astype(numpy_helper.to_array(old).dtype)
             old.CopyFrom(numpy_helper.from_array(arr, layer.weight_key))

@@ -168,8 +168,9 @@ def export_onnx_detailed(
         new_sparse += w.sparse
         new_nodes += w.nodes
         storage.append(w.storage)
-        if layer.bias_key is not None and len(p.kept_rows) != layer.n_out:
-            replaced[layer.bias_key] = [pruned_bias(inits[layer.bias_key], p.kept_rows, layer.n_out)]
+        if layer.bias_key is not None and (len(p.kept_rows) != layer.n_out or p.bias_changed):
+            assert p.bias is not None
+            replaced[layer.bias_key] = [pruned_bias(inits[layer.bias_key], p.kept_rows, layer.n_out, p.bias)]
         if p.dropped_inputs.size and layer.producer is not None and layer.kind == "dense":
             old_in, new_in = layer.n_in, int(p.weight.shape[1])
             _rewrite_reshapes(model, layer, net.layer(layer.producer), old_in, new_in)

@@ -139,12 +139,16 @@ def write_weight(layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool) ->
     )
 
 
-def pruned_bias(init: onnx.TensorProto, kept_rows: np.ndarray, n_out: int) -> onnx.TensorProto:
-    """The bias initializer without the deleted output units (its own shape otherwise kept)."""
+def pruned_bias(
+    init: onnx.TensorProto, kept_rows: np.ndarray, n_out: int, values: np.ndarray | None = None
+) -> onnx.TensorProto:
+    """The bias initializer without the deleted output units (its own shape otherwise kept).
+
+    ``values`` (len(kept_rows),): the kept rows' new values (a compensated bias), else the initializer's.
+    """
     arr = numpy_helper.to_array(init)
     if arr.size != n_out:
         raise UnsupportedModelError(f"bias {init.name!r} has {arr.size} entries, expected {n_out}")
     new_shape = tuple(len(kept_rows) if d == n_out else d for d in arr.shape)
-    return numpy_helper.from_array(
-        np.ascontiguousarray(arr.reshape(-1)[kept_rows].reshape(new_shape)), init.name
-    )
+    kept = arr.reshape(-1)[kept_rows] if values is None else np.asarray(values).astype(arr.dtype).reshape(-1)
+    return numpy_helper.from_array(np.ascontiguousarray(kept.reshape(new_shape)), init.name)

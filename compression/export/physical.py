@@ -38,6 +38,15 @@ class PhysicalLayer:
     shape_before: tuple[int, ...]
     compressed: bool  # the layer has a CompressedWeight
     reshaped: bool  # rows or columns were deleted
+    bias_changed: bool = False  # the bias was refit (error compensation)
+
+
+def _bias(layer: Layer, cw: CompressedWeight | None, rows: np.ndarray) -> np.ndarray | None:
+    """The kept rows of the bias: the compensated b̂ when the layer was refit, else the layer's own."""
+    if layer.bias is None:
+        return None
+    b = layer.bias if cw is None or cw.bias is None else cw.bias
+    return np.asarray(b, dtype=np.float32)[rows]
 
 
 def _input_units(layer: Layer) -> int:
@@ -109,7 +118,7 @@ def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) ->
             weight=np.ascontiguousarray(
                 W[rows] if not units.size else _drop_columns(W[rows], layer, units), dtype=np.float32
             ),
-            bias=None if layer.bias is None else layer.bias[rows],
+            bias=_bias(layer, cw, rows),
             codes=None if cw is None else _cut(cw.codes, layer, rows, units),
             scale=None if scale is None else np.asarray(scale, dtype=np.float32),
             per_row=per_row,
@@ -120,5 +129,6 @@ def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) ->
             shape_before=tuple(int(d) for d in layer.weight.shape),
             compressed=cw is not None,
             reshaped=bool(units.size) or len(rows) != layer.n_out,
+            bias_changed=cw is not None and cw.bias is not None,
         )
     return out

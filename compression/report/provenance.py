@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
 def reproducibility(
     *,
     seed: int,
-    draws: int,
+    draws: int | str,
     chosen_draw: int,
     device: torch.device,
     spec: dict[str, Any],

@@ -99,6 +99,7 @@ def layer_entry(
         "shape_before": list(layer.weight.shape),
         "shape_after": shape_after,
         "compressed": draw is not None,
+        "compensated": draw is not None and draw.compensated,
         "method": methods if draw is not None else None,
         "keep": None
         if draw is None

@@ -136,6 +136,8 @@ def build_compress_report(
         "evaluation": data.describe(),
         "budget_met": budget_met,
         "fit_relative_l2": draw.fit_relative_l2 if math.isfinite(draw.fit_relative_l2) else None,
+        "draws": draw.draws_summary() if draw.fit_errors else None,
+        "compensated_layers": [n for n, d in draw.layers.items() if d.compensated],
         "storage": artifacts.storage,
         "storage_notes": artifacts.notes,
     }

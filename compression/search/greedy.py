@@ -3,6 +3,13 @@
 Ref: P1 §3.2, Algorithm 1; docs/method.md §1. When layer ℓ is compressed the earlier layers already
 are, so its statistics come from the compressed upstream input ẑ_{ℓ−1} on the *fit* split.
 Best-of-R (derived): R whole-network draws; the one with the lowest fit-split output error is kept.
+``draws="auto"`` (the default) fixes R by a stated rule: draw until ``AUTO_PATIENCE`` consecutive
+draws bring no gain on the best fit-split error, at most ``AUTO_MAX_DRAWS`` draws, and one draw when
+nothing in the spec is random (round-to-nearest, magnitude/OBD). The rule reads only fit-split
+errors of seeded draws, so it is deterministic. Every expectation bound holds for each draw, so it
+holds for the kept one too: the bound statement does not depend on R (docs/method.md §1).
+With ``spec.compensate`` every compressed layer is refit after its mask is drawn
+(algorithm/layer_compensated.py; docs/compensation.md).
 """
 
 from __future__ import annotations
@@ -13,17 +20,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
-from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.evaluation.metrics import output_error
 from netshrink.compression.graph.network import Layer, Network
-from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
+from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
+AUTO_PATIENCE = 3  # draws="auto": stop after this many draws without a gain on the best fit error
+AUTO_MAX_DRAWS = 16  # draws="auto": never more draws than this
 
 
 @dataclass
@@ -33,11 +43,32 @@ class NetworkDraw:
     draw: int
     layers: dict[str, LayerDraw] = field(default_factory=dict)
     fit_relative_l2: float = float("nan")
+    fit_errors: list[float] = field(default_factory=list)  # fit-split rel. error of every draw made
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
-        return {
+        """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
+        out = {
             name: torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=device)
             for name, d in self.layers.items()
+        }
+        for name, d in self.layers.items():
+            if d.compressed.bias is not None:
+                out[name + BIAS] = torch.as_tensor(d.compressed.bias, dtype=torch.float32, device=device)
+        return out
+
+    def draws_summary(self) -> dict[str, object]:
+        """R, the rule that fixed it, and the spread of the fit-split errors (report field ``draws``)."""
+        e = self.fit_errors
+        return {
+            "R": len(e),
+            "chosen": self.draw,
+            "rule": f"auto: stop after {AUTO_PATIENCE} draws without a gain, at most {AUTO_MAX_DRAWS}",
+            "fit_relative_l2": {
+                "min": min(e) if e else None,
+                "median": float(sorted(e)[len(e) // 2]) if e else None,
+                "max": max(e) if e else None,
+            },
+            "all_fit_relative_l2": list(e),
         }
 
 
@@ -69,6 +100,10 @@ def draw_network(
     assert spec.seed is not None
     result = NetworkDraw(draw)
     overrides: dict[str, torch.Tensor] = {}
+    dense: dict[str, torch.Tensor] = {}
+    if spec.compensate:
+        with torch.no_grad():
+            dense = ex.run(X, capture=[layer.input for layer in net.layers])  # z_{ℓ−1}, the refit's target
     for layer in net.layers:
         if should_cancel is not None and should_cancel():
             raise CancelledError("cancelled between layers")
@@ -86,19 +121,47 @@ def draw_network(
             # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (docs/method.md §3).
             s = sensitivities[layer.name]
             sens = s.group_sq if structured else s.weight_sq
-        d = compress_layer(
-            layer,
-            stats,
-            prune=prune,
-            quantize=quant,
-            keep=1.0 if prune is None else prune.keep_for(layer.name),
-            generator=generator(spec.seed, layer.index, draw),
-            sensitivity=sens,
-            device=ex.device,
-        )
+        keep = 1.0 if prune is None else prune.keep_for(layer.name)
+        gen = generator(spec.seed, layer.index, draw)
+        if spec.compensate:
+            d = compress_layer_compensated(
+                layer,
+                stats,
+                Z,
+                dense[layer.input],
+                prune=prune,
+                quantize=quant,
+                keep=keep,
+                generator=gen,
+                sensitivity=sens,
+            )
+        else:
+            d = compress_layer(
+                layer,
+                stats,
+                prune=prune,
+                quantize=quant,
+                keep=keep,
+                generator=gen,
+                sensitivity=sens,
+                device=ex.device,
+            )
         result.layers[layer.name] = d
         overrides[layer.name] = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=ex.device)
+        if d.compressed.bias is not None:
+            overrides[layer.name + BIAS] = torch.as_tensor(
+                d.compressed.bias, dtype=torch.float32, device=ex.device
+            )
     return result
+
+
+def is_random(spec: CompressSpec) -> bool:
+    """Whether two draws of ``spec`` can differ (a randomized stage; compensation keeps the mask's draw)."""
+    prune_random = spec.prune is not None and spec.prune.method == "randomized_greedy"
+    quant_random = (
+        spec.quantize is not None and spec.quantize.method == "randomized_greedy" and not spec.compensate
+    )
+    return prune_random or quant_random
 
 
 def best_of(
@@ -111,11 +174,20 @@ def best_of(
     on_layer: StepFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> NetworkDraw:
-    """Best of ``spec.draws`` whole-network draws by fit-split relative error (ties: first draw)."""
+    """Best of ``spec.draws`` whole-network draws by fit-split relative error (ties: first draw).
+
+    ``draws="auto"``: the module docstring's rule (patience ``AUTO_PATIENCE``, cap ``AUTO_MAX_DRAWS``).
+    """
     with torch.no_grad():
         phi = ex.run(X)[net.logits]
     best: NetworkDraw | None = None
-    for r in range(spec.draws):
+    auto = spec.draws == DRAWS_AUTO
+    cap = (AUTO_MAX_DRAWS if is_random(spec) else 1) if auto else int(spec.draws)
+    errors: list[float] = []
+    since_gain = 0
+    for r in range(cap):
+        if auto and since_gain >= AUTO_PATIENCE:
+            break
         nd = draw_network(
             net,
             ex,
@@ -123,15 +195,19 @@ def best_of(
             X,
             draw=r,
             sensitivities=sensitivities,
-            on_layer=on_layer,
+            on_layer=on_layer if r == 0 else None,  # progress stays monotone; cancellation still checked
             should_cancel=should_cancel,
         )
         with torch.no_grad():
             phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[net.logits]
         nd.fit_relative_l2 = output_error(phi, phi_hat).relative_l2
+        errors.append(nd.fit_relative_l2)
         if best is None or nd.fit_relative_l2 < best.fit_relative_l2:
-            best = nd
+            best, since_gain = nd, 0
+        else:
+            since_gain += 1
     assert best is not None
+    best.fit_errors = errors
     return best
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from netshrink.cli import submit_cmd
 from netshrink.cli.spec_flags import SpecFlagError, add_spec_arguments, spec_from_args
+from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.spec import CompressSpec
 from tests.client.contract_server import MODEL_BYTES, ContractState, free_port_url
 
@@ -57,6 +58,21 @@ def test_unset_flags_leave_the_server_defaults() -> None:
     }
     assert spec_of("--target-top1", "0.98") == {"target": {"metric": "top1_agreement", "min": 0.98}}
     CompressSpec.from_dict(spec_of("--bits", "3", "--method", "rtn"))
+
+
+def test_draws_auto_and_compensate_flags() -> None:
+    spec = spec_of("--bits", "4", "--draws", "auto", "--compensate")
+    assert spec == {"quantize": {"bits": 4}, "draws": "auto", "compensate": True}
+    core = CompressSpec.from_dict(spec)
+    assert core.draws == "auto" and core.compensate is True
+    assert spec_of("--bits", "4", "--no-compensate")["compensate"] is False
+    assert CompressSpec.from_dict({}).draws == "auto"  # the default
+    with pytest.raises(SystemExit):
+        spec_of("--draws", "many")
+    with pytest.raises(InvalidSpecError):
+        CompressSpec.from_dict({"draws": "Auto"})
+    with pytest.raises(InvalidSpecError):
+        CompressSpec.from_dict({"compensate": "yes"})
 
 
 def test_base_spec_file_is_overridden_by_flags(tmp_path: Path) -> None:

@@ -1,0 +1,141 @@
+"""Compensation of one layer: least-squares refit, GPTQ rounding, mean replacement (docs/compensation.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.algorithm.compensate import compensate_layer, design_matrix
+from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
+from netshrink.compression.algorithm.rng import generator
+from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.graph.network import ConvGeometry, Layer
+from netshrink.compression.spec import PruneSpec, QuantizeSpec
+
+torch.set_num_threads(1)
+
+
+def _dense(n_out: int = 5, n_in: int = 12, S: int = 400, seed: int = 0) -> tuple[Layer, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    mix = rng.standard_normal((n_in, n_in)) * 0.5 + np.eye(n_in)  # correlated inputs
+    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in)) @ mix) + 0.5)  # (S, n_in), non-zero mean
+    return Layer("fc", 1, "dense", W, b, "w", "b", structured=True), Z
+
+
+def _objective(
+    layer: Layer, Z: torch.Tensor, Zd: torch.Tensor, W_hat: np.ndarray, b_hat: np.ndarray
+) -> float:
+    """E‖(W zd + b) − (Ŵ ẑ + b̂)‖² computed directly (dense layer)."""
+    W = torch.from_numpy(layer.matrix.astype(np.float64))
+    assert layer.bias is not None
+    y = Zd @ W.T + torch.from_numpy(layer.bias.astype(np.float64))
+    y_hat = Z @ torch.from_numpy(W_hat.astype(np.float64)).T + torch.from_numpy(b_hat.astype(np.float64))
+    return float(((y - y_hat) ** 2).sum(1).mean())
+
+
+def test_structured_refit_is_the_least_squares_solution_and_lowers_the_fit_error() -> None:
+    layer, Z = _dense()
+    drop = np.array([1, 4, 7])
+    kept = torch.ones(layer.n_out, layer.n_in, dtype=torch.bool)
+    kept[:, drop] = False
+    c = compensate_layer(layer, Z, Z, kept=kept, first=drop, quantize=None, damp=1e-10)
+    assert c.bias is not None and c.codes is None
+    assert np.all(c.weight.numpy()[:, drop] == 0)
+    # The exact least-squares solution over the kept columns and the bias (numpy's lstsq).
+    keep_cols = np.setdiff1d(np.arange(layer.n_in), drop)
+    A = np.concatenate([Z.numpy()[:, keep_cols], np.ones((Z.shape[0], 1))], 1)  # (S, kept + 1)
+    assert layer.bias is not None
+    Y = Z.numpy() @ layer.matrix.T.astype(np.float64) + layer.bias  # (S, out)
+    sol = np.linalg.lstsq(A, Y, rcond=None)[0]  # (kept + 1, out)
+    np.testing.assert_allclose(c.weight.numpy()[:, keep_cols], sol[:-1].T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(c.bias, sol[-1], rtol=1e-4, atol=1e-4)
+    # The refit never does worse on the fit split than deleting the units and keeping the rest.
+    masked = layer.matrix.copy()
+    masked[:, drop] = 0
+    before = _objective(layer, Z, Z, masked, layer.bias)
+    after = _objective(layer, Z, Z, c.weight.numpy(), c.bias)
+    assert after < before
+    assert c.fit_objective == pytest.approx(after, rel=1e-6)
+
+
+def test_mean_replacement_moves_the_removed_units_mean_into_the_bias() -> None:
+    """Inputs uncorrelated with the kept ones: the bias absorbs exactly W[:, j]·E[ẑ_j] (mean replacement)."""
+    rng = np.random.default_rng(3)
+    S = 20000
+    Z = torch.from_numpy(rng.standard_normal((S, 4)) + np.array([0.0, 2.0, 0.0, -1.0]))  # (S, 4) independent
+    W = rng.standard_normal((3, 4)).astype(np.float32)
+    layer = Layer("fc", 1, "dense", W, np.zeros(3, np.float32), "w", "b", structured=True)
+    kept = torch.ones(3, 4, dtype=torch.bool)
+    kept[:, 1] = False
+    c = compensate_layer(layer, Z, Z, kept=kept, first=np.array([1]), quantize=None, damp=1e-10)
+    assert c.bias is not None
+    np.testing.assert_allclose(c.bias, W[:, 1] * Z[:, 1].mean().item(), rtol=0.02, atol=0.02)
+
+
+def test_gptq_rounding_is_on_the_grid_and_beats_round_to_nearest() -> None:
+    layer, Z = _dense(n_out=16, n_in=40, seed=1)
+    q = QuantizeSpec(bits=3)
+    c = compensate_layer(layer, Z, Z, kept=None, first=None, quantize=q)
+    assert c.codes is not None and c.scale is not None and c.bias is not None
+    assert np.abs(c.codes).max() <= q.levels
+    np.testing.assert_array_equal(
+        c.weight.numpy().astype(np.float32), c.codes.astype(np.float32) * c.scale[:, None]
+    )
+    rtn = np.round(layer.matrix / c.scale[:, None]).clip(-q.levels, q.levels) * c.scale[:, None]
+    assert layer.bias is not None
+    gptq = _objective(layer, Z, Z, c.weight.numpy(), c.bias)
+    assert gptq < 0.7 * _objective(layer, Z, Z, rtn, layer.bias)
+
+
+def test_refit_targets_the_dense_output_given_the_compressed_input() -> None:
+    """With ẑ ≠ z the refit fits W z + b from ẑ: better than the same refit fitted to W ẑ + b."""
+    layer, Zd = _dense(seed=2)
+    Z = Zd * 0.8 + 0.1  # (S, n_in) a distorted upstream
+    dense_target = compensate_layer(layer, Z, Zd, kept=None, first=None, quantize=None, damp=1e-10)
+    local_target = compensate_layer(layer, Z, Z, kept=None, first=None, quantize=None, damp=1e-10)
+    assert dense_target.bias is not None and local_target.bias is not None
+    a = _objective(layer, Z, Zd, dense_target.weight.numpy(), dense_target.bias)
+    b = _objective(layer, Z, Zd, local_target.weight.numpy(), local_target.bias)
+    assert a < 1e-4 * b  # z is an affine function of ẑ here: the dense target is met exactly
+
+
+def test_conv_channel_drop_is_deterministic_given_the_mask_and_mask_follows_the_draw() -> None:
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    layer = Layer(
+        "conv",
+        1,
+        "conv",
+        K,
+        np.zeros(4, np.float32),
+        "w",
+        "b",
+        conv=ConvGeometry((3, 3), pads=(1, 1, 1, 1)),
+        structured=True,
+    )
+    Z = torch.from_numpy(np.abs(rng.standard_normal((20, 3, 6, 6))))  # (S, C, H, W)
+    assert design_matrix(layer, Z).shape == (20 * 36, 27)
+    stats = layer_stats(layer, Z, groups=True)
+    prune = PruneSpec(keep=0.5, granularity="channel")
+    draws = [
+        compress_layer_compensated(
+            layer,
+            stats,
+            Z,
+            Z,
+            prune=prune,
+            quantize=QuantizeSpec(bits=4),
+            keep=0.5,
+            generator=generator(5, 1, d),
+        )
+        for d in (0, 0, 1)
+    ]
+    a, b, _ = draws
+    assert a.compensated and a.tier_E_A is None and a.compressed.bias is not None
+    np.testing.assert_array_equal(a.compressed.weight, b.compressed.weight)
+    dropped = a.compressed.dropped_inputs
+    assert dropped is not None and dropped.size
+    assert np.all(a.compressed.weight[:, dropped] == 0)

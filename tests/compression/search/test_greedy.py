@@ -1,0 +1,112 @@
+"""Whole-network draws: the ``draws="auto"`` rule and compensated draws end to end (docs/method.md §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.evaluation.evaluation import evaluation_data
+from netshrink.compression.evaluation.executor import BIAS, Executor
+from netshrink.compression.graph.network import Network
+from netshrink.compression.pipeline import compress
+from netshrink.compression.search.greedy import AUTO_MAX_DRAWS, AUTO_PATIENCE, best_of
+from netshrink.compression.spec import CompressSpec
+
+Validate = Callable[[dict[str, Any]], None]
+
+
+def _fit(net: Network, spec: CompressSpec) -> tuple[Executor, torch.Tensor]:
+    data = evaluation_data(net, spec.evaluation, None, 0)
+    return Executor(net), torch.as_tensor(data.fit)
+
+
+def test_auto_draws_follow_the_stated_rule_and_are_deterministic(mlp_net: Network) -> None:
+    spec = CompressSpec.from_dict({"quantize": {"bits": 3}, "seed": 1, "evaluation": {"samples": 100}})
+    assert spec.draws == "auto"
+    ex, X = _fit(mlp_net, spec)
+    nd = best_of(mlp_net, ex, spec, X)
+    e = nd.fit_errors
+    assert 1 + AUTO_PATIENCE <= len(e) <= AUTO_MAX_DRAWS
+    best = int(np.argmin(e))
+    assert nd.draw == best and nd.fit_relative_l2 == min(e)
+    if len(e) < AUTO_MAX_DRAWS:  # stopped by patience: the last AUTO_PATIENCE draws brought no gain
+        assert len(e) - 1 - best == AUTO_PATIENCE
+    again = best_of(mlp_net, ex, spec, X)
+    assert again.fit_errors == e
+    for name, d in nd.layers.items():
+        np.testing.assert_array_equal(again.layers[name].compressed.weight, d.compressed.weight)
+    summary = nd.draws_summary()
+    assert summary["R"] == len(e) and summary["fit_relative_l2"]["min"] == min(e)  # type: ignore[index]
+
+
+def test_auto_draws_make_one_draw_when_nothing_is_random(mlp_net: Network) -> None:
+    for q in ({"bits": 4, "method": "rtn"},):
+        spec = CompressSpec.from_dict({"quantize": q, "seed": 0, "evaluation": {"samples": 100}})
+        ex, X = _fit(mlp_net, spec)
+        assert len(best_of(mlp_net, ex, spec, X).fit_errors) == 1
+    comp = CompressSpec.from_dict({"quantize": {"bits": 4}, "compensate": True, "seed": 0})
+    ex, X = _fit(mlp_net, comp)
+    assert len(best_of(mlp_net, ex, comp, X).fit_errors) == 1  # GPTQ rounding is deterministic
+
+
+def test_explicit_draws_are_respected(mlp_net: Network) -> None:
+    spec = CompressSpec.from_dict(
+        {"quantize": {"bits": 4}, "draws": 2, "seed": 0, "evaluation": {"samples": 100}}
+    )
+    ex, X = _fit(mlp_net, spec)
+    assert len(best_of(mlp_net, ex, spec, X).fit_errors) == 2
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [{"quantize": {"bits": 4}}, {"prune": {"keep": 0.5, "granularity": "channel"}, "quantize": {"bits": 8}}],
+    ids=["gptq4", "channel+int8"],
+)
+def test_compensated_pipeline_bias_reaches_the_artifact_and_tier_w_holds(
+    cnn_net: Network, validate_report: Validate, stages: dict[str, Any]
+) -> None:
+    spec = CompressSpec.from_dict({**stages, "compensate": True, "seed": 0, "evaluation": {"samples": 120}})
+    res = compress(cnn_net, spec)
+    validate_report(res.report)
+    s = res.report["summary"]
+    # The file (with its refit biases) computes what the core measured.
+    assert s["error"]["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(
+        s["error"]["relative_l2"], rel=1e-3, abs=1e-6
+    )
+    compressed = [entry for entry in res.report["layers"] if entry["compressed"]]
+    assert compressed and all(entry["compensated"] for entry in compressed)
+    assert s["compensated_layers"] == [entry["name"] for entry in compressed]
+    assert s["bounds"]["W"]["holds"] is True
+    for entry in compressed:
+        assert entry["bounds"]["E"]["A"] is None  # not zero-mean after the refit: tier E does not apply
+        assert entry["measured_error"] <= entry["bounds"]["W"]["step"] * (
+            1 + 1e-9
+        )  # Δb counted (bounds.tier_W)
+
+
+def test_compensation_beats_the_plain_draw_on_held_out_data(cnn_net: Network) -> None:
+    base = {"quantize": {"bits": 3}, "seed": 0, "evaluation": {"samples": 200}}
+    plain = compress(cnn_net, CompressSpec.from_dict({**base, "draws": 1})).report["summary"]
+    comp = compress(cnn_net, CompressSpec.from_dict({**base, "compensate": True})).report["summary"]
+    assert comp["error"]["relative_l2"] < plain["error"]["relative_l2"]
+
+
+def test_executor_bias_override_matches_on_both_backends(mlp_net: Network) -> None:
+    layer = mlp_net.layers[1]
+    assert layer.bias is not None
+    X = torch.randn(5, *mlp_net.input_shape)
+    b = torch.as_tensor(layer.bias + 1.0)
+    ex = Executor(mlp_net)
+    a = ex.run(X, overrides={layer.name + BIAS: b}, capture=[layer.preact])[layer.preact]
+    dense = ex.run(X, capture=[layer.preact])[layer.preact]
+    torch.testing.assert_close(a - dense, torch.ones_like(a))
+    ort = Executor(mlp_net)
+    ort.backend = "onnxruntime"
+    o = ort.run(X, overrides={layer.name + BIAS: b}, capture=[layer.preact])[layer.preact]
+    torch.testing.assert_close(o, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        ex.run(X, overrides={layer.name + BIAS: torch.zeros(layer.n_out + 1)})
