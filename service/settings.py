@@ -28,11 +28,10 @@ class ServiceSettings(WorkerSettings):
     embedded_worker: bool = True  # embedded mode: run the Celery worker thread inside the API process
     auth_disabled: bool = False  # explicit opt-out: serve a non-loopback bind without API keys
 
-    max_upload_bytes: int = Field(default=512 * MIB, gt=0)  # the model file
+    # max_upload_bytes, max_unzipped_bytes and max_params are WorkerSettings fields: the API and
+    # the worker load the same files with the same limits (``load_limits()``).
     max_calibration_bytes: int = Field(default=256 * MIB, gt=0)  # the calibration .npz
     max_json_field_bytes: int = Field(default=1 * MIB, gt=0)  # spec / architecture form fields
-    max_unzipped_bytes: int = Field(default=2048 * MIB, gt=0)  # declared size of a .pt/.npz zip's members
-    max_params: int = Field(default=200_000_000, gt=0)  # weights in one uploaded model
 
     rate_limit_requests: int = Field(default=120, gt=0)  # per API key ...
     rate_limit_window_s: int = Field(default=60, gt=0)  # ... per fixed window

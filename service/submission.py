@@ -45,8 +45,9 @@ def validate_inputs(
     Returns the model's parameter count. Raises ``CompressionError`` subclasses (mapped by
     ``service.errors``) or ``ApiError``. Blocking: call it from a thread.
     """
-    from netshrink.compression.graph.calibration import load_calibration  # imported late: these pull in torch
-    from netshrink.compression.graph.loading import LoadLimits, load_model
+    # imported late: these pull in torch
+    from netshrink.compression.graph.calibration import check_calibration
+    from netshrink.compression.graph.loading import load_model
     from netshrink.compression.pipeline import check_spec
 
     if spec.callback is not None:
@@ -60,12 +61,7 @@ def validate_inputs(
     model.path = final
     if architecture is not None:
         (final.parent / ARCHITECTURE_INPUT).write_text(json.dumps(architecture))
-    limits = LoadLimits(
-        max_file_bytes=settings.max_upload_bytes,
-        max_decompressed_bytes=settings.max_unzipped_bytes,
-        max_params=settings.max_params,
-    )
-    net = load_model(final, architecture=architecture, limits=limits)
+    net = load_model(final, architecture=architecture, limits=settings.load_limits())
     if spec.kind != "analyze":
         check_spec(net, spec.to_core())  # unknown layer names, structured pruning on a generic graph, ...
     if spec.device == "cuda" and settings.embedded and not _cuda_available():
@@ -81,7 +77,8 @@ def validate_inputs(
         path = calibration.path.with_name(CALIBRATION_INPUT)
         calibration.path.replace(path)
         calibration.path = path
-        load_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
+        # Streamed in 1 MiB chunks: a small file declaring GiBs of zeros never sits in the API's memory.
+        check_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
     return int(net.n_params)
 
 

@@ -113,7 +113,7 @@ def _run_claimed(
             store=store,
             artifacts=artifacts,
             emit=emit,
-            worker_device=settings.device,
+            settings=settings,
             lost=lambda: lease.lost,
         )
     except CancelledError:
@@ -151,12 +151,12 @@ def _execute(
     store: JobStore,
     artifacts: ArtifactStore,
     emit: _Emitter,
-    worker_device: str = "auto",
+    settings: WorkerSettings,
     lost: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], list[ArtifactInfo]]:
     """Load the inputs, call the core, write every artifact; return (report, artifact infos)."""
     spec = CompressSpec.from_dict(job.spec)  # the API validated it; re-check before any heavy import
-    if spec.device == "auto" and worker_device == "cpu":
+    if spec.device == "auto" and settings.device == "cpu":
         spec = dataclasses.replace(spec, device="cpu")  # a CPU worker stays on the CPU (NETSHRINK_DEVICE)
     # The core is imported here, not at module level: the API imports workers.* without torch.
     from netshrink.compression.graph.calibration import load_calibration
@@ -178,10 +178,13 @@ def _execute(
     architecture = None
     if job.has_architecture:
         architecture = json.loads(artifacts.input_path(job.id, ARCHITECTURE_INPUT).read_text())
-    net = load_model(artifacts.model_input(job.id), architecture=architecture)
+    # The same limits, from the same settings, as the API applied at submit (settings.load_limits).
+    net = load_model(artifacts.model_input(job.id), architecture=architecture, limits=settings.load_limits())
     calibration = None
     if job.has_calibration:
-        calibration = load_calibration(artifacts.input_path(job.id, CALIBRATION_INPUT), net)
+        calibration = load_calibration(
+            artifacts.input_path(job.id, CALIBRATION_INPUT), net, max_bytes=settings.max_unzipped_bytes
+        )
     result: CompressionResult
     if job.kind == "analyze":
         result = analyze(net, on_progress=on_progress, input_sha256=job.input.sha256)

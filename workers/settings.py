@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DAY_S = 24 * 3600
+MIB = 1024 * 1024
+
+if TYPE_CHECKING:
+    from netshrink.compression.graph.loading import LoadLimits
 
 
 class WorkerSettings(BaseSettings):
@@ -43,6 +47,12 @@ class WorkerSettings(BaseSettings):
     lease_heartbeat_s: float = Field(default=10.0, gt=0)
     reaper_interval_s: float = Field(default=15.0, gt=0)
     store_retry_s: float = Field(default=30.0, ge=0)  # a worker rides out a store outage this long
+
+    # Input limits, read by BOTH the API (at submit) and the worker (when it loads the job's files),
+    # so a job the API accepted is never refused by the worker for size.
+    max_upload_bytes: int = Field(default=512 * MIB, gt=0)  # the model file
+    max_unzipped_bytes: int = Field(default=2048 * MIB, gt=0)  # declared array data of a .pt/.npz/.npy
+    max_params: int = Field(default=200_000_000, gt=0)  # weights in one uploaded model
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # what a worker process offers
     torch_threads: int = Field(default=1, ge=1)  # torch.set_num_threads in the worker
@@ -70,6 +80,16 @@ class WorkerSettings(BaseSettings):
             # Otherwise Redis redelivers a still-running job to a second worker.
             raise ValueError("visibility_timeout_s must be longer than job_time_limit_s")
         return self
+
+    def load_limits(self) -> LoadLimits:
+        """The core's ``LoadLimits`` from these settings (the core is imported late: it pulls in torch)."""
+        from netshrink.compression.graph.loading import LoadLimits
+
+        return LoadLimits(
+            max_file_bytes=self.max_upload_bytes,
+            max_decompressed_bytes=self.max_unzipped_bytes,
+            max_params=self.max_params,
+        )
 
     @property
     def lease_s(self) -> float:

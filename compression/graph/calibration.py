@@ -8,7 +8,6 @@ every error is measured on).
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 
 from netshrink.compression.errors import CalibrationError, LimitExceededError
 from netshrink.compression.graph.network import Network
+from netshrink.compression.io.arrays import ArrayHeader, index_arrays, iter_chunks, read_arrays
+from netshrink.compression.io.limits import DEFAULT_MAX_DECOMPRESSED_BYTES
 
-DEFAULT_MAX_BYTES = 1 * 2**30
 ALLOWED_KEYS = frozenset({"inputs", "labels"})
 
 
@@ -37,89 +37,86 @@ class Calibration:
 def load_calibration(path: str | Path, net: Network, *, max_bytes: int | None = None) -> Calibration:
     """Read and validate a calibration ``.npz`` (or a bare ``.npy`` of inputs) against ``net``.
 
-    ``max_bytes`` caps both the file and its decompressed size. Raises ``CalibrationError`` for
-    anything that does not fit (pickled/object arrays, wrong shapes, non-finite values, bad labels)
-    and ``LimitExceededError`` over the cap.
+    ``max_bytes`` (default ``DEFAULT_MAX_DECOMPRESSED_BYTES``, the same cap as model archives) caps
+    both the file and the array data its headers declare; sizes, keys, dtypes and shapes are checked
+    from the headers before any data is decompressed (``netshrink.compression.io.arrays``). Raises
+    ``CalibrationError`` for anything that does not fit and ``LimitExceededError`` over the cap.
     """
     path = Path(path)
-    cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CalibrationError(f"cannot read the calibration file: {exc}") from exc
-    if len(data) > cap:
-        raise LimitExceededError(f"the calibration file has {len(data)} bytes; the limit is {cap}")
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                total = sum(info.file_size for info in zf.infolist())
-        except zipfile.BadZipFile as exc:
-            raise CalibrationError(f"corrupt .npz archive: {exc}") from exc
-        if total > cap:
-            raise LimitExceededError(f"the calibration archive expands to {total} bytes; the limit is {cap}")
-    arrays = _read_arrays(path)
-    inputs, labels = arrays.get("inputs"), arrays.get("labels")
-    if inputs is None:
-        raise CalibrationError("the calibration file has no 'inputs' array", field="inputs")
+    headers = _check_headers(path, net, max_bytes)
+    arrays = read_arrays(path, headers, invalid=CalibrationError)
+    inputs, labels = arrays["inputs"], arrays.get("labels")
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, refused below
+        out = np.ascontiguousarray(inputs, dtype=np.float32)
+    _check_values("inputs", out)
+    if labels is not None:
+        _check_values("labels", labels)
     return Calibration(
-        inputs=_check_inputs(inputs, net),
-        labels=None if labels is None else _check_labels(labels, int(inputs.shape[0])),
-        sha256=hashlib.sha256(data).hexdigest(),
+        inputs=out,
+        labels=None if labels is None else np.ascontiguousarray(labels),
+        sha256=_sha256(path),
     )
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def check_calibration(path: str | Path, net: Network, *, max_bytes: int | None = None) -> None:
+    """Every check ``load_calibration`` makes, without holding the arrays: values are streamed in
+    1 MiB chunks, so memory stays O(chunk) whatever the file declares (the API validates this way)."""
+    path = Path(path)
+    headers = _check_headers(path, net, max_bytes)
+    for key, header in headers.items():
+        for chunk in iter_chunks(path, header, invalid=CalibrationError):  # (k,) in storage order
+            with np.errstate(over="ignore"):
+                _check_values(key, chunk.astype(np.float32) if key == "inputs" else chunk)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _check_headers(path: Path, net: Network, max_bytes: int | None) -> dict[str, ArrayHeader]:
+    """Sizes, keys, dtypes and shapes from the file's headers; returns them keyed ``inputs``/``labels``."""
+    cap = DEFAULT_MAX_DECOMPRESSED_BYTES if max_bytes is None else max_bytes
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):  # a bare .npy holds the inputs only
-            return {"inputs": loaded}
-        with loaded as npz:
-            unknown = set(npz.files) - ALLOWED_KEYS
-            if unknown:
-                raise CalibrationError(
-                    f"unknown arrays in the calibration file: {sorted(unknown)}; "
-                    "expected 'inputs' and optionally 'labels'"
-                )
-            arrays = {k: npz[k] for k in npz.files}
-        bad = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]  # NpzFile returns raw bytes
-        if bad:
-            raise CalibrationError(f"{bad} are not .npy arrays")
-        return arrays
-    except CalibrationError:
-        raise
-    except (
-        ValueError,
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-    ) as exc:  # allow_pickle=False refuses object arrays
-        raise CalibrationError(f"not a readable .npz of numeric arrays: {exc}") from exc
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CalibrationError(f"cannot read the calibration file: {exc}") from exc
+    if size > cap:
+        raise LimitExceededError(f"the calibration file has {size} bytes; the limit is {cap}")
+    headers = index_arrays(path, max_bytes=cap, invalid=CalibrationError)
+    if "" in headers:  # a bare .npy holds the inputs only
+        headers = {"inputs": headers.pop("")}  # name "" still tells the reader it is a bare .npy
+    unknown = set(headers) - ALLOWED_KEYS
+    if unknown:
+        raise CalibrationError(
+            f"unknown arrays in the calibration file: {sorted(unknown)}; "
+            "expected 'inputs' and optionally 'labels'"
+        )
+    inputs, labels = headers.get("inputs"), headers.get("labels")
+    if inputs is None:
+        raise CalibrationError("the calibration file has no 'inputs' array", field="inputs")
+    _check_inputs_shape(inputs.shape, net)
+    if labels is not None and (len(labels.shape) != 1 or labels.shape[0] != inputs.shape[0]):
+        raise CalibrationError(
+            f"'labels' must have shape ({inputs.shape[0]},) to match 'inputs'; got {labels.shape}",
+            field="labels",
+        )
+    return headers
 
 
-def _check_inputs(inputs: np.ndarray, net: Network) -> np.ndarray:
-    if inputs.dtype.kind not in "fiub":
-        raise CalibrationError(f"'inputs' must be numeric; got dtype {inputs.dtype}", field="inputs")
-    if inputs.ndim < 1 or tuple(inputs.shape[1:]) != tuple(net.input_shape):
+def _check_inputs_shape(shape: tuple[int, ...], net: Network) -> None:
+    if len(shape) < 1 or tuple(shape[1:]) != tuple(net.input_shape):
         raise CalibrationError(
             f"'inputs' must have shape (S, {', '.join(map(str, net.input_shape))}) for this model; "
-            f"got {tuple(inputs.shape)}",
+            f"got {shape}",
             field="inputs",
         )
-    if inputs.shape[0] < 1:
+    if shape[0] < 1:
         raise CalibrationError("'inputs' holds no samples", field="inputs")
-    out = np.ascontiguousarray(inputs, dtype=np.float32)
-    if not np.all(np.isfinite(out)):
-        raise CalibrationError("'inputs' contains NaN or Inf (or values outside float32)", field="inputs")
-    return out
 
 
-def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise CalibrationError(
-            f"'labels' must have shape ({n},) to match 'inputs'; got {labels.shape}", field="labels"
-        )
-    if labels.dtype.kind not in "fiub":
-        raise CalibrationError(f"'labels' must be numeric; got dtype {labels.dtype}", field="labels")
-    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
-        raise CalibrationError("'labels' contains NaN or Inf", field="labels")
-    return np.ascontiguousarray(labels)
+def _check_values(key: str, values: np.ndarray) -> None:
+    """``inputs`` (already float32) and float ``labels`` must be finite."""
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        what = "NaN or Inf (or values outside float32)" if key == "inputs" else "NaN or Inf"
+        raise CalibrationError(f"'{key}' contains {what}", field=key)

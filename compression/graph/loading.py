@@ -31,6 +31,7 @@ from netshrink.compression.graph.graph import analyze
 from netshrink.compression.graph.network import Network, SourceFormat
 from netshrink.compression.io.architecture import infer_mlp, validate_architecture
 from netshrink.compression.io.architecture_onnx import build_onnx
+from netshrink.compression.io.limits import DEFAULT_MAX_DECOMPRESSED_BYTES
 from netshrink.compression.io.onnx_io import graph_input, parse_onnx
 from netshrink.compression.io.torch_io import (
     load_safetensors,
@@ -48,7 +49,7 @@ class LoadLimits:
     """Upper bounds enforced while loading (the service passes its settings; docs/api.md "Limits")."""
 
     max_file_bytes: int = 512 * 2**20
-    max_decompressed_bytes: int = 2 * 2**30  # cap for zip-based .pt archives
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES  # zip-based .pt, calibration .npz/.npy
     max_params: int = 100_000_000  # values stored in all weight tensors together
     max_dim: int = 1_000_000  # any single tensor / input dimension
 

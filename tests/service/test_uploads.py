@@ -142,3 +142,21 @@ def test_valid_calibration_is_stored_for_the_worker(
     stored = app_state(client).artifacts.input_path(job_id, "calibration.npz")
     assert stored.read_bytes() == npz.getvalue()
     assert app_state(client).store.get(job_id).has_calibration
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_calibration_header_declaring_an_absurd_shape_is_413_not_500(
+    client: TestClient, onnx_model: bytes, container: str
+) -> None:
+    """Issue 13 §3: a header declaring shape (2**40, 64) made np.load raise MemoryError (500)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 64)})
+    data = buf.getvalue() + b"\x00" * 256
+    if container == "npz":
+        packed = io.BytesIO()
+        with zipfile.ZipFile(packed, "w") as zf:
+            zf.writestr("inputs.npy", data)
+        data = packed.getvalue()
+    body = assert_problem(submit(client, onnx_model, SPEC, calibration=data), 413, "limit-exceeded")
+    assert str(2**40 * 64 * 4) in body["detail"]
+    assert not any(app_state(client).artifacts.root.iterdir())

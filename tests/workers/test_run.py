@@ -350,3 +350,28 @@ def test_a_store_outage_leaves_the_job_to_its_lease_not_failed(
     assert stuck.status is JobStatus.RUNNING and stuck.error is None and stuck.lease_token is not None
     later = utcnow() + timedelta(seconds=store.lease_s + 1)
     assert store.expired_leases(later) == [job.id]  # the reaper will requeue it
+
+
+def test_the_worker_loads_with_the_same_size_limit_as_the_api(
+    store: SQLiteJobStore,
+    artifacts: ArtifactStore,
+    settings: WorkerSettings,
+    make_job: MakeJob,
+    tmp_path: Path,
+) -> None:
+    """Issue 13 §2: the worker used the core's own default cap while the API used its setting.
+    Both now read ``max_unzipped_bytes`` (one WorkerSettings field, inherited by ServiceSettings)."""
+    from netshrink.service.settings import ServiceSettings
+
+    assert "max_unzipped_bytes" not in ServiceSettings.__annotations__  # inherited, never redeclared
+    inputs = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)  # 2048 bytes of data
+    calib = write_calibration(tmp_path / "calib.npz", inputs).read_bytes()
+    tight = settings.model_copy(update={"max_unzipped_bytes": 2000})
+    job = make_job(spec=SPEC, has_calibration=True)
+    _submit(store, artifacts, job, mlp_onnx())
+    artifacts.save_input(job.id, "calibration.npz", calib)
+    _run(job, store, artifacts, tight)
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error is not None
+    assert failed.error["type"].endswith("/limit-exceeded"), failed.error
+    assert "the limit is 2000" in failed.error["detail"]

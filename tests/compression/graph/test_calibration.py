@@ -86,3 +86,35 @@ def test_garbage_file(tmp_path: Path, net: Network) -> None:
         zf.writestr("inputs.npy", b"not an npy")
     with pytest.raises(CalibrationError):
         load_calibration(path, net)
+
+
+def _nan_at_end(n: int) -> np.ndarray:
+    X = F.random_inputs((8,), n).astype(np.float64)
+    X[-1, -1] = np.nan
+    return X
+
+
+@pytest.mark.parametrize(
+    ("inputs", "labels", "error"),
+    [
+        (_nan_at_end(300), None, "NaN or Inf"),
+        (np.full((2, 8), 1e300), None, "outside float32"),
+        (F.random_inputs((7,), 4), None, "must have shape"),
+        (F.random_inputs((8,), 4), np.array([0.0, 1.0, np.inf, 2.0]), "'labels' contains"),
+        (F.random_inputs((8,), 4), np.arange(5), "'labels' must have shape"),
+    ],
+)
+def test_the_streaming_check_and_the_loader_agree(
+    tmp_path: Path, net: Network, inputs: np.ndarray, labels: np.ndarray | None, error: str
+) -> None:
+    """``check_calibration`` (the API, chunked) refuses exactly what ``load_calibration`` (the worker) does."""
+    from netshrink.compression.graph.calibration import check_calibration
+
+    path = F.write_calibration(tmp_path / "c.npz", inputs, labels)
+    with pytest.raises(CalibrationError, match=error):
+        load_calibration(path, net)
+    with pytest.raises(CalibrationError, match=error):
+        check_calibration(path, net)
+    good = F.write_calibration(tmp_path / "ok.npz", F.random_inputs((8,), 300))
+    check_calibration(good, net)
+    assert load_calibration(good, net).n_samples == 300
