@@ -177,7 +177,7 @@ def read_arrays(
             arr = np.empty(header.shape, dtype=header.dtype, order="F" if header.fortran_order else "C")
             flat = arr.reshape(-1, order="A").view(np.uint8)  # (nbytes,) view of arr's memory
             with _data_stream(path, header) as stream:
-                _fill(stream, memoryview(flat), header, invalid)
+                _fill(stream, flat.data, header, invalid)
                 _no_trailing(stream, header, invalid)
             out[key] = arr
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # CRC mismatch, truncated member
