@@ -107,7 +107,7 @@ def _nan_at_end(n: int) -> np.ndarray:
 def test_the_streaming_check_and_the_loader_agree(
     tmp_path: Path, net: Network, inputs: np.ndarray, labels: np.ndarray | None, error: str
 ) -> None:
-    """``check_calibration`` (the API, chunked) refuses exactly what ``load_calibration`` (the worker) does."""
+    """``check_calibration`` (API, chunked) refuses exactly what ``load_calibration`` (worker) does."""
     from netshrink.compression.graph.calibration import check_calibration
 
     path = F.write_calibration(tmp_path / "c.npz", inputs, labels)
