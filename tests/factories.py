@@ -7,7 +7,7 @@ test process. Functions that return bytes are cached; callers that need a file u
 - torch modules: ``tiny_mlp``, ``tiny_cnn``
 - ONNX bytes: ``mlp_onnx``, ``cnn_onnx`` (torch.onnx.export, BN folded by the exporter),
   ``cnn_with_bn_node_onnx`` (onnx.helper, keeps a real BatchNormalization node),
-  ``sklearn_mlp_classifier_onnx``, ``sklearn_mlp_regressor_onnx``, ``residual_onnx``
+  ``sklearn_mlp_classifier_onnx``, ``sklearn_mlp_regressor_onnx``, ``residual_onnx``, ``gated_onnx``
 - state dicts: ``state_dict_arrays``, ``write_pt``, ``write_safetensors``, ``cnn_architecture``
 - calibration: ``write_calibration``
 """
@@ -191,7 +191,7 @@ def cnn_with_bn_node_onnx(seed: int = 0) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def residual_onnx(seed: int = 0) -> bytes:
-    """x -> Gemm(8->8) -> Relu -> (+ x) -> Gemm(8->3): a residual Add, so support level "generic"."""
+    """x -> Gemm(8->8) -> Relu -> (+ x) -> Gemm(8->3): a residual Add (full support, a DAG)."""
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((8, 8)).astype(np.float32) / 3  # (out, in)
     w2 = rng.standard_normal((3, 8)).astype(np.float32) / 3  # (out, in)
@@ -209,6 +209,29 @@ def residual_onnx(seed: int = 0) -> bytes:
     ]
     graph = helper.make_graph(
         nodes, "residual", [_vi("input", ["batch", 8])], [_vi("output", ["batch", 3])], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def gated_onnx(seed: int = 0) -> bytes:
+    """x -> Gemm(8->8) -> h·Sigmoid(h) (a Mul of two tensors) -> Gemm(8->3): support level "generic"."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32) / 3, "w1"),
+        numpy_helper.from_array(np.zeros(8, np.float32) + 0.1, "b1"),
+        numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32) / 3, "w2"),
+        numpy_helper.from_array(np.zeros(3, np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["input", "w1", "b1"], ["h"], "fc1", transB=1),
+        helper.make_node("Sigmoid", ["h"], ["gate"], "sigmoid1"),
+        helper.make_node("Mul", ["h", "gate"], ["r"], "gated"),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["output"], "fc2", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "gated", [_vi("input", ["batch", 8])], [_vi("output", ["batch", 3])], inits
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)

@@ -8,6 +8,7 @@ and tier E is the sum of the two stages' exact expectations (docs/method.md §3)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.algorithm.prune import prune_layer
-from netshrink.compression.algorithm.quantize import quantize_matrix
+from netshrink.compression.algorithm.quantize import grouped_scale, quantize_matrix
 from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
@@ -72,6 +73,8 @@ def compress_layer(
     the output-aware score (docs/method.md §3); for structured pruning an (n_groups,) array of
     E_x‖J W_g ẑ_g‖² is also accepted (then quantization keeps the layer-local score).
     Randomness: pruning draws first, then rounding, both from ``generator``.
+    A grouped/depthwise conv asked for per-row scales gets them only when they pay for their bytes
+    (``quantize.grouped_scale``).
     """
     W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
     var = torch.zeros_like(W)
@@ -91,9 +94,16 @@ def compress_layer(
     codes = scale = outliers = M = None
     k = bits = None
     qf = None
+    if (
+        quantize is not None
+        and layer.conv is not None
+        and layer.conv.group != 1
+        and quantize.scale == "per_row"
+    ):
+        quantize = dataclasses.replace(quantize, scale=grouped_scale(W, quantize.bits))
     if quantize is not None:
         entrywise = sensitivity is not None and np.asarray(sensitivity).size == layer.n_out * layer.n_in
-        energy = np.asarray(sensitivity, np.float64) if entrywise else stats.col_energy[None, :]
+        energy = np.asarray(sensitivity, np.float64) if entrywise else stats.energy
         qr = quantize_matrix(
             W,
             energy.reshape(-1, layer.n_in),

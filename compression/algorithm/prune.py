@@ -68,7 +68,7 @@ def prune_layer(
     W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
     Wn = layer.matrix.astype(np.float64)  # (out, in)
     if spec.granularity == "weight":
-        energy = stats.col_energy[None, :] if sensitivity is None else _as_matrix(sensitivity, Wn.shape)
+        energy = stats.energy if sensitivity is None else _as_matrix(sensitivity, Wn.shape)
         base = (Wn**2 * energy).ravel()  # (N,) w²·E[ẑ_j²] (OBD saliency; × τ² = P1's score)
         if spec.method == "randomized_greedy":
             return _randomized_entries(W, base, stats, spec, keep, gen, sensitivity is None)
@@ -115,13 +115,13 @@ def _randomized_entries(
     Wt = torch.where(sel_t, torch.where(survive, W / p, torch.zeros_like(W)), W)  # (out, in)
     tau2 = (1.0 - p) / p
     var = torch.where(sel_t, tau2 * W**2, torch.zeros_like(W))  # (out, in) Var(t) = τ² w²
-    col = torch.as_tensor(stats.col_energy, dtype=torch.float64, device=W.device)  # (in,)
+    col = torch.as_tensor(stats.energy, dtype=torch.float64, device=W.device)  # (1 or out, in)
     removed = int((sel_t & ~survive).sum())
     return PruneResult(
         weight=Wt,
         var=var,
         group_tau2=None,
-        tier_E_A=stats.positions * float((var * col[None, :]).sum()),
+        tier_E_A=stats.positions * float((var * col).sum()),
         f=f,
         p=p,
         m=m,

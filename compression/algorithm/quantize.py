@@ -11,6 +11,7 @@ the non-zero entries; the m = f·nnz smallest are put on the grid, the others st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from netshrink.compression.algorithm.prune import greedy_order
 from netshrink.compression.algorithm.rng import uniform
 from netshrink.compression.spec import QuantizeSpec
 
-__all__ = ["QuantizeResult", "grid_step", "quantize_matrix"]
+__all__ = ["QuantizeResult", "grid_step", "grouped_scale", "quantize_matrix"]
 
 
 @dataclass
@@ -53,6 +54,25 @@ def grid_step(W: torch.Tensor, k: int, scale: str) -> tuple[torch.Tensor, np.nda
     return torch.as_tensor(s32.astype(np.float64), device=W.device), M_np
 
 
+def grouped_scale(W: torch.Tensor, bits: int) -> Literal["per_row", "per_layer"]:
+    """Per-row or per-layer scale for a grouped/depthwise conv, whose rows are short (9 weights for a
+    3×3 depthwise filter), so that a float32 scale per row is a large part of the storage (derived).
+
+    Stochastic rounding's worst-case variance is step²/4 per entry (Lemma 8), so summed over the
+    matrix it is n_in Σ_i M_i²/(4k²) with per-row scales and n_out n_in M²/(4k²) with one scale.
+    Dropping the per-row scales raises that error by r_err = n_out·M²/Σ_i M_i² − 1 and saves
+    r_bytes = 32/(n_in·bits + 32) of the layer's bytes; the per-layer scale is taken when
+    r_err ≤ r_bytes (it costs less error than the bytes it saves, relatively). W: (out, in).
+    """
+    M2 = W.abs().max(dim=1).values.double() ** 2  # (out,)
+    total = float(M2.sum())
+    if total == 0.0:
+        return "per_layer"
+    r_err = W.shape[0] * float(M2.max()) / total - 1.0
+    r_bytes = 32.0 / (W.shape[1] * bits + 32.0)
+    return "per_layer" if r_err <= r_bytes else "per_row"
+
+
 def quantize_matrix(
     W: torch.Tensor,
     energy: np.ndarray,
@@ -63,7 +83,8 @@ def quantize_matrix(
     positions: int = 1,
 ) -> QuantizeResult:
     """Quantize the (pruned) matrix ``W`` (out, in) float64. ``energy`` ((1, in) or (out, in)) ranks
-    the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) gives tier E.
+    the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in) (grouped
+    convs) gives tier E.
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
@@ -92,7 +113,8 @@ def quantize_matrix(
     )
     var = torch.where(sel_t, var, torch.zeros_like(var)) if u is not None else torch.zeros_like(var)
     col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
-    A = positions * float((var * col[None, :]).sum()) if u is not None else None
+    col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
+    A = positions * float((var * col).sum()) if u is not None else None
     scale = step.cpu().numpy().astype(np.float32)
     return QuantizeResult(
         weight=Wq,

@@ -30,11 +30,17 @@ class LayerStats:
     because ``col_energy`` is a per-position mean while the error sums over the whole output map.
     """
 
-    col_energy: np.ndarray  # (n_in,) float64: E_x[ẑ_j²] (conv: mean over samples and positions)
+    col_energy: np.ndarray  # (n_in,) float64: E_x[ẑ_j²] (conv: mean over samples and positions);
+    # (n_out, n_in) for a grouped conv, whose row i reads the input channels of its own group
     group_energy: np.ndarray | None  # (n_groups,) float64: E_x‖W_g ẑ_g‖² (whole output map)
     z2: float  # E_x‖ẑ‖², the whole input tensor per sample
     n_samples: int
     positions: int = 1  # conv output positions H'·W' (1 for dense)
+
+    @property
+    def energy(self) -> np.ndarray:
+        """E_x[ẑ_j²] as a matrix that broadcasts against (n_out, n_in): (1, n_in) or (n_out, n_in)."""
+        return self.col_energy if self.col_energy.ndim == 2 else self.col_energy[None, :]
 
 
 def column_groups(layer: Layer) -> np.ndarray:
@@ -74,7 +80,7 @@ def layer_stats(layer: Layer, Z: torch.Tensor, *, groups: bool) -> LayerStats:
     if layer.kind == "conv":
         assert layer.conv is not None, "conv layer without geometry"
         if layer.conv.group != 1:
-            raise ValueError("grouped convolutions are not supported by the core")
+            return _grouped_conv_stats(layer, Z, z2)
         C = int(layer.weight.shape[1])
         return _conv_stats(W.reshape(W.shape[0], C, -1), Z, layer.conv, groups, z2)
     X = Z.reshape(S, -1)  # (S, n_in)
@@ -112,6 +118,26 @@ def _conv_stats(K: torch.Tensor, Z: torch.Tensor, geom: ConvGeometry, groups: bo
     col_energy = (col / (S * positions)).cpu().numpy()
     group_energy = None if R is None else _trace_energy(K, R / S)
     return LayerStats(col_energy, group_energy, z2, S, positions)
+
+
+def _grouped_conv_stats(layer: Layer, Z: torch.Tensor, z2: float) -> LayerStats:
+    """Grouped/depthwise conv: row i of group γ reads input channels [γ·C/G, (γ+1)·C/G), so the
+    column energies are per group, repeated over the group's rows: col_energy (c_out, C/G·kh·kw).
+    No group energies: a grouped conv's input channels are coupled to its outputs (never cut alone).
+    """
+    assert layer.conv is not None
+    geom, S = layer.conv, int(Z.shape[0])
+    G, n_in = geom.group, layer.n_in
+    col = torch.zeros(G, n_in, dtype=torch.float64, device=Z.device)
+    positions = 0
+    step = _chunk(S, int(im2col(Z[:1], geom).numel()))
+    for i in range(0, S, step):
+        cols = im2col(Z[i : i + step], geom)  # (s, C·q, P)
+        positions = int(cols.shape[2])
+        col += (cols.reshape(cols.shape[0], G, n_in, positions) ** 2).sum(dim=(0, 3))  # (G, C/G·q)
+    per_group = (col / (S * positions)).cpu().numpy()  # (G, n_in)
+    col_energy = np.repeat(per_group, layer.n_out // G, axis=0)  # (c_out, n_in)
+    return LayerStats(col_energy, None, z2, S, positions)
 
 
 def _trace_energy(Wg: torch.Tensor, R: torch.Tensor) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, column_groups
-from netshrink.compression.bounds.opnorm import op_norm
+from netshrink.compression.bounds.grouped import layer_op_norm
 from netshrink.compression.graph.network import Layer
 
 __all__ = [
@@ -154,7 +154,7 @@ def tier_W(
     Minkowski's inequality in L²(x), √A ≤ ‖W − Ŵ‖_op √E_x‖ẑ‖² + √P ‖Δb‖ (docs/compensation.md).
     """
     delta = layer.weight.astype(np.float64) - draw.compressed.weight.astype(np.float64)
-    root = op_norm(layer, input_hw, weight=delta) * math.sqrt(stats.z2)
+    root = layer_op_norm(layer, input_hw, weight=delta) * math.sqrt(stats.z2)
     b_hat = draw.compressed.bias
     if b_hat is not None and layer.bias is not None:
         db = np.asarray(b_hat, np.float64) - layer.bias.astype(np.float64)

@@ -54,9 +54,15 @@ def _weight_grads(layer: Layer, delta: torch.Tensor, z: torch.Tensor) -> torch.T
     """Per-sample weight gradients (S, n_out, n_in) for one output k."""
     if layer.kind == "dense":
         return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
-    patches = im2col(layer, z)  # (S, n_in, P)
+    patches = im2col(layer, z)  # (S, C·kh·kw, P)
     d = delta.reshape(delta.shape[0], delta.shape[1], -1)  # (S, c_out, P)
-    return torch.einsum("sop,sjp->soj", d, patches)  # (S, c_out, n_in)
+    G = layer.conv.group if layer.conv is not None else 1
+    if G == 1:
+        return torch.einsum("sop,sjp->soj", d, patches)  # (S, c_out, n_in)
+    # Grouped conv: row block γ reads only the patches of its own input channels.
+    pg = patches.reshape(patches.shape[0], G, layer.n_in, -1)  # (S, G, n_in, P)
+    dg = d.reshape(d.shape[0], G, layer.n_out // G, -1)  # (S, G, c_out/G, P)
+    return torch.einsum("sgop,sgjp->sgoj", dg, pg).reshape(d.shape[0], layer.n_out, layer.n_in)
 
 
 GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)

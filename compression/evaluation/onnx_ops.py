@@ -116,6 +116,36 @@ def _constant(ex: Executor, n: onnx.NodeProto, a: list[Any], at: dict[str, Any])
     return [ex._const(arr)]
 
 
+def _clip(ex: Executor, n: onnx.NodeProto, a: list[Any], at: dict[str, Any]) -> list[Tensor]:
+    """Clip: limits from inputs 1, 2 (opset >= 11) or the min/max attributes (older opsets)."""
+    lo = a[1] if len(a) > 1 and a[1] is not None else at.get("min")
+    hi = a[2] if len(a) > 2 and a[2] is not None else at.get("max")
+    lo = lo.to(a[0].dtype) if isinstance(lo, Tensor) else lo
+    hi = hi.to(a[0].dtype) if isinstance(hi, Tensor) else hi
+    return [torch.clamp(a[0], lo, hi)]
+
+
+def _pad(ex: Executor, n: onnx.NodeProto, a: list[Any], at: dict[str, Any]) -> list[Tensor]:
+    """Pad (opset >= 11: pads and constant_value as inputs; older: attributes). ONNX pads are
+    [x1_begin, x2_begin, ..., x1_end, x2_end, ...]; torch wants (last_begin, last_end, ...)."""
+    pads = [int(v) for v in (a[1].tolist() if len(a) > 1 and a[1] is not None else at["pads"])]
+    if len(a) > 3 and a[3] is not None:
+        raise UnsupportedModelError("Pad with an axes input is not supported", nodes=[n.name])
+    value = a[2] if len(a) > 2 and a[2] is not None else at.get("value", 0.0)
+    rank = len(pads) // 2
+    torch_pads: list[int] = []
+    for d in reversed(range(rank)):
+        torch_pads += [pads[d], pads[d + rank]]
+    mode = _text(at.get("mode", "constant"))
+    mode = {"edge": "replicate"}.get(mode, mode)
+    if mode == "constant":
+        return [F.pad(a[0], torch_pads, mode="constant", value=float(value))]
+    spatial = torch_pads[: 2 * (rank - 2)]
+    if any(torch_pads[2 * (rank - 2) :]):
+        raise UnsupportedModelError(f"Pad mode {mode} on batch/channel axes", nodes=[n.name])
+    return [F.pad(a[0], spatial, mode=mode)]
+
+
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -140,6 +170,13 @@ OPS: dict[str, Op] = {
     "Tanh": _unary(lambda x, at: torch.tanh(x)),
     "Sigmoid": _unary(lambda x, at: torch.sigmoid(x)),
     "Softplus": _unary(lambda x, at: F.softplus(x)),
+    "Clip": _clip,
+    "HardSigmoid": _unary(
+        lambda x, at: torch.clamp(float(at.get("alpha", 0.2)) * x + float(at.get("beta", 0.5)), 0.0, 1.0)
+    ),
+    "HardSwish": _unary(lambda x, at: F.hardswish(x)),
+    "Concat": lambda ex, n, a, at: [torch.cat([t for t in a if t is not None], dim=int(at["axis"]))],
+    "Pad": _pad,
     "Gelu": _unary(lambda x, at: F.gelu(x, approximate=_text(at.get("approximate", "none")))),
     "Softmax": _unary(lambda x, at: torch.softmax(x, int(at.get("axis", -1)))),
     "LogSoftmax": _unary(lambda x, at: torch.log_softmax(x, int(at.get("axis", -1)))),

@@ -164,6 +164,12 @@ def export_onnx_detailed(
                 f"weight initializer {layer.weight_key!r} not found", nodes=[layer.name]
             )
         w = write_weight(layer, p, names, int4_ok)
+        if layer.conv is not None and layer.conv.group != 1 and p.scale is not None:
+            kind = f"{p.scale.size} per-channel scales" if p.per_row else "one per-tensor scale"
+            notes.append(
+                f"{layer.name}: grouped conv ({layer.conv.group} groups, {layer.n_in} weights per "
+                f"channel) stored with {kind} ({4 * p.scale.size} bytes of scales)"
+            )
         replaced[layer.weight_key] = w.dense
         new_sparse += w.sparse
         new_nodes += w.nodes

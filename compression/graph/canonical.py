@@ -1,9 +1,12 @@
 """Rewrite equivalent spellings of supported ops into the one the analysis knows.
 
 ``torch.onnx.export`` writes ``nn.AdaptiveAvgPool2d(1)`` (and ``x.mean((2, 3), keepdim=True)``) as a
-``ReduceMean`` over the spatial axes with ``keepdims=1``: exactly ``GlobalAveragePool``. Rewriting it
-lets such CNNs get full support (channel pruning, bounds; docs/method.md §3 Lipschitz table,
-AveragePool). The rewrite is done on the working graph only; ``Network.original`` keeps the upload.
+``ReduceMean`` over the spatial axes with ``keepdims=1``: exactly ``GlobalAveragePool``;
+``x.mean((2, 3))`` (keepdims=0) is GlobalAveragePool + Flatten. Rewriting them lets such CNNs get
+full support (channel pruning, bounds; docs/method.md §3 Lipschitz table, AveragePool). Its
+TorchScript exporter also writes parameters that happen to be equal as ``Identity(initializer)``;
+those become initializers again, so that BatchNorm folding sees constants. The rewrite is done on
+the working graph only; ``Network.original`` keeps the upload.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import onnx
 from onnx import helper
 
 from netshrink.compression.graph.graph_index import GraphIndex, attr
+from netshrink.compression.io.onnx_io import infer_shapes
 
 
 def _spatial_axes(node: onnx.NodeProto, g: GraphIndex) -> bool:
@@ -30,16 +34,45 @@ def _spatial_axes(node: onnx.NodeProto, g: GraphIndex) -> bool:
 
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with spatial keepdims ``ReduceMean`` nodes written as ``GlobalAveragePool``."""
+    """A copy of ``model``: Identity(initializer) nodes become initializers; spatial ``ReduceMean``
+    becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = GraphIndex(out)
-    for i, node in enumerate(out.graph.node):
-        if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
+    used = {t for n in out.graph.node for t in [*n.input, *n.output]}
+    nodes: list[onnx.NodeProto] = []
+    inits = {t.name: t for t in out.graph.initializer}
+    for node in out.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in g.outputs:
+            # torch's exporter deduplicates equal parameters as Identity(initializer): a constant.
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            out.graph.initializer.append(copy)
             continue
-        shape = g.shapes.get(node.input[0], ())
-        if len(shape) != 4 or int(attr(node, "keepdims", 1)) != 1 or not _spatial_axes(node, g):  # type: ignore[call-overload]
+        shape = g.shapes.get(node.input[0], ()) if node.input else ()
+        if (
+            node.op_type != "ReduceMean"
+            or node.domain not in ("", "ai.onnx")
+            or len(shape) != 4
+            or not _spatial_axes(node, g)
+        ):
+            nodes.append(node)
             continue
-        gap = helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
-        out.graph.node[i].CopyFrom(gap)
-    return out
+        if int(attr(node, "keepdims", 1)) == 1:  # type: ignore[call-overload]
+            nodes.append(
+                helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+            )
+            continue
+        mid = f"{node.output[0]}_pooled"
+        while mid in used:
+            mid += "_"
+        used.add(mid)
+        nodes.append(helper.make_node("GlobalAveragePool", [node.input[0]], [mid], name=node.name))
+        nodes.append(
+            helper.make_node("Flatten", [mid], list(node.output), name=f"{node.name}/flatten", axis=1)
+        )
+    grew = len(nodes) > len(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return infer_shapes(out) if grew else out

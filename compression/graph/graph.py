@@ -30,15 +30,19 @@ ACTIVATIONS = {
     "Sigmoid": "sigmoid",
     "Softplus": "softplus",
     "Gelu": "gelu",
+    "Clip": "clip",  # ReLU6 = Clip(0, 6)
+    "HardSigmoid": "hard_sigmoid",
+    "HardSwish": "hard_swish",
 }
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool"})
 SHAPE_OPS = frozenset({"Flatten", "Reshape"})
-PASS_OPS = frozenset({"Dropout", "Identity", "Cast"})
+PASS_OPS = frozenset({"Dropout", "Identity", "Cast", "Pad"})
 CONST_ARITH = frozenset({"Mul", "Div", "Add", "Sub"})
 TAIL_HEADS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "ZipMap"})
 CHAIN_OPS = frozenset(ACTIVATIONS) | POOLS | SHAPE_OPS | PASS_OPS | CONST_ARITH
-FULL_OPS = CHAIN_OPS | {"Gemm", "MatMul", "Conv", "Constant"}
+FULL_OPS = CHAIN_OPS | {"Gemm", "MatMul", "Conv", "Constant", "Concat"}
 GELU_LIPSCHITZ = 1.13  # max |d/dx x·Φ(x)| ≈ 1.129 (docs/method.md §3 table)
+HARDSWISH_LIPSCHITZ = 1.5  # d/dx x·relu6(x+3)/6 = (2x+3)/6 on [-3, 3]: largest at x = 3
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Analysis:
     is_classifier: bool
     support: SupportLevel
     not_covered: list[str] = field(default_factory=list)
+    dag: bool = False  # the nodes up to Φ branch or join (residual Add, Concat)
 
 
 def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
@@ -62,6 +67,10 @@ def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
         return 0.25
     if op == "Gelu":
         return GELU_LIPSCHITZ
+    if op == "HardSigmoid":
+        return abs(float(attr(node, "alpha", 0.2)))  # type: ignore[arg-type]
+    if op == "HardSwish":
+        return HARDSWISH_LIPSCHITZ
     if op in ("MaxPool", "AveragePool"):
         k = ints(node, "kernel_shape", [])
         s = ints(node, "strides", [1] * len(k))
@@ -80,7 +89,7 @@ def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
     if op in ("Mul", "Div"):
         c = np.abs(next(g.consts[t] for t in node.input if t in g.consts).astype(np.float64))
         return float(c.max()) if op == "Mul" else float(1.0 / c.min())
-    return 1.0  # Relu, Tanh, Softplus, Flatten, Reshape, Dropout, Identity, Cast, Add/Sub of a constant
+    return 1.0  # Relu, Clip, Tanh, Softplus, Flatten, Reshape, Dropout, Identity, Cast, zero Pad, ± constant
 
 
 # ---- layers --------------------------------------------------------------------------------------
@@ -102,10 +111,6 @@ def _find_layers(g: GraphIndex, reasons: list[str]) -> list[Layer]:
         if op == "Conv":
             if W.ndim != 4:
                 reasons.append(f"Conv '{node.name}': only 2-D convolutions are layers")
-                continue
-            if attr(node, "group", 1) != 1:
-                # Its im2col columns are per group; left dense rather than compressed wrongly.
-                reasons.append(f"Conv '{node.name}': grouped convolution, left uncompressed")
                 continue
             if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
                 reasons.append(f"Conv '{node.name}': auto_pad SAME (bounds not covered)")
@@ -185,35 +190,79 @@ def _find_logits(g: GraphIndex, last: Layer) -> str:
     return t
 
 
+def _channel_axis(node: onnx.NodeProto, g: GraphIndex) -> bool:
+    """True when a Concat joins along axis 1 (channels of (N, C, H, W), features of (N, F))."""
+    rank = len(g.shapes.get(node.output[0], ()))
+    axis = int(attr(node, "axis", 1))  # type: ignore[call-overload]
+    return rank >= 2 and axis % rank == 1
+
+
+def _pad_reason(node: onnx.NodeProto, g: GraphIndex) -> str | None:
+    """Pad is covered when it zero-pads (constant mode) the spatial axes only (L = 1)."""
+    mode = attr(node, "mode", b"constant")
+    pads = g.consts.get(node.input[1]) if len(node.input) > 1 else None
+    value = g.consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if mode not in (b"constant", "constant") or pads is None:
+        return f"Pad '{node.name}': only constant padding with constant pads is covered"
+    p = pads.reshape(2, -1)  # (begin/end, rank)
+    if p.shape[1] < 2 or np.any(p[:, :2]) or np.any(p < 0):
+        return f"Pad '{node.name}': padding of the batch/channel axes (or cropping) is not covered"
+    if len(node.input) > 2 and node.input[2] and value is None:
+        return f"Pad '{node.name}': computed pad value is not covered"
+    return None
+
+
 def _support_reasons(g: GraphIndex, chain: list[onnx.NodeProto], layers: list[Layer]) -> list[str]:
-    """Why the nodes up to Φ are not a plain chain of ``FULL_OPS`` (empty list = full support)."""
+    """Why the nodes up to Φ are not a DAG of ``FULL_OPS`` (empty list = full support).
+
+    Covered joins (docs/bounds-dag.md): an Add of two dynamic tensors of the same shape (residual),
+    a Concat of dynamic tensors along the channel axis. Branches (a tensor read by several nodes)
+    are covered. Anything else with two dynamic inputs is not.
+    """
     reasons: list[str] = []
     bias_adds = {g.producer[la.preact].name for la in layers if g.producer[la.preact].op_type == "Add"}
-    in_chain = {n.name for n in chain}
     for node in chain:
         dyn = g.dynamic_inputs(node)
-        if node.op_type not in FULL_OPS:
-            reasons.append(f"{node.op_type} '{node.name}': operator not covered by the bounds")
-        elif node.op_type == "Add" and len(dyn) > 1:
-            reasons.append(f"residual Add '{node.name}': bounds not covered")
+        op = node.op_type
+        if op not in FULL_OPS:
+            reasons.append(f"{op} '{node.name}': operator not covered by the bounds")
+        elif op == "Concat":
+            if len(dyn) != len([t for t in node.input if t]):
+                reasons.append(f"Concat '{node.name}' with a constant operand: bounds not covered")
+            elif not _channel_axis(node, g):
+                reasons.append(f"Concat '{node.name}' not on the channel axis: bounds not covered")
+        elif op == "Add" and len(dyn) > 1:
+            shapes = [g.shapes.get(t) for t in dyn]
+            if len(dyn) != 2 or shapes[0] is None or shapes[0] != shapes[1] or not all(shapes[0][1:]):
+                reasons.append(f"Add '{node.name}' with broadcasting or unknown shapes: bounds not covered")
         elif len(dyn) > 1:
-            reasons.append(f"{node.op_type} '{node.name}' of two tensors: bounds not covered")
-        elif node.op_type in CONST_ARITH and node.name not in bias_adds:
+            reasons.append(f"{op} '{node.name}' of two tensors: bounds not covered")
+        elif op in CONST_ARITH and node.name not in bias_adds:
             c = next((g.consts[t] for t in node.input if t in g.consts), None)
             if c is None or c.size != 1:
-                reasons.append(f"{node.op_type} '{node.name}' with a non-scalar constant: bounds not covered")
-            elif node.op_type in ("Sub", "Div") and node.input[0] in g.consts:
-                reasons.append(
-                    f"{node.op_type} '{node.name}' with a constant first operand: bounds not covered"
-                )
-        if node.op_type in ("Reshape",) and node.input[1] not in g.consts:
+                reasons.append(f"{op} '{node.name}' with a non-scalar constant: bounds not covered")
+            elif op in ("Sub", "Div") and node.input[0] in g.consts:
+                reasons.append(f"{op} '{node.name}' with a constant first operand: bounds not covered")
+        elif op == "Pad":
+            why = _pad_reason(node, g)
+            if why:
+                reasons.append(why)
+        elif op == "Clip" and any(t and t not in g.consts for t in node.input[1:]):
+            reasons.append(f"Clip '{node.name}' with computed limits: bounds not covered")
+        if op == "Reshape" and node.input[1] not in g.consts:
             reasons.append(f"Reshape '{node.name}' with a computed shape: bounds not covered")
-        branch = [
-            t for t in node.output if len([u for u in g.consumers.get(t, []) if u.name in in_chain]) > 1
-        ]
-        if branch:
-            reasons.append(f"branch at tensor '{branch[0]}': bounds not covered")
     return reasons
+
+
+def _is_dag(g: GraphIndex, chain: list[onnx.NodeProto]) -> bool:
+    """True when the nodes up to Φ branch or join (not a plain chain)."""
+    in_chain = {n.name for n in chain}
+    for node in chain:
+        if len(g.dynamic_inputs(node)) > 1:
+            return True
+        if any(len([u for u in g.consumers.get(t, []) if u.name in in_chain]) > 1 for t in node.output):
+            return True
+    return False
 
 
 def _wire(g: GraphIndex, layers: list[Layer], logits: str, structured_ok: bool) -> None:
@@ -234,6 +283,8 @@ def _wire(g: GraphIndex, layers: list[Layer], logits: str, structured_ok: bool) 
         nxt = layers[i + 1]
         if nxt.input != out or any(n.op_type in CONST_ARITH and _nonscalar(g, n) for n in path):
             continue
+        if len(g.consumers.get(out, [])) != 1 or out in g.outputs or _grouped(layer_) or _grouped(nxt):
+            continue  # a branch or a grouped conv: channels are coupled (dependency groups decide)
         shape_ops = [n for n in path if n.op_type in SHAPE_OPS]
         if layer_.kind == "dense" and (any(n.op_type in POOLS for n in path) or nxt.kind != "dense"):
             continue
@@ -253,6 +304,10 @@ def _wire(g: GraphIndex, layers: list[Layer], logits: str, structured_ok: bool) 
                 continue
             group = 1
         nxt.structured, nxt.producer, nxt.input_group = True, layer_.name, group
+
+
+def _grouped(layer: Layer) -> bool:
+    return layer.conv is not None and layer.conv.group != 1
 
 
 def _nonscalar(g: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -293,4 +348,5 @@ def analyze(model: onnx.ModelProto) -> Analysis:
         is_classifier=any(op in TAIL_HEADS for op in tail),
         support=support,
         not_covered=reasons,
+        dag=_is_dag(g, chain),
     )

@@ -183,4 +183,5 @@ def network_from_onnx(
         source_format=source_format,
         raw_weights=raw,
         not_covered=found.not_covered,
+        dag=found.dag,
     )

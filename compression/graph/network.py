@@ -112,6 +112,7 @@ class Network:
     raw_weights: dict[str, np.ndarray] = field(default_factory=dict)  # as uploaded, before BN folding
     architecture: dict[str, Any] | None = None  # for state-dict inputs: the (validated) architecture JSON
     not_covered: list[str] = field(default_factory=list)  # graph-level reasons (residual Add, ...)
+    dag: bool = False  # full support with branches/joins (Add, Concat): bounds propagate per tensor
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from netshrink.compression.bounds.advice import advise
-from netshrink.compression.bounds.opnorm import op_norm
+from netshrink.compression.bounds.grouped import layer_op_norm
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.evaluation.evaluation import EvalData
 from netshrink.compression.evaluation.metrics import loss_bound, mse_loss
@@ -177,7 +177,7 @@ def build_analyze_report(
         if on_layer is not None:
             on_layer(layer.index, len(net.layers))
         hw = _static_hw(net, layer)
-        sigma = op_norm(layer, hw) if (layer.kind == "dense" or hw is not None) else None
+        sigma = layer_op_norm(layer, hw) if (layer.kind == "dense" or hw is not None) else None
         layers.append(
             {
                 "name": layer.name,

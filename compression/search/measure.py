@@ -16,7 +16,8 @@ import torch
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, layer_stats
 from netshrink.compression.bounds.bounds import TIERS, TierBounds, layer_bounds
-from netshrink.compression.bounds.opnorm import op_norm
+from netshrink.compression.bounds.dag import propagate_dag
+from netshrink.compression.bounds.grouped import layer_op_norm
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import OutputError, classification, mean_sq_error, output_error
 from netshrink.compression.graph.network import Network
@@ -43,7 +44,7 @@ def tier_e(draw: LayerDraw, stats: LayerStats) -> float | None:
     """
     if draw.tier_E_A is None:
         return None
-    a = stats.positions * float((draw.var.reshape(draw.var.shape[0], -1) * stats.col_energy[None, :]).sum())
+    a = stats.positions * float((draw.var.reshape(draw.var.shape[0], -1) * stats.energy).sum())
     if draw.group_tau2 is not None and stats.group_energy is not None:
         a += float((np.asarray(draw.group_tau2, dtype=np.float64) * stats.group_energy).sum())
     return a
@@ -76,7 +77,7 @@ def measure(
     for layer in net.layers:
         z_in = comp[layer.input]
         hw = _input_hw(z_in)
-        sigma = op_norm(layer, hw)
+        sigma = layer_op_norm(layer, hw)
         m.sigmas[layer.name] = sigma
         draw = nd.layers.get(layer.name)
         stats = None
@@ -85,10 +86,32 @@ def measure(
             draw = dataclasses.replace(draw, tier_E_A=tier_e(draw, stats))
         measured_prev = mean_sq_error(dense[layer.input], z_in)
         tb = layer_bounds(
-            layer, stats, draw, sigma=sigma, measured_prev=measured_prev, prev=prev, input_hw=hw
+            layer,
+            stats,
+            draw,
+            sigma=sigma,
+            measured_prev=measured_prev,
+            prev=None if net.dag else prev,
+            input_hw=hw,
         )
         m.bounds[layer.name] = tb
         prev = tb
-    if prev is not None:
+    if net.dag:
+        _dag_cumulative(net, m)
+    elif prev is not None:
         m.end_to_end = {t: prev.tiers[t].cumulative for t in TIERS}
     return m
+
+
+def _dag_cumulative(net: Network, m: Measurement) -> None:
+    """Replace the chain recurrence's cumulative bounds by the DAG propagation (docs/bounds-dag.md)."""
+    terms = {name: (m.sigmas[name], {t: tb.tiers[t].A for t in TIERS}) for name, tb in m.bounds.items()}
+    B = propagate_dag(net, terms, TIERS)
+    for layer in net.layers:
+        tb = m.bounds[layer.name]
+        for t in TIERS:
+            tv = tb.tiers[t]
+            tv.cumulative = B[layer.output][t]
+            if tv.cumulative is None and tv.reason is None:
+                tv.reason = "a layer upstream is not covered in this tier"
+    m.end_to_end = {t: B[net.logits][t] for t in TIERS}

@@ -219,7 +219,7 @@ def test_exclude_keeps_layer_dense(mlp_net: Network) -> None:
 
 
 def test_generic_graph_reports_bounds_not_covered(model_dir: Path, validate: Validate) -> None:
-    net = load_model(factories.write_bytes(factories.residual_onnx(), model_dir / "res.onnx"))
+    net = load_model(factories.write_bytes(factories.gated_onnx(), model_dir / "gated.onnx"))
     assert net.support == "generic"
     res = run(net, quantize={"bits": 8})
     validate(res.report)
@@ -255,8 +255,9 @@ def test_deterministic_method_has_no_prediction_and_says_why(mlp_net: Network, v
     assert rep["summary"]["bounds"]["W"]["holds"] is True and rep["summary"]["bounds"]["E"]["value"] is None
 
 
-def test_grouped_conv_is_left_uncompressed_and_said_so(model_dir: Path) -> None:
+def test_grouped_conv_is_quantized_with_bounds_and_its_scale_bytes_said(model_dir: Path) -> None:
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
     module = torch.nn.Sequential(
         torch.nn.Conv2d(4, 8, 3, padding=1, groups=2),
         torch.nn.ReLU(),
@@ -264,9 +265,13 @@ def test_grouped_conv_is_left_uncompressed_and_said_so(model_dir: Path) -> None:
         torch.nn.Linear(8 * 6 * 6, 3),
     ).eval()
     net = load_model(factories.write_bytes(factories.export_onnx(module, (4, 6, 6)), model_dir / "grp.onnx"))
-    assert [layer.kind for layer in net.layers] == ["dense"] and net.support == "generic"
+    assert [layer.kind for layer in net.layers] == ["conv", "dense"] and net.support == "full"
     rep = run(net, quantize={"bits": 4}).report
-    assert any("grouped convolution" in n["reason"] for n in rep["not_covered"])
+    grouped = next(e for e in rep["layers"] if e["kind"] == "conv")
+    assert grouped["compressed"] and grouped["bits"]["nominal"] == 4
+    notes = rep["summary"]["storage_notes"]
+    assert any("grouped conv (2 groups, 18 weights per channel) stored with" in n for n in notes)
+    assert rep["summary"]["bounds"]["E"]["value"] is not None
     s = rep["summary"]["error"]
     assert s["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(s["relative_l2"], rel=1e-3)
 

@@ -82,20 +82,21 @@ def test_overrides_change_outputs_like_a_rewritten_graph(write, case: str) -> No
     torch.testing.assert_close(same[net.logits], base)
 
 
-def test_generic_residual_graph_runs_through_onnxruntime(write) -> None:  # type: ignore[no-untyped-def]
-    net = load_model(write(F.residual_onnx()))
+def test_generic_gated_graph_runs_through_onnxruntime(write) -> None:  # type: ignore[no-untyped-def]
+    net = load_model(write(F.gated_onnx()))
     ex = Executor(net)
     assert ex.backend == "onnxruntime"
     X = F.random_inputs((8,), 8)
-    out = ex.run(torch.from_numpy(X), capture=["r", "s"])
-    assert set(out) == {"r", "s", "output"}
+    out = ex.run(torch.from_numpy(X), capture=["h", "r"])
+    assert set(out) == {"h", "r", "output"}
     np.testing.assert_allclose(out["output"].numpy(), _ort(net.original, X, "output"), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(out["s"].numpy(), out["r"].numpy() + X, rtol=1e-6, atol=1e-6)
+    h = out["h"].numpy()
+    np.testing.assert_allclose(out["r"].numpy(), h / (1 + np.exp(-h)), rtol=1e-5, atol=1e-6)
     W = np.zeros_like(net.layer("fc1").weight)
-    zeroed = ex.run(torch.from_numpy(X), overrides={"fc1": torch.from_numpy(W)}, capture=["r"])
+    zeroed = ex.run(torch.from_numpy(X), overrides={"fc1": torch.from_numpy(W)}, capture=["h"])
     b1 = net.layer("fc1").bias
     assert b1 is not None
-    np.testing.assert_allclose(zeroed["r"].numpy(), np.broadcast_to(np.maximum(b1, 0), (8, 8)), atol=1e-7)
+    np.testing.assert_allclose(zeroed["h"].numpy(), np.broadcast_to(b1, (8, 8)), atol=1e-7)
     with pytest.raises(UnsupportedModelError):
         ex.run(torch.from_numpy(X), inject={"h": lambda t: t})
 

@@ -106,11 +106,13 @@ def test_sklearn_regressor_logits_is_the_output(write) -> None:  # type: ignore[
     assert net.layers[0].activation == "tanh"
 
 
-def test_residual_graph_is_generic(write) -> None:  # type: ignore[no-untyped-def]
+def test_residual_graph_is_a_full_dag_and_a_gated_one_is_generic(write) -> None:  # type: ignore[no-untyped-def]
     net = _net(write, F.residual_onnx())
-    assert net.support == "generic" and [la.name for la in net.layers] == ["fc1", "fc2"]
-    assert any("residual Add" in r for r in net.not_covered)
-    assert not any(la.structured for la in net.layers)
+    assert net.support == "full" and net.dag and not net.not_covered
+    assert [la.name for la in net.layers] == ["fc1", "fc2"]
+    assert not net.layer("fc2").structured  # its input is the Add: coupled channels, not a chain
+    gated = _net(write, F.gated_onnx())
+    assert gated.support == "generic" and any("Mul 'gated' of two tensors" in r for r in gated.not_covered)
 
 
 def _pool_chain(write, pool: object, act: object) -> list[float]:  # type: ignore[no-untyped-def]

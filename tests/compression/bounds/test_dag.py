@@ -1,0 +1,86 @@
+"""Bounds through residual Add, channel Concat and depthwise convs (docs/bounds-dag.md), checked by
+Monte Carlo on the three small CNNs of tests/dag_models.py, and the root/sum rules by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.bounds.dag import propagate_dag
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.graph.network import Network
+from netshrink.compression.search.greedy import draw_network
+from netshrink.compression.search.measure import measure
+from netshrink.compression.spec import CompressSpec
+from tests import dag_models as D
+from tests import factories as F
+
+DRAWS = 6
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Network]:
+    d = tmp_path_factory.mktemp("dagb")
+    out = {}
+    for name in D.BUILDERS:
+        path = d / f"{name}.onnx"
+        path.write_bytes(D.onnx_bytes(name))
+        out[name] = load_model(path)
+    return out
+
+
+@pytest.mark.parametrize("arch", tuple(D.BUILDERS))
+@pytest.mark.parametrize(
+    "spec", [{"quantize": {"bits": 4}}, {"prune": {"keep": 0.7}}], ids=["quant4", "prune-weight"]
+)
+@pytest.mark.slow
+def test_mean_error_over_draws_below_the_dag_bound(nets: dict[str, Network], arch: str, spec: dict) -> None:  # type: ignore[type-arg]
+    """Mean E‖Φ−Φ̂‖² over draws ≤ mean tier-E (and T) bound; tier W holds for every single draw."""
+    net = nets[arch]
+    ex = Executor(net)
+    X_fit = torch.from_numpy(D.task_data(96, seed=11)[0])
+    X_ho = torch.from_numpy(D.task_data(64, seed=12)[0])
+    mse, bound_E, bound_T = [], [], []
+    for seed in range(DRAWS):
+        s = CompressSpec.from_dict({**spec, "seed": seed})
+        nd = draw_network(net, ex, s, X_fit, draw=0)
+        assert set(nd.layers) == {la.name for la in net.layers}  # every conv, depthwise included
+        m = measure(net, ex, nd, X_ho, None)
+        e2e = m.end_to_end
+        assert e2e["E"] is not None and e2e["T"] is not None and e2e["W"] is not None
+        assert m.error.mse <= e2e["W"]
+        assert e2e["E"] <= e2e["T"] * (1 + 1e-9)
+        mse.append(m.error.mse)
+        bound_E.append(e2e["E"])
+        bound_T.append(e2e["T"])
+    assert 0 < np.mean(mse) <= np.mean(bound_E)
+
+
+def test_add_takes_the_root_form_and_concat_the_sum(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """residual_onnx: s = relu(fc1 x) + x, output = fc2 s. B_h = A1, B_s = (√B_h + 0)², out = σ2²B_s + A2."""
+    net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
+    terms = {"fc1": (2.0, {"E": 0.5, "W": 0.25}), "fc2": (3.0, {"E": 0.1, "W": None})}
+    B = propagate_dag(net, terms, ("E", "W"))
+    assert B["h"]["E"] == 0.5 and B["s"]["E"] == pytest.approx(0.5)  # the skip carries x exactly
+    assert B["output"]["E"] == pytest.approx(9 * 0.5 + 0.1)
+    assert B["output"]["W"] is None  # not covered upstream -> not covered downstream
+    # Both operands perturbed: the root form, not the sum.
+    net.model.graph.node[2].input[1] = "h"  # s = relu(h) + h
+    B2 = propagate_dag(net, terms, ("E",))
+    assert B2["s"]["E"] == pytest.approx((math.sqrt(0.5) + math.sqrt(0.5)) ** 2)
+
+
+def test_concat_sums_its_branches(nets: dict[str, Network]) -> None:
+    net = nets["concat"]
+    a, b1, b2 = (la.name for la in net.layers[:3])
+    terms = {la.name: (1.0, {"E": 0.0}) for la in net.layers}
+    terms[a] = (1.0, {"E": 1.0})
+    terms[b2] = (1.0, {"E": 4.0})
+    B = propagate_dag(net, terms, ("E",))
+    cat = next(n.output[0] for n in net.model.graph.node if n.op_type == "Concat")
+    la, lb = net.layer(a).lipschitz, net.layer(b2).lipschitz
+    assert B[cat]["E"] == pytest.approx(la**2 * 1.0 + lb**2 * 4.0)
