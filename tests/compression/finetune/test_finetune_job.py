@@ -181,7 +181,7 @@ def test_cancel_between_steps(digits_mlp: Path, digits_train: Path) -> None:
 
 
 def test_generic_graph_is_refused(ft_dir: Path, digits_train: Path) -> None:
-    path = factories.write_bytes(factories.residual_onnx(), ft_dir / "res.onnx")
+    path = factories.write_bytes(factories.gated_onnx(), ft_dir / "gated.onnx")
     with pytest.raises(UnsupportedModelError, match="full support"):
         finetune(load_model(path), FinetuneSpec.from_dict(FAST), digits_train, upload=path)
 
