@@ -101,6 +101,16 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def finetune_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy and prunable fraction of the three models, with the σ kept (``submit --json``)."""
+    ft = report["finetune"]
+    models = {"original": ft["original"], **ft["arms"]}
+    out: dict[str, Any] = {"sigma": ft["noise"]["sigma"], "tolerance_points": ft["tolerance_points"]}
+    for name, m in models.items():
+        out[name] = {"accuracy": m["accuracy"], "prunable_fraction": m["prune"]["prunable_fraction"]}
+    return out
+
+
 def print_summary(report: dict[str, Any]) -> None:
     """Accuracy and the prunable fraction at ≤ tolerance points, for the three models."""
     from rich.console import Console

@@ -57,7 +57,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the JobSpec flags (defaults are ``None``: unset flags do not appear in the spec)."""
     g = parser.add_argument_group("compression spec (see docs/api.md 'JobSpec')")
     g.add_argument("--spec", type=Path, metavar="JSON", help="base JobSpec file; the flags below override it")
-    g.add_argument("--kind", choices=("compress", "analyze"), help="analyze = diagnostics only")
+    g.add_argument(
+        "--kind", choices=("compress", "analyze", "finetune"), help="analyze = diagnostics only; finetune: P3"
+    )
     g.add_argument("--prune-keep", type=_keep, metavar="KEEP", help="kept fraction: 0.5 or fc1=0.5,fc2=0.3")
     g.add_argument("--granularity", choices=("weight", "neuron", "channel"))
     g.add_argument("--fraction", type=_fraction, metavar="F", help="randomized fraction f in (0, 1], or auto")

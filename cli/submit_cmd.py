@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conn.add_argument("--max-retries", type=int, default=5, metavar="N", help="retries on 429/503/no answer")
     conn.add_argument("--idempotency-key", metavar="KEY", help="makes re-running the same step safe")
     add_input_arguments(parser)
+    parser.add_argument(
+        "--train", type=Path, metavar="NPZ", help="--kind finetune: 'inputs' + integer 'labels'"
+    )
+    parser.add_argument(
+        "--validation", type=Path, metavar="NPZ", help="--kind finetune: optional validation set"
+    )
     add_spec_arguments(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--wait", action="store_true", help="follow the job to the end (implied by --out)")
@@ -90,6 +96,8 @@ def _submit_and_follow(
         architecture=args.architecture,
         calibration=args.calibration,
         idempotency_key=args.idempotency_key,
+        train=args.train,
+        validation=args.validation,
     )
     err.print(f"submitted [bold]{job.id}[/] ({job.kind}, seed {job.spec.get('seed')}) to {ns.base_url}")
     if not (args.wait or args.out):
@@ -103,6 +111,8 @@ def _submit_and_follow(
         return EXIT_FAILED
     report = ns.report(job.id)
     paths = ns.download(job.id, args.out) if args.out else {}
+    if job.kind == "finetune":
+        return _finetune_done(job, report, paths, args.json)
     summary = report.get("summary") or {}
     if args.json:
         body = {"job": job.id, "status": job.status, "summary": summary, "artifacts": _str_paths(paths)}
@@ -112,6 +122,17 @@ def _submit_and_follow(
     if summary.get("budget_met") is False:
         err.print("[yellow]the error budget was not met[/]")
         return EXIT_BUDGET
+    return EXIT_OK
+
+
+def _finetune_done(job: Job, report: dict[str, Any], paths: dict[str, Path], as_json: bool) -> int:
+    from netshrink.cli.finetune_cmd import finetune_summary, print_summary
+
+    if as_json:
+        body = {"job": job.id, "status": job.status, "summary": finetune_summary(report)}
+        print(json.dumps({**body, "artifacts": _str_paths(paths)}, indent=2, sort_keys=True))
+    else:
+        print_summary(report)
     return EXIT_OK
 
 

@@ -102,6 +102,8 @@ def submit_call(
     calibration: str | os.PathLike[str] | None,
     idempotency_key: str | None,
     wait_s: float | None,
+    train: str | os.PathLike[str] | None = None,
+    validation: str | os.PathLike[str] | None = None,
 ) -> Call:
     """``POST /v1/jobs`` as multipart. A missing ``Idempotency-Key`` is generated, so retries are safe."""
     model = Path(model_path)
@@ -115,6 +117,9 @@ def submit_call(
         files["architecture"] = Path(architecture)
     if calibration is not None:
         files["calibration"] = Path(calibration)
+    for name, path in (("train", train), ("validation", validation)):  # kind finetune
+        if path is not None:
+            files[name] = Path(path)
     headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
     if wait_s is not None:
         headers["Prefer"] = f"wait={max(0, int(wait_s))}"

@@ -63,6 +63,8 @@ class AsyncNetshrinkClient:
         calibration: str | os.PathLike[str] | None = None,
         idempotency_key: str | None = None,
         wait_s: float | None = None,
+        train: str | os.PathLike[str] | None = None,
+        validation: str | os.PathLike[str] | None = None,
     ) -> Job:
         call = p.submit_call(
             model_path,
@@ -71,6 +73,8 @@ class AsyncNetshrinkClient:
             calibration=calibration,
             idempotency_key=idempotency_key,
             wait_s=wait_s,
+            train=train,
+            validation=validation,
         )
         return p.job_from(await self._send(call))
 

@@ -73,8 +73,12 @@ class NetshrinkClient:
         calibration: str | os.PathLike[str] | None = None,
         idempotency_key: str | None = None,
         wait_s: float | None = None,
+        train: str | os.PathLike[str] | None = None,
+        validation: str | os.PathLike[str] | None = None,
     ) -> Job:
-        """Upload a model with its ``JobSpec``; 202 gives a queued job, ``wait_s`` may give a finished one."""
+        """Upload a model with its ``JobSpec``; 202 gives a queued job, ``wait_s`` may give a finished one.
+
+        ``train`` (and optionally ``validation``): the ``.npz`` files of a ``{"kind": "finetune"}`` job."""
         call = p.submit_call(
             model_path,
             spec,
@@ -82,6 +86,8 @@ class NetshrinkClient:
             calibration=calibration,
             idempotency_key=idempotency_key,
             wait_s=wait_s,
+            train=train,
+            validation=validation,
         )
         return p.job_from(self._send(call))
 

@@ -94,8 +94,9 @@ def problem_from_error(exc: core.CompressionError, *, instance: str | None = Non
     """A core error as a problem; ``field`` becomes an ``errors[]`` pointer into the spec."""
     errors = []
     if exc.field:
-        pointer = "/spec/" + exc.field.replace(".", "/")
-        errors.append(ProblemFieldError(detail=exc.detail, pointer=pointer, field="spec." + exc.field))
+        form = exc.field.split(".")[0] in ("train", "validation")  # form fields of kind finetune
+        name = exc.field if form else "spec." + exc.field
+        errors.append(ProblemFieldError(detail=exc.detail, pointer="/" + name.replace(".", "/"), field=name))
     extra: dict[str, Any] = {"nodes": exc.nodes} if exc.nodes else {}
     return Problem(
         type=PROBLEM_BASE + exc.slug,

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from netshrink.compression.errors import InvalidSpecError
+from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.spec import MAX_BITS, MAX_DRAWS, MIN_BITS, SEED_MAX, CompressSpec
 from netshrink.workers.jobs import Job
 
@@ -70,6 +72,22 @@ class CallbackCreate(_In):
     events: list[EventName] = Field(default_factory=lambda: list(EVENTS), min_length=1)
 
 
+class FinetuneCreate(_In):
+    """Heavy-tailed-noise fine-tuning (P3; ``kind: finetune``). Mirrors ``compression.finetune.spec``."""
+
+    alpha: float = Field(default=1.75, gt=0.0, le=2.0, description="Stability index α of the SαS noise.")
+    sigma: float | list[float] = Field(default=0.003, description="Noise scale σ ≥ 0; a list is a σ sweep.")
+    eta: float = Field(default=0.01, gt=0.0, le=10.0, description="Learning rate η.")
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=64, ge=1, le=1_000_000)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only.")
+    validation_fraction: float = Field(default=0.2, gt=0.0, le=0.9, description="Carved when no validation.")
+    tolerance: float = Field(
+        default=1.0, ge=0.0, le=100.0, description="Accuracy points (prune curve, sweep)."
+    )
+
+
 class JobSpecCreate(_In):
     """What to do to the uploaded model (the ``spec`` form field, as JSON)."""
 
@@ -79,11 +97,16 @@ class JobSpecCreate(_In):
             "examples": [
                 {"prune": {"keep": 0.5, "granularity": "neuron"}, "quantize": {"bits": 4}, "seed": 7},
                 {"kind": "analyze"},
+                {"kind": "finetune", "finetune": {"sigma": 0.003, "epochs": 20}, "seed": 0},
             ]
         },
     )
 
-    kind: Literal["compress", "analyze"] = "compress"
+    kind: Literal["compress", "analyze", "finetune"] = "compress"
+    finetune: FinetuneCreate | None = Field(
+        default=None,
+        description="kind finetune only; the compress fields, when given, compress the fine-tuned model.",
+    )
     prune: PruneCreate | None = None
     quantize: QuantizeCreate | None = None
     exclude: list[str] = Field(default_factory=list, description="Layer names left dense.")
@@ -104,10 +127,21 @@ class JobSpecCreate(_In):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     callback: CallbackCreate | None = None
 
-    def to_core(self) -> CompressSpec:
+    def to_core(self) -> CompressSpec | FinetuneSpec:
         """The core's spec with a concrete seed; raises ``InvalidSpecError`` on what pydantic can't see."""
         data = self.model_dump(mode="json", exclude_none=True, exclude={"callback"})
-        return CompressSpec.from_dict(data).with_seed()
+        if self.kind != "finetune":
+            if "finetune" in data:
+                raise InvalidSpecError("finetune is only accepted with kind finetune", field="finetune")
+            return CompressSpec.from_dict(data).with_seed()
+        ft = {**data.pop("finetune", {}), "seed": data.pop("seed", None), "device": data.pop("device")}
+        data.pop("kind")
+        explicit = self.model_dump(
+            exclude_unset=True, exclude={"callback", "kind", "finetune", "seed", "device"}
+        )
+        if explicit:  # any compress field given: compress the fine-tuned model with it
+            ft["compress"] = {k: v for k, v in data.items() if k in explicit}
+        return FinetuneSpec.from_dict({k: v for k, v in ft.items() if v is not None}).with_seed()
 
 
 # ---- responses ---------------------------------------------------------------------------------
@@ -162,7 +196,7 @@ class ArtifactPublic(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
-    kind: Literal["compress", "analyze"]
+    kind: Literal["compress", "analyze", "finetune"]
     status: JobStatusName
     created_at: datetime
     started_at: datetime | None = None

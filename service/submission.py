@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from netshrink.compression.spec import CompressSpec
 from netshrink.service.errors import ApiError, validation_errors
 from netshrink.service.schemas import JobSpecCreate
 from netshrink.service.settings import ServiceSettings
 from netshrink.service.uploads import ParsedUpload
 from netshrink.workers.jobs import Job, JobNotFoundError, JobStore
-from netshrink.workers.run import ARCHITECTURE_INPUT, CALIBRATION_INPUT
+from netshrink.workers.run import ARCHITECTURE_INPUT, CALIBRATION_INPUT, TRAIN_INPUT, VALIDATION_INPUT
 from netshrink.workers.webhooks import WebhookTargetError, check_target
 
 
@@ -32,8 +33,9 @@ def fingerprint(upload: ParsedUpload, spec: JobSpecCreate, architecture: Any) ->
     h.update(upload.files["model"].sha256.encode())
     h.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
     h.update(json.dumps(architecture, sort_keys=True).encode())
-    calibration = upload.files.get("calibration")
-    h.update((calibration.sha256 if calibration else "-").encode())
+    for name in ("calibration", "train", "validation"):
+        part = upload.files.get(name)
+        h.update((part.sha256 if part else "-").encode())
     return h.hexdigest()
 
 
@@ -62,8 +64,13 @@ def validate_inputs(
     if architecture is not None:
         (final.parent / ARCHITECTURE_INPUT).write_text(json.dumps(architecture))
     net = load_model(final, architecture=architecture, limits=settings.load_limits())
-    if spec.kind != "analyze":
-        check_spec(net, spec.to_core())  # unknown layer names, structured pruning on a generic graph, ...
+    _check_parts(upload, spec)
+    if spec.kind == "finetune":
+        _validate_training(upload, net, spec, settings)
+    elif spec.kind != "analyze":
+        core = spec.to_core()
+        assert isinstance(core, CompressSpec)
+        check_spec(net, core)  # unknown layer names, structured pruning on a generic graph, ...
     if spec.device == "cuda" and settings.embedded and not _cuda_available():
         # Embedded mode runs jobs here; with Redis a GPU worker elsewhere takes the `gpu` queue.
         raise ApiError(
@@ -80,6 +87,45 @@ def validate_inputs(
         # Streamed in 1 MiB chunks: a small file declaring GiBs of zeros never sits in the API's memory.
         check_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
     return int(net.n_params)
+
+
+def _check_parts(upload: ParsedUpload, spec: JobSpecCreate) -> None:
+    """``train``/``validation`` go with kind finetune only (which needs ``train`` and no ``calibration``)."""
+    if spec.kind == "finetune":
+        if "train" not in upload.files:
+            raise ApiError(
+                422, "validation", "The request is invalid", "kind finetune needs the train form field"
+            )
+        if "calibration" in upload.files:
+            raise ApiError(
+                422,
+                "validation",
+                "The request is invalid",
+                "kind finetune takes no calibration: its validation split calibrates the follow-up compress",
+            )
+    elif "train" in upload.files or "validation" in upload.files:
+        raise ApiError(422, "validation", "The request is invalid", "train/validation need kind finetune")
+
+
+def _validate_training(
+    upload: ParsedUpload, net: Any, spec: JobSpecCreate, settings: ServiceSettings
+) -> None:
+    """Put the training files under their final names and check them against the model (labels, shapes)."""
+    from netshrink.compression.finetune.job import check_inputs
+
+    paths = {}
+    for part, name in (("train", TRAIN_INPUT), ("validation", VALIDATION_INPUT)):
+        f = upload.files.get(part)
+        if f is not None:
+            path = f.path.with_name(name)
+            f.path.replace(path)
+            f.path = path
+            paths[part] = path
+    core = spec.to_core()
+    assert not isinstance(core, CompressSpec)
+    check_inputs(
+        net, core, paths["train"], validation=paths.get("validation"), max_bytes=settings.max_unzipped_bytes
+    )
 
 
 def _cuda_available() -> bool:
@@ -152,6 +198,18 @@ SUBMIT_BODY = {
                         "type": "string",
                         "contentMediaType": "application/octet-stream",
                         "description": ".npz with `inputs` (N x input shape) and optional `labels`.",
+                    },
+                    "train": {
+                        "type": "string",
+                        "contentMediaType": "application/octet-stream",
+                        "description": (
+                            "kind finetune: .npz, `inputs` and integer `labels` (calibration size limit)."
+                        ),
+                    },
+                    "validation": {
+                        "type": "string",
+                        "contentMediaType": "application/octet-stream",
+                        "description": "kind finetune, optional: validation .npz (default: carved)",
                     },
                 },
             }

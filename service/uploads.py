@@ -32,7 +32,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from netshrink.service.errors import ApiError
 
 ModelFormat = Literal["onnx", "pt", "safetensors"]
-FILE_PARTS = ("model", "calibration")
+FILE_PARTS = ("model", "calibration", "train", "validation")  # train/validation: kind finetune
 JSON_PARTS = ("spec", "architecture")
 SNIFF_BYTES = 16
 MAX_PARTS = 8
@@ -50,7 +50,7 @@ class UploadLimits:
     @property
     def request_bytes(self) -> int:
         """Largest request body that can be valid: every part at its limit, plus multipart framing."""
-        return self.model_bytes + self.calibration_bytes + 2 * self.json_bytes + 64 * 1024
+        return self.model_bytes + 2 * self.calibration_bytes + 2 * self.json_bytes + 64 * 1024
 
 
 @dataclass

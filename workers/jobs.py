@@ -39,7 +39,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobKind = Literal["compress", "analyze"]
+JobKind = Literal["compress", "analyze", "finetune"]
 WEBHOOK_EVENTS = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
 
 

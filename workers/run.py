@@ -56,6 +56,7 @@ Notify = Callable[[str, Job], None]
 
 ARCHITECTURE_INPUT = "architecture.json"
 CALIBRATION_INPUT = "calibration.npz"
+TRAIN_INPUT, VALIDATION_INPUT = "train.npz", "validation.npz"  # kind finetune
 
 
 def run_job(
@@ -155,6 +156,10 @@ def _execute(
     lost: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], list[ArtifactInfo]]:
     """Load the inputs, call the core, write every artifact; return (report, artifact infos)."""
+    if job.kind == "finetune":
+        return _execute_finetune(
+            job, store=store, artifacts=artifacts, emit=emit, settings=settings, lost=lost
+        )
     spec = CompressSpec.from_dict(job.spec)  # the API validated it; re-check before any heavy import
     if spec.device == "auto" and settings.device == "cpu":
         spec = dataclasses.replace(spec, device="cpu")  # a CPU worker stays on the CPU (NETSHRINK_DEVICE)
@@ -198,6 +203,55 @@ def _execute(
             input_sha256=job.input.sha256,
         )
     return result.report, _write_artifacts(job.id, result, artifacts)
+
+
+def _execute_finetune(
+    job: Job,
+    *,
+    store: JobStore,
+    artifacts: ArtifactStore,
+    emit: _Emitter,
+    settings: WorkerSettings,
+    lost: Callable[[], bool],
+) -> tuple[dict[str, Any], list[ArtifactInfo]]:
+    """The ``finetune`` kind: the core's ``finetune`` on the model and ``train.npz`` (docs/method.md §4)."""
+    from netshrink.compression.finetune.job import finetune
+    from netshrink.compression.finetune.spec import FinetuneSpec
+    from netshrink.compression.graph.loading import load_model
+
+    spec = FinetuneSpec.from_dict(job.spec)
+    if spec.device == "auto" and settings.device == "cpu":
+        spec = dataclasses.replace(spec, device="cpu")
+    on_progress_stage("loading", store, job.id)
+    architecture = None
+    if job.has_architecture:
+        architecture = json.loads(artifacts.input_path(job.id, ARCHITECTURE_INPUT).read_text())
+    model = artifacts.model_input(job.id)
+    validation = artifacts.input_path(job.id, VALIDATION_INPUT)
+    result = finetune(
+        load_model(model, architecture=architecture, limits=settings.load_limits()),
+        spec,
+        artifacts.input_path(job.id, TRAIN_INPUT),
+        upload=model,
+        validation=validation if validation.is_file() else None,
+        on_progress=_progress_to(store, job.id, emit),
+        should_cancel=lambda: lost() or store.is_cancel_requested(job.id),
+        input_sha256=job.input.sha256,
+        max_data_bytes=settings.max_unzipped_bytes,
+    )
+    return result.report, _write_artifacts(job.id, result, artifacts)
+
+
+def _progress_to(store: JobStore, job_id: str, emit: _Emitter) -> Callable[[ProgressEvent], None]:
+    def on_progress(event: ProgressEvent) -> None:
+        fraction = min(max(float(event.fraction), 0.0), 1.0)
+        progress = Progress(
+            stage=event.stage, layer=event.layer, layers_total=event.layers_total, fraction=fraction
+        )
+        store.set_progress(job_id, progress)
+        emit.progress()
+
+    return on_progress
 
 
 def _write_artifacts(job_id: str, result: CompressionResult, artifacts: ArtifactStore) -> list[ArtifactInfo]:

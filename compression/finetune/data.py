@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from netshrink.compression.errors import CalibrationError
-from netshrink.compression.graph.calibration import load_calibration
+from netshrink.compression.graph.calibration import check_calibration, load_calibration
 from netshrink.compression.graph.network import Network
 
 MIN_TRAIN, MIN_VALIDATION = 2, 1
@@ -60,6 +60,31 @@ def load_split(
 
 def _sha(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_files(
+    path: str | Path,
+    net: Network,
+    n_classes: int,
+    *,
+    validation: str | Path | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """``load_split``'s checks without holding the inputs (the API validates this way): the inputs
+    are streamed by ``check_calibration``; only the labels are read, to check their range."""
+    for name, p in (("train", path), ("validation", validation)):
+        if p is None:
+            continue
+        try:
+            check_calibration(p, net, max_bytes=max_bytes)
+        except CalibrationError as exc:
+            raise CalibrationError(
+                f"{name}: {exc.detail}", field=f"{name}.{exc.field}" if exc.field else name
+            ) from exc
+        with np.load(p, allow_pickle=False) as npz:  # sizes already capped by check_calibration
+            if "labels" not in npz.files:
+                raise CalibrationError(f"{name}: the file has no 'labels' array", field=f"{name}.labels")
+            check_labels(npz["labels"], n_classes, name)
 
 
 def _read(

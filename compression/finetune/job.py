@@ -23,7 +23,7 @@ from netshrink.compression.api import CancelFn, CompressionResult, ProgressEvent
 from netshrink.compression.diagnostics.diagnostics import diagnose_tensor, tensor_rows
 from netshrink.compression.errors import InvalidSpecError, UnsupportedModelError
 from netshrink.compression.evaluation.executor import Executor
-from netshrink.compression.finetune.data import TrainingData, load_split
+from netshrink.compression.finetune.data import TrainingData, check_files, load_split
 from netshrink.compression.finetune.noise import hidden_layers, noise_scale
 from netshrink.compression.finetune.prunability import prune_curve
 from netshrink.compression.finetune.spec import FinetuneSpec
@@ -59,27 +59,12 @@ def finetune(
     """Fine-tune ``net`` (the model read from ``upload``) in a plain and a noise arm; see the module doc."""
     spec = spec.with_seed()
     assert spec.seed is not None
-    if net.support != "full":
-        raise UnsupportedModelError(
-            "fine-tuning needs full support (the graph is trained through the torch executor); "
-            "this graph is generic: " + "; ".join(net.not_covered[:3])
-        )
-    if spec.device == "cuda" and not torch.cuda.is_available():
-        raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
+    _supported(net, spec)
     device = resolve_device(spec.device)
     emit = _progress(on_progress, spec)
     emit("preparing", 0, 0, 0.0)
     ex = Executor(net, device)
-    n_classes = _n_classes(net, ex)
-    data = load_split(
-        train,
-        net,
-        n_classes,
-        validation=validation,
-        fraction=spec.validation_fraction,
-        seed=spec.seed,
-        max_bytes=max_data_bytes,
-    )
+    n_classes, data = _checked(net, spec, ex, train, validation, max_data_bytes)
     tensors = _tensors(data, device)
     start = Weights.of(net)
     runs = [("plain", 0.0)] + [("noise", s) for s in spec.sigmas]
@@ -186,6 +171,53 @@ def finetune(
     if on_progress is not None:
         on_progress(ProgressEvent(stage="done", fraction=1.0))
     return CompressionResult(report=report, artifacts=files)
+
+
+def check_inputs(
+    net: Network,
+    spec: FinetuneSpec,
+    train: str | Path,
+    *,
+    validation: str | Path | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """What the service checks on submit: full support, a classifier, training data that fits it.
+
+    The device is not checked here: a GPU worker, not the API process, runs a ``cuda`` job."""
+    _supported(net, spec, device=False)
+    check_files(train, net, _n_classes(net, Executor(net, "cpu")), validation=validation, max_bytes=max_bytes)
+
+
+def _checked(
+    net: Network,
+    spec: FinetuneSpec,
+    ex: Executor,
+    train: str | Path,
+    validation: str | Path | None,
+    max_bytes: int | None,
+) -> tuple[int, TrainingData]:
+    _supported(net, spec)
+    n_classes = _n_classes(net, ex)
+    data = load_split(
+        train,
+        net,
+        n_classes,
+        validation=validation,
+        fraction=spec.validation_fraction,
+        seed=spec.seed or 0,
+        max_bytes=max_bytes,
+    )
+    return n_classes, data
+
+
+def _supported(net: Network, spec: FinetuneSpec, *, device: bool = True) -> None:
+    if net.support != "full":
+        raise UnsupportedModelError(
+            "fine-tuning needs full support (the graph is trained through the torch executor); "
+            "this graph is generic: " + "; ".join(net.not_covered[:3])
+        )
+    if device and spec.device == "cuda" and not torch.cuda.is_available():
+        raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
 
 
 def _progress(fn: ProgressFn | None, spec: FinetuneSpec) -> Callable[[str, int, int, float], None]:

@@ -111,7 +111,7 @@ def capabilities(state: StateDep, _: PrincipalDep) -> Capabilities:
     return Capabilities(
         formats=["onnx", "pt", "safetensors"],
         ops=sorted(FULL_OPS),
-        kinds=["compress", "analyze"],
+        kinds=["compress", "analyze", "finetune"],
         granularities=["weight", "neuron", "channel"],
         prune_methods=["randomized_greedy", "magnitude", "obd"],
         quantize_methods=["randomized_greedy", "rtn"],

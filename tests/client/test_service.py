@@ -107,3 +107,34 @@ def test_submit_command_against_the_real_service(
     bad = parser.parse_args([str(onnx_file), "--server", real_server, "--prune-keep", "1.5"])
     assert submit_cmd.run(bad) == 2
     assert "prune" in capsys.readouterr().err
+
+
+def _train_file(path: Path, n: int = 160) -> Path:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 8)).astype(np.float32)
+    np.savez(path, inputs=X, labels=np.argmax(X[:, :4], axis=1).astype(np.int64))
+    return path
+
+
+def test_sdk_and_submit_run_a_finetune_job(
+    real_server: str, onnx_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = _train_file(tmp_path / "train.npz")
+    spec = {"kind": "finetune", "finetune": {"epochs": 2, "batch_size": 32}, "seed": 2}
+    with NetshrinkClient(real_server, retry=RetryPolicy(max_retries=2, backoff_s=0.1)) as ns:
+        job = ns.submit(onnx_file, spec, train=train)
+        assert job.kind == "finetune"
+        done = ns.wait(job.id, timeout_s=120)
+        assert done.status == "succeeded", done.error
+        report = ns.report(done.id)
+    assert set(report["finetune"]["arms"]) == {"plain", "noise"}
+    parser = argparse.ArgumentParser()
+    submit_cmd.add_arguments(parser)
+    (tmp_path / "ft.json").write_text(json.dumps({"finetune": {"epochs": 2, "batch_size": 32}}))
+    argv = [str(onnx_file), "--server", real_server, "--kind", "finetune", "--train", str(train),
+            "--spec", str(tmp_path / "ft.json"), "--seed", "2", "--json"]  # fmt: skip
+    argv += ["--out", str(tmp_path / "out")]
+    assert submit_cmd.run(parser.parse_args(argv)) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["status"] == "succeeded" and set(body["summary"]) >= {"original", "plain", "noise", "sigma"}
+    assert (tmp_path / "out" / "model.onnx").is_file()
