@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck openapi bench screenshot redis browser clean
+.PHONY: install serve test faults lint typecheck openapi bench screenshot redis browser clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ serve: install
 
 test: install redis browser
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# The crash-recovery fault tests alone (they are also part of `make test`): real workers, `serve`
+# and a private redis-server, SIGKILLed mid-job.
+faults: install redis
+	$(BIN)/pytest -m faults -p no:cacheprovider --durations=0 $(PYTEST_ARGS) tests/faults
 
 lint: install
 	$(BIN)/ruff check .

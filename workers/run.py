@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -75,7 +77,7 @@ def run_job(
     once, while any other message waits for the lease to expire.
     """
     emit = _Emitter(store, job_id, notify, settings.webhook_progress_interval_s)
-    token = uuid.uuid4().hex
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"  # who runs it, for operators
     try:
         outcome = store.claim(
             job_id, owner=lease_owner or token, token=token, max_attempts=settings.max_attempts
