@@ -35,6 +35,17 @@ def _keep(value: str) -> float | dict[str, float]:
         raise argparse.ArgumentTypeError(f"expected a number or layer=keep,...; got {value!r}") from None
 
 
+def _bits(value: str) -> int | dict[str, int]:
+    """``4`` (every layer) or ``fc1=4,fc2=8`` (per layer; unnamed layers stay float)."""
+    try:
+        if "=" not in value:
+            return int(value)
+        pairs = (item.split("=", 1) for item in value.split(",") if item.strip())
+        return {name.strip(): int(bits) for name, bits in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or layer=bits,...; got {value!r}") from None
+
+
 def _fraction(value: str) -> float | str:
     if value == "auto":
         return value
@@ -64,7 +75,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--granularity", choices=("weight", "neuron", "channel"))
     g.add_argument("--fraction", type=_fraction, metavar="F", help="randomized fraction f in (0, 1], or auto")
     g.add_argument("--score", choices=("layer", "output"))
-    g.add_argument("--bits", type=int, metavar="B", help="quantize to B bits (2..8)")
+    g.add_argument("--bits", type=_bits, metavar="B", help="quantize to B bits (2..8), or fc1=4,fc2=8")
     g.add_argument("--scale", choices=("per_row", "per_layer"))
     g.add_argument(
         "--method",

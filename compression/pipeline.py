@@ -72,6 +72,12 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
         bad = [n for n in spec.prune.keep if n not in names]
         if bad:
             raise InvalidSpecError(f"prune.keep names unknown layers: {', '.join(bad)}", field="prune.keep")
+    if spec.quantize is not None and not isinstance(spec.quantize.bits, int):
+        bad = [n for n in spec.quantize.bits if n not in names]
+        if bad:
+            raise InvalidSpecError(
+                f"quantize.bits names unknown layers: {', '.join(bad)}", field="quantize.bits"
+            )
     if net.support != "full":
         if spec.prune is not None and spec.prune.granularity != "weight":
             raise InvalidSpecError(
@@ -135,17 +141,35 @@ def compress(
     chosen: NetworkDraw | None = None
     if spec.target is not None:
         from netshrink.compression.search.budget import search
+        from netshrink.compression.search.mixed import mixed_search
 
-        picked, budget, chosen = search(
-            net,
-            ex,
-            spec,
-            X_fit,
-            data.fit_labels,
-            sens_fit,
-            should_cancel=should_cancel,
-            on_candidate=lambda i, n: progress("searching", i, n),
-        )
+        # Per-layer mixed search (bits and structured keep per layer) needs the prediction; an
+        # unstructured-pruning target, or a generic graph, keeps the uniform (keep, bits) grid.
+        uniform = sens_fit is None or (spec.prune is not None and spec.prune.granularity == "weight")
+        on_candidate = lambda i, n: progress("searching", i, n)  # noqa: E731
+        if uniform:
+            picked, budget, chosen = search(
+                net,
+                ex,
+                spec,
+                X_fit,
+                data.fit_labels,
+                sens_fit,
+                should_cancel=should_cancel,
+                on_candidate=on_candidate,
+            )
+        else:
+            assert sens_fit is not None
+            picked, budget, chosen = mixed_search(
+                net,
+                ex,
+                spec,
+                X_fit,
+                data.fit_labels,
+                sens_fit,
+                should_cancel=should_cancel,
+                on_candidate=on_candidate,
+            )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
         if spec.draws != 1 or chosen is None:
             chosen = None

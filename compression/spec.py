@@ -52,18 +52,32 @@ class PruneSpec:
 class QuantizeSpec:
     """Quantization stage: symmetric b-bit grid with k = 2^(b-1) - 1 levels per sign."""
 
-    bits: int = 8
+    bits: int | Mapping[str, int] = 8  # one width, or per layer name (unnamed layers stay float)
     scale: ScaleKind = "per_row"
     method: QuantMethod = "randomized_greedy"
     fraction: float = 1.0  # f: 1.0 puts every weight on the grid (pure integer storage)
 
+    def bits_for(self, layer: str) -> int | None:
+        """This layer's bits; None when a per-layer mapping leaves it out (kept float)."""
+        if isinstance(self.bits, Mapping):
+            b = self.bits.get(layer)
+            return None if b is None else int(b)
+        return int(self.bits)
+
+    @property
+    def width(self) -> int:
+        """The single bit width (a per-layer spec is resolved by ``search.greedy.stages_for`` first)."""
+        if isinstance(self.bits, Mapping):
+            raise TypeError("per-layer bits: resolve the layer's QuantizeSpec first (stages_for)")
+        return int(self.bits)
+
     @property
     def levels(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        return 2 ** (self.width - 1) - 1
 
     @property
     def container_bits(self) -> int:
-        return 4 if self.bits <= 4 else 8
+        return 2 if self.width <= 2 else 4 if self.width <= 4 else 8
 
 
 @dataclass(frozen=True)
@@ -167,7 +181,9 @@ class CompressSpec:
             if p.fraction != "auto":
                 _float_range(p.fraction, 0.0, 1.0, "prune.fraction", low_open=True)
         if q is not None:
-            _int_range(q.bits, MIN_BITS, MAX_BITS, "quantize.bits")
+            widths = q.bits.values() if isinstance(q.bits, Mapping) else [q.bits]
+            for b in widths:
+                _int_range(b, MIN_BITS, MAX_BITS, "quantize.bits")
             _choice(q.scale, ("per_row", "per_layer"), "quantize.scale")
             _choice(q.method, ("randomized_greedy", "rtn"), "quantize.method")
             _float_range(q.fraction, 0.0, 1.0, "quantize.fraction", low_open=True)

@@ -233,6 +233,17 @@ def diagnostics_section(report: Mapping[str, Any]) -> str:
     return '<section id="diagnostics">' + "".join(body) + "</section>"
 
 
+def _chosen(chosen: Mapping[str, Any]) -> str:
+    if not chosen:
+        return DASH
+    keep, bits = chosen.get("keep"), chosen.get("bits")
+    if isinstance(keep, Mapping) or isinstance(bits, Mapping):  # per-layer search
+        parts = [f"{text(n)}: {num(b)} bits" for n, b in (bits or {}).items()]
+        parts += [f"{text(n)}: keep {num(k)}" for n, k in (keep or {}).items()]
+        return "; ".join(parts) or "nothing compressed"
+    return f"keep {num(keep)}, {num(bits)} bits"
+
+
 def sweep_section(report: Mapping[str, Any]) -> str:
     """``<section id="sweep">``: the budget search's keep-fraction/bits sweep, when it ran."""
     budget = report.get("budget")
@@ -253,22 +264,38 @@ def sweep_section(report: Mapping[str, Any]) -> str:
             [
                 ("target", f"{text(target.get('metric'))} {limit}"),
                 ("met", yes_no(budget.get("met"))),
-                (
-                    "chosen",
-                    f"keep {num(chosen.get('keep'))}, {num(chosen.get('bits'))} bits" if chosen else DASH,
-                ),
+                ("chosen", _chosen(chosen)),
             ]
         )
     )
+    per_layer = [r for r in budget.get("layers") or [] if isinstance(r, Mapping)]
+    if per_layer:
+        rows_l = [
+            [
+                text(r.get("name")),
+                num(r.get("bits")) if r.get("bits") else "float32",
+                num(r.get("keep")),
+                text(r.get("granularity")),
+                num(r.get("predicted_mse")),
+            ]
+            for r in per_layer
+        ]
+        body.append(
+            table(
+                ["layer", "bits", "keep", "granularity", "predicted E‖ΔΦ‖²"],
+                rows_l,
+                caption="The chosen setting per layer",
+            )
+        )
     chart = charts.sweep_chart(budget)
     if chart:
         body.append(f'<figure class="chart-box">{chart}</figure>')
     trace = [t for t in budget.get("trace") or [] if isinstance(t, Mapping)]
     if trace:
+        mixed = any("setting" in t for t in trace)
         rows = [
             [
-                num(t.get("keep")),
-                num(t.get("bits")),
+                *([text(t.get("setting"))] if mixed else [num(t.get("keep")), num(t.get("bits"))]),
                 num(t.get("predicted")),
                 num(t.get("measured")),
                 nbytes(t.get("bytes")),
@@ -278,7 +305,13 @@ def sweep_section(report: Mapping[str, Any]) -> str:
         ]
         body.append(
             table(
-                ["keep", "bits", "predicted", "measured", "bytes", "meets target"],
+                [
+                    *(["setting"] if mixed else ["keep", "bits"]),
+                    "predicted",
+                    "measured",
+                    "bytes",
+                    "meets target",
+                ],
                 rows,
                 caption="Every setting the search tried (predicted = linearized prediction)",
             )

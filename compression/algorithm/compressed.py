@@ -24,7 +24,7 @@ class CompressedWeight:
     weight: np.ndarray  # (n_out, n_in) or (c_out, c_in, kh, kw), float32
     codes: np.ndarray | None = None  # int8, same shape as weight; |codes| <= k = 2^(bits-1) - 1
     scale: np.ndarray | None = None  # float32 (n_out,) per row, or (1,) per layer: the step M/k
-    bits: int | None = None  # nominal bits (2..8); the container is int4 for bits <= 4, else int8
+    bits: int | None = None  # nominal bits (2..8); container int2 for 2 bits, int4 for 3-4, else int8
     outliers: np.ndarray | None = None  # bool, same shape as weight: entries stored as float
     dropped_inputs: np.ndarray | None = None  # int64 indices of removed upstream units (neurons/channels)
     bias: np.ndarray | None = None  # (n_out,) float32 compensated bias b̂; None: the layer's own bias
@@ -33,7 +33,7 @@ class CompressedWeight:
     def container_bits(self) -> int | None:
         if self.bits is None:
             return None
-        return 4 if self.bits <= 4 else 8
+        return 2 if self.bits <= 2 else 4 if self.bits <= 4 else 8
 
     @property
     def density(self) -> float:

@@ -71,7 +71,7 @@ def compress_layer_compensated(
         weight=c.weight.to(torch.float32).cpu().numpy().reshape(shape),
         codes=None if c.codes is None else c.codes.reshape(shape),
         scale=c.scale,
-        bits=None if quantize is None else quantize.bits,
+        bits=None if quantize is None else quantize.width,
         outliers=None,
         dropped_inputs=dropped,
         bias=c.bias,

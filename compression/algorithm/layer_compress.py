@@ -119,7 +119,7 @@ def compress_layer(
             qr.outliers,
             qr.M,
             qr.k,
-            quantize.bits,
+            quantize.width,
             qr.f,
         )
         A = None if (A is None or qr.tier_E_A is None) else A + qr.tier_E_A

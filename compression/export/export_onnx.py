@@ -4,8 +4,9 @@ Ref: docs/method.md §5 ("Storage that really shrinks"), §1 ("Structured prunin
 
 - Quantized layers become real integer initializers (INT8 for 5..8 bits; INT4 for <= 4 bits at
   opset >= 21, created with ``numpy_helper.from_array`` on ``ml_dtypes.int4``, packed two per byte)
-  plus a float32 scale and a ``DequantizeLinear`` whose output takes over the weight's name. Bits 2
-  and 3 use int4 containers (INT2 is not used). Scale axis = the output-channel axis in the ONNX
+  plus a float32 scale and a ``DequantizeLinear`` whose output takes over the weight's name. Bit 3
+  uses int4 containers; 2 bits are real INT2 (four per byte) at opset >= 25, where onnxruntime
+  1.32's DequantizeLinear accepts them, else int4 containers. Scale axis = the output-channel axis in the ONNX
   layout: 1 for a MatMul/Gemm weight stored (in, out), 0 otherwise; a per-layer scale is a scalar.
 - Float outliers (f < 1): the artifact stores codes = 0 at outlier positions and adds a float32
   tensor holding Ŵ there: W = DQ(codes) + O, which reproduces Ŵ bit for bit (0·s + Ŵ = Ŵ and
@@ -35,6 +36,7 @@ from netshrink.compression.export.physical import physical_layers
 from netshrink.compression.graph.network import Layer, Network
 
 INT4_MIN_OPSET = 21  # DequantizeLinear accepts INT4 from opset 21
+INT2_MIN_OPSET = 25  # ... and INT2 from opset 25
 AXIS_MIN_OPSET = 13  # per-axis DequantizeLinear from opset 13
 
 
@@ -72,7 +74,15 @@ def _choose_opset(
     current = _default_opset(model)
     quantized = [cw for cw in compressed.values() if cw.codes is not None]
     want_int4 = not int8_only and any((cw.bits or 8) <= 4 for cw in quantized)
+    want_int2 = not int8_only and any((cw.bits or 8) <= 2 for cw in quantized)
     out = target if target is not None else current
+    if want_int2 and target is None and out < INT2_MIN_OPSET:
+        try:  # 2-bit codes pack four per byte only at opset 25; else they keep int4 containers
+            return version_converter.convert_version(model, INT2_MIN_OPSET), INT2_MIN_OPSET, notes
+        except Exception as exc:  # the converter raises bare RuntimeErrors/ValidationErrors
+            notes.append(
+                f"opset {current} -> {INT2_MIN_OPSET} conversion failed ({exc}); 2-bit codes in int4"
+            )
     if want_int4 and out < INT4_MIN_OPSET:
         if target is None:
             out = INT4_MIN_OPSET
@@ -148,6 +158,7 @@ def export_onnx_detailed(
     model.CopyFrom(net.model)
     model, opset, notes = _choose_opset(model, compressed, target_opset, int8_only)
     int4_ok = not int8_only and opset >= INT4_MIN_OPSET
+    int2_ok = not int8_only and opset >= INT2_MIN_OPSET
     names = Names(model)
     g = model.graph
     replaced: dict[str, list[onnx.TensorProto]] = {}
@@ -163,7 +174,7 @@ def export_onnx_detailed(
             raise UnsupportedModelError(
                 f"weight initializer {layer.weight_key!r} not found", nodes=[layer.name]
             )
-        w = write_weight(layer, p, names, int4_ok)
+        w = write_weight(layer, p, names, int4_ok, int2_ok)
         if layer.conv is not None and layer.conv.group != 1 and p.scale is not None:
             kind = f"{p.scale.size} per-channel scales" if p.per_row else "one per-tensor scale"
             notes.append(

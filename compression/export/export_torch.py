@@ -41,6 +41,24 @@ from netshrink.compression.graph.network import Network
 
 FORMAT = "netshrink.compressed-state-dict/v1"
 INT4_PACKING = "int4_two_per_uint8_low_nibble_first"
+INT2_PACKING = "int2_four_per_uint8_low_bits_first"
+
+
+def pack_int2(codes: np.ndarray) -> np.ndarray:
+    """int8 codes in [-2, 1] -> uint8 (ceil(n/4),), row-major; element 4i+j in bits 2j..2j+1."""
+    flat = codes.reshape(-1).astype(np.int16)  # (n,)
+    if flat.size and (flat.min() < -2 or flat.max() > 1):
+        raise ValueError("int2 codes must lie in [-2, 1]")
+    crumbs = (flat & 0x3).astype(np.uint8)  # two's complement 2-bit
+    crumbs = np.append(crumbs, np.zeros((-crumbs.size) % 4, np.uint8)).reshape(-1, 4)  # (ceil(n/4), 4)
+    return (crumbs[:, 0] | crumbs[:, 1] << 2 | crumbs[:, 2] << 4 | crumbs[:, 3] << 6).astype(np.uint8)
+
+
+def unpack_int2(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_int2`: uint8 (ceil(n/4),) -> int8 codes of ``shape``."""
+    n = int(np.prod(shape))
+    c = np.stack([(packed >> s) & 0x3 for s in (0, 2, 4, 6)], axis=1).reshape(-1).astype(np.int16)  # (4m,)
+    return np.where(c >= 2, c - 4, c)[:n].astype(np.int8).reshape(shape)
 
 
 def pack_int4(codes: np.ndarray) -> np.ndarray:
@@ -87,16 +105,17 @@ def _layer_entry(p: PhysicalLayer, arrays: dict[str, np.ndarray]) -> dict[str, A
     else:
         mask = p.outliers if p.outliers is not None else np.zeros(p.weight.shape, dtype=bool)
         codes = np.where(mask, 0, p.codes).astype(np.int8)  # outliers carried separately
-        int4 = p.bits <= 4
-        arrays[f"{name}.weight_codes"] = pack_int4(codes) if int4 else codes
+        int4, int2 = p.bits <= 4, p.bits <= 2
+        packed = pack_int2(codes) if int2 else pack_int4(codes) if int4 else codes
+        arrays[f"{name}.weight_codes"] = packed
         arrays[f"{name}.weight_scale"] = np.ascontiguousarray(p.scale, dtype=np.float32).reshape(-1)
         weight = {
             "storage": "quantized",
             "bits": int(p.bits),
-            "container": "int4" if int4 else "int8",
+            "container": "int2" if int2 else "int4" if int4 else "int8",
             "codes_key": f"{name}.weight_codes",
             "codes_dtype": "uint8" if int4 else "int8",
-            "packing": INT4_PACKING if int4 else "none",
+            "packing": INT2_PACKING if int2 else INT4_PACKING if int4 else "none",
             "scale_key": f"{name}.weight_scale",
             "scale_axis": 0 if p.per_row else None,
             "formula": "weight = codes * scale (per output row when scale_axis = 0) + outliers",
@@ -221,7 +240,8 @@ def _weight(entry: Mapping[str, Any], t: Mapping[str, np.ndarray]) -> np.ndarray
     if w["storage"] != "quantized":
         raise ArchitectureError(f"unknown weight storage {w['storage']!r} for layer {entry['name']!r}")
     raw = _need(t, w["codes_key"])
-    codes = unpack_int4(raw, shape) if w["packing"] == INT4_PACKING else raw.reshape(shape)
+    unpack = {INT4_PACKING: unpack_int4, INT2_PACKING: unpack_int2}.get(w["packing"])
+    codes = unpack(raw, shape) if unpack is not None else raw.reshape(shape)
     scale = np.asarray(_need(t, w["scale_key"]), dtype=np.float32)
     if w["scale_axis"] == 0:
         scale = scale.reshape((-1,) + (1,) * (len(shape) - 1))  # (n_out, 1, ...)
@@ -256,6 +276,8 @@ __all__ = [
     "INT4_PACKING",
     "export_state_dict",
     "load_compressed_state_dict",
+    "pack_int2",
     "pack_int4",
+    "unpack_int2",
     "unpack_int4",
 ]

@@ -25,7 +25,7 @@ class LayerStorage:
     """How one layer's weight was written (for the report's honest storage notes)."""
 
     layer: str
-    weight: str  # "float32" | "sparse_float32" | "int8" | "sparse_int8" | "int4"
+    weight: str  # "float32" | "sparse_float32" | "int8" | "sparse_int8" | "int4" | "int2"
     outliers: str  # "none" | "dense" | "sparse"
     shape_before: tuple[int, ...]
     shape_after: tuple[int, ...]  # canonical (PyTorch) orientation
@@ -69,7 +69,9 @@ class Written:
     storage: LayerStorage
 
 
-def write_weight(layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool) -> Written:
+def write_weight(
+    layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool, int2_ok: bool = False
+) -> Written:
     """Initializers (+ DequantizeLinear/Add nodes) producing the tensor ``layer.weight_key``."""
     key = layer.weight_key
     dense: list[onnx.TensorProto] = []
@@ -92,7 +94,10 @@ def write_weight(layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool) ->
     codes = np.where(out_mask, 0, p.codes).astype(np.int8)  # canonical; outliers carried by O
     codes = layer.to_onnx_layout(codes)  # ONNX layout
     q_name = names.fresh(f"{key}_quantized")
-    if p.bits <= 4 and int4_ok:
+    if p.bits <= 2 and int2_ok:
+        dense.append(numpy_helper.from_array(codes.astype(ml_dtypes.int2), q_name))
+        kind = "int2"
+    elif p.bits <= 4 and int4_ok:
         dense.append(numpy_helper.from_array(codes.astype(ml_dtypes.int4), q_name))
         kind = "int4"
     elif sparse_saves_bytes(_density(codes), 8):

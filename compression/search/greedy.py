@@ -73,7 +73,10 @@ class NetworkDraw:
 
 
 def stages_for(layer: Layer, spec: CompressSpec) -> tuple[PruneSpec | None, QuantizeSpec | None]:
-    """Which stages apply to ``layer``: excluded layers get none; structured pruning needs a producer."""
+    """Which stages apply to ``layer``: excluded layers get none; structured pruning needs a producer.
+
+    Per-layer bits are resolved here: the returned QuantizeSpec carries this layer's single width.
+    """
     if layer.name in spec.exclude:
         return None, None
     prune = spec.prune
@@ -82,7 +85,11 @@ def stages_for(layer: Layer, spec: CompressSpec) -> tuple[PruneSpec | None, Quan
             prune = None
         elif prune.granularity != "weight" and not layer.structured:
             prune = None  # layer 1's columns are the model's inputs: never deleted (docs/method.md §1)
-    return prune, spec.quantize
+    quant = spec.quantize
+    if quant is not None and isinstance(quant.bits, Mapping):
+        b = quant.bits_for(layer.name)
+        quant = None if b is None else dataclasses.replace(quant, bits=b)  # per-layer bits (mixed search)
+    return prune, quant
 
 
 def draw_network(

@@ -1,0 +1,300 @@
+"""Budget search over per-layer settings: bits and structured keep per layer, smallest bytes first.
+
+Derived (docs/budget-search.md). Each layer ℓ has a menu: bit width b ∈ {float32, 8, 4, 2} (the widths
+that change the container: 5-7 bits cost what 8 does, 3 what 4 does, so they are dominated) and,
+for layers whose input units can be deleted, a structured keep fraction κ (neurons/channels). For
+every option the linearized prediction (docs/method.md §3) gives the added output error from the
+dense fit-split activations: Σ Var(t)·E‖∂Φ/∂w‖² for the rounding and Σ_g τ²_g E‖J W_g ẑ_g‖² for the
+groups, and the byte model gives its storage (a dropped unit of layer ℓ also deletes a row of its
+producer). A greedy allocation, the classic one for separable knapsacks, then walks from the
+uncompressed network: at each step it applies the one-notch move (one layer, one step down in bits
+or keep) with the smallest predicted error added per byte saved. That yields a path of ever smaller
+allocations. The path is verified by measurement: a binary search along it draws the candidate on
+the FIT split (one whole-network draw, compensated if the spec says so) and keeps the smallest
+allocation that meets the target there. The held-out split then decides ``budget_met`` (pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from netshrink.compression.algorithm.prune import prune_layer
+from netshrink.compression.algorithm.quantize import grid_step
+from netshrink.compression.algorithm.rng import generator
+from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.evaluation.metrics import classification, output_error
+from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.search.greedy import NetworkDraw, draw_network
+from netshrink.compression.spec import CompressSpec, Granularity, PruneSpec, QuantizeSpec
+
+BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step per container
+KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
+MAX_MEASURED = 16  # fit-split draws the search may spend
+
+__all__ = ["BITS_MENU", "KEEP_MENU", "Allocation", "mixed_search"]
+
+
+@dataclass
+class Allocation:
+    """One point of the greedy path: per-layer (keep, bits), its predicted error and modelled bytes."""
+
+    keep: dict[str, float]
+    bits: dict[str, int | None]
+    predicted: float  # predicted E‖Φ − Φ̂‖² (linearized, summed over layers)
+    nbytes: float  # modelled weight + scale + bias bytes
+    move: str = "start"
+    measured: float | None = None
+    meets: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _container(bits: int | None) -> int:
+    return 32 if bits is None else 2 if bits <= 2 else 4 if bits <= 4 else 8
+
+
+def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | None]) -> float:
+    """Weights at their container width, a float32 scale per kept row when quantized, float32 bias."""
+    consumer_keep = {layer.producer: keep[layer.name] for layer in net.layers if layer.producer}
+    total = 0.0
+    for layer in net.layers:
+        rows = layer.n_out * consumer_keep.get(layer.name, 1.0)
+        cols = layer.n_in * keep[layer.name]
+        b = bits[layer.name]
+        total += rows * cols * _container(b) / 8 + (0 if b is None else 4 * rows)
+        total += 0 if layer.bias is None else 4 * rows
+    return total
+
+
+def _quant_pred(layer: Layer, bits: int, scale: str, sens: Sensitivity) -> float:
+    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on the b-bit grid (Var = step²u(1−u))."""
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64)  # (out, in)
+    step, _ = grid_step(W, 2 ** (bits - 1) - 1, scale)  # (out,)
+    x = W / torch.where(step > 0, step, torch.ones_like(step))[:, None]
+    u = x - torch.floor(x)
+    var = (step[:, None] ** 2) * u * (1 - u)  # (out, in)
+    return float((var.numpy() * sens.weight_sq.reshape(var.shape)).sum())
+
+
+def _menus(
+    net: Network, spec: CompressSpec, Zs: Mapping[str, torch.Tensor], sens: Mapping[str, Sensitivity]
+) -> tuple[dict[str, dict[int | None, float]], dict[str, dict[float, float]], PruneSpec | None]:
+    """Predicted error of every bits option and every keep option, per layer (dense fit activations)."""
+    allow_q = spec.quantize is not None or spec.prune is None
+    allow_p = spec.prune is not None or spec.quantize is None
+    gran: Granularity = "channel" if any(layer.kind == "conv" for layer in net.layers) else "neuron"
+    base_p = dataclasses.replace(spec.prune or PruneSpec(), granularity=gran) if allow_p else None
+    scale = (spec.quantize or QuantizeSpec()).scale
+    qpred: dict[str, dict[int | None, float]] = {}
+    ppred: dict[str, dict[float, float]] = {}
+    for layer in net.layers:
+        qpred[layer.name] = {None: 0.0}
+        ppred[layer.name] = {1.0: 0.0}
+        if layer.name in spec.exclude:
+            continue
+        if allow_q:
+            for b in BITS_MENU[1:]:
+                assert b is not None
+                qpred[layer.name][b] = _quant_pred(layer, b, scale, sens[layer.name])
+        if base_p is not None and layer.structured:
+            stats = layer_stats(layer, Zs[layer.name], groups=True)
+            for k in KEEP_MENU[1:]:
+                pr = prune_layer(layer, stats, base_p, k, generator(spec.seed or 0, layer.index, 0))
+                ppred[layer.name][k] = (
+                    predict_groups(pr.group_tau2, sens[layer.name]) if pr.group_tau2 is not None else 0.0
+                )
+    return qpred, ppred, base_p
+
+
+def greedy_path(
+    net: Network,
+    qpred: Mapping[str, Mapping[int | None, float]],
+    ppred: Mapping[str, Mapping[float, float]],
+    start: Allocation | None = None,
+    banned: frozenset[tuple[str, str]] = frozenset(),
+) -> list[Allocation]:
+    """The greedy allocation path from ``start`` (default: uncompressed) to the last allowed notch.
+
+    ``banned`` holds (layer, "bits"|"keep") moves that a measurement refuted (``mixed_search``).
+    """
+    keep = dict(start.keep) if start else {layer.name: 1.0 for layer in net.layers}
+    bits: dict[str, int | None] = dict(start.bits) if start else {layer.name: None for layer in net.layers}
+
+    def pred() -> float:
+        return sum(qpred[n][bits[n]] + ppred[n][keep[n]] for n in keep)
+
+    path = [start or Allocation(dict(keep), dict(bits), pred(), _nbytes(net, keep, bits))]
+    while True:
+        best: tuple[float, str, str, Any] | None = None
+        cur_bytes = path[-1].nbytes
+        for n in keep:
+            moves: list[tuple[str, Any]] = []
+            bi, ki = list(qpred[n]), list(ppred[n])
+            if (n, "bits") not in banned and bi.index(bits[n]) + 1 < len(bi):
+                moves.append(("bits", bi[bi.index(bits[n]) + 1]))
+            if (n, "keep") not in banned and ki.index(keep[n]) + 1 < len(ki):
+                moves.append(("keep", ki[ki.index(keep[n]) + 1]))
+            for kind, value in moves:
+                trial_k = {**keep, n: value} if kind == "keep" else keep
+                trial_b = {**bits, n: value} if kind == "bits" else bits
+                saved = cur_bytes - _nbytes(net, trial_k, trial_b)
+                added = max(
+                    qpred[n][trial_b[n]] + ppred[n][trial_k[n]] - qpred[n][bits[n]] - ppred[n][keep[n]], 0.0
+                )
+                if saved > 0 and (best is None or added / saved < best[0]):
+                    best = (added / saved, n, kind, value)
+        if best is None:
+            return path
+        _, n, kind, value = best
+        if kind == "bits":
+            bits[n] = value
+        else:
+            keep[n] = value
+        path.append(
+            Allocation(dict(keep), dict(bits), pred(), _nbytes(net, keep, bits), f"{n}: {kind} -> {value}")
+        )
+
+
+def allocation_spec(spec: CompressSpec, a: Allocation, base_p: PruneSpec | None) -> CompressSpec:
+    """The CompressSpec of an allocation: per-layer keep and bits mappings (one draw, no target)."""
+    keep = {n: k for n, k in a.keep.items() if k < 1.0}
+    bits = {n: b for n, b in a.bits.items() if b is not None}
+    prune = None if not keep or base_p is None else dataclasses.replace(base_p, keep=keep)
+    quant = None if not bits else dataclasses.replace(spec.quantize or QuantizeSpec(), bits=bits)
+    return dataclasses.replace(spec, prune=prune, quantize=quant, target=None, draws=1)
+
+
+def mixed_search(
+    net: Network,
+    ex: Executor,
+    spec: CompressSpec,
+    X: torch.Tensor,
+    labels: Any,
+    sens: Mapping[str, Sensitivity],
+    *,
+    should_cancel: Callable[[], bool] | None = None,
+    on_candidate: Callable[[int, int], None] | None = None,
+) -> tuple[CompressSpec, dict[str, Any], NetworkDraw | None]:
+    """Return the chosen spec, the report's ``budget`` section, and the chosen fit-split draw."""
+    assert spec.target is not None
+    t = spec.target
+    with torch.no_grad():
+        dense = ex.run(X, capture=[layer.input for layer in net.layers])
+    phi = dense[net.logits]
+    energy = float((phi.double().reshape(phi.shape[0], -1) ** 2).sum(dim=1).mean())
+    Zs = {layer.name: dense[layer.input] for layer in net.layers}
+    qpred, ppred, base_p = _menus(net, spec, Zs, sens)
+    measured: list[Allocation] = []
+
+    def check(a: Allocation) -> bool:
+        if a.meets is None:
+            if on_candidate is not None:
+                on_candidate(len(measured), MAX_MEASURED)
+            cspec = allocation_spec(spec, a, base_p)
+            nd = draw_network(net, ex, cspec, X, draw=0, sensitivities=sens, should_cancel=should_cancel)
+            with torch.no_grad():
+                phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[net.logits]
+            nd.fit_relative_l2 = output_error(phi, phi_hat).relative_l2
+            if t.metric == "relative_l2":
+                a.measured = nd.fit_relative_l2
+                a.meets = a.measured <= float(t.max or 0.0)
+            else:
+                a.measured = classification(phi, phi_hat, labels)["top1_agreement"]
+                a.meets = a.measured is not None and a.measured >= float(t.min or 0.0)
+            a.extra["draw"] = nd
+            measured.append(a)
+        return bool(a.meets)
+
+    # Verified greedy: binary search along the path for the last point that meets the target on
+    # the fit split; the move right after it was refuted, so ban it (that layer, that kind) and
+    # walk on from the last good point. At most ROUNDS rounds and MAX_MEASURED measurements.
+    banned: set[tuple[str, str]] = set()
+    good: Allocation | None = None
+    trace: list[tuple[int, Allocation]] = []
+    for rnd in range(ROUNDS):
+        path = greedy_path(net, qpred, ppred, good, frozenset(banned))
+        trace += [(rnd, a) for a in (path if rnd == 0 else path[1:])]
+        if len(path) < 2:
+            break
+        lo, hi = 0, len(path) - 1  # path[lo] meets (or is the uncompressed start), path[hi] unknown
+        if good is None:
+            if not check(path[1]):
+                break
+            lo = 1
+        if lo < hi and len(measured) < MAX_MEASURED and check(path[hi]):
+            lo = hi
+        while hi - lo > 1 and len(measured) < MAX_MEASURED:
+            mid = (lo + hi) // 2
+            if check(path[mid]):
+                lo = mid
+            else:
+                hi = mid
+        good = path[lo]
+        if lo == len(path) - 1 or len(measured) >= MAX_MEASURED or path[lo + 1].meets is not False:
+            break
+        n, kind = path[lo + 1].move.split(": ")[0], path[lo + 1].move.split(": ")[1].split(" ")[0]
+        banned.add((n, kind))
+    chosen = good
+    pick = good if good is not None else (trace[1][1] if len(trace) > 1 else trace[0][1])
+
+    def rel(a: Allocation) -> float | None:
+        return None if energy <= 0 else math.sqrt(a.predicted / energy)
+
+    layers = [
+        {
+            "name": layer.name,
+            "keep": pick.keep[layer.name],
+            "bits": pick.bits[layer.name],
+            "container_bits": _container(pick.bits[layer.name]),
+            "predicted_mse": qpred[layer.name][pick.bits[layer.name]]
+            + ppred[layer.name][pick.keep[layer.name]],
+            "granularity": None if pick.keep[layer.name] >= 1.0 or base_p is None else base_p.granularity,
+        }
+        for layer in net.layers
+    ]
+    budget = {
+        "target": dataclasses.asdict(t),
+        "met": False if chosen is None else None,  # decided on the held-out split by the caller
+        "chosen": {
+            "keep": {n: k for n, k in pick.keep.items() if k < 1},
+            "bits": {n: b for n, b in pick.bits.items() if b},
+        },
+        "layers": layers,
+        "trace": [
+            {
+                "round": rnd,
+                "move": a.move,
+                "keep": None,
+                "bits": None,
+                "setting": _describe(a),
+                "bytes": a.nbytes,
+                "predicted": rel(a),
+                "measured": a.measured,
+                "meets": a.meets,
+            }
+            for rnd, a in trace
+        ],
+        "banned_moves": sorted(f"{n}: {k}" for n, k in banned),
+        "selection_split": "fit",
+        "search": "per-layer greedy allocation by predicted error per byte, verified on the fit split",
+        "measured_candidates": len(measured),
+    }
+    draw = None if chosen is None else chosen.extra.get("draw")
+    return allocation_spec(spec, pick, base_p), budget, draw
+
+
+def _describe(a: Allocation) -> str:
+    parts = []
+    for n in a.keep:
+        b, k = a.bits[n], a.keep[n]
+        s = ("fp32" if b is None else f"{b}b") + ("" if k >= 1 else f" keep {k:g}")
+        parts.append(f"{n}: {s}")
+    return "; ".join(parts)
