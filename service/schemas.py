@@ -47,9 +47,10 @@ class PruneCreate(_In):
 
 
 class QuantizeCreate(_In):
-    bits: Annotated[int, Field(ge=MIN_BITS, le=MAX_BITS)] | dict[
-        str, Annotated[int, Field(ge=MIN_BITS, le=MAX_BITS)]
-    ] = Field(default=8, description="Bits, global or per layer (layers left out stay float).")
+    bits: (
+        Annotated[int, Field(ge=MIN_BITS, le=MAX_BITS)]
+        | dict[str, Annotated[int, Field(ge=MIN_BITS, le=MAX_BITS)]]
+    ) = Field(default=8, description="Bits, global or per layer (layers left out stay float).")
     scale: Literal["per_row", "per_layer"] = "per_row"
     method: Literal["randomized_greedy", "rtn"] = "randomized_greedy"
     fraction: Fraction = 1.0
