@@ -100,7 +100,7 @@ def compress_layer(
         and layer.conv.group != 1
         and quantize.scale == "per_row"
     ):
-        quantize = dataclasses.replace(quantize, scale=grouped_scale(W, quantize.bits))
+        quantize = dataclasses.replace(quantize, scale=grouped_scale(W, quantize.width))
     if quantize is not None:
         entrywise = sensitivity is not None and np.asarray(sensitivity).size == layer.n_out * layer.n_in
         energy = np.asarray(sensitivity, np.float64) if entrywise else stats.energy

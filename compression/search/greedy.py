@@ -130,7 +130,8 @@ def draw_network(
             sens = s.group_sq if structured else s.weight_sq
         keep = 1.0 if prune is None else prune.keep_for(layer.name)
         gen = generator(spec.seed, layer.index, draw)
-        if spec.compensate:
+        grouped = layer.conv is not None and layer.conv.group != 1
+        if spec.compensate and not grouped:  # a grouped conv's im2col is per group: not refit (v1)
             d = compress_layer_compensated(
                 layer,
                 stats,
