@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from netshrink.compression.algorithm.compressed import CompressedWeight
-from netshrink.compression.algorithm.prune import prune_layer
+from netshrink.compression.algorithm.prune import PruneResult, prune_layer
 from netshrink.compression.algorithm.quantize import grouped_scale, quantize_matrix
 from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
@@ -50,6 +50,8 @@ class LayerDraw:
     prune_randomized: bool = False
     quant_randomized: bool = False
     granularity: str = "weight"
+    shared_draw: str | None = None  # why tiers E/T/P do not apply: a group draw shared with upstream
+    group_draw: bool = False  # pruned by a network-wide dependency-group draw (group_prune.py)
     compensated: bool = False  # refit by algorithm/compensate.py: deterministic given the mask, tier W only
 
     @property
@@ -68,13 +70,15 @@ def compress_layer(
     generator: torch.Generator,
     sensitivity: np.ndarray | None = None,
     device: str | torch.device = "cpu",
+    pruned: PruneResult | None = None,
 ) -> LayerDraw:
     """Compress ``layer`` once. ``sensitivity`` (n_out, n_in) = E_x[ẑ_j² g_i] switches both stages to
     the output-aware score (docs/method.md §3); for structured pruning an (n_groups,) array of
     E_x‖J W_g ẑ_g‖² is also accepted (then quantization keeps the layer-local score).
     Randomness: pruning draws first, then rounding, both from ``generator``.
     A grouped/depthwise conv asked for per-row scales gets them only when they pay for their bytes
-    (``quantize.grouped_scale``).
+    (``quantize.grouped_scale``). ``pruned`` replaces the pruning stage by a result drawn elsewhere
+    (dependency groups shared by several layers, ``algorithm/group_prune.py``).
     """
     W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
     var = torch.zeros_like(W)
@@ -86,8 +90,12 @@ def compress_layer(
     greedy = sensitivity is None
     dropped: np.ndarray | None = None
     p_rand = q_rand = False
+    if pruned is not None:
+        greedy = False
     if prune is not None:
-        pr = prune_layer(layer, stats, prune, keep, generator, sensitivity=sensitivity, device=device)
+        pr = pruned or prune_layer(
+            layer, stats, prune, keep, generator, sensitivity=sensitivity, device=device
+        )
         W, var, group_tau2, A = pr.weight, pr.var, pr.group_tau2, pr.tier_E_A
         f, p, tau2, exp_keep, real_keep = pr.f, pr.p, pr.tau2, pr.expected_keep, pr.realized_keep
         n_rand, dropped, p_rand = pr.m, pr.dropped_groups, pr.tier_E_A is not None

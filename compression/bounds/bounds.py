@@ -205,6 +205,11 @@ def layer_bounds(
             )
         elif draw.tier_E_A is None:
             reasons["E"] = reasons["T"] = "deterministic baseline: not zero-mean, only tier W applies"
+        if draw.group_draw and A["P"] is not None:
+            A["P"], reasons["P"] = None, "P1's constant is for its per-layer rule, not dependency-group draws"
+        if draw.shared_draw is not None:
+            for t in ("E", "T", "P"):
+                A[t], reasons[t] = None, draw.shared_draw
         try:
             A["W"] = tier_W(layer, draw, stats, input_hw)
         except ValueError as exc:

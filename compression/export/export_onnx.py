@@ -130,6 +130,14 @@ def _rewrite_reshapes(
         t = node.input[0] if node.input else ""
 
 
+def _set_group(model: onnx.ModelProto, node_name: str, group: int) -> None:
+    """Rewrite the ``group`` attribute of the depthwise Conv ``node_name`` (channels = groups)."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    for a in node.attribute:
+        if a.name == "group":
+            a.i = group
+
+
 def _verify(model: onnx.ModelProto) -> None:
     """Checker + shape inference. Float sparse initializers feeding Gemm/Conv make ONNX's strict
     type check fail (``sparse_tensor(float)``) although onnxruntime densifies them at load; the
@@ -185,6 +193,8 @@ def export_onnx_detailed(
         new_sparse += w.sparse
         new_nodes += w.nodes
         storage.append(w.storage)
+        if layer.conv is not None and layer.conv.group != 1 and len(p.kept_rows) != layer.n_out:
+            _set_group(model, layer.name, len(p.kept_rows))  # a depthwise conv lost channels
         if layer.bias_key is not None and (len(p.kept_rows) != layer.n_out or p.bias_changed):
             assert p.bias is not None
             replaced[layer.bias_key] = [pruned_bias(inits[layer.bias_key], p.kept_rows, layer.n_out, p.bias)]

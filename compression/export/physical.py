@@ -1,12 +1,15 @@
 """Physical layout for the exporters: a pruned layer's arrays with the dropped units deleted.
 
-Ref: docs/method.md §1 "Structured pruning". Shared by ``export_onnx`` and ``export_torch``.
+Ref: docs/method.md §1 "Structured pruning". Shared by ``export_onnx`` and ``export_torch``. On a DAG
+the rows to delete come from the dependency groups (``graph/depgroups.py``): every producer's rows
+and every depthwise filter of a dropped group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +80,29 @@ def _cut(a: np.ndarray | None, layer: Layer, rows: np.ndarray, units: np.ndarray
     return np.ascontiguousarray(_drop_columns(a, layer, units) if units.size else a)
 
 
+def _group_rows(
+    net: Network,
+    cg: Any,
+    dropped: set[int],
+    drop_in: dict[str, np.ndarray],
+    drop_rows: dict[str, set[int]],
+) -> None:
+    """Rows of every producer and depthwise filter of the dropped dependency groups; every reader of
+    a dropped group must have dropped it too (else deleting the channel would change the network)."""
+    for g in sorted(dropped):
+        for reader in cg.consumers.get(g, []):
+            units = drop_in.get(reader, np.zeros(0, np.int64))
+            if g not in set(cg.units[reader][units].tolist()):
+                raise UnsupportedModelError(
+                    f"channel group {g} is dropped by some readers but not by {reader!r}", nodes=[reader]
+                )
+    for name, ids in cg.rows.items():
+        rows = np.flatnonzero(np.isin(ids, np.fromiter(dropped, np.int64)))
+        if rows.size == ids.size:
+            raise UnsupportedModelError(f"every output channel of {name!r} would be deleted", nodes=[name])
+        drop_rows.setdefault(name, set()).update(int(r) for r in rows)
+
+
 def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) -> dict[str, PhysicalLayer]:
     """Every layer of ``net`` with the structured deletions applied (docs/method.md §1, §5)."""
     unknown = sorted(set(compressed) - {layer.name for layer in net.layers})
@@ -84,9 +110,23 @@ def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) ->
         raise KeyError(f"compressed weights for unknown layers: {unknown}")
     drop_rows: dict[str, set[int]] = {}
     drop_in: dict[str, np.ndarray] = {}
+    cg = net.channel_groups if net.dag else None
+    dropped_groups: set[int] = set()
     for layer in net.layers:
         cw = compressed.get(layer.name)
         if cw is None or cw.dropped_inputs is None or cw.dropped_inputs.size == 0:
+            continue
+        if cg is not None and layer.name in cg.units:  # a DAG: rows come from the dependency groups
+            units = np.unique(np.asarray(cw.dropped_inputs, dtype=np.int64))
+            ids = cg.units[layer.name]
+            if units.min() < 0 or units.max() >= ids.size or np.any(ids[units] < 0):
+                raise UnsupportedModelError(
+                    f"{layer.name!r}: dropped units outside its channel groups", nodes=[layer.name]
+                )
+            if np.any(_columns(cw.weight, layer, units)):
+                raise ValueError(f"{layer.name!r}: dropped input units must be zero columns of Ŵ")
+            drop_in[layer.name] = units
+            dropped_groups.update(int(i) for i in ids[units])
             continue
         if not layer.structured or layer.producer is None:
             raise UnsupportedModelError(
@@ -104,6 +144,8 @@ def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) ->
             raise ValueError(f"{layer.name!r}: dropped input units must be zero columns of Ŵ")
         drop_in[layer.name] = units
         drop_rows.setdefault(producer.name, set()).update(int(u) for u in units)
+    if cg is not None and dropped_groups:
+        _group_rows(net, cg, dropped_groups, drop_in, drop_rows)
     out: dict[str, PhysicalLayer] = {}
     for layer in net.layers:
         cw = compressed.get(layer.name)

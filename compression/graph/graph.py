@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from netshrink.compression.errors import NothingToCompressError
+from netshrink.compression.graph.depgroups import ChannelGroups, dependency_groups
 from netshrink.compression.graph.graph_index import GraphIndex, attr, ints
 from netshrink.compression.graph.network import ConvGeometry, Layer, SupportLevel
 
@@ -56,6 +57,7 @@ class Analysis:
     support: SupportLevel
     not_covered: list[str] = field(default_factory=list)
     dag: bool = False  # the nodes up to Φ branch or join (residual Add, Concat)
+    channel_groups: ChannelGroups | None = None  # dependency groups (full-support DAGs only)
 
 
 def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
@@ -335,7 +337,13 @@ def analyze(model: onnx.ModelProto) -> Analysis:
         if keys.count(k) > 1
     ]
     support: SupportLevel = "full" if not reasons else "generic"
+    dag = _is_dag(g, chain)
     _wire(g, layers, logits, structured_ok=support == "full")
+    groups = None
+    if support == "full" and dag:  # coupled channels: DepGraph-style groups replace the chain wiring
+        for layer_ in layers:
+            layer_.structured, layer_.producer, layer_.input_group = False, None, 1
+        groups = dependency_groups(g, layers, chain, logits)
     if support == "generic":
         for layer_ in layers:
             layer_.notes.append("generic graph: only unstructured compression; bounds not covered")
@@ -348,5 +356,6 @@ def analyze(model: onnx.ModelProto) -> Analysis:
         is_classifier=any(op in TAIL_HEADS for op in tail),
         support=support,
         not_covered=reasons,
-        dag=_is_dag(g, chain),
+        dag=dag,
+        channel_groups=groups,
     )

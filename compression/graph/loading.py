@@ -184,4 +184,5 @@ def network_from_onnx(
         raw_weights=raw,
         not_covered=found.not_covered,
         dag=found.dag,
+        channel_groups=found.channel_groups,
     )

@@ -113,6 +113,7 @@ class Network:
     architecture: dict[str, Any] | None = None  # for state-dict inputs: the (validated) architecture JSON
     not_covered: list[str] = field(default_factory=list)  # graph-level reasons (residual Add, ...)
     dag: bool = False  # full support with branches/joins (Add, Concat): bounds propagate per tensor
+    channel_groups: Any = None  # graph.depgroups.ChannelGroups for a full-support DAG, else None
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -18,10 +18,13 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
+from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity
@@ -29,6 +32,7 @@ from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.evaluation.metrics import output_error
 from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.search.group_draw import plan_groups, uses_groups
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
@@ -108,6 +112,9 @@ def draw_network(
     result = NetworkDraw(draw)
     overrides: dict[str, torch.Tensor] = {}
     dense: dict[str, torch.Tensor] = {}
+    gd = None
+    if uses_groups(net, spec):  # channels coupled through Add/Concat/depthwise: one draw per group
+        gd = plan_groups(net, ex, spec, X, draw=draw, sensitivities=sensitivities)
     if spec.compensate:
         with torch.no_grad():
             dense = ex.run(X, capture=[layer.input for layer in net.layers])  # z_{ℓ−1}, the refit's target
@@ -144,6 +151,9 @@ def draw_network(
                 sensitivity=sens,
             )
         else:
+            pruned = None
+            if gd is not None and prune is not None and net.channel_groups is not None:
+                pruned = prune_units(layer, stats, net.channel_groups.units[layer.name], gd, ex.device)
             d = compress_layer(
                 layer,
                 stats,
@@ -153,7 +163,11 @@ def draw_network(
                 generator=gen,
                 sensitivity=sens,
                 device=ex.device,
+                pruned=pruned,
             )
+            if pruned is not None and net.channel_groups is not None:
+                d.group_draw = True
+                d.shared_draw = _shared_reason(net, layer.name, pruned)
         result.layers[layer.name] = d
         overrides[layer.name] = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=ex.device)
         if d.compressed.bias is not None:
@@ -161,6 +175,21 @@ def draw_network(
                 d.compressed.bias, dtype=torch.float32, device=ex.device
             )
     return result
+
+
+def _shared_reason(net: Network, name: str, pruned: PruneResult) -> str | None:
+    """Why tiers E/T/P do not hold at ``name``: a randomized group it reads is also read upstream."""
+    cg = net.channel_groups
+    assert cg is not None and pruned.group_tau2 is not None
+    units = cg.units[name]
+    rand = {int(units[u]) for u in np.flatnonzero(pruned.group_tau2 > 0)}
+    shared = rand & cg.shared_upstream.get(name, set())
+    if not shared:
+        return None
+    return (
+        f"channel groups drawn once for several layers ({len(shared)} read upstream too): the draw is not "
+        "independent of this layer's input, so only tier W applies (docs/bounds-dag.md)"
+    )
 
 
 def is_random(spec: CompressSpec) -> bool:

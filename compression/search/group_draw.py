@@ -1,0 +1,81 @@
+"""The network-level half of channel pruning by dependency groups (``algorithm/group_prune.py``):
+score every group by summing over its readers, then draw once per group for the whole network.
+
+Ref: docs/method.md §1 "Structured pruning"; Fang et al. 2023 (DepGraph) for the groups. The scores
+are taken on the dense network's inputs of each reader (one pass), since a group's draw must be
+known before its first reader is compressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from netshrink.compression.algorithm.group_prune import GroupDraw, draw_groups
+from netshrink.compression.algorithm.rng import generator
+from netshrink.compression.algorithm.scores import column_groups, layer_stats
+from netshrink.compression.bounds.prediction import Sensitivity
+from netshrink.compression.errors import InvalidSpecError
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.graph.network import Network
+from netshrink.compression.spec import CompressSpec
+
+GROUP_STREAM = -1  # the "layer" index of the generator that draws the groups
+
+
+def uses_groups(net: Network, spec: CompressSpec) -> bool:
+    """True when ``spec`` prunes channels of a DAG: the draw is per dependency group."""
+    return bool(
+        net.dag
+        and net.channel_groups is not None
+        and spec.prune is not None
+        and spec.prune.granularity != "weight"
+    )
+
+
+def plan_groups(
+    net: Network,
+    ex: Executor,
+    spec: CompressSpec,
+    X: torch.Tensor,
+    *,
+    draw: int,
+    sensitivities: Mapping[str, Sensitivity] | None = None,
+) -> GroupDraw:
+    """One draw of every group (P1's structured rule per channel space, module docstring)."""
+    cg = net.channel_groups
+    prune = spec.prune
+    assert cg is not None and prune is not None and spec.seed is not None
+    if spec.compensate:
+        raise InvalidSpecError(
+            "compensation is not available with channel pruning of a residual/concat graph",
+            field="compensate",
+        )
+    readers = [la for la in net.layers if la.name in cg.units and la.name not in spec.exclude]
+    excluded = [la for la in net.layers if la.name in cg.units and la.name in spec.exclude]
+    with torch.no_grad():
+        dense = ex.run(X, capture=[la.input for la in readers])
+    scores = np.zeros(cg.n_groups)
+    for layer in readers:
+        units = cg.units[layer.name]
+        per_unit: np.ndarray
+        if prune.score == "output" and sensitivities is not None:
+            per_unit = np.asarray(sensitivities[layer.name].group_sq, dtype=np.float64)
+        elif prune.method == "magnitude":
+            gid = column_groups(layer)
+            per_unit = np.bincount(gid, weights=(layer.matrix.astype(np.float64) ** 2).sum(axis=0)).astype(
+                np.float64
+            )
+        else:
+            energy = layer_stats(layer, dense[layer.input], groups=True).group_energy
+            assert energy is not None
+            per_unit = energy
+        ok = units >= 0
+        np.add.at(scores, units[ok], per_unit[ok])
+    frozen = {int(g) for la in excluded for g in cg.units[la.name] if g >= 0}  # an excluded reader
+    spaces = [np.array([g for g in idx if int(g) not in frozen], dtype=np.int64) for idx in cg.space_groups()]
+    keeps = [prune.keep_for(cg.consumers[int(idx[0])][0]) if idx.size else 1.0 for idx in spaces]
+    gen = generator(spec.seed, GROUP_STREAM, draw)
+    return draw_groups(spaces, scores, keeps, prune.fraction, gen, method=prune.method)
