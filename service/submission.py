@@ -138,15 +138,48 @@ def _cuda_available() -> bool:
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
+MAX_JSON_DEPTH = 32  # the deepest real spec/architecture nests 5 levels
+
+
 def parse_json_field(raw: str | None, name: str) -> Any:
+    """A JSON form field, or 422: malformed JSON, nesting deeper than ``MAX_JSON_DEPTH`` (100k ``[``
+    made ``json.loads`` raise RecursionError), integers longer than Python's 4300-digit conversion
+    limit (ValueError), and non-finite ``NaN``/``Infinity`` literals are all refused here."""
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise ApiError(
-            422, "validation", "The request is invalid", f"{name} is not valid JSON: {exc.msg}"
-        ) from None
+        raise _invalid_json(name, exc.msg) from None
+    except RecursionError:
+        raise _invalid_json(name, f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # int("9" * 5000): "Exceeds the limit (4300 digits) ..."
+        raise _invalid_json(name, str(exc).split(";")[0][:120]) from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise _invalid_json(name, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _invalid_json(name: str, why: str) -> ApiError:
+    return ApiError(422, "validation", "The request is invalid", f"{name} is not valid JSON: {why}")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, iteratively (no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend(
+                    (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+                )
+    return deepest
 
 
 def parse_spec(raw: str | None) -> JobSpecCreate:

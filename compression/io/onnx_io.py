@@ -62,6 +62,10 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelFormatError(f"ONNX checker rejected the model: {exc}") from exc
+    except UnicodeDecodeError as exc:  # a string field that is not UTF-8 (found by fuzzing the upload)
+        raise ModelFormatError(
+            f"ONNX checker rejected the model: a string is not UTF-8 ({exc.reason})"
+        ) from exc
     model = infer_shapes(model)
     check_finite(model)
     name_nodes(model)
@@ -72,8 +76,13 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Strict ONNX shape inference (with constant propagation so Reshape shapes are known)."""
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
-        raise ModelFormatError(f"ONNX shape inference failed: {exc}") from exc
+    except (
+        onnx.shape_inference.InferenceError,
+        onnx.checker.ValidationError,
+        RuntimeError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise ModelFormatError(f"ONNX shape inference failed: {exc}"[:500]) from exc
 
 
 def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

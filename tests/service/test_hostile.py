@@ -1,0 +1,151 @@
+"""Hostile input never gets a 5xx or a traceback (issue 13 §3): the three reproduced 500s, then
+``hypothesis`` fuzzing of the JSON form fields and of the multipart body itself, through the real
+app. Bounded for CI by ``max_examples``; ``HYPOTHESIS_PROFILE=deep`` runs more."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.service.conftest import SPEC, assert_problem, submit
+
+EXAMPLES = 400 if os.environ.get("HYPOTHESIS_PROFILE") == "deep" else 40
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,  # CI runs the same cases every time
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def assert_no_5xx(r: httpx.Response) -> None:
+    assert r.status_code < 500, r.text
+    assert "Traceback" not in r.text and 'File "' not in r.text
+    if r.status_code >= 400:
+        assert r.headers["content-type"] == "application/problem+json", r.text
+        body = r.json()
+        assert body["status"] == r.status_code and body["title"]
+
+
+@pytest.mark.parametrize("field", ["spec", "architecture"])
+def test_100k_nested_brackets_are_422(client: TestClient, onnx_model: bytes, field: str) -> None:
+    fields: dict[str, Any] = {"spec": json.dumps(SPEC), field: "[" * 100_000}
+    r = submit(client, onnx_model, **fields)
+    body = assert_problem(r, 422, "validation")
+    assert "nested deeper" in body["detail"]
+
+
+def test_deep_but_parseable_nesting_is_422(client: TestClient, onnx_model: bytes) -> None:
+    r = submit(client, onnx_model, SPEC, architecture="[" * 500 + "]" * 500)
+    assert "nested deeper" in assert_problem(r, 422, "validation")["detail"]
+
+
+def test_5001_digit_integer_is_422(client: TestClient, onnx_model: bytes) -> None:
+    r = submit(client, onnx_model, '{"seed": ' + "7" * 5001 + "}")
+    assert "4300 digits" in assert_problem(r, 422, "validation")["detail"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '{"prune": {"keep": NaN}}',
+        '{"prune": {"keep": 1' + "0" * 400 + "}}",  # an int too large for a float
+        '{"seed": -' + "9" * 4000 + "}",
+        '{"quantize": {"bits": 1e308}}',
+        '{"prune": {"keep": 1e999}}',
+    ],
+)
+def test_absurd_numbers_are_4xx(client: TestClient, onnx_model: bytes, spec: str) -> None:
+    r = submit(client, onnx_model, spec)
+    assert 400 <= r.status_code < 500
+    assert_no_5xx(r)
+
+
+# ---- fuzzing -------------------------------------------------------------------------------------
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+spec_keys = st.sampled_from(
+    ["kind", "prune", "quantize", "target", "seed", "evaluation", "callback", "device"]
+)
+spec_like = st.dictionaries(spec_keys, json_values, max_size=5)
+
+
+@FUZZ
+@given(spec=spec_like | json_values, architecture=st.none() | json_values | st.text(max_size=40))
+def test_fuzz_json_fields(client: TestClient, onnx_model: bytes, spec: Any, architecture: Any) -> None:
+    extra = {} if architecture is None else {"architecture": architecture}
+    assert_no_5xx(submit(client, onnx_model, json.dumps(spec), **extra))
+
+
+@FUZZ
+@given(raw=st.text(max_size=200))
+def test_fuzz_raw_spec_text(client: TestClient, onnx_model: bytes, raw: str) -> None:
+    assert_no_5xx(submit(client, onnx_model, raw))
+
+
+def _multipart(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    out = b""
+    for headers, body in parts:
+        out += b"--" + boundary + b"\r\n" + headers + b"\r\n\r\n" + body + b"\r\n"
+    return out + b"--" + boundary + b"--\r\n"
+
+
+header_lines = st.sampled_from(
+    [
+        b'Content-Disposition: form-data; name="model"; filename="m.onnx"',
+        b'Content-Disposition: form-data; name="spec"',
+        b'Content-Disposition: form-data; name="calibration"; filename="c.npz"',
+        b'Content-Disposition: form-data; name="architecture"',
+        b'Content-Disposition: form-data; name="other"',
+        b"Content-Disposition: form-data",
+        b"Content-Type: application/octet-stream",
+        b"X-Junk: \xff\xfe",
+    ]
+) | st.binary(max_size=60)
+
+
+@FUZZ
+@given(
+    boundary=st.sampled_from([b"b0undary", b"x", b"-" * 70]) | st.binary(min_size=1, max_size=20),
+    parts=st.lists(
+        st.tuples(st.lists(header_lines, max_size=3).map(b"\r\n".join), st.binary(max_size=80)), max_size=5
+    ),
+    cut=st.integers(min_value=0, max_value=400),
+    content_type=st.sampled_from(["multipart/form-data; boundary={b}", "multipart/form-data", "text/plain"]),
+)
+def test_fuzz_multipart_body(
+    client: TestClient, boundary: bytes, parts: list[tuple[bytes, bytes]], cut: int, content_type: str
+) -> None:
+    body = _multipart(boundary, parts)
+    body = body[: max(cut, len(body) // 2)]  # truncated bodies too
+    ctype = content_type.format(b=boundary.decode("latin-1"))
+    try:
+        r = client.post("/v1/jobs", content=body, headers={"content-type": ctype})
+    except UnicodeEncodeError:  # httpx refuses non-latin-1 header values before sending
+        return
+    assert_no_5xx(r)
+
+
+@FUZZ
+@given(model=st.binary(max_size=300), mutate_at=st.integers(min_value=0, max_value=2000))
+def test_fuzz_model_bytes(client: TestClient, onnx_model: bytes, model: bytes, mutate_at: int) -> None:
+    """Random bytes, and a real ONNX model with random bytes spliced in."""
+    assert_no_5xx(submit(client, model, SPEC))
+    i = mutate_at % len(onnx_model)
+    assert_no_5xx(submit(client, onnx_model[:i] + model + onnx_model[i + len(model) :], SPEC))
