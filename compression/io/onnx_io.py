@@ -53,6 +53,10 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
         raise ModelFormatError(f"not an ONNX model: {exc}") from exc
+    try:
+        _decode_strings(model)
+    except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8
+        raise ModelFormatError(f"not an ONNX model: a string is not UTF-8 (in {exc.reason})") from exc
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFormatError("not an ONNX model: the file holds no graph nodes")
     refuse_external_data(model)
@@ -70,6 +74,22 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
     check_finite(model)
     name_nodes(model)
     return model
+
+
+def _decode_strings(message: Any) -> None:
+    """Check every string field once, so one that is not UTF-8 is refused here and not deep inside
+    the checker or the graph reader (protobuf keeps such proto2 strings as bytes, or raises on access)."""
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        for fd, value in msg.ListFields():
+            repeated = fd.is_repeated
+            if fd.type == fd.TYPE_MESSAGE:
+                stack.extend(value if repeated else [value])
+            elif fd.type == fd.TYPE_STRING:
+                for text in value if repeated else [value]:
+                    if not isinstance(text, str):  # upb hands back bytes when they are not UTF-8
+                        raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

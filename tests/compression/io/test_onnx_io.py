@@ -181,3 +181,22 @@ def test_nodes_get_unique_names() -> None:
 def test_parse_onnx_keeps_torch_export_valid() -> None:
     model = parse_onnx(F.mlp_onnx(), max_dim=10**6, max_params=10**8)
     assert {vi.name for vi in model.graph.value_info} >= {"relu", "relu_1"}  # shapes were inferred
+
+
+@pytest.mark.parametrize("where", ["node_name", "doc_string", "producer_name"])
+def test_strings_that_are_not_utf8_are_a_format_error(where: str) -> None:
+    """Found by fuzzing the upload (issue 13 §3): protobuf decodes strings on access, so a name with
+    a byte 0x80 escaped as UnicodeDecodeError from the checker or the node namer (a 500)."""
+    from netshrink.compression.errors import ModelFormatError
+
+    model = onnx.load_from_string(F.mlp_onnx())
+    marker = "ZQZQZQ"
+    if where == "node_name":
+        model.graph.node[0].name = marker
+    elif where == "doc_string":
+        model.graph.doc_string = marker
+    else:
+        model.producer_name = marker
+    data = model.SerializeToString().replace(marker.encode(), b"\x80" + marker[1:].encode())
+    with pytest.raises(ModelFormatError, match="not UTF-8"):
+        parse_onnx(data, max_dim=10**6, max_params=10**8)
