@@ -207,6 +207,9 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(name)
 
 
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
 def graph_input(model: onnx.ModelProto) -> GraphInput:
     """The one float graph input (initializers listed as inputs by old exporters are skipped).
 
@@ -228,6 +231,15 @@ def graph_input(model: onnx.ModelProto) -> GraphInput:
     shape = []
     for d in dims[1:]:
         if not d.HasField("dim_value"):
+            recurrent = [n for n in model.graph.node if n.op_type in RECURRENT_OPS]
+            if recurrent:  # the variable dimension is the sequence of a recurrent operator
+                ops = sorted({n.op_type for n in recurrent})
+                raise UnsupportedModelError(
+                    f"the {', '.join(ops)} operator is not supported over a variable-length sequence "
+                    f"(input {vi.name!r} has the non-static dimension {d.dim_param!r}); "
+                    "export the model with a fixed sequence length",
+                    nodes=[n.name or n.op_type for n in recurrent],
+                )
             raise UnsupportedModelError(
                 f"input {vi.name!r} has a non-static per-sample dimension ({d.dim_param!r})"
             )

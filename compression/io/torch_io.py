@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from netshrink.compression.errors import LimitExceededError, ModelFormatError
+from netshrink.compression.errors import LimitExceededError, ModelFormatError, NothingToCompressError
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
@@ -76,8 +76,8 @@ def _validate(state: Any) -> dict[str, np.ndarray]:
         raise ModelFormatError(
             f"expected a state dict (a mapping of names to tensors), got {type(state).__name__}"
         )
-    if not state:
-        raise ModelFormatError("the state dict is empty")
+    if not state:  # a valid container with nothing in it: 422 like any model without weights
+        raise NothingToCompressError("the state dict is empty: there are no weights to compress")
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if not isinstance(key, str):

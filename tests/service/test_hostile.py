@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -149,3 +150,12 @@ def test_fuzz_model_bytes(client: TestClient, onnx_model: bytes, model: bytes, m
     assert_no_5xx(submit(client, model, SPEC))
     i = mutate_at % len(onnx_model)
     assert_no_5xx(submit(client, onnx_model[:i] + model + onnx_model[i + len(model) :], SPEC))
+
+
+def test_an_empty_state_dict_is_422(client: TestClient, tmp_path: Path) -> None:
+    """Issue 13 §9: a valid container with nothing to compress is 422 (it was 400), like the CLI."""
+    import torch
+
+    torch.save({}, tmp_path / "empty.pt")
+    r = submit(client, (tmp_path / "empty.pt").read_bytes(), SPEC, filename="empty.pt")
+    assert "empty" in assert_problem(r, 422, "nothing-to-compress")["detail"]

@@ -200,3 +200,28 @@ def test_strings_that_are_not_utf8_are_a_format_error(where: str) -> None:
     data = model.SerializeToString().replace(marker.encode(), b"\x80" + marker[1:].encode())
     with pytest.raises(ModelFormatError, match="not UTF-8"):
         parse_onnx(data, max_dim=10**6, max_params=10**8)
+
+
+def test_a_variable_length_lstm_is_refused_naming_the_operator(write) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 §9: an LSTM over a symbolic sequence length was refused as a 'non-static
+    per-sample dimension' without saying why; the refusal now names the operator and its node."""
+    from netshrink.compression.errors import UnsupportedModelError
+
+    hidden = 8
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, 4)).astype(np.float32), "W")
+    R = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="to_seq_major"),
+            helper.make_node("LSTM", ["xt", "W", "R"], ["y"], hidden_size=hidden, name="encoder"),
+        ],
+        "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", 1, "batch", hidden])],
+        [W, R],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", F.OPSET)])
+    with pytest.raises(UnsupportedModelError, match="LSTM operator is not supported") as info:
+        _load(write, model)
+    assert info.value.nodes == ["encoder"]

@@ -126,3 +126,16 @@ def test_nan_in_state_dict(tmp_path: Path) -> None:
     with pytest.raises(InvalidWeightsError) as err:
         load_model(F.write_pt(sd, tmp_path / "nan.pt"))
     assert err.value.nodes == ["2.weight"]
+
+
+def test_an_empty_state_dict_is_nothing_to_compress(tmp_path: Path) -> None:
+    """Issue 13 §9: a valid container with no tensors is a 422 (nothing to compress), not a 400."""
+    import torch
+
+    from netshrink.compression.errors import NothingToCompressError
+    from netshrink.compression.io.torch_io import load_torch_state_dict
+
+    path = tmp_path / "empty.pt"
+    torch.save({}, path)
+    with pytest.raises(NothingToCompressError, match="empty"):
+        load_torch_state_dict(path, max_decompressed_bytes=1 << 20)
