@@ -195,6 +195,11 @@ def compress(
     from netshrink.compression.export.artifacts import build_artifacts
 
     arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
+    compensation = None
+    if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
+        from netshrink.compression.search.twin import compensation_section
+
+        compensation = compensation_section(net, ex, spec_run, X_fit, X_ho, data.holdout_labels, chosen, m)
     baselines: list[dict[str, Any]] = []
     if spec.compare_baselines and chosen.layers:
         for i, bspec in enumerate(baseline_specs(spec_run)):
@@ -218,6 +223,8 @@ def compress(
         budget=budget,
         input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
     )
+    if compensation is not None:
+        report["summary"]["compensation"] = compensation
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)
 

@@ -81,6 +81,13 @@ def test_compensated_pipeline_bias_reaches_the_artifact_and_tier_w_holds(
     assert compressed and all(entry["compensated"] for entry in compressed)
     assert s["compensated_layers"] == [entry["name"] for entry in compressed]
     assert s["bounds"]["W"]["holds"] is True
+    # The uncompensated twin (same seed and draw) keeps its tier-E bound, labelled as such.
+    comp = s["compensation"]
+    assert comp["layers"] == s["compensated_layers"]
+    assert comp["compensated"]["relative_l2"] == s["error"]["relative_l2"]
+    twin = comp["uncompensated_same_draw"]
+    assert twin["bounds"]["E"]["value"] is not None and "do not bound the compensated" in twin["meaning"]
+    assert twin["bounds"]["W"]["holds"] is True
     for entry in compressed:
         assert entry["bounds"]["E"]["A"] is None  # not zero-mean after the refit: tier E does not apply
         assert entry["measured_error"] <= entry["bounds"]["W"]["step"] * (
