@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python -m bench.width
 	$(BIN)/python -m bench.width_layers
 	$(BIN)/python -m bench.heavy_tails
+	$(BIN)/python -m bench.budget
 	$(BIN)/python -m bench.example_report
 
 screenshot: install
