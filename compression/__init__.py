@@ -26,7 +26,6 @@ from netshrink.compression.errors import (
     UnsupportedModelError,
 )
 from netshrink.compression.export.export_torch import load_compressed_state_dict
-from netshrink.compression.finetune.job import finetune
 from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.graph.calibration import Calibration, load_calibration
 from netshrink.compression.graph.loading import LoadLimits, load_model
@@ -43,7 +42,6 @@ __all__ = [
     "LoadLimits",
     "analyze",
     "compress",
-    "finetune",
     "load_calibration",
     "load_compressed_state_dict",
     "load_model",
