@@ -85,7 +85,8 @@ def dependency_groups(
     """Dependency groups over ``nodes`` (the ancestors of Φ, in topological order); sets
     ``structured``/``input_group`` of every layer that reads a prunable group (module docstring)."""
     uf = _UnionFind()
-    locked: set[str] = {t for t in g.outputs} | {logits}
+    graph_inputs = {t for n in nodes for t in n.input if t and t not in g.producer and t not in g.consts}
+    locked: set[str] = set(g.outputs) | {logits} | graph_inputs  # inputs and outputs are never cut
     by_node = {la.name: la for la in layers}
     consumer_of: dict[str, tuple[Layer, str, int]] = {}  # layer -> (layer, input tensor, unit size)
     producer_of: dict[str, tuple[Layer, str]] = {}
