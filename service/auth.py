@@ -110,6 +110,29 @@ def authenticate(authorization: str | None, mode: AuthMode, store: JobStore) -> 
     raise _unauthorized("this server requires an API key")
 
 
+def authorize_metrics(
+    authorization: str | None, metrics_token: str | None, mode: AuthMode, store: JobStore
+) -> None:
+    """``/metrics`` shows job counts across every tenant, so no tenant's API key opens it.
+
+    With ``metrics_token`` set, a scrape must send ``Authorization: Bearer <metrics_token>``
+    (Prometheus ``authorization: {credentials: ...}``). Without one, ``/metrics`` is open only where
+    the API itself is (dev mode without keys, or auth disabled); in keys mode it answers 401.
+    """
+    if metrics_token is not None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            presented.strip().encode(), metrics_token.encode()
+        ):
+            raise _unauthorized("/metrics needs 'Authorization: Bearer <NETSHRINK_METRICS_TOKEN>'")
+        return
+    if mode == "disabled" or (mode == "dev" and not any(not k.revoked for k in store.list_api_keys())):
+        return
+    raise _unauthorized(
+        "/metrics is closed in keys mode: set NETSHRINK_METRICS_TOKEN and scrape with it as a bearer token"
+    )
+
+
 __all__ = [
     "AuthConfigError",
     "AuthMode",
@@ -117,6 +140,7 @@ __all__ = [
     "Principal",
     "auth_mode",
     "authenticate",
+    "authorize_metrics",
     "generate_key",
     "hash_key",
 ]

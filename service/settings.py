@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from netshrink.workers.settings import WorkerSettings
@@ -32,6 +32,9 @@ class ServiceSettings(WorkerSettings):
     # the worker load the same files with the same limits (``load_limits()``).
     max_calibration_bytes: int = Field(default=256 * MIB, gt=0)  # the calibration .npz
     max_json_field_bytes: int = Field(default=1 * MIB, gt=0)  # spec / architecture form fields
+
+    # Bearer token for /metrics (cross-tenant counts): required in keys mode, where no API key opens it.
+    metrics_token: SecretStr | None = None
 
     rate_limit_requests: int = Field(default=120, gt=0)  # per API key ...
     rate_limit_window_s: int = Field(default=60, gt=0)  # ... per fixed window

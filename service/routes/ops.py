@@ -12,13 +12,14 @@ import platform
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from netshrink.compression import ALGORITHM_VERSION
 from netshrink.compression.graph.graph import FULL_OPS
 from netshrink.compression.spec import MAX_BITS, MIN_BITS
+from netshrink.service.auth import authorize_metrics
 from netshrink.service.deps import PrincipalDep, StateDep
 from netshrink.service.errors import PROBLEM_MEDIA_TYPE
 from netshrink.service.schemas import EVENTS, Capabilities, Health, Limits, WorkerList, WorkerPublic
@@ -26,6 +27,7 @@ from netshrink.workers.jobs import utcnow
 
 router = APIRouter(tags=["operations"])
 
+UNAUTHORIZED = {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _VERSIONED = ("netshrink", "torch", "onnx", "onnxruntime", "numpy", "fastapi", "celery")
 
 
@@ -87,9 +89,19 @@ def list_workers(state: StateDep, _: PrincipalDep) -> WorkerList:
     "/metrics",
     summary="Prometheus metrics, computed from the job store",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        401: {"description": "Keys mode: a bearer NETSHRINK_METRICS_TOKEN is required", **UNAUTHORIZED},
+    },
 )
-def metrics(state: StateDep) -> Response:
+def metrics(request: Request, state: StateDep) -> Response:
+    token = state.settings.metrics_token
+    authorize_metrics(
+        request.headers.get("authorization"),
+        token.get_secret_value() if token else None,
+        state.auth_mode,
+        state.store,
+    )
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -104,7 +116,7 @@ def _version(dist: str) -> str:
     "/v1/capabilities",
     response_model=Capabilities,
     summary="Supported formats, ops, methods, limits and versions",
-    responses={401: {"description": "Missing or unknown API key", "content": {PROBLEM_MEDIA_TYPE: {}}}},
+    responses={401: {"description": "Missing or unknown API key", **UNAUTHORIZED}},
 )
 def capabilities(state: StateDep, _: PrincipalDep) -> Capabilities:
     s = state.settings

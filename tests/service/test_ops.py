@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netshrink.compression.spec import MAX_BITS, MIN_BITS
 from netshrink.service.main import create_app
 from netshrink.workers.jobs import InputInfo, Job, WorkerHeartbeat, utcnow
-from tests.service.conftest import app_state, finish_job, make_settings
+from tests.service.conftest import app_state, assert_problem, finish_job, make_settings
 
 
 def _metrics(client: TestClient) -> dict[str, Any]:
@@ -125,3 +125,33 @@ def test_embedded_app_heartbeats_its_worker_without_the_serve_command(tmp_path: 
             time.sleep(0.05)
             body = client.get("/v1/workers").json()
     assert body["alive"] == 1 and body["workers"][0]["alive"]
+
+
+def test_metrics_are_closed_in_keys_mode_and_open_with_the_metrics_token(tmp_path: Path) -> None:
+    """Issue 13 §6: /metrics counts every tenant's jobs; in keys mode no API key opens it, only the
+    dedicated NETSHRINK_METRICS_TOKEN (a Prometheus bearer token)."""
+    from netshrink.service.auth import generate_key
+    from netshrink.workers.store import get_store
+
+    for token_setting in (None, "scrape-secret-1"):
+        data = tmp_path / str(token_setting)
+        settings = make_settings(data, host="0.0.0.0", metrics_token=token_setting)
+        store = get_store(settings)
+        api_key, record = generate_key("tenant")
+        store.create_api_key(record)
+        store.close()
+        with TestClient(create_app(settings)) as client:
+            r = client.get("/metrics")
+            assert_problem(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert_problem(client.get("/metrics", headers={"Authorization": f"Bearer {api_key}"}), 401)
+            assert_problem(client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+            if token_setting is not None:
+                ok = client.get("/metrics", headers={"Authorization": f"Bearer {token_setting}"})
+                assert ok.status_code == 200 and "netshrink_jobs" in ok.text
+
+
+def test_metrics_token_is_required_when_set_even_in_dev_mode(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path, metrics_token="t0k"))) as client:
+        assert_problem(client.get("/metrics"), 401)
+        assert client.get("/metrics", headers={"Authorization": "Bearer t0k"}).status_code == 200
