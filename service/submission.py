@@ -210,42 +210,39 @@ SUBMIT_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["model", "spec"],
+                "additionalProperties": False,  # any other part is 422
                 "properties": {
                     "model": {
                         "type": "string",
+                        "format": "binary",  # generators send bytes (openapi-python-client: File)
                         "contentMediaType": "application/octet-stream",
-                        "description": "ONNX model, PyTorch state dict (.pt/.pth) or .safetensors.",
+                        "minLength": 1,
+                        "description": "ONNX model, PyTorch state dict (.pt/.pth) or .safetensors; the "
+                        "container is sniffed from the bytes: anything else (or an empty part) is 415.",
                     },
                     "spec": {
-                        "type": "string",
-                        "contentMediaType": "application/json",
-                        "contentSchema": {"$ref": "#/components/schemas/JobSpecCreate"},
-                        "description": "JobSpec as JSON.",
+                        "$ref": "#/components/schemas/JobSpecCreate",
+                        "description": "JobSpec as a JSON part (or a text field holding the JSON).",
                     },
                     "architecture": {
-                        "type": "string",
-                        "contentMediaType": "application/json",
-                        "description": "Network description for state dicts (netshrink.architecture/v1).",
+                        "type": "object",
+                        "description": "Network description for state dicts (netshrink.architecture/v1), "
+                        "as a JSON part.",
                     },
                     "calibration": {
                         "type": "string",
+                        "format": "binary",
                         "contentMediaType": "application/octet-stream",
-                        "description": ".npz with `inputs` (N x input shape) and optional `labels`.",
-                    },
-                    "train": {
-                        "type": "string",
-                        "contentMediaType": "application/octet-stream",
-                        "description": (
-                            "kind finetune: .npz, `inputs` and integer `labels` (calibration size limit)."
-                        ),
-                    },
-                    "validation": {
-                        "type": "string",
-                        "contentMediaType": "application/octet-stream",
-                        "description": "kind finetune, optional: validation .npz (default: carved)",
+                        "minLength": 1,
+                        "description": ".npz with `inputs` (N x input shape) and optional `labels`, or a "
+                        "bare .npy of inputs.",
                     },
                 },
-            }
+            },
+            "encoding": {
+                "spec": {"contentType": "application/json"},
+                "architecture": {"contentType": "application/json"},
+            },
         }
     },
 }

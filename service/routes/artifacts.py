@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StoreDep
 from netshrink.service.errors import ApiError, not_found
 from netshrink.service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
+from netshrink.workers.artifacts import MEDIA_TYPES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -31,10 +32,9 @@ def content_digest(sha256_hex: str) -> str:
     responses={
         200: {
             "description": "The file",
-            "content": {
-                "application/octet-stream": {
-                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
-                }
+            "content": {  # the Content-Type follows the name (workers.artifacts.MEDIA_TYPES)
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in sorted({m.split(";")[0] for m in MEDIA_TYPES.values()})
             },
             "headers": {
                 h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")

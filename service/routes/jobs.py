@@ -224,14 +224,26 @@ def get_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: Set
     return _job_response(owned_job(store, job_id, principal.owner), 200, settings.retry_after_s)
 
 
-@router.get("", response_model=JobList, summary="The caller's jobs, newest first", responses=ERROR_RESPONSES)
+@router.get(
+    "",
+    response_model=JobList,
+    summary="The caller's jobs, newest first",
+    responses={
+        400: {"description": "`cursor` is not a `next_cursor` this server issued", **PROBLEM_RESPONSE},
+        **ERROR_RESPONSES,
+    },
+)
 def list_jobs(
     principal: PrincipalDep,
     store: StoreDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(
+            max_length=512,
+            description="`next_cursor` of the previous page (opaque; any other value is 400).",
+        ),
     ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:

@@ -67,3 +67,42 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
         # An opaque cursor the server never issued is a 400 (AIP-158), however well-formed it looks.
         excluded.append(positive_data_acceptance)
     case.call_and_validate(headers={"Authorization": f"Bearer {_TOKEN}"}, excluded_checks=excluded)
+
+
+def test_the_document_says_what_the_server_does() -> None:
+    """Issue 13 §7: binary parts (generated clients send bytes, not their repr), the artifact's real
+    content types, the 401 of /v1/capabilities with its schema, no extra parts, the cursor's 400,
+    and a typed ``spec`` part (a JSON part with the JobSpecCreate schema)."""
+    from netshrink.workers.artifacts import MEDIA_TYPES
+
+    doc = json.loads(render())
+    body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    props = body["schema"]["properties"]
+    for part in ("model", "calibration"):
+        assert props[part]["format"] == "binary" and props[part]["minLength"] == 1
+    assert body["schema"]["additionalProperties"] is False
+    assert props["spec"]["$ref"] == "#/components/schemas/JobSpecCreate"
+    assert body["encoding"]["spec"]["contentType"] == "application/json"
+    artifact = doc["paths"]["/v1/jobs/{job_id}/artifacts/{name}"]["get"]["responses"]["200"]["content"]
+    assert set(artifact) == {m.split(";")[0] for m in MEDIA_TYPES.values()}
+    assert all(c["schema"] == {"type": "string", "format": "binary"} for c in artifact.values())
+    caps_401 = doc["paths"]["/v1/capabilities"]["get"]["responses"]["401"]["content"]
+    assert caps_401["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert "400" in doc["paths"]["/v1/jobs"]["get"]["responses"]
+
+
+def test_spec_sent_as_a_typed_json_part_is_accepted(tmp_path: Path) -> None:
+    """What a generated client sends for the typed ``spec``: a part with Content-Type application/json."""
+    from fastapi.testclient import TestClient
+
+    from tests import factories
+
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        files = {
+            "model": ("m.onnx", factories.mlp_onnx(), "application/octet-stream"),
+            "spec": (None, json.dumps({"prune": {"keep": 0.5}, "seed": 1}).encode(), "application/json"),
+        }
+        r = client.post("/v1/jobs", files=files)
+        assert r.status_code == 202, r.text
+        extra = client.post("/v1/jobs", files={**files, "junk": (None, b"1", "text/plain")})
+        assert extra.status_code == 422 and "junk" in extra.json()["detail"]
