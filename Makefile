@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install serve test faults lint typecheck openapi bench screenshot redis browser clean
+.PHONY: install serve test faults lint typecheck openapi bench screenshot redis browser docker-smoke clean
 
 install: $(VENV)/.installed
 
@@ -35,8 +35,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python .ci/linked-tree $(BIN)/mypy -p netshrink
 	$(BIN)/python .ci/linked-tree $(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile .ci/redis.Dockerfile
 	$(BIN)/check-jsonschema --schemafile openapi/vendor/compose-spec.json docker-compose.yml
+
+# Build the CPU image and run redis + api + worker in a private dockerd (root; see README "Docker").
+docker-smoke: install
+	PY=$(abspath $(BIN))/python bash .ci/docker-smoke
 
 openapi: install
 	$(BIN)/python -m netshrink.service.openapi_dump > openapi/openapi.json

@@ -8,6 +8,7 @@ import argparse
 import fnmatch
 import hashlib
 import importlib
+import importlib.util
 import json
 import re
 import shutil
@@ -172,7 +173,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [p.strip() for p in lines if p.strip() and not p.lstrip().startswith("#")]
     copied = [
-        src
+        re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", src)  # ${TORCH_WHEELHOUSE:-wheelhouse/}: its default
         for word, args in dockerfile_instructions()
         if word == "COPY" and not args.startswith("--from")
         for src in args.split()[:-1]
@@ -182,6 +183,54 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         assert (ROOT / src).exists(), f"COPY {src}: no such path"
         assert not any(fnmatch.fnmatch(src, p) for p in patterns), f"COPY {src} is excluded by .dockerignore"
     assert "tests" in patterns and ".venv" in patterns and ".git" in patterns
+
+
+# ---- base image and torch wheelhouse (issue 14; the image itself is built by `make docker-smoke`) ---
+def dockerfile_args() -> dict[str, str]:
+    return dict(a.partition("=")[::2] for word, a in dockerfile_instructions() if word == "ARG")
+
+
+def test_base_image_defaults_to_the_official_python_image() -> None:
+    assert dockerfile_args()["BASE_IMAGE"].startswith("python:3.11-slim")
+    froms = [a for word, a in dockerfile_instructions() if word == "FROM"]
+    assert froms == ["${BASE_IMAGE} AS deps", "deps AS build", "${BASE_IMAGE} AS runtime"]
+
+
+def test_torch_wheelhouse_is_optional_and_installs_without_an_index() -> None:
+    assert dockerfile_args()["TORCH_WHEELHOUSE"] == ""  # default: torch from TORCH_INDEX_URL
+    assert dockerfile_args()["TORCH_VARIANT"] == "cpu"
+    (torch_run,) = [a for w, a in dockerfile_instructions() if w == "RUN" and "TORCH_WHEELHOUSE" in a]
+    assert "--no-index" in torch_run and "--find-links /wheelhouse" in torch_run
+    assert '--index-url "${TORCH_INDEX_URL}"' in torch_run
+    assert (ROOT / "wheelhouse/README.md").is_file()  # keeps the default COPY source in the context
+
+
+def _smoke_module() -> Any:
+    spec = importlib.util.spec_from_file_location("docker_smoke", ROOT / ".ci/docker_smoke.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docker_smoke_runs_the_compose_services_with_valid_settings() -> None:
+    """.ci/docker_smoke.py takes command + environment from docker-compose.yml and overrides only
+    what CI needs; the result must be settings the containers accept (validators included)."""
+    from netshrink.service.settings import ServiceSettings
+    from netshrink.workers.settings import WorkerSettings
+
+    smoke = _smoke_module()
+    overrides = smoke.ci_overrides(6399, 8099)
+    fields = {f"NETSHRINK_{name.upper()}" for name in ServiceSettings.model_fields}
+    assert set(overrides) <= fields, sorted(set(overrides) - fields)
+    for service, cls in (("api", ServiceSettings), ("worker", WorkerSettings)):
+        command, env = smoke.compose_service(service)
+        assert command == compose()["services"][service]["command"]
+        merged = {**env, **overrides}
+        values = {k.removeprefix("NETSHRINK_").lower(): v for k, v in merged.items()}
+        settings = cls(_env_file=None, **values)
+        assert settings.redis_url == "redis://127.0.0.1:6399/0"
+        assert settings.visibility_timeout_s > settings.job_time_limit_s
 
 
 # ---- one import namespace (issue 8) ---------------------------------------------------------------
