@@ -20,6 +20,14 @@
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
+# ---- requirements: the runtime dependencies of pyproject.toml, as a file --------------------------
+# (only this file, not pyproject.toml, reaches the deps stage: other pyproject edits keep it cached)
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /requirements.txt
+
 # ---- deps: a virtualenv with the pinned dependencies (the big layer; source edits keep it cached) --
 FROM ${BASE_IMAGE} AS deps
 ARG TORCH_VARIANT=cpu
@@ -32,7 +40,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 RUN python -m venv /opt/venv
 
-COPY requirements.lock pyproject.toml ./
+COPY requirements.lock ./
+COPY --from=requirements /requirements.txt ./
 COPY ${TORCH_WHEELHOUSE:-wheelhouse/} /wheelhouse/
 # torch first, at the version requirements.lock pins: from the wheelhouse when one is given (no
 # index, no dependencies: the next step installs torch's dependencies from the index), else from
@@ -44,13 +53,11 @@ RUN if [ -n "${TORCH_WHEELHOUSE}" ]; then \
         pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "$(grep -E '^torch==' requirements.lock)"; \
     fi
 # The runtime dependencies of pyproject.toml, pinned by the lock (dev tools are not installed).
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && pip install --no-cache-dir --requirement /tmp/requirements.txt --constraint requirements.lock
+RUN pip install --no-cache-dir --requirement requirements.txt --constraint requirements.lock
 
 # ---- build: the netshrink wheel ------------------------------------------------------------------
 FROM deps AS build
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 COPY compression ./compression
 COPY reporting ./reporting

@@ -193,7 +193,12 @@ def dockerfile_args() -> dict[str, str]:
 def test_base_image_defaults_to_the_official_python_image() -> None:
     assert dockerfile_args()["BASE_IMAGE"].startswith("python:3.11-slim")
     froms = [a for word, a in dockerfile_instructions() if word == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS deps", "deps AS build", "${BASE_IMAGE} AS runtime"]
+    assert froms == [
+        "${BASE_IMAGE} AS requirements",
+        "${BASE_IMAGE} AS deps",
+        "deps AS build",
+        "${BASE_IMAGE} AS runtime",
+    ]
 
 
 def test_torch_wheelhouse_is_optional_and_installs_without_an_index() -> None:
