@@ -44,6 +44,7 @@ def worker(
     from netshrink.workers.retention import Housekeeper
     from netshrink.workers.settings import get_settings
     from netshrink.workers.store import get_store
+    from netshrink.workers.tasks import webhook_notifier
 
     settings = get_settings()
     if settings.redis_url is None:
@@ -68,6 +69,7 @@ def worker(
         settings,
         queues=queue_list,
         enqueue=partial(enqueue_job, app),
+        notify=webhook_notifier(app),
     )
     housekeeper.start()
     try:

@@ -36,6 +36,7 @@ from netshrink.workers.celery_app import EmbeddedWorker, create_celery_app, defa
 from netshrink.workers.reaper import DataDirLock, recover_embedded
 from netshrink.workers.retention import Housekeeper
 from netshrink.workers.store import get_store
+from netshrink.workers.tasks import webhook_notifier
 
 log = logging.getLogger("netshrink.service")
 
@@ -75,12 +76,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 log.warning(
                     "another process serves %s; start-up recovery waits for leases", settings.data_dir
                 )
-            recover_embedded(store, enqueue, max_attempts=settings.max_attempts, exclusive=exclusive)
+            notify = webhook_notifier(celery)
+            recover_embedded(
+                store, enqueue, max_attempts=settings.max_attempts, exclusive=exclusive, notify=notify
+            )
             worker = EmbeddedWorker(celery).start()
             stack.callback(worker.stop)
             # The embedded worker's heartbeat (GET /v1/workers), reaper and retention cleanup.
             housekeeper = Housekeeper(
-                store, artifacts, settings, queues=default_queues(settings.device), enqueue=enqueue
+                store,
+                artifacts,
+                settings,
+                queues=default_queues(settings.device),
+                enqueue=enqueue,
+                notify=notify,
             )
             housekeeper.start()
             stack.callback(housekeeper.stop)

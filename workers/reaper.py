@@ -32,6 +32,8 @@ from netshrink.workers.jobs import Job, JobNotFoundError, JobStatus, JobStore, u
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[Job], None]
+Notify = Callable[[str, Job], None]  # webhook events: ``workers/tasks.webhook_notifier``
+_EVENTS = {JobStatus.FAILED: "job.failed", JobStatus.CANCELLED: "job.cancelled"}
 _FOREVER = timedelta(days=36500)
 
 
@@ -45,9 +47,15 @@ class ReapResult:
 
 
 def reap_orphans(
-    store: JobStore, enqueue: Enqueue, *, max_attempts: int, now: datetime | None = None
+    store: JobStore,
+    enqueue: Enqueue,
+    *,
+    max_attempts: int,
+    now: datetime | None = None,
+    notify: Notify | None = None,
 ) -> ReapResult:
-    """Requeue (or fail) every running job whose lease expired by ``now``."""
+    """Requeue (or fail) every running job whose lease expired by ``now``; a job the reaper
+    ends (failed or cancelled) gets its ``job.failed``/``job.cancelled`` webhook via ``notify``."""
     result = ReapResult()
     for job_id in store.expired_leases(now):
         try:
@@ -63,6 +71,8 @@ def reap_orphans(
             result.failed.append(job_id)
         elif status is JobStatus.CANCELLED:
             result.cancelled.append(job_id)
+        if status in _EVENTS and notify is not None:
+            _notify(store, job_id, _EVENTS[status], notify)
     if result.requeued or result.failed or result.cancelled:
         log.warning(
             "reaper: lease expired; requeued %s, failed %s, cancelled %s",
@@ -71,6 +81,15 @@ def reap_orphans(
             result.cancelled,
         )
     return result
+
+
+def _notify(store: JobStore, job_id: str, event: str, notify: Notify) -> None:
+    try:
+        job = store.get(job_id)
+        if job.callback is not None and event in job.callback.events:
+            notify(event, job)
+    except Exception:  # a webhook problem never stops the reaper
+        log.exception("reaper: could not emit %s for job %s", event, job_id)
 
 
 def queued_jobs(store: JobStore) -> list[Job]:
@@ -85,13 +104,15 @@ def queued_jobs(store: JobStore) -> list[Job]:
         cursor = page.next_cursor
 
 
-def recover_embedded(store: JobStore, enqueue: Enqueue, *, max_attempts: int, exclusive: bool) -> ReapResult:
+def recover_embedded(
+    store: JobStore, enqueue: Enqueue, *, max_attempts: int, exclusive: bool, notify: Notify | None = None
+) -> ReapResult:
     """Start-up of the embedded process, before its worker starts: take back the running jobs of
     the previous process (all of them when ``exclusive``, i.e. this process holds the data
     directory's lock; else only those whose lease expired), then enqueue every queued job."""
     waiting = queued_jobs(store)
     now = utcnow() + _FOREVER if exclusive else None
-    result = reap_orphans(store, enqueue, max_attempts=max_attempts, now=now)
+    result = reap_orphans(store, enqueue, max_attempts=max_attempts, now=now, notify=notify)
     for job in waiting:
         enqueue(job)
     if waiting:
@@ -133,4 +154,12 @@ class DataDirLock:
             self._fh = None
 
 
-__all__ = ["DataDirLock", "Enqueue", "ReapResult", "queued_jobs", "reap_orphans", "recover_embedded"]
+__all__ = [
+    "DataDirLock",
+    "Enqueue",
+    "Notify",
+    "ReapResult",
+    "queued_jobs",
+    "reap_orphans",
+    "recover_embedded",
+]

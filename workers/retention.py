@@ -21,7 +21,7 @@ from datetime import datetime
 
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
-from netshrink.workers.reaper import Enqueue, reap_orphans
+from netshrink.workers.reaper import Enqueue, Notify, reap_orphans
 from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,12 @@ class Housekeeper(threading.Thread):
         queues: list[str],
         heartbeat_interval_s: float = 10.0,
         enqueue: Enqueue | None = None,
+        notify: Notify | None = None,
     ) -> None:
         super().__init__(name="netshrink-housekeeper", daemon=True)
         self.store, self.artifacts, self.settings = store, artifacts, settings
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.enqueue = enqueue
+        self.enqueue, self.notify = enqueue, notify
         self.record = WorkerHeartbeat(
             worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
             hostname=socket.gethostname(),
@@ -98,7 +99,9 @@ class Housekeeper(threading.Thread):
                     self.store.heartbeat(self.record)
                 if self.enqueue is not None and now >= next_reap:
                     next_reap = now + self.settings.reaper_interval_s
-                    reap_orphans(self.store, self.enqueue, max_attempts=self.settings.max_attempts)
+                    reap_orphans(
+                        self.store, self.enqueue, max_attempts=self.settings.max_attempts, notify=self.notify
+                    )
                 if now >= next_cleanup:
                     next_cleanup = now + self.settings.retention_interval_s
                     n = cleanup_expired(self.store, self.artifacts)

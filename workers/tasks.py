@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,7 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             )
         return contexts[pid]
 
-    def notify(event_type: str, job: Job) -> None:
-        if job.callback is None:
-            return
-        payload = build_event(event_type, job)
-        args = [job.owner, job.callback.url, new_message_id(), payload]
-        app.send_task(TASK_WEBHOOK, args=args, queue=WEBHOOK_QUEUE)
+    notify = webhook_notifier(app)
 
     def run(job_id: str, task_id: str | None) -> None:
         ctx = context()
@@ -114,6 +110,19 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         """No-op: wakes an idle in-process worker so it notices a stop request at once."""
 
 
+def webhook_notifier(app: Celery) -> Callable[[str, Job], None]:
+    """``notify(event_type, job)``: queue the signed delivery of one webhook event for ``job``."""
+
+    def notify(event_type: str, job: Job) -> None:
+        if job.callback is None:
+            return
+        payload = build_event(event_type, job)
+        args = [job.owner, job.callback.url, new_message_id(), payload]
+        app.send_task(TASK_WEBHOOK, args=args, queue=WEBHOOK_QUEUE)
+
+    return notify
+
+
 def webhook_secret(store: JobStore, owner: str, settings: WorkerSettings) -> str | None:
     """The ``whsec_`` secret of the owner's API key; the dev secret for ``dev`` jobs."""
     record = store.get_api_key(owner)
@@ -122,4 +131,4 @@ def webhook_secret(store: JobStore, owner: str, settings: WorkerSettings) -> str
     return settings.webhook_dev_secret if owner == "dev" else None
 
 
-__all__ = ["WorkerContext", "register_tasks", "webhook_secret"]
+__all__ = ["WorkerContext", "register_tasks", "webhook_notifier", "webhook_secret"]

@@ -130,3 +130,22 @@ def test_lease_fields_stay_internal(make_job: MakeJob) -> None:
     job = make_job(lease_owner="m", lease_token="t", lease_expires_at=utcnow())
     assert not LEASE_FIELDS & set(to_public(job).model_dump())
     assert not LEASE_FIELDS & set(build_event("job.started", job)["data"])
+
+
+def test_jobs_the_reaper_ends_get_their_webhook_event(tmp_path: Path, make_job: MakeJob) -> None:
+    store = _store(tmp_path, 0.05)
+    hook = {"url": "https://example.com/h"}
+    worn, flagged = store.create(make_job(callback=hook)).job, store.create(make_job(callback=hook)).job
+    quiet = store.create(make_job(callback={"url": "https://example.com/h", "events": ["job.succeeded"]})).job
+    for job in (worn, quiet):
+        store.claim(job.id, owner="m", token="t", max_attempts=1)
+    store.claim(flagged.id, owner="m", token="t", max_attempts=3)
+    store.request_cancel(flagged.id)
+    time.sleep(0.1)
+    events: list[tuple[str, str, JobStatus]] = []
+    reap_orphans(
+        store, lambda job: None, max_attempts=1, notify=lambda e, j: events.append((e, j.id, j.status))
+    )
+    assert sorted(events) == sorted(
+        [("job.failed", worn.id, JobStatus.FAILED), ("job.cancelled", flagged.id, JobStatus.CANCELLED)]
+    )
