@@ -20,10 +20,51 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("netshrink-out"), help="output directory")
     parser.add_argument("--no-html", action="store_true", help="skip report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print the seconds spent in each stage (also in report.json)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch/onnxruntime threads (default: NETSHRINK_TORCH_THREADS, else every core torch sees)",
+    )
+
+
+def set_threads(n: int | None) -> int:
+    """Use ``n`` threads, else ``NETSHRINK_TORCH_THREADS``, else torch's default (the machine's cores)."""
+    import os
+
+    import torch
+
+    env = os.environ.get("NETSHRINK_TORCH_THREADS")
+    if n is None and env:
+        try:
+            n = int(env)
+        except ValueError as exc:
+            raise ValueError(f"NETSHRINK_TORCH_THREADS must be an integer, got {env!r}") from exc
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"the number of threads must be at least 1, got {n}")
+        torch.set_num_threads(n)
+    return int(torch.get_num_threads())
+
+
+def print_timings(err: Console, timings: dict[str, Any], extra: dict[str, float]) -> None:
+    """The per-stage wall seconds of the run (``--verbose``)."""
+    stages = {**extra, **(timings.get("stages") or {})}
+    total = sum(stages.values())
+    err.print(f"stage timings (wall seconds, {timings.get('torch_threads')} torch threads):")
+    for name, sec in stages.items():
+        share = 100 * sec / total if total > 0 else 0.0
+        err.print(f"  {name:<24} {sec:8.2f} s  {share:5.1f}%")
+    err.print(f"  {'total':<24} {total:8.2f} s")
 
 
 def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     """Run the core on ``args.model`` with ``spec_dict``; exit 0/2/3 per docs/api.md."""
+    import time
+
     from netshrink.cli.summary import print_summary
     from netshrink.compression import CompressionError, CompressSpec
     from netshrink.compression.graph.calibration import load_calibration
@@ -31,13 +72,17 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     from netshrink.compression.pipeline import compress
 
     err = Console(stderr=True)
+    extra: dict[str, float] = {}
     try:
+        set_threads(getattr(args, "threads", None))
+        t0 = time.perf_counter()
         spec = CompressSpec.from_dict(spec_dict)
         arch = getattr(args, "architecture", None)
         net = load_model(args.model, architecture=json.loads(arch.read_text()) if arch else None)
         cal_path = getattr(args, "calibration", None)
         cal = load_calibration(cal_path, net) if cal_path else None
         sha = hashlib.sha256(args.model.read_bytes()).hexdigest()
+        extra["load"] = time.perf_counter() - t0
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -62,11 +107,22 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     except (OSError, ValueError) as exc:
         err.print(f"[bold red]error[/]: {exc}")
         return EXIT_BAD_INPUT
+    timings = result.report.get("timings")
+    if isinstance(timings, dict):  # the CLI's own load time joins the pipeline's stages in report.json
+        timings["stages"] = {"load": round(extra.pop("load", 0.0), 4), **timings.get("stages", {})}
+    t0 = time.perf_counter()
     if not args.no_html:
         from netshrink.reporting import render_html
 
         result.add("report.html", render_html(result.report).encode())
+    extra_after = {"report_html": time.perf_counter() - t0}
+    t0 = time.perf_counter()
     paths = result.write(args.out)
+    extra_after["write"] = time.perf_counter() - t0
+    if getattr(args, "verbose", False):
+        print_timings(err, {**result.report.get("timings", {})}, extra)
+        for name, sec in extra_after.items():
+            err.print(f"  {name:<24} {sec:8.2f} s  (after report.json was written)")
     if not args.quiet:
         print_summary(result.report)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

@@ -109,6 +109,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--target-opset", type=int, metavar="N")
     g.add_argument("--compare-baselines", action="store_true", default=None)
     g.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    g.add_argument(
+        "--full-diagnostics",
+        action="store_true",
+        default=None,
+        help="exact heavy-tail diagnostics on large layers (all rows for alpha, every singular value: cubic)",
+    )
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +150,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if any(v is not None for v in evaluation.values()):
         given = {k: v for k, v in evaluation.items() if v is not None}
         spec["evaluation"] = {**spec.get("evaluation", {}), **given}
-    for key in ("draws", "compensate", "seed", "target_opset", "compare_baselines", "device"):
+    for key in ("draws", "compensate", "seed", "target_opset", "compare_baselines", "device", "full_diagnostics"):
         _set(spec, key, getattr(args, key))
     return spec
 

@@ -8,6 +8,9 @@ real-integer / physically smaller artifacts -> the artifact re-measured in onnxr
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,7 @@ from netshrink.compression.bounds.prediction import (
     predict_independent,
     sensitivities,
 )
+from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.errors import CancelledError, InvalidSpecError
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
 from netshrink.compression.evaluation.executor import Executor
@@ -57,6 +61,30 @@ class _Progress:
     def done(self) -> None:
         if self.fn is not None:
             self.fn(ProgressEvent(stage="done", fraction=1.0))
+
+
+class StageTimer:
+    """Wall seconds per pipeline stage, for the report's ``timings`` and ``netshrink compress --verbose``."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": {k: round(v, 4) for k, v in self.seconds.items()},
+            "total": round(time.perf_counter() - self.start, 4),
+            "torch_threads": torch.get_num_threads(),
+            "unit": "seconds (wall clock)",
+        }
 
 
 def check_spec(net: Network, spec: CompressSpec) -> None:
@@ -117,18 +145,26 @@ def compress(
     """Compress ``net`` as ``spec`` says; return the report and the artifacts (docs/method.md §1-§5)."""
     spec = spec.with_seed()
     if spec.kind == "analyze":
-        return analyze(net, on_progress=on_progress, input_sha256=input_sha256, seed=spec.seed)
+        return analyze(
+            net,
+            on_progress=on_progress,
+            input_sha256=input_sha256,
+            seed=spec.seed,
+            full_diagnostics=spec.full_diagnostics,
+        )
     assert spec.seed is not None
     check_spec(net, spec)
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
     progress = _Progress(on_progress, should_cancel)
     progress("preparing")
-    device = resolve_device(spec.device)
-    data = evaluation_data(net, spec.evaluation, calibration, spec.seed)
-    ex = Executor(net, device)
-    X_fit = torch.as_tensor(data.fit, device=device)
-    X_ho = torch.as_tensor(data.holdout, device=device)
+    timer = StageTimer()
+    with timer("prepare"):
+        device = resolve_device(spec.device)
+        data = evaluation_data(net, spec.evaluation, calibration, spec.seed)
+        ex = Executor(net, device)
+        X_fit = torch.as_tensor(data.fit, device=device)
+        X_ho = torch.as_tensor(data.holdout, device=device)
     full = net.support == "full"
     compresses = spec.prune is not None or spec.quantize is not None or spec.target is not None
     need_fit_sens = (
@@ -136,7 +172,10 @@ def compress(
         and compresses
         and ((spec.prune is not None and spec.prune.score == "output") or spec.target is not None)
     )
-    sens_fit = sensitivities(ex.run, net, X_fit, net.layers) if need_fit_sens else None
+    # the group terms cost one more product per output: only when a structured draw may need them
+    by_groups = (spec.prune is not None and spec.prune.granularity != "weight") or spec.target is not None
+    with timer("sensitivities_fit"):
+        sens_fit = sensitivities(ex.run, net, X_fit, net.layers, groups=by_groups) if need_fit_sens else None
     budget = None
     chosen: NetworkDraw | None = None
     if spec.target is not None:
@@ -147,84 +186,104 @@ def compress(
         # unstructured-pruning target, or a generic graph, keeps the uniform (keep, bits) grid.
         uniform = sens_fit is None or (spec.prune is not None and spec.prune.granularity == "weight")
         on_candidate = lambda i, n: progress("searching", i, n)  # noqa: E731
-        if uniform:
-            picked, budget, chosen = search(
-                net,
-                ex,
-                spec,
-                X_fit,
-                data.fit_labels,
-                sens_fit,
-                should_cancel=should_cancel,
-                on_candidate=on_candidate,
-            )
-        else:
-            assert sens_fit is not None
-            picked, budget, chosen = mixed_search(
-                net,
-                ex,
-                spec,
-                X_fit,
-                data.fit_labels,
-                sens_fit,
-                should_cancel=should_cancel,
-                on_candidate=on_candidate,
-            )
+        with timer("search"):
+            if uniform:
+                picked, budget, chosen = search(
+                    net,
+                    ex,
+                    spec,
+                    X_fit,
+                    data.fit_labels,
+                    sens_fit,
+                    should_cancel=should_cancel,
+                    on_candidate=on_candidate,
+                )
+            else:
+                assert sens_fit is not None
+                picked, budget, chosen = mixed_search(
+                    net,
+                    ex,
+                    spec,
+                    X_fit,
+                    data.fit_labels,
+                    sens_fit,
+                    should_cancel=should_cancel,
+                    on_candidate=on_candidate,
+                )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
         if spec.draws != 1 or chosen is None:
             chosen = None
     else:
         spec_run = spec
     if chosen is None:
-        chosen = best_of(
-            net,
-            ex,
-            spec_run,
-            X_fit,
-            sensitivities=sens_fit,
-            on_layer=lambda i, n: progress("compressing", i, n),
-            should_cancel=should_cancel,
-        )
+        with timer("compress"):
+            chosen = best_of(
+                net,
+                ex,
+                spec_run,
+                X_fit,
+                sensitivities=sens_fit,
+                on_layer=lambda i, n: progress("compressing", i, n),
+                should_cancel=should_cancel,
+            )
     progress("measuring")
     from netshrink.compression.search.measure import measure
 
-    m = measure(net, ex, chosen, X_ho, data.holdout_labels)
-    sens_ho = sensitivities(ex.run, net, X_ho, net.layers) if full and chosen.layers else None
-    preds = _layer_predictions(chosen, sens_ho)
+    with timer("measure_and_bounds"):
+        m = measure(net, ex, chosen, X_ho, data.holdout_labels)
+    drawn_groups = any(d.group_tau2 is not None for d in chosen.layers.values())
+    with timer("prediction"):
+        sens_ho = (
+            sensitivities(ex.run, net, X_ho, net.layers, groups=drawn_groups)
+            if full and chosen.layers
+            else None
+        )
+        preds = _layer_predictions(chosen, sens_ho)
+    del sens_fit, sens_ho
     progress("exporting")
     from netshrink.compression.export.artifacts import build_artifacts
 
-    arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
+    with timer("export_and_onnxruntime"):
+        arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
     compensation = None
     if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
         from netshrink.compression.search.twin import compensation_section
 
-        compensation = compensation_section(net, ex, spec_run, X_fit, X_ho, data.holdout_labels, chosen, m)
+        with timer("compensation_section"):
+            compensation = compensation_section(
+                net, ex, spec_run, X_fit, X_ho, data.holdout_labels, chosen, m
+            )
     baselines: list[dict[str, Any]] = []
     if spec.compare_baselines and chosen.layers:
-        for i, bspec in enumerate(baseline_specs(spec_run)):
-            progress("baselines", i, len(baseline_specs(spec_run)))
-            nd = draw_network(net, ex, bspec, X_fit, draw=0)
-            bm = measure(net, ex, nd, X_ho, data.holdout_labels)
-            barts = build_artifacts(net, nd, bspec, data.holdout, bm, onnxruntime_check=False)
-            baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
-    report = build_compress_report(
-        net=net,
-        spec=spec_run,
-        seed=spec.seed,
-        device=device,
-        data=data,
-        draw=chosen,
-        m=m,
-        predictions=preds if sens_ho is not None and preds else None,
-        prediction_reason=_prediction_reason(net, chosen),
-        artifacts=arts,
-        baselines=baselines,
-        budget=budget,
-        input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
-    )
+        with timer("baselines"):
+            for i, bspec in enumerate(baseline_specs(spec_run)):
+                progress("baselines", i, len(baseline_specs(spec_run)))
+                nd = draw_network(net, ex, bspec, X_fit, draw=0)
+                bm = measure(net, ex, nd, X_ho, data.holdout_labels)
+                barts = build_artifacts(net, nd, bspec, data.holdout, bm, onnxruntime_check=False)
+                baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
+    with timer("diagnostics"):
+        diagnostics = diagnose_network(net, seed=spec.seed, full=spec.full_diagnostics)
+    with timer("report"):
+        report = build_compress_report(
+            net=net,
+            spec=spec_run,
+            seed=spec.seed,
+            device=device,
+            data=data,
+            draw=chosen,
+            m=m,
+            predictions=preds if preds else None,
+            prediction_reason=_prediction_reason(net, chosen),
+            artifacts=arts,
+            baselines=baselines,
+            budget=budget,
+            input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+            diagnostics=diagnostics,
+        )
     if compensation is not None:
         report["summary"]["compensation"] = compensation
+    report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)
 
@@ -265,15 +324,20 @@ def analyze(
     on_progress: ProgressFn | None = None,
     input_sha256: str | None = None,
     seed: int | None = 0,
+    full_diagnostics: bool = False,
 ) -> CompressionResult:
     """Heavy-tail diagnostics and per-layer advice without compressing (docs/method.md §3-§4)."""
     progress = _Progress(on_progress, None)
     progress("preparing")
-    report = build_analyze_report(
-        net,
-        seed=seed or 0,
-        input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
-        on_layer=lambda i, n: progress("measuring", i, n),
-    )
+    timer = StageTimer()
+    with timer("analyze"):
+        report = build_analyze_report(
+            net,
+            seed=seed or 0,
+            input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+            on_layer=lambda i, n: progress("measuring", i, n),
+            full_diagnostics=full_diagnostics,
+        )
+    report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts={})

@@ -114,6 +114,7 @@ class CompressSpec:
     target_opset: int | None = None
     seed: int | None = None
     device: Device = "auto"
+    full_diagnostics: bool = False  # α̂ on every row, every singular value (cubic); sampled otherwise
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -141,6 +142,7 @@ class CompressSpec:
             target_opset=data.get("target_opset"),
             seed=data.get("seed"),
             device=data.get("device", "auto"),
+            full_diagnostics=data.get("full_diagnostics", False),
         )
         spec.validate()
         return spec
@@ -168,6 +170,8 @@ class CompressSpec:
             _int_range(self.seed, 0, SEED_MAX, "seed")
         if self.target_opset is not None:
             _int_range(self.target_opset, 13, 25, "target_opset")
+        if not isinstance(self.full_diagnostics, bool):
+            raise InvalidSpecError("full_diagnostics must be a boolean", field="full_diagnostics")
         if not isinstance(self.compare_baselines, bool):
             raise InvalidSpecError("compare_baselines must be a boolean", field="compare_baselines")
         p, q = self.prune, self.quantize

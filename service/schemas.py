@@ -128,6 +128,11 @@ class JobSpecCreate(_In):
     target_opset: int | None = Field(default=None, ge=13, le=25)
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX, description="Random when unset; always echoed.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    full_diagnostics: bool = Field(
+        default=False,
+        description="Exact heavy-tail diagnostics on large layers (cubic); seeded samples and sketches "
+        "otherwise.",
+    )
     callback: CallbackCreate | None = None
 
     def to_core(self) -> CompressSpec | FinetuneSpec:

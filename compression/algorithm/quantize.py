@@ -90,35 +90,50 @@ def quantize_matrix(
     step, M = grid_step(W, k, spec.scale)  # (out,)
     safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
     x = W / safe  # (out, in) in grid units, |x| <= k
+    rtn = torch.round(x) if spec.method != "randomized_greedy" else None  # (out, in)
     lo = torch.floor(x)
-    frac = x - lo  # (out, in) u ∈ [0, 1)
-    var = (safe**2) * frac * (1.0 - frac)  # (out, in) Var(t) of stochastic rounding
-    var = torch.where(step[:, None] > 0, var, torch.zeros_like(var))
+    frac = x.sub_(lo)  # (out, in) u ∈ [0, 1), in place of x (one float64 temporary fewer)
+    var = (safe**2) * frac  # (out, in) Var(t) of stochastic rounding: (M/k)² u(1−u)
+    var.mul_(1.0 - frac)
+    var.masked_fill_(~(step[:, None] > 0), 0.0)
     elig = (W != 0).cpu().numpy().ravel()  # zeros are on the grid already
     idx = np.flatnonzero(elig)
     m = round(spec.fraction * idx.size)
     sel = np.zeros(W.numel(), dtype=bool)
-    if m:
+    if m == idx.size:  # f = 1: every eligible entry goes on the grid, the order does not matter
+        sel[idx] = True
+    elif m:
         score = (var.cpu().numpy() * energy).ravel()[idx]  # Var(t_ij)·E[ẑ_j²]
         sel[idx[greedy_order(score)[:m]]] = True
+    del idx
     sel_t = torch.from_numpy(sel).to(W.device).reshape(W.shape)
-    u = uniform(gen, W.numel(), W.device).reshape(W.shape) if spec.method == "randomized_greedy" else None
-    q = torch.round(x) if u is None else lo + (u < frac).to(torch.float64)  # (out, in)
-    codes_t = torch.where(sel_t, q.clamp(-k, k), torch.zeros_like(q))
+    if rtn is None:
+        u = uniform(gen, W.numel(), W.device).reshape(W.shape)
+        q = lo.add_(u < frac)  # (out, in) stochastic rounding, in place of lo
+        del u
+    else:
+        q = rtn
+    del frac
+    codes_t = q.clamp_(-k, k).masked_fill_(~sel_t, 0.0)  # (out, in)
     outl = (elig & ~sel).reshape(W.shape)  # (out, in) non-zero entries left as float
+    del elig, sel
     outl_t = torch.from_numpy(outl).to(W.device)
-    W32 = W.to(torch.float32).to(torch.float64)
-    Wq = torch.where(
-        outl_t, W32, (codes_t.to(torch.float32) * step.to(torch.float32)[:, None]).to(torch.float64)
-    )
-    var = torch.where(sel_t, var, torch.zeros_like(var)) if u is not None else torch.zeros_like(var)
+    Wq = (codes_t.to(torch.float32) * step.to(torch.float32)[:, None]).to(torch.float64)  # (out, in)
+    if outl.any():
+        Wq[outl_t] = W[outl_t].to(torch.float32).to(torch.float64)
+    if rtn is None:
+        var.masked_fill_(~sel_t, 0.0)
+    else:
+        var.zero_()
     col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
     col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
-    A = positions * float((var * col).sum()) if u is not None else None
+    A = positions * float((var * col).sum()) if rtn is None else None
     scale = step.cpu().numpy().astype(np.float32)
+    codes = codes_t.cpu().numpy().astype(np.int8)
+    del codes_t
     return QuantizeResult(
         weight=Wq,
-        codes=codes_t.cpu().numpy().astype(np.int8),
+        codes=codes,
         scale=scale if spec.scale == "per_row" else scale[:1],
         outliers=outl if outl.any() else None,
         var=var,

@@ -5,6 +5,8 @@ Ref: docs/method.md §3 [P1 Lemma 17, Prop 18–20]. With A_ℓ = E_h E_x‖(W_�
 - cumulative      B_ℓ = L²(σ² B_{ℓ−1} + A_ℓ), B_0 = 0; B_m bounds E‖Φ − Φ̂‖².
 Tier W (worst case, any method, every draw) uses the root form √B_ℓ = L(σ√B_{ℓ−1} + √A_ℓ).
 Tiers: E (exact given ẑ), T (weight-aggregated), P (P1's constant, "paper bound"), W (worst case).
+Every σ here is a certified UPPER bound (``certificate.SigmaBound``): Ritz estimates approach σ from
+below and would not make the tiers bounds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, column_groups
-from netshrink.compression.bounds.grouped import layer_op_norm
+from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
 from netshrink.compression.graph.network import Layer
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "tier_P",
     "tier_T",
     "tier_W",
+    "tier_W_bound",
     "windows_per_pixel",
 ]
 
@@ -63,6 +66,8 @@ class TierBounds:
     compressed: bool
     tiers: dict[str, TierValue] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sigma_bound: SigmaBound | None = None  # how ``sigma`` was certified
+    delta_bound: SigmaBound | None = None  # ‖W − Ŵ‖_op's certificate (tier W)
 
 
 def propagate(L: float, sigma: float, A: float | None, prev: float | None) -> float | None:
@@ -148,18 +153,30 @@ def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | No
 def tier_W(
     layer: Layer, draw: LayerDraw, stats: LayerStats, input_hw: tuple[int, int] | None = None
 ) -> float:
-    """Tier W (derived): ‖W − Ŵ‖²_op · E_x‖ẑ‖², for every draw and the baselines (root form).
+    """Tier W (derived): ‖W − Ŵ‖²_op · E_x‖ẑ‖², for every draw and the baselines (root form)."""
+    return tier_W_bound(layer, draw, stats, input_hw)[0]
+
+
+def tier_W_bound(
+    layer: Layer, draw: LayerDraw, stats: LayerStats, input_hw: tuple[int, int] | None = None
+) -> tuple[float, SigmaBound]:
+    """Tier W's A_ℓ with the certificate of ‖W − Ŵ‖_op it used (an upper bound, see ``certificate``).
 
     A compensated layer also changes its bias by Δb, added at each of the P output positions: by
     Minkowski's inequality in L²(x), √A ≤ ‖W − Ŵ‖_op √E_x‖ẑ‖² + √P ‖Δb‖ (docs/compensation.md).
     """
-    delta = layer.weight.astype(np.float64) - draw.compressed.weight.astype(np.float64)
-    root = layer_op_norm(layer, input_hw, weight=delta) * math.sqrt(stats.z2)
+    # float32 for dense layers (half the memory and traffic; the subtraction's rounding, ≤ u‖Δ‖_F, is
+    # inside the certificate's rounding margin), float64 for convs.
+    dt = np.float32 if layer.kind == "dense" else np.float64
+    delta = layer.weight.astype(dt) - draw.compressed.weight.astype(dt)  # (out, in, ...)
+    cert = sigma_bound(layer, input_hw, weight=delta)
+    del delta
+    root = cert.value * math.sqrt(stats.z2)
     b_hat = draw.compressed.bias
     if b_hat is not None and layer.bias is not None:
         db = np.asarray(b_hat, np.float64) - layer.bias.astype(np.float64)
         root += math.sqrt(stats.positions) * float(np.linalg.norm(db))
-    return root**2
+    return root**2, cert
 
 
 def layer_bounds(
@@ -171,11 +188,13 @@ def layer_bounds(
     measured_prev: float,
     prev: TierBounds | None,
     input_hw: tuple[int, int] | None = None,
+    sigma_cert: SigmaBound | None = None,
 ) -> TierBounds:
     """All tiers for one layer. A layer that is not compressed (``draw`` None) propagates with A = 0.
 
     ``measured_prev`` is the measured upstream error ê_{ℓ−1}; ``prev`` the previous layer's bounds
-    (None for the first layer: B_0 = 0). Ref: docs/method.md §3.
+    (None for the first layer: B_0 = 0). ``sigma`` must be an upper bound on ‖W‖_op; ``sigma_cert``
+    says how it was certified (recorded in the report). Ref: docs/method.md §3.
     """
     L = float(layer.lipschitz)
     tb = TierBounds(
@@ -191,6 +210,7 @@ def layer_bounds(
         k=None if draw is None else draw.k,
         f=None if draw is None else draw.f,
         compressed=draw is not None,
+        sigma_bound=sigma_cert,
     )
     A: dict[str, float | None] = dict.fromkeys(TIERS, 0.0)
     reasons: dict[str, str | None] = dict.fromkeys(TIERS)
@@ -211,7 +231,7 @@ def layer_bounds(
             for t in ("E", "T", "P"):
                 A[t], reasons[t] = None, draw.shared_draw
         try:
-            A["W"] = tier_W(layer, draw, stats, input_hw)
+            A["W"], tb.delta_bound = tier_W_bound(layer, draw, stats, input_hw)
         except ValueError as exc:
             A["W"], reasons["W"] = None, str(exc)
         if layer.kind == "conv" and A["P"] is not None:

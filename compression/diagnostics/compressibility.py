@@ -29,9 +29,11 @@ __all__ = [
     "EPS_GRID",
     "REFERENCE_SEED",
     "compressibility_curve",
+    "curve_sorted",
     "gaussian_magnitude_q",
     "gaussian_q",
     "prunable_fraction",
+    "prunable_fraction_sorted",
     "singular_values",
     "sorted_energy",
 ]
@@ -42,9 +44,41 @@ SVD_FLOP_CAP = 1e7  # a ~215x215 simulation: the Marchenko–Pastur shape needs 
 
 
 def sorted_energy(values: np.ndarray) -> np.ndarray:
-    """S_0..S_n: S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing)."""
-    sq = np.sort(np.square(np.abs(np.asarray(values, dtype=np.float64)).ravel()))  # (n,) ascending
-    return np.concatenate(([0.0], np.cumsum(sq)))  # (n + 1,)
+    """S_0..S_n: S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing).
+
+    The squares are sorted in the values' own precision (float32 weights stay float32: half the
+    memory traffic; sorting numbers gives the same order whatever the algorithm, so it is
+    deterministic), and summed in float64.
+    """
+    v = np.asarray(values)
+    dtype = np.float32 if v.dtype == np.float32 else np.float64
+    sq = np.square(v.astype(dtype, copy=False).ravel())  # (n,)
+    sq.sort()  # in place, ascending
+    out = np.empty(sq.size + 1)  # (n + 1,)
+    out[0] = 0.0
+    np.cumsum(sq, dtype=np.float64, out=out[1:])
+    return out
+
+
+def prunable_fraction_sorted(S: np.ndarray, eps: float) -> float:
+    """q(ε) from a ``sorted_energy`` array S (see ``prunable_fraction``)."""
+    n = S.size - 1
+    if n == 0:
+        raise ValueError("cannot measure the compressibility of an empty array")
+    j = int(np.searchsorted(S, eps * eps * S[-1], side="right")) - 1
+    return j / n
+
+
+def curve_sorted(S: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+    """e(κ) from a ``sorted_energy`` array S (see ``compressibility_curve``)."""
+    n = S.size - 1
+    if n == 0:
+        raise ValueError("cannot measure the compressibility of an empty array")
+    kept = np.floor(np.asarray(kappa, dtype=np.float64) * n + 1e-9).astype(np.int64).clip(0, n)  # (grid,)
+    if S[-1] == 0.0:
+        return np.where(kept == 0, 1.0, 0.0)  # nothing to lose: e is 0 once anything is kept
+    e: np.ndarray = np.sqrt(np.clip(S[n - kept] / S[-1], 0.0, 1.0))  # (grid,)
+    return e
 
 
 def prunable_fraction(values: np.ndarray, eps: float) -> float:
@@ -54,25 +88,12 @@ def prunable_fraction(values: np.ndarray, eps: float) -> float:
     so q(ε) = max{j : S_j ≤ ε² S_n} / n (S is non-decreasing, so a binary search finds j).
     An all-zero input is fully prunable (q = 1).
     """
-    S = sorted_energy(values)  # (n + 1,)
-    n = S.size - 1
-    if n == 0:
-        raise ValueError("cannot measure the compressibility of an empty array")
-    j = int(np.searchsorted(S, eps * eps * S[-1], side="right")) - 1
-    return j / n
+    return prunable_fraction_sorted(sorted_energy(values), eps)
 
 
 def compressibility_curve(values: np.ndarray, kappa: np.ndarray) -> np.ndarray:
     """e(κ) on a plotting grid: keep the ⌊κn⌋ largest values, e = sqrt(S_{n−⌊κn⌋} / S_n)."""
-    S = sorted_energy(values)  # (n + 1,)
-    n = S.size - 1
-    if n == 0:
-        raise ValueError("cannot measure the compressibility of an empty array")
-    kept = np.floor(np.asarray(kappa, dtype=np.float64) * n + 1e-9).astype(np.int64).clip(0, n)  # (grid,)
-    if S[-1] == 0.0:
-        return np.where(kept == 0, 1.0, 0.0)  # nothing to lose: e is 0 once anything is kept
-    e: np.ndarray = np.sqrt(np.clip(S[n - kept] / S[-1], 0.0, 1.0))  # (grid,)
-    return e
+    return curve_sorted(sorted_energy(values), kappa)
 
 
 def singular_values(M: np.ndarray) -> np.ndarray:

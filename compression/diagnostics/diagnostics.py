@@ -26,12 +26,13 @@ import numpy as np
 
 from netshrink.compression.diagnostics.compressibility import (
     EPS_GRID,
-    compressibility_curve,
+    curve_sorted,
     gaussian_q,
-    prunable_fraction,
-    singular_values,
+    prunable_fraction_sorted,
+    sorted_energy,
 )
-from netshrink.compression.diagnostics.tails import estimate_alpha, estimate_alpha_univariate
+from netshrink.compression.diagnostics.spectral import spectrum
+from netshrink.compression.diagnostics.tails import TailIndex, estimate_alpha, estimate_alpha_univariate
 from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
 
@@ -54,35 +55,55 @@ def tensor_rows(weight: np.ndarray) -> np.ndarray:
     raise InvalidWeightsError(f"a weight tensor needs at least 2 dimensions, got shape {w.shape}")
 
 
-def _q(values: np.ndarray) -> dict[str, float]:
-    return {key: prunable_fraction(values, eps) for key, eps in EPS_GRID.items()}
+UNIVARIATE_MAX_ENTRIES = 2**20  # α̂ univariate: a seeded sample above ~10⁶ entries (5 samples)
+MULTIVARIATE_MAX_ENTRIES = 2**22  # α̂ multivariate: rows sampled so that rows·cols stays below this
 
 
-def _curve(values: np.ndarray) -> list[float]:
-    return [round(float(e), _CURVE_DIGITS) for e in compressibility_curve(values, KAPPA_GRID)]
+def _q(S: np.ndarray) -> dict[str, float]:
+    return {key: prunable_fraction_sorted(S, eps) for key, eps in EPS_GRID.items()}
+
+
+def _curve(S: np.ndarray) -> list[float]:
+    return [round(float(e), _CURVE_DIGITS) for e in curve_sorted(S, KAPPA_GRID)]
 
 
 HISTOGRAM_BINS = 61
 
 
-def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+def _sampling(t: TailIndex) -> dict[str, Any]:
+    return {
+        "sampled": t.sampled,
+        "sample_rows": t.sample_rows,
+        "rows": t.n_rows,
+        "standard_error": t.standard_error,
+    }
+
+
+def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = False) -> dict[str, Any]:
     """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
 
-    ``seed`` drives the α̂ row permutations; the Gaussian reference uses its own fixed seed.
+    ``seed`` drives the α̂ row permutations / samples and the spectral sketch; the Gaussian reference
+    uses its own fixed seed. ``full`` computes every part exactly (α̂ on all rows, every singular
+    value: cubic); by default α̂ is estimated from seeded samples above ``UNIVARIATE_MAX_ENTRIES`` /
+    ``MULTIVARIATE_MAX_ENTRIES`` and the spectral curve is sketched above ``spectral.EXACT_FLOPS``,
+    and the entry says so (``sampling``). The magnitude and node curves are always exact.
     Ref: docs/method.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
     """
-    X = np.asarray(rows, dtype=np.float64)  # (N, d)
+    X = np.asarray(rows)  # (N, d), the weights' own dtype: no float64 copy of the whole tensor
     if X.ndim != 2 or X.size == 0:
         raise InvalidWeightsError(f"{name}: expected a non-empty 2-D array of rows, got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise InvalidWeightsError(f"{name}: the weights contain NaN or Inf")
     n_rows, n_cols = X.shape
-    magnitudes = np.abs(X).ravel()  # (N·d,)
-    node = np.linalg.norm(X, axis=1)  # (N,)
-    spectrum = singular_values(X)  # (min(N, d),)
+    S_mag = sorted_energy(X)  # (N·d + 1,) cumulative energy of the sorted squared entries
+    S_node = sorted_energy(np.sqrt(np.square(X, dtype=np.float64).sum(axis=1)))  # (N + 1,) row norms
+    spec = spectrum(X, full=full, seed=seed)
 
-    multi = estimate_alpha(X, seed=seed)
-    uni = estimate_alpha_univariate(X, seed=seed)
+    multi_cap = None if full else max(4, MULTIVARIATE_MAX_ENTRIES // max(1, n_cols))
+    multi = estimate_alpha(X, seed=seed, max_rows=multi_cap)
+    uni = estimate_alpha_univariate(X, seed=seed, max_rows=None if full else UNIVARIATE_MAX_ENTRIES)
     spread = multi.spread
     return {
         "name": name,
@@ -94,16 +115,27 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, 
             "univariate": uni.alpha,
             "spread": None if spread is None else [spread[0], spread[1]],
             "per_block": {str(k): v for k, v in multi.per_block.items()},
+            "standard_error": {"multivariate": multi.standard_error, "univariate": uni.standard_error},
         },
         "curves": {
             "kappa": [round(float(k), _CURVE_DIGITS) for k in KAPPA_GRID],
-            "magnitude": _curve(magnitudes),
-            "node": _curve(node),
-            "spectral": _curve(spectrum),
+            "magnitude": _curve(S_mag),
+            "node": _curve(S_node),
+            "spectral": [None if e is None else round(e, _CURVE_DIGITS) for e in spec.curve(KAPPA_GRID)],
         },
-        "q": {"magnitude": _q(magnitudes), "node": _q(node), "spectral": _q(spectrum)},
+        "q": {
+            "magnitude": _q(S_mag),
+            "node": _q(S_node),
+            "spectral": {key: spec.q(eps) for key, eps in EPS_GRID.items()},
+        },
         "gaussian_reference": gaussian_q((n_rows, n_cols)),
         "histogram": weight_histogram(X),
+        "sampling": {
+            "full": full,
+            "alpha_multivariate": _sampling(multi),
+            "alpha_univariate": _sampling(uni),
+            "spectral": spec.describe(),
+        },
     }
 
 
@@ -114,13 +146,13 @@ def weight_histogram(X: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, lis
     return {"edges": [round(float(e), 8) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def diagnose_network(net: Network, *, seed: int = 0) -> list[dict[str, Any]]:
+def diagnose_network(net: Network, *, seed: int = 0, full: bool = False) -> list[dict[str, Any]]:
     """One ``diagnose_tensor`` entry per weight in ``net.raw_weights`` (as uploaded), in its order.
 
     Tensors with fewer than 2 dimensions (biases, scales) are not weight matrices and are skipped.
     """
     return [
-        diagnose_tensor(name, tensor_rows(weight), seed=seed)
+        diagnose_tensor(name, tensor_rows(weight), seed=seed, full=full)
         for name, weight in net.raw_weights.items()
         if np.ndim(weight) >= 2
     ]

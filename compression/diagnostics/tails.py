@@ -13,6 +13,13 @@ Procedure (docs/method.md §4, "Tail index α̂"):
   4. median over K₁, then median over 5 row permutations, then cap at 2.
 
 The univariate version runs the same procedure on all entries (minus their median) as 1-D rows.
+
+At scale (docs/method.md §4 adapted for large layers; derived): above ``max_rows`` rows, each of the
+5 permutations is a fresh seeded sample of ``max_rows`` rows drawn without replacement (in random
+order, so its consecutive blocks are random blocks), centred by the column-wise median of the first
+sample. The estimator is then the same on a sub-sample; the result says it is sampled, with the
+sample size and the standard error of the median over the 5 samples (≈ 1.2533·sd/√5, the normal
+approximation of a median's standard error).
 Row norms must not be used as the units: their tail index is not α (the estimator collapses to ≈1).
 
 α̂ ≈ 2 means Gaussian-like tails; a lower α̂ means heavier tails, hence more compressible by P2's
@@ -55,6 +62,13 @@ class TailIndex:
     alpha: float | None
     per_block: dict[int, float]
     n_rows: int
+    sample_rows: int = 0  # rows used per permutation (= n_rows unless sampled)
+    standard_error: float | None = None  # of the median over permutations / samples
+    per_permutation: tuple[float, ...] = ()
+
+    @property
+    def sampled(self) -> bool:
+        return 0 < self.sample_rows < self.n_rows
 
     @property
     def spread(self) -> tuple[float, float] | None:
@@ -84,40 +98,70 @@ def _alpha_from_inverse(inv: float) -> float:
     return 1.0 / inv if inv > 0.0 else math.inf
 
 
-def estimate_alpha(rows: np.ndarray, *, seed: int = 0, n_permutations: int = N_PERMUTATIONS) -> TailIndex:
+def estimate_alpha(
+    rows: np.ndarray,
+    *,
+    seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
+    max_rows: int | None = None,
+) -> TailIndex:
     """Multivariate MMO tail index of the rows of a 2-D array (N, d), capped at 2.
 
-    The permutations come from ``np.random.default_rng(seed)``, so the result is deterministic.
+    The permutations (or, above ``max_rows`` rows, the samples) come from
+    ``np.random.default_rng(seed)``, so the result is deterministic.
     Ref: docs/method.md §4 steps 1–4; MMO (2015) Cor. 2.4.
     """
-    X = np.asarray(rows, dtype=np.float64)
+    X = np.asarray(rows)
     if X.ndim != 2:
         raise ValueError(f"rows must be 2-D (N, d), got shape {X.shape}")
     n = X.shape[0]
-    ks = block_sizes(n)
+    s = n if max_rows is None or n <= max_rows else int(max_rows)
+    ks = block_sizes(s)
     if not ks:
-        return TailIndex(alpha=None, per_block={}, n_rows=n)
-    X = X - np.median(X, axis=0, keepdims=True)  # (N, d), step 1
-    # ln‖X_i‖ does not depend on the row order: one mean serves every permutation.
-    mean_log_x = float(np.mean(np.log(np.linalg.norm(X, axis=1) + _EPS)))
+        return TailIndex(alpha=None, per_block={}, n_rows=n, sample_rows=s)
     rng = np.random.default_rng(seed)
     alphas = np.empty((n_permutations, len(ks)))  # (perm, K₁)
-    for p in range(n_permutations):
-        Xp = X[rng.permutation(n)]  # (N, d)
-        for j, k in enumerate(ks):
-            alphas[p, j] = _alpha_from_inverse(_inverse_alpha(Xp, k, mean_log_x))
-    per_perm = np.median(alphas, axis=1)  # (perm,): median over K₁
+    if s == n:
+        Xc = X.astype(np.float64) - np.median(X.astype(np.float64), axis=0, keepdims=True)  # (N, d), step 1
+        # ln‖X_i‖ does not depend on the row order: one mean serves every permutation.
+        mean_log_x = float(np.mean(np.log(np.linalg.norm(Xc, axis=1) + _EPS)))
+        for p in range(n_permutations):
+            Xp = Xc[rng.permutation(n)]  # (N, d)
+            for j, k in enumerate(ks):
+                alphas[p, j] = _alpha_from_inverse(_inverse_alpha(Xp, k, mean_log_x))
+    else:
+        med: np.ndarray | None = None
+        for p in range(n_permutations):
+            idx = rng.choice(n, size=s, replace=False)  # (s,) a seeded sample, in random order
+            Xp = X[idx].astype(np.float64)  # (s, d)
+            if med is None:
+                med = np.median(Xp, axis=0, keepdims=True)  # (1, d) from the first sample
+            Xp -= med
+            mean_log_x = float(np.mean(np.log(np.linalg.norm(Xp, axis=1) + _EPS)))
+            for j, k in enumerate(ks):
+                alphas[p, j] = _alpha_from_inverse(_inverse_alpha(Xp, k, mean_log_x))
+    per_perm = np.minimum(np.median(alphas, axis=1), ALPHA_CAP)  # (perm,): median over K₁
     alpha = min(float(np.median(per_perm)), ALPHA_CAP)
     per_block = {k: min(float(np.median(alphas[:, j])), ALPHA_CAP) for j, k in enumerate(ks)}
-    return TailIndex(alpha=alpha, per_block=per_block, n_rows=n)
+    se = None
+    if n_permutations > 1 and np.all(np.isfinite(per_perm)):
+        se = 1.2533 * float(np.std(per_perm, ddof=1)) / math.sqrt(n_permutations)
+    return TailIndex(
+        alpha=alpha,
+        per_block=per_block,
+        n_rows=n,
+        sample_rows=s,
+        standard_error=se,
+        per_permutation=tuple(float(a) for a in per_perm),
+    )
 
 
 def estimate_alpha_univariate(
-    values: np.ndarray, *, seed: int = 0, n_permutations: int = N_PERMUTATIONS
+    values: np.ndarray, *, seed: int = 0, n_permutations: int = N_PERMUTATIONS, max_rows: int | None = None
 ) -> TailIndex:
     """Univariate MMO tail index of all entries (flattened) minus their median, capped at 2.
 
     The same procedure as ``estimate_alpha`` on the entries as 1-D rows; N is the number of entries.
     """
-    flat = np.asarray(values, dtype=np.float64).reshape(-1, 1)  # (N, 1)
-    return estimate_alpha(flat, seed=seed, n_permutations=n_permutations)
+    flat = np.asarray(values).reshape(-1, 1)  # (N, 1)
+    return estimate_alpha(flat, seed=seed, n_permutations=n_permutations, max_rows=max_rows)

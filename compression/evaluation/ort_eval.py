@@ -27,7 +27,18 @@ def with_logits_output(model_bytes: bytes, logits: str) -> bytes:
     return model.SerializeToString()
 
 
-def session(model_bytes: bytes, level: str = "default", *, threads: int = 1) -> ort.InferenceSession:
+def ort_threads() -> int:
+    """onnxruntime's intra-op threads: the same cores torch was given (``NETSHRINK_TORCH_THREADS``,
+    the worker's setting, or torch's default in the CLI)."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def session(
+    model_bytes: bytes, level: str = "default", *, threads: int | None = None
+) -> ort.InferenceSession:
+    threads = ort_threads() if threads is None else threads
     opts = ort.SessionOptions()
     opts.graph_optimization_level = OPTIMIZATION_LEVELS[level]
     opts.intra_op_num_threads = threads

@@ -119,11 +119,41 @@ def layer_entry(
             "tau2": _f(tb.tau2),
             "k": tb.k,
             "L": _f(tb.L),
+            "sigma_bound": None if tb.sigma_bound is None else tb.sigma_bound.to_dict(),
+            "delta_sigma_bound": None if tb.delta_bound is None else tb.delta_bound.to_dict(),
         },
         "bounds": None if tb is None else tier_block(tb),
         "prediction": _f(prediction),
         "advice": adv,
         "not_covered": notes,
+    }
+
+
+SIGMA_STATEMENT = (
+    "Every sigma in the bounds is a certified upper bound on the operator norm: an exact SVD for small "
+    "matrices, a deterministic norm (Frobenius, sqrt(||W||_1 ||W||_inf), or a conv's per-frequency "
+    "bound), or a Lanczos certificate from a seeded random start (Kuczynski-Wozniakowski 1992) that "
+    "fails for a set of start vectors of measure at most its failure_probability. Every bound of this "
+    "report then holds except with probability failure_probability (a union bound over the "
+    "certificates); the (1-delta)-probability bounds hold with probability at least "
+    "1 - delta - failure_probability."
+)
+
+
+def sigma_summary(m: Measurement) -> dict[str, Any]:
+    """How the σ of the bounds were certified: counts by method, the union failure probability, the
+    largest gap between a certificate and its Ritz estimate."""
+    certs = [*m.sigma_bounds.values()]
+    certs += [tb.delta_bound for tb in m.bounds.values() if tb.delta_bound is not None]
+    methods: dict[str, int] = {}
+    for c in certs:
+        methods[c.method] = methods.get(c.method, 0) + 1
+    gaps = [c.gap for c in certs if math.isfinite(c.gap)]
+    return {
+        "methods": methods,
+        "failure_probability": m.sigma_failure_probability(),
+        "max_gap": max(gaps) if gaps else None,
+        "statement": SIGMA_STATEMENT,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from netshrink.compression.bounds.advice import advise
-from netshrink.compression.bounds.grouped import layer_op_norm
+from netshrink.compression.bounds.certificate import sigma_bound
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.evaluation.evaluation import EvalData
 from netshrink.compression.evaluation.metrics import loss_bound, mse_loss
@@ -24,6 +24,7 @@ from netshrink.compression.report.report import (
     layer_entry,
     model_section,
     not_covered,
+    sigma_summary,
 )
 from netshrink.compression.search.greedy import NetworkDraw
 from netshrink.compression.search.measure import Measurement
@@ -53,6 +54,7 @@ def build_compress_report(
     baselines: list[dict[str, Any]],
     budget: dict[str, Any] | None,
     input_sha256: str,
+    diagnostics: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     eps = spec.target.max if spec.target is not None and spec.target.max is not None else 0.1
     layers = []
@@ -120,6 +122,7 @@ def build_compress_report(
             "onnxruntime": artifacts.onnxruntime or None,
         },
         "bounds": bounds,
+        "sigma": sigma_summary(m),
         "bound_holds": {"tier": "E", "holds": bounds["E"]["holds"]},
         "delta": delta,
         "markov_caveat": MARKOV_CAVEAT,
@@ -147,7 +150,7 @@ def build_compress_report(
         "model": model_section(net, input_sha256),
         "summary": summary,
         "layers": layers,
-        "diagnostics": diagnose_network(net, seed=seed),
+        "diagnostics": diagnose_network(net, seed=seed) if diagnostics is None else diagnostics,
         "baselines": baselines,
         "budget": budget,
         "not_covered": not_covered(
@@ -169,7 +172,12 @@ def build_compress_report(
 
 
 def build_analyze_report(
-    net: Network, *, seed: int, input_sha256: str, on_layer: Callable[[int, int], None] | None = None
+    net: Network,
+    *,
+    seed: int,
+    input_sha256: str,
+    on_layer: Callable[[int, int], None] | None = None,
+    full_diagnostics: bool = False,
 ) -> dict[str, Any]:
     """Diagnostics and P1's width-condition advice from the weights alone (no compression)."""
     layers = []
@@ -177,7 +185,8 @@ def build_analyze_report(
         if on_layer is not None:
             on_layer(layer.index, len(net.layers))
         hw = _static_hw(net, layer)
-        sigma = layer_op_norm(layer, hw) if (layer.kind == "dense" or hw is not None) else None
+        cert = sigma_bound(layer, hw) if (layer.kind == "dense" or hw is not None) else None
+        sigma = None if cert is None else cert.value
         layers.append(
             {
                 "name": layer.name,
@@ -189,6 +198,7 @@ def build_analyze_report(
                     "n_in": layer.n_in,
                     "n_out": layer.n_out,
                     "L": layer.lipschitz,
+                    "sigma_bound": None if cert is None else cert.to_dict(),
                 },
                 "advice": None if not sigma else advise(layer, sigma).to_dict(),
                 "not_covered": list(layer.notes),
@@ -203,7 +213,7 @@ def build_analyze_report(
         "model": model_section(net, input_sha256),
         "summary": {"params": {"before": _params(net, {})}, "bytes": {"before": before}},
         "layers": layers,
-        "diagnostics": diagnose_network(net, seed=seed),
+        "diagnostics": diagnose_network(net, seed=seed, full=full_diagnostics),
         "not_covered": [{"tier": "all", "layer": None, "reason": r} for r in net.not_covered],
         "reproducibility": reproducibility(
             seed=seed,

@@ -8,6 +8,7 @@ so "measured vs bound" compares like with like.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +17,8 @@ import torch
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, layer_stats
 from netshrink.compression.bounds.bounds import TIERS, TierBounds, layer_bounds
+from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
 from netshrink.compression.bounds.dag import propagate_dag
-from netshrink.compression.bounds.grouped import layer_op_norm
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import OutputError, classification, mean_sq_error, output_error
 from netshrink.compression.graph.network import Network
@@ -31,10 +32,35 @@ class Measurement:
     layer_errors: dict[str, float]  # e_ℓ on the held-out split, after the activation
     bounds: dict[str, TierBounds]  # per layer; empty when the graph is not a covered chain
     end_to_end: dict[str, float | None]  # B_m per tier, on E‖Φ−Φ̂‖²
-    sigmas: dict[str, float]
+    sigmas: dict[str, float]  # certified upper bounds on ‖W_ℓ‖_op (what the tiers use)
     phi: np.ndarray  # (S, K) dense logits on the held-out split
     phi_hat: np.ndarray  # (S, K)
     notes: list[str] = field(default_factory=list)
+    sigma_bounds: dict[str, SigmaBound] = field(default_factory=dict)
+
+    def sigma_failure_probability(self) -> float:
+        """Σ η over the probabilistic σ certificates the bounds used (σ_ℓ and ‖W − Ŵ‖_op), a union bound."""
+        certs = [*self.sigma_bounds.values()]
+        certs += [tb.delta_bound for tb in self.bounds.values() if tb.delta_bound is not None]
+        return float(sum(c.failure_probability for c in certs))
+
+
+_SIGMA_CACHE: dict[tuple[int, tuple[int, int] | None], tuple[weakref.ref[np.ndarray], SigmaBound]] = {}
+
+
+def layer_sigma(net: Network, name: str, hw: tuple[int, int] | None) -> SigmaBound:
+    """The certified σ of a dense/conv layer's weight, computed once per weight array (the budget
+    search and the baselines measure many draws of the same network)."""
+    W = net.layer(name).weight
+    key = (id(W), hw)
+    hit = _SIGMA_CACHE.get(key)
+    if hit is not None and hit[0]() is W:
+        return hit[1]
+    cert = sigma_bound(net.layer(name), hw)
+    for k in [k for k, (ref, _) in _SIGMA_CACHE.items() if ref() is None]:
+        del _SIGMA_CACHE[k]
+    _SIGMA_CACHE[key] = (weakref.ref(W), cert)
+    return cert
 
 
 def tier_e(draw: LayerDraw, stats: LayerStats) -> float | None:
@@ -77,8 +103,10 @@ def measure(
     for layer in net.layers:
         z_in = comp[layer.input]
         hw = _input_hw(z_in)
-        sigma = layer_op_norm(layer, hw)
+        cert = layer_sigma(net, layer.name, hw)
+        sigma = cert.value
         m.sigmas[layer.name] = sigma
+        m.sigma_bounds[layer.name] = cert
         draw = nd.layers.get(layer.name)
         stats = None
         if draw is not None:
@@ -93,6 +121,7 @@ def measure(
             measured_prev=measured_prev,
             prev=None if net.dag else prev,
             input_hw=hw,
+            sigma_cert=cert,
         )
         m.bounds[layer.name] = tb
         prev = tb

@@ -30,6 +30,7 @@ ENTRY_KEYS = {
     "q",
     "gaussian_reference",
     "histogram",
+    "sampling",
 }
 
 
@@ -57,7 +58,9 @@ def test_entry_format_is_json_ready() -> None:
     assert json.loads(text) == entry
 
     alpha = entry["alpha"]
-    assert set(alpha) == {"multivariate", "univariate", "spread", "per_block"}
+    assert set(alpha) == {"multivariate", "univariate", "spread", "per_block", "standard_error"}
+    assert entry["sampling"]["alpha_univariate"]["sampled"] is False  # small: everything exact
+    assert entry["sampling"]["spectral"]["exact"] is True
     assert set(alpha["per_block"]) == {"2", "5", "10", "11", "20", "50"}  # ⌊√128⌋ = 11; 100 > 128/2
     lo, hi = alpha["spread"]
     assert lo <= alpha["multivariate"] <= hi <= 2.0
@@ -128,3 +131,39 @@ def test_histogram_counts_every_entry() -> None:
     assert len(h["edges"]) == len(h["counts"]) + 1
     assert sum(h["counts"]) == W.size
     assert h["edges"][0] == -h["edges"][-1] == pytest.approx(-np.abs(W).max(), rel=1e-6)
+
+
+def test_large_tensors_are_sampled_and_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caps lowered so a small matrix takes the at-scale path: α̂ from seeded samples with a standard
+    error, a rank-r spectral sketch whose points are upper bounds on the exact curve."""
+    from netshrink.compression.diagnostics import diagnostics, spectral
+
+    monkeypatch.setattr(diagnostics, "UNIVARIATE_MAX_ENTRIES", 2000)
+    monkeypatch.setattr(diagnostics, "MULTIVARIATE_MAX_ENTRIES", 200 * 48)
+    monkeypatch.setattr(spectral, "EXACT_FLOPS", 0)
+    monkeypatch.setattr(spectral, "SKETCH_RANK", 24)
+    W = sample_sas(1.6, (600, 48), rng=np.random.default_rng(31)).astype(np.float32)
+    entry = diagnose_tensor("fc", W, seed=3)
+    exact = diagnose_tensor("fc", W, seed=3, full=True)
+    json.dumps(entry, allow_nan=False)
+    s = entry["sampling"]
+    assert s["full"] is False and exact["sampling"]["full"] is True
+    assert s["alpha_univariate"] == {
+        "sampled": True,
+        "sample_rows": 2000,
+        "rows": 600 * 48,
+        "standard_error": entry["alpha"]["standard_error"]["univariate"],
+    }
+    assert s["alpha_multivariate"]["sample_rows"] == 200 and s["alpha_multivariate"]["sampled"]
+    assert entry["alpha"]["standard_error"]["multivariate"] >= 0
+    assert abs(entry["alpha"]["univariate"] - exact["alpha"]["univariate"]) < 0.3
+    assert s["spectral"]["exact"] is False and s["spectral"]["rank"] == 24
+    sketched, full_curve = entry["curves"]["spectral"], exact["curves"]["spectral"]
+    covered = [i for i, e in enumerate(sketched) if e is not None]
+    assert covered and sketched[-1] is None
+    assert all(math.floor(KAPPA_GRID[i] * 48 + 1e-9) <= 24 for i in covered)  # kept count within the rank
+    for i in covered:  # every sketched point bounds the exact curve from above
+        assert sketched[i] >= full_curve[i] - 1e-6
+    for key, q in entry["q"]["spectral"].items():
+        assert q is None or q <= exact["q"]["spectral"][key] + 1e-9
+    assert diagnose_tensor("fc", W, seed=3) == entry  # seeded: same numbers

@@ -1,0 +1,234 @@
+"""Scale benchmark (issue 10): a 17M-parameter MLP against onnxruntime's ``quantize_dynamic``, same run.
+
+    python -m bench.scale            # writes bench/results/scale.{md,json}; ~15-30 min on 2 shared cores
+    python -m bench.scale --quick    # the 17M table only
+
+Every job runs as its own process under ``/usr/bin/time`` (wall seconds and the process's peak RSS),
+as a user would run it: ``netshrink compress MODEL --calibration CAL ... --out DIR`` with the full
+report (every bound tier, prediction, diagnostics, both onnxruntime re-checks, report.html), and the
+peer ``quantize_dynamic(model, out, weight_type=QInt8)`` (load, quantize, write). The ratio column is
+wall time / the peer's wall time measured in the same run (wall clocks on a shared machine are
+noisy; ratios are what the targets are stated in). Errors: each shipped ONNX file is run in
+onnxruntime (default settings) on the 1,437 calibration digits; relative L2 on the logits and the
+top-1 accuracy against the labels.
+
+Models (``bench/scale_models.py``, cached under ``bench/.cache/``): 64→w→w→10 ReLU MLPs trained
+briefly on digits (w = 256, 1024, 4096), w = 8192 with random weights, and a random 784→4096→4096→10
+with Gaussian inputs. Scaling: ``--bits 4`` over the widths at 1,437 samples, and over 256 → 4,096
+calibration samples at w = 1024; the exponents are least-squares slopes of log time against
+log(params) and log(samples), for the whole run and for the compression + measurement stages alone
+(``report.json`` timings: compress, measure_and_bounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from bench.common import machine, md_table
+from bench.scale_models import mlp_files
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PY = sys.executable
+TIME = "/usr/bin/time"
+SPEED_TARGET = 10.0  # × quantize_dynamic
+SEARCH_TARGET = 3.0  # budget search / single compress
+GiB = 2**30
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of a command run under /usr/bin/time; raises on failure."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        proc = subprocess.run([TIME, "-f", "%e %M", "-o", tf.name, *cmd], capture_output=True, text=True)
+        if proc.returncode not in (0, 3):  # 3: budget not met, still a finished job
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        wall, rss_kb = tf.read().split()[-2:]
+    return float(wall), int(rss_kb) * 1024
+
+
+def evaluate(model: Path, cal: Path, ref: Path) -> dict[str, float | None]:
+    """Relative L2 of ``model``'s logits vs ``ref``'s and top-1 accuracy, on the calibration set."""
+    data = np.load(cal)
+    X, y = data["inputs"], data.get("labels")
+
+    def logits(p: Path) -> np.ndarray:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        s = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        return np.asarray(s.run(None, {s.get_inputs()[0].name: X})[0], dtype=np.float64).reshape(
+            X.shape[0], -1
+        )
+
+    phi, phi_hat = logits(ref), logits(model)
+    rel = float(np.sqrt(((phi - phi_hat) ** 2).sum(1).mean() / (phi**2).sum(1).mean()))
+    acc = None if y is None else float((phi_hat.argmax(1) == y).mean())
+    return {"relative_l2": rel, "accuracy": acc}
+
+
+def ort_peer(model: Path, cal: Path, out: Path) -> dict[str, Any]:
+    code = (
+        "import sys; from onnxruntime.quantization import QuantType, quantize_dynamic; "
+        "quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)"
+    )
+    wall, rss = timed([PY, "-c", code, str(model), str(out)])
+    return {
+        "job": "onnxruntime quantize_dynamic int8",
+        "wall_s": wall,
+        "peak_rss": rss,
+        "file_ratio": out.stat().st_size / model.stat().st_size,
+        **evaluate(out, cal, model),
+    }
+
+
+def netshrink_job(name: str, model: Path, cal: Path, out: Path, flags: list[str]) -> dict[str, Any]:
+    cmd = [PY, "-m", "netshrink.cli.main", "compress", str(model), "--calibration", str(cal)]
+    wall, rss = timed([*cmd, *flags, "--out", str(out), "--quiet"])
+    report = json.loads((out / "report.json").read_text())
+    s = report["summary"]
+    return {
+        "job": name,
+        "wall_s": wall,
+        "peak_rss": rss,
+        "file_ratio": (out / "model.onnx").stat().st_size / model.stat().st_size,
+        **evaluate(out / "model.onnx", cal, model),
+        "holdout_relative_l2": s["error"]["relative_l2"],
+        "stages": report["timings"]["stages"],
+        "sigma": s.get("sigma"),
+        "params": s["params"]["before"],
+        "samples": int(np.load(cal)["inputs"].shape[0]),
+    }
+
+
+def slope(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of log y on log x."""
+    lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def core_seconds(r: dict[str, Any]) -> float:
+    st = r["stages"]
+    return float(st.get("compress", 0.0) + st.get("measure_and_bounds", 0.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="the 17M table only")
+    args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="scale-"))
+    model, cal = mlp_files(4096)
+    rss_limit = 3 * model.stat().st_size + GiB
+    peer = ort_peer(model, cal, work / "ort.onnx")
+    jobs = [
+        ("netshrink --bits 8", ["--bits", "8"]),
+        ("netshrink --bits 4", ["--bits", "4"]),
+        (
+            "netshrink neuron keep 0.5 + 4 bits",
+            ["--prune-keep", "0.5", "--granularity", "neuron", "--bits", "4"],
+        ),
+        ("netshrink --target-top1 0.99", ["--target-top1", "0.99"]),
+    ]
+    rows = [peer] + [netshrink_job(n, model, cal, work / f"j{i}", f) for i, (n, f) in enumerate(jobs)]
+    r784m, r784c = mlp_files(4096, n_in=784, trained=False)
+    rows.append(
+        netshrink_job("random 784→4096→4096→10, --bits 4", r784m, r784c, work / "r784", ["--bits", "4"])
+    )
+    for r in rows:
+        r["ratio"] = r["wall_s"] / peer["wall_s"]
+    single = next(r for r in rows if r["job"] == "netshrink --bits 4")
+    search = next(r for r in rows if r["job"] == "netshrink --target-top1 0.99")
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "model": {"file": model.name, "bytes": model.stat().st_size, "rss_limit": rss_limit},
+        "rows": rows,
+        "search_over_single": search["wall_s"] / single["wall_s"],
+    }
+    if not args.quick:
+        widths: list[dict[str, Any]] = []
+        for w in (256, 1024, 4096, 8192):
+            m, c = mlp_files(w, trained=w <= 4096)
+            widths.append(netshrink_job(f"w={w}", m, c, work / f"w{w}", ["--bits", "4", "--no-html"]))
+            widths[-1]["file_bytes"] = m.stat().st_size
+        samples: list[dict[str, Any]] = []
+        for s in (256, 1024, 4096):
+            m, c = mlp_files(1024, samples=s)
+            samples.append(netshrink_job(f"S={s}", m, c, work / f"s{s}", ["--bits", "4", "--no-html"]))
+        result["widths"], result["samples"] = widths, samples
+        result["exponents"] = {
+            "params_total": slope([r["params"] for r in widths], [r["wall_s"] for r in widths]),
+            "params_core": slope([r["params"] for r in widths], [core_seconds(r) for r in widths]),
+            "params_rss": slope([r["params"] for r in widths], [r["peak_rss"] for r in widths]),
+            "samples_total": slope([r["samples"] for r in samples], [r["wall_s"] for r in samples]),
+            "samples_core": slope([r["samples"] for r in samples], [core_seconds(r) for r in samples]),
+        }
+    (RESULTS / "scale.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    md = render(result)
+    (RESULTS / "scale.md").write_text(md)
+    print(md)
+
+
+def render(result: dict[str, Any]) -> str:
+    lim = result["model"]["rss_limit"]
+    head = [
+        "job",
+        "wall s",
+        "× quantize_dynamic",
+        "peak RSS GiB",
+        f"RSS ≤ {lim / GiB:.2f} GiB",
+        "file",
+        "rel. err",
+        "accuracy",
+    ]
+    rows = [
+        [
+            r["job"],
+            r["wall_s"],
+            r["ratio"],
+            r["peak_rss"] / GiB,
+            "yes" if r["peak_rss"] <= lim else "NO",
+            f"{r['file_ratio']:.3f}×",
+            r["relative_l2"],
+            r["accuracy"],
+        ]
+        for r in result["rows"]
+    ]
+    out = [
+        f"# Scale: {result['model']['file']} ({result['model']['bytes'] / 2**20:.1f} MiB)\n",
+        f"machine: {result['machine']}\n",
+        md_table(head, rows),
+        f"\nbudget search / single compress: {result['search_over_single']:.2f}× "
+        f"(target ≤ {SEARCH_TARGET}×); speed target ≤ {SPEED_TARGET}× quantize_dynamic\n",
+    ]
+    stage_rows = [[r["job"], *(f"{k} {v:.1f}" for k, v in r["stages"].items())] for r in result["rows"][1:]]
+    width = max(len(r) for r in stage_rows)
+    out += [
+        "\n## Seconds per stage (report.json timings)\n",
+        md_table(["job", *[""] * (width - 1)], [r + [""] * (width - len(r)) for r in stage_rows]),
+    ]
+    if "widths" in result:
+        sc_head = ["run", "params", "samples", "wall s", "compress+measure s", "peak RSS GiB"]
+        sc = [
+            [r["job"], r["params"], r["samples"], r["wall_s"], core_seconds(r), r["peak_rss"] / GiB]
+            for r in result["widths"] + result["samples"]
+        ]
+        ex = result["exponents"]
+        out += [
+            "\n## Scaling (--bits 4, no report.html)\n",
+            md_table(sc_head, sc),
+            "\nfitted exponents (log-log slopes): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in ex.items())
+            + " (target ≤ 1.1 for compression + measurement)\n",
+        ]
+    return "".join(out)
+
+
+if __name__ == "__main__":
+    main()
