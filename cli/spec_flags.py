@@ -150,7 +150,8 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if any(v is not None for v in evaluation.values()):
         given = {k: v for k, v in evaluation.items() if v is not None}
         spec["evaluation"] = {**spec.get("evaluation", {}), **given}
-    for key in ("draws", "compensate", "seed", "target_opset", "compare_baselines", "device", "full_diagnostics"):
+    keys = ("draws", "compensate", "seed", "target_opset", "compare_baselines", "device", "full_diagnostics")
+    for key in keys:
         _set(spec, key, getattr(args, key))
     return spec
 
