@@ -1,7 +1,8 @@
 """Scale benchmark (issue 10): a 17M-parameter MLP against onnxruntime's ``quantize_dynamic``, same run.
 
-    python -m bench.scale            # writes bench/results/scale.{md,json}; ~15-30 min on 2 shared cores
-    python -m bench.scale --quick    # the 17M table only
+    python -m bench.scale                  # writes bench/results/scale.{md,json}; long on 2 shared cores
+    python -m bench.scale --part table     # the 17M table only (merged into an existing scale.json)
+    python -m bench.scale --part scaling   # the width / sample sweeps only (merged likewise)
 
 Every job runs as its own process under ``/usr/bin/time`` (wall seconds and the process's peak RSS),
 as a user would run it: ``netshrink compress MODEL --calibration CAL ... --out DIR`` with the full
@@ -118,14 +119,9 @@ def core_seconds(r: dict[str, Any]) -> float:
     return float(st.get("compress", 0.0) + st.get("measure_and_bounds", 0.0))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="the 17M table only")
-    args = ap.parse_args()
-    RESULTS.mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="scale-"))
+def table(work: Path) -> dict[str, Any]:
+    """The 17M table: the peer, four netshrink jobs, and the random 784-input model."""
     model, cal = mlp_files(4096)
-    rss_limit = 3 * model.stat().st_size + GiB
     peer = ort_peer(model, cal, work / "ort.onnx")
     jobs = [
         ("netshrink --bits 8", ["--bits", "8"]),
@@ -139,43 +135,68 @@ def main() -> None:
     rows = [peer] + [netshrink_job(n, model, cal, work / f"j{i}", f) for i, (n, f) in enumerate(jobs)]
     r784m, r784c = mlp_files(4096, n_in=784, trained=False)
     rows.append(
-        netshrink_job("random 784→4096→4096→10, --bits 4", r784m, r784c, work / "r784", ["--bits", "4"])
+        netshrink_job("random 784→4096→4096→10 --bits 4", r784m, r784c, work / "r784", ["--bits", "4"])
     )
     for r in rows:
         r["ratio"] = r["wall_s"] / peer["wall_s"]
     single = next(r for r in rows if r["job"] == "netshrink --bits 4")
     search = next(r for r in rows if r["job"] == "netshrink --target-top1 0.99")
-    result: dict[str, Any] = {
-        "machine": machine(),
-        "model": {"file": model.name, "bytes": model.stat().st_size, "rss_limit": rss_limit},
+    return {
+        "model": {
+            "file": model.name,
+            "bytes": model.stat().st_size,
+            "rss_limit": 3 * model.stat().st_size + GiB,
+        },
         "rows": rows,
         "search_over_single": search["wall_s"] / single["wall_s"],
     }
-    if not args.quick:
-        widths: list[dict[str, Any]] = []
-        for w in (256, 1024, 4096, 8192):
-            m, c = mlp_files(w, trained=w <= 4096)
-            widths.append(netshrink_job(f"w={w}", m, c, work / f"w{w}", ["--bits", "4", "--no-html"]))
-            widths[-1]["file_bytes"] = m.stat().st_size
-        samples: list[dict[str, Any]] = []
-        for s in (256, 1024, 4096):
-            m, c = mlp_files(1024, samples=s)
-            samples.append(netshrink_job(f"S={s}", m, c, work / f"s{s}", ["--bits", "4", "--no-html"]))
-        result["widths"], result["samples"] = widths, samples
-        result["exponents"] = {
+
+
+def scaling(work: Path, widths_list: tuple[int, ...], samples_list: tuple[int, ...]) -> dict[str, Any]:
+    """--bits 4 over widths (1,437 samples) and over samples (w = 1024), with fitted exponents."""
+    widths: list[dict[str, Any]] = []
+    for w in widths_list:
+        m, c = mlp_files(w, trained=w <= 4096)
+        widths.append(netshrink_job(f"w={w}", m, c, work / f"w{w}", ["--bits", "4", "--no-html"]))
+    samples: list[dict[str, Any]] = []
+    for n in samples_list:
+        m, c = mlp_files(1024, samples=n)
+        samples.append(netshrink_job(f"S={n}", m, c, work / f"s{n}", ["--bits", "4", "--no-html"]))
+    return {
+        "widths": widths,
+        "samples": samples,
+        "exponents": {
             "params_total": slope([r["params"] for r in widths], [r["wall_s"] for r in widths]),
             "params_core": slope([r["params"] for r in widths], [core_seconds(r) for r in widths]),
             "params_rss": slope([r["params"] for r in widths], [r["peak_rss"] for r in widths]),
             "samples_total": slope([r["samples"] for r in samples], [r["wall_s"] for r in samples]),
             "samples_core": slope([r["samples"] for r in samples], [core_seconds(r) for r in samples]),
-        }
-    (RESULTS / "scale.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("all", "table", "scaling"), default="all")
+    args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="scale-"))
+    path = RESULTS / "scale.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() and args.part != "all" else {}
+    result["machine"] = machine()
+    if args.part in ("all", "table"):
+        result.update(table(work))
+    if args.part in ("all", "scaling"):
+        result.update(scaling(work, (256, 1024, 4096, 8192), (256, 1024, 4096)))
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
     md = render(result)
     (RESULTS / "scale.md").write_text(md)
     print(md)
 
 
 def render(result: dict[str, Any]) -> str:
+    if "rows" not in result:
+        return render_scaling(result)
     lim = result["model"]["rss_limit"]
     head = [
         "job",
@@ -213,6 +234,11 @@ def render(result: dict[str, Any]) -> str:
         "\n## Seconds per stage (report.json timings)\n",
         md_table(["job", *[""] * (width - 1)], [r + [""] * (width - len(r)) for r in stage_rows]),
     ]
+    return "".join(out) + render_scaling(result)
+
+
+def render_scaling(result: dict[str, Any]) -> str:
+    out: list[str] = []
     if "widths" in result:
         sc_head = ["run", "params", "samples", "wall s", "compress+measure s", "peak RSS GiB"]
         sc = [

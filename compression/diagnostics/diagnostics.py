@@ -55,7 +55,7 @@ def tensor_rows(weight: np.ndarray) -> np.ndarray:
     raise InvalidWeightsError(f"a weight tensor needs at least 2 dimensions, got shape {w.shape}")
 
 
-UNIVARIATE_MAX_ENTRIES = 2**20  # α̂ univariate: a seeded sample above ~10⁶ entries (5 samples)
+UNIVARIATE_MAX_ENTRIES = 2**18  # α̂ univariate: 5 seeded samples of 262,144 entries above that
 MULTIVARIATE_MAX_ENTRIES = 2**22  # α̂ multivariate: rows sampled so that rows·cols stays below this
 
 
