@@ -1,7 +1,7 @@
 """How far a model's neurons/channels can be pruned by norm before accuracy drops by > tol points.
 
 [P3] Wan et al. 2024 prune a fine-tuned network's hidden units by norm and report the largest
-pruned fraction whose accuracy stays within a tolerance; docs/method.md §4 ("prune columns by norm").
+pruned fraction whose accuracy stays within a tolerance; docs/method.md §4.
 Here, for a fraction r, every structurally prunable layer ℓ (``Layer.structured``: its input units
 are neurons/channels of the layer before it) loses the ⌊r·G_ℓ⌋ input groups with the smallest
 Frobenius norm ‖W_ℓ[:, g]‖ (a group is one input column, the H·W column block behind a Flatten, or one
