@@ -39,8 +39,13 @@ def summary_table(report: dict[str, Any]) -> Table:
     bounds = s.get("bounds") or {}
     e = bounds.get("E") or {}
     if e:
-        t.add_row("bound tier E (relative)", _fmt(e.get("relative")))
-        t.add_row("bound holds (tier E)", _fmt(e.get("holds")))
+        delta = s.get("delta")
+        t.add_row("bound, tier E, on the mean over draws (relative)", _fmt(e.get("relative")))
+        if e.get("measured_over_bound") is not None:
+            t.add_row("this draw / mean bound (squared error)", f"{e['measured_over_bound']:.2f}×")
+        if delta is not None and e.get("holds") is not None:
+            label = f"within the {1 - delta:.0%}-probability bound B/δ"
+            t.add_row(label, _fmt(e.get("holds")))
     pred = s.get("prediction") or {}
     if pred:
         t.add_row("prediction (not a bound)", _fmt(pred.get("relative_l2")))

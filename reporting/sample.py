@@ -254,12 +254,44 @@ def sample_report() -> dict[str, Any]:
                 },
             },
             "bounds": {
-                "E": {"value": 0.490, "relative": 0.182, "probability_bound": 4.90, "holds": True},
-                "T": {"value": 1.31, "relative": 0.298, "probability_bound": 13.1, "holds": True},
+                "E": {
+                    "value": 0.490,
+                    "relative": 0.182,
+                    "probability_bound": 4.90,
+                    "holds": True,
+                    "below_mean_bound": True,
+                    "measured_over_bound": 0.029,
+                },
+                "T": {
+                    "value": 1.31,
+                    "relative": 0.298,
+                    "probability_bound": 13.1,
+                    "holds": True,
+                    "below_mean_bound": True,
+                    "measured_over_bound": 0.0108,
+                },
                 "P": {"value": None, "relative": None, "probability_bound": None, "holds": None},
-                "W": {"value": 8.7, "relative": 0.767, "probability_bound": None, "holds": True},
+                "W": {
+                    "value": 8.7,
+                    "relative": 0.767,
+                    "probability_bound": None,
+                    "holds": True,
+                    "below_mean_bound": None,
+                    "measured_over_bound": 0.00163,
+                },
             },
-            "bound_holds": {"tier": "E", "holds": True},
+            "bound_holds": {
+                "tier": "E",
+                "holds": True,
+                "delta": 0.1,
+                "judged_against": "probability_bound",
+                "below_mean_bound": True,
+                "measured_over_mean_bound": 0.029,
+                "meaning": (
+                    "holds: measured <= B/delta (Markov, probability >= 0.9); "
+                    "below_mean_bound: measured <= B."
+                ),
+            },
             "delta": 0.1,
             "markov_caveat": (
                 "Tiers E, T and P bound the expectation over the compression randomness; a single draw can "

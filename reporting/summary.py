@@ -67,14 +67,7 @@ def _verdict(report: Mapping[str, Any]) -> str:
         parts.append(f"On {where}, its logits moved by <strong>{pct(rel)}</strong> (relative L2).")
         brel = get(s, "bounds", tier, "relative")
         if is_num(brel):
-            holds = get(s, "bound_holds", "holds")
-            verb = {
-                True: ", and the measurement is within it",
-                False: ", and the measurement EXCEEDS it",
-            }.get(holds, "")
-            parts.append(
-                f"The theory (tier {esc(tier)}) allows <strong>{pct(brel)}</strong> in expectation{verb}."
-            )
+            parts.append(_bound_sentence(s, tier, brel))
     met = s.get("budget_met")
     if met is not None:
         parts.append(
@@ -96,6 +89,22 @@ def _verdict(report: Mapping[str, Any]) -> str:
     return f'<p class="verdict">{" ".join(parts)}</p>'
 
 
+def _bound_sentence(s: Mapping[str, Any], tier: str, brel: float) -> str:
+    """What the bound says about THIS draw: the (1−δ) statement B/δ, and where it sits against B."""
+    bh = s.get("bound_holds") or {}
+    delta, holds, ratio = bh.get("delta", s.get("delta")), bh.get("holds"), bh.get("measured_over_mean_bound")
+    out = f"The theory (tier {esc(tier)}) bounds the <em>mean over draws</em> by <strong>{pct(brel)}</strong>"
+    if is_num(ratio):
+        out += f"; this draw's squared error is {num(ratio, 2)}× that mean bound"
+    if tier != "W" and is_num(delta) and holds is not None:
+        conf = pct(1 - delta, 0)
+        out += (
+            f", and it is {'within' if holds else 'ABOVE'} the {conf}-probability bound B/δ "
+            f"(a draw exceeds B/δ with probability at most {pct(delta, 0)})"
+        )
+    return out + "."
+
+
 def _cards(s: Mapping[str, Any]) -> str:
     b = s.get("bytes") or {}
     tier = get(s, "bound_holds", "tier") or "E"
@@ -113,7 +122,8 @@ def _cards(s: Mapping[str, Any]) -> str:
         _card(
             "Output error (relative L2)",
             pct(rel),
-            f"bound, tier {esc(tier)}: ≤ {pct(brel)} in expectation {yes_no(holds, 'within', 'exceeded')}",
+            f"bound, tier {esc(tier)}: ≤ {pct(brel)} in expectation; this draw "
+            f"{yes_no(holds, 'within B/δ', 'above B/δ')}",
             _state(holds),
         )
     )
@@ -208,12 +218,21 @@ def _bounds_table(s: Mapping[str, Any]) -> str:
                 pct(b.get("relative")),
                 num(b.get("probability_bound")),
                 yes_no(b.get("holds"), "holds", "fails"),
+                num(b.get("measured_over_bound"), 2),
             ]
         )
     delta = s.get("delta")
     prob = f"(1−δ)-probability bound B/δ, δ = {delta}" if is_num(delta) else "(1−δ)-probability bound B/δ"
     return table(
-        ["tier", "what it is", "Bₘ = bound on E‖Φ−Φ̂‖²", "relative √(Bₘ/E‖Φ‖²)", prob, "measured ≤ Bₘ"],
+        [
+            "tier",
+            "what it is",
+            "Bₘ = bound on E‖Φ−Φ̂‖² (mean over draws)",
+            "relative √(Bₘ/E‖Φ‖²)",
+            prob,
+            "this draw: measured ≤ B/δ (W: ≤ Bₘ)",
+            "measured / Bₘ",
+        ],
         rows,
         caption="End-to-end bounds (a null tier is listed under “not covered”)",
     )

@@ -128,6 +128,26 @@ def export_onnx(module: nn.Module, input_shape: Sequence[int]) -> bytes:
     return buf.getvalue()
 
 
+def export_onnx_fixed_batch(
+    module: nn.Module, input_shape: Sequence[int], *, external_data: bool = False
+) -> bytes:
+    """``torch.onnx.export`` as most users call it: no dynamic axes, so the input is ``[1, ...]``.
+
+    ``external_data=True`` is torch 2.13's default: the weights go to ``<file>.data`` next to the
+    model; the returned bytes are then the bare ``.onnx`` that references them.
+    """
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        path = Path(d) / "model.onnx"
+        torch.onnx.export(
+            module, (torch.zeros(1, *input_shape),), str(path), external_data=external_data, verbose=False
+        )
+        return path.read_bytes()
+
+
 @functools.lru_cache(maxsize=8)
 def mlp_onnx(widths: tuple[int, ...] = (8, 16, 16, 4), act: str = "relu", seed: int = 0) -> bytes:
     return export_onnx(tiny_mlp(widths, act, seed), (widths[0],))
@@ -190,8 +210,10 @@ def cnn_with_bn_node_onnx(seed: int = 0) -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
-def residual_onnx(seed: int = 0) -> bytes:
-    """x -> Gemm(8->8) -> Relu -> (+ x) -> Gemm(8->3): a residual Add (full support, a DAG)."""
+def residual_onnx(seed: int = 0, batch: int | str = "batch") -> bytes:
+    """x -> Gemm(8->8) -> Relu -> (+ x) -> Gemm(8->3): a residual Add (full support, a DAG).
+
+    ``batch`` an int fixes the batch dimension (as an export without dynamic axes does)."""
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((8, 8)).astype(np.float32) / 3  # (out, in)
     w2 = rng.standard_normal((3, 8)).astype(np.float32) / 3  # (out, in)
@@ -208,15 +230,17 @@ def residual_onnx(seed: int = 0) -> bytes:
         helper.make_node("Gemm", ["s", "w2", "b2"], ["output"], "fc2", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "residual", [_vi("input", ["batch", 8])], [_vi("output", ["batch", 3])], inits
+        nodes, "residual", [_vi("input", [batch, 8])], [_vi("output", [batch, 3])], inits
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
 
 
-def gated_onnx(seed: int = 0) -> bytes:
-    """x -> Gemm(8->8) -> h·Sigmoid(h) (a Mul of two tensors) -> Gemm(8->3): support level "generic"."""
+def gated_onnx(seed: int = 0, batch: int | str = "batch") -> bytes:
+    """x -> Gemm(8->8) -> h·Sigmoid(h) (a Mul of two tensors) -> Gemm(8->3): support level "generic".
+
+    ``batch`` an int fixes the batch dimension."""
     rng = np.random.default_rng(seed)
     inits = [
         numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32) / 3, "w1"),
@@ -231,7 +255,7 @@ def gated_onnx(seed: int = 0) -> bytes:
         helper.make_node("Gemm", ["r", "w2", "b2"], ["output"], "fc2", transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "gated", [_vi("input", ["batch", 8])], [_vi("output", ["batch", 3])], inits
+        nodes, "gated", [_vi("input", [batch, 8])], [_vi("output", [batch, 3])], inits
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)

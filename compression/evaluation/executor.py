@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from netshrink.compression.errors import UnsupportedModelError
 from netshrink.compression.evaluation.onnx_ops import OPS
+from netshrink.compression.evaluation.ort_eval import run_in_batches
 from netshrink.compression.graph.network import Network
 
 Tensor = torch.Tensor
@@ -177,7 +178,7 @@ class Executor:
             if key:
                 self._sessions[key] = sess
         x = X.detach().cpu().numpy().astype(self.net.input_dtype)
-        outs = sess.run(list(wanted), {self.net.input_name: x})
+        outs = run_in_batches(sess, list(wanted), self.net.input_name, x)
         return {
             t: torch.from_numpy(np.asarray(v)).to(self.device, self.dtype)
             for t, v in zip(wanted, outs, strict=True)

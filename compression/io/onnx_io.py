@@ -139,7 +139,17 @@ def refuse_external_data(model: onnx.ModelProto) -> None:
         if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data
     ]
     if bad:
-        raise ExternalDataError(f"tensors reference external data: {', '.join(bad[:10])}", nodes=bad)
+        tensors = [t for _, t in _all_tensors(model)]
+        files = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
+        where = f" (in {', '.join(files[:3])})" if files else ""
+        raise ExternalDataError(
+            f"this ONNX file keeps {len(bad)} weight tensor(s) in a separate data file{where}, which a "
+            "single upload cannot carry; expected one self-contained .onnx file. Export it with "
+            "torch.onnx.export(..., external_data=False), or re-save it with "
+            "onnx.save_model(onnx.load(path), 'model.onnx', save_as_external_data=False) "
+            f"(tensors: {', '.join(bad[:10])})",
+            nodes=bad,
+        )
 
 
 def check_declared_sizes(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> None:

@@ -21,7 +21,8 @@ MARKOV_CAVEAT = (
     "Tiers E, T and P bound the EXPECTED squared output error over the compression randomness; "
     "a single draw can exceed them. By Markov's inequality the error exceeds B/delta with probability "
     "at most delta. Tier E uses the realized upstream activations, so it is a one-draw estimate of a "
-    "bound on an expectation. Tier W holds for every draw, baselines included."
+    "bound on an expectation. Tier W holds for every draw, baselines included. So a single draw is "
+    "judged by B/delta ('holds'); the raw comparison with B is reported as 'below_mean_bound'."
 )
 
 
@@ -56,16 +57,50 @@ def tier_block(tb: TierBounds) -> dict[str, Any]:
 def end_to_end_bounds(
     b: dict[str, float | None], mse: float, energy: float, delta: float
 ) -> dict[str, dict[str, Any]]:
+    """Per tier: B, its relative form, B/δ, and what this one draw can be judged by (docs/method.md §3).
+
+    ``holds``: the draw's E_x‖Φ−Φ̂‖² ≤ B/δ for the expectation tiers E, T, P (Markov: a draw exceeds
+    B/δ with probability ≤ δ), ≤ B for tier W (which holds on every draw). ``below_mean_bound`` is the
+    raw comparison measured ≤ B, and ``measured_over_bound`` = measured / B says where the draw sits.
+    """
     out: dict[str, dict[str, Any]] = {}
     for t in TIERS:
         v = _f(b.get(t))
+        prob = None if v is None or t == "W" else v / delta
+        judged_by = v if t == "W" else prob
         out[t] = {
             "value": v,
             "relative": None if v is None or energy <= 0 else math.sqrt(v / energy),
-            "probability_bound": None if v is None or t == "W" else v / delta,
-            "holds": None if v is None else bool(mse <= v * (1 + 1e-9) + 1e-30),
+            "probability_bound": prob,
+            "holds": None if judged_by is None else _leq(mse, judged_by),
+            "below_mean_bound": None if v is None or t == "W" else _leq(mse, v),
+            "measured_over_bound": None if v is None or v <= 0 else _f(mse / v),
         }
     return out
+
+
+def _leq(measured: float, bound: float) -> bool:
+    """measured ≤ bound up to float rounding of the bound's own computation."""
+    return bool(measured <= bound * (1 + 1e-9) + 1e-30)
+
+
+def bound_verdict(bounds: dict[str, dict[str, Any]], delta: float, tier: str = "E") -> dict[str, Any]:
+    """``summary.bound_holds``: the (1−δ) statement for one draw, and the raw comparison, worded."""
+    b = bounds[tier]
+    return {
+        "tier": tier,
+        "holds": b["holds"],
+        "delta": delta,
+        "judged_against": "probability_bound" if tier != "W" else "value",
+        "below_mean_bound": b["below_mean_bound"],
+        "measured_over_mean_bound": b["measured_over_bound"],
+        "meaning": (
+            f"holds: this draw's squared output error is at most B/delta, the bound that a draw "
+            f"stays under with probability at least 1 - delta = {1 - delta:g} (Markov). "
+            f"below_mean_bound: the raw comparison with B, a bound on the MEAN over draws, "
+            f"which a single draw may exceed."
+        ),
+    }
 
 
 def layer_entry(

@@ -20,6 +20,7 @@ from netshrink.compression.report.report import (
     MARKOV_CAVEAT,
     PREDICTION_LABEL,
     SCHEMA,
+    bound_verdict,
     end_to_end_bounds,
     layer_entry,
     model_section,
@@ -123,7 +124,7 @@ def build_compress_report(
         },
         "bounds": bounds,
         "sigma": sigma_summary(m),
-        "bound_holds": {"tier": "E", "holds": bounds["E"]["holds"]},
+        "bound_holds": bound_verdict(bounds, delta),
         "delta": delta,
         "markov_caveat": MARKOV_CAVEAT,
         "prediction": None

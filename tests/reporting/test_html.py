@@ -211,10 +211,30 @@ def test_uncompressed_layer_is_labelled(report: dict[str, Any]) -> None:
 
 
 def test_bound_exceeded_is_shown(report: dict[str, Any]) -> None:
-    report["summary"]["bound_holds"] = {"tier": "E", "holds": False}
+    report["summary"]["bound_holds"] = {
+        "tier": "E",
+        "holds": False,
+        "delta": 0.1,
+        "measured_over_mean_bound": 12.5,
+    }
     report["diagnostics"] = []  # no charts needed here: keeps the test fast
     page = render_html(report)
-    assert "EXCEEDS" in page and "exceeded" in page
+    assert "ABOVE the 90 %-probability bound B/δ" in page and "above B/δ" in page
+    assert "12× that mean bound" in page or "12.5× that mean bound" in page
+
+
+def test_a_draw_above_the_mean_bound_is_not_called_a_failure(report: dict[str, Any]) -> None:
+    """Tier E bounds the mean over draws: a draw at 1.2× B but below B/δ is 'within B/δ', not a failure."""
+    report["summary"]["bound_holds"] = {
+        "tier": "E",
+        "holds": True,
+        "delta": 0.1,
+        "measured_over_mean_bound": 1.2,
+    }
+    report["diagnostics"] = []
+    page = render_html(report)
+    assert "mean over draws" in page and "1.2× that mean bound" in page
+    assert "within the 90 %-probability bound B/δ" in page and "EXCEEDS" not in page
 
 
 def test_same_report_same_bytes_across_processes(sample_html: str, tmp_path: Path) -> None:

@@ -77,6 +77,18 @@ def test_external_data_is_refused(write) -> None:  # type: ignore[no-untyped-def
     assert "w" in err.value.nodes
 
 
+def test_torch_default_export_is_refused_with_how_to_fix_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """torch 2.13 writes external data by default: the message says so and names external_data=False."""
+    from netshrink.compression.graph.loading import load_model
+
+    model = F.export_onnx_fixed_batch(F.tiny_mlp((16, 8, 4)), (16,), external_data=True)
+    with pytest.raises(ExternalDataError) as err:
+        load_model(F.write_bytes(model, tmp_path / "model.onnx"))
+    msg = str(err.value.detail)
+    assert "external_data=False" in msg and "save_as_external_data=False" in msg
+    assert "model.onnx.data" in msg  # the data file the export wrote
+
+
 def test_nan_weight_is_invalid(write) -> None:  # type: ignore[no-untyped-def]
     m = F.gemm_model()
     w = numpy_helper.to_array(m.graph.initializer[0]).copy()

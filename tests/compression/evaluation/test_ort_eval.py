@@ -1,0 +1,63 @@
+"""Fixed-batch ONNX models (``torch.onnx.export`` without dynamic axes: input ``[1, 16]``) are run in
+batches of their own size, in the core's onnxruntime fallback and in the artifact re-check alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from netshrink.compression.evaluation.ort_eval import fixed_batch, run_in_batches, run_logits, session
+from netshrink.compression.graph.loading import load_model
+from netshrink.compression.pipeline import compress
+from netshrink.compression.spec import CompressSpec
+from tests import factories
+
+
+def test_run_in_batches_matches_torch_for_every_sample_count() -> None:
+    module = factories.tiny_mlp((16, 32, 8))
+    model = factories.export_onnx_fixed_batch(module, (16,))
+    sess = session(model)
+    assert fixed_batch(sess, sess.get_inputs()[0].name) == 1
+    X = np.random.default_rng(0).standard_normal((51, 16)).astype(np.float32)  # (S, 16), S not 1
+    (out,) = run_in_batches(sess, None, sess.get_inputs()[0].name, X)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(X)).numpy()  # (51, 8)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 4, 7])
+def test_padding_of_the_last_chunk_is_cut(n: int) -> None:
+    """Fixed batch 4: 3, 4 and 7 samples give 3, 4 and 7 rows, each equal to its own sample's output."""
+    model = factories.residual_onnx(batch=4)
+    X = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    out = run_logits(model, "input", "output", X)
+    rows = [run_logits(model, "input", "output", np.repeat(X[i : i + 1], 4, axis=0))[0] for i in range(n)]
+    assert out.shape == (n, 3)
+    np.testing.assert_allclose(out, np.stack(rows), rtol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron"])
+def test_a_fixed_batch_export_compresses_and_stays_a_drop_in(tmp_path: Path, granularity: str) -> None:
+    module = factories.tiny_mlp((16, 32, 32, 8))
+    path = factories.write_bytes(factories.export_onnx_fixed_batch(module, (16,)), tmp_path / "m.onnx")
+    net = load_model(path)
+    spec = {"prune": {"keep": 0.6, "granularity": granularity}, "quantize": {"bits": 8}, "seed": 0}
+    spec["evaluation"] = {"samples": 51}
+    result = compress(net, CompressSpec.from_dict(spec))
+    ort_err = result.report["summary"]["error"]["onnxruntime"]["no_optimizations"]["relative_l2"]
+    assert ort_err == pytest.approx(result.report["summary"]["error"]["relative_l2"], rel=1e-3)
+    art = onnx.load_from_string(result.artifacts["model.onnx"])
+    dims = [d.dim_value for d in art.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 16]  # the upload's batch dimension is kept
+
+
+def test_a_fixed_batch_generic_graph_runs_through_the_ort_fallback(tmp_path: Path) -> None:
+    net = load_model(factories.write_bytes(factories.gated_onnx(batch=4), tmp_path / "g.onnx"))
+    assert net.support == "generic"
+    spec = CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0, "evaluation": {"samples": 50}})
+    rep = compress(net, spec).report
+    assert rep["summary"]["error"]["relative_l2"] < 0.05
