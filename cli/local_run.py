@@ -13,11 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET = 0, 2, 3
+DEFAULT_OUT = "netshrink-out"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="ONNX file, or a PyTorch state dict (.pt/.pth/.safetensors)")
-    parser.add_argument("--out", type=Path, default=Path("netshrink-out"), help="output directory")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output directory (default ./{DEFAULT_OUT}, and says so)"
+    )
     parser.add_argument("--no-html", action="store_true", help="skip report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     parser.add_argument(
@@ -100,12 +103,13 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
 
             result = compress(net, spec, calibration=cal, on_progress=on_progress, input_sha256=sha)
     except CompressionError as exc:
-        err.print(f"[bold red]error[/] ({exc.slug}): {exc.detail}")
-        if exc.nodes:
-            err.print("offending nodes: " + ", ".join(exc.nodes))
+        nodes = (
+            f" (nodes: {', '.join(exc.nodes[:10])})" if exc.nodes and exc.nodes[0] not in exc.detail else ""
+        )
+        print(f"netshrink {args.command}: error: {exc.title}: {exc.detail}{nodes}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, ValueError) as exc:
-        err.print(f"[bold red]error[/]: {exc}")
+    except ValueError as exc:  # e.g. --threads 0 or a bad NETSHRINK_TORCH_THREADS
+        print(f"netshrink {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     timings = result.report.get("timings")
     if isinstance(timings, dict):  # the CLI's own load time joins the pipeline's stages in report.json
@@ -117,7 +121,8 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         result.add("report.html", render_html(result.report).encode())
     extra_after = {"report_html": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    paths = result.write(args.out)
+    out = args.out if args.out is not None else Path(DEFAULT_OUT)
+    paths = result.write(out)
     extra_after["write"] = time.perf_counter() - t0
     if getattr(args, "verbose", False):
         print_timings(err, {**result.report.get("timings", {})}, extra)
@@ -125,6 +130,10 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
             err.print(f"  {name:<24} {sec:8.2f} s  (after report.json was written)")
     if not args.quiet:
         print_summary(result.report)
-        print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    for warning in (result.report.get("summary") or {}).get("warnings") or []:
+        print(f"netshrink {args.command}: warning: {warning}", file=sys.stderr)
+    where = "" if args.out is not None else " (no --out given)"
+    names = ", ".join(p.name for p in paths.values())
+    print(f"wrote {names} to {out.resolve()}{where}", file=sys.stderr)
     met = (result.report.get("summary") or {}).get("budget_met")
     return EXIT_BUDGET if met is False else EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -55,7 +56,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None, load_all=False)
     args = parser.parse_args(argv)
-    return int(args._run(args))
+    from netshrink.cli.preflight import InputFileError, check_inputs
+
+    try:
+        check_inputs(args)  # local files first: no network call, no model load before this passes
+        return int(args._run(args))
+    except InputFileError as exc:
+        return _fail(args.command, str(exc), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        if os.environ.get("NETSHRINK_DEBUG"):
+            raise
+        return _unexpected(args.command, exc)
+
+
+EXIT_BAD_INPUT, EXIT_FAILED = 2, 4
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"netshrink {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _unexpected(command: str, exc: Exception) -> int:
+    """A refusal the core raised (bad input, 2), an unreadable file (2), or a bug (4, say so)."""
+    from netshrink.compression.errors import CompressionError
+
+    if isinstance(exc, CompressionError):
+        return _fail(command, f"{exc.title}: {exc.detail}", EXIT_BAD_INPUT)
+    if isinstance(exc, OSError):
+        return _fail(command, str(exc), EXIT_BAD_INPUT)
+    first = (str(exc).splitlines() or [""])[0][:200]
+    return _fail(
+        command,
+        f"internal error ({type(exc).__name__}: {first}); set NETSHRINK_DEBUG=1 for the traceback",
+        EXIT_FAILED,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

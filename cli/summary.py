@@ -26,7 +26,11 @@ def summary_table(report: dict[str, Any]) -> Table:
     t.add_column("value", justify="right")
     b = s.get("bytes") or {}
     before, after = (b.get("before") or {}).get("total"), (b.get("after") or {}).get("total")
-    t.add_row("bytes before → after", f"{_fmt(before)} → {_fmt(after)}")
+    if report.get("kind") == "analyze":
+        t.add_row("bytes (nothing compressed)", _fmt(before))
+        t.add_row("layers analyzed", str(len(report.get("layers") or [])))
+    else:
+        t.add_row("bytes before → after", f"{_fmt(before)} → {_fmt(after)}")
     if b.get("ratio") is not None:
         t.add_row("compression ratio", f"{b['ratio']:.2f}×")
     err = s.get("error") or {}
@@ -59,5 +63,40 @@ def summary_table(report: dict[str, Any]) -> Table:
     return t
 
 
+def analyze_table(report: dict[str, Any]) -> Table:
+    """Per layer: shape, tail index α̂, prunable fraction q(ε = 0.1) against the Gaussian reference,
+    and the advice (smallest safe bits / keep fraction), from an analyze (or compress) report."""
+    diags = {d.get("name"): d for d in report.get("diagnostics") or []}
+    t = Table(title="per layer: what analyze found", show_header=True)
+    for col in ("layer", "shape", "α̂ (rows / entries)", "q_mag(ε=0.1) vs Gaussian", "min bits", "min keep"):
+        t.add_column(col, justify="left" if col in ("layer", "shape") else "right")
+    for layer in report.get("layers") or []:
+        d = diags.get(layer.get("name")) or {}
+        alpha = d.get("alpha") or {}
+        q = ((d.get("q") or {}).get("magnitude") or {}).get("eps_0.1")
+        ref = ((d.get("gaussian_reference") or {}).get("magnitude") or {}).get("eps_0.1")
+        adv = layer.get("advice") or {}
+        low = " (low confidence)" if d.get("low_confidence") else ""
+        t.add_row(
+            str(layer.get("name")),
+            "×".join(str(n) for n in layer.get("shape_before") or []),
+            f"{_fmt(alpha.get('multivariate'), '.2f')} / {_fmt(alpha.get('univariate'), '.2f')}{low}",
+            f"{_fmt(q, '.3f')} vs {_fmt(ref, '.3f')}",
+            _fmt(adv.get("min_bits")),
+            _fmt(adv.get("min_keep"), ".3f"),
+        )
+    return t
+
+
 def print_summary(report: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(report))
+    if console is None:
+        console = Console()
+        console = Console(width=max(console.width, 110))  # a pipe defaults to 80 columns: no wrapping
+    console.print(summary_table(report))
+    if report.get("kind") == "analyze":
+        console.print(analyze_table(report))
+        console.print(
+            "α̂ ≈ 2 is Gaussian-like, lower means heavier tails (more compressible); q(ε) is the fraction "
+            "of entries that can go at 10 % relative weight error; min bits / keep: P1's width advice "
+            "at ε = 0.1 (docs/method.md §3-§4)."
+        )

@@ -285,7 +285,10 @@ def _context(s: Mapping[str, Any]) -> str:
 def summary_section(report: Mapping[str, Any]) -> str:
     """``<section id="summary">``: verdict, cards, bytes, error, bounds, Markov caveat, inputs."""
     s = report.get("summary") or {}
-    body = [_verdict(report)]
+    body = [
+        f'<aside class="caveat"><strong>Warning.</strong> {text(w)}</aside>' for w in s.get("warnings") or []
+    ]
+    body.append(_verdict(report))
     if report.get("kind") == "analyze":
         body.append(_bytes_table(s, after_column=False))
     else:

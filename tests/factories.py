@@ -254,9 +254,7 @@ def gated_onnx(seed: int = 0, batch: int | str = "batch") -> bytes:
         helper.make_node("Mul", ["h", "gate"], ["r"], "gated"),
         helper.make_node("Gemm", ["r", "w2", "b2"], ["output"], "fc2", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "gated", [_vi("input", [batch, 8])], [_vi("output", [batch, 3])], inits
-    )
+    graph = helper.make_graph(nodes, "gated", [_vi("input", [batch, 8])], [_vi("output", [batch, 3])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()

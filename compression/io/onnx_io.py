@@ -52,7 +52,11 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
     try:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
-        raise ModelFormatError(f"not an ONNX model: {exc}") from exc
+        raise ModelFormatError(
+            f"this file ({len(data):,} bytes, starting {data[:8]!r}) is neither an ONNX model (it does not "
+            "parse as an ONNX protobuf) nor a zip/pickle/safetensors state dict; expected an ONNX model, "
+            "a PyTorch state dict (.pt/.pth from torch.save) or a .safetensors file"
+        ) from exc
     try:
         _decode_strings(model)
     except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8

@@ -97,6 +97,7 @@ def load_torch_state_dict(path: str | Path, *, max_decompressed_bytes: int) -> d
         head = fh.read(8)
     if looks_like_zip(head):
         check_zip_size(path, max_decompressed_bytes)
+        _refuse_foreign_zip(path)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu", mmap=False)
     except (
@@ -112,8 +113,39 @@ def load_torch_state_dict(path: str | Path, *, max_decompressed_bytes: int) -> d
         zipfile.BadZipFile,
         struct.error,
     ) as exc:
-        raise ModelFormatError(f"not a loadable PyTorch state dict (weights_only=True): {exc}") from exc
+        raise ModelFormatError(
+            f"this file is not a PyTorch state dict that torch.load(weights_only=True) can read "
+            f"({_first_line(exc)}); expected an ONNX model, a state dict saved with "
+            "torch.save(model.state_dict(), path), or a .safetensors file"
+        ) from exc
     return _validate(state)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message, without C++ source locations ("[enforce fail at …]")."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = re.sub(r"\[enforce fail at [^\]]*\]\s*", "", line).strip() or type(exc).__name__
+    return line[:160]
+
+
+def _refuse_foreign_zip(path: Path) -> None:
+    """A zip that ``torch.save`` did not write (an ``.npz``, an archive of files) gets its own message."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if any(n.endswith("data.pkl") for n in names):
+        return
+    arrays = [n.removesuffix(".npy") for n in names if n.endswith(".npy")]
+    if arrays and len(arrays) == len(names):
+        raise ModelFormatError(
+            f"this file is a NumPy .npz archive (arrays: {', '.join(arrays[:5])}), not a model; expected "
+            "an ONNX model, a PyTorch state dict (.pt/.pth from torch.save) or a .safetensors file "
+            "(an .npz belongs in the calibration input)"
+        )
+    raise ModelFormatError(
+        f"this file is a zip archive of {len(names)} file(s) ({', '.join(names[:3])}) that torch.save did "
+        "not write (no data.pkl); expected an ONNX model, a PyTorch state dict (.pt/.pth from "
+        "torch.save) or a .safetensors file"
+    )
 
 
 def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:

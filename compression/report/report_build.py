@@ -144,6 +144,7 @@ def build_compress_report(
         "compensated_layers": [n for n, d in draw.layers.items() if d.compensated],
         "storage": artifacts.storage,
         "storage_notes": artifacts.notes,
+        "warnings": spec_warnings(spec),
     }
     return {
         "schema": SCHEMA,
@@ -170,6 +171,19 @@ def build_compress_report(
         ),
         "artifacts": [],
     }
+
+
+NOTHING_TO_DO = (
+    "nothing to compress: the spec sets neither prune nor quantize nor a target, so the model is "
+    "returned unchanged (a drop-in check); add e.g. quantize.bits or prune.keep to shrink it"
+)
+
+
+def spec_warnings(spec: CompressSpec) -> list[str]:
+    """Warnings about the spec itself, shown in the report and by the CLI (never a silent 1.00×)."""
+    if spec.prune is None and spec.quantize is None and spec.target is None:
+        return [NOTHING_TO_DO]
+    return []
 
 
 def build_analyze_report(

@@ -96,5 +96,11 @@ def get_report(job_id: str, principal: PrincipalDep, store: StoreDep, settings: 
                 f"the job is {job.status.value}",
                 headers={"Retry-After": str(settings.retry_after_s)},
             )
-        raise not_found("report")
+        raise ApiError(
+            404,
+            "not-found",
+            "Not found",
+            f"No such report: the job {job.status.value} without one; "
+            f"GET /v1/jobs/{job_id} gives its status" + (" and error." if job.error else "."),
+        )
     return JSONResponse(job.report)

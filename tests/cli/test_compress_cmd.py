@@ -112,3 +112,21 @@ def test_console_script_prints_summary(mlp_path: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "relative output error" in proc.stdout
+
+
+def test_analyze_prints_what_it_found_per_layer(
+    mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not just "bytes before → after": per layer α̂, q(ε) against the Gaussian reference, the advice."""
+    import re
+
+    assert main(["analyze", str(mlp_path), "--out", str(tmp_path), "--no-html"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "per layer: what analyze found" in out
+    for layer, diag in zip(report["layers"], report["diagnostics"], strict=True):
+        assert layer["name"] in out
+        assert f"{diag['alpha']['multivariate']:.2f}" in out
+        q, ref = diag["q"]["magnitude"]["eps_0.1"], diag["gaussian_reference"]["magnitude"]["eps_0.1"]
+        assert f"{q:.3f} vs {ref:.3f}" in out
+    assert re.search(r"min bits", out)

@@ -185,6 +185,18 @@ def test_report_is_409_until_finished(client: TestClient, submitted: Any) -> Non
     assert r.status_code == 200 and r.json()["reproducibility"] == {"seed": 7}
 
 
+def test_report_404_names_what_is_missing(client: TestClient, submitted: Any) -> None:
+    """docs/api.md: "No such job." for an unknown id, "No such report" for a job that ended without one."""
+    assert "No such job." in assert_problem(client.get("/v1/jobs/job_0123/report"), 404)["detail"]
+    job = submitted()
+    state = app_state(client)
+    assert state.store.mark_running(job["id"])
+    assert state.store.mark_failed(job["id"], {"type": "about:blank", "title": "Bad model", "status": 422})
+    body = assert_problem(client.get(f"/v1/jobs/{job['id']}/report"), 404, "not-found")
+    assert body["detail"].startswith("No such report: the job failed")
+    assert f"GET /v1/jobs/{job['id']}" in body["detail"] and "error" in body["detail"]
+
+
 def test_prefer_wait_times_out_to_202_with_preference_applied(client: TestClient, onnx_model: bytes) -> None:
     t0 = time.monotonic()
     r = submit(client, onnx_model, SPEC, headers={"Prefer": "wait=1"})
