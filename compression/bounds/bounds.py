@@ -108,6 +108,14 @@ def _max_group_op2(layer: Layer, granularity: str) -> float:
     return float((np.linalg.svd(blocks, compute_uv=False)[:, 0] ** 2).max())
 
 
+def _group_width(layer: Layer, granularity: str) -> int:
+    """Columns per draw: 1 for weights and single-column neurons; H·W behind a Flatten; kh·kw for a conv."""
+    if granularity == "weight":
+        return 1
+    gid = column_groups(layer)
+    return int(gid.size // (int(gid[-1]) + 1))
+
+
 def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
     """Tier T (derived): pruning f τ² max_j‖W[:,j]‖² Z², quantization f Σ_i M_i²/(4k²) Z², summed.
 
@@ -130,7 +138,9 @@ def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
 def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | None, str | None]:
     """P1's constant (Prop 18–20): 2f Z² τ² ν² n_out / (1−f), τ² = (1−p)/p or 1/k². "Paper bound".
 
-    Undefined at f = 1 (returns None with the reason), and for the baselines.
+    Undefined at f = 1 (returns None with the reason), and for the baselines. Not a bound for draws of
+    groups of several columns (conv channels, Flatten→Gemm blocks): None with the reason there; for
+    single weights or single columns P ≥ T since max_j‖W[:,j]‖² ≤ n_out·ν² and 2/(1−f) ≥ 1.
     """
     if not draw.randomized:
         return None, "baselines carry only tier W"
@@ -140,6 +150,12 @@ def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | No
     if draw.prune_randomized and draw.tau2 is not None and draw.f is not None:
         if draw.f >= 1.0:
             return None, "P1's constant 2f/(1-f) is undefined at f = 1 (pruning)"
+        width = _group_width(layer, draw.granularity)
+        if width > 1:
+            return None, (
+                f"P1's constant is not a bound for draws of groups of {width} columns (one draw per "
+                "neuron/channel block): a block's ‖W_g‖²_op can exceed n_out·ν², so P could sit below E"
+            )
         nu = float(np.abs(layer.matrix).max())
         A += 2 * draw.f * Z2 * draw.tau2 * nu**2 * n_out / (1 - draw.f)
     if draw.quant_randomized and draw.M is not None and draw.k is not None:

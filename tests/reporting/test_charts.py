@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,10 +45,27 @@ def test_bounds_chart_is_inline_svg_with_every_tier(report: dict[str, Any]) -> N
     assert "log scale" in svg
 
 
-def test_charts_are_deterministic(report: dict[str, Any]) -> None:
-    assert charts.bounds_chart(report["layers"]) == charts.bounds_chart(report["layers"])
-    d = report["diagnostics"][0]
-    assert charts.diagnostics_chart(d, 0) == charts.diagnostics_chart(d, 0)
+_CHARTS_CODE = (
+    "import hashlib, sys\n"
+    "from netshrink.reporting import charts\n"
+    "from netshrink.reporting.sample import sample_report\n"
+    "r = sample_report()\n"
+    "svg = charts.bounds_chart(r['layers']) or ''\n"
+    "svg += charts.diagnostics_chart(r['diagnostics'][0], 0) or ''\n"
+    "sys.stdout.write(hashlib.sha256(svg.encode()).hexdigest())\n"
+)
+
+
+def test_charts_are_deterministic_across_processes(tmp_path: Path) -> None:
+    """Two fresh interpreters with different hash seeds (and matplotlib caches) draw the same bytes."""
+    digests = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "MPLCONFIGDIR": str(tmp_path / f"mpl{seed}")}
+        out = subprocess.run(
+            [sys.executable, "-c", _CHARTS_CODE], capture_output=True, text=True, env=env, check=True
+        )
+        digests.append(out.stdout)
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
 
 
 def test_charts_on_one_page_have_distinct_element_ids(report: dict[str, Any]) -> None:

@@ -19,7 +19,15 @@ import torch
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from netshrink.workers.artifacts import ArtifactStore
-from netshrink.workers.jobs import InputInfo, Job, JobStatus, Progress, StoreUnavailableError, utcnow
+from netshrink.workers.jobs import (
+    InputInfo,
+    Job,
+    JobNotFoundError,
+    JobStatus,
+    Progress,
+    StoreUnavailableError,
+    utcnow,
+)
 from netshrink.workers.run import run_job
 from netshrink.workers.settings import WorkerSettings
 from netshrink.workers.store_sqlite import SQLiteJobStore
@@ -75,7 +83,14 @@ def test_terminal_job_is_left_alone(
 def test_missing_job_is_dropped(
     store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings
 ) -> None:
-    run_job("job_gone", store=store, artifacts=artifacts, settings=settings)
+    """A delivery for a job that no longer exists (deleted, expired) is dropped: no job is created,
+    no artifact written, nothing raised (the task would otherwise be redelivered forever)."""
+    before = [j.id for j in store.list(None, limit=100).items]
+    assert run_job("job_gone", store=store, artifacts=artifacts, settings=settings) is None
+    with pytest.raises(JobNotFoundError):
+        store.get("job_gone")
+    assert artifacts.list("job_gone") == []
+    assert [j.id for j in store.list(None, limit=100).items] == before
 
 
 def test_too_many_attempts_fails_the_job(

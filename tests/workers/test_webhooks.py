@@ -74,9 +74,15 @@ def test_ssrf_guard_refuses(url: str) -> None:
 
 
 def test_ssrf_guard_allows_public_and_allow_listed_hosts() -> None:
-    check_target("https://93.184.216.34/hook")
-    check_target("http://127.0.0.1:9/h", allow_hosts=["127.0.0.1"])
-    check_target("http://LOCALHOST/h", allow_hosts=["localhost"])
+    """A public address passes; a loopback one passes only while its host is on the allow-list
+    (exact, case-insensitive): the allow-list, not a lax guard, is what lets it through."""
+    assert check_target("https://93.184.216.34/hook") is None
+    for url, host in (("http://127.0.0.1:9/h", "127.0.0.1"), ("http://LOCALHOST/h", "localhost")):
+        with pytest.raises(WebhookTargetError, match="non-public address"):
+            check_target(url)
+        with pytest.raises(WebhookTargetError):
+            check_target(url, allow_hosts=["other.example"])
+        assert check_target(url, allow_hosts=[host.upper()]) is None
 
 
 def test_refused_target_is_not_contacted(make_job: Callable[..., Job]) -> None:

@@ -93,9 +93,11 @@ def test_T_at_least_E_and_P_at_least_T(kind: str, spec: str) -> None:
         assert T is not None and T >= draw.tier_E_A
         P, reason = tier_P(layer, draw, stats)
         if P is None:
-            assert reason is not None and "f = 1" in reason
-        elif layer.kind == "dense" and spec != "groups":
-            assert P >= T  # ν² n_out ≥ max_j ‖W[:, j]‖² and 2/(1−f) ≥ 1
+            assert reason is not None and ("f = 1" in reason or "groups of" in reason)
+            if spec == "groups" and "groups of" in reason:
+                assert layer.kind == "conv" or layer.input_group > 1  # only multi-column draws
+        else:
+            assert P >= T  # ν² n_out ≥ max_j ‖W[:, j]‖² and 2/(1−f) ≥ 1; groups and convs included
 
 
 def test_output_aware_score_drops_f_in_tier_T() -> None:
