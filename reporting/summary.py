@@ -57,14 +57,10 @@ def _verdict(report: Mapping[str, Any]) -> str:
         )
     rel = get(s, "error", "relative_l2")
     if is_num(rel):
-        ev = s.get("evaluation") or {}
-        n = ev.get("samples_holdout") if ev.get("split") == "holdout" else ev.get("samples_fit")
-        where = (
-            f"{num(n)} {text(ev.get('split'))} samples of {text(ev.get('inputs'))} inputs"
-            if n
-            else "the inputs"
+        parts.append(
+            f"On {_measured_on(s.get('evaluation') or {})}, its logits moved by "
+            f"<strong>{pct(rel)}</strong> (relative L2)."
         )
-        parts.append(f"On {where}, its logits moved by <strong>{pct(rel)}</strong> (relative L2).")
         brel = get(s, "bounds", tier, "relative")
         if is_num(brel):
             parts.append(_bound_sentence(s, tier, brel))
@@ -87,6 +83,17 @@ def _verdict(report: Mapping[str, Any]) -> str:
             "diagnostics below say how compressible it is."
         )
     return f'<p class="verdict">{" ".join(parts)}</p>'
+
+
+def _measured_on(ev: Mapping[str, Any]) -> str:
+    """Which samples produced the headline figures: the held-out split, named with its size."""
+    n, fit, inputs = ev.get("samples_holdout"), ev.get("samples_fit"), text(ev.get("inputs"))
+    if not n:
+        return "the inputs"
+    if ev.get("split") == "none":
+        return f"all {num(n)} {inputs} samples (too few for a held-out split: the same ones were fitted)"
+    others = f"; {num(fit)} others were used for fitting" if fit else ""
+    return f"the {num(n)} held-out {inputs} samples{others}"
 
 
 def _bound_sentence(s: Mapping[str, Any], tier: str, brel: float) -> str:

@@ -281,3 +281,25 @@ def test_sample_reports_validate_against_the_core_schema(
     schema = json.loads(schema_path.read_text(encoding="utf-8"))
     jsonschema.validate(report, schema)
     jsonschema.validate(analyze_report, schema)
+
+
+def test_the_verdict_names_the_split_behind_the_headline(report: dict[str, Any]) -> None:
+    """Synthetic inputs: 256 drawn, the figure comes from the 51 held out; say 51, not 256."""
+    report["summary"]["evaluation"] = {
+        "inputs": "gaussian",
+        "split": "synthetic",
+        "samples_fit": 256,
+        "samples_holdout": 51,
+        "scale": 1.0,
+    }
+    report["diagnostics"] = []
+    page = render_html(report)
+    assert "On the 51 held-out gaussian samples; 256 others were used for fitting" in page
+    report["summary"]["evaluation"] = {
+        "inputs": "calibration",
+        "split": "none",
+        "samples_fit": 20,
+        "samples_holdout": 20,
+        "scale": None,
+    }
+    assert "all 20 calibration samples (too few for a held-out split" in render_html(report)
