@@ -177,13 +177,18 @@ def scaling(work: Path, widths_list: tuple[int, ...], samples_list: tuple[int, .
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("all", "table", "scaling"), default="all")
+    ap.add_argument("--part", choices=("all", "table", "scaling", "merge"), default="all")
+    ap.add_argument("--json", default="scale.json", help="results file under bench/results/")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="scale-"))
-    path = RESULTS / "scale.json"
+    path = RESULTS / args.json
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() and args.part != "all" else {}
-    result["machine"] = machine()
+    if args.part == "merge":  # scale.json ∪ scale-scaling.json (two parts run at the same time)
+        part = RESULTS / "scale-scaling.json"
+        result.update({k: v for k, v in json.loads(part.read_text()).items() if k != "machine"})
+    else:
+        result["machine"] = machine()
     if args.part in ("all", "table"):
         result.update(table(work))
     if args.part in ("all", "scaling"):

@@ -130,3 +130,40 @@ def test_analyze_prints_what_it_found_per_layer(
         q, ref = diag["q"]["magnitude"]["eps_0.1"], diag["gaussian_reference"]["magnitude"]["eps_0.1"]
         assert f"{q:.3f} vs {ref:.3f}" in out
     assert re.search(r"min bits", out)
+
+
+def test_verbose_prints_stage_timings_and_the_report_keeps_them(
+    mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: seconds per stage in report.json and on stderr; each σ says how it was certified."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("NETSHRINK_TORCH_THREADS", "1")
+    out = tmp_path / "out"
+    try:
+        code = main(["compress", str(mlp_path), "--bits", "4", "--seed", "1", "--out", str(out), "--verbose"])
+        assert torch.get_num_threads() == 1  # the CLI used the cores it was given
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "stage timings" in err and "measure_and_bounds" in err and "report_html" in err
+    report = json.loads((out / "report.json").read_text())
+    stages = report["timings"]["stages"]
+    assert {"load", "prepare", "compress", "measure_and_bounds", "diagnostics"} <= set(stages)
+    assert all(v >= 0 for v in stages.values()) and report["timings"]["torch_threads"] == 1
+    for layer in report["layers"]:
+        cert = layer["inputs"]["sigma_bound"]
+        assert cert["holds"] in ("exact", "deterministic", "probabilistic")
+        assert cert["value"] == pytest.approx(layer["inputs"]["sigma"]) and cert["value"] >= cert["estimate"]
+    sigma = report["summary"]["sigma"]
+    assert sigma["failure_probability"] >= 0 and "statement" in sigma
+
+
+def test_bad_thread_count_is_a_one_line_error(
+    mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["compress", str(mlp_path), "--bits", "4", "--threads", "0", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "at least 1" in capsys.readouterr().err
