@@ -108,8 +108,10 @@ def netshrink_job(name: str, model: Path, cal: Path, out: Path, flags: list[str]
     }
 
 
-def slope(x: list[float], y: list[float]) -> float:
-    """Least-squares slope of log y on log x."""
+def slope(x: list[float], y: list[float]) -> float | None:
+    """Least-squares slope of log y on log x (None with fewer than 2 points)."""
+    if len(x) < 2:
+        return None
     lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
     return float(np.polyfit(lx, ly, 1)[0])
 
@@ -175,18 +177,105 @@ def scaling(work: Path, widths_list: tuple[int, ...], samples_list: tuple[int, .
     }
 
 
+TABLE_JOBS = {
+    "bits8": ("netshrink --bits 8", ["--bits", "8"]),
+    "bits4": ("netshrink --bits 4", ["--bits", "4"]),
+    "neuron4": (
+        "netshrink neuron keep 0.5 + 4 bits",
+        ["--prune-keep", "0.5", "--granularity", "neuron", "--bits", "4"],
+    ),
+    "top1": ("netshrink --target-top1 0.99", ["--target-top1", "0.99"]),
+}
+
+
+def table_job(name: str) -> None:
+    work = Path(tempfile.mkdtemp(prefix="scale-"))
+    model, cal = mlp_files(4096)
+    if name == "ort":
+        r = ort_peer(model, cal, work / "ort.onnx")
+    elif name == "random784":
+        m, c = mlp_files(4096, n_in=784, trained=False)
+        r = netshrink_job("random 784→4096→4096→10 --bits 4", m, c, work / "r", ["--bits", "4"])
+    else:
+        label, flags = TABLE_JOBS[name]
+        r = netshrink_job(label, model, cal, work / "j", flags)
+    with (RESULTS / "scale-table.jsonl").open("a") as fh:
+        fh.write(json.dumps(r, sort_keys=True) + "\n")
+
+
+def table_from_jobs() -> dict[str, Any]:
+    """The table from the ``--job`` rows (each one measured as its own process, in one session)."""
+    model, _ = mlp_files(4096)
+    rows = [json.loads(line) for line in (RESULTS / "scale-table.jsonl").read_text().splitlines() if line]
+    peer = next(r for r in rows if r["job"].startswith("onnxruntime"))
+    for r in rows:
+        r["ratio"] = r["wall_s"] / peer["wall_s"]
+    single = [r for r in rows if r["job"] == "netshrink --bits 4"]
+    search = [r for r in rows if r["job"] == "netshrink --target-top1 0.99"]
+    return {
+        "model": {
+            "file": model.name,
+            "bytes": model.stat().st_size,
+            "rss_limit": 3 * model.stat().st_size + GiB,
+        },
+        "rows": [peer] + [r for r in rows if r is not peer],
+        "search_over_single": search[0]["wall_s"] / single[0]["wall_s"] if search and single else None,
+    }
+
+
+def merge_points(result: dict[str, Any]) -> dict[str, Any]:
+    """Sweeps from the ``--point`` runs, plus the 17M table's --bits 4 run as the w = 4096 point."""
+    pts = [json.loads(line) for line in (RESULTS / "scale-points.jsonl").read_text().splitlines() if line]
+    table4 = [r for r in result.get("rows", []) if r["job"] == "netshrink --bits 4"]
+    widths = sorted([r for r in pts if r["samples"] == 1437], key=lambda r: r["params"])
+    widths += (
+        [dict(table4[0], job="w=4096 S=1437 (the table's --bits 4 run, with report.html)")] if table4 else []
+    )
+    samples = sorted([r for r in pts if r["job"].startswith("w=1024 ")], key=lambda r: r["samples"])
+    return {
+        "widths": widths,
+        "samples": samples,
+        "exponents": {
+            "params_total": slope([r["params"] for r in widths], [r["wall_s"] for r in widths]),
+            "params_core": slope([r["params"] for r in widths], [core_seconds(r) for r in widths]),
+            "params_rss": slope([r["params"] for r in widths], [r["peak_rss"] for r in widths]),
+            "samples_total": slope([r["samples"] for r in samples], [r["wall_s"] for r in samples]),
+            "samples_core": slope([r["samples"] for r in samples], [core_seconds(r) for r in samples]),
+        }
+        if len(widths) >= 2 and len(samples) >= 2
+        else {},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=("all", "table", "scaling", "merge"), default="all")
     ap.add_argument("--json", default="scale.json", help="results file under bench/results/")
+    ap.add_argument("--job", help="one table row: ort | bits8 | bits4 | neuron4 | top1 | random784")
+    ap.add_argument("--point", help="one sweep point, WIDTH:SAMPLES, appended to scale-points.jsonl at once")
     args = ap.parse_args()
+    if args.job:  # one row of the 17M table, appended to scale-table.jsonl at once
+        table_job(args.job)
+        return
+    if args.point:
+        w, n = (int(v) for v in args.point.split(":"))
+        m, c = mlp_files(w, trained=w <= 4096, samples=n)
+        r = netshrink_job(
+            f"w={w} S={n}", m, c, Path(tempfile.mkdtemp(prefix="scale-")), ["--bits", "4", "--no-html"]
+        )
+        with (RESULTS / "scale-points.jsonl").open("a") as fh:
+            fh.write(json.dumps(r, sort_keys=True) + "\n")
+        return
     RESULTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     path = RESULTS / args.json
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() and args.part != "all" else {}
-    if args.part == "merge":  # scale.json ∪ scale-scaling.json (two parts run at the same time)
-        part = RESULTS / "scale-scaling.json"
-        result.update({k: v for k, v in json.loads(part.read_text()).items() if k != "machine"})
+    if args.part == "merge":  # the --job rows (scale-table.jsonl) and the --point runs (scale-points.jsonl)
+        result["machine"] = machine()
+        if (RESULTS / "scale-table.jsonl").exists():
+            result.update(table_from_jobs())
+        if (RESULTS / "scale-points.jsonl").exists():
+            result.update(merge_points(result))
     else:
         result["machine"] = machine()
     if args.part in ("all", "table"):
@@ -230,8 +319,9 @@ def render(result: dict[str, Any]) -> str:
         f"# Scale: {result['model']['file']} ({result['model']['bytes'] / 2**20:.1f} MiB)\n",
         f"machine: {result['machine']}\n",
         md_table(head, rows),
-        f"\nbudget search / single compress: {result['search_over_single']:.2f}× "
-        f"(target ≤ {SEARCH_TARGET}×); speed target ≤ {SPEED_TARGET}× quantize_dynamic\n",
+        "\nbudget search / single compress: "
+        + ("not measured" if result["search_over_single"] is None else f"{result['search_over_single']:.2f}×")
+        + f" (target ≤ {SEARCH_TARGET}×); speed target ≤ {SPEED_TARGET}× quantize_dynamic\n",
     ]
     stage_rows = [[r["job"], *(f"{k} {v:.1f}" for k, v in r["stages"].items())] for r in result["rows"][1:]]
     width = max(len(r) for r in stage_rows)
@@ -255,7 +345,7 @@ def render_scaling(result: dict[str, Any]) -> str:
             "\n## Scaling (--bits 4, no report.html)\n",
             md_table(sc_head, sc),
             "\nfitted exponents (log-log slopes): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in ex.items())
+            + ", ".join(f"{k} {v:.2f}" for k, v in ex.items() if v is not None)
             + " (target ≤ 1.1 for compression + measurement)\n",
         ]
     return "".join(out)
