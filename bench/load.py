@@ -60,7 +60,7 @@ def start_server(mode: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], st
         argv += ["--redis-url", REDIS_URL]
     else:
         argv += ["--no-embedded-worker"]
-    code = f"import sys; from cli.serve_cmd import main; sys.exit(main({argv!r}))"
+    code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

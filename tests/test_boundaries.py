@@ -74,3 +74,19 @@ def test_reporting_does_not_import_the_web_or_queue() -> None:
     loaded = _loaded_after("import netshrink.reporting")
     assert not {m.split(".")[0] for m in loaded} & {"fastapi", "starlette", "celery", "kombu", "redis"}
     assert not {m for m in loaded if m.startswith(("netshrink.workers", "netshrink.service"))}
+
+
+def test_tests_and_benches_use_the_installed_names() -> None:
+    """The repo root is on sys.path for pytest and `python -m bench.*`, so a bare `import cli` or
+    `from compression...` would silently load a second copy of a package; only netshrink.* may be used."""
+    import re
+
+    bare = re.compile(r"\b(?:from|import)\s+(?:compression|service|workers|reporting|client|cli)(?:\.|\s)")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in ("tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if bare.search(line) and "netshrink." not in line.split("import")[0]
+    ]
+    assert not offenders, offenders

@@ -241,8 +241,8 @@ def test_same_report_same_bytes_across_processes(sample_html: str, tmp_path: Pat
     """Deterministic output, also under another hash seed (no set/dict-hash ordering leaks in)."""
     out = tmp_path / "report.html"
     code = (
-        "import sys; from pathlib import Path; from reporting import render_html; "
-        "from reporting.sample import sample_report; "
+        "import sys; from pathlib import Path; from netshrink.reporting import render_html; "
+        "from netshrink.reporting.sample import sample_report; "
         "Path(sys.argv[1]).write_text(render_html(sample_report()), encoding='utf-8')"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}

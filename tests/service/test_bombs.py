@@ -71,7 +71,7 @@ def test_three_concurrent_bombs_keep_the_api_within_200_mb_of_idle(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")}
     env["PYTHONPATH"] = str(ROOT)
     argv = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
-    code = f"import sys; from cli.serve_cmd import main; sys.exit(main({argv!r}))"
+    code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
 
     def post(calibration: bytes) -> httpx.Response:

@@ -71,7 +71,7 @@ def test_generated_client_submits_polls_downloads_and_reads_the_report(tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")}
     env["PYTHONPATH"] = str(ROOT)
     argv = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
-    code = f"import sys; from cli.serve_cmd import main; sys.exit(main({argv!r}))"
+    code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:

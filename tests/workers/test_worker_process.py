@@ -32,7 +32,9 @@ def test_worker_process_runs_a_job_heartbeats_and_stops_warm(
     job = store.create(make_job(spec={"quantize": {"bits": 1}})).job
     ArtifactStore(settings.artifacts_dir).save_input(job.id, "model.onnx", b"x")
     enqueue_job(create_celery_app(settings), job)
-    code = "import sys; from cli.worker_cmd import main; sys.exit(main(['-c', '1', '-l', 'WARNING']))"
+    code = (
+        "import sys; from netshrink.cli.worker_cmd import main; sys.exit(main(['-c', '1', '-l', 'WARNING']))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 90
@@ -72,7 +74,7 @@ def test_a_job_that_kills_its_worker_is_failed_after_max_attempts(
     job = store.create(make_job(spec=spec)).job
     ArtifactStore(settings.artifacts_dir).save_input(job.id, "model.onnx", mlp_onnx())
     enqueue_job(create_celery_app(settings), job)
-    code = "import sys; from cli.worker_cmd import main; sys.exit(main(['-c', '1', '-l', 'ERROR']))"
+    code = "import sys; from netshrink.cli.worker_cmd import main; sys.exit(main(['-c', '1', '-l', 'ERROR']))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 90
