@@ -10,11 +10,6 @@ NaN and answer 422, and three at once must keep its peak RSS within 200 MB of id
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -25,17 +20,11 @@ import numpy as np
 import pytest
 
 from tests import factories
+from tests.serve_process import embedded_serve
 
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 BOMB_BYTES = 512 * MIB
 SPEC = json.dumps({"prune": {"keep": 0.5}, "seed": 1})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nan_bomb(path: Path, data_bytes: int, width: int = 8) -> bytes:
@@ -67,32 +56,16 @@ def test_three_concurrent_bombs_keep_the_api_within_200_mb_of_idle(tmp_path: Pat
     bomb = nan_bomb(tmp_path / "bomb.npz", BOMB_BYTES)
     assert len(bomb) < 2 * MIB
     model = factories.mlp_onnx()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")}
-    env["PYTHONPATH"] = str(ROOT)
-    argv = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
-    code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
 
     def post(calibration: bytes) -> httpx.Response:
         files = {
             "model": ("m.onnx", model, "application/octet-stream"),
             "calibration": ("c.npz", calibration, "application/octet-stream"),
         }
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
+        with httpx.Client(base_url=base, timeout=300) as c:
             return c.post("/v1/jobs", files=files, data={"spec": SPEC})
 
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, "serve exited early"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.2)
+    with embedded_serve(tmp_path / "data") as (base, proc):
         # Warm-up on the same code path (imports torch/onnx, loads the model): a small NaN file.
         warm = post(nan_bomb(tmp_path / "small.npz", MIB))
         assert warm.status_code == 422, warm.text
@@ -109,6 +82,3 @@ def test_three_concurrent_bombs_keep_the_api_within_200_mb_of_idle(tmp_path: Pat
         growth_mb = (peak - idle) / 1e6
         print(f"idle RSS {idle / 1e6:.0f} MB, peak {peak / 1e6:.0f} MB under 3 bombs: +{growth_mb:.0f} MB")
         assert growth_mb < 200, f"peak RSS grew {growth_mb:.0f} MB over idle ({idle / 1e6:.0f} MB)"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
