@@ -1,7 +1,9 @@
 """THE one error map, and the handlers that make every non-2xx response RFC 9457 problem+json.
 
 - ``compression.errors`` classes map to statuses through ``STATUS_BY_ERROR`` (most specific class
-  wins, by MRO), so a new core subclass inherits its parent's status.
+  wins, by MRO), so a new core subclass inherits its parent's status. The map and the problem body
+  live in ``workers/problems.py`` (the service imports the workers, never the reverse), so a job
+  that fails in the worker records exactly what the API would have answered.
 - ``ApiError`` is the service's own failure (404 unknown job, 409 wrong state, 415, 429, ...).
 - FastAPI's ``RequestValidationError`` becomes 422 with ``errors[]`` as JSON Pointers.
 - Starlette's ``HTTPException`` (unknown route 404, 405 with ``Allow``) keeps its status and headers.
@@ -29,33 +31,21 @@ from starlette.routing import Match
 
 from netshrink.compression import errors as core
 from netshrink.service.schemas import Problem, ProblemFieldError
+from netshrink.workers import problems
 from netshrink.workers.jobs import StoreUnavailableError
+from netshrink.workers.problems import PROBLEM_BASE, STATUS_BY_ERROR, status_for
 
 log = logging.getLogger("netshrink.service")
 
 Location = Literal["body", "query", "header", "path"]
 _UNION_TAG = re.compile(r"^(constrained-|function-|literal\[|dict\[|list\[|tagged-union\[|nullable\[)")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://netshrink.dev/problems/"
 UNAVAILABLE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the job store / Redis is down
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     StoreUnavailableError,
     redis.ConnectionError,
     redis.TimeoutError,
 )
-
-STATUS_BY_ERROR: Mapping[type[core.CompressionError], int] = {
-    core.CompressionError: 422,
-    core.ModelFormatError: 400,  # recognised container, unreadable bytes (unknown formats are 415)
-    core.ExternalDataError: 422,  # a readable ONNX we refuse: the bytes are fine, the content is not
-    core.UnsupportedModelError: 422,
-    core.InvalidWeightsError: 422,
-    core.ArchitectureError: 422,
-    core.CalibrationError: 422,
-    core.InvalidSpecError: 422,
-    core.LimitExceededError: 413,
-    core.CancelledError: 409,
-}
 
 
 class ApiError(Exception):
@@ -82,31 +72,9 @@ def not_found(what: str = "job") -> ApiError:
     return ApiError(404, "not-found", "Not found", f"No such {what}.")
 
 
-def status_for(exc: core.CompressionError) -> int:
-    """The HTTP status of a core error: the first class of its MRO present in the map."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 422  # pragma: no cover - CompressionError itself is in the map
-
-
 def problem_from_error(exc: core.CompressionError, *, instance: str | None = None) -> Problem:
-    """A core error as a problem; ``field`` becomes an ``errors[]`` pointer into the spec."""
-    errors = []
-    if exc.field:
-        form = exc.field.split(".")[0] in ("train", "validation")  # form fields of kind finetune
-        name = exc.field if form else "spec." + exc.field
-        errors.append(ProblemFieldError(detail=exc.detail, pointer="/" + name.replace(".", "/"), field=name))
-    extra: dict[str, Any] = {"nodes": exc.nodes} if exc.nodes else {}
-    return Problem(
-        type=PROBLEM_BASE + exc.slug,
-        title=exc.title,
-        status=status_for(exc),
-        detail=exc.detail,
-        instance=instance,
-        errors=errors,
-        **extra,
-    )
+    """A core error as a problem (``workers.problems.from_error``, the worker's body too)."""
+    return Problem.model_validate({**problems.from_error(exc), "instance": instance})
 
 
 def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -1,18 +1,36 @@
 """RFC 9457 problem bodies stored in ``job.error`` when a job fails.
 
-The HTTP status map for synchronous errors lives in ``service/errors.py``; a *failed job* only
-needs the body: 422 for a ``CompressionError`` (the input was processable but not compressible as
-asked), 500 for anything else (a bug; the detail never contains a stack trace).
+``STATUS_BY_ERROR`` is THE one map from ``compression.errors`` classes to HTTP statuses (most
+specific class wins, by MRO). The API (``service/errors.py``) answers a synchronous core error with
+it, and the worker records a failed job's problem with it, through the same ``from_error``: the
+same core error gets the same ``status``, ``type`` and ``errors[]`` on both sides (a size limit is
+413 whether the API or the worker found it). Anything that is not a core error is 500 (a bug; the
+detail never contains a stack trace).
 Ref: RFC 9457 §3 (members ``type``, ``title``, ``status``, ``detail``); docs/api.md "Errors".
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from netshrink.compression.errors import CompressionError
+from netshrink.compression import errors as core
 
 PROBLEM_BASE = "https://netshrink.dev/problems/"
+
+STATUS_BY_ERROR: Mapping[type[core.CompressionError], int] = {
+    core.CompressionError: 422,
+    core.ModelFormatError: 400,  # recognised container, unreadable bytes (unknown formats are 415)
+    core.ExternalDataError: 422,  # a readable ONNX we refuse: the bytes are fine, the content is not
+    core.UnsupportedModelError: 422,
+    core.InvalidWeightsError: 422,
+    core.ArchitectureError: 422,
+    core.CalibrationError: 422,
+    core.InvalidSpecError: 422,
+    core.LimitExceededError: 413,
+    core.CancelledError: 409,
+}
+_FORM_FIELDS = ("train", "validation")  # form parts of kind finetune; every other field is in the spec
 
 
 def problem(slug: str, title: str, status: int, detail: str, **extra: Any) -> dict[str, Any]:
@@ -22,10 +40,23 @@ def problem(slug: str, title: str, status: int, detail: str, **extra: Any) -> di
     return body
 
 
-def from_error(exc: CompressionError, *, status: int = 422) -> dict[str, Any]:
-    """The problem for a core error; ``field`` becomes an ``errors[]`` entry, ``nodes`` is kept."""
-    errors = [{"field": exc.field, "detail": exc.detail}] if exc.field else None
-    return problem(exc.slug, exc.title, status, exc.detail, errors=errors, nodes=exc.nodes or None)
+def status_for(exc: core.CompressionError) -> int:
+    """The HTTP status of a core error: the first class of its MRO present in ``STATUS_BY_ERROR``."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 422  # pragma: no cover - CompressionError itself is in the map
+
+
+def from_error(exc: core.CompressionError) -> dict[str, Any]:
+    """The problem for a core error, for the API's answer and a failed job's ``error`` alike:
+    status from ``STATUS_BY_ERROR``; ``field`` becomes an ``errors[]`` entry with a JSON Pointer into
+    the request (``/spec/prune/keep``, or ``/train/labels`` for a form part); ``nodes`` is kept."""
+    errors = []
+    if exc.field:
+        name = exc.field if exc.field.split(".")[0] in _FORM_FIELDS else "spec." + exc.field
+        errors = [{"detail": exc.detail, "pointer": "/" + name.replace(".", "/"), "field": name}]
+    return problem(exc.slug, exc.title, status_for(exc), exc.detail, errors=errors, nodes=exc.nodes or None)
 
 
 def internal(job_id: str | None = None) -> dict[str, Any]:
@@ -50,4 +81,13 @@ def time_limit(limit_s: int) -> dict[str, Any]:
     )
 
 
-__all__ = ["PROBLEM_BASE", "from_error", "internal", "problem", "time_limit", "too_many_attempts"]
+__all__ = [
+    "PROBLEM_BASE",
+    "STATUS_BY_ERROR",
+    "from_error",
+    "status_for",
+    "internal",
+    "problem",
+    "time_limit",
+    "too_many_attempts",
+]

@@ -11,7 +11,8 @@ Guarantees (Ref: docs/development.md "workers/run.py"; docs/api.md "Errors", "Au
   retries (``StoreUnavailableError``) ends the execution without a result, and the job goes the
   same way: it is never failed because the store was briefly down;
 - every exception ends the job: ``CancelledError`` → cancelled, ``CompressionError`` → failed
-  with its RFC 9457 problem (422), the soft time limit → failed (422), anything else → failed
+  with its RFC 9457 problem (status from the one map, ``workers.problems``: 422, 413 for a
+  limit), the soft time limit → failed (422), anything else → failed
   with an internal problem (500, no stack trace; the traceback goes to the worker log). A job is
   never left "running" by an exception;
 - progress goes to the job store (and, throttled, to ``job.progress`` webhooks); cancellation is

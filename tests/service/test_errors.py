@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -9,7 +12,13 @@ from netshrink.compression import errors as core
 from netshrink.service.errors import STATUS_BY_ERROR, problem_from_error, status_for
 from netshrink.service.main import create_app
 from netshrink.service.settings import ServiceSettings
-from tests.service.conftest import assert_problem
+from netshrink.workers import problems
+from netshrink.workers.artifacts import ArtifactStore
+from netshrink.workers.jobs import InputInfo, Job, JobStatus
+from netshrink.workers.run import run_job
+from netshrink.workers.store_sqlite import SQLiteJobStore
+from tests import factories
+from tests.service.conftest import assert_problem, make_settings
 
 CORE_STATUS = [
     (core.ModelFormatError, 400),
@@ -80,3 +89,30 @@ def test_unexpected_exception_is_a_500_problem_without_stack_trace(settings: Ser
 
 def test_non_multipart_submit_is_415(client: TestClient) -> None:
     assert_problem(client.post("/v1/jobs", json={"spec": {}}), 415, "unsupported-media-type")
+
+
+def test_a_core_error_is_the_same_problem_from_the_api_and_from_a_failed_job(tmp_path: Path) -> None:
+    """One map (``workers.problems.STATUS_BY_ERROR``) on both sides: the same model over the same
+    ``max_params`` is a 413 ``limit-exceeded`` from ``POST /v1/jobs`` *and* in the ``error`` of a
+    job the worker fails with that limit (before, the worker recorded 422)."""
+    model, spec = factories.mlp_onnx(), {"prune": {"keep": 0.5}, "seed": 1}
+    settings = make_settings(tmp_path, max_params=100)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v1/jobs", files={"model": ("m.onnx", model), "spec": (None, json.dumps(spec))})
+    body = assert_problem(answer, 413, "limit-exceeded")
+    store = SQLiteJobStore(settings.sqlite_path, retention_s=3600)
+    artifacts = ArtifactStore(settings.artifacts_dir)
+    job = Job(spec=spec, input=InputInfo(filename="m.onnx", format="onnx", sha256="0" * 64, size_bytes=1))
+    store.create(job)
+    artifacts.save_input(job.id, "model.onnx", model)
+    run_job(job.id, store=store, artifacts=artifacts, settings=settings)  # a worker with the same limit
+    failed = store.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error is not None
+    body.pop("instance")
+    assert failed.error == body  # type, title, status 413, detail, errors: identical
+
+
+def test_the_worker_records_the_same_field_pointer_as_the_api() -> None:
+    exc = core.InvalidSpecError("keep must be in (0, 1]", field="prune.keep")
+    assert problems.from_error(exc) == problem_from_error(exc).model_dump(mode="json", exclude_none=True)
+    assert problems.from_error(exc)["errors"][0]["pointer"] == "/spec/prune/keep"

@@ -126,7 +126,7 @@ def test_compression_error_becomes_a_422_problem(
     assert failed.status is JobStatus.FAILED and failed.finished_at is not None
     assert failed.error is not None
     assert failed.error["type"] == "https://netshrink.dev/problems/invalid-spec"
-    assert failed.error["status"] == 422 and failed.error["errors"][0]["field"].startswith("prune")
+    assert failed.error["status"] == 422 and failed.error["errors"][0]["field"].startswith("spec.prune")
 
 
 def test_unexpected_exception_is_internal_problem_without_traceback(
@@ -286,7 +286,8 @@ def test_cuda_job_without_cuda_fails_cleanly(
     _run(job, store, artifacts, settings)
     failed = store.get(job.id)
     assert failed.status is JobStatus.FAILED and failed.error is not None
-    assert failed.error["type"].endswith("/invalid-spec") and failed.error["errors"][0]["field"] == "device"
+    assert failed.error["type"].endswith("/invalid-spec")
+    assert failed.error["errors"][0]["field"] == "spec.device"
 
 
 @pytest.mark.gpu
