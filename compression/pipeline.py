@@ -211,8 +211,10 @@ def compress(
                     on_candidate=on_candidate,
                 )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
-        if spec.draws != 1 or chosen is None:
-            chosen = None
+        if uniform and spec.draws != 1:
+            chosen = (
+                None  # the per-layer search ships its verified draw (it made the draws); the grid redraws
+            )
     else:
         spec_run = spec
     if chosen is None:

@@ -36,6 +36,7 @@ from netshrink.compression.search.group_draw import plan_groups, uses_groups
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
+PrefixCache = dict[tuple[object, ...], LayerDraw]  # (draw, (name, keep, bits) of layers 1..ℓ) -> ℓ's draw
 AUTO_PATIENCE = 3  # draws="auto": stop after this many draws without a gain on the best fit error
 AUTO_MAX_DRAWS = 16  # draws="auto": never more draws than this
 
@@ -106,25 +107,40 @@ def draw_network(
     sensitivities: Mapping[str, Sensitivity] | None = None,
     on_layer: StepFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    cache: PrefixCache | None = None,
+    dense_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> NetworkDraw:
-    """Compress every layer once, greedily from input to output (P1 Algorithm 1)."""
+    """Compress every layer once, greedily from input to output (P1 Algorithm 1).
+
+    ``cache`` (the budget search's): layer ℓ's draw depends only on the settings of layers 1..ℓ, the
+    draw index and the fixed rest of the spec, so a draw is reused for any candidate sharing that
+    prefix (seeded generators make it the identical draw). ``dense_inputs``: the dense z_{ℓ−1} on
+    ``X`` when the caller already has them (the refit's target under ``compensate``).
+    """
     assert spec.seed is not None
     result = NetworkDraw(draw)
     overrides: dict[str, torch.Tensor] = {}
-    dense: dict[str, torch.Tensor] = {}
+    dense: Mapping[str, torch.Tensor] = dense_inputs or {}
     gd = None
     if uses_groups(net, spec):  # channels coupled through Add/Concat/depthwise: one draw per group
         gd = plan_groups(net, ex, spec, X, draw=draw, sensitivities=sensitivities)
-    if spec.compensate:
+        cache = None  # a group draw is planned for the whole network: no per-prefix reuse
+    if spec.compensate and not dense:
         with torch.no_grad():
             dense = ex.run(X, capture=[layer.input for layer in net.layers])  # z_{ℓ−1}, the refit's target
+    key: tuple[object, ...] = (draw,)
     for layer in net.layers:
         if should_cancel is not None and should_cancel():
             raise CancelledError("cancelled between layers")
         if on_layer is not None:
             on_layer(layer.index, len(net.layers))
         prune, quant = stages_for(layer, spec)
+        key += ((layer.name, None if prune is None else prune.keep_for(layer.name), quant and quant.bits),)
         if prune is None and quant is None:
+            continue
+        if cache is not None and key in cache:
+            d = cache[key]
+            _apply(result, overrides, layer.name, d, ex.device)
             continue
         with torch.no_grad():
             Z = ex.run(X, overrides=overrides, capture=[layer.input])[layer.input]  # ẑ_{ℓ−1}
@@ -168,13 +184,20 @@ def draw_network(
             if pruned is not None and net.channel_groups is not None:
                 d.group_draw = True
                 d.shared_draw = _shared_reason(net, layer.name, pruned)
-        result.layers[layer.name] = d
-        overrides[layer.name] = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=ex.device)
-        if d.compressed.bias is not None:
-            overrides[layer.name + BIAS] = torch.as_tensor(
-                d.compressed.bias, dtype=torch.float32, device=ex.device
-            )
+        if cache is not None:
+            cache[key] = d
+        _apply(result, overrides, layer.name, d, ex.device)
     return result
+
+
+def _apply(
+    result: NetworkDraw, overrides: dict[str, torch.Tensor], name: str, d: LayerDraw, device: torch.device
+) -> None:
+    """Record layer ``name``'s draw and make the next layers see its Ŵ (and compensated bias)."""
+    result.layers[name] = d
+    overrides[name] = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=device)
+    if d.compressed.bias is not None:
+        overrides[name + BIAS] = torch.as_tensor(d.compressed.bias, dtype=torch.float32, device=device)
 
 
 def _shared_reason(net: Network, name: str, pruned: PruneResult) -> str | None:
