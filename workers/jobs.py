@@ -30,22 +30,19 @@ docs/development.md "workers/".
 
 from __future__ import annotations
 
-import base64
 import builtins
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from netshrink.workers.cursor import CURSOR_PATTERN, decode_cursor, encode_cursor, to_us
+from netshrink.workers.records import ApiKeyRecord, WorkerHeartbeat, utcnow
+
 JobKind = Literal["compress", "analyze", "finetune"]
 WEBHOOK_EVENTS = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.cancelled")
-
-
-def utcnow() -> datetime:
-    """Timezone-aware UTC now; every timestamp in a ``Job`` is UTC."""
-    return datetime.now(UTC)
 
 
 def new_job_id() -> str:
@@ -166,30 +163,6 @@ class CreateResult(NamedTuple):
     created: bool
 
 
-class ApiKeyRecord(BaseModel):
-    """A stored API key: only the hash of the bearer token is kept. Ref: docs/api.md "Auth and limits"."""
-
-    id: str
-    name: str = ""
-    key_hash: str  # sha256 hex of the bearer token
-    webhook_secret: str  # "whsec_<base64>", signs this key's webhooks (Standard Webhooks)
-    created_at: datetime = Field(default_factory=utcnow)
-    revoked: bool = False
-
-
-class WorkerHeartbeat(BaseModel):
-    """A worker's liveness record, refreshed every few seconds; served by ``GET /v1/workers``."""
-
-    worker_id: str
-    hostname: str
-    pid: int
-    queues: list[str]
-    device: str
-    started_at: datetime
-    last_seen: datetime = Field(default_factory=utcnow)
-    current_job: str | None = None
-
-
 class JobNotFoundError(KeyError):
     """No job with this id (or it was deleted / expired). The API maps it to 404."""
 
@@ -210,30 +183,6 @@ class IdempotencyConflictError(Exception):
         super().__init__(f"Idempotency-Key {key!r} was already used for a different request")
         self.key = key
         self.job_id = job_id
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_us(when: datetime) -> int:
-    """Exact integer microseconds since the epoch (sort key; exact in a Redis double score)."""
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
-def encode_cursor(job: Job) -> str:
-    """Opaque list cursor: the (created_at, id) of the last item on a page."""
-    raw = f"{to_us(job.created_at)}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Inverse of ``encode_cursor``: (created_us, job_id). Raises ValueError on garbage (API: 400)."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        us, job_id = raw.split("|", 1)
-        return int(us), job_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
 
 
 @runtime_checkable
@@ -402,6 +351,7 @@ __all__ = [
     "StoreUnavailableError",
     "WEBHOOK_EVENTS",
     "WorkerHeartbeat",
+    "CURSOR_PATTERN",
     "decode_cursor",
     "encode_cursor",
     "new_job_id",

@@ -18,6 +18,8 @@ from netshrink.service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, own
 from netshrink.workers.artifacts import MEDIA_TYPES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_OCTET = "application/octet-stream"
+ARTIFACT_MEDIA_TYPES = [_OCTET, *sorted({m.split(";")[0] for m in MEDIA_TYPES.values()} - {_OCTET})]
 
 
 def content_digest(sha256_hex: str) -> str:
@@ -32,9 +34,11 @@ def content_digest(sha256_hex: str) -> str:
     responses={
         200: {
             "description": "The file",
-            "content": {  # the Content-Type follows the name (workers.artifacts.MEDIA_TYPES)
-                media: {"schema": {"type": "string", "format": "binary"}}
-                for media in sorted({m.split(";")[0] for m in MEDIA_TYPES.values()})
+            # The Content-Type follows the name (workers.artifacts.MEDIA_TYPES); every one is a binary
+            # body. application/octet-stream comes first: generators that use one media type per
+            # response take the first they know, and then read each artifact as raw bytes.
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}} for media in ARTIFACT_MEDIA_TYPES
             },
             "headers": {
                 h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")

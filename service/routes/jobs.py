@@ -40,6 +40,7 @@ from netshrink.service.submission import (
 from netshrink.service.uploads import ParsedUpload, UploadLimits, receive_upload
 from netshrink.workers import problems
 from netshrink.workers.jobs import (
+    CURSOR_PATTERN,
     Callback,
     IdempotencyConflictError,
     InputInfo,
@@ -229,7 +230,7 @@ def get_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: Set
     response_model=JobList,
     summary="The caller's jobs, newest first",
     responses={
-        400: {"description": "`cursor` is not a `next_cursor` this server issued", **PROBLEM_RESPONSE},
+        400: {"description": "`cursor` does not have the documented form", **PROBLEM_RESPONSE},
         **ERROR_RESPONSES,
     },
 )
@@ -241,8 +242,9 @@ def list_jobs(
     cursor: Annotated[
         str | None,
         Query(
-            max_length=512,
-            description="`next_cursor` of the previous page (opaque; any other value is 400).",
+            description="`next_cursor` of the previous page: a position `<created µs>.<job id>`; any "
+            "value of that form is accepted (the page starts after it), any other is 400.",
+            json_schema_extra={"pattern": CURSOR_PATTERN},  # checked by the store: 400, not 422
         ),
     ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,

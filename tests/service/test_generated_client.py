@@ -1,5 +1,8 @@
 """A client generated from the committed ``openapi/openapi.json`` with ``openapi-python-client`` runs
-submit -> poll -> download -> report against a live ``netshrink serve`` (issue 13 §7).
+submit -> poll -> download -> report against a live ``netshrink serve`` (issue 13 §7), every call
+through the generated functions. The download returns the raw bytes of each artifact: the 200
+response lists ``application/octet-stream`` first, and the generator reads a body by its first known
+media type (with ``application/json`` first it parsed the ONNX file as JSON).
 
 Before ``format: binary`` the generator typed the model part as ``str`` and the server got the
 bytes' Python repr (415); the typed ``spec`` part is sent as JSON by the generated model class.
@@ -8,6 +11,7 @@ bytes' Python repr (415); the typed ``spec`` part is sent as JSON by the generat
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import subprocess
 import sys
@@ -45,6 +49,9 @@ def _generate(tmp_path: Path) -> Any:
 def test_generated_client_submits_polls_downloads_and_reads_the_report(tmp_path: Path) -> None:
     gen = _generate(tmp_path)
     from netshrink_generated_client.api.jobs import (  # type: ignore[import-not-found]
+        download_artifact_v1_jobs_job_id_artifacts_name_get as download,
+    )
+    from netshrink_generated_client.api.jobs import (
         get_job_v1_jobs_job_id_get as get_job,
     )
     from netshrink_generated_client.api.jobs import (
@@ -74,12 +81,16 @@ def test_generated_client_submits_polls_downloads_and_reads_the_report(tmp_path:
             assert time.monotonic() < deadline, job
             time.sleep(0.3)
         assert job.status.value == "succeeded", job.error
-        # The artifact 200 lists its real content types (application/onnx, application/json, ...);
-        # the generator's download function then parses every response as JSON, so the file is
-        # fetched through the generated client's own configured httpx client.
-        onnx_bytes = client.get_httpx_client().get(f"/v1/jobs/{job_id}/artifacts/model.onnx")
-        assert onnx_bytes.status_code == 200 and onnx_bytes.headers["content-type"] == "application/onnx"
-        assert onnx_bytes.content[:1] == b"\x08"  # an ONNX ModelProto (field 1, ir_version)
+        # The generated download function returns a File with the raw bytes for every artifact,
+        # whatever its Content-Type (application/onnx, application/json, text/html).
+        files = {}
+        for name in ("model.onnx", "report.json", "report.html"):
+            got = download.sync_detailed(job_id, name, client=client)
+            assert got.status_code == 200 and isinstance(got.parsed, File), (name, got.content[:200])
+            files[name] = got.parsed.payload.read()
+            assert files[name] == got.content and files[name]
+        assert files["model.onnx"][:1] == b"\x08"  # an ONNX ModelProto (field 1, ir_version)
+        assert json.loads(files["report.json"])["summary"] and files["report.html"].startswith(b"<!")
         report = get_report.sync(job_id, client=client)
         assert report is not None and "summary" in report.to_dict()
         sys.path.remove(str(tmp_path))

@@ -74,6 +74,12 @@ def test_list_paginates_newest_first_and_filters_by_status(client: TestClient, s
     done = client.get("/v1/jobs", params={"status": "succeeded"}).json()
     assert [j["id"] for j in done["items"]] == [ids[0]]
     assert_problem(client.get("/v1/jobs", params={"cursor": "!!not-a-cursor"}), 400, "invalid-cursor")
+    # Issue 13 §7: a cursor is a keyset position; any value of the documented form is a page.
+    everything = client.get("/v1/jobs", params={"cursor": "9" * 16 + ".z"})
+    assert everything.status_code == 200 and [j["id"] for j in everything.json()["items"]] == ids[::-1]
+    nothing = client.get("/v1/jobs", params={"cursor": "0" * 16 + ".0"})
+    assert nothing.status_code == 200 and nothing.json()["items"] == []
+    assert_problem(client.get("/v1/jobs", params={"cursor": "0" * 17 + ".0"}), 400, "invalid-cursor")
     body = assert_problem(client.get("/v1/jobs", params={"status": "pending"}), 422, "validation")
     assert body["errors"][0]["pointer"] == "/status" and body["errors"][0]["location"] == "query"
 
