@@ -50,7 +50,10 @@ class LayerDraw:
     prune_randomized: bool = False
     quant_randomized: bool = False
     granularity: str = "weight"
-    shared_draw: str | None = None  # why tiers E/T/P do not apply: a group draw shared with upstream
+    shared_draw: str | None = None  # why tiers E/T/P do not apply (kept for callers; unset since coupled)
+    # per randomized space of a fixed-count group draw: (units of this layer, τ²/(m−1)), group_prune.py
+    group_joint: list[tuple[np.ndarray, float]] | None = None
+    coupled: bool = False  # reads a group that a layer upstream reads too: docs/bounds-dag.md coupled rule
     group_draw: bool = False  # pruned by a network-wide dependency-group draw (group_prune.py)
     compensated: bool = False  # refit by algorithm/compensate.py: deterministic given the mask, tier W only
 
@@ -89,6 +92,7 @@ def compress_layer(
     n_rand = 0
     greedy = sensitivity is None
     dropped: np.ndarray | None = None
+    joint = None
     p_rand = q_rand = False
     if pruned is not None:
         greedy = False
@@ -99,6 +103,7 @@ def compress_layer(
         W, var, group_tau2, A = pr.weight, pr.var, pr.group_tau2, pr.tier_E_A
         f, p, tau2, exp_keep, real_keep = pr.f, pr.p, pr.tau2, pr.expected_keep, pr.realized_keep
         n_rand, dropped, p_rand = pr.m, pr.dropped_groups, pr.tier_E_A is not None
+        joint = pr.group_joint
     codes = scale = outliers = M = None
     k = bits = None
     qf = None
@@ -161,4 +166,5 @@ def compress_layer(
         prune_randomized=p_rand,
         quant_randomized=q_rand,
         granularity="weight" if prune is None else prune.granularity,
+        group_joint=joint,
     )

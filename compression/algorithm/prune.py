@@ -41,6 +41,8 @@ class PruneResult:
     realized_keep: float
     dropped_groups: np.ndarray | None  # (d,) int64 group ids removed entirely (structured)
     from_greedy_sort: bool
+    # fixed-count dependency-group draws: per randomized space (its units here, τ²/(m−1)) (group_prune.py)
+    group_joint: list[tuple[np.ndarray, float]] | None = None
 
 
 def greedy_order(scores: np.ndarray) -> np.ndarray:

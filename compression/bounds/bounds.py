@@ -19,6 +19,7 @@ import numpy as np
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, column_groups
 from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
+from netshrink.compression.bounds.coupled import CoupledTerms, propagate_coupled
 from netshrink.compression.graph.network import Layer
 
 __all__ = [
@@ -68,6 +69,7 @@ class TierBounds:
     notes: list[str] = field(default_factory=list)
     sigma_bound: SigmaBound | None = None  # how ``sigma`` was certified
     delta_bound: SigmaBound | None = None  # ‖W − Ŵ‖_op's certificate (tier W)
+    coupled: CoupledTerms | None = None  # the coupled rule's σ̄, A_dense, A_q (docs/bounds-dag.md)
 
 
 def propagate(L: float, sigma: float, A: float | None, prev: float | None) -> float | None:
@@ -120,7 +122,9 @@ def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
     """Tier T (derived): pruning f τ² max_j‖W[:,j]‖² Z², quantization f Σ_i M_i²/(4k²) Z², summed.
 
     Z² is multiplied by the windows per pixel for a conv; the factor f is dropped when the set was
-    not chosen by the greedy sort of the same scores. None for the baselines. T ≥ E always.
+    not chosen by the greedy sort of the same scores. A fixed-count group draw (Cov −τ²/(m−1) within
+    a space) multiplies the pruning term by max m/(m−1), the factor that its tier E can reach
+    (docs/bounds-dag.md "Fixed-count draws"). None for the baselines. T ≥ E always.
     """
     if not draw.randomized:
         return None
@@ -128,7 +132,10 @@ def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
     A = 0.0
     if draw.prune_randomized and draw.tau2 is not None and draw.f is not None:
         f = draw.f if draw.from_greedy_sort else 1.0
-        A += f * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
+        gt = draw.group_tau2
+        joint = draw.group_joint or [] if gt is not None else []
+        infl = max((1.0 + c / float(gt[idx[0]]) for idx, c in joint), default=1.0)  # type: ignore[index]
+        A += f * infl * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
     if draw.quant_randomized and draw.M is not None and draw.k is not None:
         fq = (draw.quant_fraction or 1.0) if draw.from_greedy_sort else 1.0
         A += fq * float((draw.M**2).sum()) / (4.0 * draw.k**2) * Z2
@@ -205,12 +212,15 @@ def layer_bounds(
     prev: TierBounds | None,
     input_hw: tuple[int, int] | None = None,
     sigma_cert: SigmaBound | None = None,
+    coupled: CoupledTerms | None = None,
 ) -> TierBounds:
     """All tiers for one layer. A layer that is not compressed (``draw`` None) propagates with A = 0.
 
     ``measured_prev`` is the measured upstream error ê_{ℓ−1}; ``prev`` the previous layer's bounds
     (None for the first layer: B_0 = 0). ``sigma`` must be an upper bound on ‖W‖_op; ``sigma_cert``
-    says how it was certified (recorded in the report). Ref: docs/method.md §3.
+    says how it was certified (recorded in the report). ``coupled`` (a layer whose group draw also
+    reaches its input) switches tiers E and T to the coupled rule, ``bounds.coupled``. Ref:
+    docs/method.md §3, docs/bounds-dag.md.
     """
     L = float(layer.lipschitz)
     tb = TierBounds(
@@ -246,6 +256,14 @@ def layer_bounds(
         if draw.shared_draw is not None:
             for t in ("E", "T", "P"):
                 A[t], reasons[t] = None, draw.shared_draw
+        if draw.coupled and draw.shared_draw is None:
+            if coupled is None:
+                for t in ("E", "T"):
+                    A[t], reasons[t] = None, "coupled group draw: the coupled rule's terms were not computed"
+            else:
+                tb.coupled = coupled
+                for t in ("E", "T"):
+                    A[t] = coupled.A[t] if A[t] is not None else None
         try:
             A["W"], tb.delta_bound = tier_W_bound(layer, draw, stats, input_hw)
         except ValueError as exc:
@@ -254,8 +272,13 @@ def layer_bounds(
             tb.notes.append("P: outside P1's assumptions (P1 proves it for stride-1 circular convolutions)")
     for t in TIERS:
         before = 0.0 if prev is None else prev.tiers[t].cumulative
-        prop = propagate_root if t == "W" else propagate
-        cum = prop(L, sigma, A[t], before)
+        if tb.coupled is not None and t in ("E", "T"):
+            c = tb.coupled
+            cum = None if A[t] is None else propagate_coupled(L, c, t, before)
+            step = None if A[t] is None else propagate_coupled(L, c, t, measured_prev)
+        else:
+            prop = propagate_root if t == "W" else propagate
+            cum, step = prop(L, sigma, A[t], before), prop(L, sigma, A[t], measured_prev)
         reason = reasons[t] or (None if cum is not None else (prev.tiers[t].reason if prev else None))
-        tb.tiers[t] = TierValue(A[t], prop(L, sigma, A[t], measured_prev), cum, reason)
+        tb.tiers[t] = TierValue(A[t], step, cum, reason)
     return tb

@@ -169,7 +169,8 @@ def draw_network(
         else:
             pruned = None
             if gd is not None and prune is not None and net.channel_groups is not None:
-                pruned = prune_units(layer, stats, net.channel_groups.units[layer.name], gd, ex.device)
+                units = net.channel_groups.units[layer.name]
+                pruned = prune_units(layer, stats, units, gd, ex.device, Z)
             d = compress_layer(
                 layer,
                 stats,
@@ -183,7 +184,7 @@ def draw_network(
             )
             if pruned is not None and net.channel_groups is not None:
                 d.group_draw = True
-                d.shared_draw = _shared_reason(net, layer.name, pruned)
+                d.coupled = _coupled(net, layer.name, pruned)
         if cache is not None:
             cache[key] = d
         _apply(result, overrides, layer.name, d, ex.device)
@@ -200,19 +201,14 @@ def _apply(
         overrides[name + BIAS] = torch.as_tensor(d.compressed.bias, dtype=torch.float32, device=device)
 
 
-def _shared_reason(net: Network, name: str, pruned: PruneResult) -> str | None:
-    """Why tiers E/T/P do not hold at ``name``: a randomized group it reads is also read upstream."""
+def _coupled(net: Network, name: str, pruned: PruneResult) -> bool:
+    """Whether a randomized group read at ``name`` is also read upstream: the draw then reaches this
+    layer's input too, and its bound takes the coupled rule (docs/bounds-dag.md)."""
     cg = net.channel_groups
     assert cg is not None and pruned.group_tau2 is not None
     units = cg.units[name]
     rand = {int(units[u]) for u in np.flatnonzero(pruned.group_tau2 > 0)}
-    shared = rand & cg.shared_upstream.get(name, set())
-    if not shared:
-        return None
-    return (
-        f"channel groups drawn once for several layers ({len(shared)} read upstream too): the draw is not "
-        "independent of this layer's input, so only tier W applies (docs/bounds-dag.md)"
-    )
+    return bool(rand & cg.shared_upstream.get(name, set()))
 
 
 def is_random(spec: CompressSpec) -> bool:

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.group_prune import group_tier_e
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, layer_stats
 from netshrink.compression.bounds.bounds import TIERS, TierBounds, layer_bounds
 from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
+from netshrink.compression.bounds.coupled import coupled_terms
 from netshrink.compression.bounds.dag import propagate_dag
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import OutputError, classification, mean_sq_error, output_error
-from netshrink.compression.graph.network import Network
+from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.greedy import NetworkDraw
 
 
@@ -42,6 +44,7 @@ class Measurement:
         """Σ η over the probabilistic σ certificates the bounds used (σ_ℓ and ‖W − Ŵ‖_op), a union bound."""
         certs = [*self.sigma_bounds.values()]
         certs += [tb.delta_bound for tb in self.bounds.values() if tb.delta_bound is not None]
+        certs += [tb.coupled.cert for tb in self.bounds.values() if tb.coupled is not None]
         return float(sum(c.failure_probability for c in certs))
 
 
@@ -63,16 +66,23 @@ def layer_sigma(net: Network, name: str, hw: tuple[int, int] | None) -> SigmaBou
     return cert
 
 
-def tier_e(draw: LayerDraw, stats: LayerStats) -> float | None:
+def tier_e(
+    draw: LayerDraw, stats: LayerStats, layer: Layer | None = None, Z: torch.Tensor | None = None
+) -> float | None:
     """Tier E's A_ℓ for a draw, re-evaluated on other inputs (docs/method.md §3, tier E).
 
-    Independent entries: P · Σ_ij Var(t_ij) E_x[ẑ_j²]; groups sharing a draw: Σ_g τ²_g E_x‖W_g ẑ_g‖².
+    Independent entries: P · Σ_ij Var(t_ij) E_x[ẑ_j²]; groups sharing a draw: Σ_g τ²_g E_x‖W_g ẑ_g‖²,
+    plus the fixed-count covariance term of ``group_prune.group_tier_e`` (needs ``layer`` and ``Z``).
     """
     if draw.tier_E_A is None:
         return None
     a = stats.positions * float((draw.var.reshape(draw.var.shape[0], -1) * stats.energy).sum())
     if draw.group_tau2 is not None and stats.group_energy is not None:
-        a += float((np.asarray(draw.group_tau2, dtype=np.float64) * stats.group_energy).sum())
+        u_tau2 = np.asarray(draw.group_tau2, dtype=np.float64)
+        if draw.group_joint and layer is not None and Z is not None:
+            a += group_tier_e(layer, stats.group_energy, u_tau2, Z, draw.group_joint)
+        else:
+            a += float((u_tau2 * stats.group_energy).sum())
     return a
 
 
@@ -109,9 +119,12 @@ def measure(
         m.sigma_bounds[layer.name] = cert
         draw = nd.layers.get(layer.name)
         stats = None
+        coupled = None
         if draw is not None:
             stats = layer_stats(layer, z_in, groups=draw.group_tau2 is not None)
-            draw = dataclasses.replace(draw, tier_E_A=tier_e(draw, stats))
+            draw = dataclasses.replace(draw, tier_E_A=tier_e(draw, stats, layer, z_in))
+            if draw.coupled and draw.tier_E_A is not None:
+                coupled = coupled_terms(layer, draw, stats, dense[layer.input], hw)
         measured_prev = mean_sq_error(dense[layer.input], z_in)
         tb = layer_bounds(
             layer,
@@ -122,6 +135,7 @@ def measure(
             prev=None if net.dag else prev,
             input_hw=hw,
             sigma_cert=cert,
+            coupled=coupled,
         )
         m.bounds[layer.name] = tb
         prev = tb
@@ -135,7 +149,8 @@ def measure(
 def _dag_cumulative(net: Network, m: Measurement) -> None:
     """Replace the chain recurrence's cumulative bounds by the DAG propagation (docs/bounds-dag.md)."""
     terms = {name: (m.sigmas[name], {t: tb.tiers[t].A for t in TIERS}) for name, tb in m.bounds.items()}
-    B = propagate_dag(net, terms, TIERS)
+    coupled = {name: tb.coupled for name, tb in m.bounds.items() if tb.coupled is not None}
+    B = propagate_dag(net, terms, TIERS, coupled=coupled)
     for layer in net.layers:
         tb = m.bounds[layer.name]
         for t in TIERS:
