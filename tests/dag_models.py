@@ -9,6 +9,9 @@ data made here, and exported to ONNX. Used by the DAG tests (graph, executor, pr
 - ``concat``: two branches (1×1 conv-ReLU; 3×3 conv-BN-ReLU + 3×3 conv-Hardsigmoid)
   joined by a channel Concat, MaxPool, 1×1 conv, AvgPool, Flatten, Linear.
 
+Each one's state-dict architecture (v2) is the example of its name in docs/architecture-json.md
+(``architecture``).
+
 The task: 4 classes, each a fixed random 3×8×8 pattern plus Gaussian noise (seeded).
 """
 
@@ -16,7 +19,11 @@ from __future__ import annotations
 
 import functools
 import io
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,3 +185,17 @@ def accuracy(name: str, n: int = 512) -> float:
     with torch.no_grad():
         pred = trained(name)(torch.from_numpy(X)).argmax(1).numpy()
     return float((pred == y).mean())
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture-json.md"
+
+
+def architecture(name: str) -> dict[str, Any]:
+    """The ``netshrink.architecture/v2`` JSON of ``BUILDERS[name]``: the example of that name in
+    docs/architecture-json.md (``<!-- example: name -->``), so the tests run the documented JSON."""
+    text = DOC.read_text(encoding="utf-8")
+    m = re.search(rf"<!-- example: {re.escape(name)} -->\s*```json\n(.*?)```", text, re.S)
+    if m is None:
+        raise KeyError(f"docs/architecture-json.md has no example {name!r}")
+    value: dict[str, Any] = json.loads(m.group(1))
+    return value

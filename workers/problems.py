@@ -51,9 +51,14 @@ def status_for(exc: core.CompressionError) -> int:
 def from_error(exc: core.CompressionError) -> dict[str, Any]:
     """The problem for a core error, for the API's answer and a failed job's ``error`` alike:
     status from ``STATUS_BY_ERROR``; ``field`` becomes an ``errors[]`` entry with a JSON Pointer into
-    the request (``/spec/prune/keep``, or ``/train/labels`` for a form part); ``nodes`` is kept."""
+    the request (``/spec/prune/keep``, or ``/train/labels`` for a form part; an ``ArchitectureError``'s
+    field is a JSON Pointer inside the architecture, so ``/architecture/layers/3/body/1``); ``nodes``
+    is kept."""
     errors = []
-    if exc.field:
+    if isinstance(exc, core.ArchitectureError) and exc.field and exc.field.startswith("/"):
+        pointer = "/architecture" + exc.field
+        errors = [{"detail": exc.detail, "pointer": pointer, "field": pointer[1:].replace("/", ".")}]
+    elif exc.field:
         name = exc.field if exc.field.split(".")[0] in _FORM_FIELDS else "spec." + exc.field
         errors = [{"detail": exc.detail, "pointer": "/" + name.replace(".", "/"), "field": name}]
     return problem(exc.slug, exc.title, status_for(exc), exc.detail, errors=errors, nodes=exc.nodes or None)

@@ -23,7 +23,6 @@ record is derived from the content) and safetensors both give identical bytes fo
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.algorithm.cost import sparse_saves_bytes
 from netshrink.compression.errors import ArchitectureError, ModelFormatError
 from netshrink.compression.export.physical import PhysicalLayer, physical_layers
+from netshrink.compression.export.state_dict_architecture import reloadable_architecture
 from netshrink.compression.graph.network import Network
 
 FORMAT = "netshrink.compressed-state-dict/v1"
@@ -85,6 +85,12 @@ def unpack_int4(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def _sparse_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.flatnonzero(a).astype(np.int64)  # (nnz,) flat row-major
     return np.ascontiguousarray(a.reshape(-1)[idx], dtype=np.float32), idx
+
+
+def _depthwise(p: PhysicalLayer) -> bool:
+    """A depthwise conv (group = c_in = c_out before pruning): its group follows its channel count."""
+    g = p.layer.conv
+    return g is not None and g.group > 1 and g.group == p.shape_before[0] and p.shape_before[1] == 1
 
 
 def _layer_entry(p: PhysicalLayer, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -151,32 +157,12 @@ def _layer_entry(p: PhysicalLayer, arrays: dict[str, np.ndarray]) -> dict[str, A
             "strides": list(geom.strides),
             "pads": list(geom.pads),
             "dilations": list(geom.dilations),
-            "group": geom.group,
+            "group": int(p.weight.shape[0]) if _depthwise(p) else geom.group,
         },  # fmt: skip
         "input_group": layer.input_group,
         "dropped_inputs": [int(u) for u in p.dropped_inputs],
         "weight": weight,
     }
-
-
-def _reloadable_architecture(net: Network, phys: Mapping[str, PhysicalLayer]) -> dict[str, Any] | None:
-    """The input's architecture JSON with the new widths and BatchNorm entries removed (folded), so
-    ``load_compressed_state_dict`` output + this JSON load back with ``graph.loading.load_model``."""
-    if net.architecture is None:
-        return None
-    arch = copy.deepcopy(dict(net.architecture))
-    layers = []
-    for spec in arch.get("layers", []):
-        if spec.get("kind") == "batchnorm2d":
-            continue  # folded into the conv before it
-        p = phys.get(str(spec.get("name")))
-        if p is not None and spec.get("kind") == "linear":
-            spec["out_features"], spec["in_features"] = int(p.weight.shape[0]), int(p.weight.shape[1])
-        elif p is not None and spec.get("kind") == "conv2d":
-            spec["out_channels"], spec["in_channels"] = int(p.weight.shape[0]), int(p.weight.shape[1])
-        layers.append(spec)
-    arch["layers"] = layers
-    return arch
 
 
 def export_state_dict(
@@ -197,7 +183,7 @@ def export_state_dict(
         "batchnorm_folded": True,
         "input_shape": [int(d) for d in net.input_shape],
         "source_format": net.source_format,
-        "architecture": _reloadable_architecture(net, phys),
+        "architecture": reloadable_architecture(net, phys),
         "layers": layers,
     }
     # safetensors writes the raw buffer: a non-C-contiguous view (column deletion) would be scrambled

@@ -1,91 +1,53 @@
-"""The architecture JSON (``netshrink.architecture/v1``): validation against a state dict.
+"""The architecture JSON (``netshrink.architecture/v1`` and ``/v2``): validation against a state dict.
 
 Ref: docs/architecture-json.md (the schema), docs/method.md "Notation" (PyTorch orientation).
-A state dict alone does not say how its tensors are wired; the JSON does. Every shape is checked
-against the weights (``ArchitectureError`` names the layer) and every state-dict entry must be used.
-``io.architecture_onnx.build_onnx`` then writes the graph; a BatchNormalization stays a node
-there, and ``netshrink.compression.graph.batchnorm.fold_batchnorm`` folds it like any upload.
+A state dict alone does not say how its tensors are wired; the JSON does. Version 1 is a chain of
+layers; version 2 adds blocks, so residual and concatenating CNNs (a DAG) can be described:
+- ``{"kind": "residual", "body": [...], "shortcut": [...]}``: ``body(x) + shortcut(x)``, the shortcut
+  optional (absent or ``[]`` is the identity), both ending in the same shape;
+- ``{"kind": "concat", "branches": [[...], [...]]}``: every branch reads the block's input and the
+  outputs are joined along the channel (feature) axis.
+Blocks nest. Every shape is checked against the weights, every state-dict entry must be used, and
+every failure is an ``ArchitectureError`` whose ``field`` (and message) holds the JSON pointer of
+the bad layer or block (``/layers/3/body/1``). ``io.architecture_onnx.build_onnx`` then writes the
+graph; a BatchNormalization stays a node there and ``graph.batchnorm.fold_batchnorm`` folds it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from netshrink.compression.errors import ArchitectureError
+from netshrink.compression.io.architecture_layers import (
+    ACTIVATION_KINDS,
+    LEAF_KEYS_V1,
+    LEAF_KEYS_V2,
+    check_layer,
+)
 
 FORMAT = "netshrink.architecture/v1"
+FORMAT_V2 = "netshrink.architecture/v2"
+FORMATS = (FORMAT, FORMAT_V2)
 OPSET = 21
-ACTIVATION_KINDS = {
-    "relu": "Relu",
-    "leaky_relu": "LeakyRelu",
-    "tanh": "Tanh",
-    "sigmoid": "Sigmoid",
-    "softplus": "Softplus",
-    "gelu": "Gelu",
-}
-_KEYS: dict[str, dict[str, Any]] = {  # kind -> allowed keys and their defaults (None = inferred/required)
-    "linear": {"name": None, "in_features": None, "out_features": None, "bias": None},
-    "conv2d": {
-        "name": None,
-        "in_channels": None,
-        "out_channels": None,
-        "kernel_size": None,
-        "stride": 1,
-        "padding": 0,
-        "dilation": 1,
-        "bias": None,
-    },
-    "batchnorm2d": {"name": None, "eps": 1e-5, "momentum": 0.1},
-    "leaky_relu": {"negative_slope": 0.01},
-    "gelu": {"approximate": "none"},
-    "maxpool2d": {"kernel_size": None, "stride": None, "padding": 0},
-    "avgpool2d": {"kernel_size": None, "stride": None, "padding": 0, "count_include_pad": True},
-    "dropout": {"p": 0.5},
-    **{
-        k: {}
-        for k in (
-            "relu",
-            "tanh",
-            "sigmoid",
-            "softplus",
-            "global_avgpool2d",
-            "flatten",
-            "identity",
-            "softmax",
-            "log_softmax",
-        )
-    },
-}
+BLOCK_KEYS = {"residual": {"name", "body", "shortcut"}, "concat": {"name", "branches"}}
 IGNORED_KEYS = ("num_batches_tracked",)
 
-
-def _pair(value: Any, what: str) -> tuple[int, int]:
-    v = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if not (
-        isinstance(v, list | tuple)
-        and len(v) == 2
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-    ):
-        raise ArchitectureError(f"{what} must be an integer or a pair of integers; got {value!r}")
-    return int(v[0]), int(v[1])
+__all__ = ["ACTIVATION_KINDS", "FORMAT", "FORMAT_V2", "OPSET", "infer_mlp", "validate_architecture"]
 
 
-def _tensor(
-    state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], where: str, used: set[str]
-) -> None:
-    if key not in state:
-        raise ArchitectureError(f"layer {where}: the state dict has no {key!r}", field=where)
-    if tuple(state[key].shape) != shape:
-        raise ArchitectureError(
-            f"layer {where}: {key!r} has shape {list(state[key].shape)}; the architecture implies "
-            f"{list(shape)}",
-            field=where,
-        )
-    used.add(key)
+@dataclass
+class _Walk:
+    """What one validation pass carries through the (nested) layer lists."""
+
+    state: Mapping[str, np.ndarray]
+    leaves: dict[str, dict[str, Any]]  # the leaf table of the document's version
+    used: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    n_weighted: int = 0  # linear and conv2d layers seen
 
 
 def validate_architecture(arch: Mapping[str, Any], state: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -95,9 +57,10 @@ def validate_architecture(arch: Mapping[str, Any], state: Mapping[str, np.ndarra
     extra = set(arch) - {"format", "input_shape", "layers"}
     if extra:
         raise ArchitectureError(f"unknown architecture keys: {sorted(extra)}")
-    if arch.get("format", FORMAT) != FORMAT:
+    fmt = arch.get("format", FORMAT)
+    if fmt not in FORMATS:
         raise ArchitectureError(
-            f"unsupported architecture format {arch.get('format')!r}; expected {FORMAT!r}"
+            f"unsupported architecture format {fmt!r}; expected one of {list(FORMATS)}", field="/format"
         )
     shape_in = arch.get("input_shape")
     if not (
@@ -106,138 +69,99 @@ def validate_architecture(arch: Mapping[str, Any], state: Mapping[str, np.ndarra
         and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape_in)
     ):
         raise ArchitectureError(
-            "input_shape must be [features] or [channels, height, width] of positive integers"
+            "input_shape must be [features] or [channels, height, width] of positive integers",
+            field="/input_shape",
         )
-    specs = arch.get("layers")
-    if not isinstance(specs, list) or not specs:
-        raise ArchitectureError("layers must be a non-empty list")
-    shape: tuple[int, ...] = tuple(shape_in)
-    used: set[str] = set()
-    names: set[str] = set()
-    out_layers: list[dict[str, Any]] = []
-    for i, raw in enumerate(specs):
-        if not isinstance(raw, Mapping) or raw.get("kind") not in _KEYS:
-            raise ArchitectureError(
-                f"layers[{i}]: kind must be one of {sorted(_KEYS)}; got {raw!r}", field=f"layers[{i}]"
-            )
-        kind = raw["kind"]
-        unknown = set(raw) - set(_KEYS[kind]) - {"kind"}
-        if unknown:
-            raise ArchitectureError(
-                f"layers[{i}] ({kind}): unknown keys {sorted(unknown)}", field=f"layers[{i}]"
-            )
-        spec: dict[str, Any] = {"kind": kind, **_KEYS[kind], **raw}
-        where = f"{spec.get('name') or kind} (layers[{i}])"
-        if "name" in _KEYS[kind]:
-            if not isinstance(spec["name"], str) or not spec["name"] or spec["name"] in names:
-                raise ArchitectureError(
-                    f"layers[{i}] ({kind}): a unique non-empty name is required", field=f"layers[{i}]"
-                )
-            names.add(spec["name"])
-        if kind in ("softmax", "log_softmax") and i != len(specs) - 1:
-            raise ArchitectureError(f"layer {where}: {kind} is only allowed as the last layer", field=where)
-        shape = _check_layer(spec, shape, state, where, used)
-        out_layers.append(spec)
-    if not any(s["kind"] in ("linear", "conv2d") for s in out_layers):
-        raise ArchitectureError("the architecture has no linear or conv2d layer")
-    left = [k for k in state if k not in used and k.rsplit(".", 1)[-1] not in IGNORED_KEYS]
+    walk = _Walk(state, LEAF_KEYS_V2 if fmt == FORMAT_V2 else LEAF_KEYS_V1)
+    layers, shape = _check_list(arch.get("layers"), tuple(shape_in), "/layers", walk, top=True)
+    if walk.n_weighted == 0:
+        raise ArchitectureError("the architecture has no linear or conv2d layer", field="/layers")
+    left = [k for k in state if k not in walk.used and k.rsplit(".", 1)[-1] not in IGNORED_KEYS]
     if left:
         raise ArchitectureError(f"state dict entries not used by the architecture: {left[:10]}", nodes=left)
     if len(shape) != 1:
         raise ArchitectureError(
-            f"the network must end in a flat feature vector; it ends with shape {list(shape)}"
+            f"the network must end in a flat feature vector; it ends with shape {list(shape)}",
+            field="/layers",
         )
-    return {"format": FORMAT, "input_shape": list(shape_in), "layers": out_layers}
+    return {"format": fmt, "input_shape": list(shape_in), "layers": layers}
 
 
-def _check_layer(
-    spec: dict[str, Any], shape: tuple[int, ...], state: Mapping[str, np.ndarray], where: str, used: set[str]
-) -> tuple[int, ...]:
-    """Validate one layer (filling inferred sizes into ``spec``) and return its output shape."""
-    kind, name = spec["kind"], spec.get("name")
-    spatial = kind in ("conv2d", "batchnorm2d", "maxpool2d", "avgpool2d", "global_avgpool2d")
-    if spatial and len(shape) != 3:
+def _check_list(
+    specs: Any, shape: tuple[int, ...], ptr: str, walk: _Walk, *, top: bool = False
+) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
+    """A non-empty list of layers and blocks applied in order; the normalized list and its output shape."""
+    if not isinstance(specs, list) or not specs:
+        raise ArchitectureError(f"{ptr} must be a non-empty list of layers", field=ptr)
+    out: list[dict[str, Any]] = []
+    for i, raw in enumerate(specs):
+        here = f"{ptr}/{i}"
+        kind = raw.get("kind") if isinstance(raw, Mapping) else None
+        blocks = BLOCK_KEYS if walk.leaves is LEAF_KEYS_V2 else {}
+        if not isinstance(raw, Mapping) or (kind not in walk.leaves and kind not in blocks):
+            raise ArchitectureError(
+                f"{here}: kind must be one of {sorted([*walk.leaves, *blocks])}; got {raw!r}", field=here
+            )
+        allowed = blocks[kind] if kind in blocks else set(walk.leaves[kind])
+        unknown = set(raw) - allowed - {"kind"}
+        if unknown:
+            raise ArchitectureError(f"{here} ({kind}): unknown keys {sorted(unknown)}", field=here)
+        if kind in ("softmax", "log_softmax") and not (top and i == len(specs) - 1):
+            raise ArchitectureError(f"{here}: {kind} is only allowed as the last layer", field=here)
+        named = "name" in allowed and (kind not in blocks or raw.get("name") is not None)
+        if named:
+            name = raw.get("name")
+            if not isinstance(name, str) or not name or name in walk.names:
+                raise ArchitectureError(f"{here} ({kind}): a unique non-empty name is required", field=here)
+            walk.names.add(name)
+        if kind in blocks:
+            spec, shape = _check_block(dict(raw), shape, here, walk)
+        else:
+            spec = {"kind": kind, **walk.leaves[kind], **raw}
+            shape = check_layer(spec, shape, walk.state, here, walk.used)
+            walk.n_weighted += kind in ("linear", "conv2d")
+        out.append(spec)
+    return out, shape
+
+
+def _check_block(
+    raw: dict[str, Any], shape: tuple[int, ...], ptr: str, walk: _Walk
+) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """A residual or concat block at ``ptr``: the normalized block and its output shape."""
+    spec: dict[str, Any] = {"kind": raw["kind"], "name": raw.get("name")}
+    if raw["kind"] == "residual":
+        spec["body"], body = _check_list(raw.get("body"), shape, f"{ptr}/body", walk)
+        cut = raw.get("shortcut") or []
+        if not isinstance(cut, list):
+            raise ArchitectureError(
+                f"{ptr}/shortcut must be a list of layers (or absent)", field=f"{ptr}/shortcut"
+            )
+        spec["shortcut"], short = _check_list(cut, shape, f"{ptr}/shortcut", walk) if cut else ([], shape)
+        if body != short:
+            where = f"{ptr}/shortcut" if cut else ptr
+            what = "the shortcut gives" if cut else "the identity shortcut passes"
+            raise ArchitectureError(
+                f"{where}: residual shapes differ: the body gives {list(body)}, {what} {list(short)}",
+                field=where,
+            )
+        return spec, body
+    branches = raw.get("branches")
+    if not isinstance(branches, list) or len(branches) < 2:
         raise ArchitectureError(
-            f"layer {where}: {kind} needs a (C, H, W) input; got {list(shape)}", field=where
+            f"{ptr}/branches must be a list of at least two layer lists", field=f"{ptr}/branches"
         )
-    if kind == "linear":
-        if len(shape) != 1:
+    spec["branches"], shapes = [], []
+    for j, branch in enumerate(branches):
+        layers, out = _check_list(branch, shape, f"{ptr}/branches/{j}", walk)
+        spec["branches"].append(layers)
+        shapes.append(out)
+        if len(out) != len(shapes[0]) or out[1:] != shapes[0][1:]:
             raise ArchitectureError(
-                f"layer {where}: linear needs a flat input; got {list(shape)} (add a flatten)", field=where
+                f"{ptr}/branches/{j}: concat needs equal shapes but for the channels; branch 0 gives "
+                f"{list(shapes[0])}, branch {j} gives {list(out)}",
+                field=f"{ptr}/branches/{j}",
             )
-        w = state.get(f"{name}.weight")
-        n_out = (
-            spec["out_features"] if spec["out_features"] is not None else (w.shape[0] if w is not None else 0)
-        )
-        if spec["in_features"] not in (None, shape[0]):
-            raise ArchitectureError(
-                f"layer {where}: in_features {spec['in_features']} != incoming {shape[0]}", field=where
-            )
-        _tensor(state, f"{name}.weight", (int(n_out), shape[0]), where, used)
-        spec["bias"] = _bias(spec, state, f"{name}.bias", int(n_out), where, used)
-        spec["in_features"], spec["out_features"] = shape[0], int(n_out)
-        return (int(n_out),)
-    if kind == "conv2d":
-        w = state.get(f"{name}.weight")
-        c_out = (
-            spec["out_channels"] if spec["out_channels"] is not None else (w.shape[0] if w is not None else 0)
-        )
-        if spec["kernel_size"] is None and w is not None and w.ndim == 4:
-            spec["kernel_size"] = [int(w.shape[2]), int(w.shape[3])]
-        k, s = _pair(spec["kernel_size"], f"{where}: kernel_size"), _pair(spec["stride"], f"{where}: stride")
-        p, d = _pair(spec["padding"], f"{where}: padding"), _pair(spec["dilation"], f"{where}: dilation")
-        if spec["in_channels"] not in (None, shape[0]):
-            raise ArchitectureError(
-                f"layer {where}: in_channels {spec['in_channels']} != incoming {shape[0]}", field=where
-            )
-        _tensor(state, f"{name}.weight", (int(c_out), shape[0], *k), where, used)
-        spec["bias"] = _bias(spec, state, f"{name}.bias", int(c_out), where, used)
-        spec.update(
-            in_channels=shape[0],
-            out_channels=int(c_out),
-            kernel_size=list(k),
-            stride=list(s),
-            padding=list(p),
-            dilation=list(d),
-        )
-        hw = [(shape[1 + j] + 2 * p[j] - d[j] * (k[j] - 1) - 1) // s[j] + 1 for j in range(2)]
-        return _positive((int(c_out), *hw), where)
-    if kind == "batchnorm2d":
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            _tensor(state, f"{name}.{key}", (shape[0],), where, used)
-        if np.any(state[f"{name}.running_var"] < 0):
-            raise ArchitectureError(f"layer {where}: negative running_var", field=where)
-        return shape
-    if kind in ("maxpool2d", "avgpool2d"):
-        k = _pair(spec["kernel_size"], f"{where}: kernel_size")
-        s = _pair(spec["stride"] if spec["stride"] is not None else list(k), f"{where}: stride")
-        p = _pair(spec["padding"], f"{where}: padding")
-        spec.update(kernel_size=list(k), stride=list(s), padding=list(p))
-        return _positive((shape[0], *[(shape[1 + j] + 2 * p[j] - k[j]) // s[j] + 1 for j in range(2)]), where)
-    if kind == "global_avgpool2d":
-        return (shape[0], 1, 1)
-    if kind == "flatten":
-        return (math.prod(shape),)
-    if kind in ("softmax", "log_softmax") and len(shape) != 1:
-        raise ArchitectureError(f"layer {where}: {kind} needs a flat input", field=where)
-    if kind == "gelu" and spec["approximate"] not in ("none", "tanh"):
-        raise ArchitectureError(f"layer {where}: approximate must be 'none' or 'tanh'", field=where)
-    return shape
-
-
-def _bias(
-    spec: dict[str, Any], state: Mapping[str, np.ndarray], key: str, n: int, where: str, used: set[str]
-) -> bool:
-    want = spec["bias"] if spec["bias"] is not None else key in state
-    if want:
-        _tensor(state, key, (n,), where, used)
-    return bool(want)
-
-
-def _positive(shape: tuple[int, ...], where: str) -> tuple[int, ...]:
-    if any(d <= 0 for d in shape):
-        raise ArchitectureError(f"layer {where}: the output shape {list(shape)} is empty", field=where)
-    return shape
+    return spec, (sum(s[0] for s in shapes), *shapes[0][1:])
 
 
 def infer_mlp(state: Mapping[str, np.ndarray], activation: str = "relu") -> dict[str, Any]:
