@@ -8,10 +8,9 @@ the 360 held-out digits. Reported: validation accuracy and the largest neuron/ch
 keeping accuracy within 1 point, for the original, plain-fine-tuned and noise-fine-tuned models.
 
 ``--sweep``: the σ sweep on the 256-wide MLP (P3 picks the largest σ within the accuracy tolerance).
-``--timing``: the 1M-parameter MLP job (20 epochs, 1,437 samples) on 2 torch threads, against a peer
-measured in the same run: a bare torch loop training the same model for the same 2 × 20 epochs.
+The speed of the 1M-parameter job (issue 15's < 60 s target) is ``bench/finetune_speed.py``.
 
-    python -m bench.finetune [--sweep] [--timing] [--seeds 0 1 2]
+    python -m bench.finetune [--sweep] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -158,45 +157,10 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def timing() -> dict[str, Any]:
-    """The 1M-parameter MLP job on 2 threads vs a bare torch loop of the same 2 × 20 epochs."""
-    torch.set_num_threads(2)
-    name = "mlp 64-1024-1024-10"
-    with tempfile.TemporaryDirectory(prefix="bench-ft-") as d:
-        path, arch, tr, val = prepare(name, 0, Path(d))
-        net = load_model(path, architecture=arch)
-        t0 = time.perf_counter()
-        finetune(net, FinetuneSpec.from_dict({"seed": 0}), tr, upload=path, validation=val)
-        job = time.perf_counter() - t0
-        split = digits_split(n_cal=0, n_test=N_TEST, seed=0)
-        model = mlp((64, 1024, 1024, 10))
-        model.load_state_dict(torch.load(path, weights_only=True))
-        Xt, yt = torch.from_numpy(split.train_X), torch.from_numpy(split.train_y)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        gen = torch.Generator().manual_seed(0)
-        t0 = time.perf_counter()
-        for _ in range(2 * 20):
-            for idx in torch.randperm(Xt.shape[0], generator=gen).split(64):
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(Xt[idx]), yt[idx]).backward()
-                opt.step()
-        peer = time.perf_counter() - t0
-    torch.set_num_threads(1)
-    return {
-        "params": net.n_params,
-        "samples": int(Xt.shape[0]),
-        "job_s": job,
-        "bare_torch_2x20_epochs_s": peer,
-        "ratio": job / peer,
-        "torch_threads": 2,
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sweep", action="store_true", help="σ sweep on the 256-wide MLP")
-    ap.add_argument("--timing", action="store_true", help="the 1M-parameter job against a bare torch loop")
     ap.add_argument("--only", choices=list(_models()), help="one model instead of all three")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -204,23 +168,19 @@ def main() -> None:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"machine": machine(), "seeds": args.seeds}
     md = []
-    if args.timing:
-        out["timing"] = timing()
-        md.append("### 1M-parameter finetune job (20 epochs, 1,437 samples, 2 torch threads)\n\n")
-        md.append(md_table(list(out["timing"]), [list(out["timing"].values())]))
     if args.sweep:
         sigmas = [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
         rows = [run_one("mlp 64-256-256-10", s, {"sigma": sigmas}) for s in args.seeds]
         out["sweep"] = rows
         md.append("### σ sweep, mlp 64-256-256-10, 20 epochs (`python -m bench.finetune --sweep`)\n\n")
         md.append(sweep_table(rows))
-    if not args.sweep and not args.timing or args.only:
+    if not args.sweep or args.only:
         names = [args.only] if args.only else list(_models())
         rows = [run_one(n, s, {}) for n in names for s in args.seeds]
         out["trend"] = [{k: v for k, v in r.items() if k != "sweep"} for r in rows]
         md.append("### Prunable fraction at ≤ 1 pt accuracy drop, defaults (`python -m bench.finetune`)\n\n")
         md.append(trend_table(rows) + "\nPer seed:\n\n" + seed_table(rows))
-    stem = RESULTS / ("finetune" + ("_sweep" if args.sweep else "") + ("_timing" if args.timing else ""))
+    stem = RESULTS / ("finetune" + ("_sweep" if args.sweep else ""))
     stem.with_suffix(".md").write_text("".join(md), encoding="utf-8")
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     print("".join(md))

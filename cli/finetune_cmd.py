@@ -10,10 +10,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from netshrink.cli.local_run import EXIT_BAD_INPUT, EXIT_OK
+from netshrink.cli.local_run import EXIT_BAD_INPUT, EXIT_OK, print_timings, set_threads
+
+
+class StageClock:
+    """Wall seconds per stage of a finetune run, from the core's progress events (``--verbose``).
+
+    A ``training`` event with epoch 0 starts an arm ("train arm 1" is the plain arm, then one per σ);
+    every other stage runs from its event to the next one. Arm 1 includes torch.optim's first-use
+    import of ``torch._dynamo`` (seconds on a loaded machine).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.current, self.arm, self.t = "load", 0, time.perf_counter()
+
+    def event(self, stage: str, epoch: int | None = None) -> None:
+        label = stage
+        if stage == "training":
+            if epoch:
+                return  # within an arm
+            self.arm += 1
+            label = f"train arm {self.arm}"
+        if label == self.current:
+            return
+        now = time.perf_counter()
+        self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self.t
+        self.current, self.t = label, now
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("netshrink-out"), help="output directory")
     parser.add_argument("--no-html", action="store_true", help="skip report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress or summary")
+    parser.add_argument("--verbose", action="store_true", help="print the wall seconds spent in each stage")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads (default: NETSHRINK_TORCH_THREADS, else every core torch sees); on a shared "
+        "machine 1 is fastest (docs/results.md §4, speed)",
+    )
 
 
 def spec_dict(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,13 +104,16 @@ def run(args: argparse.Namespace) -> int:
     from netshrink.compression.graph.loading import load_model
 
     err = Console(stderr=True)
+    stages = StageClock()
     try:
+        threads = set_threads(args.threads)
         spec = FinetuneSpec.from_dict(spec_dict(args))
         arch = json.loads(args.architecture.read_text()) if args.architecture else None
         net = load_model(args.model, architecture=arch)
 
         def on_progress(ev: Any) -> None:
-            if not args.quiet and ev.stage == "training" and ev.layers_total:
+            stages.event(ev.stage, ev.layer)
+            if not args.quiet and ev.stage == "training" and ev.layer and ev.layers_total:
                 err.print(
                     f"training: epoch {ev.layer}/{ev.layers_total} ({ev.fraction:.0%})", highlight=False
                 )
@@ -91,10 +129,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not args.no_html:
+        stages.event("html")  # matplotlib's import included
         from netshrink.reporting import render_html
 
         result.add("report.html", render_html(result.report).encode())
+    stages.event("write")
     paths = result.write(args.out)
+    stages.event("end")
+    if args.verbose:
+        print_timings(err, {"torch_threads": threads, "stages": stages.seconds}, {})
     if not args.quiet:
         print_summary(result.report)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

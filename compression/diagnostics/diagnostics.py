@@ -36,7 +36,14 @@ from netshrink.compression.diagnostics.tails import TailIndex, estimate_alpha, e
 from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
 
-__all__ = ["KAPPA_GRID", "LOW_CONFIDENCE_ROWS", "diagnose_network", "diagnose_tensor", "tensor_rows"]
+__all__ = [
+    "KAPPA_GRID",
+    "LOW_CONFIDENCE_ROWS",
+    "diagnose_network",
+    "diagnose_tensor",
+    "tail_summary",
+    "tensor_rows",
+]
 
 LOW_CONFIDENCE_ROWS = 64  # docs/method.md §4: "Mark a layer 'low confidence' below 64 rows"
 KAPPA_GRID = np.linspace(0.0, 1.0, 51)  # kept fraction κ, for plots only (q is exact, see compressibility)
@@ -79,6 +86,52 @@ def _sampling(t: TailIndex) -> dict[str, Any]:
     }
 
 
+def _checked_rows(name: str, rows: np.ndarray) -> np.ndarray:
+    X = np.asarray(rows)  # (N, d), the weights' own dtype: no float64 copy of the whole tensor
+    if X.ndim != 2 or X.size == 0:
+        raise InvalidWeightsError(f"{name}: expected a non-empty 2-D array of rows, got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise InvalidWeightsError(f"{name}: the weights contain NaN or Inf")
+    return X
+
+
+def _tails(X: np.ndarray, seed: int, full: bool) -> tuple[np.ndarray, np.ndarray, TailIndex, TailIndex]:
+    """The magnitude and node energies and both α̂ of rows X (N, d): the parts without an SVD."""
+    n_cols = X.shape[1]
+    S_mag = sorted_energy(X)  # (N·d + 1,) cumulative energy of the sorted squared entries
+    S_node = sorted_energy(np.sqrt(np.square(X, dtype=np.float64).sum(axis=1)))  # (N + 1,) row norms
+    multi_cap = None if full else max(4, MULTIVARIATE_MAX_ENTRIES // max(1, n_cols))
+    multi = estimate_alpha(X, seed=seed, max_rows=multi_cap)
+    uni = estimate_alpha_univariate(X, seed=seed, max_rows=None if full else UNIVARIATE_MAX_ENTRIES)
+    return S_mag, S_node, multi, uni
+
+
+def tail_summary(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """The SVD-free part of ``diagnose_tensor``, with the same numbers for the same ``seed``:
+    α̂ (multivariate, univariate), the magnitude and node curves and their q(ε).
+
+    No spectral curve, Gaussian reference or histogram: the finetune report measures three models
+    per job and needs none of them, and the spectrum (an SVD, cubic) dominated its cost
+    (bench/finetune_speed.py). Ref: docs/method.md §4; [P3] Wan et al. (ICML 2024).
+    """
+    X = _checked_rows(name, rows)
+    S_mag, S_node, multi, uni = _tails(X, seed, False)
+    return {
+        "name": name,
+        "rows": int(X.shape[0]),
+        "alpha": {"multivariate": multi.alpha, "univariate": uni.alpha},
+        "q": {"magnitude": _q(S_mag), "node": _q(S_node)},
+        "curves": {
+            "kappa": [round(float(k), _CURVE_DIGITS) for k in KAPPA_GRID],
+            "magnitude": _curve(S_mag),
+            "node": _curve(S_node),
+        },
+        "low_confidence": bool(X.shape[0] < LOW_CONFIDENCE_ROWS),
+    }
+
+
 def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = False) -> dict[str, Any]:
     """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
 
@@ -89,21 +142,10 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
     and the entry says so (``sampling``). The magnitude and node curves are always exact.
     Ref: docs/method.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
     """
-    X = np.asarray(rows)  # (N, d), the weights' own dtype: no float64 copy of the whole tensor
-    if X.ndim != 2 or X.size == 0:
-        raise InvalidWeightsError(f"{name}: expected a non-empty 2-D array of rows, got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
-    if not np.all(np.isfinite(X)):
-        raise InvalidWeightsError(f"{name}: the weights contain NaN or Inf")
+    X = _checked_rows(name, rows)
     n_rows, n_cols = X.shape
-    S_mag = sorted_energy(X)  # (N·d + 1,) cumulative energy of the sorted squared entries
-    S_node = sorted_energy(np.sqrt(np.square(X, dtype=np.float64).sum(axis=1)))  # (N + 1,) row norms
+    S_mag, S_node, multi, uni = _tails(X, seed, full)
     spec = spectrum(X, full=full, seed=seed)
-
-    multi_cap = None if full else max(4, MULTIVARIATE_MAX_ENTRIES // max(1, n_cols))
-    multi = estimate_alpha(X, seed=seed, max_rows=multi_cap)
-    uni = estimate_alpha_univariate(X, seed=seed, max_rows=None if full else UNIVARIATE_MAX_ENTRIES)
     spread = multi.spread
     return {
         "name": name,

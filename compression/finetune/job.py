@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from netshrink.compression.api import CancelFn, CompressionResult, ProgressEvent, ProgressFn
-from netshrink.compression.diagnostics.diagnostics import diagnose_tensor, tensor_rows
+from netshrink.compression.diagnostics.diagnostics import tail_summary, tensor_rows
 from netshrink.compression.errors import InvalidSpecError, UnsupportedModelError
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.finetune.data import TrainingData, check_files, load_split
@@ -75,6 +75,7 @@ def finetune(
         def on_epoch(e: int, n: int, i: int = i) -> None:
             emit("training", e, n, 0.05 + 0.8 * (i + e / n) / len(runs))
 
+        on_epoch(0, spec.epochs)  # the arm starts (epoch 0 of n): progress and stage timing
         try:
             res = train_arm(
                 net,
@@ -292,16 +293,12 @@ def _measure(
         loss = float(torch.nn.functional.cross_entropy(model.logits(X), y))
     layers = []
     for layer in net.layers:
-        d = diagnose_tensor(layer.name, tensor_rows(w.weight[layer.name]), seed=spec.seed)
+        d = tail_summary(layer.name, tensor_rows(w.weight[layer.name]), seed=spec.seed)  # no SVD
         layers.append(
             {
                 "name": layer.name,
                 "hidden": layer.name in hidden_layers(net),
-                "rows": d["rows"],
-                "alpha": {"multivariate": d["alpha"]["multivariate"], "univariate": d["alpha"]["univariate"]},
-                "q": {"magnitude": d["q"]["magnitude"], "node": d["q"]["node"]},
-                "curves": {k: d["curves"][k] for k in ("kappa", "magnitude", "node")},
-                "low_confidence": d["low_confidence"],
+                **{k: d[k] for k in ("rows", "alpha", "q", "curves", "low_confidence")},
             }
         )
     return {

@@ -7,6 +7,8 @@ nodes interpreted in torch), so autograd reaches the weights without rebuilding 
 
 One step (docs/method.md §4; [P3] Wan et al. 2024, the noisy SGD recursion):
     θ ← optimizer step on the mean cross-entropy of the batch's logits Φ      (plain arm: that's all)
+        (SGD with momentum or Adam, written out in ``optim.py``: torch.optim's arithmetic, without its
+        first-use import of torch._dynamo)
     W_ℓ ← W_ℓ + σ·η^{1/α}·X_ℓ for every hidden layer ℓ                       (noise arm, ``noise.py``)
 Both arms share the seed: the same batch order; only the noise differs.
 """
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 
 from netshrink.compression.errors import CancelledError, CompressionError
 from netshrink.compression.evaluation.executor import Executor
-from netshrink.compression.finetune.noise import NoiseInjector, hidden_layers
+from netshrink.compression.finetune.noise import NoiseInjector, hidden_layers, noise_scale
+from netshrink.compression.finetune.optim import SGD, Adam, Optimizer
 from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.graph.network import Network
 
@@ -114,13 +117,11 @@ def train_arm(
     X, y, Xv, yv = data  # (N, *in), (N,), (V, *in), (V,)
     model = Model(net, ex, start)
     params = model.parameters()
-    opt: torch.optim.Optimizer
-    if spec.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=spec.eta)
-    else:
-        opt = torch.optim.SGD(params, lr=spec.eta, momentum=spec.momentum)
-    from netshrink.compression.finetune.noise import noise_scale
-
+    opt: Optimizer = (
+        Adam(params, lr=spec.eta)
+        if spec.optimizer == "adam"
+        else SGD(params, lr=spec.eta, momentum=spec.momentum)
+    )
     inject = NoiseInjector(
         spec.alpha, noise_scale(sigma, spec.eta, spec.alpha), np.random.default_rng([spec.seed, 1])
     )
@@ -145,7 +146,7 @@ def train_arm(
                     f"{spec.epochs} in the {label} arm; lower sigma or eta",
                     field="sigma" if sigma > 0 else "eta",
                 )
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             inject(hidden)

@@ -63,3 +63,52 @@ def test_bad_spec_exit_2(
     code = main(["finetune", str(model), "--train", str(train), "--alpha", "3", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "invalid-spec) alpha:" in err and len(err.splitlines()) == 1
+
+
+def test_threads_and_verbose_stage_seconds(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train = files
+    before = torch.get_num_threads()
+    try:
+        code = main(
+            ["finetune", str(model), "--train", str(train), "--epochs", "1", "--sigma", "0.001", "0.003"]
+            + ["--seed", "2", "--out", str(tmp_path), "--quiet", "--verbose", "--threads", "1"]
+        )
+        assert code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert "1 torch threads" in err
+    for stage in ("train arm 1", "train arm 2", "train arm 3", "measuring", "html", "total"):
+        assert f"  {stage} " in err, err
+
+
+def test_bad_thread_count_exit_2(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train = files
+    code = main(["finetune", str(model), "--train", str(train), "--threads", "0", "--out", str(tmp_path)])
+    assert code == 2 and "threads must be at least 1" in capsys.readouterr().err
+
+
+def test_inputs_that_do_not_fit_exit_2_naming_the_field(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = files
+    X, y = factories.digits_inputs(40)
+    np.savez(tmp_path / "narrow.npz", inputs=X[:, :10], labels=y)
+    code = main(["finetune", str(model), "--train", str(tmp_path / "narrow.npz"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "train.inputs:" in err and len(err.splitlines()) == 1
+
+
+def test_non_finite_loss_exit_2_with_the_epoch(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train = files
+    args = ["--epochs", "3", "--alpha", "0.3", "--sigma", "100", "--eta", "10", "--quiet"]
+    code = main(["finetune", str(model), "--train", str(train), *args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "(training-diverged) sigma:" in err and "at epoch" in err, err
+    assert not (tmp_path / "o").exists()  # no model is written from a diverged run

@@ -15,6 +15,7 @@ from netshrink.compression.diagnostics.diagnostics import (
     KAPPA_GRID,
     diagnose_network,
     diagnose_tensor,
+    tail_summary,
     tensor_rows,
 )
 from netshrink.compression.errors import InvalidWeightsError
@@ -167,3 +168,15 @@ def test_large_tensors_are_sampled_and_say_so(monkeypatch: pytest.MonkeyPatch) -
     for key, q in entry["q"]["spectral"].items():
         assert q is None or q <= exact["q"]["spectral"][key] + 1e-9
     assert diagnose_tensor("fc", W, seed=3) == entry  # seeded: same numbers
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (1100, 300), (5, 12)])
+def test_tail_summary_is_diagnose_tensor_without_the_svd(shape: tuple[int, int]) -> None:
+    W = sample_sas(1.6, shape, rng=np.random.default_rng(4))  # (rows, cols); the largest is sampled
+    full, lite = diagnose_tensor("w", W, seed=7), tail_summary("w", W, seed=7)
+    assert lite["rows"] == full["rows"] and lite["low_confidence"] == full["low_confidence"]
+    assert lite["alpha"] == {k: full["alpha"][k] for k in ("multivariate", "univariate")}
+    assert lite["q"] == {k: full["q"][k] for k in ("magnitude", "node")}
+    assert lite["curves"] == {k: full["curves"][k] for k in ("kappa", "magnitude", "node")}
+    with pytest.raises(InvalidWeightsError):
+        tail_summary("bad", np.full((4, 4), np.nan))
