@@ -102,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             registry=build_registry(store, heartbeat_ttl_s=settings.heartbeat_ttl_s),
             enqueue=partial(enqueue_job, celery),
             redis=client,
+            local_reads=settings.redis_url is None,
         )
         log.info("netshrink API ready (auth=%s, embedded=%s)", mode, settings.embedded)
         yield

@@ -2,7 +2,9 @@
 
 WAL journal so readers never block the writer; every mutation runs in ``BEGIN IMMEDIATE`` (the
 write lock is taken before the read, so read-modify-write is atomic across threads *and*
-processes). A fresh connection per call keeps it thread- and fork-safe. The job itself is stored
+processes). Each thread keeps one connection (autocommit, so every read sees the latest commit),
+opened again after a fork or an error: opening a connection per call (open, two PRAGMAs, WAL
+index, close) was the largest store cost of a status read (issue 13 §8). The job itself is stored
 as JSON; the columns beside it exist only to index (owner, status, created, expires).
 Ref: ``workers/jobs.py`` (protocol), https://www.sqlite.org/wal.html.
 """
@@ -10,7 +12,9 @@ Ref: ``workers/jobs.py`` (protocol), https://www.sqlite.org/wal.html.
 from __future__ import annotations
 
 import builtins
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -69,19 +73,33 @@ class SQLiteJobStore(TransitionMethods):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_s
         self.idempotency_ttl_s = idempotency_ttl_s
+        self._local = threading.local()
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
 
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        """This thread's connection (a new one in a forked child: SQLite forbids crossing a fork)."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = local.conn = self._open()
+            local.pid = os.getpid()
         try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
-        finally:
-            conn.close()
+        except BaseException as exc:
+            # Never hand a half-finished transaction or a failed connection to the next caller.
+            if conn.in_transaction or isinstance(exc, sqlite3.Error):
+                local.conn = None
+                conn.close()
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -270,4 +288,8 @@ class SQLiteJobStore(TransitionMethods):
             return False
 
     def close(self) -> None:
-        """Nothing to release: connections are per call."""
+        """Close this thread's connection; other threads' close when their thread ends."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None

@@ -21,10 +21,9 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep
+from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep, authorize
 from netshrink.service.errors import PROBLEM_MEDIA_TYPE, ApiError, not_found
 from netshrink.service.schemas import JobList, JobPublic, Problem, job_url, to_public
 from netshrink.service.submission import (
@@ -84,12 +83,12 @@ def owned_job(store: JobStore, job_id: str, owner: str) -> Job:
 
 def _job_response(
     job: Job, status_code: int, retry_after_s: int, extra: dict[str, str] | None = None
-) -> JSONResponse:
+) -> Response:
     headers = {"Location": job_url(job.id), **(extra or {})}
     if not job.status.is_terminal:
         headers["Retry-After"] = str(retry_after_s)
-    body = to_public(job).model_dump(mode="json")
-    return JSONResponse(body, status_code=status_code, headers=headers)
+    body = to_public(job).model_dump_json()  # straight to JSON: no dict + json.dumps round
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 @router.post(
@@ -221,8 +220,18 @@ async def _respond_after_wait(
     summary="Job status, progress, error and artifacts",
     responses={200: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **ERROR_RESPONSES},
 )
-def get_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
-    return _job_response(owned_job(store, job_id, principal.owner), 200, settings.retry_after_s)
+async def get_job(job_id: str, request: Request, state: StateDep) -> Response:
+    # The hottest route (clients poll it): authenticate, rate-limit and read in ONE worker-thread
+    # hop, not one per dependency, and none in embedded mode (issue 13 §8: the hops were the largest
+    # cost of a status read; see service/deps.py).
+    authorization = request.headers.get("authorization")
+
+    def read() -> Response:
+        principal, limit_headers = authorize(authorization, state)
+        job = owned_job(state.store, job_id, principal.owner)
+        return _job_response(job, 200, state.settings.retry_after_s, limit_headers)
+
+    return read() if state.local_reads else await run_in_threadpool(read)
 
 
 @router.get(

@@ -15,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from netshrink.service.main import create_app
+from netshrink.service.schemas import to_public
 from netshrink.service.settings import ServiceSettings
 from tests import factories
 from tests.service.conftest import SPEC, app_state, assert_problem, finish_job, make_settings, submit
@@ -55,6 +56,18 @@ def test_get_job_carries_retry_after_until_terminal(client: TestClient, submitte
     assert r.json()["status"] == "succeeded"
     assert "retry-after" not in r.headers
     assert r.json()["report_url"] == f"/v1/jobs/{job['id']}/report"
+
+
+def test_status_read_is_the_public_job_with_rate_limit_headers(client: TestClient, submitted: Any) -> None:
+    """Issue 13 §8 made the status route one hop (none in embedded mode) and serialize straight to
+    JSON: the body is still ``JobPublic`` exactly, and it now carries the RateLimit-* headers too."""
+    job = submitted()
+    r = client.get(f"/v1/jobs/{job['id']}")
+    assert r.headers["content-type"] == "application/json"
+    stored = app_state(client).store.get(job["id"])
+    assert r.json() == to_public(stored).model_dump(mode="json")
+    assert int(r.headers["ratelimit-limit"]) > 0 and "ratelimit-remaining" in r.headers
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
 
 
 def test_unknown_job_is_404_problem_never_pending(client: TestClient) -> None:

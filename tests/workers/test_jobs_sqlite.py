@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,3 +50,62 @@ def test_attempts_are_atomic_across_processes(tmp_path: Path, make_job: Callable
         p.join(30)
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert store.get(job.id).attempts == 45
+
+
+def test_one_connection_per_thread_sees_every_commit(
+    sqlite_store: SQLiteJobStore, make_job: Callable[..., Job]
+) -> None:
+    """Issue 13 §8: the store keeps a connection per thread (not one per call); each read still sees
+    the latest commit of any other thread, because the connection is in autocommit mode."""
+    job = make_job()
+    sqlite_store.create(job)
+    with sqlite_store._connect() as first, sqlite_store._connect() as again:
+        assert first is again  # reused within a thread
+    seen: list[int] = []
+
+    def other_thread() -> None:
+        sqlite_store.bump_attempts(job.id)  # written on that thread's own connection
+        with sqlite_store._connect() as conn:
+            assert conn is not first
+        sqlite_store.close()
+
+    for _ in range(3):
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+        seen.append(sqlite_store.get(job.id).attempts)
+    assert seen == [1, 2, 3]
+
+
+def test_a_failed_transaction_never_leaks_into_the_next_call(
+    sqlite_store: SQLiteJobStore, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    sqlite_store.create(job)
+    with pytest.raises(RuntimeError), sqlite_store._tx() as conn:
+        conn.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", (job.id,))
+        raise RuntimeError("boom")
+    assert sqlite_store.get(job.id).status is job.status  # rolled back
+    with sqlite_store._connect() as conn:
+        assert not conn.in_transaction
+    with pytest.raises(sqlite3.OperationalError), sqlite_store._connect() as conn:
+        conn.execute("SELECT nope FROM jobs")
+    with sqlite_store._connect() as fresh:  # a connection that raised is replaced
+        assert fresh is not conn
+    assert sqlite_store.get(job.id).id == job.id
+
+
+def _bump_inherited(store: SQLiteJobStore, job_id: str) -> None:
+    store.bump_attempts(job_id)  # the parent's connection must not cross the fork
+
+
+def test_a_forked_child_opens_its_own_connection(
+    sqlite_store: SQLiteJobStore, make_job: Callable[..., Job]
+) -> None:
+    job = sqlite_store.create(make_job()).job
+    assert sqlite_store.get(job.id).attempts == 0  # the parent now holds a connection
+    proc = multiprocessing.get_context("fork").Process(target=_bump_inherited, args=(sqlite_store, job.id))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert sqlite_store.get(job.id).attempts == 1

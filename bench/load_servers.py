@@ -1,0 +1,141 @@
+"""The processes ``bench/load.py`` measures: a real ``netshrink serve`` (embedded or Redis mode), a
+real ``netshrink worker`` for the Redis mode, and the framework floor (a minimal FastAPI app under
+the same uvicorn that answers a status-shaped body from memory: the cost of HTTP + Starlette +
+FastAPI alone, measured in the same run as a peer).
+
+Every process binds 127.0.0.1 on a free port. ``tree`` runs the code of another checkout (a
+``.ci/linked-tree`` layout under ``tree/build/typecheck``), so a baseline commit can be measured in
+the same run as the working tree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+_FLOOR = """
+import json, sys, uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+body = json.loads(sys.argv[2])
+app = FastAPI()
+
+@app.get("/healthz")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+@app.get("/v1/jobs/{job_id}")
+async def status(job_id: str) -> JSONResponse:
+    return JSONResponse(body)
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+@dataclass
+class Service:
+    """One measured target: ``api`` answers HTTP at ``base``; ``extra`` are its helpers (a worker)."""
+
+    name: str
+    base: str
+    api: subprocess.Popen[bytes]
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in [self.api, *self.extra]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [self.api, *self.extra]:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _env(tree: Path | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")}
+    env["PYTHONPATH"] = str(tree / "build" / "typecheck") if tree else str(ROOT)
+    env["NETSHRINK_RATE_LIMIT_REQUESTS"] = "100000000"  # the limiter still runs; it never refuses
+    return env | extra
+
+
+def _wait_up(proc: subprocess.Popen[bytes], base: str, what: str, within_s: float = 120) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{what} did not come up")
+
+
+def start_netshrink(
+    name: str, mode: str, data_dir: Path, *, tree: Path | None = None, worker: bool = True
+) -> Service:
+    """``netshrink serve`` in ``mode``; in Redis mode also ``netshrink worker -c 1`` (when ``worker``)
+    on a private key prefix (every job-store and broker key under it), sharing ``data_dir``."""
+    port = free_port()
+    cwd = tree or ROOT
+    argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    env = _env(tree)
+    if mode == "redis":
+        prefix = f"bench-load-{os.getpid()}-{port}:"
+        env |= {"NETSHRINK_REDIS_KEY_PREFIX": prefix}
+        argv += ["--redis-url", REDIS_URL]
+    elif not worker:
+        argv += ["--no-embedded-worker"]
+    code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
+    api = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd)
+    service = Service(name, f"http://127.0.0.1:{port}", api)
+    if mode == "redis" and worker:
+        wenv = env | {"NETSHRINK_REDIS_URL": REDIS_URL, "NETSHRINK_DATA_DIR": str(data_dir)}
+        wargv = ["-c", "1", "--loglevel", "WARNING"]
+        wcode = f"import sys; from netshrink.cli.worker_cmd import main; sys.exit(main({wargv!r}))"
+        service.extra.append(subprocess.Popen([sys.executable, "-c", wcode], env=wenv, cwd=cwd))
+    try:
+        _wait_up(api, service.base, f"{name} serve")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def start_floor(status_body: str) -> Service:
+    """The framework floor: FastAPI + uvicorn answering ``status_body`` with no store, auth or limit."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR, str(port), status_body], env=_env(None), cwd=ROOT)
+    service = Service("floor", f"http://127.0.0.1:{port}", proc)
+    _wait_up(proc, service.base, "floor app")
+    return service
+
+
+__all__ = ["REDIS_URL", "ROOT", "Service", "cpu_s", "free_port", "start_floor", "start_netshrink"]
