@@ -43,6 +43,10 @@ class ServiceSettings(WorkerSettings):
     retry_after_s: int = Field(default=2, ge=1)  # polling hint for jobs that are not terminal
     page_size_max: int = Field(default=100, ge=1)
 
+    # Fault injection for tests/faults/test_api_crash.py ONLY: the API process SIGKILLs itself right
+    # after storing a new job, before enqueueing it (the crash gap the reaper closes).
+    fault_kill_after_store_write: bool = False
+
     @property
     def loopback(self) -> bool:
         """True when ``host`` only accepts local connections (dev mode is allowed there)."""

@@ -17,6 +17,11 @@ Lifecycle (every arrow is one atomic transition; terminal states never change ag
     queued ──request_cancel (queued, or running with an expired lease: immediately) ──▶ cancelled
     queued ──claim (too many attempts) ──▶ failed
 
+**Dispatch.** The API stores a job with ``enqueued=False``, sends its message, then sets
+``enqueued=True`` (an outbox flag). If the API dies between the store write and the send, the
+reaper sends the message (``workers/reaper.dispatch_stranded``); a duplicate message (the API was
+merely slow) is harmless, since ``claim`` is atomic and answers BUSY or TERMINAL.
+
 **Leases.** A running job carries a lease (``lease_owner`` = the broker message, ``lease_token`` =
 one execution of it, ``lease_expires_at``) that the executing worker renews every
 ``lease_heartbeat_s`` for ``2 × lease_heartbeat_s`` (``workers/lease.py``). A worker that dies
@@ -134,9 +139,13 @@ class Job(BaseModel):
     lease_owner: str | None = None  # the broker message (Celery task id) executing the job
     lease_token: str | None = None  # one execution of that message: renewals and fenced writes
     lease_expires_at: datetime | None = None  # the reaper takes the job back after this
+    # Outbox flag (internal): the API stores a job with False and sets True once its broker message
+    # is sent; the reaper enqueues a queued job still False after ``dispatch_grace_s``.
+    enqueued: bool = True
 
 
 LEASE_FIELDS = frozenset({"lease_owner", "lease_token", "lease_expires_at"})
+INTERNAL_FIELDS = LEASE_FIELDS | {"enqueued"}  # never in JobPublic or webhook payloads
 
 
 class Claim(StrEnum):
@@ -249,6 +258,15 @@ class JobStore(Protocol):
         Returns the new status, or None when the job was not taken back."""
         ...
 
+    def mark_enqueued(self, job_id: str) -> None:
+        """Record that a broker message for the job was sent (``enqueued = True``)."""
+        ...
+
+    def unenqueued(self, older_than: datetime) -> builtins.list[str]:
+        """Ids of queued jobs created before ``older_than`` whose message was never recorded as sent
+        (the API died between its store write and the enqueue), oldest first."""
+        ...
+
     def bump_attempts(self, job_id: str) -> int:
         """Increment and return ``attempts`` (counts deliveries, including crashed ones)."""
         ...
@@ -346,6 +364,7 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "JobStore",
+    "INTERNAL_FIELDS",
     "LEASE_FIELDS",
     "Progress",
     "StoreUnavailableError",

@@ -14,6 +14,14 @@ are enqueued again, and, since this process holds the data directory's lock (no 
 process can be running jobs from it), every ``running`` job is taken back at once.
 Bound: a crashed job is queued again within ``lease_s + reaper_interval_s`` =
 ``2 × lease_heartbeat_s + reaper_interval_s`` of the crash (README "Crash recovery").
+
+``dispatch_stranded`` closes the API's crash gap: the API stores a job (``enqueued=False``), sends
+its message, then records ``enqueued=True``. A job still queued and not enqueued
+``dispatch_grace_s`` after its creation lost its API process between the two steps; the reaper
+sends the message and records it. Bound: such a job is enqueued within
+``dispatch_grace_s + reaper_interval_s`` of its creation. Sending before recording means a crash of
+the reaper in between only leads to a second message, which ``claim`` makes harmless (BUSY or
+TERMINAL): the job store, not the queue, says whether a job runs.
 """
 
 from __future__ import annotations
@@ -83,6 +91,26 @@ def reap_orphans(
     return result
 
 
+def dispatch_stranded(
+    store: JobStore, enqueue: Enqueue, *, grace_s: float, now: datetime | None = None
+) -> list[str]:
+    """Enqueue every queued job created over ``grace_s`` ago whose message was never recorded as
+    sent (``JobStore.unenqueued``), then record it; returns their ids, oldest first."""
+    sent = []
+    for job_id in store.unenqueued((now or utcnow()) - timedelta(seconds=grace_s)):
+        try:
+            job = store.get(job_id)
+        except JobNotFoundError:
+            continue
+        if job.status is JobStatus.QUEUED and not job.enqueued:
+            enqueue(job)
+            store.mark_enqueued(job_id)
+            sent.append(job_id)
+    if sent:
+        log.warning("reaper: queued jobs without a message (API crash?); enqueued %s", sent)
+    return sent
+
+
 def _notify(store: JobStore, job_id: str, event: str, notify: Notify) -> None:
     try:
         job = store.get(job_id)
@@ -115,6 +143,8 @@ def recover_embedded(
     result = reap_orphans(store, enqueue, max_attempts=max_attempts, now=now, notify=notify)
     for job in waiting:
         enqueue(job)
+        if not job.enqueued:
+            store.mark_enqueued(job.id)
     if waiting:
         log.warning("start-up: re-enqueued %d queued jobs", len(waiting))
     return result
@@ -159,6 +189,7 @@ __all__ = [
     "Enqueue",
     "Notify",
     "ReapResult",
+    "dispatch_stranded",
     "queued_jobs",
     "reap_orphans",
     "recover_embedded",

@@ -2,7 +2,8 @@
 
 ``cleanup_expired`` is a plain function (tests call it). ``Housekeeper`` is a daemon thread
 that every worker process runs: a heartbeat every few seconds, the reaper
-(``workers/reaper.reap_orphans``) every ``reaper_interval_s`` when it is given an ``enqueue``,
+(``workers/reaper.reap_orphans`` and ``dispatch_stranded``) every ``reaper_interval_s`` when it is
+given an ``enqueue``,
 and ``cleanup_expired`` on start and then every ``retention_interval_s``. Every worker running
 it is harmless (deletes and reaps are atomic and idempotent), so no Celery beat is needed.
 Ref: docs/api.md "Operations" (``GET /v1/workers``),
@@ -21,7 +22,7 @@ from datetime import datetime
 
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import JobNotFoundError, JobStore, WorkerHeartbeat, utcnow
-from netshrink.workers.reaper import Enqueue, Notify, reap_orphans
+from netshrink.workers.reaper import Enqueue, Notify, dispatch_stranded, reap_orphans
 from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Housekeeper(threading.Thread):
                     reap_orphans(
                         self.store, self.enqueue, max_attempts=self.settings.max_attempts, notify=self.notify
                     )
+                    dispatch_stranded(self.store, self.enqueue, grace_s=self.settings.dispatch_grace_s)
                 if now >= next_cleanup:
                     next_cleanup = now + self.settings.retention_interval_s
                     n = cleanup_expired(self.store, self.artifacts)

@@ -46,6 +46,11 @@ class WorkerSettings(BaseSettings):
     # lease expired. A crashed job is queued again within 2 × lease_heartbeat_s + reaper_interval_s.
     lease_heartbeat_s: float = Field(default=10.0, gt=0)
     reaper_interval_s: float = Field(default=15.0, gt=0)
+    # A queued job whose message the API never recorded as sent (it died between its store write and
+    # the enqueue) is enqueued by the reaper once it is this old: within dispatch_grace_s +
+    # reaper_interval_s of its creation. Longer than a healthy API takes to enqueue (milliseconds);
+    # a duplicate message, should it ever be shorter, is harmless.
+    dispatch_grace_s: float = Field(default=10.0, gt=0)
     store_retry_s: float = Field(default=30.0, ge=0)  # a worker rides out a store outage this long
 
     # Input limits, read by BOTH the API (at submit) and the worker (when it loads the job's files),
@@ -100,6 +105,11 @@ class WorkerSettings(BaseSettings):
     def recovery_bound_s(self) -> float:
         """The documented bound: a crashed job is queued again at most this long after the crash."""
         return self.lease_s + self.reaper_interval_s
+
+    @property
+    def dispatch_bound_s(self) -> float:
+        """The documented bound: a job whose API died before enqueueing it is enqueued this soon."""
+        return self.dispatch_grace_s + self.reaper_interval_s
 
     @property
     def embedded(self) -> bool:

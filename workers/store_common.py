@@ -30,7 +30,8 @@ class TransitionMethods:
     def get(self, job_id: str) -> Job:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _running_jobs(self) -> builtins.list[Job]:  # pragma: no cover - abstract
+    def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:  # pragma: no cover - abstract
+        """Every job in ``status`` (an indexed read: the status set / column)."""
         raise NotImplementedError
 
     def mark_running(self, job_id: str) -> bool:
@@ -56,7 +57,7 @@ class TransitionMethods:
 
     def expired_leases(self, now: datetime | None = None) -> builtins.list[str]:
         when = now or utcnow()
-        return [job.id for job in self._running_jobs() if not transitions.lease_live(job, when)]
+        return [job.id for job in self._jobs_in(JobStatus.RUNNING) if not transitions.lease_live(job, when)]
 
     def reap(self, job_id: str, *, max_attempts: int, now: datetime | None = None) -> JobStatus | None:
         when = now or utcnow()
@@ -68,6 +69,15 @@ class TransitionMethods:
             )
 
         return self._mutate(job_id, apply)
+
+    def mark_enqueued(self, job_id: str) -> None:
+        self._mutate(job_id, transitions.mark_enqueued)
+
+    def unenqueued(self, older_than: datetime) -> builtins.list[str]:
+        stranded = [
+            j for j in self._jobs_in(JobStatus.QUEUED) if not j.enqueued and j.created_at < older_than
+        ]
+        return [j.id for j in sorted(stranded, key=lambda j: (j.created_at, j.id))]
 
     def bump_attempts(self, job_id: str) -> int:
         return self._mutate(job_id, transitions.bump_attempts)

@@ -239,8 +239,8 @@ class RedisJobStore(TransitionMethods):
         pipe.execute()
 
     @_retried
-    def _running_jobs(self) -> builtins.list[Job]:
-        ids: builtins.list[str] = sorted(self.r.smembers(self._k("status", JobStatus.RUNNING.value)))  # type: ignore[arg-type]
+    def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:
+        ids: builtins.list[str] = sorted(self.r.smembers(self._k("status", status.value)))  # type: ignore[arg-type]
         raws = self.r.mget([self._k("job", i) for i in ids]) if ids else []
         return [Job.model_validate_json(raw) for raw in raws if raw is not None]
 

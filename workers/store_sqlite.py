@@ -213,11 +213,9 @@ class SQLiteJobStore(TransitionMethods):
                     (job.owner, job.idempotency_key, job_id),
                 )
 
-    def _running_jobs(self) -> builtins.list[Job]:
+    def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT data FROM jobs WHERE status = ?", (JobStatus.RUNNING.value,)
-            ).fetchall()
+            rows = conn.execute("SELECT data FROM jobs WHERE status = ?", (status.value,)).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
 
     def counts_by_status(self) -> dict[JobStatus, int]:

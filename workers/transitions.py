@@ -48,6 +48,11 @@ def start(job: Job, lease_s: float) -> bool:
     return True
 
 
+def mark_enqueued(job: Job) -> None:
+    """The job's broker message was sent (the outbox flag; see "Dispatch" in ``workers/jobs.py``)."""
+    job.enqueued = True
+
+
 def claim(
     job: Job,
     *,

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from netshrink.workers.jobs import LEASE_FIELDS, Job, utcnow
+from netshrink.workers.jobs import INTERNAL_FIELDS, Job, utcnow
 from netshrink.workers.ssrf import Target, WebhookTargetError, check_target, resolve_target
 
 USER_AGENT = "netshrink-webhooks/1"
@@ -43,7 +43,7 @@ def new_webhook_secret() -> str:
 def build_event(event_type: str, job: Job) -> dict[str, Any]:
     """The event body: ``{type, timestamp, data}`` (Standard Webhooks payload structure)."""
     data = job.model_dump(
-        mode="json", exclude={"report", "idempotency_key", "spec", "callback", *LEASE_FIELDS}
+        mode="json", exclude={"report", "idempotency_key", "spec", "callback", *INTERNAL_FIELDS}
     )
     return {"type": event_type, "timestamp": utcnow().isoformat(), "data": data}
 

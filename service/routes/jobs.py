@@ -8,14 +8,18 @@ refused request leaves nothing behind (the job directory is removed, no job is s
 3. parse ``spec`` (pydantic, then the core's ``CompressSpec.from_dict``) and ``architecture``;
 4. ``Idempotency-Key``: a known key replays the first job, or 422 when the payload differs;
 5. load the model and calibration with the core (ONNX checker, shape inference, supported ops);
-6. store the job, enqueue its id, answer 202 (``Location``, ``Retry-After``), or 200 when
-   ``Prefer: wait=N`` saw it finish.
+6. store the job (``enqueued=False``), enqueue its id, record the enqueue (an API crash in
+   between is repaired by the reaper, ``workers/reaper.dispatch_stranded``), answer 202
+   (``Location``, ``Retry-After``), or 200 when ``Prefer: wait=N`` saw it finish.
 
 Ref: docs/api.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 7240 (Prefer).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import time
 from typing import Annotated, Any
 
@@ -52,6 +56,7 @@ from netshrink.workers.jobs import (
 from netshrink.workers.transitions import lease_live
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("netshrink.service")
 
 PROBLEM_RESPONSE = {
     "model": Problem,
@@ -170,8 +175,11 @@ async def submit_job(
             has_calibration="calibration" in upload.files,
             callback=Callback(**spec_in.callback.model_dump(mode="json")) if spec_in.callback else None,
             idempotency_key=idempotency_key,
+            enqueued=False,  # the outbox flag: set once the message is sent (workers/reaper.py)
         )
         result = await run_in_threadpool(store.create, new, idempotency_key=idempotency_key, fingerprint=fp)
+        if settings.fault_kill_after_store_write and result.created:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault tests only: the API dies before the enqueue
     except IdempotencyConflictError as exc:
         artifacts.delete(job_id)
         raise idempotency_conflict(exc.key) from None
@@ -183,7 +191,7 @@ async def submit_job(
         return _job_response(result.job, 202, settings.retry_after_s, {"Idempotent-Replayed": "true"})
     try:
         await run_in_threadpool(state.enqueue, result.job)
-    except Exception as exc:
+    except Exception as exc:  # the job is failed at once (503 below), so no reaper sends it later
         failed = problems.problem(
             "queue-unavailable", "Queue unavailable", 503, "the job could not be queued"
         )
@@ -195,6 +203,10 @@ async def submit_job(
             "the job could not be queued; retry later",
             headers={"Retry-After": "5"},
         ) from exc
+    try:
+        await run_in_threadpool(store.mark_enqueued, job_id)
+    except Exception:  # the job is queued and has its message: the reaper's extra one is harmless
+        log.warning("job %s: could not record its enqueue; the reaper will send a duplicate", job_id)
     return await _respond_after_wait(
         result.job, store, prefer, settings.prefer_wait_max_s, settings.retry_after_s
     )

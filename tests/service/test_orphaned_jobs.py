@@ -41,3 +41,16 @@ def test_delete_a_job_whose_worker_is_gone_cancels_and_removes_it(
     assert client.delete(f"/v1/jobs/{orphan['id']}").status_code == 204
     assert_problem(client.get(f"/v1/jobs/{orphan['id']}"), 404)
     assert not app_state(client).artifacts.job_dir(orphan["id"]).exists()
+
+
+def test_submit_records_that_it_enqueued_the_job(
+    client: TestClient, submitted: Callable[..., dict[str, Any]]
+) -> None:
+    """The outbox flag: stored False, True once the message is sent, so the reaper leaves it alone
+    (a job whose API died in between stays False: ``tests/faults/test_api_crash.py``)."""
+    sent: list[str] = []
+    state = app_state(client)
+    state.enqueue = lambda job: sent.append(job.id) if state.store.get(job.id).enqueued is False else None
+    job = submitted()
+    assert sent == [job["id"]]  # at the enqueue, the stored job still said "not enqueued"
+    assert state.store.get(job["id"]).enqueued

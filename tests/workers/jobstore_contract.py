@@ -137,6 +137,23 @@ class StoreContract:
         rest = store.list("me", status=JobStatus.QUEUED, limit=2, cursor=page.next_cursor)
         assert len(rest.items) == 1 and rest.next_cursor is None
 
+    def test_unenqueued_lists_old_queued_jobs_whose_message_was_never_recorded(
+        self, store: JobStore, make_job: MakeJob
+    ) -> None:
+        t0 = utcnow() - timedelta(minutes=5)
+        old = [
+            store.create(make_job(enqueued=False, created_at=t0 + timedelta(seconds=i))).job for i in (1, 0)
+        ]
+        young = store.create(make_job(enqueued=False)).job
+        sent = store.create(make_job(created_at=t0)).job  # enqueued=True: the API recorded its message
+        started = store.create(make_job(enqueued=False, created_at=t0)).job
+        store.mark_running(started.id)
+        cutoff = utcnow() - timedelta(minutes=1)
+        assert store.unenqueued(cutoff) == [old[1].id, old[0].id]  # oldest first
+        store.mark_enqueued(old[1].id)
+        assert store.get(old[1].id).enqueued and store.unenqueued(cutoff) == [old[0].id]
+        assert young.id in store.unenqueued(utcnow() + timedelta(seconds=1)) and sent.enqueued
+
     def test_bad_cursor_is_value_error(self, store: JobStore) -> None:
         with pytest.raises(ValueError):
             store.list("me", cursor="%%%not-a-cursor")

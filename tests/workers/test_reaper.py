@@ -14,9 +14,9 @@ from pathlib import Path
 
 from netshrink.service.schemas import to_public
 from netshrink.workers.artifacts import ArtifactStore
-from netshrink.workers.jobs import LEASE_FIELDS, Claim, Job, JobStatus, utcnow
+from netshrink.workers.jobs import INTERNAL_FIELDS, Claim, Job, JobStatus, utcnow
 from netshrink.workers.lease import LeaseKeeper
-from netshrink.workers.reaper import DataDirLock, reap_orphans, recover_embedded
+from netshrink.workers.reaper import DataDirLock, dispatch_stranded, reap_orphans, recover_embedded
 from netshrink.workers.retention import Housekeeper
 from netshrink.workers.settings import WorkerSettings
 from netshrink.workers.store_sqlite import SQLiteJobStore
@@ -126,10 +126,32 @@ def test_housekeeper_reaps_within_the_documented_bound(
     assert sent[0] <= fast.recovery_bound_s + 0.5  # 2 × heartbeat + reaper period, plus scheduling
 
 
+def test_dispatch_stranded_enqueues_a_job_its_api_never_enqueued_once(
+    tmp_path: Path, make_job: MakeJob
+) -> None:
+    """The API stored the job (``enqueued=False``) and died before sending its message."""
+    store = _store(tmp_path, 60)
+    stranded = store.create(make_job(enqueued=False, created_at=utcnow() - timedelta(seconds=30))).job
+    fresh = store.create(make_job(enqueued=False)).job  # its API may still be about to send it
+    normal = store.create(make_job(created_at=utcnow() - timedelta(seconds=30))).job
+    sent: list[str] = []
+    assert dispatch_stranded(store, lambda job: sent.append(job.id), grace_s=10) == [stranded.id]
+    assert sent == [stranded.id] and store.get(stranded.id).enqueued
+    assert dispatch_stranded(store, lambda job: sent.append(job.id), grace_s=10) == []  # once
+    assert not store.get(fresh.id).enqueued and store.get(normal.id).status is JobStatus.QUEUED
+
+
+def test_recover_embedded_records_what_it_enqueued(tmp_path: Path, make_job: MakeJob) -> None:
+    store = _store(tmp_path, 60)
+    job = store.create(make_job(enqueued=False, created_at=utcnow() - timedelta(seconds=30))).job
+    recover_embedded(store, lambda j: None, max_attempts=3, exclusive=True)
+    assert store.get(job.id).enqueued and dispatch_stranded(store, lambda j: None, grace_s=1) == []
+
+
 def test_lease_fields_stay_internal(make_job: MakeJob) -> None:
-    job = make_job(lease_owner="m", lease_token="t", lease_expires_at=utcnow())
-    assert not LEASE_FIELDS & set(to_public(job).model_dump())
-    assert not LEASE_FIELDS & set(build_event("job.started", job)["data"])
+    job = make_job(lease_owner="m", lease_token="t", lease_expires_at=utcnow(), enqueued=False)
+    assert not INTERNAL_FIELDS & set(to_public(job).model_dump())
+    assert not INTERNAL_FIELDS & set(build_event("job.started", job)["data"])
 
 
 def test_jobs_the_reaper_ends_get_their_webhook_event(tmp_path: Path, make_job: MakeJob) -> None:
