@@ -83,8 +83,8 @@ def compress_layer(
     (``quantize.grouped_scale``). ``pruned`` replaces the pruning stage by a result drawn elsewhere
     (dependency groups shared by several layers, ``algorithm/group_prune.py``).
     """
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
-    var = torch.zeros_like(W)
+    W = torch.as_tensor(layer.matrix, device=device)  # (out, in) float32, no copy on CPU
+    var: torch.Tensor | None = None  # (out, in) float64, summed over the stages that ran
     group_tau2: np.ndarray | None = None
     A: float | None = 0.0
     f = p = tau2 = None
@@ -125,7 +125,7 @@ def compress_layer(
             generator,
             positions=stats.positions,
         )
-        W, var = qr.weight, var + qr.var
+        W, var = qr.weight, qr.var if var is None else var.add_(qr.var)
         codes, scale, outliers, M, k, bits, qf = (
             qr.codes,
             qr.scale,
@@ -150,7 +150,7 @@ def compress_layer(
     )
     return LayerDraw(
         compressed=cw,
-        var=var.cpu().numpy(),
+        var=(torch.zeros(W.shape, dtype=torch.float64) if var is None else var).cpu().numpy(),
         group_tau2=group_tau2,
         tier_E_A=A,
         f=f,

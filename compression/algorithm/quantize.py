@@ -27,7 +27,7 @@ __all__ = ["QuantizeResult", "grid_step", "grouped_scale", "quantize_matrix"]
 class QuantizeResult:
     """Ŵ after quantization. ``tier_E_A`` is None for round-to-nearest (a biased baseline)."""
 
-    weight: torch.Tensor  # (n_out, n_in) float64 Ŵ (exactly the float32 values the artifact holds)
+    weight: torch.Tensor  # (n_out, n_in) float32 Ŵ (exactly the values the artifact holds)
     codes: np.ndarray  # (n_out, n_in) int8, |codes| <= k; 0 at outliers
     scale: np.ndarray  # (n_out,) or (1,) float32 step M/k (rounded up to a float32)
     outliers: np.ndarray | None  # (n_out, n_in) bool, entries kept as float (f < 1)
@@ -73,6 +73,14 @@ def grouped_scale(W: torch.Tensor, bits: int) -> Literal["per_row", "per_layer"]
     return "per_layer" if r_err <= r_bytes else "per_row"
 
 
+_CHUNK = 1 << 20  # entries per row block: the float64 temporaries stay small (8 MiB each)
+
+
+def _rows(W: torch.Tensor) -> range:
+    """Start rows of the row blocks of about ``_CHUNK`` entries."""
+    return range(0, W.shape[0], max(1, _CHUNK // max(1, W.shape[1])))
+
+
 def quantize_matrix(
     W: torch.Tensor,
     energy: np.ndarray,
@@ -82,21 +90,30 @@ def quantize_matrix(
     *,
     positions: int = 1,
 ) -> QuantizeResult:
-    """Quantize the (pruned) matrix ``W`` (out, in) float64. ``energy`` ((1, in) or (out, in)) ranks
-    the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in) (grouped
-    convs) gives tier E.
+    """Quantize the (pruned) matrix ``W`` (out, in), float32 or float64. ``energy`` ((1, in) or (out, in))
+    ranks the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in)
+    (grouped convs) gives tier E.
+
+    Rows are processed in blocks of about ``_CHUNK`` entries (float64 arithmetic in each block), so
+    no full-size float64 temporary exists besides ``var``. The uniforms are drawn block by block in
+    row order from the one CPU stream, which torch consumes in order: the draws equal one draw of
+    ``W.numel()`` numbers, so the bytes do not depend on the block size (a test checks).
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
     safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
-    x = W / safe  # (out, in) in grid units, |x| <= k
-    rtn = torch.round(x) if spec.method != "randomized_greedy" else None  # (out, in)
-    lo = torch.floor(x)
-    frac = x.sub_(lo)  # (out, in) u ∈ [0, 1), in place of x (one float64 temporary fewer)
-    var = (safe**2) * frac  # (out, in) Var(t) of stochastic rounding: (M/k)² u(1−u)
-    var.mul_(1.0 - frac)
-    var.masked_fill_(~(step[:, None] > 0), 0.0)
-    elig = (W != 0).cpu().numpy().ravel()  # zeros are on the grid already
+    zero_row = ~(step[:, None] > 0)  # (out, 1)
+    var = torch.empty(W.shape, dtype=torch.float64, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
+    elig_t = W != 0  # (out, in) zeros are on the grid already
+    blocks = _rows(W)
+    bs = blocks.step
+    for r in blocks:
+        x = W[r : r + bs].to(torch.float64) / safe[r : r + bs]  # (b, in) in grid units, |x| <= k
+        frac = x.sub_(torch.floor(x))  # (b, in) u ∈ [0, 1)
+        v = (safe[r : r + bs] ** 2) * frac
+        v.mul_(1.0 - frac)
+        var[r : r + bs] = v.masked_fill_(zero_row[r : r + bs], 0.0)
+    elig = elig_t.cpu().numpy().ravel()
     idx = np.flatnonzero(elig)
     m = round(spec.fraction * idx.size)
     sel = np.zeros(W.numel(), dtype=bool)
@@ -105,35 +122,42 @@ def quantize_matrix(
     elif m:
         score = (var.cpu().numpy() * energy).ravel()[idx]  # Var(t_ij)·E[ẑ_j²]
         sel[idx[greedy_order(score)[:m]]] = True
+        del score
     del idx
     sel_t = torch.from_numpy(sel).to(W.device).reshape(W.shape)
-    if rtn is None:
-        u = uniform(gen, W.numel(), W.device).reshape(W.shape)
-        q = lo.add_(u < frac)  # (out, in) stochastic rounding, in place of lo
-        del u
-    else:
-        q = rtn
-    del frac
-    codes_t = q.clamp_(-k, k).masked_fill_(~sel_t, 0.0)  # (out, in)
     outl = (elig & ~sel).reshape(W.shape)  # (out, in) non-zero entries left as float
     del elig, sel
     outl_t = torch.from_numpy(outl).to(W.device)
-    Wq = (codes_t.to(torch.float32) * step.to(torch.float32)[:, None]).to(torch.float64)  # (out, in)
-    if outl.any():
-        Wq[outl_t] = W[outl_t].to(torch.float32).to(torch.float64)
-    if rtn is None:
-        var.masked_fill_(~sel_t, 0.0)
-    else:
-        var.zero_()
+    randomized = spec.method == "randomized_greedy"
+    codes_t = torch.empty(W.shape, dtype=torch.int8, device=W.device)  # (out, in)
+    Wq = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Ŵ
+    s32 = step.to(torch.float32)[:, None]  # (out, 1)
     col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
     col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
-    A = positions * float((var * col).sum()) if rtn is None else None
+    A = 0.0
+    for r in blocks:
+        sl = slice(r, r + bs)
+        x = W[sl].to(torch.float64) / safe[sl]  # (b, in)
+        if not randomized:
+            q = torch.round(x)  # round to nearest
+        else:
+            u = uniform(gen, x.numel(), W.device).reshape(x.shape)  # (b, in) U[0, 1)
+            lo = torch.floor(x)
+            q = lo.add_(u < x.sub_(lo))  # stochastic rounding: up with probability u = frac
+        q = q.clamp_(-k, k).masked_fill_(~sel_t[sl], 0.0)  # (b, in)
+        codes_t[sl] = q.to(torch.int8)
+        Wq[sl] = q.to(torch.float32) * s32[sl]
+        if not randomized:
+            var[sl] = 0.0
+        else:
+            var[sl].masked_fill_(~sel_t[sl], 0.0)
+            A += float((var[sl] * (col if col.shape[0] == 1 else col[sl])).sum())
+    if outl.any():
+        Wq[outl_t] = W[outl_t].to(torch.float32)
     scale = step.cpu().numpy().astype(np.float32)
-    codes = codes_t.cpu().numpy().astype(np.int8)
-    del codes_t
     return QuantizeResult(
         weight=Wq,
-        codes=codes,
+        codes=codes_t.cpu().numpy(),
         scale=scale if spec.scale == "per_row" else scale[:1],
         outliers=outl if outl.any() else None,
         var=var,
@@ -141,5 +165,5 @@ def quantize_matrix(
         k=k,
         f=float(spec.fraction),
         n_randomized=int(m),
-        tier_E_A=A,
+        tier_E_A=positions * A if randomized else None,
     )

@@ -76,17 +76,18 @@ def layer_stats(layer: Layer, Z: torch.Tensor, *, groups: bool) -> LayerStats:
     Z = Z.detach().to(torch.float64)
     S = int(Z.shape[0])
     z2 = float((Z.reshape(S, -1) ** 2).sum(dim=1).mean())
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
     if layer.kind == "conv":
         assert layer.conv is not None, "conv layer without geometry"
         if layer.conv.group != 1:
             return _grouped_conv_stats(layer, Z, z2)
         C = int(layer.weight.shape[1])
+        W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
         return _conv_stats(W.reshape(W.shape[0], C, -1), Z, layer.conv, groups, z2)
     X = Z.reshape(S, -1)  # (S, n_in)
     col_energy = (X**2).mean(dim=0)  # (in,)
     group_energy = None
     if groups:
+        W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
         g = max(1, layer.input_group)
         column_groups(layer)  # validates that g divides n_in
         if g == 1:  # E‖W[:, j] ẑ_j‖² = ‖W[:, j]‖² E[ẑ_j²]

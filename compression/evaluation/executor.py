@@ -56,7 +56,12 @@ class Executor:
         self._producer = {t: n for n in self._nodes for t in n.output}
         self._layers = {layer.name: layer for layer in net.layers}
         self._consts: dict[str, Tensor] = {}
-        self._plans: dict[tuple[str, ...], list[onnx.NodeProto]] = {}
+        self._plans: dict[tuple[tuple[str, ...], frozenset[str]], list[onnx.NodeProto]] = {}
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self._nodes:
+            for t in n.input:
+                self._consumers.setdefault(t, []).append(n)
+        self._downstream: dict[str, frozenset[str]] = {}
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         if self.backend == "torch":
             for init in net.model.graph.initializer:
@@ -71,11 +76,17 @@ class Executor:
         capture: Sequence[str] = (),
         inject: Inject | None = None,
         initializers: Mapping[str, Tensor] | None = None,
+        cache: dict[str, Tensor] | None = None,
+        logits: bool = True,
     ) -> dict[str, Tensor]:
         """X: (S, *input_shape). Returns {name: tensor} for ``capture`` plus ``net.logits``.
 
         ``initializers`` replaces ONNX initializers by name, in their stored layout (torch path only;
         fine-tuning passes its trainable weights and biases here so that autograd reaches them).
+        ``cache`` (torch path): tensors already computed for this X are read from it and every tensor
+        this run computes is stored in it, so a run after a later layer's override only evaluates
+        the nodes below what is known; the caller drops stale values with ``invalidate``.
+        ``logits=False`` computes only ``capture`` (not the tail down to Φ).
         """
         if tuple(X.shape[1:]) != self.net.input_shape:
             raise ValueError(
@@ -97,7 +108,7 @@ class Executor:
                     f"override for {name!r} has shape {tuple(W.shape)}; "
                     f"expected {self._layers[name].weight.shape}"
                 )
-        wanted = tuple(dict.fromkeys([*capture, self.net.logits]))
+        wanted = tuple(dict.fromkeys([*capture, *([self.net.logits] if logits else [])]))
         if self.backend == "onnxruntime":
             if inject:
                 raise UnsupportedModelError(
@@ -111,25 +122,46 @@ class Executor:
         unknown = [k for k in (initializers or {}) if k not in self._consts]
         if unknown:
             raise KeyError(f"no initializers named {unknown}")
-        return self._run_torch(X, overrides, wanted, inject or {}, initializers or {})
+        if cache is not None and (inject or initializers):
+            raise ValueError("cache cannot be combined with inject or initializers")
+        return self._run_torch(X, overrides, wanted, inject or {}, initializers or {}, cache)
+
+    def invalidate(self, cache: dict[str, Tensor], layer: str) -> None:
+        """Drop from ``cache`` every tensor computed from ``layer``'s weight or bias (after an override)."""
+        if layer not in self._downstream:
+            la = self._layers[layer]
+            seen: set[str] = set()
+            stack = [k for k in (la.weight_key, la.bias_key) if k]
+            while stack:
+                t = stack.pop()
+                for node in self._consumers.get(t, ()):
+                    new = [o for o in node.output if o and o not in seen]
+                    seen.update(new)
+                    stack.extend(new)
+            self._downstream[layer] = frozenset(seen)
+        for t in self._downstream[layer] & cache.keys():
+            del cache[t]
 
     # ---- torch interpreter ----------------------------------------------------------------------
     def _const(self, arr: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.array(arr, copy=True))
         return t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
 
-    def _plan(self, wanted: tuple[str, ...]) -> list[onnx.NodeProto]:
-        """The nodes needed for ``wanted``, in graph (topological) order."""
-        if wanted not in self._plans:
+    def _plan(self, wanted: tuple[str, ...], known: frozenset[str] = frozenset()) -> list[onnx.NodeProto]:
+        """The nodes needed for ``wanted`` given the ``known`` tensors, in graph (topological) order."""
+        key = (wanted, known)
+        if key not in self._plans:
             need: set[str] = set()
-            stack = list(wanted)
+            stack = [t for t in wanted if t not in known]
             while stack:
                 node = self._producer.get(stack.pop())
                 if node is not None and node.name not in need:
                     need.add(node.name)
-                    stack.extend(t for t in node.input if t)
-            self._plans[wanted] = [n for n in self._nodes if n.name in need]
-        return self._plans[wanted]
+                    stack.extend(t for t in node.input if t and t not in known)
+            if len(self._plans) > 256:
+                self._plans.clear()
+            self._plans[key] = [n for n in self._nodes if n.name in need]
+        return self._plans[key]
 
     def _run_torch(
         self,
@@ -138,6 +170,7 @@ class Executor:
         wanted: tuple[str, ...],
         inject: Inject,
         initializers: Mapping[str, Tensor],
+        cache: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         env: dict[str, Tensor] = dict(self._consts)
         env.update(initializers)
@@ -151,7 +184,10 @@ class Executor:
             env[layer.weight_key] = w.T if layer.transposed else w  # canonical -> initializer layout
         x = X.to(self.device, self.dtype)
         env[self.net.input_name] = inject[self.net.input_name](x) if self.net.input_name in inject else x
-        for node in self._plan(wanted):
+        known = frozenset(cache) if cache else frozenset()
+        if cache:
+            env.update(cache)
+        for node in self._plan(wanted, known):
             args = [env[t] if t else None for t in node.input]
             op = OPS.get(node.op_type)
             if op is None:
@@ -162,6 +198,8 @@ class Executor:
             for name, value in zip(node.output, outs, strict=False):
                 if name:
                     env[name] = inject[name](value) if name in inject else value
+                    if cache is not None:
+                        cache[name] = env[name]
         missing = [t for t in wanted if t not in env]
         if missing:
             raise KeyError(f"unknown tensor names: {missing}")

@@ -49,6 +49,7 @@ class NetworkDraw:
     layers: dict[str, LayerDraw] = field(default_factory=dict)
     fit_relative_l2: float = float("nan")
     fit_errors: list[float] = field(default_factory=list)  # fit-split rel. error of every draw made
+    fit_logits: torch.Tensor | None = None  # (S, K) Φ̂ on the fit split (``draw_network(logits=True)``)
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
@@ -109,6 +110,7 @@ def draw_network(
     should_cancel: Callable[[], bool] | None = None,
     cache: PrefixCache | None = None,
     dense_inputs: Mapping[str, torch.Tensor] | None = None,
+    logits: bool = False,
 ) -> NetworkDraw:
     """Compress every layer once, greedily from input to output (P1 Algorithm 1).
 
@@ -116,9 +118,13 @@ def draw_network(
     draw index and the fixed rest of the spec, so a draw is reused for any candidate sharing that
     prefix (seeded generators make it the identical draw). ``dense_inputs``: the dense z_{ℓ−1} on
     ``X`` when the caller already has them (the refit's target under ``compensate``).
+    One forward pass per draw: the activations computed for layer ℓ's input stay in ``acts`` and only
+    those below the newly compressed layer are recomputed (``Executor.invalidate``). ``logits=True``
+    also leaves Φ̂ on X in ``fit_logits`` (the same pass, continued to the output).
     """
     assert spec.seed is not None
     result = NetworkDraw(draw)
+    acts: dict[str, torch.Tensor] = {}  # activations of X under the current overrides
     overrides: dict[str, torch.Tensor] = {}
     dense: Mapping[str, torch.Tensor] = dense_inputs or {}
     gd = None
@@ -141,9 +147,10 @@ def draw_network(
         if cache is not None and key in cache:
             d = cache[key]
             _apply(result, overrides, layer.name, d, ex.device)
+            ex.invalidate(acts, layer.name)
             continue
         with torch.no_grad():
-            Z = ex.run(X, overrides=overrides, capture=[layer.input])[layer.input]  # ẑ_{ℓ−1}
+            Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[layer.input]
         structured = prune is not None and prune.granularity != "weight"
         stats = layer_stats(layer, Z, groups=structured)
         sens = None
@@ -188,6 +195,11 @@ def draw_network(
         if cache is not None:
             cache[key] = d
         _apply(result, overrides, layer.name, d, ex.device)
+        ex.invalidate(acts, layer.name)
+        del Z, stats
+    if logits:
+        with torch.no_grad():
+            result.fit_logits = ex.run(X, overrides=overrides, cache=acts)[net.logits]  # (S, K)
     return result
 
 
@@ -253,15 +265,17 @@ def best_of(
             sensitivities=sensitivities,
             on_layer=on_layer if r == 0 else None,  # progress stays monotone; cancellation still checked
             should_cancel=should_cancel,
+            logits=True,
         )
-        with torch.no_grad():
-            phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[net.logits]
-        nd.fit_relative_l2 = output_error(phi, phi_hat).relative_l2
+        assert nd.fit_logits is not None
+        nd.fit_relative_l2 = output_error(phi, nd.fit_logits).relative_l2
+        nd.fit_logits = None
         errors.append(nd.fit_relative_l2)
         if best is None or nd.fit_relative_l2 < best.fit_relative_l2:
             best, since_gain = nd, 0
         else:
             since_gain += 1
+        del nd  # at most two draws alive: the best and the one being drawn
     assert best is not None
     best.fit_errors = errors
     return best

@@ -26,7 +26,7 @@ def test_stochastic_rounding_is_unbiased_and_on_the_grid() -> None:
     runs = [quantize_matrix(W, ones, ones[0], spec, generator(0, 0, d)) for d in range(DRAWS)]
     r0 = runs[0]
     assert r0.k == 3 and r0.codes.dtype == np.int8 and r0.outliers is None and r0.scale.dtype == np.float32
-    samples = np.stack([r.weight.numpy() for r in runs])  # (D, out, in)
+    samples = np.stack([r.weight.double().numpy() for r in runs])  # (D, out, in), Ŵ is float32
     se = np.sqrt(r0.var.numpy() / DRAWS) + 1e-12
     assert (np.abs(samples.mean(0) - W.numpy()) / se).max() < 4.5
     step = r0.scale.astype(np.float64)[:, None]  # (out, 1)
@@ -77,3 +77,17 @@ def test_fraction_below_one_keeps_top_score_weights_as_float_outliers() -> None:
     np.testing.assert_array_equal(r.weight.numpy()[r.outliers], W.numpy().astype(np.float32)[r.outliers])
     assert not r.codes[r.outliers].any()
     assert r.tier_E_A == pytest.approx(float((r.var.numpy() * energy[None]).sum()), rel=1e-12)
+
+
+def test_row_blocks_do_not_change_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uniforms drawn block by block (bounded memory) equal one draw for the whole matrix."""
+    from netshrink.compression.algorithm import quantize
+
+    W, ones = torch.from_numpy(np.random.default_rng(4).standard_normal((37, 29))), np.ones((1, 29))
+    spec = QuantizeSpec(bits=4)
+    whole = quantize_matrix(W, ones, ones[0], spec, generator(1, 2, 3))
+    monkeypatch.setattr(quantize, "_CHUNK", 29 * 3)  # blocks of 3 rows
+    blocks = quantize_matrix(W, ones, ones[0], spec, generator(1, 2, 3))
+    np.testing.assert_array_equal(whole.codes, blocks.codes)
+    np.testing.assert_array_equal(whole.var.numpy(), blocks.var.numpy())
+    assert whole.tier_E_A == pytest.approx(blocks.tier_E_A, rel=1e-12)
