@@ -237,6 +237,17 @@ SUBMIT_BODY = {
                         "description": ".npz with `inputs` (N x input shape) and optional `labels`, or a "
                         "bare .npy of inputs.",
                     },
+                    **{
+                        part: {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "minLength": 1,
+                            "description": f"kind finetune only{need}: .npz with `inputs` and "
+                            f"integer `labels` (the {part} split).",
+                        }
+                        for part, need in (("train", ", required there"), ("validation", ", optional"))
+                    },
                 },
             },
             "encoding": {

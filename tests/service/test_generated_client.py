@@ -11,6 +11,7 @@ bytes' Python repr (415); the typed ``spec`` part is sent as JSON by the generat
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests import factories
@@ -93,6 +95,18 @@ def test_generated_client_submits_polls_downloads_and_reads_the_report(tmp_path:
         assert json.loads(files["report.json"])["summary"] and files["report.html"].startswith(b"<!")
         report = get_report.sync(job_id, client=client)
         assert report is not None and "summary" in report.to_dict()
+        # kind finetune: the `train` part is in the document, so the generated body carries it.
+        rng = np.random.default_rng(0)
+        train = io.BytesIO()
+        np.savez(train, inputs=rng.standard_normal((64, 8)).astype("float32"), labels=rng.integers(0, 4, 64))
+        tune = JobSpecCreate.from_dict({"kind": "finetune", "finetune": {"epochs": 1}, "seed": 0})
+        body = SubmitJobV1JobsPostBody(
+            model=File(payload=model, file_name="m.onnx"),
+            spec=tune,
+            train=File(payload=train.getvalue(), file_name="train.npz"),
+        )
+        tuned = submit.sync_detailed(client=client, body=body)
+        assert tuned.status_code == 202, tuned.content
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m.startswith(PACKAGE)]:
             del sys.modules[name]

@@ -15,6 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from netshrink.service.auth import generate_key
 from netshrink.service.main import create_app
 from netshrink.service.openapi_dump import render
+from netshrink.service.uploads import FILE_PARTS, JSON_PARTS
 from netshrink.workers.cursor import CURSOR_PATTERN
 from netshrink.workers.store import get_store
 from tests.service.conftest import make_settings
@@ -76,8 +77,9 @@ def test_the_document_says_what_the_server_does() -> None:
     doc = json.loads(render())
     body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     props = body["schema"]["properties"]
-    for part in ("model", "calibration"):
+    for part in ("model", "calibration", "train", "validation"):  # every part the server takes
         assert props[part]["format"] == "binary" and props[part]["minLength"] == 1
+    assert set(props) == set(FILE_PARTS) | set(JSON_PARTS)
     assert body["schema"]["additionalProperties"] is False
     assert props["spec"]["$ref"] == "#/components/schemas/JobSpecCreate"
     assert body["encoding"]["spec"]["contentType"] == "application/json"
