@@ -119,7 +119,12 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
             )
 
 
-def _layer_predictions(nd: NetworkDraw, sens: dict[str, Sensitivity] | None) -> dict[str, float]:
+def _layer_predictions(
+    nd: NetworkDraw, sens: dict[str, Sensitivity] | None, coupled: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Per-layer linearized predictions. ``coupled`` (DAG channel groups, ``bounds.prediction_dag``)
+    replaces the per-layer group terms: each group's term, cross-reader terms included, is reported
+    at its first reader."""
     if sens is None:
         return {}
     out = {}
@@ -127,10 +132,25 @@ def _layer_predictions(nd: NetworkDraw, sens: dict[str, Sensitivity] | None) -> 
         if d.tier_E_A is None:  # a deterministic baseline: no variance to linearize
             return {}
         p = predict_independent(d.var, sens[name])
-        if d.group_tau2 is not None:
+        if d.group_tau2 is not None and coupled is None:
             p += predict_groups(d.group_tau2, sens[name])
         out[name] = p
+    for name, p in (coupled or {}).items():
+        out[name] = out.get(name, 0.0) + p
     return out
+
+
+def dag_group_prediction(
+    net: Network, ex: Executor, nd: NetworkDraw, X: torch.Tensor
+) -> dict[str, float] | None:
+    """The coupled group terms of the prediction for a DAG's channel-group draw, else None."""
+    cg = net.channel_groups
+    if not net.dag or cg is None or not any(d.group_draw for d in nd.layers.values()):
+        return None
+    from netshrink.compression.bounds.prediction_dag import group_moments, group_predictions
+
+    M = group_moments(ex.run, net, X, cg.units, cg.n_groups)
+    return group_predictions(net, nd.layers, M)
 
 
 def compress(
@@ -235,12 +255,13 @@ def compress(
         m = measure(net, ex, chosen, X_ho, data.holdout_labels)
     drawn_groups = any(d.group_tau2 is not None for d in chosen.layers.values())
     with timer("prediction"):
+        coupled = dag_group_prediction(net, ex, chosen, X_ho) if full else None
         sens_ho = (
-            sensitivities(ex.run, net, X_ho, net.layers, groups=drawn_groups)
+            sensitivities(ex.run, net, X_ho, net.layers, groups=drawn_groups and coupled is None)
             if full and chosen.layers
             else None
         )
-        preds = _layer_predictions(chosen, sens_ho)
+        preds = _layer_predictions(chosen, sens_ho, coupled)
     del sens_fit, sens_ho
     progress("exporting")
     from netshrink.compression.export.artifacts import build_artifacts
