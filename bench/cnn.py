@@ -2,7 +2,9 @@
 Torch-Pruning (DepGraph + MagnitudePruner) and onnxruntime quantization, in one run.
 
 Models: the ResNet-, MobileNetV2- and two-branch-Concat CNNs of ``tests/dag_models.py`` (trained
-briefly in torch on their generated 4-class task), uploaded as ONNX (TorchScript exporter, BN nodes).
+briefly in torch on their generated 4-class task), uploaded as ONNX (TorchScript exporter, BN nodes),
+and ``resnet-wide``, the same ResNet at widths 32/64 (77 k weights), where a 4-bit file is no longer
+dominated by the graph's own bytes.
 Ours: ``--prune-keep κ --granularity channel`` for κ ∈ {0.9, 0.75, 0.5}, and ``--bits 4`` / ``--bits 8``,
 seed 0, calibrated on 200 labelled samples. Peers: ``torch_pruning.pruner.MagnitudePruner`` (L2
 importance, DepGraph groups, pruning_ratio = 1 − κ, classifier ignored), exported with the same
@@ -10,13 +12,17 @@ exporter; ``onnxruntime.quantization.quantize_dynamic`` (int8) and ``quantize_st
 per-channel int8 (calibrated on the same 200 samples). Every error is measured on a separate test set
 (512 samples) by running the shipped ONNX file in onnxruntime against the dense model's logits.
 
-Columns: file bytes, conv/linear weight count, relative L2 error of the logits, accuracy, compress
-wall time, our end-to-end tier-E and tier-W bounds (on E‖Φ−Φ̂‖², report held-out split) and the
-tightness mse / bound. Run: ``.venv/bin/python -m bench.cnn`` (writes ``bench/results/cnn.{md,json}``).
+Columns: file bytes and, measured from every file the same way (``export.storage.storage_summary``),
+its tensor bytes (initializers: weights, biases, scales) and graph bytes (the rest: nodes, names,
+shapes); conv/linear weight count after/before; relative L2 error of the logits; accuracy; compress
+wall time; our end-to-end tier-E/T/W bounds (on E‖Φ−Φ̂‖², report held-out split), the tightness
+mse / bound E and the linearized prediction / mse. Run: ``.venv/bin/python -m bench.cnn``
+(``--models resnet,resnet-wide`` for a subset; writes ``bench/results/cnn.{md,json}``).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import tempfile
@@ -30,6 +36,7 @@ import onnx
 import torch
 
 from bench.common import accuracy, machine, md_table, ort_logits, relative_l2
+from netshrink.compression.export.storage import storage_summary
 from netshrink.compression.graph.calibration import load_calibration
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.pipeline import compress
@@ -59,8 +66,11 @@ def _weights(model: onnx.ModelProto) -> int:
 
 def _judge(data: bytes, X: np.ndarray, y: np.ndarray, phi: np.ndarray) -> dict[str, Any]:
     phi_hat = ort_logits(data, X, optimized=False)
+    st = storage_summary(data)
     return {
         "bytes": len(data),
+        "tensor_bytes": st["weights"],
+        "graph_bytes": st["graph"],
         "weights": _weights(onnx.load_model_from_string(data)),
         "relative_l2": relative_l2(phi, phi_hat),
         "accuracy": accuracy(phi_hat, y),
@@ -77,17 +87,20 @@ def _ours(
     wall = time.perf_counter() - t0
     s = res.report["summary"]
     mse = s["error"]["mse"]
-    bE, bW = s["bounds"]["E"]["value"], s["bounds"]["W"]["value"]
-    b = s.get("bytes") or {}
-    w_before, w_after = (b.get("before") or {}).get("weights"), (b.get("after") or {}).get("weights")
+    bE, bT, bW = (s["bounds"][t]["value"] for t in ("E", "T", "W"))
+    pred = (s.get("prediction") or {}).get("mse")
+    keeps = {(e["keep"] or {}).get("realized") for e in res.report["layers"] if e.get("f") is not None}
     return {
         **_judge(res.artifacts["model.onnx"], X, y, phi),
-        "weight_bytes_ratio": None if not w_after else w_before / w_after,
         "seconds": wall,
         "bound_E": bE,
+        "bound_T": bT,
         "bound_W": bW,
         "tightness_E": None if not bE else mse / bE,
         "tightness_W": None if not bW else mse / bW,
+        "prediction_over_mse": None if pred is None or not mse else pred / mse,
+        "realized_keeps": sorted(k for k in keeps if k is not None),
+        "not_covered_tiers": sorted({n["tier"] for n in res.report["not_covered"]}),
     }
 
 
@@ -147,6 +160,9 @@ def _ort(
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=",".join([*D.BUILDERS, *D.EXTRA]), help="comma-separated subset")
+    models = ap.parse_args().models.split(",")
     torch.set_num_threads(1)
     X, y = D.task_data(512, seed=7)
     Xc, yc = D.task_data(200, seed=5)
@@ -154,7 +170,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         np.savez(tmp / "cal.npz", inputs=Xc, labels=yc)
-        for arch in D.BUILDERS:
+        for arch in models:
             dense = D.onnx_bytes(arch)
             (tmp / f"{arch}.onnx").write_bytes(dense)
             phi = ort_logits(dense, X)
@@ -206,20 +222,25 @@ def main() -> None:
     for r in rows:
         dense_row = next(d for d in rows if d["model"] == r["model"] and d["method"] == "dense")
         r["bytes_ratio"] = dense_row["bytes"] / r["bytes"]
+        r["tensor_bytes_ratio"] = dense_row["tensor_bytes"] / r["tensor_bytes"]
+        r["accuracy_drop_points"] = 100 * (dense_row["accuracy"] - r["accuracy"])
         r["weights_ratio"] = r["weights"] / dense_row["weights"] if r["weights"] else None  # None: not traced
-    header = ["model", "method", "setting", "bytes", "× smaller", "weight bytes × smaller", "weights ×",
-              "rel. L2", "accuracy", "seconds", "bound E", "tight. E", "bound W"]  # fmt: skip
+    header = ["model", "method", "setting", "bytes", "× smaller", "tensor bytes", "tensors × smaller",
+              "graph bytes", "weights ×", "rel. L2", "accuracy", "drop (pts)", "seconds", "bound E",
+              "tight. E", "bound T", "bound W", "pred / mse"]  # fmt: skip
     table = md_table(
         header,
         [
-            [r["model"], r["method"], r["setting"], r["bytes"], r["bytes_ratio"], r.get("weight_bytes_ratio"),
-             r["weights_ratio"], r["relative_l2"],
-             r["accuracy"], r["seconds"], r["bound_E"], r.get("tightness_E"), r["bound_W"]]
+            [r["model"], r["method"], r["setting"], r["bytes"], r["bytes_ratio"], r["tensor_bytes"],
+             r["tensor_bytes_ratio"], r["graph_bytes"], r["weights_ratio"], r["relative_l2"], r["accuracy"],
+             r["accuracy_drop_points"], r["seconds"], r["bound_E"], r.get("tightness_E"), r.get("bound_T"),
+             r["bound_W"], r.get("prediction_over_mse")]
             for r in rows
         ],
     )  # fmt: skip
     OUT.mkdir(exist_ok=True)
-    (OUT / "cnn.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+    out = {"machine": machine(), "models": models, "rows": rows}
+    (OUT / "cnn.json").write_text(json.dumps(out, indent=1))
     (OUT / "cnn.md").write_text(table + "\n")
     print(table)
 
