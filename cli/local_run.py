@@ -72,12 +72,14 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     from netshrink.compression import CompressionError, CompressSpec
     from netshrink.compression.graph.calibration import load_calibration
     from netshrink.compression.graph.loading import load_model
+    from netshrink.compression.io.memory import release_large_buffers
     from netshrink.compression.pipeline import compress
 
     err = Console(stderr=True)
     extra: dict[str, float] = {}
     try:
         set_threads(getattr(args, "threads", None))
+        release_large_buffers()  # freed float64 temporaries go back to the OS (peak RSS)
         t0 = time.perf_counter()
         spec = CompressSpec.from_dict(spec_dict)
         arch = getattr(args, "architecture", None)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from netshrink.compression.errors import CancelledError, CompressionError
+from netshrink.compression.io.memory import release_large_buffers
 from netshrink.compression.spec import CompressSpec
 from netshrink.workers import problems
 from netshrink.workers.artifacts import ArtifactStore
@@ -77,6 +78,7 @@ def run_job(
     (``reject_on_worker_lost`` after its pool child died) may take over its own live lease at
     once, while any other message waits for the lease to expire.
     """
+    release_large_buffers()  # freed float64 temporaries go back to the OS (compression/io/memory.py)
     emit = _Emitter(store, job_id, notify, settings.webhook_progress_interval_s)
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"  # who runs it, for operators
     try:

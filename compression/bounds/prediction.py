@@ -98,8 +98,12 @@ def sensitivities(
     The group terms need one more product per output (Σ_i δ_ki W_ij); ``groups=False`` skips them
     (``group_sq`` is then zeros) when nothing is drawn by groups.
     """
-    W = {layer.name: torch.as_tensor(layer.matrix, dtype=torch.float64) for layer in layers}
-    acc_w = {layer.name: torch.zeros_like(W[layer.name]) for layer in layers}
+    W = {  # float64 copies only where they are read: group terms and conv terms
+        layer.name: torch.as_tensor(layer.matrix, dtype=torch.float64)
+        for layer in layers
+        if groups or layer.kind != "dense"
+    }
+    acc_w = {layer.name: torch.zeros(layer.n_out, layer.n_in, dtype=torch.float64) for layer in layers}
     acc_g = {
         layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers
     }

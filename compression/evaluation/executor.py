@@ -64,8 +64,12 @@ class Executor:
         self._downstream: dict[str, frozenset[str]] = {}
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         if self.backend == "torch":
+            shared = self._shared_weights()
             for init in net.model.graph.initializer:
-                self._consts[init.name] = self._const(numpy_helper.to_array(init))
+                arr = numpy_helper.to_array(init)
+                s = shared.get(init.name)
+                same = s is not None and np.array_equal(s.numpy(), arr)
+                self._consts[init.name] = s if s is not None and same else self._const(arr)
 
     # ---- public ---------------------------------------------------------------------------------
     def run(
@@ -143,6 +147,20 @@ class Executor:
             del cache[t]
 
     # ---- torch interpreter ----------------------------------------------------------------------
+    def _shared_weights(self) -> dict[str, Tensor]:
+        """Layer weights as views of ``Layer.weight`` (float32, CPU): one dense copy of each weight.
+
+        The initializer layout is a transposed view when the layer stores (in, out); the caller keeps
+        a view only when it equals the initializer (BN folding updates both).
+        """
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            return {}
+        out = {}
+        for layer in self.net.layers:
+            w = torch.from_numpy(layer.weight)  # canonical orientation, shares memory
+            out[layer.weight_key] = w.T if layer.transposed else w
+        return out
+
     def _const(self, arr: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.array(arr, copy=True))
         return t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
