@@ -178,12 +178,15 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
         per_block = max(1, args.submits // args.rounds)
         for s in services[:-1]:  # the floor has no submit
             submit[s.name] = {"latencies": [], "statuses": {}, "wall_s": 0.0, "drain_s": []}
+            submit[s.name]["cpu"] = [0.0, 0.0]  # server, client seconds
         for r in range(args.rounds if args.submits else 0):
             for s in services[:-1] if r % 2 == 0 else services[-2::-1]:
-                t0 = time.perf_counter()
+                server0, client0, t0 = cpu_s(s.api.pid), time.process_time(), time.perf_counter()
                 block = asyncio.run(_submit_block(s.base, model, args.clients, per_block, not args.no_worker))
                 acc = submit[s.name]
                 acc["wall_s"] += time.perf_counter() - t0
+                acc["cpu"][0] += cpu_s(s.api.pid) - server0  # the API process (+ embedded worker)
+                acc["cpu"][1] += time.process_time() - client0
                 acc["latencies"] += block["latencies"]
                 for code, n in block["statuses"].items():
                     acc["statuses"][code] = acc["statuses"].get(code, 0) + n
@@ -191,7 +194,9 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
                     acc["drain_s"].append(wait_drained(s.base))
         out[f"submit_{args.clients}"] = {} if not args.submits else {
             name: {"rps": round(len(a["latencies"]) / a["wall_s"], 1), **_percentiles(a["latencies"]),
-                   "statuses": a["statuses"], "drain_s": a["drain_s"]}
+                   "statuses": a["statuses"], "drain_s": a["drain_s"],
+                   "server_cpu_ms_per_submit": round(1000 * a["cpu"][0] / max(1, len(a["latencies"])), 1),
+                   "client_cpu_ms_per_submit": round(1000 * a["cpu"][1] / max(1, len(a["latencies"])), 1)}
             for name, a in submit.items()
         }  # fmt: skip
         out["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
@@ -212,13 +217,13 @@ def _table(results: Result, modes: list[str], clients: int) -> str:
                     f"| {mode} | {name} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
                     f"| {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_per_s']:.2f} |"
                 )
-    lines += ["", "| mode | target | submits/s | p50 / p99 ms | statuses | drain s |"]
+    lines += ["", "| mode | target | submits/s | p50 / p99 ms | statuses | server / client CPU ms each |"]
     lines += ["|---|---|---|---|---|---|"]
     for mode in modes:
         for name, r in results[mode].get(f"submit_{clients}", {}).items():
             lines.append(
                 f"| {mode} | {name} | {r['rps']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} "
-                f"| {r['statuses']} | {r['drain_s']} |"
+                f"| {r['statuses']} | {r['server_cpu_ms_per_submit']} / {r['client_cpu_ms_per_submit']} |"
             )
     return "\n".join(lines)
 

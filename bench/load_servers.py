@@ -51,9 +51,22 @@ def free_port() -> int:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """User + system CPU seconds of a live process and its live descendants (all threads), from
+    /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cpu s)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 @dataclass
@@ -99,7 +112,12 @@ def _wait_up(proc: subprocess.Popen[bytes], base: str, what: str, within_s: floa
 
 
 def start_netshrink(
-    name: str, mode: str, data_dir: Path, *, tree: Path | None = None, worker: bool = True
+    name: str,
+    mode: str,
+    data_dir: Path,
+    *,
+    tree: Path | None = None,
+    worker: bool = True,
 ) -> Service:
     """``netshrink serve`` in ``mode``; in Redis mode also ``netshrink worker -c 1`` (when ``worker``)
     on a private key prefix (every job-store and broker key under it), sharing ``data_dir``."""
