@@ -12,31 +12,25 @@ model, accuracy and the relative output error sqrt(E‖Φ−Φ̂‖²/E‖Φ‖�
 Ours: ``--target-top1 0.99`` (per-layer search, with and without ``--compensate``); ``--bits 4`` at
 the defaults (draws=auto), with one draw, with round-to-nearest and compensated; channel/neuron
 pruning at keep 0.75, best of 8 (no compensation) and compensated.
-Peers (same run): onnxruntime ``quantize_dynamic`` (int8 weights), ``quantize_static`` QDQ per-channel
-int8 (calibrated on the same calibration split), ``MatMulNBits`` 4-bit (block 32, symmetric; the
-Gemm layers are rewritten as MatMul + Add first, since the quantizer only takes MatMul), and
-``torch.nn.utils.prune`` (l1_unstructured 50% and ln_structured 25%, shipped as the dense fp32 ONNX
-they produce). NNCF is not run: it is not in the pinned environment (see docs/results.md).
+Peers (same run, bench/budget_peers.py): onnxruntime ``quantize_dynamic``, QDQ per-channel int8,
+``MatMulNBits`` 4-bit, ``torch.nn.utils.prune``, and NNCF when installed (optional, bench only).
+Search cost: each search row's wall seconds over the single compress with the same compensation
+(``--bits 4``, defaults), both whole ``compress`` calls in this run.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
-from onnx import helper, numpy_helper
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
+from bench.budget_peers import judge, peers
 from bench.common import (
     ARCH_FORMAT,
     Split,
@@ -46,8 +40,6 @@ from bench.common import (
     md_table,
     mlp,
     mlp_architecture,
-    ort_logits,
-    relative_l2,
     to_network,
     train,
 )
@@ -97,17 +89,6 @@ class BNDigitsCNN(nn.Module):
         return {"format": ARCH_FORMAT, "input_shape": [1, 8, 8], "layers": layers}
 
 
-def judge(model_bytes: bytes, split: Split, phi: np.ndarray, dense_bytes: int) -> dict[str, Any]:
-    out = ort_logits(model_bytes, split.test_X)
-    return {
-        "bytes": len(model_bytes),
-        "ratio": len(model_bytes) / dense_bytes,
-        "agreement": float((out.argmax(1) == phi.argmax(1)).mean()),
-        "accuracy": accuracy(out, split.test_y),
-        "relative_l2": relative_l2(phi, out),
-    }
-
-
 def run_ours(net: Network, split: Split, phi: np.ndarray, dense: int, spec: dict[str, Any]) -> dict[str, Any]:
     cal = Calibration(split.cal_X, split.cal_y, sha256="bench")
     t0 = time.perf_counter()
@@ -125,128 +106,8 @@ def run_ours(net: Network, split: Split, phi: np.ndarray, dense: int, spec: dict
         "chosen": b.get("chosen"),
         "per_layer": b.get("layers"),
         "measured_candidates": b.get("measured_candidates"),
+        "search_seconds": (res.report.get("timings") or {}).get("stages", {}).get("search"),
     }
-
-
-def _ort_quant(fn: Any, dense: bytes, **kw: Any) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp, "dense.onnx"), Path(tmp, "q.onnx")
-        src.write_bytes(dense)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fn(str(src), str(dst), **kw)
-        return dst.read_bytes()
-
-
-class _Reader:
-    """onnxruntime CalibrationDataReader over the calibration split."""
-
-    def __init__(self, name: str, X: np.ndarray) -> None:
-        self.items = iter([{name: X[i : i + 32]} for i in range(0, X.shape[0], 32)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
-
-
-def gemm_to_matmul(model_bytes: bytes) -> bytes:
-    """Gemm(transB=1, B initializer) → MatMul(Bᵀ) + Add(C): the form MatMulNBits quantizes."""
-    m = onnx.load_model_from_string(model_bytes)
-    inits = {t.name: t for t in m.graph.initializer}
-    nodes = []
-    for n in m.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if (
-            n.op_type != "Gemm"
-            or n.input[1] not in inits
-            or attrs.get("transA", 0)
-            or attrs.get("alpha", 1.0) != 1.0
-        ):
-            nodes.append(n)
-            continue
-        W = numpy_helper.to_array(inits[n.input[1]])
-        Wt = np.ascontiguousarray(W.T if attrs.get("transB", 0) else W)  # (in, out)
-        inits[n.input[1]].CopyFrom(numpy_helper.from_array(Wt, n.input[1]))
-        mid = n.output[0] + "_mm"
-        nodes.append(helper.make_node("MatMul", [n.input[0], n.input[1]], [mid], n.name + "_mm"))
-        nodes.append(helper.make_node("Add", [mid, n.input[2]], [n.output[0]], n.name + "_add"))
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
-    return m.SerializeToString()
-
-
-def peers(
-    model: nn.Module, arch: dict[str, Any], net: Network, split: Split, phi: np.ndarray
-) -> list[dict[str, Any]]:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    dense = net.original.SerializeToString()
-    n = len(dense)
-    rows = []
-    t0 = time.perf_counter()
-    q = _ort_quant(quantize_dynamic, dense, weight_type=QuantType.QInt8)
-    rows.append(
-        {
-            "method": "peer: ort quantize_dynamic",
-            "setting": "int8 weights",
-            **judge(q, split, phi, n),
-            "seconds": time.perf_counter() - t0,
-        }
-    )
-    t0 = time.perf_counter()
-    q = _ort_quant(
-        quantize_static,
-        dense,
-        calibration_data_reader=_Reader(net.input_name, split.cal_X),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QInt8,
-    )
-    rows.append(
-        {
-            "method": "peer: ort QDQ static",
-            "setting": "int8 per-channel",
-            **judge(q, split, phi, n),
-            "seconds": time.perf_counter() - t0,
-        }
-    )
-    t0 = time.perf_counter()
-    mm = onnx.load_model_from_string(gemm_to_matmul(dense))
-    qz = MatMulNBitsQuantizer(mm, block_size=32, is_symmetric=True)
-    qz.process()
-    q = qz.model.model.SerializeToString()
-    rows.append(
-        {
-            "method": "peer: ort MatMulNBits",
-            "setting": "4-bit, block 32 (MatMul layers)",
-            **judge(q, split, phi, n),
-            "seconds": time.perf_counter() - t0,
-        }
-    )
-    for setting, fn in (
-        ("l1_unstructured 50%", lambda m: torch_prune.l1_unstructured(m, "weight", amount=0.5)),
-        (
-            "ln_structured 25% of output units",
-            lambda m: torch_prune.ln_structured(m, "weight", 0.25, n=2, dim=0),
-        ),
-    ):
-        pruned = copy.deepcopy(model)
-        t0 = time.perf_counter()
-        for mod in pruned.modules():
-            if isinstance(mod, nn.Linear | nn.Conv2d) and (mod.weight.shape[0] != 10 or "l1" in setting):
-                fn(mod)
-                torch_prune.remove(mod, "weight")
-        q = to_network(pruned, arch).original.SerializeToString()
-        rows.append(
-            {
-                "method": "peer: torch.nn.utils.prune",
-                "setting": setting + " (dense fp32 file)",
-                **judge(q, split, phi, n),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-    return rows
 
 
 def ours_settings(structured: str, big: bool) -> list[tuple[str, dict[str, Any]]]:
@@ -255,8 +116,8 @@ def ours_settings(structured: str, big: bool) -> list[tuple[str, dict[str, Any]]
         ("search --target-top1 0.99", target),
         ("search --target-top1 0.99 --compensate", {**target, "compensate": True}),
     ]
-    if big:
-        return out
+    if big:  # the single compensated compress is the cost reference
+        return out + [("--bits 4 --compensate", {"quantize": {"bits": 4}, "compensate": True})]
     prune = {"prune": {"keep": 0.75, "granularity": structured}}
     return out + [
         ("--bits 4 (defaults: draws auto)", {"quantize": {"bits": 4}}),
@@ -299,7 +160,7 @@ def bench_model(
 
 def verdicts(res: dict[str, Any], big: bool) -> list[str]:
     """The issue's targets, each stated as met or NOT met from this run's numbers."""
-    rows = res["rows"]
+    rows = [r for r in res["rows"] if "error" not in r]
     ours = {r["setting"]: r for r in rows if r["method"] == "ours"}
     out = []
     best_peer = min(
@@ -319,6 +180,16 @@ def verdicts(res: dict[str, Any], big: bool) -> list[str]:
             out.append(
                 f"{key}: {q}, {rel:.2f}× the best peer at agreement ≥ 0.99 ({best_peer['method']} "
                 f"{best_peer['setting']}); target ≤ 0.6×: {'met' if ok else 'NOT met'}"
+            )
+    for key, single in (
+        ("search --target-top1 0.99", "--bits 4 (defaults: draws auto)"),
+        ("search --target-top1 0.99 --compensate", "--bits 4 --compensate"),
+    ):
+        if single in ours:
+            x = ours[key]["seconds"] / ours[single]["seconds"]
+            out.append(
+                f"cost: {key} took {ours[key]['seconds']:.1f} s, {x:.1f}× `{single}` "
+                f"({ours[single]['seconds']:.1f} s); target ≤ 3×: {'met' if x <= 3 else 'NOT met'}"
             )
     if big:
         return out
@@ -353,7 +224,9 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any], big: bool) -> 
             "",
         ]
         rows = [
-            [
+            [r["method"], r["setting"], "failed: " + r["error"], "", "", "", "", "", ""]
+            if "error" in r
+            else [
                 r["method"],
                 r["setting"],
                 f"{r['bytes']:,}",

@@ -36,9 +36,34 @@ from netshrink.compression.search.group_draw import plan_groups, uses_groups
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
-PrefixCache = dict[tuple[object, ...], LayerDraw]  # (draw, (name, keep, bits) of layers 1..ℓ) -> ℓ's draw
 AUTO_PATIENCE = 3  # draws="auto": stop after this many draws without a gain on the best fit error
 AUTO_MAX_DRAWS = 16  # draws="auto": never more draws than this
+
+
+class PrefixCache:
+    """Layer draws keyed by (draw, (name, keep, bits) of layers 1..ℓ), first in first out.
+
+    Bounded by ``max_elements`` weight entries in all (a 4096×4096 draw holds ~13 bytes per entry:
+    Ŵ, codes and the float64 variance), so a search over a large model does not hold every draw.
+    """
+
+    def __init__(self, max_elements: int) -> None:
+        self.max_elements = max_elements
+        self.items: dict[tuple[object, ...], LayerDraw] = {}
+        self.hits = 0
+
+    def get(self, key: tuple[object, ...]) -> LayerDraw | None:
+        d = self.items.get(key)
+        self.hits += d is not None
+        return d
+
+    def put(self, key: tuple[object, ...], d: LayerDraw) -> None:
+        self.items[key] = d
+        while len(self.items) > 1 and self._size() > self.max_elements:
+            del self.items[next(iter(self.items))]
+
+    def _size(self) -> int:
+        return sum(int(d.compressed.weight.size) for d in self.items.values())
 
 
 @dataclass
@@ -144,9 +169,9 @@ def draw_network(
         key += ((layer.name, None if prune is None else prune.keep_for(layer.name), quant and quant.bits),)
         if prune is None and quant is None:
             continue
-        if cache is not None and key in cache:
-            d = cache[key]
-            _apply(result, overrides, layer.name, d, ex.device)
+        cached = None if cache is None else cache.get(key)
+        if cached is not None:
+            _apply(result, overrides, layer.name, cached, ex.device)
             ex.invalidate(acts, layer.name)
             continue
         with torch.no_grad():
@@ -193,7 +218,7 @@ def draw_network(
                 d.group_draw = True
                 d.coupled = _coupled(net, layer.name, pruned)
         if cache is not None:
-            cache[key] = d
+            cache.put(key, d)
         _apply(result, overrides, layer.name, d, ex.device)
         ex.invalidate(acts, layer.name)
         del Z, stats

@@ -39,10 +39,13 @@ BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step 
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
+CACHE_PARAMS = 4  # the prefix cache holds at most this many times the network's weights
+NEAR = 2.0  # a randomized candidate is redrawn only if its miss is within this factor (``_near``)
 VERIFY_DRAWS = 3  # draws="auto": a randomized candidate gets up to this many fit-split draws
 VERIFY_RULE = (
-    "a candidate meets when one of its draws (up to max_draws_per_candidate, stopping at the first) "
-    "reaches the threshold on the fit split; top-1 agreement: the target plus one binomial standard "
+    "a candidate meets when one of its draws (up to max_draws_per_candidate, stopping at the first, "
+    "redrawn only while the miss is within a factor 2) reaches the threshold on the fit split; "
+    "top-1 agreement: the target plus one binomial standard "
     "error sqrt(p(1-p)/n); relative_l2: the target"
 )
 
@@ -199,7 +202,7 @@ def mixed_search(
     Zs = {layer.name: dense[layer.input] for layer in net.layers}
     qpred, ppred, base_p = _menus(net, spec, Zs, sens)
     measured: list[Allocation] = []
-    cache: PrefixCache = {}  # per-prefix layer draws, shared by every candidate and draw
+    cache = PrefixCache(CACHE_PARAMS * net.n_params)  # per-prefix layer draws, shared by all candidates
     k_draws = 1 if spec.compensate else verify_draws(spec)  # the refit absorbs most of a mask's variance
     threshold = meets_threshold(t.metric, float((t.min if t.metric != "relative_l2" else t.max) or 0.0), X)
 
@@ -221,8 +224,8 @@ def mixed_search(
                 if t.metric != "relative_l2":
                     value = classification(phi, phi_hat, labels)["top1_agreement"] or 0.0
                 draws.append((nd, value))
-                if _ok(t.metric, value, threshold):
-                    break  # the first draw that meets is the one shipped
+                if _ok(t.metric, value, threshold) or not _near(t.metric, value, threshold):
+                    break  # the first draw that meets is the one shipped; a far miss is not redrawn
             nd, value = draws[-1] if _ok(t.metric, draws[-1][1], threshold) else _best(t.metric, draws)
             nd.fit_errors = [d.fit_relative_l2 for d, _ in draws]
             a.measured, a.meets = value, _ok(t.metric, value, threshold)
@@ -243,10 +246,6 @@ def mixed_search(
         if len(path) < 2:
             break
         lo, hi = 0, len(path) - 1  # path[lo] meets (or is the uncompressed start), path[hi] unknown
-        if good is None:
-            if not check(path[1]):
-                break
-            lo = 1
         # the path's far end (every layer at its last notch) is assumed to fail: measured last, if at all
         while hi - lo > 1 and len(measured) < MAX_MEASURED:
             mid = (lo + hi) // 2
@@ -313,6 +312,7 @@ def mixed_search(
         },
         "search": "per-layer greedy allocation by predicted error per byte, verified on the fit split",
         "measured_candidates": len(measured),
+        "cached_layer_draws_reused": cache.hits,
     }
     draw = None if chosen is None else chosen.extra.get("draw")
     return allocation_spec(spec, pick, base_p), budget, draw
@@ -341,6 +341,13 @@ def _ok(metric: str, value: float | None, threshold: float) -> bool:
     if value is None or math.isnan(value):
         return False
     return value <= threshold if metric == "relative_l2" else value >= threshold
+
+
+def _near(metric: str, value: float, threshold: float) -> bool:
+    """Worth another draw: within NEAR of the threshold (error ratio, or ratio of disagreements)."""
+    if metric == "relative_l2":
+        return value <= NEAR * threshold
+    return 1.0 - value <= NEAR * max(1.0 - threshold, 1e-12)
 
 
 def _best(metric: str, draws: list[tuple[NetworkDraw, float]]) -> tuple[NetworkDraw, float]:
