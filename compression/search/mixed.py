@@ -215,10 +215,11 @@ def mixed_search(
             for r in range(k_draws if is_random(cspec) else 1):
                 nd = draw_network(
                     net, ex, cspec, X, draw=r, sensitivities=sens, should_cancel=should_cancel,
-                    cache=cache, dense_inputs=dense,
+                    cache=cache, dense_inputs=dense, logits=True,
                 )  # fmt: skip
-                with torch.no_grad():
-                    phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[net.logits]
+                phi_hat = nd.fit_logits
+                assert phi_hat is not None
+                nd.fit_logits = None  # the shipped draw keeps no (S, K) copy
                 nd.fit_relative_l2 = output_error(phi, phi_hat).relative_l2
                 value = nd.fit_relative_l2
                 if t.metric != "relative_l2":
