@@ -207,11 +207,12 @@ def verdicts(res: dict[str, Any], big: bool) -> list[str]:
     return out
 
 
-def markdown(results: list[dict[str, Any]], info: dict[str, Any], big: bool) -> str:
+def markdown(results: list[dict[str, Any]], info: dict[str, Any], big: bool, only_big: bool = False) -> str:
+    flag = " --only-big" if only_big else " --big" if big else ""
     parts = [
         "# Budget benchmark: smallest file at equal quality",
         "",
-        f"Command: `python -m bench.budget{' --big' if big else ''}`. Machine: {info['cpu']}, "
+        f"Command: `python -m bench.budget{flag}`. Machine: {info['cpu']}, "
         f"{info['cores']} cores, {info['torch_threads']} torch thread(s); total {info['total_s']:.0f} s.",
         "Test split: 297 digits no method saw. agreement = top-1 agreement with the dense model there;",
         "ratio = file bytes / dense file bytes; R = whole-network draws made.",
@@ -315,7 +316,7 @@ def main() -> None:
     big_run = args.big or args.only_big
     name = "budget_big" if args.only_big else "budget"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    text = markdown(results, info, big_run)
+    text = markdown(results, info, big_run, only_big=args.only_big)
     (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
     (RESULTS / f"{name}.json").write_text(
         json.dumps({"machine": info, "results": results}, indent=1, default=str) + "\n", encoding="utf-8"
