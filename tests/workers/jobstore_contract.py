@@ -26,12 +26,13 @@ from netshrink.workers.jobs import (
     WorkerHeartbeat,
     utcnow,
 )
+from tests.workers.jobstore_dispatch import DispatchContract
 
 MakeJob = Callable[..., Job]
 ART = ArtifactInfo(name="model.onnx", media_type="application/onnx", size_bytes=3, sha256="a" * 64)
 
 
-class StoreContract:
+class StoreContract(DispatchContract):
     def test_satisfies_protocol(self, store: JobStore) -> None:
         assert isinstance(store, JobStore)
         assert store.ping()
@@ -136,23 +137,6 @@ class StoreContract:
         assert len(page.items) == 2 and page.next_cursor is not None
         rest = store.list("me", status=JobStatus.QUEUED, limit=2, cursor=page.next_cursor)
         assert len(rest.items) == 1 and rest.next_cursor is None
-
-    def test_unenqueued_lists_old_queued_jobs_whose_message_was_never_recorded(
-        self, store: JobStore, make_job: MakeJob
-    ) -> None:
-        t0 = utcnow() - timedelta(minutes=5)
-        old = [
-            store.create(make_job(enqueued=False, created_at=t0 + timedelta(seconds=i))).job for i in (1, 0)
-        ]
-        young = store.create(make_job(enqueued=False)).job
-        sent = store.create(make_job(created_at=t0)).job  # enqueued=True: the API recorded its message
-        started = store.create(make_job(enqueued=False, created_at=t0)).job
-        store.mark_running(started.id)
-        cutoff = utcnow() - timedelta(minutes=1)
-        assert store.unenqueued(cutoff) == [old[1].id, old[0].id]  # oldest first
-        store.mark_enqueued(old[1].id)
-        assert store.get(old[1].id).enqueued and store.unenqueued(cutoff) == [old[0].id]
-        assert young.id in store.unenqueued(utcnow() + timedelta(seconds=1)) and sent.enqueued
 
     def test_bad_cursor_is_value_error(self, store: JobStore) -> None:
         with pytest.raises(ValueError):

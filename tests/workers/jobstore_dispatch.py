@@ -1,0 +1,30 @@
+"""The outbox part of the JobStore contract (``enqueued``, ``mark_enqueued``, ``unenqueued``), mixed
+into ``StoreContract`` so both stores are held to it (split off to keep the contract file small)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from netshrink.workers.jobs import Job, JobStore, utcnow
+
+MakeJob = Callable[..., Job]
+
+
+class DispatchContract:
+    def test_unenqueued_lists_old_queued_jobs_whose_message_was_never_recorded(
+        self, store: JobStore, make_job: MakeJob
+    ) -> None:
+        t0 = utcnow() - timedelta(minutes=5)
+        old = [
+            store.create(make_job(enqueued=False, created_at=t0 + timedelta(seconds=i))).job for i in (1, 0)
+        ]
+        young = store.create(make_job(enqueued=False)).job
+        sent = store.create(make_job(created_at=t0)).job  # enqueued=True: the API recorded its message
+        started = store.create(make_job(enqueued=False, created_at=t0)).job
+        store.mark_running(started.id)
+        cutoff = utcnow() - timedelta(minutes=1)
+        assert store.unenqueued(cutoff) == [old[1].id, old[0].id]  # oldest first
+        store.mark_enqueued(old[1].id)
+        assert store.get(old[1].id).enqueued and store.unenqueued(cutoff) == [old[0].id]
+        assert young.id in store.unenqueued(utcnow() + timedelta(seconds=1)) and sent.enqueued
