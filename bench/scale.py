@@ -323,7 +323,11 @@ def render(result: dict[str, Any]) -> str:
         + ("not measured" if result["search_over_single"] is None else f"{result['search_over_single']:.2f}×")
         + f" (target ≤ {SEARCH_TARGET}×); speed target ≤ {SPEED_TARGET}× quantize_dynamic\n",
     ]
-    stage_rows = [[r["job"], *(f"{k} {v:.1f}" for k, v in r["stages"].items())] for r in result["rows"][1:]]
+    stage_rows = [  # netshrink rows only (a second peer row, measured later in the session, has none)
+        [r["job"], *(f"{k} {v:.1f}" for k, v in r["stages"].items())]
+        for r in result["rows"][1:]
+        if r.get("stages")
+    ]
     width = max(len(r) for r in stage_rows)
     out += [
         "\n## Seconds per stage (report.json timings)\n",
