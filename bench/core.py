@@ -57,7 +57,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.calibration import Calibration
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
-from netshrink.compression.search.greedy import best_of
+from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import CompressSpec
 
 RESULTS = Path(__file__).parent / "results"

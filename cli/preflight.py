@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from netshrink.compression.errors import not_a_model
+
 # argparse dest -> how the user wrote it; JSON files are parsed here too.
 FILE_ARGS = {
     "model": "MODEL",
@@ -37,8 +39,10 @@ def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> None
         data = path.read_bytes()
     except OSError as exc:
         raise InputFileError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise InputFileError(f"{flag}: {path} is empty")
+    if not data:  # a model gets the core's sentence, which the server also sends for an empty upload
+        raise InputFileError(
+            f"{flag}: {path}: {not_a_model(data, 0)}" if flag == "MODEL" else f"{flag}: {path} is empty"
+        )
     if json_file:
         try:
             json.loads(data.decode("utf-8"))

@@ -126,6 +126,23 @@ def submit_call(
     return Call("POST", "/v1/jobs", headers=headers, data=data, files=files)
 
 
+LONG_POLL_S = 25  # wait(): Prefer: wait=N per GET (the server caps N; the HTTP timeout must exceed it)
+
+
+def watch_call(job_id: str, wait_s: int, etag: str | None) -> Call:
+    """``GET /v1/jobs/{id}`` as a long poll: answered when the job differs from ``etag`` (docs/api.md)."""
+    headers = {"Prefer": f"wait={wait_s}"} if wait_s > 0 else {}
+    if etag and wait_s > 0:
+        headers["If-None-Match"] = etag
+    return Call("GET", job_path(job_id), headers=headers)
+
+
+def long_poll_s(http_timeout_s: float | None, remaining_s: float) -> int:
+    """Seconds to ask the server to hold a GET: under the HTTP read timeout and the caller's deadline."""
+    room = LONG_POLL_S if http_timeout_s is None else min(LONG_POLL_S, http_timeout_s - 5.0)
+    return max(0, int(min(room, remaining_s)))
+
+
 def job_path(job_id: str) -> str:
     return f"/v1/jobs/{httpx.URL(path=job_id).path}"  # percent-encodes anything odd in the id
 
@@ -200,8 +217,14 @@ def json_from(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def poll_delay(job: Job, default_s: float, remaining_s: float) -> float:
-    """Follow the server's ``Retry-After`` while a job runs, never sleeping past the deadline."""
+def poll_delay(
+    job: Job, default_s: float, remaining_s: float, response: httpx.Response | None = None
+) -> float:
+    """Follow the server's ``Retry-After`` while a job runs, never sleeping past the deadline.
+
+    No sleep after a long poll the server applied (``Preference-Applied``): it already waited."""
+    if response is not None and "wait=" in response.headers.get("Preference-Applied", ""):
+        return 0.0
     hinted = job.retry_after_s if job.retry_after_s is not None else default_s
     return max(0.0, min(hinted, remaining_s))
 

@@ -99,10 +99,15 @@ class AsyncNetshrinkClient:
     async def wait(
         self, job_id: str, *, timeout_s: float, on_progress: AsyncProgressCallback | None = None
     ) -> Job:
-        """Poll until terminal, following ``Retry-After``; ``on_progress`` may be sync or async."""
+        """Follow the job until terminal with long polls, as ``NetshrinkClient.wait`` does;
+        ``on_progress`` may be sync or async."""
         deadline = time.monotonic() + timeout_s
+        etag: str | None = None
         while True:
-            job = await self.get(job_id)
+            wait_n = p.long_poll_s(self._http.timeout.read, deadline - time.monotonic())
+            response = await self._send(p.watch_call(job_id, wait_n, etag))
+            job = p.job_from(response)
+            etag = response.headers.get("ETag")
             if on_progress is not None:
                 maybe = on_progress(job)
                 if maybe is not None:
@@ -112,7 +117,7 @@ class AsyncNetshrinkClient:
                 return job
             if remaining <= 0:
                 raise WaitTimeoutError(f"job {job_id} still {job.status} after {timeout_s:g} s", job)
-            await asyncio.sleep(p.poll_delay(job, self.poll_interval_s, remaining))
+            await asyncio.sleep(p.poll_delay(job, self.poll_interval_s, remaining, response))
 
     async def cancel(self, job_id: str) -> Job:
         return p.job_from(await self._send(p.Call("POST", p.job_path(job_id) + "/cancel")))

@@ -109,13 +109,22 @@ class NetshrinkClient:
             cursor = page.next_cursor
 
     def wait(self, job_id: str, *, timeout_s: float, on_progress: ProgressCallback | None = None) -> Job:
-        """Poll until the job is terminal, sleeping as the server's ``Retry-After`` says.
+        """Follow the job until it is terminal. Raises ``WaitTimeoutError``.
 
-        ``on_progress`` sees every state polled, the last one included. Raises ``WaitTimeoutError``.
+        Each GET is a long poll (``Prefer: wait`` with the last ``ETag`` in ``If-None-Match``): the
+        server answers as soon as the job changes, so ``on_progress`` sees each state the job goes
+        through (stage, layer, fraction; states closer together than the server's re-read interval
+        are merged), the last one included. A server that does not apply the preference is polled
+        as its ``Retry-After`` says.
         """
         deadline = time.monotonic() + timeout_s
+        etag: str | None = None
         while True:
-            job = self.get(job_id)
+            remaining = deadline - time.monotonic()
+            wait_n = p.long_poll_s(self._http.timeout.read, remaining)
+            response = self._send(p.watch_call(job_id, wait_n, etag))
+            job = p.job_from(response)
+            etag = response.headers.get("ETag")
             if on_progress is not None:
                 on_progress(job)
             remaining = deadline - time.monotonic()
@@ -123,7 +132,7 @@ class NetshrinkClient:
                 return job
             if remaining <= 0:
                 raise WaitTimeoutError(f"job {job_id} still {job.status} after {timeout_s:g} s", job)
-            time.sleep(p.poll_delay(job, self.poll_interval_s, remaining))
+            time.sleep(p.poll_delay(job, self.poll_interval_s, remaining, response))
 
     def cancel(self, job_id: str) -> Job:
         return p.job_from(self._send(p.Call("POST", p.job_path(job_id) + "/cancel")))

@@ -85,6 +85,23 @@ class CancelledError(CompressionError):
     title = "The job was cancelled"
 
 
+MODEL_EXPECTED = "an ONNX model, a PyTorch state dict (.pt/.pth from torch.save) or a .safetensors file"
+
+
+def not_a_model(head: bytes, size: int) -> str:
+    """The one refusal of a model file whose bytes are none of the accepted containers.
+
+    The CLI (``netshrink compress`` / ``submit``, checking the local file) and the service (sniffing
+    the upload) both word it with this function, so the same file gets the same sentence.
+    """
+    if size == 0:
+        return f"this file is empty (0 bytes); expected {MODEL_EXPECTED}"
+    return (
+        f"this file ({size:,} bytes, starting {head[:8]!r}) is neither an ONNX model (it does not "
+        f"parse as an ONNX protobuf) nor a zip/pickle/safetensors state dict; expected {MODEL_EXPECTED}"
+    )
+
+
 __all__ = [
     "ArchitectureError",
     "CalibrationError",
@@ -94,7 +111,9 @@ __all__ = [
     "InvalidSpecError",
     "InvalidWeightsError",
     "LimitExceededError",
+    "MODEL_EXPECTED",
     "ModelFormatError",
     "NothingToCompressError",
     "UnsupportedModelError",
+    "not_a_model",
 ]

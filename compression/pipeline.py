@@ -30,7 +30,8 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
-from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, best_of, draw_network
+from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
+from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import CompressSpec
 
 

@@ -29,6 +29,7 @@ from typing import IO, Literal
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from netshrink.compression.errors import not_a_model
 from netshrink.service.errors import ApiError
 
 ModelFormat = Literal["onnx", "pt", "safetensors"]
@@ -131,6 +132,7 @@ class _Part:
         self.sha = hashlib.sha256()
         self.head = b""
         self.text = bytearray()
+        self.unknown_model = False  # sniffed as none of ours: refused once its size is known
 
 
 class _Collector:
@@ -214,6 +216,10 @@ class _Collector:
         assert part.file is not None
         if len(part.head) < SNIFF_BYTES:
             self._sniff(part)
+        if part.unknown_model:  # the core's sentence, as the CLI prints it for the same file
+            raise ApiError(
+                415, "unsupported-media-type", "Unsupported model format", not_a_model(part.head, part.size)
+            )
         part.file.size_bytes, part.file.sha256 = part.size, part.sha.hexdigest()
 
     def _sniff(self, part: _Part) -> None:
@@ -221,12 +227,8 @@ class _Collector:
         if part.name == "model":
             fmt = sniff_model(part.head)
             if fmt is None:
-                raise ApiError(
-                    415,
-                    "unsupported-media-type",
-                    "Unsupported model format",
-                    "model must be ONNX, a PyTorch state dict (.pt/.pth) or .safetensors",
-                )
+                part.unknown_model = True
+                return
             part.file.format = fmt
         elif part.head.startswith(ZIP_MAGIC):
             part.file.format = "npz"

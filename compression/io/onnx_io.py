@@ -21,6 +21,7 @@ from netshrink.compression.errors import (
     LimitExceededError,
     ModelFormatError,
     UnsupportedModelError,
+    not_a_model,
 )
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
@@ -49,14 +50,12 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
     ``InvalidWeightsError`` (absurd dims, NaN/Inf weights).
     """
     model = onnx.ModelProto()
+    if not data:  # an empty protobuf parses (as an empty model): say what the file is instead
+        raise ModelFormatError(not_a_model(data, 0))
     try:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
-        raise ModelFormatError(
-            f"this file ({len(data):,} bytes, starting {data[:8]!r}) is neither an ONNX model (it does not "
-            "parse as an ONNX protobuf) nor a zip/pickle/safetensors state dict; expected an ONNX model, "
-            "a PyTorch state dict (.pt/.pth from torch.save) or a .safetensors file"
-        ) from exc
+        raise ModelFormatError(not_a_model(data[:8], len(data))) from exc
     try:
         _decode_strings(model)
     except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8

@@ -17,6 +17,7 @@ Ref: docs/api.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RF
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -73,6 +74,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 ERROR_RESPONSES[503]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 _POLL_S = 0.2
+_WATCH_POLL_S = 0.05  # GET with Prefer: wait re-reads the job this often (layers can be ms apart)
 
 
 def owned_job(store: JobStore, job_id: str, owner: str) -> Job:
@@ -89,11 +91,16 @@ def owned_job(store: JobStore, job_id: str, owner: str) -> Job:
 def _job_response(
     job: Job, status_code: int, retry_after_s: int, extra: dict[str, str] | None = None
 ) -> Response:
-    headers = {"Location": job_url(job.id), **(extra or {})}
+    body = to_public(job).model_dump_json()  # straight to JSON: no dict + json.dumps round
+    headers = {"Location": job_url(job.id), "ETag": _etag(body), **(extra or {})}
     if not job.status.is_terminal:
         headers["Retry-After"] = str(retry_after_s)
-    body = to_public(job).model_dump_json()  # straight to JSON: no dict + json.dumps round
     return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def _etag(body: str) -> str:
+    """A strong validator of the job's JSON: any change (status, progress, artifacts) changes it."""
+    return f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
 
 
 @router.post(
@@ -226,24 +233,74 @@ async def _respond_after_wait(
     return _job_response(job, 200 if job.status.is_terminal else 202, retry_s, applied)
 
 
+WATCH_PARAMETERS = [
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "`wait=N`: hold the response up to N s until the job changes (long poll).",
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "With `Prefer: wait`: the `ETag` already seen; the answer waits for another.",
+    },
+]
+
+
 @router.get(
     "/{job_id}",
     response_model=JobPublic,
     summary="Job status, progress, error and artifacts",
-    responses={200: {"headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **ERROR_RESPONSES},
+    responses={
+        200: {
+            "headers": {
+                "Retry-After": {"schema": {"type": "integer"}},
+                "ETag": {"schema": {"type": "string"}, "description": "Changes whenever the job does."},
+            }
+        },
+        **ERROR_RESPONSES,
+    },
+    openapi_extra={"parameters": WATCH_PARAMETERS},
 )
 async def get_job(job_id: str, request: Request, state: StateDep) -> Response:
+    """The job. With `Prefer: wait=N`, a long poll: answered as soon as the job differs from the
+    `ETag` in `If-None-Match` (or from the job when the request arrived), when it ends, or after N s
+    (capped by `prefer_wait_max_s`); always 200 with the current job."""
     # The hottest route (clients poll it): authenticate, rate-limit and read in ONE worker-thread
     # hop, not one per dependency, and none in embedded mode (issue 13 §8: the hops were the largest
     # cost of a status read; see service/deps.py).
     authorization = request.headers.get("authorization")
 
-    def read() -> Response:
+    def read() -> tuple[Job, dict[str, str]]:
         principal, limit_headers = authorize(authorization, state)
-        job = owned_job(state.store, job_id, principal.owner)
-        return _job_response(job, 200, state.settings.retry_after_s, limit_headers)
+        return owned_job(state.store, job_id, principal.owner), limit_headers
 
-    return read() if state.local_reads else await run_in_threadpool(read)
+    job, limit_headers = read() if state.local_reads else await run_in_threadpool(read)
+    wait_s = prefer_wait_s(request.headers.get("prefer"), state.settings.prefer_wait_max_s)
+    if wait_s is None:
+        return _job_response(job, 200, state.settings.retry_after_s, limit_headers)
+    seen = request.headers.get("if-none-match")
+    return await _watch(job, state.store, wait_s, seen, state.settings.retry_after_s, limit_headers)
+
+
+async def _watch(
+    job: Job, store: JobStore, wait_s: float, seen: str | None, retry_s: int, extra: dict[str, str]
+) -> Response:
+    """Hold ``GET /v1/jobs/{id}`` while the job's ``ETag`` equals ``seen`` (``If-None-Match``; without
+    it, the job as it was when the request arrived), at most ``wait_s``; re-read every
+    ``_WATCH_POLL_S``. Always 200 with the current job (docs/api.md "Long poll")."""
+    seen = seen or _etag(to_public(job).model_dump_json())
+    deadline = time.monotonic() + wait_s
+    while not job.status.is_terminal and time.monotonic() < deadline:
+        if _etag(to_public(job).model_dump_json()) != seen:
+            break
+        await anyio.sleep(min(_WATCH_POLL_S, max(0.0, deadline - time.monotonic())))
+        job = await run_in_threadpool(owned_job, store, job.id, job.owner)
+    return _job_response(job, 200, retry_s, {**extra, "Preference-Applied": f"wait={int(wait_s)}"})
 
 
 @router.get(

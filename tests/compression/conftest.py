@@ -10,11 +10,13 @@ from typing import Any
 import jsonschema
 import pytest
 
+import netshrink.compression.report as report_pkg
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
 from tests import factories
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "compression/report/schemas/report.schema.json"
+# the schema the package ships (package data), wherever the package is imported from (make mutate: a copy)
+SCHEMA_PATH = Path(report_pkg.__file__).parent / "schemas/report.schema.json"
 
 
 @pytest.fixture(scope="session")

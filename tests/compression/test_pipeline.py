@@ -144,6 +144,17 @@ def test_budget_search_meets_target_and_reports_trace(mlp_net: Network) -> None:
         if c["measured"] is not None:
             assert c["meets"] == (c["measured"] <= 0.2)
     assert 1 <= b["measured_candidates"] <= 16
+    # The property, not the grid: the chosen setting was measured and meets the target on the fit
+    # split, and no cheaper measured setting does.
+    chosen = "; ".join(
+        f"{n}: {b['chosen']['bits'].get(n, 'fp32')}{'b' if n in b['chosen']['bits'] else ''}"
+        + (f" keep {b['chosen']['keep'][n]:g}" if n in b["chosen"]["keep"] else "")
+        for n in [layer.name for layer in mlp_net.layers]
+    )
+    measured = [c for c in b["trace"] if c["measured"] is not None]
+    pick = next(c for c in measured if c["setting"] == chosen)
+    assert pick["meets"] is True and pick["measured"] <= 0.2
+    assert not any(c["meets"] for c in measured if c["bytes"] < pick["bytes"]), chosen
     # Smaller than the uniform 8-bit file at this loose target.
     int8 = run(mlp_net, quantize={"bits": 8}).report["summary"]["bytes"]["after"]["total"]
     assert s["bytes"]["after"]["total"] < int8

@@ -46,3 +46,35 @@ def test_a_running_job_reports_stage_layer_and_fraction(tmp_path: Any) -> None:
     assert layers, middle
     fractions = [p["fraction"] for p in seen]
     assert fractions == sorted(fractions)  # monotone: a progress bar never goes back
+
+
+def test_get_with_prefer_wait_is_a_long_poll_on_the_etag(tmp_path: Any) -> None:
+    """``GET /v1/jobs/{id}`` with ``Prefer: wait=N``: held while the job equals ``If-None-Match``,
+    answered at once when it differs, N capped by ``prefer_wait_max_s`` (2 s in these settings)."""
+    with TestClient(create_app(make_settings(tmp_path))) as client:  # no worker: the job stays queued
+        r = submit(client, factories.mlp_onnx(), {"quantize": {"bits": 8}})
+        url = f"/v1/jobs/{r.json()['id']}"
+        plain = client.get(url)
+        etag = plain.headers["ETag"]
+        assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
+        assert etag == r.headers["ETag"]  # the same representation, the same validator
+
+        t0 = time.monotonic()
+        held = client.get(url, headers={"Prefer": "wait=1", "If-None-Match": etag})
+        assert 1.0 <= time.monotonic() - t0 < 5.0
+        assert held.status_code == 200 and held.headers["ETag"] == etag
+        assert held.headers["Preference-Applied"] == "wait=1"
+
+        t0 = time.monotonic()
+        changed = client.get(url, headers={"Prefer": "wait=1", "If-None-Match": '"something-else"'})
+        assert time.monotonic() - t0 < 0.9 and changed.json()["status"] == "queued"
+
+        t0 = time.monotonic()
+        capped = client.get(url, headers={"Prefer": "wait=600"})
+        assert 2.0 <= time.monotonic() - t0 < 6.0 and capped.headers["Preference-Applied"] == "wait=2"
+
+        client.post(f"{url}/cancel")  # a change ends a poll at once, and so does a terminal job
+        t0 = time.monotonic()
+        ended = client.get(url, headers={"Prefer": "wait=2", "If-None-Match": etag})
+        assert time.monotonic() - t0 < 1.5 and ended.json()["status"] == "cancelled"
+        assert ended.headers["ETag"] != etag and "Retry-After" not in ended.headers

@@ -53,3 +53,12 @@ def test_rejects_alpha_outside_0_2(alpha: float) -> None:
     with pytest.raises(InvalidSpecError) as info:
         sample_sas(alpha, 10, rng=np.random.default_rng(0))
     assert info.value.field == "alpha"
+    assert str(info.value) == f"the stability index alpha must lie in (0, 2], got {float(alpha)}"
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_rejects_a_scale_that_is_not_positive(scale: float) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        sample_sas(1.5, 10, rng=np.random.default_rng(0), scale=scale)
+    assert info.value.field == "scale"
+    assert str(info.value) == f"the scale must be positive, got {scale}"

@@ -7,11 +7,13 @@ relative output error with numpy; ``best_of`` must return the argmin, with that 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
-from netshrink.compression.search.greedy import best_of, draw_network
+from netshrink.compression.search.greedy import draw_network
+from netshrink.compression.search.select import best_of, is_random
 from netshrink.compression.spec import CompressSpec
 
 
@@ -36,3 +38,24 @@ def test_best_of_r_keeps_the_lowest_fit_error(mlp_net: Network) -> None:
     again = draw_network(mlp_net, ex, spec, X, draw=r_best)
     for name, d in best.layers.items():
         np.testing.assert_array_equal(d.compressed.weight, again.layers[name].compressed.weight)
+
+
+@pytest.mark.parametrize(
+    ("spec", "random"),
+    [
+        ({"prune": {"keep": 0.5}}, True),  # randomized greedy is the default method
+        ({"prune": {"keep": 0.5, "method": "randomized_greedy"}, "compensate": True}, True),  # mask drawn
+        ({"prune": {"keep": 0.5, "method": "magnitude"}}, False),
+        ({"prune": {"keep": 0.5, "method": "obd"}}, False),
+        ({"quantize": {"bits": 4}}, True),
+        ({"quantize": {"bits": 4}, "compensate": True}, False),  # GPTQ's rounding is deterministic
+        ({"quantize": {"bits": 4, "method": "rtn"}}, False),
+        ({"prune": {"keep": 0.5, "method": "magnitude"}, "quantize": {"bits": 4}}, True),
+        ({"prune": {"keep": 0.5}, "quantize": {"bits": 4, "method": "rtn"}}, True),
+        ({}, False),
+    ],
+)
+def test_is_random_says_whether_two_draws_can_differ(spec: dict[str, object], random: bool) -> None:
+    """By the method table of docs/method.md §1, not by running draws: draws="auto" takes one draw
+    exactly when nothing is random."""
+    assert is_random(CompressSpec.from_dict(spec)) is random

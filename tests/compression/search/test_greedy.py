@@ -13,7 +13,7 @@ from netshrink.compression.evaluation.evaluation import evaluation_data
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
-from netshrink.compression.search.greedy import AUTO_MAX_DRAWS, AUTO_PATIENCE, best_of
+from netshrink.compression.search.select import AUTO_MAX_DRAWS, AUTO_PATIENCE, best_of
 from netshrink.compression.spec import CompressSpec
 
 Validate = Callable[[dict[str, Any]], None]
