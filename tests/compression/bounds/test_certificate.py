@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from netshrink.compression.bounds.certificate import SigmaBound, conv_sigma, dense_sigma, kw_epsilon
+from netshrink.compression.bounds.certificate import (
+    SigmaBound,
+    conv_sigma,
+    dense_sigma,
+    kw_epsilon,
+    rounding_margin,
+)
 from netshrink.compression.graph.network import ConvGeometry
 from tests.compression.bounds.test_opnorm import toeplitz
 
@@ -98,3 +104,9 @@ def test_conv_certificate_is_above_the_toeplitz_norm(geom: ConvGeometry, hw: tup
 def test_to_dict_is_json_ready() -> None:
     d = SigmaBound(2.0, 1.9, "lanczos_kw", "probabilistic", 1e-4, 64).to_dict()
     assert d["gap"] == pytest.approx(2.0 / 1.9 - 1) and d["failure_probability"] == 1e-4
+
+
+def test_rounding_margin_is_higham_gamma_by_hand() -> None:
+    """(max(m, n) + 3)·u·‖W‖_F with u the unit roundoff: 2⁻²⁴ for float32, 2⁻⁵³ for float64."""
+    assert rounding_margin(4, 7, 2.0, torch.float32) == pytest.approx(10 * 2.0**-24 * 2.0, rel=1e-12)
+    assert rounding_margin(9, 3, 0.5, torch.float64) == pytest.approx(12 * 2.0**-53 * 0.5, rel=1e-12)
