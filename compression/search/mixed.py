@@ -32,7 +32,8 @@ from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
 from netshrink.compression.graph.network import Layer, Network
-from netshrink.compression.search.greedy import NetworkDraw, PrefixCache, draw_network, is_random
+from netshrink.compression.search.greedy import NetworkDraw, PrefixCache, draw_network
+from netshrink.compression.search.select import is_random
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, Granularity, PruneSpec, QuantizeSpec
 
 BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step per container
