@@ -74,8 +74,7 @@ def classification(
     }
     if labels is not None:
         lab = np.asarray(labels).reshape(-1)
-        if np.issubdtype(lab.dtype, np.integer) or np.all(np.mod(lab, 1) == 0):
-            lab = lab.astype(np.int64)
+        if np.all(np.mod(lab, 1) == 0):  # class ids, also when stored as floats
             out["accuracy_before"] = float((y0 == lab).mean())
             out["accuracy_after"] = float((y1 == lab).mean())
     return out

@@ -83,3 +83,23 @@ def test_upper_bound_is_exact_for_circular_stride_one() -> None:
     exact = np.linalg.norm(torch.stack(cols, 1).numpy(), 2)
     geom = ConvGeometry((3, 3))  # circular correlation on the 5x4 grid == FFT on that grid
     assert conv_op_norm_upper(K, geom, hw) == pytest.approx(exact, rel=1e-10)
+
+
+def test_grouped_conv_norm_is_the_largest_group_norm() -> None:
+    """A grouped conv is block diagonal over its groups, so ‖A‖_op = max_g ‖A_g‖_op. With 1×1
+    kernels each group is one matrix applied per pixel: ‖A_g‖_op = σ_max(K_g[:, :, 0, 0]), by SVD."""
+    from netshrink.compression.bounds.grouped import layer_op_norm
+
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((4, 3, 1, 1))  # (c_out = 4, C/G = 3, 1, 1): G = 2, C = 6
+    K[2:] *= 3.0  # the second group is the larger one
+    want = max(np.linalg.norm(K[g * 2 : (g + 1) * 2, :, 0, 0].astype(np.float32).astype(np.float64), 2)
+               for g in range(2))  # fmt: skip
+    layer = _layer(K, ConvGeometry((1, 1), group=2))
+    assert layer_op_norm(layer, (3, 4)) == pytest.approx(want, rel=1e-9)
+    one = _layer(K[:2], ConvGeometry((1, 1)))  # group = 1: the layer's own norm
+    assert layer_op_norm(one, (3, 4)) == pytest.approx(
+        np.linalg.norm(K[:2, :, 0, 0].astype(np.float32), 2), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="needs the input spatial size"):
+        layer_op_norm(layer)

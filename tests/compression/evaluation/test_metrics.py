@@ -84,21 +84,25 @@ def test_mean_sq_error_and_norm_by_hand() -> None:
 def test_top1_argmax_and_the_sign_of_one_logit() -> None:
     assert top1(np.array([[0.1, 0.9, 0.3], [2.0, -1.0, 1.9]])).tolist() == [1, 0]
     assert top1(np.array([[0.5], [-0.2], [0.0]])).tolist() == [1, 0, 0]  # 0 is not positive
+    assert top1(np.array([[0.5], [-0.2]])).dtype == np.int64  # class ids, as argmax gives them
 
 
 def test_classification_by_hand() -> None:
-    phi = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # classes 0 1 0 1
-    phi_hat = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # classes 0 0 0 1
-    out = classification(phi, phi_hat, np.array([0, 1, 1, 1]))
-    assert out == {"top1_agreement": 0.75, "accuracy_before": 0.75, "accuracy_after": 0.5}
+    eye = np.eye(2)
+    phi = eye[[0, 1, 0, 1, 1]]  # classes 0 1 0 1 1
+    phi_hat = eye[[0, 0, 1, 1, 0]]  # classes 0 0 1 1 0: agreement 2/5
+    labels = np.array([0, 0, 1, 1, 1])  # before: 3/5 right, after: 4/5 right
+    want = {"top1_agreement": 0.4, "accuracy_before": 0.6, "accuracy_after": 0.8}
+    assert classification(phi, phi_hat, labels) == pytest.approx(want)
+    assert classification(phi, phi_hat, labels.reshape(5, 1)) == pytest.approx(want)  # a column
     assert classification(phi, phi_hat, None) == {
-        "top1_agreement": 0.75,
+        "top1_agreement": 0.4,
         "accuracy_before": None,
         "accuracy_after": None,
     }
-    floats = classification(phi, phi_hat, np.array([0.0, 1.0, 1.0, 1.0]))  # integral floats are labels
-    assert floats["accuracy_before"] == 0.75 and floats["accuracy_after"] == 0.5
-    targets = classification(phi, phi_hat, np.array([0.5, 1.0, 1.0, 1.0]))  # regression targets
+    floats = classification(phi, phi_hat, labels.astype(np.float32))  # integral floats are labels
+    assert floats["accuracy_before"] == pytest.approx(0.6) and floats["accuracy_after"] == pytest.approx(0.8)
+    targets = classification(phi, phi_hat, np.array([0.5, 0.0, 1.0, 1.0, 1.0]))  # regression targets
     assert targets["accuracy_before"] is None and targets["accuracy_after"] is None
 
 
