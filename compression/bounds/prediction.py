@@ -32,6 +32,18 @@ class Sensitivity:
     group_size: int  # consecutive input columns per group
 
 
+def zero_probe(holders: dict[str, torch.Tensor], name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ``inject`` hook that adds a zero tensor requiring grad to a pre-activation and keeps it in
+    ``holders[name]``, so that autograd gives the output's gradient with respect to that tensor."""
+
+    def add_zero(t: torch.Tensor) -> torch.Tensor:
+        d = torch.zeros_like(t, requires_grad=True)  # same shape as the pre-activation
+        holders[name] = d
+        return t + d
+
+    return add_zero
+
+
 def group_size(layer: Layer) -> int:
     """Input columns owned by one upstream unit: kh·kw per conv channel, ``input_group`` for dense."""
     if layer.kind == "conv":
@@ -111,18 +123,7 @@ def sensitivities(
     for start in range(0, S, chunk):
         xb = X[start : start + chunk]
         holders: dict[str, torch.Tensor] = {}
-
-        def hook(
-            name: str, holders: dict[str, torch.Tensor] = holders
-        ) -> Callable[[torch.Tensor], torch.Tensor]:
-            def add_zero(t: torch.Tensor) -> torch.Tensor:
-                d = torch.zeros_like(t, requires_grad=True)
-                holders[name] = d
-                return t + d
-
-            return add_zero
-
-        inject = {layer.preact: hook(layer.name) for layer in layers}
+        inject = {layer.preact: zero_probe(holders, layer.name) for layer in layers}
         out = run(xb, capture=[layer.input for layer in layers], inject=inject)
         phi = out[net.logits].reshape(xb.shape[0], -1)  # (s, K)
         zs = {layer.name: out[layer.input].detach().double() for layer in layers}

@@ -27,6 +27,7 @@ from torch.nn.grad import conv2d_input
 
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import column_groups, pad_input
+from netshrink.compression.bounds.prediction import zero_probe
 from netshrink.compression.graph.network import Layer, Network
 
 __all__ = ["group_covariance", "group_moments", "group_predictions"]
@@ -69,20 +70,8 @@ def group_moments(
     for start in range(0, S, chunk):
         xb = X[start : start + chunk]
         holders: dict[str, torch.Tensor] = {}
-
-        def hook(
-            name: str, holders: dict[str, torch.Tensor] = holders
-        ) -> Callable[[torch.Tensor], torch.Tensor]:
-            def add_zero(t: torch.Tensor) -> torch.Tensor:
-                d = torch.zeros_like(t, requires_grad=True)
-                holders[name] = d
-                return t + d
-
-            return add_zero
-
-        out = run(
-            xb, capture=[la.input for la in readers], inject={la.preact: hook(la.name) for la in readers}
-        )
+        inject = {la.preact: zero_probe(holders, la.name) for la in readers}
+        out = run(xb, capture=[la.input for la in readers], inject=inject)
         phi = out[net.logits].reshape(xb.shape[0], -1)  # (s, K)
         zs = {la.name: out[la.input].detach().double().cpu() for la in readers}
         tensors = [holders[la.name] for la in readers]
