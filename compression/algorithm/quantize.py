@@ -98,37 +98,23 @@ def quantize_matrix(
     no full-size float64 temporary exists besides ``var``. The uniforms are drawn block by block in
     row order from the one CPU stream, which torch consumes in order: the draws equal one draw of
     ``W.numel()`` numbers, so the bytes do not depend on the block size (a test checks).
+    With f = 1 (the default) every non-zero entry goes on the grid: no order, no selection mask, and
+    one pass per block computes Var(t), the codes and Ŵ together (zeros round to 0 with Var 0, so
+    masking them would change nothing).
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
-    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
-    zero_row = ~(step[:, None] > 0)  # (out, 1)
-    var = torch.empty(W.shape, dtype=torch.float64, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
-    elig_t = W != 0  # (out, in) zeros are on the grid already
+    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1); a zero row is all 0
+    nnz = int(torch.count_nonzero(W))  # zeros are on the grid already
+    m = round(spec.fraction * nnz)
     blocks = _rows(W)
     bs = blocks.step
-    for r in blocks:
-        x = W[r : r + bs].to(torch.float64) / safe[r : r + bs]  # (b, in) in grid units, |x| <= k
-        frac = x.sub_(torch.floor(x))  # (b, in) u ∈ [0, 1)
-        v = (safe[r : r + bs] ** 2) * frac
-        v.mul_(1.0 - frac)
-        var[r : r + bs] = v.masked_fill_(zero_row[r : r + bs], 0.0)
-    elig = elig_t.cpu().numpy().ravel()
-    idx = np.flatnonzero(elig)
-    m = round(spec.fraction * idx.size)
-    sel = np.zeros(W.numel(), dtype=bool)
-    if m == idx.size:  # f = 1: every eligible entry goes on the grid, the order does not matter
-        sel[idx] = True
-    elif m:
-        score = (var.cpu().numpy() * energy).ravel()[idx]  # Var(t_ij)·E[ẑ_j²]
-        sel[idx[greedy_order(score)[:m]]] = True
-        del score
-    del idx
-    sel_t = torch.from_numpy(sel).to(W.device).reshape(W.shape)
-    outl = (elig & ~sel).reshape(W.shape)  # (out, in) non-zero entries left as float
-    del elig, sel
-    outl_t = torch.from_numpy(outl).to(W.device)
+    sel_t: torch.Tensor | None = None  # (out, in) bool, the entries put on the grid (None: every non-zero)
+    outl: np.ndarray | None = None  # (out, in) bool, non-zero entries left as float (f < 1)
+    if m < nnz:
+        sel_t, outl = _select(W, energy, safe, m, blocks)
     randomized = spec.method == "randomized_greedy"
+    var = torch.empty(W.shape, dtype=torch.float64, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
     codes_t = torch.empty(W.shape, dtype=torch.int8, device=W.device)  # (out, in)
     Wq = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Ŵ
     s32 = step.to(torch.float32)[:, None]  # (out, 1)
@@ -137,29 +123,34 @@ def quantize_matrix(
     A = 0.0
     for r in blocks:
         sl = slice(r, r + bs)
-        x = W[sl].to(torch.float64) / safe[sl]  # (b, in)
+        x = W[sl].to(torch.float64, copy=True).div_(safe[sl])  # (b, in) in grid units, |x| <= k
         if not randomized:
             q = torch.round(x)  # round to nearest
-        else:
-            u = uniform(gen, x.numel(), W.device).reshape(x.shape)  # (b, in) U[0, 1)
-            lo = torch.floor(x)
-            q = lo.add_(u < x.sub_(lo))  # stochastic rounding: up with probability u = frac
-        q = q.clamp_(-k, k).masked_fill_(~sel_t[sl], 0.0)  # (b, in)
-        codes_t[sl] = q.to(torch.int8)
-        Wq[sl] = q.to(torch.float32) * s32[sl]
-        if not randomized:
             var[sl] = 0.0
         else:
-            var[sl].masked_fill_(~sel_t[sl], 0.0)
-            A += float((var[sl] * (col if col.shape[0] == 1 else col[sl])).sum())
-    if outl.any():
+            u = uniform(gen, x.numel(), W.device).reshape(x.shape)  # (b, in) U[0, 1)
+            q = torch.floor(x)  # (b, in)
+            frac = x.sub_(q)  # (b, in) ∈ [0, 1): rounds up with this probability
+            v = torch.mul(safe[sl] ** 2, frac, out=var[sl])  # (b, in) Var(t), written in place
+            v.mul_(1.0 - frac)
+            if sel_t is not None:
+                v.masked_fill_(~sel_t[sl], 0.0)
+            A += float((v * (col if col.shape[0] == 1 else col[sl])).sum())
+            q.add_(u < frac)  # stochastic rounding
+        q = q.clamp_(-k, k)  # (b, in)
+        if sel_t is not None:
+            q.masked_fill_(~sel_t[sl], 0.0)
+        codes_t[sl].copy_(q)  # exact: |q| <= k <= 127
+        Wq[sl].copy_(q).mul_(s32[sl])  # float32 codes·step, as DequantizeLinear computes it
+    if outl is not None and outl.any():
+        outl_t = torch.from_numpy(outl).to(W.device)
         Wq[outl_t] = W[outl_t].to(torch.float32)
     scale = step.cpu().numpy().astype(np.float32)
     return QuantizeResult(
         weight=Wq,
         codes=codes_t.cpu().numpy(),
         scale=scale if spec.scale == "per_row" else scale[:1],
-        outliers=outl if outl.any() else None,
+        outliers=outl if outl is not None and outl.any() else None,
         var=var,
         M=M,
         k=k,
@@ -167,3 +158,27 @@ def quantize_matrix(
         n_randomized=int(m),
         tier_E_A=positions * A if randomized else None,
     )
+
+
+def _select(
+    W: torch.Tensor, energy: np.ndarray, safe: torch.Tensor, m: int, blocks: range
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The m non-zero entries of lowest score Var(t_ij)·E[ẑ_j²] (one stable sort), as (on the grid,
+    left as float outliers) masks, both (out, in) bool."""
+    bs = blocks.step
+    var = torch.empty(W.shape, dtype=torch.float64, device=W.device)  # (out, in) Var(t)
+    for r in blocks:
+        x = W[r : r + bs].to(torch.float64) / safe[r : r + bs]  # (b, in) in grid units
+        frac = x.sub_(torch.floor(x))  # (b, in) u ∈ [0, 1)
+        v = (safe[r : r + bs] ** 2) * frac
+        var[r : r + bs] = v.mul_(1.0 - frac)
+    elig = (W != 0).cpu().numpy().ravel()
+    idx = np.flatnonzero(elig)
+    sel = np.zeros(W.numel(), dtype=bool)
+    if m:
+        score = (var.cpu().numpy() * energy).ravel()[idx]  # Var(t_ij)·E[ẑ_j²]
+        sel[idx[greedy_order(score)[:m]]] = True
+        del score
+    del idx, var
+    outl = (elig & ~sel).reshape(W.shape)
+    return torch.from_numpy(sel).to(W.device).reshape(W.shape), outl

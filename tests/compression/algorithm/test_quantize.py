@@ -91,3 +91,23 @@ def test_row_blocks_do_not_change_the_bytes(monkeypatch: pytest.MonkeyPatch) -> 
     np.testing.assert_array_equal(whole.codes, blocks.codes)
     np.testing.assert_array_equal(whole.var.numpy(), blocks.var.numpy())
     assert whole.tier_E_A == pytest.approx(blocks.tier_E_A, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_at_f1_is_stochastic_rounding_of_the_stream(dtype: torch.dtype) -> None:
+    """f = 1 (one fused pass, no selection mask): codes = ⌊x⌋ + [u < x − ⌊x⌋] with the generator's
+    uniforms in row order, zeros stay 0, W itself is not modified, and tier E = Σ Var(t)·E[ẑ_j²]."""
+    W = _W(5).to(dtype)
+    W[4] = 0.0  # a zero row: step 0, codes 0, Var 0
+    before = W.clone()
+    energy = np.linspace(0.5, 2.0, 7)
+    r = quantize_matrix(W, energy[None], energy, QuantizeSpec(bits=3), generator(2, 1, 0))
+    assert torch.equal(W, before)
+    step = r.scale.astype(np.float64)[:, None]  # (out, 1)
+    x = W.double().numpy() / np.where(step > 0, step, 1.0)
+    u = torch.rand(W.numel(), generator=generator(2, 1, 0), dtype=torch.float64).numpy().reshape(W.shape)
+    lo = np.floor(x)
+    np.testing.assert_array_equal(r.codes, np.clip(lo + (u < x - lo), -3, 3).astype(np.int8))
+    assert not r.codes[4].any() and not r.var.numpy()[4].any() and r.outliers is None
+    assert r.n_randomized == int((W.numpy() != 0).sum())
+    assert r.tier_E_A == pytest.approx(float((r.var.numpy() * energy[None]).sum()), rel=1e-12)
