@@ -1,36 +1,45 @@
 """Service overhead under load, loopback only (issue 13 §8): status GETs/s with p50/p99 at 20
-concurrent connections and on a single connection, and submit latency at 20 concurrent clients,
-for the embedded mode (SQLite, in-process worker) and the Redis mode (API + a real ``netshrink
-worker -c 1``).
+concurrent connections and on a single connection, and submits (a small ONNX model → 202) at 20
+concurrent clients, for the embedded mode (SQLite, in-process worker) and the Redis mode (API + a
+real ``netshrink worker -c 1``). The targets: ≥ 1,000 status GETs/s with p99 < 50 ms, and submit
+p99 < 100 ms at 20 clients, with no job running.
 
     python -m bench.load [--mode embedded|redis|both] [--slice-s 2] [--rounds 3] [--clients 20]
-                         [--submits 60] [--baseline-tree DIR] [--no-worker]
+                         [--baseline-tree DIR] [--dev]
+
+**The load tool is wrk** (a C program, ``apt-get install wrk``; bench only, CI never runs this),
+driven by ``bench/load.lua``: keep-alive connections, the ``Authorization`` header of the
+service's API key (keys mode, as deployed; ``--dev`` runs without a key), and for submits one
+multipart body encoded once up front. It costs a few µs of CPU per request, so nearly all of the
+two cores go to the server; its CPU seconds are measured (``RUSAGE_CHILDREN``) and printed beside
+the server's (the API process and its threads, from /proc).
 
 Peers measured in the same run, interleaved slice by slice so that the other load on the machine
-falls on all of them alike: the **framework floor** (``bench/load_servers.py``: FastAPI + uvicorn
-answering the same status body from memory, with no store, auth or rate limit) and, with
-``--baseline-tree DIR``, the same service from another checkout (e.g. ``git archive <commit>``
-unpacked there, then ``.ci/linked-tree true`` run in it), so a change is judged by its ratio.
+falls on all of them alike: the **framework floor** (``bench/load_servers.py``: FastAPI under the
+same uvicorn answering the same status body from memory, and a submit by parsing the multipart
+form and storing nothing) and, with ``--baseline-tree DIR``, the same service from another
+checkout (``git archive <commit>`` unpacked there, then ``.ci/linked-tree true`` run in it).
 
-No job runs while status GETs are measured: the polled job has finished and the worker is idle.
-Submits are measured with no job running too: each client cancels its job right after the 202
-(untimed, but it is load on the same API), so the worker only skips cancelled jobs; after each
-submit block the bench waits until nothing is queued or running. The status load uses a
-minimal keep-alive HTTP/1.1 client on asyncio streams (cheaper per request than httpx, so more of
-the CPU is left to the server); submits use httpx multipart. The client runs on the same cores as
-the server: its own CPU seconds and the machine's load average are printed with the figures.
+No job runs while anything is measured. Status GETs poll one finished job (its worker idle). Submits
+go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
+mode no ``netshrink worker``): each 202 stores the upload and the job and sends the broker message,
+and nothing consumes it. wrk reports percentiles per slice: the tables give the requests/s over all
+slices, the median of the slices' p50 and the **worst** slice's p99.
 Results: bench/results/load.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -40,6 +49,8 @@ import httpx
 from bench.load_servers import ROOT, Service, cpu_s, start_floor, start_netshrink
 
 SPEC = json.dumps({"prune": {"keep": 0.5}, "seed": 1})
+LUA = Path(__file__).with_name("load.lua")
+TARGET_GETS_PER_S, TARGET_GET_P99_MS, TARGET_SUBMIT_P99_MS = 1000, 50.0, 100.0
 Result = dict[str, Any]
 
 
@@ -50,180 +61,178 @@ def _model() -> bytes:
     return mlp_onnx()
 
 
-def _percentiles(samples_s: list[float]) -> dict[str, float]:
-    ms = sorted(x * 1000 for x in samples_s)
-    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
-    return {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2), "max_ms": round(ms[-1], 2), "n": len(ms)}
+def multipart(model: bytes) -> tuple[bytes, str]:
+    """The submit body (``spec`` + ``model`` parts) encoded once: (bytes, Content-Type)."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{SPEC}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"; filename="m.onnx"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + model + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-async def _get_loop(host: str, port: int, path: str, stop: float, out: list[float]) -> int:
-    """One keep-alive connection issuing GET ``path`` until ``stop``; returns the non-200 count."""
-    reader, writer = await asyncio.open_connection(host, port)
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n\r\n".encode()
-    errors = 0
-    try:
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            out.append(time.perf_counter() - t0)
-            errors += not head.startswith(b"HTTP/1.1 200")
-    finally:
-        writer.close()
-    return errors
-
-
-def status_slice(service: Service, path: str, clients: int, seconds: float) -> Result:
-    """``clients`` connections polling ``path`` for ``seconds``: latencies, wall and CPU seconds."""
-    host, port = service.base.removeprefix("http://").split(":")
-    latencies: list[float] = []
-
-    async def run() -> int:
-        stop = time.perf_counter() + seconds
-        loops = (_get_loop(host, int(port), path, stop, latencies) for _ in range(clients))
-        return sum(await asyncio.gather(*loops))
-
-    server0, client0, t0 = cpu_s(service.api.pid), time.process_time(), time.perf_counter()
-    errors = asyncio.run(run())
-    return {
-        "latencies": latencies,
-        "wall_s": time.perf_counter() - t0,
-        "errors": errors,
-        "server_cpu_s": cpu_s(service.api.pid) - server0,
-        "client_cpu_s": time.process_time() - client0,
+def wrk(
+    url: str, conns: int, seconds: float, key: str | None, body: Path | None = None, ctype: str = ""
+) -> Result:
+    """One wrk run: its JSON line (requests, duration, p50/p99/max µs, errors) and its CPU seconds."""
+    env = os.environ | {
+        "NETSHRINK_BENCH_KEY": key or "",
+        "NETSHRINK_BENCH_BODY": str(body or ""),
+        "NETSHRINK_BENCH_CTYPE": ctype,
     }
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WRK_JSON "))
+    result: Result = json.loads(line.removeprefix("WRK_JSON "))
+    result["client_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
-def _merge(slices: list[Result]) -> Result:
-    wall = sum(s["wall_s"] for s in slices)
-    latencies = [x for s in slices for x in s["latencies"]]
+def measure_slice(service: Service, path: str, conns: int, seconds: float, **kw: Any) -> Result:
+    server0 = cpu_s(service.api.pid)
+    result = wrk(service.base + path, conns, seconds, service.key, **kw)
+    result["server_cpu_s"] = cpu_s(service.api.pid) - server0
+    return result
+
+
+def merge(slices: list[Result]) -> Result:
+    """Slices of one target: requests/s over all, median p50, worst p99, CPU per request."""
+    n = sum(s["requests"] for s in slices)
+    wall = sum(s["duration_us"] for s in slices) / 1e6
     return {
-        "rps": round(len(latencies) / wall, 1),
-        "errors": sum(s["errors"] for s in slices),
-        **_percentiles(latencies),
+        "rps": round(n / wall, 1),
+        "p50_ms": round(statistics.median(s["p50_us"] for s in slices) / 1000, 2),
+        "p99_ms": round(max(s["p99_us"] for s in slices) / 1000, 2),
+        "max_ms": round(max(s["max_us"] for s in slices) / 1000, 2),
+        "requests": n,
+        "errors": sum(s["socket_errors"] + s["non_2xx"] for s in slices),
         "wall_s": round(wall, 2),
+        "server_cpu_ms_per_req": round(1000 * sum(s["server_cpu_s"] for s in slices) / max(1, n), 3),
+        "client_cpu_ms_per_req": round(1000 * sum(s["client_cpu_s"] for s in slices) / max(1, n), 3),
         "server_cpu_per_s": round(sum(s["server_cpu_s"] for s in slices) / wall, 2),
         "client_cpu_per_s": round(sum(s["client_cpu_s"] for s in slices) / wall, 2),
-        "server_cpu_ms_per_req": round(
-            1000 * sum(s["server_cpu_s"] for s in slices) / max(1, len(latencies)), 3
-        ),
     }
 
 
-async def _submit_block(base: str, model: bytes, clients: int, total: int, cancel: bool) -> Result:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    left = [total]
-
-    async def one_client() -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
-            while left[0] > 0:
-                left[0] -= 1
-                files = {"model": ("m.onnx", model, "application/octet-stream")}
-                t0 = time.perf_counter()
-                r = await c.post("/v1/jobs", files=files, data={"spec": SPEC})
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if cancel and r.status_code == 202:  # untimed: keep the worker from running it
-                    await c.post(f"/v1/jobs/{r.json()['id']}/cancel")
-
-    await asyncio.gather(*(one_client() for _ in range(clients)))
-    return {"latencies": latencies, "statuses": statuses}
+def interleave(targets: list[tuple[Service, str]], conns: int, args: argparse.Namespace, **kw: Any) -> Result:
+    """``args.rounds`` slices per target, rotating the order each round; merged per target."""
+    slices: dict[str, list[Result]] = {s.name: [] for s, _ in targets}
+    for r in range(args.rounds):
+        for service, path in targets[r % len(targets) :] + targets[: r % len(targets)]:
+            slices[service.name].append(measure_slice(service, path, conns, args.slice_s, **kw))
+    return {name: merge(v) for name, v in slices.items()}
 
 
-def wait_drained(base: str, timeout_s: float = 300) -> float:
-    """Seconds until no job of the service is queued or running (the worker is idle again)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        busy = [httpx.get(f"{base}/v1/jobs", params={"status": s, "limit": 1}, timeout=30).json()["items"]
-                for s in ("queued", "running")]  # fmt: skip
-        if not any(busy):
-            return round(time.monotonic() - t0, 1)
+def wait_finished(service: Service, path: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = httpx.get(service.base + path, headers=service.headers, timeout=30).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return
         time.sleep(0.5)
-    raise RuntimeError(f"{base}: jobs still active after {timeout_s} s")
+    raise RuntimeError(f"{service.name}: {path} not finished after {timeout_s} s")
+
+
+def _loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Result:
+    trees = [("netshrink", None)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
+    keys = not args.dev
+    out: Result = {"loadavg_before": _loadavg()}
+    tmp.mkdir(parents=True, exist_ok=True)
+    body_path = tmp / "submit.body"
+    body, ctype = multipart(model)
+    body_path.write_bytes(body)
     services: list[Service] = []
-    try:
-        services.append(start_netshrink("netshrink", mode, tmp / "new", worker=not args.no_worker))
-        if args.baseline_tree:
-            base_dir, tree = tmp / "base", args.baseline_tree
-            services.append(start_netshrink("baseline", mode, base_dir, tree=tree, worker=not args.no_worker))
+    try:  # status GETs: the service as deployed (worker idle), polling one finished job
+        for name, tree in trees:
+            services.append(start_netshrink(name, mode, tmp / f"{name}-status", tree=tree, keys=keys))
         files = {"model": ("m.onnx", model, "application/octet-stream")}
-        paths: dict[str, str] = {}
-        for s in services:  # one job per service, finished (or queued without a worker); warms imports
-            job = httpx.post(s.base + "/v1/jobs", files=files, data={"spec": SPEC}, timeout=120).json()
-            paths[s.name] = f"/v1/jobs/{job['id']}"
-            if not args.no_worker:
-                wait_drained(s.base)
-        body = httpx.get(services[0].base + paths["netshrink"]).text
-        services.append(start_floor(body))
-        paths["floor"] = paths["netshrink"]
-        out: Result = {"loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
-        for clients, key in ((args.clients, f"status_{args.clients}"), (1, "status_1")):
-            slices: dict[str, list[Result]] = {s.name: [] for s in services}
-            for r in range(args.rounds):
-                order = services[r % len(services) :] + services[: r % len(services)]
-                for s in order:
-                    slices[s.name].append(status_slice(s, paths[s.name], clients, args.slice_s))
-            out[key] = {name: _merge(v) for name, v in slices.items()}
-        submit: dict[str, Result] = {}
-        per_block = max(1, args.submits // args.rounds)
-        for s in services[:-1]:  # the floor has no submit
-            submit[s.name] = {"latencies": [], "statuses": {}, "wall_s": 0.0, "drain_s": []}
-            submit[s.name]["cpu"] = [0.0, 0.0]  # server, client seconds
-        for r in range(args.rounds if args.submits else 0):
-            for s in services[:-1] if r % 2 == 0 else services[-2::-1]:
-                server0, client0, t0 = cpu_s(s.api.pid), time.process_time(), time.perf_counter()
-                block = asyncio.run(_submit_block(s.base, model, args.clients, per_block, not args.no_worker))
-                acc = submit[s.name]
-                acc["wall_s"] += time.perf_counter() - t0
-                acc["cpu"][0] += cpu_s(s.api.pid) - server0  # the API process (+ embedded worker)
-                acc["cpu"][1] += time.process_time() - client0
-                acc["latencies"] += block["latencies"]
-                for code, n in block["statuses"].items():
-                    acc["statuses"][code] = acc["statuses"].get(code, 0) + n
-                if not args.no_worker:
-                    acc["drain_s"].append(wait_drained(s.base))
-        out[f"submit_{args.clients}"] = {} if not args.submits else {
-            name: {"rps": round(len(a["latencies"]) / a["wall_s"], 1), **_percentiles(a["latencies"]),
-                   "statuses": a["statuses"], "drain_s": a["drain_s"],
-                   "server_cpu_ms_per_submit": round(1000 * a["cpu"][0] / max(1, len(a["latencies"])), 1),
-                   "client_cpu_ms_per_submit": round(1000 * a["cpu"][1] / max(1, len(a["latencies"])), 1)}
-            for name, a in submit.items()
-        }  # fmt: skip
-        out["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
-        return out
+        targets: list[tuple[Service, str]] = []
+        for s in services:
+            r = httpx.post(
+                s.base + "/v1/jobs", files=files, data={"spec": SPEC}, headers=s.headers, timeout=120
+            )
+            targets.append((s, f"/v1/jobs/{r.json()['id']}"))
+            wait_finished(s, targets[-1][1])
+        status_body = httpx.get(services[0].base + targets[0][1], headers=services[0].headers).text
+        services.append(start_floor(status_body))
+        targets.append((services[-1], targets[0][1]))
+        out[f"status_{args.clients}"] = interleave(targets, args.clients, args)
+        out["status_1"] = interleave(targets, 1, args)
     finally:
         for s in services:
             s.stop()
+    services = []
+    try:  # submits: the same mode with nothing consuming the queue, so no job ever runs
+        for name, tree in trees:
+            services.append(
+                start_netshrink(name, mode, tmp / f"{name}-submit", tree=tree, worker=False, keys=keys)
+            )
+        services.append(start_floor("{}"))
+        targets = [(s, "/v1/jobs") for s in services]
+        for s in services:  # warm-up (imports on the first upload); not measured
+            wrk(s.base + "/v1/jobs", 2, 1, s.key, body_path, ctype)
+        out[f"submit_{args.clients}"] = interleave(targets, args.clients, args, body=body_path, ctype=ctype)
+    finally:
+        for s in services:
+            s.stop()
+    out["loadavg_after"] = _loadavg()
+    return out
 
 
-def _table(results: Result, modes: list[str], clients: int) -> str:
-    lines = ["| mode | target | conns | GETs/s | p50 / p99 ms | server CPU ms/req | client CPU s/s |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def table(results: Result, modes: list[str], clients: int) -> str:
+    lines = [
+        "| mode | target | conns | GETs/s | p50 / p99 ms | server CPU ms/GET | wrk CPU ms/GET | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for mode in modes:
         for key in (f"status_{clients}", "status_1"):
             for name, r in results[mode][key].items():
                 conns = key.removeprefix("status_")
+                goal = "-"
+                if name == "netshrink" and conns == str(clients):
+                    ok = r["rps"] >= TARGET_GETS_PER_S and r["p99_ms"] < TARGET_GET_P99_MS and not r["errors"]
+                    goal = f"{_met(ok)} (≥ {TARGET_GETS_PER_S:,}/s, p99 < {TARGET_GET_P99_MS:.0f} ms)"
                 lines.append(
                     f"| {mode} | {name} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
-                    f"| {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_per_s']:.2f} |"
+                    f"| {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.3f} | {goal} |"
                 )
-    lines += ["", "| mode | target | submits/s | p50 / p99 ms | statuses | server / client CPU ms each |"]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"| mode | target | submits/s ({clients} clients) | p50 / p99 ms | non-202 | server CPU ms/submit "
+        "| wrk CPU ms/submit | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for mode in modes:
-        for name, r in results[mode].get(f"submit_{clients}", {}).items():
+        for name, r in results[mode][f"submit_{clients}"].items():
+            goal = "-"
+            if name == "netshrink":
+                ok = r["p99_ms"] < TARGET_SUBMIT_P99_MS and not r["errors"]
+                goal = f"{_met(ok)} (p99 < {TARGET_SUBMIT_P99_MS:.0f} ms)"
             lines.append(
-                f"| {mode} | {name} | {r['rps']:.1f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} "
-                f"| {r['statuses']} | {r['server_cpu_ms_per_submit']} / {r['client_cpu_ms_per_submit']} |"
+                f"| {mode} | {name} | {r['rps']:,.1f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
+                f"| {r['errors']} | {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.3f} "
+                f"| {goal} |"
             )
     return "\n".join(lines)
 
@@ -231,21 +240,32 @@ def _table(results: Result, modes: list[str], clients: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--mode", choices=["embedded", "redis", "both"], default="both")
-    parser.add_argument("--slice-s", type=float, default=2.0, help="seconds per interleaved slice")
-    parser.add_argument("--rounds", type=int, default=3, help="slices per target (and submit blocks)")
+    parser.add_argument("--slice-s", type=float, default=2.0, help="seconds per interleaved wrk slice")
+    parser.add_argument("--rounds", type=int, default=3, help="slices per target")
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--submits", type=int, default=60, help="submits per target, in --rounds blocks")
     parser.add_argument("--baseline-tree", type=Path, default=None, help="also measure this checkout")
-    parser.add_argument("--no-worker", action="store_true", help="no worker: submitted jobs stay queued")
+    parser.add_argument("--dev", action="store_true", help="dev mode (no API key) instead of keys mode")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.load needs wrk on PATH (Debian/Ubuntu: apt-get install wrk)")
     model = _model()
     modes = ["embedded", "redis"] if args.mode == "both" else [args.mode]
-    results: Result = {"cpus": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: Result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    t0 = time.monotonic()
     with TemporaryDirectory(prefix="netshrink-load-") as tmp:
         for mode in modes:
             results[mode] = run_mode(mode, args, model, Path(tmp) / mode)
             print(mode, json.dumps(results[mode]), flush=True)
-    print(_table(results, modes, args.clients))
+    results["wall_s"] = round(time.monotonic() - t0, 1)
+    print(f"\n{results['date']}, {results['cpus']} CPUs, {results['wall_s']} s; load average", end=" ")
+    print(
+        ", ".join(f"{m} {results[m]['loadavg_before'][0]} -> {results[m]['loadavg_after'][0]}" for m in modes)
+    )
+    print(table(results, modes, args.clients))
     out = ROOT / "bench" / "results" / "load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """The processes ``bench/load.py`` measures: a real ``netshrink serve`` (embedded or Redis mode), a
 real ``netshrink worker`` for the Redis mode, and the framework floor (a minimal FastAPI app under
-the same uvicorn that answers a status-shaped body from memory: the cost of HTTP + Starlette +
-FastAPI alone, measured in the same run as a peer).
+the same uvicorn that answers a status-shaped body from memory, and a submit by parsing the
+multipart form and storing nothing: the cost of HTTP + Starlette + FastAPI alone, measured in the
+same run as a peer).
 
 Every process binds 127.0.0.1 on a free port. ``tree`` runs the code of another checkout (a
 ``.ci/linked-tree`` layout under ``tree/build/typecheck``), so a baseline commit can be measured in
@@ -16,18 +17,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 _TICK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 _FLOOR = """
 import json, sys, uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 body = json.loads(sys.argv[2])
 app = FastAPI()
@@ -39,6 +43,12 @@ async def healthz() -> JSONResponse:
 @app.get("/v1/jobs/{job_id}")
 async def status(job_id: str) -> JSONResponse:
     return JSONResponse(body)
+
+@app.post("/v1/jobs")
+async def submit(request: Request) -> JSONResponse:  # Starlette's multipart parser, nothing stored
+    async with request.form() as form:
+        assert "model" in form and "spec" in form
+    return JSONResponse(body, status_code=202)
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
@@ -77,6 +87,12 @@ class Service:
     base: str
     api: subprocess.Popen[bytes]
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    key: str | None = None  # the bearer key of the service's one API key (keys mode)
+    redis_prefix: str | None = None  # Redis mode: every key the service wrote starts with this
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     def stop(self) -> None:
         for proc in [self.api, *self.extra]:
@@ -87,6 +103,40 @@ class Service:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.redis_prefix:  # the bench's own keys only (a unique prefix); never FLUSHALL
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            for batch in _batched(client.scan_iter(match=self.redis_prefix + "*", count=1000), 500):
+                client.delete(*batch)
+            client.close()
+
+
+def _batched(items: Iterator[T], n: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def create_key(data_dir: Path, redis_prefix: str | None) -> str:
+    """A new API key in the store the service will use (so it serves in keys mode); its token."""
+    from netshrink.service.auth import generate_key
+    from netshrink.workers.settings import WorkerSettings
+    from netshrink.workers.store import get_store
+
+    redis = {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix} if redis_prefix else {}
+    store = get_store(WorkerSettings(data_dir=data_dir, **redis))  # type: ignore[arg-type]
+    try:
+        token, record = generate_key("bench-load")
+        store.create_api_key(record)
+    finally:
+        store.close()
+    return token
 
 
 def _env(tree: Path | None, **extra: str) -> dict[str, str]:
@@ -118,22 +168,27 @@ def start_netshrink(
     *,
     tree: Path | None = None,
     worker: bool = True,
+    keys: bool = True,
 ) -> Service:
     """``netshrink serve`` in ``mode``; in Redis mode also ``netshrink worker -c 1`` (when ``worker``)
-    on a private key prefix (every job-store and broker key under it), sharing ``data_dir``."""
+    on a private key prefix (every job-store and broker key under it), sharing ``data_dir``. With
+    ``keys`` an API key is created first, so the server runs in keys mode (as deployed), else in
+    dev mode (no key, loopback)."""
     port = free_port()
     cwd = tree or ROOT
     argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     env = _env(tree)
-    if mode == "redis":
-        prefix = f"bench-load-{os.getpid()}-{port}:"
+    prefix = f"bench-load-{os.getpid()}-{port}:" if mode == "redis" else None
+    if prefix:
         env |= {"NETSHRINK_REDIS_KEY_PREFIX": prefix}
         argv += ["--redis-url", REDIS_URL]
     elif not worker:
         argv += ["--no-embedded-worker"]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = create_key(data_dir, prefix) if keys else None
     code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
     api = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd)
-    service = Service(name, f"http://127.0.0.1:{port}", api)
+    service = Service(name, f"http://127.0.0.1:{port}", api, key=key, redis_prefix=prefix)
     if mode == "redis" and worker:
         wenv = env | {"NETSHRINK_REDIS_URL": REDIS_URL, "NETSHRINK_DATA_DIR": str(data_dir)}
         wargv = ["-c", "1", "--loglevel", "WARNING"]
@@ -156,4 +211,13 @@ def start_floor(status_body: str) -> Service:
     return service
 
 
-__all__ = ["REDIS_URL", "ROOT", "Service", "cpu_s", "free_port", "start_floor", "start_netshrink"]
+__all__ = [
+    "REDIS_URL",
+    "ROOT",
+    "Service",
+    "cpu_s",
+    "create_key",
+    "free_port",
+    "start_floor",
+    "start_netshrink",
+]
