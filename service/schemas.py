@@ -17,7 +17,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.spec import MAX_BITS, MAX_DRAWS, MIN_BITS, SEED_MAX, CompressSpec
-from netshrink.workers.jobs import Job
+from netshrink.workers.jobs import Job, JobStatus
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 EventName = Literal["job.started", "job.progress", "job.succeeded", "job.failed", "job.cancelled"]
@@ -290,7 +290,9 @@ def to_public(job: Job) -> JobPublic:
         input=InputPublic.model_validate(job.input.model_dump()),
         error=Problem.model_validate(job.error) if job.error else None,
         artifacts=[ArtifactPublic(**a.model_dump(), url=f"{base}/artifacts/{a.name}") for a in job.artifacts],
-        report_url=f"{base}/report" if job.report is not None else None,
+        # A job has a report exactly when it succeeded (transitions.succeed), so this holds for a job
+        # read without its report body (JobStore.get(report=False)).
+        report_url=f"{base}/report" if job.status is JobStatus.SUCCEEDED else None,
         expires_at=job.expires_at,
     )
 

@@ -211,8 +211,11 @@ class JobStore(Protocol):
         (``created=False``) if the fingerprint matches, else raise ``IdempotencyConflictError``."""
         ...
 
-    def get(self, job_id: str) -> Job:
-        """The job, or ``JobNotFoundError``."""
+    def get(self, job_id: str, *, report: bool = True) -> Job:
+        """The job, or ``JobNotFoundError``. ``report=False`` leaves ``report`` None without reading
+        it: the report (tens of KB of JSON) is stored apart from the job, and a status read, which
+        never shows it, would spend most of its CPU parsing it (issue 13 §8). Never write back a
+        job read that way."""
         ...
 
     def list(

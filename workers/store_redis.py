@@ -2,7 +2,8 @@
 
 Keys (all under ``prefix``, default ``netshrink:``)::
 
-    job:{id}               JSON of the Job (the truth)
+    job:{id}               JSON of the Job (the truth), without its report
+    report:{id}            JSON of its report (apart: a status read never parses it)
     jobs                   ZSET id → created µs (all jobs, for admin listing)
     owner:{owner}          ZSET id → created µs (per-owner listing, cursor pagination)
     status:{status}        SET of ids (counts for /metrics)
@@ -50,7 +51,13 @@ from netshrink.workers.jobs import (
     to_us,
     utcnow,
 )
-from netshrink.workers.store_common import DEFAULT_LEASE_S, TransitionMethods
+from netshrink.workers.store_common import (
+    DEFAULT_LEASE_S,
+    REPORT_JSON,
+    TransitionMethods,
+    job_json,
+    report_json,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -78,6 +85,19 @@ def _retried(method: Callable[P, T]) -> Callable[P, T]:
                 delay = min(delay * 2, _BACKOFF_CAP_S)
 
     return wrapper
+
+
+def _job(raw: Any, job_id: str) -> Job:
+    if raw is None:
+        raise JobNotFoundError(job_id)
+    return Job.model_validate_json(str(raw))
+
+
+def _without_report(raw: Any, job_id: str) -> Job:
+    """A job from ``job:{id}``, its report left out (stored before the split, it was inside)."""
+    job = _job(raw, job_id)
+    job.report = None
+    return job
 
 
 class RedisJobStore(TransitionMethods):
@@ -113,7 +133,9 @@ class RedisJobStore(TransitionMethods):
 
     def _index(self, pipe: Any, job: Job, old_status: JobStatus | None) -> None:
         """Queue the index updates that accompany writing ``job`` (inside MULTI)."""
-        pipe.set(self._k("job", job.id), job.model_dump_json())
+        pipe.set(self._k("job", job.id), job_json(job))
+        if job.report is not None:  # None on a read without it: the stored report stays
+            pipe.set(self._k("report", job.id), str(report_json(job)))
         if old_status is not job.status:
             if old_status is not None:
                 pipe.srem(self._k("status", old_status.value), job.id)
@@ -131,11 +153,11 @@ class RedisJobStore(TransitionMethods):
                     raw = pipe.get(key)
                     if raw is None:
                         raise JobNotFoundError(job_id)
-                    job = Job.model_validate_json(raw)
+                    job = Job.model_validate_json(raw)  # without its report (see _index)
                     old_status = job.status
                     result = fn(job)
-                    after = job.model_dump_json()
-                    if after == raw:
+                    after = job_json(job)
+                    if after == raw and job.report is None:
                         pipe.unwatch()
                         return result
                     pipe.multi()
@@ -177,11 +199,14 @@ class RedisJobStore(TransitionMethods):
                     continue
 
     @_retried
-    def get(self, job_id: str) -> Job:
-        raw = self.r.get(self._k("job", job_id))
-        if raw is None:
-            raise JobNotFoundError(job_id)
-        return Job.model_validate_json(str(raw))
+    def get(self, job_id: str, *, report: bool = True) -> Job:
+        if not report:
+            return _without_report(self.r.get(self._k("job", job_id)), job_id)
+        raw, raw_report = self.r.mget([self._k("job", job_id), self._k("report", job_id)])
+        job = _without_report(raw, job_id) if raw_report is not None else _job(raw, job_id)
+        if raw_report is not None:
+            job.report = REPORT_JSON.validate_json(raw_report)
+        return job
 
     @_retried
     def list(
@@ -209,7 +234,7 @@ class RedisJobStore(TransitionMethods):
             for raw in raws:
                 if raw is None:
                     continue  # deleted between the two reads
-                job = Job.model_validate_json(raw)
+                job = _without_report(raw, "")
                 if status is None or job.status is status:
                     out.append(job)
         more = len(out) > limit
@@ -228,7 +253,7 @@ class RedisJobStore(TransitionMethods):
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self._k("job", job_id))
+        pipe.delete(self._k("job", job_id), self._k("report", job_id))
         pipe.zrem(self._k("jobs"), job_id)
         pipe.zrem(self._k("owner", job.owner), job_id)
         pipe.zrem(self._k("expires"), job_id)
@@ -242,7 +267,7 @@ class RedisJobStore(TransitionMethods):
     def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:
         ids: builtins.list[str] = sorted(self.r.smembers(self._k("status", status.value)))  # type: ignore[arg-type]
         raws = self.r.mget([self._k("job", i) for i in ids]) if ids else []
-        return [Job.model_validate_json(raw) for raw in raws if raw is not None]
+        return [_without_report(raw, "") for raw in raws if raw is not None]
 
     @_retried
     def counts_by_status(self) -> dict[JobStatus, int]:

@@ -5,7 +5,8 @@ write lock is taken before the read, so read-modify-write is atomic across threa
 processes). Each thread keeps one connection (autocommit, so every read sees the latest commit),
 opened again after a fork or an error: opening a connection per call (open, two PRAGMAs, WAL
 index, close) was the largest store cost of a status read (issue 13 §8). The job itself is stored
-as JSON; the columns beside it exist only to index (owner, status, created, expires).
+as JSON; its report in its own column (a status read never parses it), the other columns beside
+it exist only to index (owner, status, created, expires).
 Ref: ``workers/jobs.py`` (protocol), https://www.sqlite.org/wal.html.
 """
 
@@ -35,14 +36,20 @@ from netshrink.workers.jobs import (
     to_us,
     utcnow,
 )
-from netshrink.workers.store_common import DEFAULT_LEASE_S, TransitionMethods
+from netshrink.workers.store_common import (
+    DEFAULT_LEASE_S,
+    REPORT_JSON,
+    TransitionMethods,
+    job_json,
+    report_json,
+)
 
 T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
-    created_us INTEGER NOT NULL, expires_us INTEGER, data TEXT NOT NULL);
+    created_us INTEGER NOT NULL, expires_us INTEGER, data TEXT NOT NULL, report TEXT);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_us);
@@ -55,6 +62,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS workers (
     worker_id TEXT PRIMARY KEY, last_seen_us INTEGER NOT NULL, data TEXT NOT NULL);
 """
+
+
+def _without_report(data: str) -> Job:
+    """A job from its ``data`` column, its report left out like ``get(report=False)``."""
+    job = Job.model_validate_json(data)
+    job.report = None  # stored before the report column: it was inside ``data``
+    return job
 
 
 class SQLiteJobStore(TransitionMethods):
@@ -77,6 +91,9 @@ class SQLiteJobStore(TransitionMethods):
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        with self._tx() as conn:  # a database from before the report column: add it (once)
+            if "report" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
+                conn.execute("ALTER TABLE jobs ADD COLUMN report TEXT")
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
@@ -119,17 +136,25 @@ class SQLiteJobStore(TransitionMethods):
     def _write(conn: sqlite3.Connection, job: Job) -> None:
         expires = to_us(job.expires_at) if job.expires_at else None
         conn.execute(
-            "INSERT OR REPLACE INTO jobs (id, owner, status, created_us, expires_us, data)"
-            " VALUES (?,?,?,?,?,?)",
-            (job.id, job.owner, job.status.value, to_us(job.created_at), expires, job.model_dump_json()),
-        )
+            "INSERT OR REPLACE INTO jobs (id, owner, status, created_us, expires_us, data, report)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (job.id, job.owner, job.status.value, to_us(job.created_at), expires, job_json(job),
+             report_json(job)),
+        )  # fmt: skip
 
     @staticmethod
-    def _read(conn: sqlite3.Connection, job_id: str) -> Job:
-        row = conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def _read(conn: sqlite3.Connection, job_id: str, report: bool = True) -> Job:
+        """The job; with ``report`` its report too (a write-back needs it: ``_write`` replaces the row)."""
+        sql = "SELECT data, report FROM jobs WHERE id = ?" if report else "SELECT data FROM jobs WHERE id = ?"
+        row = conn.execute(sql, (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(job_id)
-        return Job.model_validate_json(row[0])
+        if not report:
+            return _without_report(row[0])
+        job = Job.model_validate_json(row[0])
+        if row[1] is not None:
+            job.report = REPORT_JSON.validate_json(row[1])
+        return job
 
     def _mutate(self, job_id: str, fn: Callable[[Job], T]) -> T:
         with self._tx() as conn:
@@ -163,9 +188,9 @@ class SQLiteJobStore(TransitionMethods):
             self._write(conn, job)
         return CreateResult(job, True)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, *, report: bool = True) -> Job:
         with self._connect() as conn:
-            return self._read(conn, job_id)
+            return self._read(conn, job_id, report)
 
     def list(
         self,
@@ -190,7 +215,7 @@ class SQLiteJobStore(TransitionMethods):
         sql = f"SELECT data FROM jobs WHERE {' AND '.join(where)} ORDER BY created_us DESC, id DESC LIMIT ?"
         with self._connect() as conn:
             rows = conn.execute(sql, [*args, limit + 1]).fetchall()
-        jobs = [Job.model_validate_json(r[0]) for r in rows]
+        jobs = [_without_report(r[0]) for r in rows]
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return JobPage(jobs, encode_cursor(jobs[-1]) if more and jobs else None)
@@ -216,7 +241,7 @@ class SQLiteJobStore(TransitionMethods):
     def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:
         with self._connect() as conn:
             rows = conn.execute("SELECT data FROM jobs WHERE status = ?", (status.value,)).fetchall()
-        return [Job.model_validate_json(r[0]) for r in rows]
+        return [_without_report(r[0]) for r in rows]
 
     def counts_by_status(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -90,7 +90,7 @@ def download_artifact(
     responses={409: {"description": "The job has not finished yet", **PROBLEM_RESPONSE}, **ERROR_RESPONSES},
 )
 def get_report(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
-    job = owned_job(store, job_id, principal.owner)
+    job = owned_job(store, job_id, principal.owner, report=True)
     if job.report is None:
         if not job.status.is_terminal:
             raise ApiError(

@@ -77,10 +77,11 @@ _POLL_S = 0.2
 _WATCH_POLL_S = 0.05  # GET with Prefer: wait re-reads the job this often (layers can be ms apart)
 
 
-def owned_job(store: JobStore, job_id: str, owner: str) -> Job:
-    """The caller's job; another key's job is indistinguishable from a missing one (404)."""
+def owned_job(store: JobStore, job_id: str, owner: str, *, report: bool = False) -> Job:
+    """The caller's job; another key's job is indistinguishable from a missing one (404). Its report
+    is read only with ``report`` (``GET .../report``): no other route shows it."""
     try:
-        job = store.get(job_id)
+        job = store.get(job_id, report=report)
     except (JobNotFoundError, ValueError):
         raise not_found() from None
     if job.owner != owner:

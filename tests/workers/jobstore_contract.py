@@ -27,12 +27,13 @@ from netshrink.workers.jobs import (
     utcnow,
 )
 from tests.workers.jobstore_dispatch import DispatchContract
+from tests.workers.jobstore_report import ReportContract
 
 MakeJob = Callable[..., Job]
 ART = ArtifactInfo(name="model.onnx", media_type="application/onnx", size_bytes=3, sha256="a" * 64)
 
 
-class StoreContract(DispatchContract):
+class StoreContract(DispatchContract, ReportContract):
     def test_satisfies_protocol(self, store: JobStore) -> None:
         assert isinstance(store, JobStore)
         assert store.ping()

@@ -43,3 +43,19 @@ def test_every_key_is_under_the_prefix(redis_store: RedisJobStore, make_job: Cal
         "expires",
         "idem",
     }
+
+
+def test_the_report_has_its_own_key_and_an_old_job_keeps_its_report(
+    redis_store: RedisJobStore, make_job: Callable[..., Job]
+) -> None:
+    """A job stored with the report inside ``job:{id}`` (before ``report:{id}``) still reads back
+    whole, a lean read leaves it out, and its next write moves the report to ``report:{id}``."""
+    job = make_job(status="succeeded", report={"summary": {"ratio": 3.0}}, enqueued=False)
+    redis_store.r.set(f"{redis_store.prefix}job:{job.id}", job.model_dump_json())
+    assert redis_store.get(job.id) == job and redis_store.get(job.id, report=False).report is None
+    redis_store.mark_enqueued(job.id)
+    assert redis_store.get(job.id).report == {"summary": {"ratio": 3.0}}
+    assert '"report"' not in str(redis_store.r.get(f"{redis_store.prefix}job:{job.id}"))
+    assert redis_store.r.exists(f"{redis_store.prefix}report:{job.id}")
+    redis_store.delete(job.id)
+    assert not redis_store.r.exists(f"{redis_store.prefix}report:{job.id}")

@@ -109,3 +109,31 @@ def test_a_forked_child_opens_its_own_connection(
     proc.join(30)
     assert proc.exitcode == 0
     assert sqlite_store.get(job.id).attempts == 1
+
+
+def test_a_database_from_before_the_report_column_reads_and_keeps_its_reports(
+    tmp_path: Path, make_job: Callable[..., Job]
+) -> None:
+    """Jobs stored with the report inside their JSON (no ``report`` column) still read back whole; the
+    store adds the column, a lean read leaves the report out, and the next write moves it over."""
+    path = tmp_path / "old.sqlite3"
+    job = make_job(status="succeeded", report={"summary": {"ratio": 3.0}}, enqueued=False)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,"
+        " created_us INTEGER NOT NULL, expires_us INTEGER, data TEXT NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO jobs VALUES (?,?,?,?,?,?)",
+        (job.id, job.owner, "succeeded", 1, None, job.model_dump_json()),
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteJobStore(path, retention_s=60)
+    assert store.get(job.id) == job and store.get(job.id, report=False).report is None
+    assert [j.report for j in store.list(job.owner).items] == [None]
+    store.mark_enqueued(job.id)
+    assert store.get(job.id).report == {"summary": {"ratio": 3.0}}
+    with sqlite3.connect(path) as conn:
+        data, report = conn.execute("SELECT data, report FROM jobs").fetchone()
+    assert '"report"' not in data and report is not None
