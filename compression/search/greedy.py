@@ -37,12 +37,13 @@ AUTO_MAX_DRAWS = 16  # draws="auto": never more draws than this
 class PrefixCache:
     """Layer draws keyed by (draw, (name, keep, bits) of layers 1..ℓ), first in first out.
 
-    Bounded by ``max_elements`` weight entries in all (a 4096×4096 draw holds ~13 bytes per entry:
-    Ŵ, codes and the float64 variance), so a search over a large model does not hold every draw.
+    Bounded by ``max_bytes``: the bytes of the arrays its draws hold (Ŵ, codes, outliers and the
+    variance, ``layer_draw_nbytes``), so a search over a large model does not hold every draw. The
+    newest draw always stays, even when it alone is over the bound (it is also the draw in use).
     """
 
-    def __init__(self, max_elements: int) -> None:
-        self.max_elements = max_elements
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.items: dict[tuple[object, ...], LayerDraw] = {}
         self.hits = 0
 
@@ -53,11 +54,18 @@ class PrefixCache:
 
     def put(self, key: tuple[object, ...], d: LayerDraw) -> None:
         self.items[key] = d
-        while len(self.items) > 1 and self._size() > self.max_elements:
+        while len(self.items) > 1 and self.nbytes() > self.max_bytes:
             del self.items[next(iter(self.items))]
 
-    def _size(self) -> int:
-        return sum(int(d.compressed.weight.size) for d in self.items.values())
+    def nbytes(self) -> int:
+        return sum(layer_draw_nbytes(d) for d in self.items.values())
+
+
+def layer_draw_nbytes(d: LayerDraw) -> int:
+    """Bytes of the per-entry arrays a layer draw holds (what a cache or a kept draw costs)."""
+    c = d.compressed
+    arrays = (c.weight, c.codes, c.outliers, d.var)
+    return sum(int(a.nbytes) for a in arrays if a is not None)
 
 
 @dataclass

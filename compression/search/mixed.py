@@ -40,7 +40,7 @@ BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step 
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
-CACHE_PARAMS = 4  # the prefix cache holds at most this many times the network's weights
+CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
 NEAR = 2.0  # a randomized candidate is redrawn only if its miss is within this factor (``_near``)
 VERIFY_DRAWS = 3  # draws="auto": a randomized candidate gets up to this many fit-split draws
 VERIFY_RULE = (
@@ -203,16 +203,24 @@ def mixed_search(
     Zs = {layer.name: dense[layer.input] for layer in net.layers}
     qpred, ppred, base_p = _menus(net, spec, Zs, sens)
     measured: list[Allocation] = []
-    cache = PrefixCache(CACHE_PARAMS * net.n_params)  # per-prefix layer draws, shared by all candidates
+    # per-prefix layer draws, shared by all candidates; bounded by bytes (docs/budget-search.md)
+    cache = PrefixCache(CACHE_WEIGHT_BYTES * 4 * net.n_params)
     k_draws = 1 if spec.compensate else verify_draws(spec)  # the refit absorbs most of a mask's variance
     threshold = meets_threshold(t.metric, float((t.min if t.metric != "relative_l2" else t.max) or 0.0), X)
 
+    kept: list[Allocation] = []  # the one measured allocation whose draw is kept (see ``check``)
+
     def check(a: Allocation) -> bool:
+        """Measure ``a`` on the fit split. Memory: only the draw that can still be shipped is kept,
+        the first meeting draw of the fewest-bytes allocation met so far (the final pick below);
+        every other draw is dropped as soon as its value is known."""
         if a.meets is None:
             if on_candidate is not None:
                 on_candidate(len(measured), MAX_MEASURED)
             cspec = allocation_spec(spec, a, base_p)
-            draws: list[tuple[NetworkDraw, float]] = []
+            values: list[float] = []
+            errors: list[float] = []
+            shipped: NetworkDraw | None = None
             for r in range(k_draws if is_random(cspec) else 1):
                 nd = draw_network(
                     net, ex, cspec, X, draw=r, sensitivities=sens, should_cancel=should_cancel,
@@ -225,14 +233,24 @@ def mixed_search(
                 value = nd.fit_relative_l2
                 if t.metric != "relative_l2":
                     value = classification(phi, phi_hat, labels)["top1_agreement"] or 0.0
-                draws.append((nd, value))
-                if _ok(t.metric, value, threshold) or not _near(t.metric, value, threshold):
-                    break  # the first draw that meets is the one shipped; a far miss is not redrawn
-            nd, value = draws[-1] if _ok(t.metric, draws[-1][1], threshold) else _best(t.metric, draws)
-            nd.fit_errors = [d.fit_relative_l2 for d, _ in draws]
+                values.append(value)
+                errors.append(nd.fit_relative_l2)
+                if _ok(t.metric, value, threshold):
+                    shipped = nd  # the first draw that meets is the one shipped
+                    break
+                del nd, phi_hat  # a missing draw is never shipped
+                if not _near(t.metric, value, threshold):
+                    break  # a far miss is not redrawn
+            value = values[-1] if shipped is not None else _best_value(t.metric, values)
             a.measured, a.meets = value, _ok(t.metric, value, threshold)
-            a.extra["draw"] = nd
-            a.extra["draws"] = len(draws)
+            a.extra["draws"] = len(values)
+            if shipped is not None and (not kept or a.nbytes < kept[0].nbytes):
+                if kept:
+                    kept[0].extra.pop("draw", None)
+                shipped.fit_errors = errors
+                a.extra["draw"] = shipped
+                kept[:] = [a]
+            del shipped
             measured.append(a)
         return bool(a.meets)
 
@@ -352,9 +370,8 @@ def _near(metric: str, value: float, threshold: float) -> bool:
     return 1.0 - value <= NEAR * max(1.0 - threshold, 1e-12)
 
 
-def _best(metric: str, draws: list[tuple[NetworkDraw, float]]) -> tuple[NetworkDraw, float]:
-    key = (lambda d: d[1]) if metric == "relative_l2" else (lambda d: -d[1])
-    return min(draws, key=key)
+def _best_value(metric: str, values: list[float]) -> float:
+    return min(values) if metric == "relative_l2" else max(values)
 
 
 def _describe(a: Allocation) -> str:

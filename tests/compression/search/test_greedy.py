@@ -117,3 +117,27 @@ def test_executor_bias_override_matches_on_both_backends(mlp_net: Network) -> No
     torch.testing.assert_close(o, a, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         ex.run(X, overrides={layer.name + BIAS: torch.zeros(layer.n_out + 1)})
+
+
+def test_prefix_cache_is_bounded_by_the_bytes_of_its_draws(mlp_net: Network) -> None:
+    """The budget search's cache evicts oldest-first once its draws' arrays pass ``max_bytes``
+    (issue 10: it held up to 4x the weights' entries at ~13 bytes each); the newest always stays."""
+    from netshrink.compression.search.greedy import PrefixCache, draw_network, layer_draw_nbytes
+
+    spec = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "evaluation": {"samples": 64}})
+    ex, X = _fit(mlp_net, spec)
+    draws = [d for r in range(3) for d in draw_network(mlp_net, ex, spec, X, draw=r).layers.values()]
+    sizes = [layer_draw_nbytes(d) for d in draws]
+    c = draws[0].compressed
+    assert sizes[0] == c.weight.nbytes + c.codes.nbytes + draws[0].var.nbytes  # type: ignore[union-attr]
+    bound = sum(sizes[:2])
+    cache = PrefixCache(bound)
+    for i, d in enumerate(draws):
+        cache.put((i,), d)
+        assert cache.nbytes() <= bound or len(cache.items) == 1
+    assert list(cache.items)[-1] == (len(draws) - 1,)  # the newest is kept
+    assert len(cache.items) < len(draws)  # older draws were evicted
+    small = PrefixCache(1)
+    for i, d in enumerate(draws):
+        small.put((i,), d)
+    assert list(small.items) == [(len(draws) - 1,)]
