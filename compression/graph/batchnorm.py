@@ -14,9 +14,12 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """Fold every eval-mode BatchNormalization that directly follows a Conv into that Conv.
 
     W' = W · γ/√(var+ε) per output channel, b' = (b − mean) · γ/√(var+ε) + β (docs/method.md §3 table,
-    "BatchNorm in eval mode"). Returns a new model (the input is untouched) and the folded BN names.
+    "BatchNorm in eval mode"). Returns a new model (the input is untouched) and the folded BN names,
+    or the input itself when it has no BatchNormalization (no copy of its weights).
     The Conv keeps its initializer names (a new ``<conv>.bias`` is added when it had none).
     """
+    if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        return model, []
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = GraphIndex(out)

@@ -35,7 +35,10 @@ def _spatial_axes(node: onnx.NodeProto, g: GraphIndex) -> bool:
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model``: Identity(initializer) nodes become initializers; spatial ``ReduceMean``
-    becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0)."""
+    becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0).
+    ``model`` itself when it has neither op (no copy of its weights: the loader's memory)."""
+    if not any(n.op_type in ("Identity", "ReduceMean") for n in model.graph.node):
+        return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = GraphIndex(out)

@@ -91,7 +91,9 @@ def load_model(
             raise ArchitectureError("an architecture JSON is only accepted with a state dict, not with ONNX")
         data = path.read_bytes()
         model = parse_onnx(data, max_dim=limits.max_dim, max_params=limits.max_params)
-        return network_from_onnx(model, original=onnx.load_from_string(data), source_format="onnx")
+        original = onnx.load_from_string(data)
+        del data  # memory: the file's bytes are not held while the Network is built
+        return network_from_onnx(model, original=original, source_format="onnx")
     if fmt == "pytorch":
         state = load_torch_state_dict(path, max_decompressed_bytes=limits.max_decompressed_bytes)
     else:
@@ -155,8 +157,10 @@ def network_from_onnx(
 ) -> Network:
     """A parsed, checked, named model (``onnx_io.parse_onnx``) -> ``Network``.
 
-    ``Network.model`` is ``model`` with BatchNorm folded; ``Network.original`` is ``original`` (the
-    upload untouched) or a copy of ``model``. ``raw_weights`` are read before folding.
+    ``Network.model`` is ``model`` with BatchNorm folded (``model`` itself when nothing is folded or
+    rewritten); ``Network.original`` is ``original`` (the upload untouched) or ``model``.
+    ``raw_weights`` are read before folding; a weight that folding left unchanged is the same array
+    as ``Layer.weight`` (one dense copy of each weight; neither is written in place).
     """
     inp = graph_input(model)
     working, _ = fold_batchnorm(canonicalize(model))
@@ -166,9 +170,10 @@ def network_from_onnx(
     for layer in found.layers:
         init = original_inits.get(layer.weight_key)
         W = numpy_helper.to_array(init).astype(np.float32) if init is not None else layer.weight
-        raw[layer.name] = np.ascontiguousarray(
-            layer.from_onnx_layout(W)
-        )  # as uploaded, canonical orientation
+        W = layer.from_onnx_layout(W)  # as uploaded, canonical orientation
+        same = W is layer.weight or (W.shape == layer.weight.shape and np.array_equal(W, layer.weight))
+        raw[layer.name] = layer.weight if same else np.ascontiguousarray(W)
+        del W
     return Network(
         model=working,
         original=original if original is not None else model,
