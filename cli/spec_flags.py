@@ -89,7 +89,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         "--draws",
         type=_draws,
         metavar="R",
-        help="best of R whole-network draws, or auto (default: until 3 draws bring no gain, at most 16)",
+        help="best of R whole-network draws, or auto (default: until 3 draws bring no gain, "
+        "at most min(16, max(4, 2^34 / (parameters x fit samples))))",
     )
     g.add_argument(
         "--compensate",

@@ -116,7 +116,7 @@ class JobSpecCreate(_In):
     draws: Annotated[int, Field(ge=1, le=MAX_DRAWS)] | Literal["auto"] = Field(
         default="auto",
         description="Best of R whole-network draws; 'auto' draws until the fit-split error stops "
-        "improving (no gain in 3 draws, at most 16).",
+        "improving (no gain in 3 draws; at most min(16, max(4, 2^34 / (parameters x fit samples)))).",
     )
     compensate: bool = Field(
         default=False,

@@ -32,6 +32,20 @@ from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
 AUTO_PATIENCE = 3  # draws="auto": stop after this many draws without a gain on the best fit error
 AUTO_MAX_DRAWS = 16  # draws="auto": never more draws than this
+AUTO_MIN_DRAWS = 4  # draws="auto": the work cap never goes below this (1 + AUTO_PATIENCE)
+AUTO_WORK = 2**34  # draws="auto": R · parameters · fit samples stays within this (or R = AUTO_MIN_DRAWS)
+
+
+def auto_cap(n_params: int, n_samples: int) -> int:
+    """The most draws ``draws="auto"`` makes: min(16, max(4, ⌊2^34 / (parameters · fit samples)⌋)).
+
+    A draw costs a forward pass over the fit split (parameters · samples multiply-adds) plus the
+    rounding of every weight, so the cap bounds the draws' total work: a small model keeps up to 16
+    draws, the 17M-parameter MLP with 1,150 fit samples (2.0e10 per draw) gets 4. Deterministic: it
+    reads only shapes (docs/method.md §1 "Best of R draws").
+    """
+    per_draw = max(1, int(n_params) * int(n_samples))
+    return max(AUTO_MIN_DRAWS, min(AUTO_MAX_DRAWS, AUTO_WORK // per_draw))
 
 
 class PrefixCache:
@@ -77,6 +91,7 @@ class NetworkDraw:
     fit_relative_l2: float = float("nan")
     fit_errors: list[float] = field(default_factory=list)  # fit-split rel. error of every draw made
     fit_logits: torch.Tensor | None = None  # (S, K) Φ̂ on the fit split (``draw_network(logits=True)``)
+    max_draws: int | None = None  # draws="auto": the cap of the rule for this model (``auto_cap``)
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
@@ -92,10 +107,18 @@ class NetworkDraw:
     def draws_summary(self) -> dict[str, object]:
         """R, the rule that fixed it, and the spread of the fit-split errors (report field ``draws``)."""
         e = self.fit_errors
+        cap = self.max_draws
+        rule = (
+            "not the auto rule: R as asked (draws=R), or the budget search's verification draws"
+            if cap is None
+            else f"auto: stop after {AUTO_PATIENCE} draws without a gain, at most {cap} "
+            f"(= min({AUTO_MAX_DRAWS}, max({AUTO_MIN_DRAWS}, 2^34 / (parameters x fit samples))))"
+        )
         return {
             "R": len(e),
             "chosen": self.draw,
-            "rule": f"auto: stop after {AUTO_PATIENCE} draws without a gain, at most {AUTO_MAX_DRAWS}",
+            "rule": rule,
+            "max_draws": cap,
             "fit_relative_l2": {
                 "min": min(e) if e else None,
                 "median": float(sorted(e)[len(e) // 2]) if e else None,

@@ -2,9 +2,10 @@
 
 R whole-network draws (``search/greedy.py``); the one with the lowest fit-split output error is kept.
 ``draws="auto"`` (the default) fixes R by a stated rule: draw until ``AUTO_PATIENCE`` consecutive
-draws bring no gain on the best fit-split error, at most ``AUTO_MAX_DRAWS`` draws, and one draw when
-nothing in the spec is random (round-to-nearest, magnitude/OBD). The rule reads only fit-split
-errors of seeded draws, so it is deterministic. Every expectation bound holds for each draw, so it
+draws bring no gain on the best fit-split error, at most ``auto_cap`` draws (16, fewer for a large
+model: R · parameters · fit samples ≤ 2^34, never below 4), and one draw when nothing in the spec
+is random (round-to-nearest, magnitude/OBD). The rule reads only shapes and fit-split errors of
+seeded draws, so it is deterministic. Every expectation bound holds for each draw, so it
 holds for the kept one too: the bound statement does not depend on R (docs/method.md §1).
 A module of its own so that ``make mutate`` can target the selection alone.
 """
@@ -24,11 +25,12 @@ from netshrink.compression.search.greedy import (
     AUTO_PATIENCE,
     NetworkDraw,
     StepFn,
+    auto_cap,
     draw_network,
 )
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec
 
-__all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "best_of", "is_random"]
+__all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "auto_cap", "best_of", "is_random"]
 
 
 def is_random(spec: CompressSpec) -> bool:
@@ -52,13 +54,14 @@ def best_of(
 ) -> NetworkDraw:
     """Best of ``spec.draws`` whole-network draws by fit-split relative error (ties: first draw).
 
-    ``draws="auto"``: the module docstring's rule (patience ``AUTO_PATIENCE``, cap ``AUTO_MAX_DRAWS``).
+    ``draws="auto"``: the module docstring's rule (patience ``AUTO_PATIENCE``, cap ``auto_cap``).
     """
     with torch.no_grad():
         phi = ex.run(X)[net.logits]
     best: NetworkDraw | None = None
     auto = spec.draws == DRAWS_AUTO
-    cap = (AUTO_MAX_DRAWS if is_random(spec) else 1) if auto else int(spec.draws)
+    max_draws = auto_cap(net.n_params, int(X.shape[0]))
+    cap = (max_draws if is_random(spec) else 1) if auto else int(spec.draws)
     errors: list[float] = []
     since_gain = 0
     for r in range(cap):
@@ -86,4 +89,5 @@ def best_of(
         del nd  # at most two draws alive: the best and the one being drawn
     assert best is not None
     best.fit_errors = errors
+    best.max_draws = cap if auto else None
     return best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ from netshrink.compression.evaluation.evaluation import evaluation_data
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
-from netshrink.compression.search.select import AUTO_MAX_DRAWS, AUTO_PATIENCE, best_of
+from netshrink.compression.search import select
+from netshrink.compression.search.select import AUTO_MAX_DRAWS, AUTO_PATIENCE, auto_cap, best_of
 from netshrink.compression.spec import CompressSpec
 
 Validate = Callable[[dict[str, Any]], None]
@@ -41,6 +43,31 @@ def test_auto_draws_follow_the_stated_rule_and_are_deterministic(mlp_net: Networ
         np.testing.assert_array_equal(again.layers[name].compressed.weight, d.compressed.weight)
     summary = nd.draws_summary()
     assert summary["R"] == len(e) and summary["fit_relative_l2"]["min"] == min(e)  # type: ignore[index]
+
+
+def test_auto_cap_bounds_the_draws_work_and_keeps_four() -> None:
+    """min(16, max(4, ⌊2^34 / (parameters · fit samples)⌋)): a small model keeps 16 draws, a large one 4."""
+    assert auto_cap(17_000, 1_000) == 16  # the digits MLP
+    assert auto_cap(2**20, 2**10) == 16  # exactly 16 draws' work
+    assert auto_cap(2**20, 2**11) == 8
+    assert auto_cap(2**20 + 1, 2**11) == 7  # floor
+    assert auto_cap(17_088_522, 1_150) == 4  # the 17M MLP of bench/scale.py: 2.0e10 per draw
+    assert auto_cap(67_000_000, 4_096) == 4  # never below 4
+    assert auto_cap(0, 0) == 16
+
+
+def test_auto_draws_stop_at_the_work_cap(mlp_net: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With patience out of the way, the cap alone fixes R; the report's draws section states it."""
+    spec = CompressSpec.from_dict({"quantize": {"bits": 3}, "seed": 1, "evaluation": {"samples": 100}})
+    ex, X = _fit(mlp_net, spec)
+    monkeypatch.setattr(select, "AUTO_PATIENCE", 10**6)
+    monkeypatch.setattr(select, "auto_cap", lambda n, s: 5 if (n, s) == (mlp_net.n_params, X.shape[0]) else 0)
+    nd = best_of(mlp_net, ex, spec, X)
+    assert len(nd.fit_errors) == 5
+    summary = nd.draws_summary()
+    assert summary["max_draws"] == 5 and "at most 5" in str(summary["rule"])
+    fixed = best_of(mlp_net, ex, dataclasses.replace(spec, draws=2), X)
+    assert len(fixed.fit_errors) == 2 and fixed.draws_summary()["max_draws"] is None
 
 
 def test_auto_draws_make_one_draw_when_nothing_is_random(mlp_net: Network) -> None:
