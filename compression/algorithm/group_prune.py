@@ -149,12 +149,12 @@ def prune_units(
 
     Tier E (exact, given ẑ = ``Z``): ``group_tier_e`` with the unit energies of ``stats``.
     """
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in), a fresh copy
     known = units >= 0
     u_scale = np.where(known, gd.scale[np.maximum(units, 0)], 1.0)  # (n_units,)
     u_tau2 = np.where(known, gd.tau2[np.maximum(units, 0)], 0.0)  # (n_units,)
     gid = column_groups(layer)  # (n_in,) unit of each column
-    Wt = W * torch.as_tensor(u_scale[gid], dtype=torch.float64, device=device)[None, :]  # (out, in)
+    Wt = W.mul_(torch.as_tensor(u_scale[gid], dtype=torch.float64, device=device)[None, :])  # (out, in)
     assert stats.group_energy is not None, "group pruning needs layer_stats(..., groups=True)"
     drop = np.flatnonzero(known & gd.dropped[np.maximum(units, 0)]).astype(np.int64)
     rand = u_tau2 > 0
@@ -163,7 +163,7 @@ def prune_units(
     p = float(gd.p[units[rand]].min()) if rand.any() else None
     return PruneResult(
         weight=Wt,
-        var=torch.zeros_like(W),
+        var=None,
         group_tau2=u_tau2,
         tier_E_A=group_tier_e(layer, stats.group_energy, u_tau2, Z, joint),
         f=float(rand.mean()),

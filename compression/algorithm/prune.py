@@ -30,7 +30,7 @@ class PruneResult:
     """W̃ after pruning plus what the bounds need. ``tier_E_A`` is None for the (biased) baselines."""
 
     weight: torch.Tensor  # (n_out, n_in) float64 W̃ on the working device
-    var: torch.Tensor  # (n_out, n_in) float64 per-entry Var(t) (unstructured only, else zeros)
+    var: torch.Tensor | None  # (n_out, n_in) float64 per-entry Var(t); None (all zero): groups, baselines
     group_tau2: np.ndarray | None  # (n_groups,) τ² for randomized groups, 0 elsewhere (structured)
     tier_E_A: float | None  # E_h E_x‖(W − W̃) ẑ‖² given ẑ (docs/method.md §3 tier E)
     f: float | None
@@ -67,9 +67,9 @@ def prune_layer(
     the exact group score E_x‖J W_g ẑ_g‖², while an (n_out, n_in) one gives its diagonal
     approximation Σ_{i, j∈g} w_ij²·E_x[ẑ_j² g_i]. Tier E always uses the layer-local energies.
     """
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in)
-    Wn = layer.matrix.astype(np.float64)  # (out, in)
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in), a fresh copy
     if spec.granularity == "weight":
+        Wn = layer.matrix.astype(np.float64)  # (out, in)
         energy = stats.energy if sensitivity is None else _as_matrix(sensitivity, Wn.shape)
         base = (Wn**2 * energy).ravel()  # (N,) w²·E[ẑ_j²] (OBD saliency; × τ² = P1's score)
         if spec.method == "randomized_greedy":
@@ -91,10 +91,11 @@ def prune_layer(
     elif np.asarray(sensitivity).size == n_groups:
         gbase = np.asarray(sensitivity, dtype=np.float64).ravel()  # (G,) E_x‖J W_g ẑ_g‖²
     else:
-        gbase = _group_sum(Wn**2 * _as_matrix(sensitivity, Wn.shape), gid, n_groups)
+        gbase = _group_sum_sq(layer.matrix, gid, n_groups, _as_matrix(sensitivity, W.shape))
     if spec.method == "randomized_greedy":
         return _randomized_groups(W, gbase, gid, stats.group_energy, spec, keep, gen, sensitivity is None)
-    gscore = _group_sum(Wn**2, gid, n_groups) if spec.method == "magnitude" else gbase  # ‖W_g‖_F² or OBD
+    # ‖W_g‖_F² (magnitude) or OBD
+    gscore = _group_sum_sq(layer.matrix, gid, n_groups) if spec.method == "magnitude" else gbase
     return _baseline_groups(W, gscore, gid, keep)
 
 
@@ -152,13 +153,13 @@ def _randomized_groups(
     sel[greedy_order(gbase)[:m]] = True
     survive = uniform(gen, G, "cpu").numpy() < p  # (G,)
     gscale = np.where(sel, np.where(survive, 1.0 / p, 0.0), 1.0)  # (G,)
-    Wt = W * torch.as_tensor(gscale[gid], dtype=torch.float64, device=W.device)[None, :]  # (out, in)
+    Wt = W.mul_(torch.as_tensor(gscale[gid], dtype=torch.float64, device=W.device)[None, :])  # (out, in)
     tau2 = (1.0 - p) / p
     group_tau2 = np.where(sel, tau2, 0.0)  # (G,)
     dropped = np.flatnonzero(sel & ~survive).astype(np.int64)
     return PruneResult(
         weight=Wt,
-        var=torch.zeros_like(W),
+        var=None,
         group_tau2=group_tau2,
         tier_E_A=float((group_tau2 * genergy).sum()),
         f=f,
@@ -178,7 +179,7 @@ def _baseline(
     kept = 1 - n_drop / n
     return PruneResult(
         weight=Wt,
-        var=torch.zeros_like(W),
+        var=None,
         group_tau2=None,
         tier_E_A=None,
         f=None,
@@ -209,13 +210,23 @@ def _baseline_groups(W: torch.Tensor, gscore: np.ndarray, gid: np.ndarray, keep:
     dropped = np.sort(greedy_order(gscore)[:n_drop]).astype(np.int64)
     gmask = np.ones(G)
     gmask[dropped] = 0.0
-    Wt = W * torch.as_tensor(gmask[gid], dtype=torch.float64, device=W.device)[None, :]  # (out, in)
+    Wt = W.mul_(torch.as_tensor(gmask[gid], dtype=torch.float64, device=W.device)[None, :])  # (out, in)
     return _baseline(W, Wt, n_drop, G, dropped)
 
 
-def _group_sum(M: np.ndarray, gid: np.ndarray, n_groups: int) -> np.ndarray:
-    """Σ over rows and the columns of each group: (out, in) -> (G,)."""
-    return np.bincount(gid, weights=M.sum(axis=0), minlength=n_groups).astype(np.float64)
+_ROWS = 1 << 20  # entries per row block of ``_group_sum_sq`` (8 MiB of float64)
+
+
+def _group_sum_sq(W: np.ndarray, gid: np.ndarray, n_groups: int, S: np.ndarray | None = None) -> np.ndarray:
+    """Σ over rows and the columns of each group of w² (times ``S`` when given): (out, in) -> (G,).
+
+    Row blocks of float64, so no full-size float64 copy of W exists (issue 10, memory)."""
+    step = max(1, _ROWS // max(1, W.shape[1]))
+    col = np.zeros(W.shape[1], dtype=np.float64)  # (in,)
+    for r in range(0, W.shape[0], step):
+        sq = W[r : r + step].astype(np.float64) ** 2  # (b, in)
+        col += (sq if S is None else sq * S[r : r + step]).sum(axis=0)
+    return np.bincount(gid, weights=col, minlength=n_groups).astype(np.float64)
 
 
 def _as_matrix(sensitivity: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -45,8 +45,9 @@ def grid_step(W: torch.Tensor, k: int, scale: str) -> tuple[torch.Tensor, np.nda
     Rounding the step *up* to float32 keeps |w|/step ≤ k, and Ŵ = codes·step is then exactly what
     ``DequantizeLinear`` computes from the stored float32 scale. Returns (step (out,), M (out,)).
     """
-    absW = W.abs()  # (out, in)
-    M = absW.max(dim=1).values if scale == "per_row" else absW.max().expand(W.shape[0])  # (out,)
+    rows = max(1, _CHUNK // max(1, W.shape[1]))  # row blocks: no full-size |W| copy (issue 10, memory)
+    Mr = torch.cat([W[r : r + rows].abs().amax(dim=1) for r in range(0, W.shape[0], rows)])  # (out,)
+    M = Mr if scale == "per_row" else Mr.max().expand(W.shape[0])  # (out,)
     M_np = M.cpu().numpy().astype(np.float64)
     step = M_np / k
     s32 = step.astype(np.float32)

@@ -87,12 +87,12 @@ def layer_stats(layer: Layer, Z: torch.Tensor, *, groups: bool) -> LayerStats:
     col_energy = (X**2).mean(dim=0)  # (in,)
     group_energy = None
     if groups:
-        W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
         g = max(1, layer.input_group)
         column_groups(layer)  # validates that g divides n_in
-        if g == 1:  # E‖W[:, j] ẑ_j‖² = ‖W[:, j]‖² E[ẑ_j²]
-            group_energy = ((W**2).sum(dim=0) * col_energy).cpu().numpy()
+        if g == 1:  # E‖W[:, j] ẑ_j‖² = ‖W[:, j]‖² E[ẑ_j²]; float64 in row blocks (no full copy of W)
+            group_energy = (_col_sq(layer.matrix, Z.device) * col_energy).cpu().numpy()
         else:
+            W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=Z.device)  # (out, in)
             R = torch.zeros(layer.n_in // g, g, g, dtype=torch.float64, device=Z.device)  # (G, g, g)
             for i in range(0, S, _chunk(S, layer.n_in * g)):
                 Xg = X[i : i + _chunk(S, layer.n_in * g)].reshape(-1, layer.n_in // g, g)  # (s, G, g)
@@ -145,6 +145,16 @@ def _trace_energy(Wg: torch.Tensor, R: torch.Tensor) -> np.ndarray:
     """tr(W_gᵀW_g R_g) per group. Wg (out, G, g), R (G, g, g) second moments of ẑ_g."""
     gram = torch.einsum("ogk,ogl->gkl", Wg, Wg)  # (G, g, g)
     return (gram * R).sum(dim=(1, 2)).cpu().numpy()
+
+
+def _col_sq(M: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Σ_i M_ij² in float64, ``_BUDGET`` entries at a time: (out, in) -> (in,)."""
+    W = torch.as_tensor(M, device=device)  # (out, in), float32, no copy on CPU
+    step = max(1, _BUDGET // max(1, W.shape[1]))
+    out = torch.zeros(W.shape[1], dtype=torch.float64, device=device)  # (in,)
+    for r in range(0, W.shape[0], step):
+        out += (W[r : r + step].to(torch.float64) ** 2).sum(dim=0)
+    return out
 
 
 def _chunk(S: int, per_sample: int) -> int:

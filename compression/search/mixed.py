@@ -40,6 +40,7 @@ BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step 
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
+QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_pred``
 CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
 NEAR = 2.0  # a randomized candidate is redrawn only if its miss is within this factor (``_near``)
 VERIFY_DRAWS = 3  # draws="auto": a randomized candidate gets up to this many fit-split draws
@@ -85,13 +86,21 @@ def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | No
 
 
 def _quant_pred(layer: Layer, bits: int, scale: str, sens: Sensitivity) -> float:
-    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on the b-bit grid (Var = step²u(1−u))."""
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64)  # (out, in)
-    step, _ = grid_step(W, 2 ** (bits - 1) - 1, scale)  # (out,)
-    x = W / torch.where(step > 0, step, torch.ones_like(step))[:, None]
-    u = x - torch.floor(x)
-    var = (step[:, None] ** 2) * u * (1 - u)  # (out, in)
-    return float((var.numpy() * sens.weight_sq.reshape(var.shape)).sum())
+    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on the b-bit grid (Var = step²u(1−u)).
+
+    Float64 in row blocks of ``QUANT_PRED_BLOCK`` entries: no full-size float64 copy (issue 10)."""
+    W = torch.as_tensor(layer.matrix)  # (out, in) float32, no copy on CPU
+    step, _ = grid_step(W, 2 ** (bits - 1) - 1, scale)  # (out,) float64
+    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
+    wsq = torch.as_tensor(sens.weight_sq.reshape(W.shape))  # (out, in), no copy
+    rows = max(1, QUANT_PRED_BLOCK // max(1, W.shape[1]))
+    total = 0.0
+    for r in range(0, W.shape[0], rows):
+        x = W[r : r + rows].to(torch.float64) / safe[r : r + rows]  # (b, in)
+        u = x - torch.floor(x)
+        var = (step[r : r + rows, None] ** 2) * u * (1 - u)  # (b, in)
+        total += float((var * wsq[r : r + rows]).sum())
+    return total
 
 
 def _menus(
