@@ -5,7 +5,7 @@ real ``netshrink worker -c 1``). The targets: ≥ 1,000 status GETs/s with p99 <
 p99 < 100 ms at 20 clients, with no job running.
 
     python -m bench.load [--mode embedded|redis|both] [--slice-s 2] [--rounds 3] [--clients 20]
-                         [--baseline-tree DIR] [--dev]
+                         [--api-workers 2] [--baseline-tree DIR] [--dev]
 
 **The load tool is wrk** (a C program, ``apt-get install wrk``; bench only, CI never runs this),
 driven by ``bench/load.lua``: keep-alive connections, the ``Authorization`` header of the
@@ -19,6 +19,9 @@ falls on all of them alike: the **framework floor** (``bench/load_servers.py``: 
 same uvicorn answering the same status body from memory, and a submit by parsing the multipart
 form and storing nothing) and, with ``--baseline-tree DIR``, the same service from another
 checkout (``git archive <commit>`` unpacked there, then ``.ci/linked-tree true`` run in it).
+
+In Redis mode the API runs as ``serve --workers N`` (``--api-workers``, default 2: one per core of
+the 2-core development machine; the embedded mode is one process by design).
 
 No job runs while anything is measured. Status GETs poll one finished job (its worker idle). Submits
 go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
@@ -153,6 +156,7 @@ def _loadavg() -> list[str]:
 def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Result:
     trees = [("netshrink", None)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
     keys = not args.dev
+    extra = {"api_workers": args.api_workers} if mode == "redis" else {}
     out: Result = {"loadavg_before": _loadavg()}
     tmp.mkdir(parents=True, exist_ok=True)
     body_path = tmp / "submit.body"
@@ -161,7 +165,9 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
     services: list[Service] = []
     try:  # status GETs: the service as deployed (worker idle), polling one finished job
         for name, tree in trees:
-            services.append(start_netshrink(name, mode, tmp / f"{name}-status", tree=tree, keys=keys))
+            services.append(
+                start_netshrink(name, mode, tmp / f"{name}-status", tree=tree, keys=keys, **extra)
+            )
         files = {"model": ("m.onnx", model, "application/octet-stream")}
         targets: list[tuple[Service, str]] = []
         for s in services:
@@ -182,7 +188,9 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
     try:  # submits: the same mode with nothing consuming the queue, so no job ever runs
         for name, tree in trees:
             services.append(
-                start_netshrink(name, mode, tmp / f"{name}-submit", tree=tree, worker=False, keys=keys)
+                start_netshrink(
+                    name, mode, tmp / f"{name}-submit", tree=tree, worker=False, keys=keys, **extra
+                )
             )
         services.append(start_floor("{}"))
         targets = [(s, "/v1/jobs") for s in services]
@@ -244,6 +252,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="slices per target")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--baseline-tree", type=Path, default=None, help="also measure this checkout")
+    parser.add_argument("--api-workers", type=int, default=2, help="Redis mode: serve --workers N")
     parser.add_argument("--dev", action="store_true", help="dev mode (no API key) instead of keys mode")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

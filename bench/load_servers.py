@@ -169,11 +169,12 @@ def start_netshrink(
     tree: Path | None = None,
     worker: bool = True,
     keys: bool = True,
+    api_workers: int = 1,
 ) -> Service:
     """``netshrink serve`` in ``mode``; in Redis mode also ``netshrink worker -c 1`` (when ``worker``)
     on a private key prefix (every job-store and broker key under it), sharing ``data_dir``. With
     ``keys`` an API key is created first, so the server runs in keys mode (as deployed), else in
-    dev mode (no key, loopback)."""
+    dev mode (no key, loopback). ``api_workers`` > 1 (Redis mode): ``serve --workers``."""
     port = free_port()
     cwd = tree or ROOT
     argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
@@ -181,7 +182,7 @@ def start_netshrink(
     prefix = f"bench-load-{os.getpid()}-{port}:" if mode == "redis" else None
     if prefix:
         env |= {"NETSHRINK_REDIS_KEY_PREFIX": prefix}
-        argv += ["--redis-url", REDIS_URL]
+        argv += ["--redis-url", REDIS_URL, "--workers", str(api_workers)]
     elif not worker:
         argv += ["--no-embedded-worker"]
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-embedded-worker", action="store_true", help="embedded mode without the worker")
     parser.add_argument("--auth-disabled", action="store_true", help="allow a non-loopback bind without keys")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes (Redis mode only: uvicorn's supervisor forks them)",
+    )
 
 
 def serve(
@@ -37,8 +44,14 @@ def serve(
     embedded_worker: bool = True,
     auth_disabled: bool = False,
     log_level: str = "info",
+    workers: int = 1,
 ) -> int:
-    """Serve until interrupted; return the exit code."""
+    """Serve until interrupted; return the exit code.
+
+    ``workers`` > 1 runs that many API processes on one socket (uvicorn's supervisor; each builds
+    its app from the environment, so the flags are exported to it first). Redis mode only: the
+    embedded mode's worker thread, in-memory broker and rate limiter live in its one process.
+    """
     import uvicorn
 
     from netshrink.service.main import create_app
@@ -52,6 +65,9 @@ def serve(
         overrides["auth_disabled"] = True
     settings = ServiceSettings(**overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1 and settings.embedded:
+        log.error("--workers %d needs Redis mode (--redis-url); the embedded mode is one process", workers)
+        return 2
     if settings.embedded and settings.embedded_worker:
         _limit_torch_threads(settings.torch_threads)
         log.info("embedded mode: SQLite store and worker thread under %s", settings.data_dir)
@@ -59,7 +75,18 @@ def serve(
     # was installed before it; a no-op one lets us finish cleanup and exit 0 like a normal stop.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+        if workers > 1:
+            os.environ.update({f"NETSHRINK_{k.upper()}": str(v) for k, v in overrides.items()})
+            uvicorn.run(
+                "netshrink.service.main:create_app",
+                factory=True,
+                workers=workers,
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level,
+            )
+        else:
+            uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
@@ -80,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         embedded_worker=not args.no_embedded_worker,
         auth_disabled=args.auth_disabled,
         log_level=args.log_level,
+        workers=args.workers,
     )
 
 

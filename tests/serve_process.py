@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,15 +26,16 @@ def free_port() -> int:
 
 @contextmanager
 def embedded_serve(
-    data_dir: Path, *, up_within_s: float = 90
+    data_dir: Path, *, up_within_s: float = 90, args: Sequence[str] = (), env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Yield (base URL, process) once ``/healthz`` answers 200; SIGTERM and wait on the way out.
+    ``args`` and ``env`` add flags and ``NETSHRINK_*`` settings (e.g. Redis mode).
 
     The caller may assert on ``proc.wait`` itself (after the block, ``proc.returncode`` is set)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETSHRINK_")} | dict(env or {})
     env["PYTHONPATH"] = str(ROOT)
-    argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning", *args]
     code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"

@@ -64,6 +64,12 @@ P = ParamSpec("P")
 _BATCH = 200
 _OUTAGE = (redis.ConnectionError, redis.TimeoutError)
 _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.05, 1.0
+# apikey_hash:{sha256} -> id -> apikey:{id}, server-side (ARGV[1] is the "apikey:" key prefix).
+_KEY_BY_HASH = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)
+"""
 
 
 def _retried(method: Callable[P, T]) -> Callable[P, T]:
@@ -125,6 +131,7 @@ class RedisJobStore(TransitionMethods):
         self.prefix = prefix
         self.retention_s = retention_s
         self.idempotency_ttl_s = idempotency_ttl_s
+        self._key_by_hash = self.r.register_script(_KEY_BY_HASH)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -301,10 +308,8 @@ class RedisJobStore(TransitionMethods):
 
     @_retried
     def get_api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
-        key_id = self.r.get(self._k("apikey_hash", key_hash))
-        if key_id is None:
-            return None
-        raw = self.r.get(self._k("apikey", str(key_id)))
+        # One round trip, not two: every authenticated request makes this lookup (issue 13 §8).
+        raw = self._key_by_hash(keys=[self._k("apikey_hash", key_hash)], args=[self._k("apikey", "")])
         return ApiKeyRecord.model_validate_json(str(raw)) if raw is not None else None
 
     @_retried

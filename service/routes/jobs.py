@@ -28,7 +28,15 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StateDep, StoreDep, authorize
+from netshrink.service.deps import (
+    AppState,
+    ArtifactsDep,
+    PrincipalDep,
+    SettingsDep,
+    StateDep,
+    StoreDep,
+    authorize,
+)
 from netshrink.service.errors import PROBLEM_MEDIA_TYPE, ApiError, not_found
 from netshrink.service.schemas import JobList, JobPublic, Problem, job_url, to_public
 from netshrink.service.submission import (
@@ -46,6 +54,7 @@ from netshrink.workers import problems
 from netshrink.workers.jobs import (
     CURSOR_PATTERN,
     Callback,
+    CreateResult,
     IdempotencyConflictError,
     InputInfo,
     Job,
@@ -166,28 +175,46 @@ async def submit_job(
                 artifacts.delete(job_id)
                 return _job_response(replay, 202, settings.retry_after_s, {"Idempotent-Replayed": "true"})
         core_spec = spec_in.to_core()
-        params = await run_in_threadpool(validate_inputs, upload, architecture, spec_in, settings)
-        new = Job(
-            id=job_id,
-            owner=principal.owner,
-            kind=core_spec.kind,
-            spec=core_spec.to_dict(),
-            input=InputInfo(
-                filename=upload.files["model"].filename,
-                format=upload.files["model"].format,
-                sha256=upload.files["model"].sha256,
-                size_bytes=upload.files["model"].size_bytes,
-                params=params,
-            ),
-            has_architecture=architecture is not None,
-            has_calibration="calibration" in upload.files,
-            callback=Callback(**spec_in.callback.model_dump(mode="json")) if spec_in.callback else None,
-            idempotency_key=idempotency_key,
-            enqueued=False,  # the outbox flag: set once the message is sent (workers/reaper.py)
-        )
-        result = await run_in_threadpool(store.create, new, idempotency_key=idempotency_key, fingerprint=fp)
-        if settings.fault_kill_after_store_write and result.created:
-            os.kill(os.getpid(), signal.SIGKILL)  # fault tests only: the API dies before the enqueue
+
+        def create() -> CreateResult:
+            params = validate_inputs(upload, architecture, spec_in, settings)
+            new = Job(
+                id=job_id,
+                owner=principal.owner,
+                kind=core_spec.kind,
+                spec=core_spec.to_dict(),
+                input=InputInfo(
+                    filename=upload.files["model"].filename,
+                    format=upload.files["model"].format,
+                    sha256=upload.files["model"].sha256,
+                    size_bytes=upload.files["model"].size_bytes,
+                    params=params,
+                ),
+                has_architecture=architecture is not None,
+                has_calibration="calibration" in upload.files,
+                callback=Callback(**spec_in.callback.model_dump(mode="json")) if spec_in.callback else None,
+                idempotency_key=idempotency_key,
+                enqueued=False,  # the outbox flag: set once the message is sent (workers/reaper.py)
+            )
+            result = store.create(new, idempotency_key=idempotency_key, fingerprint=fp)
+            if settings.fault_kill_after_store_write and result.created:
+                os.kill(os.getpid(), signal.SIGKILL)  # fault tests only: the API dies before the enqueue
+            return result
+
+        def admit() -> tuple[CreateResult, Exception | None]:
+            """Validate, store, enqueue, record the enqueue: ONE worker-thread hop for the blocking
+            part of a submit, not four (issue 13 §8). A queue error comes back as a value: the job
+            is stored by then, so its files stay."""
+            result = create()
+            if not result.created:
+                return result, None
+            try:
+                _dispatch(state, result.job)
+            except Exception as exc:
+                return result, exc
+            return result, None
+
+        result, queue_error = await run_in_threadpool(admit)
     except IdempotencyConflictError as exc:
         artifacts.delete(job_id)
         raise idempotency_conflict(exc.key) from None
@@ -197,13 +224,22 @@ async def submit_job(
     if not result.created:  # lost a race with a concurrent retry carrying the same key
         artifacts.delete(job_id)
         return _job_response(result.job, 202, settings.retry_after_s, {"Idempotent-Replayed": "true"})
+    if queue_error is not None:
+        raise queue_error
+    return await _respond_after_wait(
+        result.job, store, prefer, settings.prefer_wait_max_s, settings.retry_after_s
+    )
+
+
+def _dispatch(state: AppState, job: Job) -> None:
+    """Send the job's broker message, then record it (the outbox flag). Blocking."""
     try:
-        await run_in_threadpool(state.enqueue, result.job)
-    except Exception as exc:  # the job is failed at once (503 below), so no reaper sends it later
+        state.enqueue(job)
+    except Exception as exc:  # the job is failed at once (503), so no reaper sends it later
         failed = problems.problem(
             "queue-unavailable", "Queue unavailable", 503, "the job could not be queued"
         )
-        await run_in_threadpool(store.mark_failed, job_id, failed)
+        state.store.mark_failed(job.id, failed)
         raise ApiError(
             503,
             "queue-unavailable",
@@ -212,12 +248,9 @@ async def submit_job(
             headers={"Retry-After": "5"},
         ) from exc
     try:
-        await run_in_threadpool(store.mark_enqueued, job_id)
+        state.store.mark_enqueued(job.id)
     except Exception:  # the job is queued and has its message: the reaper's extra one is harmless
-        log.warning("job %s: could not record its enqueue; the reaper will send a duplicate", job_id)
-    return await _respond_after_wait(
-        result.job, store, prefer, settings.prefer_wait_max_s, settings.retry_after_s
-    )
+        log.warning("job %s: could not record its enqueue; the reaper will send a duplicate", job.id)
 
 
 async def _respond_after_wait(

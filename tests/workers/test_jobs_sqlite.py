@@ -137,3 +137,36 @@ def test_a_database_from_before_the_report_column_reads_and_keeps_its_reports(
     with sqlite3.connect(path) as conn:
         data, report = conn.execute("SELECT data, report FROM jobs").fetchone()
     assert '"report"' not in data and report is not None
+
+
+def test_threads_of_one_process_take_turns_without_sqlite_busy_waits(
+    sqlite_store: SQLiteJobStore, make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers of one process queue on the store's lock, never on SQLite's sleeping busy handler: with
+    busy_timeout=0 a writer that met SQLite's lock would fail at once with 'database is locked'."""
+    jobs = [sqlite_store.create(make_job(enqueued=False)).job for _ in range(8)]
+    open_conn = sqlite_store._open
+
+    def impatient() -> sqlite3.Connection:
+        conn = open_conn()
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
+    monkeypatch.setattr(sqlite_store, "_open", impatient)
+    errors: list[BaseException] = []
+
+    def hammer(job: Job) -> None:
+        try:
+            for _ in range(40):
+                sqlite_store.bump_attempts(job.id)
+                sqlite_store.create(make_job())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(j,)) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert {sqlite_store.get(j.id).attempts for j in jobs} == {40}
