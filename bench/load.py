@@ -153,10 +153,14 @@ def _loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
+def _api_workers(name: str, mode: str, args: argparse.Namespace) -> int:
+    """``serve --workers`` for this service: ``--api-workers`` in Redis mode, 1 for a baseline tree."""
+    return args.api_workers if mode == "redis" and name == "netshrink" else 1
+
+
 def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Result:
     trees = [("netshrink", None)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
     keys = not args.dev
-    extra = {"api_workers": args.api_workers} if mode == "redis" else {}
     out: Result = {"loadavg_before": _loadavg()}
     tmp.mkdir(parents=True, exist_ok=True)
     body_path = tmp / "submit.body"
@@ -166,7 +170,14 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
     try:  # status GETs: the service as deployed (worker idle), polling one finished job
         for name, tree in trees:
             services.append(
-                start_netshrink(name, mode, tmp / f"{name}-status", tree=tree, keys=keys, **extra)
+                start_netshrink(
+                    name,
+                    mode,
+                    tmp / f"{name}-status",
+                    tree=tree,
+                    keys=keys,
+                    api_workers=_api_workers(name, mode, args),
+                )
             )
         files = {"model": ("m.onnx", model, "application/octet-stream")}
         targets: list[tuple[Service, str]] = []
@@ -189,7 +200,13 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
         for name, tree in trees:
             services.append(
                 start_netshrink(
-                    name, mode, tmp / f"{name}-submit", tree=tree, worker=False, keys=keys, **extra
+                    name,
+                    mode,
+                    tmp / f"{name}-submit",
+                    tree=tree,
+                    worker=False,
+                    keys=keys,
+                    api_workers=_api_workers(name, mode, args),
                 )
             )
         services.append(start_floor("{}"))

@@ -182,7 +182,7 @@ def start_netshrink(
     prefix = f"bench-load-{os.getpid()}-{port}:" if mode == "redis" else None
     if prefix:
         env |= {"NETSHRINK_REDIS_KEY_PREFIX": prefix}
-        argv += ["--redis-url", REDIS_URL, "--workers", str(api_workers)]
+        argv += ["--redis-url", REDIS_URL] + (["--workers", str(api_workers)] if api_workers > 1 else [])
     elif not worker:
         argv += ["--no-embedded-worker"]
     data_dir.mkdir(parents=True, exist_ok=True)
