@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from netshrink.compression.errors import InvalidSpecError
-from netshrink.compression.finetune.spec import FinetuneSpec
+from netshrink.compression.finetune.spec import MAX_EPOCHS, MAX_SWEEP, FinetuneSpec
 from netshrink.compression.spec import MAX_BITS, MAX_DRAWS, MIN_BITS, SEED_MAX, CompressSpec
 from netshrink.workers.jobs import Job, JobStatus
 
@@ -30,6 +30,7 @@ EVENTS: tuple[EventName, ...] = (
 )
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Sigma = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
 class _In(BaseModel):
@@ -79,9 +80,11 @@ class FinetuneCreate(_In):
     """Heavy-tailed-noise fine-tuning (P3; ``kind: finetune``). Mirrors ``compression.finetune.spec``."""
 
     alpha: float = Field(default=1.75, gt=0.0, le=2.0, description="Stability index α of the SαS noise.")
-    sigma: float | list[float] = Field(default=0.003, description="Noise scale σ ≥ 0; a list is a σ sweep.")
+    sigma: Sigma | Annotated[list[Sigma], Field(min_length=1, max_length=MAX_SWEEP)] = Field(
+        default=0.003, description="Noise scale σ in [0, 100]; a list is a σ sweep."
+    )
     eta: float = Field(default=0.01, gt=0.0, le=10.0, description="Learning rate η.")
-    epochs: int = Field(default=20, ge=1, le=1000)
+    epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=64, ge=1, le=1_000_000)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only.")
@@ -101,7 +104,43 @@ class JobSpecCreate(_In):
                 {"prune": {"keep": 0.5, "granularity": "neuron"}, "quantize": {"bits": 4}, "seed": 7},
                 {"kind": "analyze"},
                 {"kind": "finetune", "finetune": {"sigma": 0.003, "epochs": 20}, "seed": 0},
-            ]
+            ],
+            # The core's cross-field rules, in JSON Schema: `finetune` goes with kind finetune only;
+            # a target states its bound (max for relative_l2, the default metric; min for
+            # top1_agreement). `dependentSchemas`, not a top-level `anyOf`/`if`: generators
+            # (openapi-python-client) would split the model into variants, and schemathesis 4.32
+            # cannot judge `if`/`not` in a body holding bytes.
+            "dependentSchemas": {
+                "finetune": {
+                    "anyOf": [
+                        {"required": ["kind"], "properties": {"kind": {"const": "finetune"}}},
+                        {"properties": {"finetune": {"type": "null"}}},
+                    ]
+                },
+                "target": {
+                    "properties": {
+                        "target": {
+                            "anyOf": [
+                                {"type": "null"},
+                                {
+                                    "required": ["max"],
+                                    "properties": {
+                                        "metric": {"const": "relative_l2"},
+                                        "max": {"type": "number"},
+                                    },
+                                },
+                                {
+                                    "required": ["metric", "min"],
+                                    "properties": {
+                                        "metric": {"const": "top1_agreement"},
+                                        "min": {"type": "number"},
+                                    },
+                                },
+                            ]
+                        }
+                    }
+                },
+            },
         },
     )
 

@@ -4,13 +4,21 @@ docs/development.md "Tests"."""
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import jsonschema_rs
+import numpy as np
+import pytest
 import schemathesis
+import torch
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.hooks import HookContext
 
 from netshrink.service.auth import generate_key
 from netshrink.service.main import create_app
@@ -18,20 +26,41 @@ from netshrink.service.openapi_dump import render
 from netshrink.service.uploads import FILE_PARTS, JSON_PARTS
 from netshrink.workers.cursor import CURSOR_PATTERN
 from netshrink.workers.store import get_store
-from tests.service.conftest import make_settings
+from tests.service.conftest import assert_problem, make_settings, submit
+from tests.service.grounding import ALLOWED_CALLBACK_HOST, POOL, ground_case
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Schemathesis starts the app's lifespan itself and keeps it for the process: give it its own dir.
 # An API key exists, so the server enforces the bearer scheme the document declares.
 _DATA = tempfile.TemporaryDirectory(prefix="netshrink-schemathesis-")
-_SETTINGS = make_settings(Path(_DATA.name), rate_limit_requests=100_000)
+_SETTINGS = make_settings(
+    Path(_DATA.name),
+    rate_limit_requests=100_000,
+    webhook_allow_hosts=[ALLOWED_CALLBACK_HOST],
+    prefer_wait_max_s=0.05,  # nothing runs the accepted jobs: `Prefer: wait` would only idle
+)
 _TOKEN, _RECORD = generate_key("schemathesis")
 _store = get_store(_SETTINGS)
 _store.create_api_key(_RECORD)
 _store.close()
 _APP = create_app(_SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
+load_all_checks()
+ALL_CHECKS = CHECKS.get_all()
+
+
+@schema.hook
+def map_case(context: HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """A positive submission gets the contents the document cannot describe (tests/service/grounding.py)."""
+    return ground_case(case)
+
+
+@schema.hook
+def before_add_examples(context: HookContext, examples: list[schemathesis.Case]) -> None:
+    """The examples phase does not pass through ``map_case``: ground its cases here."""
+    for case in examples:
+        ground_case(case)
 
 
 def test_committed_openapi_matches_the_app() -> None:
@@ -61,11 +90,27 @@ def test_openapi_document_shape() -> None:
 @schema.parametrize()
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
-    excluded = []
+    """Every built-in check (``--checks all``), no exclusion: positive submissions are grounded in a real
+    model first (``map_case`` above; what that supplies is listed in tests/service/grounding.py)."""
+    # Read before the call, as the checks see it: after call_and_validate the case can read negative.
+    mode = case.meta.generation.mode.value if case.meta else "?"
+    response = case.call_and_validate(headers={"Authorization": f"Bearer {_TOKEN}"}, checks=ALL_CHECKS)
     if case.method == "POST" and case.path == "/v1/jobs":
-        # Random bytes match the schema ("a binary file") but are never a loadable model: 4xx is right.
-        excluded.append(positive_data_acceptance)
-    case.call_and_validate(headers={"Authorization": f"Bearer {_TOKEN}"}, excluded_checks=excluded)
+        SUBMITS.append((mode, response.status_code))
+
+
+SUBMITS: list[tuple[str, int]] = []  # (generation mode, status) of each POST /v1/jobs above
+
+
+def test_the_contract_run_had_schema_valid_submissions_accepted() -> None:
+    """The run above is not vacuous: grounded positive submissions reached the server and got 202
+    (were grounding to break, every case would turn negative and positive_data_acceptance idle).
+    With grounding's model bytes replaced by junk, that check fails the run ("Valid data should have
+    been accepted"), so it does run on them."""
+    if not SUBMITS:
+        pytest.skip("runs after test_api_conforms_to_its_schema[POST /v1/jobs] in the same session")
+    accepted = [status for mode, status in SUBMITS if mode == "positive"]
+    assert len(accepted) >= 5 and all(status in (200, 202) for status in accepted), SUBMITS
 
 
 def test_the_document_says_what_the_server_does() -> None:
@@ -96,8 +141,6 @@ def test_the_document_says_what_the_server_does() -> None:
 
 def test_spec_sent_as_a_typed_json_part_is_accepted(tmp_path: Path) -> None:
     """What a generated client sends for the typed ``spec``: a part with Content-Type application/json."""
-    from fastapi.testclient import TestClient
-
     from tests import factories
 
     with TestClient(create_app(make_settings(tmp_path))) as client:
@@ -109,3 +152,73 @@ def test_spec_sent_as_a_typed_json_part_is_accepted(tmp_path: Path) -> None:
         assert r.status_code == 202, r.text
         extra = client.post("/v1/jobs", files={**files, "junk": (None, b"1", "text/plain")})
         assert extra.status_code == 422 and "junk" in extra.json()["detail"]
+
+
+# ---- what the document cannot say (tests/service/grounding.py): schema-valid, and refused ------------
+_VALID = {"prune": {"keep": 0.5}, "seed": 1}
+_CNN_PT = next(m for m in POOL if m.architecture is not None)
+_MLP_ONNX = next(m for m in POOL if m.name == "mlp.onnx")
+
+
+def _wrong_calibration() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, inputs=np.zeros((24, 3), np.float32))  # (N, 3): the model takes 8 features
+    return buf.getvalue()
+
+
+# (what breaks it, extra parts, spec, headers, expected status, problem type)
+CANNOT_SAY: dict[str, tuple[dict[str, Any], dict[str, Any], int, str]] = {
+    "1 model bytes are no model": ({"model": b"\x01not a model"}, _VALID, 415, "unsupported-media-type"),
+    "2 architecture with an ONNX model": (
+        {"architecture": _CNN_PT.architecture},
+        _VALID,
+        422,
+        "invalid-architecture",
+    ),
+    "3 calibration of another shape": (
+        {"calibration": _wrong_calibration()},
+        _VALID,
+        422,
+        "invalid-calibration",
+    ),
+    "4 a layer name the model lacks": ({}, {**_VALID, "exclude": ["no-such-layer"]}, 422, "invalid-spec"),
+    "5 a callback to a private address": (
+        {},
+        {**_VALID, "callback": {"url": "http://10.0.0.1/hook"}},
+        422,
+        "invalid-callback",
+    ),
+}
+if not torch.cuda.is_available():
+    CANNOT_SAY["6 device cuda on an embedded server without CUDA"] = (
+        {},
+        {**_VALID, "device": "cuda"},
+        422,
+        "invalid-spec",
+    )
+
+
+@pytest.mark.parametrize("why", sorted(CANNOT_SAY))
+def test_what_the_document_cannot_say_is_refused(why: str, tmp_path: Path) -> None:
+    """Each rule of tests/service/grounding.py's list, broken in a request the document admits:
+    the server refuses it with a problem, and the document's own validator admits the request."""
+    parts, spec, status, kind = CANNOT_SAY[why]
+    body = {"model": _MLP_ONNX.data, "spec": spec, **parts}
+    doc = json.loads(render())
+    body_schema = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    validator = jsonschema_rs.validator_for({**body_schema, "components": doc["components"]})
+    judged = {k: "file" if isinstance(v, bytes) else v for k, v in body.items()}
+    assert validator.is_valid(judged), list(validator.iter_errors(judged))
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        extra = {k: v for k, v in body.items() if k not in ("model", "spec")}
+        r = submit(client, body["model"], body["spec"], **extra)
+        assert_problem(r, status, kind)
+
+
+def test_an_idempotency_key_reused_with_another_payload_is_refused(tmp_path: Path) -> None:
+    """Rule 7 of tests/service/grounding.py: two schema-valid requests, one key, different payloads."""
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        key = {"Idempotency-Key": "same-key"}
+        assert submit(client, _MLP_ONNX.data, _VALID, headers=key).status_code == 202
+        other = submit(client, _MLP_ONNX.data, {**_VALID, "seed": 2}, headers=key)
+        assert_problem(other, 422, "idempotency-key-reused")
