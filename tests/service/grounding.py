@@ -1,12 +1,12 @@
 """What the OpenAPI document cannot say about ``POST /v1/jobs``, supplied to schemathesis' positive cases.
 
 JSON Schema describes the *shape* of a submission: which parts, the typed ``spec`` (with its
-cross-field rules as ``if``/``then``), the headers. It cannot describe what depends on another part's
-*content* or on the server's environment. A schema-valid request is accepted when, in addition
-(docs/api.md "What the document cannot say"):
+cross-field rules in ``dependentSchemas``), the headers. It cannot describe what depends on another
+part's *content* or on the server's environment. A schema-valid request is accepted when, in addition
+(docs/api.md "What the document says, and what it cannot"):
 
 1. ``model`` holds a loadable ONNX model, PyTorch state dict or safetensors file (random bytes are
-   refused with 415, as tests/service/test_hostile.py asserts for 16 hostile files);
+   refused with 415; tests/service/test_hostile.py has hostile files);
 2. ``architecture`` is given exactly with a state dict that needs one, and describes it;
 3. ``calibration``/``train``/``validation`` hold arrays of the model's input shape (and labels in
    its output range);
