@@ -57,3 +57,11 @@ def test_dense_sensitivities_equal_per_sample_autograd(mlp_net: Network) -> None
     for layer in mlp_net.layers:
         np.testing.assert_allclose(got[layer.name].weight_sq, want[layer.name][0], rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(got[layer.name].group_sq, want[layer.name][1], rtol=1e-6, atol=1e-12)
+
+
+def test_input_probes_cover_the_sole_input_dense_layers(mlp_net: Network, cnn_net: Network) -> None:
+    """The MLP's group terms come from ∂Φ/∂ẑ probes (every dense input feeds one layer); the CNN's
+    conv layers keep the im2col path; the tests above check both against brute force."""
+    assert prediction._sole_input_dense(mlp_net, mlp_net.layers) == {x.name for x in mlp_net.layers}
+    dense = {x.name for x in cnn_net.layers if x.kind == "dense"}
+    assert prediction._sole_input_dense(cnn_net, cnn_net.layers) <= dense
