@@ -23,6 +23,7 @@ APPNOTE.TXT §4.3.12 (central directory: uncompressed size); docs/method.md §6 
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +67,17 @@ def _read_header(fh: IO[bytes], name: str, invalid: type[CompressionError]) -> A
             shape, fortran, dtype = npy_format.read_array_header_2_0(fh, max_header_size=NPY_MAX_HEADER_BYTES)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, zipfile.BadZipFile) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        SyntaxError,
+        TypeError,
+        zipfile.BadZipFile,
+        tokenize.TokenError,  # numpy re-tokenizes a header that literal_eval refused: "(" unclosed
+        MemoryError,  # literal_eval's parser stack on a 9,000-deep "---…1" (the header is ≤ 10 kB)
+        RecursionError,
+    ) as exc:
         raise invalid(f"{name or 'the array'}: not a readable .npy header: {exc}"[:300]) from exc
     label = name or "the array"
     if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:

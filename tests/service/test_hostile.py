@@ -4,8 +4,11 @@ app. Bounded for CI by ``max_examples``; ``HYPOTHESIS_PROFILE=deep`` runs more."
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +153,54 @@ def test_fuzz_model_bytes(client: TestClient, onnx_model: bytes, model: bytes, m
     assert_no_5xx(submit(client, model, SPEC))
     i = mutate_at % len(onnx_model)
     assert_no_5xx(submit(client, onnx_model[:i] + model + onnx_model[i + len(model) :], SPEC))
+
+
+def _npy(header: bytes, data: bytes) -> bytes:
+    """A version-1 ``.npy``: magic, header length, the header padded to 64 bytes, then the data."""
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+npy_headers = (
+    st.sampled_from(
+        [b"(", b'"""', b"-" * 9000 + b"1", b"[" * 4000 + b"]" * 4000]  # numpy's parser, pushed
+    )
+    | st.builds(
+        lambda descr, fortran, shape: repr(
+            {"descr": descr, "fortran_order": fortran, "shape": shape}
+        ).encode(),
+        st.sampled_from(["<f4", ">f4", "<f8", "<f2", "<i8", "|u1", "|b1", "<c8", "|O", "<U3", "|V4"])
+        | st.text(max_size=6),
+        st.booleans(),
+        st.lists(st.integers(min_value=-3, max_value=2**62), max_size=4).map(tuple),
+    )
+    | st.binary(max_size=60)
+)
+
+
+@FUZZ
+@given(
+    header=npy_headers,
+    data=st.binary(max_size=300),
+    container=st.sampled_from(["npy", "npz", "npz+labels"]),
+)
+def test_fuzz_calibration_arrays(
+    client: TestClient, onnx_model: bytes, header: bytes, data: bytes, container: str
+) -> None:
+    """The ``.npy`` header parser behind ``calibration``: any declared dtype, order and shape (up to
+    2^62 per axis), any data, bare or inside an ``.npz``; never a 5xx (the (2^40, 64) MemoryError of
+    issue 13 §3 was one such header)."""
+    array = _npy(header, data)
+    if container == "npy":
+        calibration = array
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("inputs.npy", array)
+            if container == "npz+labels":
+                zf.writestr("labels.npy", _npy(header, data[::-1]))
+        calibration = buf.getvalue()
+    assert_no_5xx(submit(client, onnx_model, SPEC, calibration=calibration))
 
 
 def test_an_empty_state_dict_is_422(client: TestClient, tmp_path: Path) -> None:

@@ -158,6 +158,34 @@ def test_malformed_headers_are_the_callers_error_class(tmp_path: Path, member: b
         index_arrays(path, max_bytes=MIB, invalid=CalibrationError)
 
 
+def _v1(header: bytes) -> bytes:
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"(",  # literal_eval refuses it, numpy re-tokenizes it: tokenize.TokenError
+        b'"""',  # the same, an unterminated string
+        b"-" * 9000 + b"1",  # literal_eval's parser runs out of stack: MemoryError
+    ],
+    ids=["unclosed-paren", "unclosed-string", "deep-unary"],
+)
+@pytest.mark.parametrize("bare", [True, False], ids=["npy", "npz"])
+def test_headers_that_break_numpys_parser_are_the_callers_error_class(
+    tmp_path: Path, header: bytes, bare: bool
+) -> None:
+    """Found by tests/service/test_hostile.py's calibration fuzz: each was a 500 on POST /v1/jobs."""
+    if bare:
+        path = tmp_path / "bad.npy"
+        path.write_bytes(_v1(header))
+    else:
+        path = write_npz(tmp_path / "bad.npz", {"inputs.npy": _v1(header)})
+    with pytest.raises(CalibrationError, match="not a readable .npy header"):
+        index_arrays(path, max_bytes=MIB, invalid=CalibrationError)
+
+
 def test_crc_mismatch_is_refused(tmp_path: Path) -> None:
     data = npy_bytes(np.arange(64, dtype=np.float32))
     buf = io.BytesIO()
