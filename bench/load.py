@@ -43,6 +43,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -52,6 +53,10 @@ import httpx
 from bench.load_servers import ROOT, Service, cpu_s, start_floor, start_netshrink
 
 SPEC = json.dumps({"prune": {"keep": 0.5}, "seed": 1})
+# The polled job: the same model and spec, evaluated on 16 Gaussian inputs so it finishes in seconds.
+POLLED_SPEC = json.dumps(
+    {"prune": {"keep": 0.5}, "seed": 1, "evaluation": {"inputs": "gaussian", "samples": 16}}
+)
 LUA = Path(__file__).with_name("load.lua")
 TARGET_GETS_PER_S, TARGET_GET_P99_MS, TARGET_SUBMIT_P99_MS = 1000, 50.0, 100.0
 Result = dict[str, Any]
@@ -166,53 +171,45 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
     body_path = tmp / "submit.body"
     body, ctype = multipart(model)
     body_path.write_bytes(body)
-    services: list[Service] = []
-    try:  # status GETs: the service as deployed (worker idle), polling one finished job
-        for name, tree in trees:
-            services.append(
-                start_netshrink(
-                    name,
-                    mode,
-                    tmp / f"{name}-status",
-                    tree=tree,
-                    keys=keys,
-                    api_workers=_api_workers(name, mode, args),
-                )
+    # Every process starts at once (start-up imports dominate the wall time); the submit instances
+    # idle (no worker, no requests) while the status GETs are measured.
+    plans = [("status", name, tree, True) for name, tree in trees] + [
+        ("submit", name, tree, False) for name, tree in trees
+    ]
+    with ThreadPoolExecutor(len(plans) + 1) as pool:
+        floor_future = pool.submit(start_floor, "{}")  # the submit floor; the status floor needs a body
+        futures = [
+            pool.submit(
+                start_netshrink, name, mode, tmp / f"{name}-{phase}", tree=tree, worker=worker, keys=keys,
+                api_workers=_api_workers(name, mode, args),
             )
+            for phase, name, tree, worker in plans
+        ]  # fmt: skip
+        started = [f.exception() or f.result() for f in [*futures, floor_future]]
+    services = [s for s in started if isinstance(s, Service)]
+    try:
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
+        status_services, submit_services = services[: len(trees)], services[len(trees) :]
         files = {"model": ("m.onnx", model, "application/octet-stream")}
         targets: list[tuple[Service, str]] = []
-        for s in services:
+        for s in status_services:  # one finished job each, polled; its worker idles afterwards
             r = httpx.post(
-                s.base + "/v1/jobs", files=files, data={"spec": SPEC}, headers=s.headers, timeout=120
+                s.base + "/v1/jobs", files=files, data={"spec": POLLED_SPEC}, headers=s.headers, timeout=120
             )
             targets.append((s, f"/v1/jobs/{r.json()['id']}"))
-            wait_finished(s, targets[-1][1])
+        for s, path in targets:
+            wait_finished(s, path)
         status_body = httpx.get(services[0].base + targets[0][1], headers=services[0].headers).text
-        services.append(start_floor(status_body))
-        targets.append((services[-1], targets[0][1]))
+        floor = start_floor(status_body)
+        services.append(floor)
+        targets.append((floor, targets[0][1]))
         out[f"status_{args.clients}"] = interleave(targets, args.clients, args)
         out["status_1"] = interleave(targets, 1, args)
-    finally:
-        for s in services:
-            s.stop()
-    services = []
-    try:  # submits: the same mode with nothing consuming the queue, so no job ever runs
-        for name, tree in trees:
-            services.append(
-                start_netshrink(
-                    name,
-                    mode,
-                    tmp / f"{name}-submit",
-                    tree=tree,
-                    worker=False,
-                    keys=keys,
-                    api_workers=_api_workers(name, mode, args),
-                )
-            )
-        services.append(start_floor("{}"))
-        targets = [(s, "/v1/jobs") for s in services]
-        for s in services:  # warm-up (imports on the first upload); not measured
-            wrk(s.base + "/v1/jobs", 2, 1, s.key, body_path, ctype)
+        targets = [(s, "/v1/jobs") for s in submit_services]  # the last one is the submit floor
+        for s, path in targets:  # warm-up (imports on the first upload); not measured
+            wrk(s.base + path, 2, 1, s.key, body_path, ctype)
         out[f"submit_{args.clients}"] = interleave(targets, args.clients, args, body=body_path, ctype=ctype)
     finally:
         for s in services:

@@ -146,7 +146,7 @@ def _env(tree: Path | None, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def _wait_up(proc: subprocess.Popen[bytes], base: str, what: str, within_s: float = 120) -> None:
+def _wait_up(proc: subprocess.Popen[bytes], base: str, what: str, within_s: float = 300) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
