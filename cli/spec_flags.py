@@ -96,7 +96,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         "--compensate",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="error compensation: bias mean replacement, LS refit, GPTQ-style rounding",
+        help="error compensation: bias mean replacement, LS refit, GPTQ-style rounding (default: on "
+        "wherever it applies; --no-compensate: the unbiased randomized draws, tiers E/T/P)",
     )
     g.add_argument("--seed", type=int)
     target = g.add_mutually_exclusive_group()

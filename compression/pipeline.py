@@ -30,6 +30,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
+from netshrink.compression.search.auto_compensate import resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
 from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import CompressSpec
@@ -175,6 +176,8 @@ def compress(
         )
     assert spec.seed is not None
     check_spec(net, spec)
+    spec = resolve_compensate(net, spec)  # null: on wherever it applies (docs/compensation.md "Default")
+    assert spec.seed is not None
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
     progress = _Progress(on_progress, should_cancel)

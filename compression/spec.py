@@ -107,7 +107,9 @@ class CompressSpec:
     quantize: QuantizeSpec | None = None
     exclude: tuple[str, ...] = ()
     draws: int | Literal["auto"] = DRAWS_AUTO
-    compensate: bool = False  # error compensation (algorithm/compensate.py): bias + LS refit + GPTQ
+    # error compensation (algorithm/compensate.py): bias + LS refit + GPTQ. None (the default): on
+    # wherever it applies (search/auto_compensate.py); False: the uncompensated, unbiased draws
+    compensate: bool | None = None
     target: TargetSpec | None = None
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     compare_baselines: bool = False
@@ -135,7 +137,7 @@ class CompressSpec:
             quantize=quant,
             exclude=tuple(exclude),
             draws=data.get("draws", DRAWS_AUTO),
-            compensate=data.get("compensate", False),
+            compensate=data.get("compensate"),
             target=target,
             evaluation=evaluation,
             compare_baselines=data.get("compare_baselines", False),
@@ -164,8 +166,10 @@ class CompressSpec:
         _choice(self.device, ("auto", "cpu", "cuda"), "device")
         if self.draws != DRAWS_AUTO:
             _int_range(self.draws, 1, MAX_DRAWS, "draws")
-        if not isinstance(self.compensate, bool):
-            raise InvalidSpecError("compensate must be a boolean", field="compensate")
+        if self.compensate is not None and not isinstance(self.compensate, bool):
+            raise InvalidSpecError(
+                "compensate must be a boolean (or null: on wherever it applies)", field="compensate"
+            )
         if self.seed is not None:
             _int_range(self.seed, 0, SEED_MAX, "seed")
         if self.target_opset is not None:

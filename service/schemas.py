@@ -157,9 +157,12 @@ class JobSpecCreate(_In):
         description="Best of R whole-network draws; 'auto' draws until the fit-split error stops "
         "improving (no gain in 3 draws; at most min(16, max(4, 2^34 / (parameters x fit samples)))).",
     )
-    compensate: bool = Field(
-        default=False,
-        description="Error compensation: bias mean replacement, least-squares refit, GPTQ-style rounding.",
+    compensate: bool | None = Field(
+        default=None,
+        description="Error compensation: bias mean replacement, least-squares refit, GPTQ-style rounding "
+        "(only tier W then bounds the compensated layers; the report keeps the uncompensated draw's "
+        "bounds). null (default): on wherever it applies (not with a deterministic method, nor with "
+        "channel pruning of a residual/concat graph); false: the unbiased randomized draws (tiers E/T/P).",
     )
     target: TargetCreate | None = None
     evaluation: EvaluationCreate | None = None

@@ -33,7 +33,7 @@ from netshrink.compression.algorithm.scores import im2col
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import QuantizeSpec
 
-__all__ = ["Compensated", "compensate_layer", "design_matrix"]
+__all__ = ["Compensated", "Prepared", "compensate_layer", "design_matrix", "prepare"]
 
 DAMP = 0.01  # GPTQ's percdamp: λ = DAMP · mean(diag H)
 BLOCK = 128  # GPTQ's lazy-batch block of columns
@@ -82,6 +82,52 @@ def _moments(
     return H / N, C / N, D / N
 
 
+@dataclass
+class Prepared:
+    """What the refit needs that depends only on the layer and its two inputs, not on mask or bits.
+
+    A budget search refits the same layer, given the same upstream draw, for many settings of the
+    layer itself; ``prepare`` once per (upstream draw, layer) and pass it to every such refit.
+    """
+
+    H: torch.Tensor  # (n, n) E[x̂ x̂ᵀ] (undamped), n = n_in (+1 with a bias)
+    Hinv: torch.Tensor  # (n, n) (H + λI)⁻¹
+    WC: torch.Tensor  # (out, n) [W b]·C, C = E[x x̂ᵀ]
+    V: torch.Tensor  # (out, n) V* = [W b] C (H + λI)⁻¹, the unconstrained minimizer
+    const: float  # tr([W b] D [W b]ᵀ), D = E[x xᵀ]: the objective's constant
+    positions: int  # output positions per sample (conv: P; dense: 1)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(t.numel() * t.element_size()) for t in (self.H, self.Hinv, self.WC, self.V))
+
+
+def _augmented(layer: Layer, dev: torch.device) -> torch.Tensor:
+    """[W b] (out, n_in (+1)) in float64."""
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=dev)  # (out, in)
+    if layer.bias is None:
+        return W
+    return torch.cat([W, torch.as_tensor(layer.bias, dtype=torch.float64, device=dev)[:, None]], 1)
+
+
+def prepare(layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = DAMP) -> Prepared:
+    """The moments, the damped inverse and V* for ``layer`` given ẑ = ``Z`` and z = ``Z_dense``."""
+    dev = Z.device
+    Wa = _augmented(layer, dev)  # (out, n)
+    n = Wa.shape[1]
+    X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, n_in)
+    H, C, D = _moments(X, Xd, layer.bias is not None)  # (n, n)
+    Hd = H + damp * float(torch.diagonal(H).mean().clamp_min(1e-12)) * torch.eye(
+        n, dtype=torch.float64, device=dev
+    )
+    L = torch.linalg.cholesky(Hd)
+    WC = Wa @ C  # (out, n)
+    V = torch.cholesky_solve(WC.T, L).T  # (out, n): V* = [W b] C H⁻¹
+    Hinv = torch.cholesky_inverse(L)  # (n, n)
+    const = float((Wa @ D * Wa).sum())
+    return Prepared(H, Hinv, WC, V, const, X.shape[0] // max(Z.shape[0], 1))
+
+
 def compensate_layer(
     layer: Layer,
     Z: torch.Tensor,
@@ -91,30 +137,22 @@ def compensate_layer(
     first: np.ndarray | None,
     quantize: QuantizeSpec | None,
     damp: float = DAMP,
+    prepared: Prepared | None = None,
 ) -> Compensated:
     """Refit ``layer`` given its compressed input ``Z`` (ẑ) and dense input ``Z_dense`` (z), fit split.
 
     ``kept`` (out, in) bool: entries that may stay non-zero (None: all); ``first``: column indices
     removed for every row (dropped units), processed first; ``quantize``: round kept entries on the
-    b-bit grid (to nearest, with error feedback), else keep them float.
+    b-bit grid (to nearest, with error feedback), else keep them float. ``prepared``: ``prepare``'s
+    result for these inputs, when the caller already has it (the budget search's cache).
     """
     dev = Z.device
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=dev)  # (out, in)
-    n_out, n_in = W.shape
+    Wa = _augmented(layer, dev)  # (out, n)
+    n_out, n_in = layer.n_out, layer.n_in
     with_bias = layer.bias is not None
-    Wa = (
-        W
-        if not with_bias
-        else torch.cat([W, torch.as_tensor(layer.bias, dtype=torch.float64, device=dev)[:, None]], 1)
-    )
     n = Wa.shape[1]  # n_in (+1)
-    X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, n_in)
-    H, C, D = _moments(X, Xd, with_bias)  # (n, n)
-    Hd = H + damp * float(torch.diagonal(H).mean().clamp_min(1e-12)) * torch.eye(
-        n, dtype=torch.float64, device=dev
-    )
-    L = torch.linalg.cholesky(Hd)
-    V = torch.cholesky_solve((Wa @ C).T, L).T  # (out, n): V* = [W b] C H⁻¹
+    pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp)
+    V = pr.V
     mask = torch.ones(n_out, n, dtype=torch.bool, device=dev)
     if kept is not None:
         mask[:, :n_in] = kept
@@ -136,25 +174,34 @@ def compensate_layer(
     qcol = torch.ones(n, dtype=torch.bool, device=dev)  # columns rounded on the grid
     if with_bias:
         qcol[-1] = False
-    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(Hd[perm][:, perm]))  # (n, n)
-    U = torch.linalg.cholesky(Hinv, upper=True)  # (n, n): GPTQ's upper Cholesky factor of H⁻¹
+    # (P H P^T)⁻¹ = P H⁻¹ P^T: the permuted inverse, then GPTQ's upper Cholesky factor of it
+    U = torch.linalg.cholesky(pr.Hinv[perm][:, perm], upper=True)  # (n, n)
     Q = torch.zeros_like(Vp)  # (out, n)
     safe = None if step_t is None else torch.where(step_t > 0, step_t, torch.ones_like(step_t))  # (out,)
-    for i1 in range(0, n, BLOCK):
+    # The removed columns come first and are 0 in every row: the sequential loop over them solves
+    # E_F U_FF = V_F (U_FF upper triangular) and pushes E_F U_F,rest onto the rest, in one step.
+    i0 = int(first_cols.size) if bool((~mp[:, : first_cols.size]).all()) else 0
+    if i0:
+        E_F = torch.linalg.solve_triangular(U[:i0, :i0], Vp[:, :i0], upper=True, left=False)  # (out, |F|)
+        Vp[:, i0:] -= E_F @ U[:i0, i0:]
+    s64 = None if safe is None else safe.to(torch.float32).to(torch.float64)  # (out,) the stored step
+    rounds, full, diag = qcol.tolist(), mp.all(0).tolist(), torch.diagonal(U).tolist()
+    for i1 in range(i0, n, BLOCK):
         i2 = min(i1 + BLOCK, n)
         V1 = Vp[:, i1:i2].clone()  # (out, b)
         E1 = torch.zeros_like(V1)  # (out, b)
         for i in range(i2 - i1):
             c = i1 + i
             w = V1[:, i]  # (out,)
-            if qcol[c] and safe is not None:
-                q = (torch.round(w / safe).clamp(-k, k)) * safe.to(torch.float32).to(torch.float64)
+            if rounds[c] and safe is not None and s64 is not None:
+                q = torch.round(w / safe).clamp_(-k, k).mul_(s64)
             else:
-                q = w
-            q = torch.where(mp[:, c], q, torch.zeros_like(q))
+                q = w.clone()
+            if not full[c]:
+                q.masked_fill_(~mp[:, c], 0.0)
             Q[:, c] = q
-            err = (w - q) / U[c, c]  # (out,)
-            V1[:, i:] -= err[:, None] * U[c, c:i2][None, :]
+            err = (w - q).div_(diag[c])  # (out,)
+            V1[:, i:].addr_(err, U[c, c:i2], alpha=-1)
             E1[:, i] = err
         Vp[:, i2:] -= E1 @ U[i1:i2, i2:]
     Qa = torch.empty_like(Q)
@@ -177,6 +224,5 @@ def compensate_layer(
         else torch.cat([What, torch.as_tensor(bias, dtype=torch.float64, device=dev)[:, None]], 1)
     )
     # E‖Wa x − Vh x̂‖² = tr(Wa D Waᵀ) − 2 tr(Wa C Vhᵀ) + tr(Vh H Vhᵀ)
-    obj = float((Wa @ D * Wa).sum() - 2 * (Wa @ C * Vh).sum() + (Vh @ H * Vh).sum())
-    positions = X.shape[0] // max(Z.shape[0], 1)
-    return Compensated(What, codes, scale, M, bias, max(obj, 0.0) * positions)
+    obj = pr.const - 2 * float((pr.WC * Vh).sum()) + float((Vh @ pr.H * Vh).sum())
+    return Compensated(What, codes, scale, M, bias, max(obj, 0.0) * pr.positions)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from netshrink.compression.algorithm.compensate import compensate_layer
+from netshrink.compression.algorithm.compensate import Prepared, compensate_layer
 from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.prune import prune_layer
@@ -35,10 +35,12 @@ def compress_layer_compensated(
     keep: float,
     generator: torch.Generator,
     sensitivity: np.ndarray | None = None,
+    prepared: Prepared | None = None,
 ) -> LayerDraw:
     """Draw the mask (P1's rule), then refit on the fit split.
 
     ``Z``: ẑ (the compressed upstream's output), ``Z_dense``: z (the dense one's), both (S, *in).
+    ``prepared``: ``compensate.prepare(layer, Z, Z_dense)`` when the caller has it cached.
     """
     kept_t: torch.Tensor | None = None
     first: np.ndarray | None = None
@@ -64,7 +66,7 @@ def compress_layer_compensated(
             first = np.flatnonzero(np.isin(gid, np.asarray(dropped, np.int64)))
             kept_t = torch.ones(layer.n_out, layer.n_in, dtype=torch.bool, device=Z.device)
             kept_t[:, torch.as_tensor(first, device=Z.device)] = False
-    c = compensate_layer(layer, Z, Z_dense, kept=kept_t, first=first, quantize=quantize)
+    c = compensate_layer(layer, Z, Z_dense, kept=kept_t, first=first, quantize=quantize, prepared=prepared)
     shape = layer.weight.shape
     cw = CompressedWeight(
         layer=layer.name,

@@ -25,6 +25,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network, stages_for
+from netshrink.compression.search.mixed import verification_split
 from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
 
 KEEP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 1.0: no pruning
@@ -118,6 +119,11 @@ def search(
     phi = dense[net.logits]
     energy = float((phi.double().reshape(phi.shape[0], -1) ** 2).sum(dim=1).mean())
     Zs = {layer.name: dense[layer.input] for layer in net.layers}
+    # compensated candidates are judged on fit samples their refit did not see (mixed.verification_split)
+    vs = verification_split(X, dense, phi, labels, bool(spec.compensate))
+    X_judge, phi_judge, labels_judge = X, phi, labels
+    if vs.X_ver is not None and vs.phi_ver is not None:
+        X_judge, phi_judge, labels_judge = vs.X_ver, vs.phi_ver, vs.labels_ver
     if sens is not None and t.metric == "relative_l2":
         for c in cands:
             p = _predict(net, candidate_spec(spec, c.keep, c.bits), Zs, sens, spec.seed)
@@ -133,15 +139,19 @@ def search(
         if measured >= MAX_MEASURED:
             break
         cspec = candidate_spec(spec, c.keep, c.bits)
-        nd = draw_network(net, ex, cspec, X, draw=0, sensitivities=sens, should_cancel=should_cancel)
+        nd = draw_network(
+            net, ex, cspec, vs.X_refit, draw=0, sensitivities=sens, should_cancel=should_cancel,
+            dense_inputs=vs.dense_refit,
+        )  # fmt: skip
+        nd.fit_rows = vs.refit_rows
         measured += 1
         with torch.no_grad():
-            phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[net.logits]
+            phi_hat = ex.run(X_judge, overrides=nd.overrides(ex.device))[net.logits]
         if t.metric == "relative_l2":
-            c.measured = output_error(phi, phi_hat).relative_l2
+            c.measured = output_error(phi_judge, phi_hat).relative_l2
             c.meets = c.measured <= float(t.max or 0.0)
         else:
-            c.measured = classification(phi, phi_hat, labels)["top1_agreement"]
+            c.measured = classification(phi_judge, phi_hat, labels_judge)["top1_agreement"]
             c.meets = c.measured is not None and c.measured >= float(t.min or 0.0)
         if c.meets:
             chosen = (c, nd)

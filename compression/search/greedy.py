@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.compensate import Prepared, prepare
 from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
@@ -46,6 +47,7 @@ def auto_cap(n_params: int, n_samples: int) -> int:
     """
     per_draw = max(1, int(n_params) * int(n_samples))
     return max(AUTO_MIN_DRAWS, min(AUTO_MAX_DRAWS, AUTO_WORK // per_draw))
+REFIT_FLOOR = 32 << 20  # bytes the refit cache may hold even for a small network
 
 
 class PrefixCache:
@@ -54,12 +56,37 @@ class PrefixCache:
     Bounded by ``max_bytes``: the bytes of the arrays its draws hold (Ŵ, codes, outliers and the
     variance, ``layer_draw_nbytes``), so a search over a large model does not hold every draw. The
     newest draw always stays, even when it alone is over the bound (it is also the draw in use).
+    ``refits`` holds the refit's mask-independent part (``compensate.prepare``: moments, inverse,
+    V*) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
+    every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
+    (at least ``REFIT_FLOOR``, since a layer's n_in² can dwarf a small network's weights); older
+    entries are dropped *before* a new one is computed when it would not fit, so the cache adds at
+    most the newest entry to the refit's own peak.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.items: dict[tuple[object, ...], LayerDraw] = {}
+        self.refits: dict[tuple[object, ...], Prepared] = {}
         self.hits = 0
+        self.refit_hits = 0
+
+    def prepared(
+        self, key: tuple[object, ...], layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor
+    ) -> Prepared:
+        """``compensate.prepare(layer, Z, Z_dense)``, cached under ``key`` (the upstream prefix)."""
+        p = self.refits.get(key)
+        if p is not None:
+            self.refit_hits += 1
+            return p
+        limit = max(self.max_bytes, REFIT_FLOOR)
+        n = layer.n_in + int(layer.bias is not None)
+        new = 8 * (2 * n * n + 2 * layer.n_out * n)  # H, H⁻¹ (n, n); [W b]C, V* (out, n); float64
+        while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
+            del self.refits[next(iter(self.refits))]
+        p = prepare(layer, Z, Z_dense)
+        self.refits[key] = p
+        return p
 
     def get(self, key: tuple[object, ...]) -> LayerDraw | None:
         d = self.items.get(key)
@@ -92,6 +119,7 @@ class NetworkDraw:
     fit_errors: list[float] = field(default_factory=list)  # fit-split rel. error of every draw made
     fit_logits: torch.Tensor | None = None  # (S, K) Φ̂ on the fit split (``draw_network(logits=True)``)
     max_draws: int | None = None  # draws="auto": the cap of the rule for this model (``auto_cap``)
+    fit_rows: torch.Tensor | None = None  # drawn on these fit-split rows only (a compensated search)
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
@@ -191,6 +219,7 @@ def draw_network(
         if on_layer is not None:
             on_layer(layer.index, len(net.layers))
         prune, quant = stages_for(layer, spec)
+        upstream = (*key, layer.name)  # layer ℓ's input depends on layers 1..ℓ−1 only
         key += ((layer.name, None if prune is None else prune.keep_for(layer.name), quant and quant.bits),)
         if prune is None and quant is None:
             continue
@@ -222,6 +251,7 @@ def draw_network(
                 keep=keep,
                 generator=gen,
                 sensitivity=sens,
+                prepared=None if cache is None else cache.prepared(upstream, layer, Z, dense[layer.input]),
             )
         else:
             pruned = None
@@ -277,10 +307,14 @@ def baseline_specs(spec: CompressSpec) -> list[CompressSpec]:
     """The deterministic baselines at the same density and bits (docs/method.md §1 "Baselines").
 
     Pruning: magnitude and OBD; quantization: round-to-nearest. Combined stages pair each pruning
-    baseline with RTN. Baselines carry only tier W.
+    baseline with RTN. Baselines are never compensated (they are the classical methods) and carry
+    only tier W.
     """
     prunes: list[PruneSpec | None] = [None]
     if spec.prune is not None:
         prunes = [dataclasses.replace(spec.prune, method=m, score="layer") for m in ("magnitude", "obd")]
     quant = None if spec.quantize is None else dataclasses.replace(spec.quantize, method="rtn")
-    return [dataclasses.replace(spec, prune=p, quantize=quant, draws=1, target=None) for p in prunes]
+    return [
+        dataclasses.replace(spec, prune=p, quantize=quant, draws=1, target=None, compensate=False)
+        for p in prunes
+    ]

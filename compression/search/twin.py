@@ -57,7 +57,8 @@ def compensation_section(
     m: Measurement,
 ) -> dict[str, Any]:
     """The report's ``summary.compensation``: compensated layers, and the uncompensated twin measured."""
-    plain = draw_network(net, ex, dataclasses.replace(spec, compensate=False), X_fit, draw=chosen.draw)
+    X = X_fit if chosen.fit_rows is None else X_fit[chosen.fit_rows]  # the rows the artifact was drawn on
+    plain = draw_network(net, ex, dataclasses.replace(spec, compensate=False), X, draw=chosen.draw)
     twin = measure(net, ex, plain, X_ho, labels)
     return {
         "layers": [n for n, d in chosen.layers.items() if d.compensated],

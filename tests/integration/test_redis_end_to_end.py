@@ -131,8 +131,15 @@ def test_onnx_job_over_redis_matches_the_core(stack: TestClient, tmp_path: Path)
         assert report["summary"]["error"][key] == pytest.approx(
             direct.report["summary"]["error"][key], rel=1e-9
         )
-    assert report["summary"]["bounds"]["E"]["value"] == pytest.approx(
-        direct.report["summary"]["bounds"]["E"]["value"], rel=1e-9
+    # compensated by default: tier W bounds the artifact, tier E the uncompensated twin (same draw)
+    assert report["summary"]["compensated_layers"] == direct.report["summary"]["compensated_layers"] != []
+    for tier in ("W", "E"):
+        assert report["summary"]["bounds"][tier]["value"] == pytest.approx(
+            direct.report["summary"]["bounds"][tier]["value"], rel=1e-9
+        )
+    twin = report["summary"]["compensation"]["uncompensated_same_draw"]["bounds"]["E"]["value"]
+    assert twin is not None and twin == pytest.approx(
+        direct.report["summary"]["compensation"]["uncompensated_same_draw"]["bounds"]["E"]["value"], rel=1e-9
     )
 
     # The artifact runs in onnxruntime, smaller, with the same input/output signature.

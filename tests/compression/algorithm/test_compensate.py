@@ -139,3 +139,21 @@ def test_conv_channel_drop_is_deterministic_given_the_mask_and_mask_follows_the_
     dropped = a.compressed.dropped_inputs
     assert dropped is not None and dropped.size
     assert np.all(a.compressed.weight[:, dropped] == 0)
+
+
+def test_a_prepared_refit_is_the_refit() -> None:
+    """``prepare`` once, refit many masks (the budget search's cache): the same weights and objective."""
+    from netshrink.compression.algorithm.compensate import prepare
+
+    layer, Z = _dense()
+    Zd = Z + 0.1 * torch.randn(Z.shape, generator=torch.Generator().manual_seed(1), dtype=Z.dtype)
+    pr = prepare(layer, Z, Zd)
+    first = np.array([1, 4, 7])
+    kept = torch.ones(layer.n_out, layer.n_in, dtype=torch.bool)
+    kept[:, torch.as_tensor(first)] = False
+    for q in (None, QuantizeSpec(bits=4)):
+        a = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+        b = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q, prepared=pr)
+        torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=1e-6)
+        assert a.fit_objective == pytest.approx(b.fit_objective, rel=1e-9)
+        assert bool((b.weight[:, torch.as_tensor(first)] == 0).all())  # the removed columns stay 0
