@@ -174,6 +174,13 @@ def _print_summary(job: Job, summary: dict[str, Any], paths: dict[str, Path]) ->
         ("this draw within the (1-delta) bound B/delta", _fmt(holds)),
         ("budget met", _fmt(summary.get("budget_met"), none="no target")),
     ]
+    bound_w = (summary.get("bounds") or {}).get("W") or {}
+    if bound_e.get("value") is None and bound_w.get("value") is not None:  # compensated: tier W only
+        rows[4:7] = [
+            ("bound, tier W, every draw (relative)", _fmt(bound_w.get("relative"), "{:.4g}")),
+            ("this draw / tier-W bound (squared error)", _fmt(bound_w.get("measured_over_bound"), "{:.2g}x")),
+            ("this draw within the tier-W bound", _fmt(holds)),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     for name, path in paths.items():

@@ -50,6 +50,12 @@ def summary_table(report: dict[str, Any]) -> Table:
         if delta is not None and e.get("holds") is not None:
             label = f"within the {1 - delta:.0%}-probability bound B/δ"
             t.add_row(label, _fmt(e.get("holds")))
+    w = bounds.get("W") or {}
+    if e.get("value") is None and w.get("value") is not None:  # compensated: only tier W bounds the file
+        t.add_row("bound, tier W, every draw (relative)", _fmt(w.get("relative")))
+        t.add_row("within the tier-W bound", _fmt(w.get("holds")))
+    if s.get("compensated_layers"):
+        t.add_row("compensated layers (tier W only)", str(len(s["compensated_layers"])))
     pred = s.get("prediction") or {}
     if pred:
         t.add_row("prediction (not a bound)", _fmt(pred.get("relative_l2")))

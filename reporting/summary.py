@@ -100,6 +100,16 @@ def _bound_sentence(s: Mapping[str, Any], tier: str, brel: float) -> str:
     """What the bound says about THIS draw: the (1−δ) statement B/δ, and where it sits against B."""
     bh = s.get("bound_holds") or {}
     delta, holds, ratio = bh.get("delta", s.get("delta")), bh.get("holds"), bh.get("measured_over_mean_bound")
+    if tier == "W":  # a compensated file: tier W bounds every draw; tier E is the uncompensated twin's
+        out = f"The theory (tier W) bounds <em>every draw</em> by <strong>{pct(brel)}</strong>"
+        if is_num(ratio):
+            out += f"; this draw's squared error is {num(ratio, 2)}× that bound"
+        if s.get("compensated_layers"):
+            out += (
+                "; tier E does not apply to the compensated layers (the uncompensated draw's tier-E "
+                "bound is in the report's summary.compensation)"
+            )
+        return out + "."
     out = f"The theory (tier {esc(tier)}) bounds the <em>mean over draws</em> by <strong>{pct(brel)}</strong>"
     if is_num(ratio):
         out += f"; this draw's squared error is {num(ratio, 2)}× that mean bound"
@@ -129,7 +139,9 @@ def _cards(s: Mapping[str, Any]) -> str:
         _card(
             "Output error (relative L2)",
             pct(rel),
-            f"bound, tier {esc(tier)}: ≤ {pct(brel)} in expectation; this draw "
+            f"bound, tier W: ≤ {pct(brel)} for every draw; this draw {yes_no(holds, 'within', 'above')}"
+            if tier == "W"
+            else f"bound, tier {esc(tier)}: ≤ {pct(brel)} in expectation; this draw "
             f"{yes_no(holds, 'within B/δ', 'above B/δ')}",
             _state(holds),
         )

@@ -84,9 +84,28 @@ def _leq(measured: float, bound: float) -> bool:
     return bool(measured <= bound * (1 + 1e-9) + 1e-30)
 
 
-def bound_verdict(bounds: dict[str, dict[str, Any]], delta: float, tier: str = "E") -> dict[str, Any]:
-    """``summary.bound_holds``: the (1−δ) statement for one draw, and the raw comparison, worded."""
+def bound_verdict(bounds: dict[str, dict[str, Any]], delta: float, tier: str | None = None) -> dict[str, Any]:
+    """``summary.bound_holds``: the (1−δ) statement for one draw, and the raw comparison, worded.
+
+    Tier E by default; tier W when E does not apply to the draw (a compensated draw keeps only tier
+    W, docs/compensation.md): W bounds every draw, so ``holds`` is the plain comparison, no δ.
+    """
+    tier = tier or ("E" if bounds["E"]["value"] is not None or bounds["W"]["value"] is None else "W")
     b = bounds[tier]
+    if tier == "W":
+        return {
+            "tier": "W",
+            "holds": b["holds"],
+            "delta": delta,
+            "judged_against": "value",
+            "below_mean_bound": None,
+            "measured_over_mean_bound": b["measured_over_bound"],
+            "meaning": (
+                "holds: this draw's squared output error is at most B_W, a bound for every draw on "
+                "any inputs (no probability). Tier E does not apply to this draw (compensated layers: "
+                "summary.compensation keeps the uncompensated draw's tier-E bound)."
+            ),
+        }
     return {
         "tier": tier,
         "holds": b["holds"],

@@ -303,3 +303,20 @@ def test_the_verdict_names_the_split_behind_the_headline(report: dict[str, Any])
         "scale": None,
     }
     assert "all 20 calibration samples (too few for a held-out split" in render_html(report)
+
+
+def test_a_compensated_report_says_tier_w_bounds_every_draw(report: dict[str, Any]) -> None:
+    """Compensated layers keep tier W only: the page must not call it a bound on the mean over draws."""
+    report["summary"]["bound_holds"] = {
+        "tier": "W",
+        "holds": True,
+        "delta": 0.1,
+        "measured_over_mean_bound": 0.001,
+    }
+    report["summary"]["compensated_layers"] = [report["layers"][0]["name"]]
+    report["diagnostics"] = []
+    page = render_html(report)
+    assert "bounds <em>every draw</em>" in page and "tier E does not apply to the compensated layers" in page
+    assert "bound, tier W: ≤" in page and 'for every draw; this draw <span class="badge ok">within' in page
+    verdict_and_cards = page.split('id="summary"', 1)[1].split("<table", 1)[0]
+    assert "B/δ" not in verdict_and_cards  # the tier table below still lists every tier's B/δ
