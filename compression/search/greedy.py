@@ -47,6 +47,8 @@ def auto_cap(n_params: int, n_samples: int) -> int:
     """
     per_draw = max(1, int(n_params) * int(n_samples))
     return max(AUTO_MIN_DRAWS, min(AUTO_MAX_DRAWS, AUTO_WORK // per_draw))
+
+
 REFIT_FLOOR = 32 << 20  # bytes the refit cache may hold even for a small network
 
 
