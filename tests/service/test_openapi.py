@@ -48,6 +48,9 @@ _APP = create_app(_SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 load_all_checks()
 ALL_CHECKS = CHECKS.get_all()
+_VALID = {"prune": {"keep": 0.5}, "seed": 1}
+_CNN_PT = next(m for m in POOL if m.architecture is not None)
+_MLP_ONNX = next(m for m in POOL if m.name == "mlp.onnx")
 
 
 @schema.hook
@@ -141,11 +144,9 @@ def test_the_document_says_what_the_server_does() -> None:
 
 def test_spec_sent_as_a_typed_json_part_is_accepted(tmp_path: Path) -> None:
     """What a generated client sends for the typed ``spec``: a part with Content-Type application/json."""
-    from tests import factories
-
     with TestClient(create_app(make_settings(tmp_path))) as client:
         files = {
-            "model": ("m.onnx", factories.mlp_onnx(), "application/octet-stream"),
+            "model": ("m.onnx", _MLP_ONNX.data, "application/octet-stream"),
             "spec": (None, json.dumps({"prune": {"keep": 0.5}, "seed": 1}).encode(), "application/json"),
         }
         r = client.post("/v1/jobs", files=files)
@@ -155,9 +156,6 @@ def test_spec_sent_as_a_typed_json_part_is_accepted(tmp_path: Path) -> None:
 
 
 # ---- what the document cannot say (tests/service/grounding.py): schema-valid, and refused ------------
-_VALID = {"prune": {"keep": 0.5}, "seed": 1}
-_CNN_PT = next(m for m in POOL if m.architecture is not None)
-_MLP_ONNX = next(m for m in POOL if m.name == "mlp.onnx")
 
 
 def _wrong_calibration() -> bytes:
