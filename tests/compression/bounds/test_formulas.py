@@ -65,7 +65,18 @@ def test_tier_p_quantization_uses_k_squared() -> None:
 def test_tier_p_is_null_with_the_reason_at_f_1() -> None:
     layer, stats, draw = _draw(quantize=QuantizeSpec(bits=3))
     A, reason = tier_P(layer, draw, stats)
-    assert A is None and reason is not None and "f = 1" in reason
+    assert A is None and reason is not None and "P1's constant" in reason and "f = 1" in reason
+    layer, stats, draw = _draw(prune=PruneSpec(keep=0.5, fraction=1.0), keep=0.5)
+    assert draw.f == pytest.approx(1.0)
+    A, reason = tier_P(layer, draw, stats)
+    assert A is None and reason is not None and "P1's constant" in reason and "(pruning)" in reason
+
+
+def test_baselines_carry_no_tier_p_or_t() -> None:
+    layer, stats, draw = _draw(prune=PruneSpec(keep=0.5, method="magnitude"), keep=0.5)
+    assert tier_T(layer, draw, stats) is None
+    A, reason = tier_P(layer, draw, stats)
+    assert A is None and reason is not None and "tier W" in reason
 
 
 def test_tier_t_quantization_is_m_squared_over_4k_squared() -> None:
