@@ -16,9 +16,9 @@ import torch
 from netshrink.compression.algorithm.layer_compress import compress_layer
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
-from netshrink.compression.bounds.bounds import tier_P, tier_T
+from netshrink.compression.bounds.bounds import layer_bounds, tier_P, tier_T
 from netshrink.compression.evaluation.metrics import loss_bound
-from netshrink.compression.graph.network import Layer
+from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
 
 W = np.array(
@@ -107,3 +107,85 @@ def test_loss_bound_is_the_square_of_the_triangle_inequality() -> None:
     assert loss_bound(9.0, 16.0) == pytest.approx(49.0)
     assert loss_bound(2.0, 0.0) == pytest.approx(2.0)
     assert loss_bound(0.5, 0.5) == pytest.approx((math.sqrt(0.5) + math.sqrt(0.5)) ** 2)
+
+
+def _op2(M: np.ndarray) -> float:
+    """‖M‖²_op by a full SVD (numpy)."""
+    return float(np.linalg.svd(M.astype(np.float64), compute_uv=False)[0] ** 2)
+
+
+K = np.arange(-11.5, 12.5, 1.0, dtype=np.float32).reshape(3, 2, 2, 2) / 4  # (c_out, C, kh, kw), N = 24
+KMAT = K.reshape(3, 8).astype(np.float64)  # (out, in) in (c, u, v) order: channel c = columns 4c..4c+3
+Z = torch.tensor(np.linspace(-1.0, 1.0, 2 * 2 * 3 * 3).reshape(2, 2, 3, 3))  # (S=2, C=2, 3, 3)
+W6 = np.linspace(-2.0, 1.5, 18, dtype=np.float32).reshape(3, 6)  # (out, in): 3 channels × 2 behind a Flatten
+X6 = torch.tensor(np.linspace(-1.0, 2.0, 4 * 6).reshape(4, 6))  # (S=4, n_in=6)
+K1 = np.linspace(-1.0, 2.0, 12, dtype=np.float32).reshape(3, 4, 1, 1)  # (c_out, C, 1, 1): 1 column a channel
+Z1 = torch.tensor(np.linspace(-2.0, 1.0, 2 * 4 * 2 * 2).reshape(2, 4, 2, 2))  # (S=2, C=4, 2, 2)
+CASES = {
+    # name: (layer, input batch, granularity, windows per pixel, the norm term written out by hand)
+    "conv-weight": ("conv", "weight", 4, max((KMAT**2).sum(0))),
+    "conv-channel": ("conv", "channel", 4, max(_op2(KMAT[:, 4 * c : 4 * c + 4]) for c in range(2))),
+    "conv1x1-channel": ("conv1x1", "channel", 1, max((K1.reshape(3, 4).astype(np.float64) ** 2).sum(0))),
+    "flatten-weight": ("dense", "weight", 1, max((W6.astype(np.float64) ** 2).sum(0))),
+    "flatten-neuron": ("dense", "neuron", 1, max(_op2(W6[:, 2 * g : 2 * g + 2]) for g in range(3))),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tier_t_pruning_takes_the_norm_of_what_one_draw_removes(case: str) -> None:
+    """Tier T's pruning term f τ² max‖·‖² Z²·w: a column's ‖W[:, j]‖² for weight draws (also in a conv
+    and behind a Flatten), a block's ‖W_g‖²_op for channel/neuron draws of several columns; w = 4
+    windows per pixel for a 2×2 kernel at stride 1 (a 1×1 kernel: one column a channel, one window). The
+    norms by hand above; f, τ² the draw's own
+    (pinned against the spec in the tests above)."""
+    kind, granularity, windows, norm2 = CASES[case]
+    if kind == "conv":
+        layer = Layer("c", 1, "conv", K, None, "w", None, conv=ConvGeometry((2, 2)), structured=True)
+        X, z2 = Z, float((Z**2).sum((1, 2, 3)).mean())
+    elif kind == "conv1x1":
+        layer = Layer("c", 1, "conv", K1, None, "w", None, conv=ConvGeometry((1, 1)), structured=True)
+        X, z2 = Z1, float((Z1**2).sum((1, 2, 3)).mean())
+    else:
+        layer = Layer("fc", 1, "dense", W6, None, "w", None, structured=True, input_group=2)
+        X, z2 = X6, float((X6**2).sum(1).mean())
+    stats = layer_stats(layer, X, groups=granularity != "weight")
+    assert stats.z2 == pytest.approx(z2)
+    prune = PruneSpec(keep=0.5, fraction=0.75, granularity=granularity)
+    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=0.5, generator=generator(0, 1, 0))
+    assert draw.f is not None and draw.tau2 is not None and draw.from_greedy_sort
+    assert not draw.group_joint  # no fixed-count inflation factor in these draws
+    expected = draw.f * draw.tau2 * norm2 * z2 * windows
+    assert tier_T(layer, draw, stats) == pytest.approx(expected, rel=1e-6)
+
+
+def test_layer_bounds_propagates_every_tier_by_hand() -> None:
+    """Two layers of the tiny one, L = 1/2 then 1, σ given: A_ℓ per tier, the step L²(σ²ê + A), the
+    cumulative L²(σ²B_{ℓ−1} + A) and tier W's root form (L(σ√B + √A))², all written out by hand
+    (A_T and A_P from the spec's f = 3/4, τ² = 2 as above; A_W = ‖W − Ŵ‖²_op·E‖ẑ‖² by numpy's SVD)."""
+    layer, stats, draw = _draw(prune=PruneSpec(keep=0.5, fraction=0.75), keep=0.5)
+    first = Layer("fc0", 0, "dense", W, None, "w", None, lipschitz=0.5)
+    second = Layer("fc1", 1, "dense", W, None, "w", None)
+    A = {
+        "E": draw.tier_E_A,
+        "T": 0.75 * 2.0 * 4.5 * Z2,
+        "P": 2 * 0.75 * Z2 * 2.0 * NU**2 * N_OUT / (1 - 0.75),
+        "W": _op2(W.astype(np.float64) - draw.compressed.weight) * Z2,
+    }
+    assert A["E"] is not None
+    tb1 = layer_bounds(first, stats, draw, sigma=3.0, measured_prev=0.0, prev=None)
+    assert (tb1.layer, tb1.sigma, tb1.L, tb1.nu, tb1.Z2, tb1.windows) == ("fc0", 3.0, 0.5, NU, Z2, 1)
+    assert (tb1.n_in, tb1.n_out, tb1.k, tb1.compressed) == (4, N_OUT, None, True)
+    assert tb1.tau2 == pytest.approx(2.0) and tb1.f == pytest.approx(0.75)
+    tb2 = layer_bounds(second, stats, draw, sigma=3.0, measured_prev=0.5, prev=tb1)
+    for t in ("E", "T", "P", "W"):
+        a = A[t]
+        assert tb1.tiers[t].A == pytest.approx(a) and tb1.tiers[t].reason is None
+        assert tb1.tiers[t].step == pytest.approx(0.25 * a)  # ê_0 = 0, B_0 = 0: L² A
+        assert tb1.tiers[t].cumulative == pytest.approx(0.25 * a)
+        b1 = 0.25 * a
+        if t == "W":
+            assert tb2.tiers[t].cumulative == pytest.approx((3.0 * math.sqrt(b1) + math.sqrt(a)) ** 2)
+            assert tb2.tiers[t].step == pytest.approx((3.0 * math.sqrt(0.5) + math.sqrt(a)) ** 2)
+        else:
+            assert tb2.tiers[t].cumulative == pytest.approx(9.0 * b1 + a)
+            assert tb2.tiers[t].step == pytest.approx(9.0 * 0.5 + a)

@@ -99,18 +99,19 @@ def test_near_constant_positive_block_would_put_p_below_e() -> None:
 
 @pytest.mark.parametrize("width", [1, 2, 16])
 def test_p_is_null_for_every_block_wider_than_one_column(width: int) -> None:
-    """Neuron draws behind a Flatten of ``width`` positions: one draw removes ``width`` columns. P1's
-    constant holds for single columns only (width 1: reported, and ≥ T); from two columns on it is null."""
+    """Neuron draws behind a Flatten (2 channels of ``width`` positions): one draw removes ``width``
+    columns. P1's constant holds for single columns only (width 1: reported, and ≥ T); from two columns
+    on it is null."""
     rng = np.random.default_rng(width)
-    W = rng.standard_normal((3, 4 * width)).astype(np.float32)  # (out, in): 4 channels × width
+    W = rng.standard_normal((3, 2 * width)).astype(np.float32)  # (out, in): 2 channels × width
     layer = Layer("fc", 2, "dense", W, None, "w", None, structured=True, input_group=width)
     import torch
 
-    X = torch.from_numpy(rng.standard_normal((16, 4 * width)))  # (S, n_in)
+    X = torch.from_numpy(rng.standard_normal((16, 2 * width)))  # (S, n_in)
     stats = layer_stats(layer, X, groups=True)
-    prune = PruneSpec(keep=0.5, granularity="neuron", fraction=0.75)
-    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=0.5, generator=generator(0, 2, 0))
-    assert draw.tier_E_A is not None and draw.f is not None and 0 < draw.f < 1
+    prune = PruneSpec(keep=0.75, granularity="neuron", fraction=0.5)  # one of the 2 blocks drawn, p = 1/2
+    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=0.75, generator=generator(0, 2, 0))
+    assert draw.tier_E_A is not None and draw.f == pytest.approx(0.5)
     A, reason = tier_P(layer, draw, stats)
     if width == 1:
         T = tier_T(layer, draw, stats)
