@@ -17,6 +17,7 @@ from netshrink.compression.algorithm.layer_compress import compress_layer
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.bounds import layer_bounds, tier_P, tier_T
+from netshrink.compression.bounds.certificate import SigmaBound
 from netshrink.compression.evaluation.metrics import loss_bound
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
@@ -189,3 +190,18 @@ def test_layer_bounds_propagates_every_tier_by_hand() -> None:
         else:
             assert tb2.tiers[t].cumulative == pytest.approx(9.0 * b1 + a)
             assert tb2.tiers[t].step == pytest.approx(9.0 * 0.5 + a)
+
+
+def test_layer_bounds_records_its_inputs() -> None:
+    """The record beside the tiers: the σ certificate handed in, Z² times the 4 windows per pixel of a
+    2×2 conv at stride 1, k = 3 of a 3-bit draw, and an uncompressed layer's zeros and nulls."""
+    cert = SigmaBound(3.0, 2.9, "svd", "exact")
+    layer, stats, draw = _draw(quantize=QuantizeSpec(bits=3, scale="per_row"))
+    tb = layer_bounds(layer, stats, draw, sigma=3.0, measured_prev=0.0, prev=None, sigma_cert=cert)
+    assert tb.sigma_bound is cert and tb.k == 3 and tb.tau2 is None
+    conv = Layer("c", 1, "conv", K, None, "w", None, conv=ConvGeometry((2, 2)), structured=True)
+    conv_stats = layer_stats(conv, Z, groups=False)
+    tb = layer_bounds(conv, conv_stats, None, sigma=1.0, measured_prev=0.0, prev=None)
+    assert tb.windows == 4 and tb.Z2 == pytest.approx(4 * float((Z**2).sum((1, 2, 3)).mean()))
+    tb = layer_bounds(layer, None, None, sigma=1.0, measured_prev=0.0, prev=None)
+    assert (tb.Z2, tb.compressed, tb.tau2, tb.k, tb.f, tb.sigma_bound) == (0.0, False, None, None, None, None)
