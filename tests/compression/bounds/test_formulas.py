@@ -205,3 +205,36 @@ def test_layer_bounds_records_its_inputs() -> None:
     assert tb.windows == 4 and tb.Z2 == pytest.approx(4 * float((Z**2).sum((1, 2, 3)).mean()))
     tb = layer_bounds(layer, None, None, sigma=1.0, measured_prev=0.0, prev=None)
     assert (tb.Z2, tb.compressed, tb.tau2, tb.k, tb.f, tb.sigma_bound) == (0.0, False, None, None, None, None)
+
+
+def test_tier_t_drops_the_fraction_when_the_output_aware_score_chose_the_set() -> None:
+    """docs/method.md §3: the factor f (f_q) multiplies tier T only for the greedy sort of the same
+    scores; a set chosen by the output-aware score (``sensitivity``) gets factor 1. Per-layer 3-bit
+    grid: M_i = max|W| = 2 on each of the 3 rows, Σ M_i² / (4k²) = 12/36; pruning as above."""
+    layer = _layer()
+    stats = layer_stats(layer, X, groups=False)
+    sens = np.ones((N_OUT, 4))  # (n_out, n_in)
+    quant = QuantizeSpec(bits=3, scale="per_layer", fraction=0.5)
+    prune = PruneSpec(keep=0.5, fraction=0.75)
+    for sensitivity, f_q, f_p in ((None, 0.5, 0.75), (sens, 1.0, 1.0)):
+        q = compress_layer(
+            layer,
+            stats,
+            prune=None,
+            quantize=quant,
+            keep=1.0,
+            generator=generator(0, 1, 0),
+            sensitivity=sensitivity,
+        )
+        assert q.from_greedy_sort == (sensitivity is None)
+        assert tier_T(layer, q, stats) == pytest.approx(f_q * 12 / 36 * Z2)
+        p = compress_layer(
+            layer,
+            stats,
+            prune=prune,
+            quantize=None,
+            keep=0.5,
+            generator=generator(0, 1, 0),
+            sensitivity=sensitivity,
+        )
+        assert tier_T(layer, p, stats) == pytest.approx(f_p * 2.0 * 4.5 * Z2)
