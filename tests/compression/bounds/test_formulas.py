@@ -238,3 +238,27 @@ def test_tier_t_drops_the_fraction_when_the_output_aware_score_chose_the_set() -
             sensitivity=sensitivity,
         )
         assert tier_T(layer, p, stats) == pytest.approx(f_p * 2.0 * 4.5 * Z2)
+
+
+def test_layer_bounds_says_why_a_tier_is_null() -> None:
+    """A deterministic baseline (magnitude pruning) and a compensated draw (refit after P1's mask) are
+    not zero-mean: tiers E and T (and P) are null with the reason, tier W still holds (docs/method.md
+    §3); an uncompressed layer downstream inherits the reason with the null cumulative bound."""
+    from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
+
+    layer, stats, base = _draw(prune=PruneSpec(keep=0.5, method="magnitude"), keep=0.5)
+    prune = PruneSpec(keep=0.5, fraction=0.75)
+    comp = compress_layer_compensated(
+        layer, stats, X, X, prune=prune, quantize=None, keep=0.5, generator=generator(0, 1, 0)
+    )
+    assert comp.compensated
+    for draw, words, tiers in ((base, "deterministic baseline", "ET"), (comp, "compensated", "ETP")):
+        tb = layer_bounds(layer, stats, draw, sigma=1.0, measured_prev=0.0, prev=None)
+        for t in "ETP":
+            assert tb.tiers[t].A is None and tb.tiers[t].cumulative is None and tb.tiers[t].step is None
+            reason = tb.tiers[t].reason
+            assert reason is not None and "tier W" in reason, (t, reason)
+            assert t not in tiers or words in reason, (t, reason)
+        assert tb.tiers["W"].A is not None and tb.tiers["W"].reason is None
+        after = layer_bounds(_layer(), None, None, sigma=1.0, measured_prev=0.0, prev=tb)
+        assert all(after.tiers[t].reason == tb.tiers[t].reason for t in "ETPW")
