@@ -7,6 +7,7 @@ dropped factor fails here: tier P's 2f/(1−f) and its k², tier T's 4k², the l
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -262,3 +263,19 @@ def test_layer_bounds_says_why_a_tier_is_null() -> None:
         assert tb.tiers["W"].A is not None and tb.tiers["W"].reason is None
         after = layer_bounds(_layer(), None, None, sigma=1.0, measured_prev=0.0, prev=tb)
         assert all(after.tiers[t].reason == tb.tiers[t].reason for t in "ETPW")
+
+
+def test_layer_bounds_reports_no_tier_p_for_a_dependency_group_draw() -> None:
+    """P1's constant is proved for its per-layer rule: a layer pruned by a network-wide dependency-group
+    draw (``group_draw``) gets P null with the reason, while E, T and W keep their values."""
+    layer, stats, draw = _draw(prune=PruneSpec(keep=0.5, fraction=0.75), keep=0.5)
+    alone = layer_bounds(layer, stats, draw, sigma=1.0, measured_prev=0.0, prev=None)
+    grouped = layer_bounds(
+        layer, stats, dataclasses.replace(draw, group_draw=True), sigma=1.0, measured_prev=0.0, prev=None
+    )
+    assert alone.tiers["P"].A is not None and grouped.tiers["P"].A is None
+    assert grouped.tiers["P"].cumulative is None
+    reason = grouped.tiers["P"].reason
+    assert reason is not None and "P1's constant" in reason and "dependency-group" in reason
+    for t in "ETW":
+        assert grouped.tiers[t].A == pytest.approx(alone.tiers[t].A) and grouped.tiers[t].reason is None
