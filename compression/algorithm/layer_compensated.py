@@ -80,7 +80,7 @@ def compress_layer_compensated(
     )
     return LayerDraw(
         compressed=cw,
-        var=np.zeros((layer.n_out, layer.n_in)),
+        var=np.zeros((layer.n_out, layer.n_in), dtype=np.float32),
         group_tau2=None,
         tier_E_A=None,
         f=f,

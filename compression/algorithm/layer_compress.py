@@ -34,7 +34,9 @@ class LayerDraw:
     """
 
     compressed: CompressedWeight
-    var: np.ndarray  # (n_out, n_in) float64 per-entry Var(t) of independently drawn entries
+    # (n_out, n_in) per-entry Var(t) of independently drawn entries, kept as float32 (memory, issue 10:
+    # a draw is held while the next is drawn); tier_E_A is summed in float64 before the cast
+    var: np.ndarray
     group_tau2: np.ndarray | None  # (n_groups,) τ² of randomized groups (structured), else None
     tier_E_A: float | None  # A_ℓ tier E: E_h E_x‖(W − Ŵ) ẑ‖² given ẑ (exact)
     f: float | None
@@ -104,6 +106,7 @@ def compress_layer(
         f, p, tau2, exp_keep, real_keep = pr.f, pr.p, pr.tau2, pr.expected_keep, pr.realized_keep
         n_rand, dropped, p_rand = pr.m, pr.dropped_groups, pr.tier_E_A is not None
         joint = pr.group_joint
+        del pr  # its float64 Var(t) lives on in ``var`` only
     codes = scale = outliers = M = None
     k = bits = None
     qf = None
@@ -138,7 +141,10 @@ def compress_layer(
         A = None if (A is None or qr.tier_E_A is None) else A + qr.tier_E_A
         n_rand = n_rand if prune is not None else qr.n_randomized
         q_rand = qr.tier_E_A is not None
+        del qr  # its float64 Var(t) lives on in ``var`` only
     shape = layer.weight.shape
+    var32 = None if var is None else var.to(torch.float32)  # the float64 Var(t) is freed below
+    var = None
     cw = CompressedWeight(
         layer=layer.name,
         weight=W.to(torch.float32).cpu().numpy().reshape(shape),
@@ -150,7 +156,7 @@ def compress_layer(
     )
     return LayerDraw(
         compressed=cw,
-        var=(torch.zeros(W.shape, dtype=torch.float64) if var is None else var).cpu().numpy(),
+        var=(torch.zeros(W.shape) if var32 is None else var32).cpu().numpy(),  # float32
         group_tau2=group_tau2,
         tier_E_A=A,
         f=f,
