@@ -31,7 +31,9 @@ from netshrink.compression.graph.network import Layer, Network
 @dataclass
 class Sensitivity:
     layer: str
-    weight_sq: np.ndarray  # (n_out, n_in) float64: E_x Σ_k (∂Φ_k/∂W_ij)²  (conv: im2col columns (c,u,v))
+    # (n_out, n_in) E_x Σ_k (∂Φ_k/∂W_ij)² (conv: im2col columns (c,u,v)), accumulated in float64 and
+    # kept as float32 (memory, issue 10: the budget search holds it for the whole search)
+    weight_sq: np.ndarray
     group_sq: np.ndarray  # (n_groups,) float64: E_x Σ_k (Σ_{j∈g} Σ_i ∂Φ_k/∂W_ij · W_ij)²
     group_size: int  # consecutive input columns per group
 
@@ -168,7 +170,7 @@ def sensitivities(
     return {
         layer.name: Sensitivity(
             layer.name,
-            (acc_w[layer.name] / S).numpy(),
+            (acc_w.pop(layer.name) / S).to(torch.float32).numpy(),
             (acc_g[layer.name] / S).numpy(),
             group_size(layer),
         )
@@ -194,9 +196,18 @@ def _sole_input_dense(net: Network, layers: Sequence[Layer]) -> set[str]:
     }
 
 
+PREDICT_BLOCK = 1 << 20  # entries per float64 row block of ``predict_independent``
+
+
 def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
-    """Σ_ij Var(t_ij) · E_x Σ_k (∂Φ_k/∂W_ij)² for independently drawn entries."""
-    return float((var.reshape(sens.weight_sq.shape) * sens.weight_sq).sum())
+    """Σ_ij Var(t_ij) · E_x Σ_k (∂Φ_k/∂W_ij)² for independently drawn entries (float64, row blocks)."""
+    S = sens.weight_sq
+    V = var.reshape(S.shape)
+    rows = max(1, PREDICT_BLOCK // max(1, S.shape[1]))
+    total = 0.0
+    for r in range(0, S.shape[0], rows):
+        total += float((V[r : r + rows].astype(np.float64) * S[r : r + rows]).sum())
+    return total
 
 
 def predict_groups(group_tau2: np.ndarray, sens: Sensitivity) -> float:
