@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import draw_network
@@ -59,3 +60,24 @@ def test_is_random_says_whether_two_draws_can_differ(spec: dict[str, object], ra
     """By the method table of docs/method.md §1, not by running draws: draws="auto" takes one draw
     exactly when nothing is random."""
     assert is_random(CompressSpec.from_dict(spec)) is random
+
+
+def test_progress_comes_from_the_first_draw_and_cancellation_reaches_every_draw(mlp_net: Network) -> None:
+    """``on_layer`` sees the first draw's layers once (progress stays monotone); ``should_cancel`` is
+    asked in every draw, so a cancel during the second draw stops ``best_of``."""
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.5}, "draws": 3, "seed": 0})
+    ex = Executor(mlp_net)
+    X = torch.from_numpy(np.random.default_rng(0).standard_normal((32, *mlp_net.input_shape))).float()
+    n = len(mlp_net.layers)
+    steps: list[tuple[int, int]] = []
+    best_of(mlp_net, ex, spec, X, on_layer=lambda i, total: steps.append((i, total)))
+    assert steps == [(layer.index, n) for layer in mlp_net.layers]
+    asked = [0]
+
+    def cancel_in_second_draw() -> bool:
+        asked[0] += 1
+        return asked[0] > n
+
+    with pytest.raises(CancelledError):
+        best_of(mlp_net, ex, spec, X, should_cancel=cancel_in_second_draw)
+    assert asked[0] == n + 1
