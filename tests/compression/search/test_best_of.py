@@ -13,7 +13,7 @@ import torch
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
-from netshrink.compression.search.greedy import draw_network
+from netshrink.compression.search.greedy import NetworkDraw, draw_network
 from netshrink.compression.search.select import best_of, is_random
 from netshrink.compression.spec import CompressSpec
 
@@ -81,3 +81,27 @@ def test_progress_comes_from_the_first_draw_and_cancellation_reaches_every_draw(
     with pytest.raises(CancelledError):
         best_of(mlp_net, ex, spec, X, should_cancel=cancel_in_second_draw)
     assert asked[0] == n + 1
+
+
+def test_the_output_aware_score_reaches_every_draw(mlp_net: Network) -> None:
+    """With ``score="output"``, ``best_of`` hands the sensitivities to each draw: its fit errors are
+    those of the draws made with them, which differ from the layer-local score's."""
+    from netshrink.compression.bounds.prediction import sensitivities
+
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.4, "score": "output"}, "draws": 2, "seed": 1})
+    ex = Executor(mlp_net)
+    X = torch.from_numpy(np.random.default_rng(0).standard_normal((64, *mlp_net.input_shape))).float()
+    sens = sensitivities(ex.run, mlp_net, X, mlp_net.layers, groups=False)
+    with torch.no_grad():
+        phi = ex.run(X)[mlp_net.logits].double().numpy()  # (S, K)
+
+    def error(nd: NetworkDraw) -> float:
+        with torch.no_grad():
+            phi_hat = ex.run(X, overrides=nd.overrides(ex.device))[mlp_net.logits].double().numpy()
+        return float(np.sqrt(((phi - phi_hat) ** 2).sum() / (phi**2).sum()))
+
+    with_sens = [error(draw_network(mlp_net, ex, spec, X, draw=r, sensitivities=sens)) for r in range(2)]
+    local = [error(draw_network(mlp_net, ex, spec, X, draw=r)) for r in range(2)]
+    assert not np.allclose(with_sens, local, rtol=1e-3)  # the score changes the draws
+    best = best_of(mlp_net, ex, spec, X, sensitivities=sens)
+    np.testing.assert_allclose(best.fit_errors, with_sens, rtol=1e-5)
