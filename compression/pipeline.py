@@ -30,7 +30,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
-from netshrink.compression.search.auto_compensate import resolve_compensate
+from netshrink.compression.search.auto_compensate import off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
 from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import CompressSpec
@@ -176,6 +176,7 @@ def compress(
         )
     assert spec.seed is not None
     check_spec(net, spec)
+    compensate_note = off_reason(net, spec)  # null, but the refit would cost too much: say so
     spec = resolve_compensate(net, spec)  # null: on wherever it applies (docs/compensation.md "Default")
     assert spec.seed is not None
     if spec.device == "cuda" and not torch.cuda.is_available():
@@ -310,6 +311,8 @@ def compress(
         )
     if compensation is not None:
         report["summary"]["compensation"] = compensation
+    if compensate_note is not None:
+        report["summary"]["warnings"].append(compensate_note)
     report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)

@@ -7,7 +7,14 @@ equal bytes (docs/results.md §3), so ``compensate: null`` (the default) resolve
   classical method, and the refit would replace it (GPTQ's rounding instead of RTN);
 - channel pruning of a residual/concat graph (one draw per dependency group, ``group_draw.py``),
   which the refit does not cover (an explicit ``compensate: true`` is refused there);
-- nothing is compressed.
+- nothing is compressed;
+- the refit would be too costly: its dense linear algebra (the moments, the Cholesky factors, the
+  solves for V*, GPTQ's block updates) costs about n²·(n + n_out) multiply-adds per layer, n = n_in + 1
+  (im2col columns for a conv); when the sum over the layers exceeds ``REFIT_WORK_CAP`` = 2^34, null
+  resolves to off and ``off_reason`` says so (an explicit ``true`` still turns it on). Measured on the
+  2-core machine: the 64→4096→4096→10 MLP (about 2^37.6) took 101.7 s in the compress stage with the
+  refit against 13.5 s without it, and 2.48 GiB peak RSS against 1.11 GiB (docs/results.md §6);
+  2^34 admits every layer up to about 2,048 inputs, a few seconds of refit.
 
 ``compensate: false`` keeps the unbiased randomized draws whose tiers E, T and P are proved.
 """
@@ -15,13 +22,15 @@ equal bytes (docs/results.md §3), so ``compensate: null`` (the default) resolve
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from netshrink.compression.graph.network import Network
 from netshrink.compression.spec import CompressSpec
 
-__all__ = ["resolve_compensate"]
+__all__ = ["REFIT_WORK_CAP", "off_reason", "refit_work", "resolve_compensate"]
 
 DETERMINISTIC = ("magnitude", "obd", "rtn")
+REFIT_WORK_CAP = 2**34  # multiply-adds of the refit summed over the layers (module docstring)
 
 
 def resolve_compensate(net: Network, spec: CompressSpec) -> CompressSpec:
@@ -31,7 +40,7 @@ def resolve_compensate(net: Network, spec: CompressSpec) -> CompressSpec:
     return dataclasses.replace(spec, compensate=compensate_applies(net, spec))
 
 
-def compensate_applies(net: Network, spec: CompressSpec) -> bool:
+def compensate_applies(net: Network, spec: CompressSpec, *, cap: bool = True) -> bool:
     """Whether ``compensate: null`` turns compensation on for ``spec`` on ``net`` (module docstring)."""
     p, q = spec.prune, spec.quantize
     if p is None and q is None and spec.target is None:
@@ -39,4 +48,25 @@ def compensate_applies(net: Network, spec: CompressSpec) -> bool:
     if (p is not None and p.method in DETERMINISTIC) or (q is not None and q.method in DETERMINISTIC):
         return False
     structured = (p is not None and p.granularity != "weight") or (p is None and spec.target is not None)
-    return not (structured and net.dag and net.channel_groups is not None)
+    if structured and net.dag and net.channel_groups is not None:
+        return False
+    return not cap or refit_work(net) <= REFIT_WORK_CAP
+
+
+def refit_work(net: Network) -> int:
+    """Σ over the layers of n²·(n + n_out), n = n_in + 1: the refit's dense linear algebra (docstring)."""
+    return sum((layer.n_in + 1) ** 2 * (layer.n_in + 1 + layer.n_out) for layer in net.layers)
+
+
+def off_reason(net: Network, spec: CompressSpec) -> str | None:
+    """Why ``compensate: null`` resolved to off for a model it would otherwise apply to (its cost)."""
+    if spec.compensate is not None:
+        return None
+    work = refit_work(net)
+    if work <= REFIT_WORK_CAP or not compensate_applies(net, spec, cap=False):
+        return None
+    return (
+        "error compensation is off by default for this model: its refit would cost about "
+        f"2^{math.log2(work):.2f} multiply-adds (cap 2^34; minutes and "
+        "several GiB on a small CPU); pass --compensate (compensate: true) to refit anyway"
+    )

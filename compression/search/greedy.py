@@ -138,12 +138,18 @@ class NetworkDraw:
         """R, the rule that fixed it, and the spread of the fit-split errors (report field ``draws``)."""
         e = self.fit_errors
         cap = self.max_draws
-        rule = (
-            "not the auto rule: R as asked (draws=R), or the budget search's verification draws"
-            if cap is None
-            else f"auto: stop after {AUTO_PATIENCE} draws without a gain, at most {cap} "
-            f"(= min({AUTO_MAX_DRAWS}, max({AUTO_MIN_DRAWS}, 2^34 / (parameters x fit samples))))"
-        )
+        if cap is None:
+            rule = "not the auto rule: R as asked (draws=R), or the budget search's verification draws"
+        elif cap == 1:  # auto_cap is never below AUTO_MIN_DRAWS: 1 means nothing in the spec is random
+            rule = (
+                "auto: one draw, since nothing in the spec is random (round-to-nearest, magnitude/OBD, "
+                "or compensated quantization without randomized pruning): every draw would be the same"
+            )
+        else:
+            rule = (
+                f"auto: stop after {AUTO_PATIENCE} draws without a gain, at most {cap} "
+                f"(= min({AUTO_MAX_DRAWS}, max({AUTO_MIN_DRAWS}, 2^34 / (parameters x fit samples))))"
+            )
         return {
             "R": len(e),
             "chosen": self.draw,

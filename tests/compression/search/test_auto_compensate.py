@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
-from netshrink.compression.search.auto_compensate import resolve_compensate
+from netshrink.compression.search.auto_compensate import (
+    REFIT_WORK_CAP,
+    off_reason,
+    refit_work,
+    resolve_compensate,
+)
 from netshrink.compression.spec import CompressSpec
+from tests import factories
 
 
 @pytest.mark.parametrize(
@@ -48,3 +56,40 @@ def test_default_report_marks_compensated_layers_and_keeps_the_plain_bound(mlp_n
     assert off["reproducibility"]["spec"]["compensate"] is False
     assert off["summary"]["bounds"]["E"]["value"] is not None
     assert not off["summary"]["compensated_layers"] and "compensation" not in off["summary"]
+
+
+@pytest.fixture(scope="module")
+def wide_nets(model_dir: Path) -> tuple[Network, Network]:
+    """16 -> w -> 8 MLPs just under (w = 2500) and just over (w = 2600) the refit work cap."""
+    under = factories.write_bytes(factories.mlp_onnx((16, 2500, 8)), model_dir / "wide2500.onnx")
+    over = factories.write_bytes(factories.mlp_onnx((16, 2600, 8)), model_dir / "wide2600.onnx")
+    return load_model(under), load_model(over)
+
+
+def test_refit_work_is_the_stated_sum(mlp_net: Network) -> None:
+    # 16 -> 64 -> 64 -> 8: n = n_in + 1 per layer, n²·(n + n_out) summed (hand values)
+    assert refit_work(mlp_net) == 17**2 * (17 + 64) + 65**2 * (65 + 64) + 65**2 * (65 + 8)
+
+
+def test_null_resolves_to_off_above_the_refit_work_cap(wide_nets: tuple[Network, Network]) -> None:
+    under, over = wide_nets
+    assert refit_work(under) == 17**2 * (17 + 2500) + 2501**2 * (2501 + 8) <= REFIT_WORK_CAP
+    assert refit_work(over) == 17**2 * (17 + 2600) + 2601**2 * (2601 + 8) > REFIT_WORK_CAP
+    spec = CompressSpec.from_dict({"quantize": {"bits": 4}})
+    assert resolve_compensate(under, spec).compensate is True and off_reason(under, spec) is None
+    assert resolve_compensate(over, spec).compensate is False
+    reason = off_reason(over, spec)
+    assert reason is not None and "2^34.04 multiply-adds (cap 2^34" in reason  # 1.765e10
+    explicit = CompressSpec.from_dict({"quantize": {"bits": 4}, "compensate": True})
+    assert resolve_compensate(over, explicit).compensate is True and off_reason(over, explicit) is None
+    rtn = CompressSpec.from_dict({"quantize": {"bits": 4, "method": "rtn"}})
+    assert off_reason(over, rtn) is None  # off for another reason, not the cost
+
+
+def test_report_says_why_the_default_refit_was_skipped(wide_nets: tuple[Network, Network]) -> None:
+    over = wide_nets[1]
+    rep = compress(over, CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0})).report
+    s = rep["summary"]
+    assert rep["reproducibility"]["spec"]["compensate"] is False
+    assert not s["compensated_layers"] and s["bounds"]["E"]["value"] is not None  # the plain draw's tiers
+    assert any("compensation is off by default" in w for w in s["warnings"])

@@ -77,7 +77,10 @@ def test_auto_draws_make_one_draw_when_nothing_is_random(mlp_net: Network) -> No
         assert len(best_of(mlp_net, ex, spec, X).fit_errors) == 1
     comp = CompressSpec.from_dict({"quantize": {"bits": 4}, "compensate": True, "seed": 0})
     ex, X = _fit(mlp_net, comp)
-    assert len(best_of(mlp_net, ex, comp, X).fit_errors) == 1  # GPTQ rounding is deterministic
+    nd = best_of(mlp_net, ex, comp, X)
+    assert len(nd.fit_errors) == 1  # GPTQ rounding is deterministic
+    rule = str(nd.draws_summary()["rule"])  # says why, not a cap formula that would give 16 here
+    assert nd.draws_summary()["max_draws"] == 1 and "nothing in the spec is random" in rule
 
 
 def test_explicit_draws_are_respected(mlp_net: Network) -> None:
