@@ -25,7 +25,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network, stages_for
-from netshrink.compression.search.mixed import verification_split
+from netshrink.compression.search.verification import verification_split
 from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
 
 KEEP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # 1.0: no pruning
@@ -119,7 +119,7 @@ def search(
     phi = dense[net.logits]
     energy = float((phi.double().reshape(phi.shape[0], -1) ** 2).sum(dim=1).mean())
     Zs = {layer.name: dense[layer.input] for layer in net.layers}
-    # compensated candidates are judged on fit samples their refit did not see (mixed.verification_split)
+    # compensated candidates are judged on fit samples their refit did not see (search/verification.py)
     vs = verification_split(X, dense, phi, labels, bool(spec.compensate))
     X_judge, phi_judge, labels_judge = X, phi, labels
     if vs.X_ver is not None and vs.phi_ver is not None:

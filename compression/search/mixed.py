@@ -34,7 +34,16 @@ from netshrink.compression.evaluation.metrics import classification, output_erro
 from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.greedy import NetworkDraw, PrefixCache, draw_network
 from netshrink.compression.search.select import is_random
-from netshrink.compression.spec import DRAWS_AUTO, CompressSpec, Granularity, PruneSpec, QuantizeSpec
+from netshrink.compression.search.verification import (
+    VERIFY_RULE,
+    best_judged,
+    meets_threshold,
+    near_miss,
+    reaches,
+    verification_split,
+    verify_draws,
+)
+from netshrink.compression.spec import CompressSpec, Granularity, PruneSpec, QuantizeSpec
 
 BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step per container
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -42,18 +51,6 @@ ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
 QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_pred``
 CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
-NEAR = 2.0  # a randomized candidate is redrawn only if its miss is within this factor (``_near``)
-VERIFY_DRAWS = 3  # draws="auto": a randomized candidate gets up to this many fit-split draws
-VERIFY_EVERY = 4  # compensated candidates: every 4th fit sample judges, the other 3/4 are refit on
-VERIFY_RULE = (
-    "a candidate meets when one of its draws (up to max_draws_per_candidate, stopping at the first, "
-    "redrawn only while the miss is within a factor 2) reaches the threshold on the whole fit split; "
-    "top-1 agreement: the target plus one binomial standard error sqrt(p(1-p)/n); relative_l2: the "
-    "target. A compensated candidate is refit on refit_samples of the fit split and must also reach "
-    "threshold_held_back (the same rule at n = verification_samples) on the other verification_samples "
-    "(every 4th fit sample), which its refit never saw"
-)
-
 __all__ = ["BITS_MENU", "KEEP_MENU", "Allocation", "mixed_search"]
 
 
@@ -229,8 +226,8 @@ def mixed_search(
         return classification(ref, hat, lab)["top1_agreement"] or 0.0
 
     def meets(value: float, held_back: float | None) -> bool:
-        return _ok(t.metric, value, threshold) and (
-            held_back is None or threshold_ver is None or _ok(t.metric, held_back, threshold_ver)
+        return reaches(t.metric, value, threshold) and (
+            held_back is None or threshold_ver is None or reaches(t.metric, held_back, threshold_ver)
         )
 
     kept: list[Allocation] = []  # the one measured allocation whose draw is kept (see ``check``)
@@ -272,9 +269,9 @@ def mixed_search(
                     shipped = nd  # the first draw that meets is the one shipped
                     break
                 del nd, phi_hat  # a missing draw is never shipped
-                if not _near(t.metric, value, threshold):
+                if not near_miss(t.metric, value, threshold):
                     break  # a far miss is not redrawn
-            value, held_back = judged[-1] if shipped is not None else _best_judged(t.metric, judged)
+            value, held_back = judged[-1] if shipped is not None else best_judged(t.metric, judged)
             a.measured, a.meets = value, meets(value, held_back)
             a.extra["draws"] = len(judged)
             a.extra["held_back"] = held_back
@@ -375,85 +372,6 @@ def mixed_search(
     }
     draw = None if chosen is None else chosen.extra.get("draw")
     return allocation_spec(spec, pick, base_p), budget, draw
-
-
-@dataclass
-class VerificationSplit:
-    """The fit split as the search uses it: rows to draw (and refit) on, rows to judge candidates on."""
-
-    X_refit: torch.Tensor  # (S_r, *in)
-    dense_refit: dict[str, torch.Tensor]  # the dense activations on X_refit (the refit's target)
-    refit_rows: torch.Tensor | None  # (S_r,) indices into the fit split; None: all of it
-    order: torch.Tensor | None  # (S,) the refit rows, then the held-back rows (indices into the fit split)
-    X_ver: torch.Tensor | None  # (S_v, *in); None: candidates are judged on X_refit itself
-    phi_ver: torch.Tensor | None  # (S_v, K) dense logits on X_ver
-    labels_ver: Any
-
-
-def verification_split(
-    X: torch.Tensor, dense: Mapping[str, torch.Tensor], phi: torch.Tensor, labels: Any, compensate: bool
-) -> VerificationSplit:
-    """Compensated candidates are refit on 3/4 of the fit split; every 4th sample is held back.
-
-    A least-squares refit fits its own samples (n_in + 1 unknowns per row), so its error on them can
-    be optimistic: measured on them alone, a candidate can meet a relative-error target there and
-    miss it on new inputs (tests/compression/test_pipeline.py, 160 Gaussian samples, 65 unknowns per
-    row). So a compensated candidate must also meet the target on the held-back rows (with the top-1
-    margin at their n: at 0.99 and 100 rows, no flip). Top-1 agreement is still counted on all fit
-    samples too: 100 held-back digits alone are too few to tell 0.985 from 0.995, and on the digits
-    CNN the refit rows' flip rate matched the unseen test split's (docs/budget-search.md
-    "Verification on the fit split"). Every 4th sample (not the last quarter: a calibration file may
-    be sorted by class) is held back. Uncompensated draws are judged on the whole fit split, as
-    before. With fewer than 8 fit samples there is nothing to hold back.
-    """
-    n = int(X.shape[0])
-    if not compensate or n < 8:
-        return VerificationSplit(X, dict(dense), None, None, None, None, labels)
-    idx = torch.arange(n, device=X.device)
-    ver = idx % VERIFY_EVERY == VERIFY_EVERY - 1  # (n,) bool
-    r, v = idx[~ver], idx[ver]
-    lab = None if labels is None else labels[v.cpu().numpy()]
-    return VerificationSplit(
-        X[r], {k: t[r] for k, t in dense.items()}, r, torch.cat([r, v]), X[v], phi[v], lab
-    )
-
-
-def verify_draws(spec: CompressSpec) -> int:
-    """Fit-split draws per randomized candidate: ``spec.draws`` if a number, else ``VERIFY_DRAWS``."""
-    return VERIFY_DRAWS if spec.draws == DRAWS_AUTO else max(1, int(spec.draws))
-
-
-def meets_threshold(metric: str, target: float, X: torch.Tensor) -> float:
-    """The fit-split value a candidate must reach (``VERIFY_RULE``).
-
-    top-1 agreement: one binomial standard error above the target, sqrt(p(1 − p)/n) at p = target
-    and n fit samples, so that a candidate that only just meets the target on the fit split (and so
-    fails about half the time on new inputs) is not chosen. relative_l2 is a mean over samples, not a
-    count of flips: the target itself.
-    """
-    if metric == "relative_l2":
-        return target
-    n = max(int(X.shape[0]), 1)
-    return min(target + math.sqrt(max(target * (1.0 - target), 0.0) / n), 1.0)
-
-
-def _ok(metric: str, value: float | None, threshold: float) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    return value <= threshold if metric == "relative_l2" else value >= threshold
-
-
-def _near(metric: str, value: float, threshold: float) -> bool:
-    """Worth another draw: within NEAR of the threshold (error ratio, or ratio of disagreements)."""
-    if metric == "relative_l2":
-        return value <= NEAR * threshold
-    return 1.0 - value <= NEAR * max(1.0 - threshold, 1e-12)
-
-
-def _best_judged(metric: str, judged: list[tuple[float, float | None]]) -> tuple[float, float | None]:
-    """The best draw's (fit-split value, held-back value) by the fit-split value."""
-    key = (lambda d: d[0]) if metric == "relative_l2" else (lambda d: -d[0])
-    return min(judged, key=key)
 
 
 def _describe(a: Allocation) -> str:

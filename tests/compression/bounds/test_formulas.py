@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,27 +218,18 @@ def test_tier_t_drops_the_fraction_when_the_output_aware_score_chose_the_set() -
     sens = np.ones((N_OUT, 4))  # (n_out, n_in)
     quant = QuantizeSpec(bits=3, scale="per_layer", fraction=0.5)
     prune = PruneSpec(keep=0.5, fraction=0.75)
-    for sensitivity, f_q, f_p in ((None, 0.5, 0.75), (sens, 1.0, 1.0)):
-        q = compress_layer(
-            layer,
-            stats,
-            prune=None,
-            quantize=quant,
-            keep=1.0,
-            generator=generator(0, 1, 0),
-            sensitivity=sensitivity,
+
+    def draw(p: PruneSpec | None, qs: QuantizeSpec | None, keep: float, sensitivity: Any) -> Any:
+        g = generator(0, 1, 0)
+        return compress_layer(
+            layer, stats, prune=p, quantize=qs, keep=keep, generator=g, sensitivity=sensitivity
         )
+
+    for sensitivity, f_q, f_p in ((None, 0.5, 0.75), (sens, 1.0, 1.0)):
+        q = draw(None, quant, 1.0, sensitivity)
         assert q.from_greedy_sort == (sensitivity is None)
         assert tier_T(layer, q, stats) == pytest.approx(f_q * 12 / 36 * Z2)
-        p = compress_layer(
-            layer,
-            stats,
-            prune=prune,
-            quantize=None,
-            keep=0.5,
-            generator=generator(0, 1, 0),
-            sensitivity=sensitivity,
-        )
+        p = draw(prune, None, 0.5, sensitivity)
         assert tier_T(layer, p, stats) == pytest.approx(f_p * 2.0 * 4.5 * Z2)
 
 

@@ -21,7 +21,7 @@ import torch
 from netshrink.compression.graph.calibration import Calibration
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
-from netshrink.compression.search.mixed import VERIFY_DRAWS, meets_threshold
+from netshrink.compression.search.verification import VERIFY_DRAWS, meets_threshold
 from netshrink.compression.spec import CompressSpec
 
 CASES = [
