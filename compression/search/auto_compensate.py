@@ -13,8 +13,9 @@ equal bytes (docs/results.md §3), so ``compensate: null`` (the default) resolve
   (im2col columns for a conv); when the sum over the layers exceeds ``REFIT_WORK_CAP`` = 2^34, null
   resolves to off and ``off_reason`` says so (an explicit ``true`` still turns it on). Measured on the
   2-core machine: the 64→4096→4096→10 MLP (about 2^37.6) took 101.7 s in the compress stage with the
-  refit against 13.5 s without it, and 2.48 GiB peak RSS against 1.11 GiB (docs/results.md §6);
-  2^34 admits every layer up to about 2,048 inputs, a few seconds of refit.
+  refit against 13.5 s without it, and 2.48 GiB peak RSS against 1.11 GiB (docs/compensation.md "Default");
+  2^34 admits every layer up to about 2,048 inputs (about 8 s of refit at that measured rate,
+  an extrapolation).
 
 ``compensate: false`` keeps the unbiased randomized draws whose tiers E, T and P are proved.
 """
