@@ -5,7 +5,7 @@
     python -m bench.scale --part scaling   # the width / sample sweeps only (merged likewise)
 
 Every job runs as its own process under ``/usr/bin/time`` (wall seconds and the process's peak RSS),
-as a user would run it: ``netshrink compress MODEL --calibration CAL ... --out DIR`` with the full
+as a user would run it: ``netshrink compress MODEL --calibration CAL ... --seed 0 --out DIR`` with the full
 report (every bound tier, prediction, diagnostics, both onnxruntime re-checks, report.html), and the
 peer ``quantize_dynamic(model, out, weight_type=QInt8)`` (load, quantize, write). The ratio column is
 wall time / the peer's wall time measured in the same run (wall clocks on a shared machine are
@@ -40,6 +40,7 @@ from bench.scale_models import mlp_files
 RESULTS = Path(__file__).resolve().parent / "results"
 PY = sys.executable
 TIME = "/usr/bin/time"
+SEED = 0  # every netshrink job passes --seed: the same run gives the same artifacts and report
 SPEED_TARGET = 10.0  # × quantize_dynamic
 SEARCH_TARGET = 3.0  # budget search / single compress
 GiB = 2**30
@@ -91,7 +92,7 @@ def ort_peer(model: Path, cal: Path, out: Path) -> dict[str, Any]:
 
 def netshrink_job(name: str, model: Path, cal: Path, out: Path, flags: list[str]) -> dict[str, Any]:
     cmd = [PY, "-m", "netshrink.cli.main", "compress", str(model), "--calibration", str(cal)]
-    wall, rss = timed([*cmd, *flags, "--out", str(out), "--quiet"])
+    wall, rss = timed([*cmd, *flags, "--seed", str(SEED), "--out", str(out), "--quiet"])
     report = json.loads((out / "report.json").read_text())
     s = report["summary"]
     return {

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     paths = result.write(args.out)
     stages.event("end")
     if args.verbose:
-        print_timings(err, {"torch_threads": threads, "stages": stages.seconds}, {})
+        print_timings(err, {"torch_threads": threads, "stages": stages.seconds})
     if not args.quiet:
         print_summary(result.report)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)

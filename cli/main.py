@@ -52,10 +52,12 @@ def build_parser(only: str | None = None, *, load_all: bool = True) -> argparse.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    own_process = argv is None  # the ``netshrink`` entry point, not main([...]) inside another program
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None, load_all=False)
     args = parser.parse_args(argv)
+    args._own_process = own_process  # local_run times the process's startup as a stage
     from netshrink.cli.preflight import InputFileError, check_inputs
 
     try:

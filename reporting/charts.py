@@ -48,6 +48,9 @@ _RC: dict[Any, Any] = {
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
+    # a fixed title height: matplotlib otherwise measures the top ticks on each draw to place it
+    # (no top ticks or spine here, so the title sits where it would anyway)
+    "axes.titley": 1.0,
 }
 
 
@@ -65,11 +68,25 @@ def _svg(fig: Figure, salt: str, label: str) -> str:
     return svg.replace("<svg", f'<svg role="img" aria-label="{aria}" class="chart" id="chart-{salt}"', 1)
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def _figure(width_in: float, height_in: float, margins: Mapping[str, float] | None = None) -> Figure:
+    """A figure on its own Agg canvas. ``margins`` (``subplots_adjust`` fractions) fix the layout;
+    without them matplotlib's constrained layout places the axes (adaptive, but it measures every
+    text box on each draw: half a chart's rendering time, so the report's charts pass fixed margins).
+    """
     with rc_context(_RC):
-        fig = Figure(figsize=(width_in, height_in), dpi=72, layout="constrained")
+        fig = Figure(figsize=(width_in, height_in), dpi=72, layout=None if margins else "constrained")
+        if margins:
+            fig.subplots_adjust(**margins)
     FigureCanvasAgg(fig)  # the Agg canvas, attached explicitly: no pyplot, no global backend switch
     return fig
+
+
+# Fixed margins (figure fractions) of the report's charts, measured from matplotlib's constrained
+# layout on the sample and the 17M-MLP reports and widened for longer tick labels: room for the y
+# label and tick labels on the left, and for the legend outside the axes on the right.
+_BOUNDS_MARGINS = {"left": 0.085, "right": 0.68, "bottom": 0.12, "top": 0.92}
+_DIAG_MARGINS = {"left": 0.065, "right": 0.99, "bottom": 0.14, "top": 0.88, "wspace": 0.25}
+_SWEEP_MARGINS = {"left": 0.085, "right": 0.81, "bottom": 0.13, "top": 0.92}
 
 
 def _plain_log_ticks(ax: Axes) -> None:
@@ -98,7 +115,7 @@ def bounds_chart(layers: Sequence[Mapping[str, Any]]) -> str | None:
     if all(math.isnan(v) for v in measured):
         return None
     with rc_context(_RC):
-        fig = _figure(10.0, 4.0)
+        fig = _figure(10.0, 4.0, _BOUNDS_MARGINS)
         ax = fig.add_subplot()
         x = list(range(len(layers)))
         for tier, style in TIER_STYLE.items():
@@ -150,7 +167,7 @@ def diagnostics_chart(diag: Mapping[str, Any], index: int) -> str | None:
         return None
     name = _short(str(diag.get("name", f"tensor {index}")))
     with rc_context(_RC):
-        fig = _figure(10.0, 3.4)
+        fig = _figure(10.0, 3.4, _DIAG_MARGINS)
         axes = fig.subplots(1, int(has_curves) + int(has_hist), squeeze=False)[0]
         if has_curves:
             _draw_curves(axes[0], curves, kappa, name)
@@ -207,7 +224,10 @@ def _draw_histogram(ax: Axes, hist: Mapping[str, Any], alpha: Mapping[str, Any],
         for k, label in (("multivariate", "multiv."), ("univariate", "univ."))
         if isinstance(alpha.get(k), (int, float))
     ]
-    ax.set_title(f"{name}: weights" + (f" ({', '.join(parts)})" if parts else ""))
+    alphas = f"({', '.join(parts)})" if parts else ""
+    # fixed margins do not shrink the axes for a long title: a long one breaks before the α̂ part
+    sep = " " if len(name) + len(alphas) <= 46 else "\n"
+    ax.set_title(f"{name}: weights" + (sep + alphas if alphas else ""))
 
 
 def sweep_chart(budget: Mapping[str, Any]) -> str | None:
@@ -224,7 +244,7 @@ def sweep_chart(budget: Mapping[str, Any]) -> str | None:
     markers = ["o", "s", "^", "D", "v", "P"]
     bit_values = sorted({t.get("bits") for t in trace}, key=lambda b: (b is None, b or 0))
     with rc_context(_RC):
-        fig = _figure(9.0, 3.6)
+        fig = _figure(9.0, 3.6, _SWEEP_MARGINS)
         ax = fig.add_subplot()
         for i, bits in enumerate(bit_values):
             pts = sorted((t for t in trace if t.get("bits") == bits), key=lambda t: t["keep"])
