@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from netshrink.compression.bounds.certificate import SigmaBound
+from netshrink.compression.bounds.coupled import CoupledTerms
 from netshrink.compression.bounds.dag import propagate_dag
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.loading import load_model
@@ -102,10 +104,48 @@ def test_add_takes_the_root_form_and_concat_the_sum(tmp_path) -> None:  # type: 
 def test_concat_sums_its_branches(nets: dict[str, Network]) -> None:
     net = nets["concat"]
     a, b1, b2 = (la.name for la in net.layers[:3])
-    terms = {la.name: (1.0, {"E": 0.0}) for la in net.layers}
-    terms[a] = (1.0, {"E": 1.0})
-    terms[b2] = (1.0, {"E": 4.0})
-    B = propagate_dag(net, terms, ("E",))
+    terms = {la.name: (1.0, {"E": 0.0, "T": 0.0}) for la in net.layers}
+    terms[a] = (1.0, {"E": 1.0, "T": 1.0})
+    terms[b2] = (1.0, {"E": 4.0, "T": None})  # tier T not covered on one branch
+    B = propagate_dag(net, terms, ("E", "T"))
     cat = next(n.output[0] for n in net.model.graph.node if n.op_type == "Concat")
     la, lb = net.layer(a).lipschitz, net.layer(b2).lipschitz
     assert B[cat]["E"] == pytest.approx(la**2 * 1.0 + lb**2 * 4.0)
+    assert B[cat]["T"] is None  # a part not covered: the concatenation is not
+
+
+def test_every_rule_by_hand_on_the_residual_net(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """residual_onnx: h = fc1 x, r = relu h, s = r + x, output = fc2 s; B per tier written out. The
+    input is exact, so B_h = σ1²·0 + A1 = A1; relu (L = 1) and the skip, (√A1 + √0)², keep it; fc2
+    gives σ2² B_s + A2 (E, T, P) and (σ2 √B_s + √A2)² (W). With fc2 coupled, E and T take
+    (σ̄ √B_s + √A_dense)² + A_q instead, and P and W keep their rules."""
+    net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
+    tiers = ("E", "T", "P", "W")
+    A1 = {"E": 0.5, "T": 0.7, "P": 0.9, "W": 0.25}
+    A2 = {"E": 0.1, "T": 0.2, "P": 0.3, "W": 0.04}
+    B = propagate_dag(net, {"fc1": (2.0, A1), "fc2": (3.0, A2)}, tiers)
+    for t in tiers:
+        assert B["input"][t] == 0.0
+        assert B["h"][t] == B["r"][t] == pytest.approx(A1[t])
+        assert B["s"][t] == pytest.approx(A1[t])
+    for t in ("E", "T", "P"):
+        assert B["output"][t] == pytest.approx(9 * A1[t] + A2[t])
+    assert B["output"]["W"] == pytest.approx((3 * math.sqrt(0.25) + math.sqrt(0.04)) ** 2)
+
+    cert = SigmaBound(1.5, 1.5, "svd", "exact")
+    coupled = {"fc2": CoupledTerms(1.5, {"E": 0.3, "T": 0.4}, {"E": 0.05, "T": 0.06}, cert)}
+    Bc = propagate_dag(net, {"fc1": (2.0, A1), "fc2": (3.0, A2)}, tiers, coupled=coupled)
+    assert Bc["output"]["E"] == pytest.approx((1.5 * math.sqrt(0.5) + math.sqrt(0.3)) ** 2 + 0.05)
+    assert Bc["output"]["T"] == pytest.approx((1.5 * math.sqrt(0.7) + math.sqrt(0.4)) ** 2 + 0.06)
+    assert Bc["output"]["P"] == B["output"]["P"] and Bc["output"]["W"] == B["output"]["W"]
+
+    # a tier not covered at fc1 is not covered downstream; the others are unchanged
+    Bn = propagate_dag(net, {"fc1": (2.0, {**A1, "P": None}), "fc2": (3.0, A2)}, tiers)
+    assert Bn["h"]["P"] is None and Bn["s"]["P"] is None and Bn["output"]["P"] is None
+    assert Bn["output"]["E"] == pytest.approx(9 * 0.5 + 0.1)
+
+    # a layer left out of ``terms`` is uncompressed: exact where its input is, refused where it is not
+    B0 = propagate_dag(net, {"fc2": (3.0, A2)}, tiers)
+    assert all(B0["s"][t] == 0.0 and B0["output"][t] == pytest.approx(A2[t]) for t in tiers)
+    with pytest.raises(KeyError, match="fc2"):
+        propagate_dag(net, {"fc1": (2.0, A1)}, tiers)
