@@ -5,7 +5,7 @@ real ``netshrink worker -c 1``). The targets: ≥ 1,000 status GETs/s with p99 <
 p99 < 100 ms at 20 clients, with no job running.
 
     python -m bench.load [--mode embedded|redis|both] [--slice-s 2] [--rounds 3] [--clients 20]
-                         [--api-workers 2] [--baseline-tree DIR] [--dev]
+                         [--api-workers 2] [--baseline-tree DIR] [--baseline-api-workers N] [--dev]
 
 **The load tool is wrk** (a C program, ``apt-get install wrk``; bench only, CI never runs this),
 driven by ``bench/load.lua``: keep-alive connections, the ``Authorization`` header of the
@@ -21,7 +21,8 @@ form and storing nothing) and, with ``--baseline-tree DIR``, the same service fr
 checkout (``git archive <commit>`` unpacked there, then ``.ci/linked-tree true`` run in it).
 
 In Redis mode the API runs as ``serve --workers N`` (``--api-workers``, default 2: one per core of
-the 2-core development machine; the embedded mode is one process by design).
+the 2-core development machine; the embedded mode is one process by design); the baseline tree
+the same, unless ``--baseline-api-workers`` says otherwise.
 
 No job runs while anything is measured. Status GETs poll one finished job (its worker idle). Submits
 go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
@@ -159,8 +160,13 @@ def _loadavg() -> list[str]:
 
 
 def _api_workers(name: str, mode: str, args: argparse.Namespace) -> int:
-    """``serve --workers`` for this service: ``--api-workers`` in Redis mode, 1 for a baseline tree."""
-    return args.api_workers if mode == "redis" and name == "netshrink" else 1
+    """``serve --workers`` for this service in Redis mode: ``--api-workers``, or for the baseline tree
+    ``--baseline-api-workers`` (default: the same; 1 for a tree from before ``serve --workers``)."""
+    if mode != "redis":
+        return 1
+    if name == "baseline" and args.baseline_api_workers is not None:
+        return int(args.baseline_api_workers)
+    return int(args.api_workers)
 
 
 def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Result:
@@ -267,6 +273,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--baseline-tree", type=Path, default=None, help="also measure this checkout")
     parser.add_argument("--api-workers", type=int, default=2, help="Redis mode: serve --workers N")
+    parser.add_argument(
+        "--baseline-api-workers", type=int, default=None, help="the baseline's --workers (default: the same)"
+    )
     parser.add_argument("--dev", action="store_true", help="dev mode (no API key) instead of keys mode")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

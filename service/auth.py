@@ -96,18 +96,27 @@ def authenticate(authorization: str | None, mode: AuthMode, store: JobStore) -> 
     A presented token is always checked, whatever the mode, so a wrong key never silently runs as dev.
     """
     if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("use 'Authorization: Bearer <api key>'")
-        record = store.get_api_key_by_hash(hash_key(token.strip()))
-        if record is None or record.revoked:
-            raise _unauthorized("unknown or revoked API key")
-        return Principal(owner=record.id, name=record.name, authenticated=True)
+        return principal_of(store.get_api_key_by_hash(bearer_hash(authorization)))
     if mode == "disabled":
         return Principal(owner=DEV_OWNER)
     if mode == "dev" and not any(not k.revoked for k in store.list_api_keys()):
         return Principal(owner=DEV_OWNER)
     raise _unauthorized("this server requires an API key")
+
+
+def bearer_hash(authorization: str) -> str:
+    """The hash of the key in a present ``Authorization`` header, or 401 for another scheme."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("use 'Authorization: Bearer <api key>'")
+    return hash_key(token.strip())
+
+
+def principal_of(record: ApiKeyRecord | None) -> Principal:
+    """The caller behind a looked-up key record, or 401 when there is none or it is revoked."""
+    if record is None or record.revoked:
+        raise _unauthorized("unknown or revoked API key")
+    return Principal(owner=record.id, name=record.name, authenticated=True)
 
 
 def authorize_metrics(
@@ -141,6 +150,8 @@ __all__ = [
     "auth_mode",
     "authenticate",
     "authorize_metrics",
+    "bearer_hash",
     "generate_key",
     "hash_key",
+    "principal_of",
 ]

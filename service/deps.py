@@ -26,8 +26,9 @@ from starlette.concurrency import run_in_threadpool
 
 from netshrink.service.auth import AuthMode, Principal, authenticate
 from netshrink.service.errors import ApiError
-from netshrink.service.ratelimit import RateLimiter
+from netshrink.service.ratelimit import RateLimiter, RateLimitState
 from netshrink.service.settings import ServiceSettings
+from netshrink.service.status_read import RedisStatusRead
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import Job, JobStore
 
@@ -46,6 +47,8 @@ class AppState:
     registry: CollectorRegistry
     enqueue: Enqueue
     redis: redis.Redis | None = None
+    # Redis mode: GET /v1/jobs/{id} with a key in one round trip on the event loop (status_read.py).
+    status_read: RedisStatusRead | None = None
     # Embedded mode: the store is SQLite in WAL mode (a read never waits for a writer) and the limiter
     # is a dict, so reads run on the event loop; a worker-thread hop costs more CPU than they do.
     local_reads: bool = False
@@ -82,16 +85,20 @@ def authorize(authorization: str | None, state: AppState) -> tuple[Principal, di
     Blocking (a store lookup and, with Redis, a round trip): call it from a worker thread.
     """
     principal = authenticate(authorization, state.auth_mode, state.store)
-    limit = state.limiter.hit(principal.owner)
+    return principal, admitted(state.limiter.hit(principal.owner), state.settings.rate_limit_window_s)
+
+
+def admitted(limit: RateLimitState, window_s: int) -> dict[str, str]:
+    """The ``RateLimit-*`` headers of an allowed hit, or 429 with them."""
     if not limit.allowed:
         raise ApiError(
             429,
             "rate-limited",
             "Too many requests",
-            f"at most {limit.limit} requests per {state.settings.rate_limit_window_s} s; retry later",
+            f"at most {limit.limit} requests per {window_s} s; retry later",
             headers=limit.headers(),
         )
-    return principal, limit.headers()
+    return limit.headers()
 
 
 async def get_principal(request: Request, response: Response, state: StateDep) -> Principal:
@@ -115,6 +122,7 @@ __all__ = [
     "SettingsDep",
     "StateDep",
     "StoreDep",
+    "admitted",
     "authorize",
     "get_state",
 ]

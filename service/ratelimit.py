@@ -96,13 +96,35 @@ class RedisRateLimiter:
         )
 
     def hit(self, owner: str) -> RateLimitState:
-        index, reset_s = _window(self.clock(), self.window_s)
-        key = f"{self.prefix}ratelimit:{owner}:{index}"
+        window = self.window()
+        key = window.key(owner)
         pipe = self.client.pipeline(transaction=True)
         pipe.incr(key)
-        pipe.expire(key, self.window_s + 1, nx=True)
+        pipe.expire(key, window.ttl_s, nx=True)
         count, _ = pipe.execute()
-        return _state(int(count), self.limit, reset_s)
+        return window.state(int(count))
+
+    def window(self) -> RedisWindow:
+        """The current window: its counter keys and TTL (``service/status_read.py`` counts in a script)."""
+        index, reset_s = _window(self.clock(), self.window_s)
+        return RedisWindow(f"{self.prefix}ratelimit:", f":{index}", self.window_s + 1, reset_s, self.limit)
 
 
-__all__ = ["MemoryRateLimiter", "RateLimitState", "RateLimiter", "RedisRateLimiter"]
+@dataclass(frozen=True)
+class RedisWindow:
+    """One fixed window in Redis: the counter of ``owner`` is ``key_head + owner + key_tail``."""
+
+    key_head: str
+    key_tail: str
+    ttl_s: int
+    reset_s: int
+    limit: int
+
+    def key(self, owner: str) -> str:
+        return self.key_head + owner + self.key_tail
+
+    def state(self, count: int) -> RateLimitState:
+        return _state(count, self.limit, self.reset_s)
+
+
+__all__ = ["MemoryRateLimiter", "RateLimitState", "RateLimiter", "RedisRateLimiter", "RedisWindow"]

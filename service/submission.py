@@ -89,6 +89,17 @@ def validate_inputs(
     return int(net.n_params)
 
 
+def warm_up() -> None:
+    """Import the modules ``validate_inputs`` imports late (torch, onnx, the core's loaders), so the
+    first submit does not pay for them and they can be frozen out of the GC (``main.settle_heap``)."""
+    from netshrink.compression.finetune.job import check_inputs
+    from netshrink.compression.graph.calibration import check_calibration
+    from netshrink.compression.graph.loading import load_model
+    from netshrink.compression.pipeline import check_spec
+
+    del check_calibration, check_inputs, check_spec, load_model
+
+
 def _check_parts(upload: ParsedUpload, spec: JobSpecCreate) -> None:
     """``train``/``validation`` go with kind finetune only (which needs ``train`` and no ``calibration``)."""
     if spec.kind == "finetune":
@@ -309,4 +320,5 @@ __all__ = [
     "parse_spec",
     "prefer_wait_s",
     "validate_inputs",
+    "warm_up",
 ]

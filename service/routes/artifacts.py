@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from netshrink.service.deps import ArtifactsDep, PrincipalDep, SettingsDep, StoreDep
 from netshrink.service.errors import ApiError, not_found
-from netshrink.service.routes.jobs import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
+from netshrink.service.routes.responses import ERROR_RESPONSES, PROBLEM_RESPONSE, owned_job
 from netshrink.workers.artifacts import MEDIA_TYPES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -2,7 +2,7 @@
 
 Injection point: ``NETSHRINK_FAULT_KILL_AFTER_STORE_WRITE=1`` makes a real ``netshrink serve``
 process SIGKILL itself right after ``store.create`` of a new job and before its Celery message is
-sent (``service/routes/jobs.py``); the timing is deterministic, the kill is a real SIGKILL of the
+sent (``service/routes/submit.py``); the timing is deterministic, the kill is a real SIGKILL of the
 whole API process. Before this fix the job stayed ``queued`` forever: nothing had been enqueued and
 the reaper only looked at running jobs. Now the stored job says ``enqueued=False``, and a real
 ``netshrink worker``'s reaper enqueues it within ``dispatch_grace_s + reaper_interval_s`` of its

@@ -1,0 +1,143 @@
+"""``service/status_read.py``: the Redis-mode status read in one round trip answers exactly as the
+blocking path (``authenticate`` + ``RedisRateLimiter.hit`` + ``JobStore.get``) does, without it.
+
+The same requests run through both paths, on the real Redis under a private key prefix: the same
+statuses, bodies and rate-limit headers, and the same counters left in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from fastapi.testclient import TestClient
+
+from netshrink.service.auth import generate_key
+from netshrink.service.main import create_app
+from netshrink.service.ratelimit import RedisRateLimiter
+from netshrink.service.status_read import RedisStatusRead
+from netshrink.workers.jobs import InputInfo, Job
+from tests.service.conftest import app_state, assert_problem, make_settings
+
+pytestmark = pytest.mark.redis
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LIMIT = 4
+
+
+@pytest.fixture
+def keyed(tmp_path: Path, redis_prefix: str) -> Iterator[tuple[TestClient, dict[str, str], str]]:
+    """A Redis-mode app in keys mode: tokens a and b, a revoked key's token, and a's finished job."""
+    settings = make_settings(
+        tmp_path, redis_url=REDIS_URL, redis_key_prefix=redis_prefix, rate_limit_requests=LIMIT
+    )
+    with TestClient(create_app(settings)) as client:
+        store = app_state(client).store
+        tokens, owners = {}, {}
+        for name in ("a", "b", "revoked"):
+            token, record = generate_key(name)
+            store.create_api_key(record.model_copy(update={"revoked": name == "revoked"}))
+            tokens[name], owners[name] = token, record.id
+        info = InputInfo(filename="m.onnx", format="onnx", sha256="0" * 64, size_bytes=10)
+        job = store.create(Job(owner=owners["a"], input=info)).job
+        store.mark_running(job.id)
+        assert store.mark_succeeded(job.id, report={"big": "x" * 1000}, artifacts=[])
+        yield client, tokens, job.id
+
+
+def _exchange(client: TestClient, tokens: dict[str, str], job_id: str) -> list[Any]:
+    """Every kind of answer a status read can give, in an order that spends a's whole window."""
+    requests = [
+        ("a", job_id),
+        ("b", job_id),  # another key's job: 404
+        ("a", "j_" + "0" * 26),  # no such job: 404
+        ("revoked", job_id),  # 401, counts nothing
+        ("nobody", job_id),  # unknown key: 401
+        ("scheme", job_id),  # not Bearer: 401
+        ("a", job_id),
+        ("a", job_id),
+        ("a", job_id),  # a's 5th request in a window of 4: 429
+    ]
+    header = {name: f"Bearer {token}" for name, token in tokens.items()}
+    header |= {"nobody": "Bearer ns_unknown", "scheme": f"Basic {tokens['a']}"}
+    out = []
+    for who, jid in requests:
+        r = client.get(f"/v1/jobs/{jid}", headers={"Authorization": header[who]})
+        limit = {k: v for k, v in r.headers.items() if k.startswith("ratelimit-") and k != "ratelimit-reset"}
+        body = r.json()
+        body.pop("instance", None)
+        out.append((r.status_code, body, limit, r.headers.get("www-authenticate"), r.headers.get("etag")))
+    return out
+
+
+def _counters(prefix: str) -> dict[str, int]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = sorted(client.scan_iter(match=prefix + "ratelimit:*"))
+        return {k.removeprefix(prefix).rsplit(":", 1)[0]: int(client.get(k) or 0) for k in keys}
+    finally:
+        client.close()
+
+
+def _clear_counters(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=prefix + "ratelimit:*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def test_one_round_trip_answers_as_the_blocking_path(
+    keyed: tuple[TestClient, dict[str, str], str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, tokens, job_id = keyed
+    state = app_state(client)
+    assert isinstance(state.status_read, RedisStatusRead)
+    fast_reader = state.status_read
+
+    state.status_read = None  # the blocking path: authenticate, RedisRateLimiter.hit, JobStore.get
+    blocking = _exchange(client, tokens, job_id)
+    blocking_counters = _counters(redis_prefix)
+    _clear_counters(redis_prefix)
+
+    state.status_read = fast_reader
+
+    def not_called(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the one-round-trip read used a blocking client")
+
+    for target in (state.store, state.limiter):
+        for name in ("get", "get_api_key_by_hash", "hit"):
+            if hasattr(target, name):
+                monkeypatch.setattr(target, name, not_called)
+    fast = _exchange(client, tokens, job_id)
+    monkeypatch.undo()
+
+    assert fast == blocking
+    assert [s for s, *_ in fast] == [200, 404, 404, 401, 401, 401, 200, 200, 429]
+    ok = fast[0]
+    assert ok[1]["id"] == job_id and ok[1]["status"] == "succeeded" and "report" not in ok[1]
+    assert ok[2] == {"ratelimit-limit": str(LIMIT), "ratelimit-remaining": str(LIMIT - 1)}
+    assert fast[3][3] == 'Bearer realm="netshrink"'
+    assert _counters(redis_prefix) == blocking_counters
+    assert sorted(blocking_counters.values()) == [1, 5]  # b once, a five times; 401s count nothing
+
+
+def test_an_unreachable_redis_is_503(
+    keyed: tuple[TestClient, dict[str, str], str], redis_prefix: str
+) -> None:
+    client, tokens, job_id = keyed
+    state = app_state(client)
+    assert isinstance(state.limiter, RedisRateLimiter)
+    # Nothing listens on port 1: the script's round trip fails as in an outage.
+    state.status_read = RedisStatusRead(
+        redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1),
+        redis_prefix,
+        state.limiter,
+    )
+    r = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {tokens['a']}"})
+    assert_problem(r, 503, "service-unavailable")
+    assert int(r.headers["retry-after"]) > 0
