@@ -17,14 +17,11 @@ import base64
 import hashlib
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +29,7 @@ from starlette.routing import Route
 
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.spec import CompressSpec
+from tests.threaded_server import serve_app
 
 REL_L2 = 0.031
 LAYERS = 3
@@ -261,21 +259,8 @@ def create_contract_app(state: ContractState) -> Starlette:
 @contextmanager
 def serve(state: ContractState) -> Iterator[str]:
     """Run the contract app on a real 127.0.0.1 socket in a thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_contract_app(state), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_app(create_contract_app(state), lifespan="off", start_timeout_s=10) as url:
+        yield url
 
 
 def free_port_url() -> str:

@@ -7,65 +7,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import uvicorn
 
 from netshrink.cli import submit_cmd
 from netshrink.client import ApiError, Job, NetshrinkClient, RetryPolicy
 from netshrink.client._protocol import content_digest_sha256
-from netshrink.service.main import create_app
-from netshrink.service.settings import ServiceSettings
 from tests import factories
+from tests.threaded_server import embedded_service
 
 pytestmark = pytest.mark.slow
 SPEC = {"prune": {"keep": 0.5}, "quantize": {"bits": 8}, "seed": 7}
 
 
-@contextmanager
-def _uvicorn(tmp: Path, **overrides: Any) -> Iterator[str]:
-    """The real app (embedded Celery worker, SQLite store) in uvicorn on a free port."""
-    values: dict[str, Any] = dict(
-        data_dir=tmp,
-        redis_url=None,
-        embedded_worker=True,
-        host="127.0.0.1",
-        auth_disabled=False,
-        rate_limit_requests=1000,
-        prefer_wait_max_s=60.0,
-        retry_after_s=1,
-    )
-    settings = ServiceSettings(**{**values, **overrides})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the real service did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _uvicorn(tmp_path_factory.mktemp("data")) as url:
+    with embedded_service(tmp_path_factory.mktemp("data")) as url:
         yield url
 
 
@@ -148,26 +110,3 @@ def test_sdk_and_submit_run_a_finetune_job(
     body = json.loads(capsys.readouterr().out)
     assert body["status"] == "succeeded" and set(body["summary"]) >= {"original", "plain", "noise", "sigma"}
     assert (tmp_path / "out" / "model.onnx").is_file()
-
-
-def test_on_progress_sees_a_running_multi_layer_job(tmp_path: Path) -> None:
-    """Through the SDK, with a real worker: at least one state between queued and done, with the
-    stage, the layer out of six and a fraction strictly inside (0, 1). The server's Retry-After is
-    10 s, far longer than the job, so only the long poll (answered on each change) can see them."""
-    model = factories.write_bytes(factories.mlp_onnx((32, 64, 64, 64, 64, 64, 10)), tmp_path / "m.onnx")
-    spec = {"prune": {"keep": 0.5}, "quantize": {"bits": 4}, "draws": 4, "seed": 0,
-            "compare_baselines": True, "evaluation": {"inputs": "gaussian", "samples": 2000}}  # fmt: skip
-    seen: list[Job] = []
-    with _uvicorn(tmp_path / "data", retry_after_s=10) as url, NetshrinkClient(url) as ns:
-        job = ns.submit(model, spec)
-        t0 = time.monotonic()
-        done = ns.wait(job.id, timeout_s=300, on_progress=seen.append)
-        elapsed = time.monotonic() - t0
-    assert done.status == "succeeded", done.error
-    assert elapsed < 10 or len(seen) > elapsed / 10 + 1  # not one GET per Retry-After
-    middle = [j.progress for j in seen if j.status == "running" and 0.0 < j.progress.fraction < 1.0]
-    assert any(pr.stage == "compressing" and 1 <= pr.layer <= pr.layers_total == 6 for pr in middle), [
-        (j.status, j.progress) for j in seen
-    ]
-    fractions = [j.progress.fraction for j in seen]
-    assert fractions == sorted(fractions) and seen[-1].progress.fraction == 1.0

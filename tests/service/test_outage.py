@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from netshrink.cli import submit_cmd
 from netshrink.client import ApiError, NetshrinkClient, RetryPolicy
@@ -25,6 +23,7 @@ from netshrink.service.main import create_app
 from netshrink.service.settings import ServiceSettings
 from tests import factories
 from tests.private_redis import PrivateRedis
+from tests.threaded_server import serve_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 SPEC = {"prune": {"keep": 0.5}, "seed": 7}
@@ -45,21 +44,8 @@ def api(tmp_path: Path, redis_server: PrivateRedis) -> Iterator[str]:
         auth_disabled=False,
         rate_limit_requests=1000,
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the service did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve_app(create_app(settings)) as url:
+        yield url
 
 
 def _assert_503(response: httpx.Response) -> None:
