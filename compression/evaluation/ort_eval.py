@@ -21,10 +21,12 @@ OPTIMIZATION_LEVELS = {
 
 
 def with_logits_output(model_bytes: bytes, logits: str) -> bytes:
-    """A copy of the model that also outputs the tensor ``logits`` (measurement only)."""
+    """A copy of the model that also outputs the tensor ``logits`` (measurement only); the same bytes
+    object when ``logits`` is a graph output already."""
     model = onnx.load_from_string(model_bytes)
-    if logits not in {o.name for o in model.graph.output}:
-        model.graph.output.append(onnx.ValueInfoProto(name=logits))
+    if logits in {o.name for o in model.graph.output}:
+        return model_bytes
+    model.graph.output.append(onnx.ValueInfoProto(name=logits))
     return model.SerializeToString()
 
 
@@ -82,15 +84,22 @@ def run_logits(
     model_bytes: bytes, input_name: str, logits: str, X: np.ndarray, level: str = "default"
 ) -> np.ndarray:
     """Logits of ``model_bytes`` on X (S, *input_shape), as float64 (S, K)."""
-    sess = session(with_logits_output(model_bytes, logits), level)
+    return logits_of(session(with_logits_output(model_bytes, logits), level), input_name, logits, X)
+
+
+def logits_of(sess: ort.InferenceSession, input_name: str, logits: str, X: np.ndarray) -> np.ndarray:
+    """The output ``logits`` of a session on X (S, *input_shape), as float64 (S, K)."""
     (out,) = run_in_batches(sess, [logits], input_name, X)
     a = np.asarray(out, dtype=np.float64)
     return a.reshape(a.shape[0], -1)
 
 
-def latency_ms(model_bytes: bytes, input_name: str, X: np.ndarray, *, repeats: int = 5) -> float:
-    """Median wall time of one batched forward pass in onnxruntime (default settings), in ms."""
-    sess = session(model_bytes, "default")
+def latency_ms(
+    model: bytes | ort.InferenceSession, input_name: str, X: np.ndarray, *, repeats: int = 5
+) -> float:
+    """Median wall time of one batched forward pass in onnxruntime, in ms: of the model's bytes under
+    default settings, or of a session of them built so already (one build less)."""
+    sess = model if isinstance(model, ort.InferenceSession) else session(model, "default")
     run_in_batches(sess, None, input_name, X)  # warm-up
     times = []
     for _ in range(repeats):

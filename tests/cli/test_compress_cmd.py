@@ -129,6 +129,20 @@ def test_console_script_times_its_startup_and_report_html(mlp_path: Path, tmp_pa
     assert "startup" in proc.stderr and "report_html" in proc.stderr
 
 
+def test_console_script_ends_without_teardown_but_keeps_exit_code_and_output(
+    mlp_path: Path, tmp_path: Path
+) -> None:
+    """compress/analyze end with os._exit once the files are written: the exit code (3, budget not
+    met), the last stderr line and the summary on stdout still come out."""
+    exe = Path(sys.executable).with_name("netshrink")
+    cmd = [str(exe), "compress", str(mlp_path), "--bits", "2", "--target-error", "1e-9", "--no-html"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("wrote model.onnx, report.json")
+    assert "relative output error" in proc.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["budget_met"] is False
+
+
 def test_process_age_counts_from_the_process_start() -> None:
     from netshrink.cli.local_run import process_age
 

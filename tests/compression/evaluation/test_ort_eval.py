@@ -10,7 +10,15 @@ import onnx
 import pytest
 import torch
 
-from netshrink.compression.evaluation.ort_eval import fixed_batch, run_in_batches, run_logits, session
+from netshrink.compression.evaluation.ort_eval import (
+    fixed_batch,
+    latency_ms,
+    logits_of,
+    run_in_batches,
+    run_logits,
+    session,
+    with_logits_output,
+)
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
@@ -61,3 +69,24 @@ def test_a_fixed_batch_generic_graph_runs_through_the_ort_fallback(tmp_path: Pat
     spec = CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0, "evaluation": {"samples": 50}})
     rep = compress(net, spec).report
     assert rep["summary"]["error"]["relative_l2"] < 0.05
+
+
+def test_logits_output_is_added_only_when_missing() -> None:
+    """The re-check session of a model whose logits are an output is built from the shipped bytes
+    themselves (the artifact then reuses it for the latency); an inner tensor is added as an output."""
+    model = factories.export_onnx_fixed_batch(factories.tiny_mlp((16, 32, 8)), (16,))
+    out_name = onnx.load_from_string(model).graph.output[0].name
+    assert with_logits_output(model, out_name) is model
+    inner = next(n.output[0] for n in onnx.load_from_string(model).graph.node if n.output[0] != out_name)
+    added = onnx.load_from_string(with_logits_output(model, inner))
+    assert [o.name for o in added.graph.output] == [out_name, inner]
+
+
+def test_latency_of_a_session_or_of_bytes() -> None:
+    model = factories.export_onnx_fixed_batch(factories.tiny_mlp((16, 32, 8)), (16,))
+    X = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    assert latency_ms(sess, name, X, repeats=2) > 0 and latency_ms(model, name, X, repeats=2) > 0
+    out = sess.get_outputs()[0].name
+    np.testing.assert_array_equal(logits_of(sess, name, out, X), run_logits(model, name, out, X))
