@@ -67,3 +67,48 @@ def test_conv_counts_windows_per_pixel() -> None:
     dense = Layer("d", 0, "dense", K.reshape(4, -1), None, "w", None)
     a, b = advise(conv, 5.0, epsilon=0.2), advise(dense, 5.0, epsilon=0.2)
     assert a.min_p > b.min_p  # 9 windows per pixel make the same weights 9x more expensive
+
+
+def test_advice_by_hand() -> None:
+    """W = [[1, −2], [0.5, 0]], σ = 2, ε = 0.5: ε²σ² = 1 and max_j‖W[:, j]‖² = 4.
+
+    Pruning at f = 0.5: τ² ≤ 1/(0.5·4) = 0.5, p ≥ 1/1.5 = 2/3, keep = 0.5 + 0.5·2/3 = 5/6.
+    Bits (k = 2^(b−1) − 1): per row ΣM_i² = 4 + 0.25 = 4.25, 2 bits give 4.25/4 > 1, 3 bits 4.25/36;
+    at f = 0.9, 2 bits give 0.956 per row but per layer (2·max|W|² = 8) 1.8, so 3 bits there."""
+    W = np.array([[1.0, -2.0], [0.5, 0.0]], dtype=np.float32)
+    layer = Layer("fc", 0, "dense", W, None, "w", None)
+    adv = advise(layer, 2.0, epsilon=0.5, f_prune=0.5)
+    assert (adv.min_p, adv.min_keep, adv.min_bits) == (pytest.approx(2 / 3), pytest.approx(5 / 6), 3)
+    assert adv.to_dict() == {
+        "layer": "fc",
+        "epsilon": 0.5,
+        "min_p": pytest.approx(2 / 3),
+        "min_keep": pytest.approx(5 / 6),
+        "min_bits": 3,
+        "text": "can go to 3 bits, or be pruned to keep 0.833 (p = 0.667 at f = 0.5), "
+        "with tier T's relative layer term <= eps^2 = 0.25",
+    }
+    assert advise(layer, 2.0, epsilon=0.5, f_quant=0.9).min_bits == 2
+    assert advise(layer, 2.0, epsilon=0.5, f_quant=0.9, scale="per_layer").min_bits == 3
+    assert advise(layer, 2.0, epsilon=0.5, f_quant=0.2, scale="per_layer").min_bits == 2  # 0.2·8/4 = 0.4
+    # ε = 1e-4: even 8 bits (k = 127) give 4.25/(4·127²) = 6.6e-5 > ε²σ² = 4e-8
+    tight = advise(layer, 2.0, epsilon=1e-4)
+    assert tight.min_bits is None
+    assert tight.text.startswith("can't be quantized (not even at 8 bits), or be pruned to keep ")
+    # nothing randomized (f = 0): p stays 1, keep 1; an all-zero layer: p = 0, any bits fit
+    assert (advise(layer, 2.0, f_prune=0.0).min_p, advise(layer, 2.0, f_prune=0.0).min_keep) == (1.0, 1.0)
+    zero = advise(Layer("z", 0, "dense", np.zeros((2, 2), np.float32), None, "w", None), 2.0, f_prune=0.5)
+    assert (zero.min_p, zero.min_keep, zero.min_bits) == (0.0, 0.5, 2)
+
+
+def test_conv_windows_per_pixel_by_hand() -> None:
+    """One 3×3 tap of 2 (stride 1: c = 9 windows per pixel), σ = 2, ε = 0.5 (ε²σ² = 1): pruning needs
+    τ² ≤ 1/(9·4), p ≥ 36/37; bits need 9·4/(4k²) ≤ 1, k = 3 exactly (3 bits). As a dense row the same
+    weights need p ≥ 1/(1 + 1/4) = 0.8 and 4/(4k²) ≤ 1, k = 1 (2 bits)."""
+    K = np.zeros((1, 1, 3, 3), np.float32)
+    K[0, 0, 1, 1] = 2.0
+    conv = Layer("c", 0, "conv", K, None, "w", None, conv=ConvGeometry((3, 3), pads=(1, 1, 1, 1)))
+    a = advise(conv, 2.0, epsilon=0.5)
+    assert (a.min_p, a.min_bits) == (pytest.approx(36 / 37), 3)
+    b = advise(Layer("d", 0, "dense", K.reshape(1, -1), None, "w", None), 2.0, epsilon=0.5)
+    assert (b.min_p, b.min_bits) == (pytest.approx(0.8), 2)

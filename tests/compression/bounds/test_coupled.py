@@ -81,3 +81,34 @@ def test_coupled_terms_by_hand() -> None:
     assert cq.fresh["T"] == pytest.approx(0.5 * 12.0 / (4 * 9) * Z2_hat, rel=1e-12)
     assert cq.A["T"] == pytest.approx(ct.A["T"], rel=1e-12)
     assert cq.fresh["E"] == pytest.approx(ct.fresh["E"], rel=1e-12)
+
+
+def test_coupled_terms_of_a_fixed_count_space_by_hand() -> None:
+    """Columns 0 and 2 form one fixed-count space (m = 2: Cov = −τ²/(m−1) = −τ²), τ² = float32(2/3):
+    A_dense = τ²(e_0 + e_2) + τ²(e_0 + e_2 − E_x‖W_0 u_0 + W_2 u_2‖²) with e_u = ‖W[:, u]‖² E_x u_u², all
+    in float64 from the float32 τ² (σ̄ too: s̄ = 1 + τ², not rounded to float32)."""
+    layer = Layer("fc", 1, "dense", W, None, "w", None)
+    base = compress_layer(
+        layer,
+        layer_stats(layer, X_DENSE, groups=False),
+        prune=PruneSpec(keep=0.5, fraction=0.75),
+        quantize=None,
+        keep=0.5,
+        generator=generator(0, 1, 0),
+    )
+    t32 = np.float32(2 / 3)
+    tau2 = float(t32)  # the float32 value, exactly, in float64
+    u_tau2 = np.array([t32, 0.0, t32, 0.0], dtype=np.float32)
+    joint = [(np.array([0, 2]), tau2)]
+    draw = dataclasses.replace(
+        base, group_tau2=u_tau2, group_joint=joint, prune_randomized=True, quant_randomized=False
+    )
+    ct = coupled_terms(layer, draw, layer_stats(layer, X_HAT, groups=False), X_DENSE, None)
+
+    Wd, U = W.astype(np.float64), X_DENSE.numpy()
+    e = (Wd**2).sum(axis=0) * (U**2).mean(axis=0)  # e_u
+    pair = float((((U[:, [0, 2]] @ Wd[:, [0, 2]].T) ** 2).sum(axis=1)).mean())  # E_x‖W_0 u_0 + W_2 u_2‖²
+    want = tau2 * (e[0] + e[2]) + tau2 * (e[0] + e[2] - pair)
+    assert ct.A["E"] == pytest.approx(max(want, 0.0), rel=1e-12)
+    s_bar = np.array([1.0 + tau2, 1.0, 1.0 + tau2, 1.0])
+    assert ct.sigma_bar == pytest.approx(float(np.linalg.norm(Wd * s_bar, 2)), rel=1e-12)

@@ -149,3 +149,54 @@ def test_every_rule_by_hand_on_the_residual_net(tmp_path) -> None:  # type: igno
     assert all(B0["s"][t] == 0.0 and B0["output"][t] == pytest.approx(A2[t]) for t in tiers)
     with pytest.raises(KeyError, match="fc2"):
         propagate_dag(net, {"fc1": (2.0, A1)}, tiers)
+
+
+def _graph_net():  # type: ignore[no-untyped-def]
+    """A hand-built graph for ``propagate_dag`` alone (no loader): a Constant first, then
+    h = fc1 x (Gemm), h1 = h + c (a Constant), k = Identity(initializer) (no dynamic input),
+    s = h1 + k + y (y a second graph input: exact), m = fc2 s (MatMul), output = −3·m (Mul, L = 3)."""
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    f32 = np.float32
+    inits = [
+        numpy_helper.from_array(np.eye(4, dtype=f32), "w1"),
+        numpy_helper.from_array(np.zeros(4, f32), "b1"),
+        numpy_helper.from_array(np.ones(4, f32), "k0"),
+        numpy_helper.from_array(np.eye(4, dtype=f32), "w2"),
+        numpy_helper.from_array(np.array([-3.0], f32), "three"),
+    ]
+    c = numpy_helper.from_array(np.full(4, 0.5, f32), "cval")
+    nodes = [
+        helper.make_node("Constant", [], ["c"], "const", value=c),
+        helper.make_node("Gemm", ["input", "w1", "b1"], ["h"], "fc1", transB=1),
+        helper.make_node("Add", ["h", "c"], ["h1"], "plus_c"),
+        helper.make_node("Identity", ["k0"], ["k"], "ident"),
+        helper.make_node("Add", ["h1", "k"], ["s0"], "plus_k"),
+        helper.make_node("Add", ["s0", "y"], ["s"], "plus_y"),
+        helper.make_node("MatMul", ["s", "w2"], ["m"], "fc2"),
+        helper.make_node("Mul", ["m", "three"], ["output"], "scale"),
+    ]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4]) for n in ("input", "y")]
+    out = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [2, 4])]
+    model = helper.make_model(helper.make_graph(nodes, "g", vi, out, inits))
+    layers = [SimpleNamespace(name="fc1"), SimpleNamespace(name="fc2")]
+    return SimpleNamespace(model=model, layers=layers, input_name="input", logits="output")
+
+
+def test_propagate_dag_rules_on_a_hand_built_graph() -> None:
+    """B_h = A1 (E 0.5, W 0: (2·0 + √0)² = 0); a constant added, an Identity of a constant (B = 0) and
+    a second graph input (exact, B = 0) leave B_s = B_h; the MatMul layer gives σ2²B_s + A2 (E) and
+    (σ2 √B_s + √A2)² (W); the Mul by −3 multiplies B by L² = 9."""
+    net = _graph_net()
+    B = propagate_dag(
+        net, {"fc1": (2.0, {"E": 0.5, "W": 0.0}), "fc2": (3.0, {"E": 0.1, "W": 0.04})}, ("E", "W")
+    )  # type: ignore[arg-type]
+    assert (B["h"]["E"], B["h"]["W"]) == (pytest.approx(0.5), 0.0)
+    for t in ("h1", "s0", "s"):
+        assert (B[t]["E"], B[t]["W"]) == (pytest.approx(0.5), 0.0), t
+    assert (B["k"]["E"], B["k"]["W"]) == (0.0, 0.0)
+    assert B["m"]["E"] == pytest.approx(9 * 0.5 + 0.1) and B["m"]["W"] == pytest.approx(0.04)
+    assert B["output"]["E"] == pytest.approx(9 * (9 * 0.5 + 0.1))
+    assert B["output"]["W"] == pytest.approx(9 * 0.04)

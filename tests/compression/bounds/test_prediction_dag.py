@@ -113,41 +113,39 @@ def test_prediction_is_within_a_factor_of_the_monte_carlo_mean(
 
 def test_group_covariance_and_shares_by_hand() -> None:
     """Cov(s) read back from the draws, written out: Var τ² on the diagonal, −τ²/(m−1) between the
-    units of one fixed-count space, nothing for layers without a group draw; the prediction tr(Cov M)
-    split by group and reported at each group's first reader."""
+    units of one fixed-count space, nothing for layers without a group draw or for kept units (τ² = 0,
+    whichever layer comes first); the prediction tr(Cov M) split by group and reported at each group's
+    first reader, groups with a zero share left out."""
     from types import SimpleNamespace
 
     from netshrink.compression.bounds.prediction_dag import group_covariance, group_predictions
 
     cg = SimpleNamespace(
-        n_groups=4,
+        n_groups=5,
         units={"a": np.array([0, 1, 2, 3]), "b": np.array([3, 0]), "c": np.array([1])},
-        consumers={0: ["a", "b"], 1: ["a"], 2: ["a"], 3: ["b"]},
+        consumers={0: ["a", "b"], 1: ["a"], 2: ["a"], 3: ["b"], 4: ["e"]},
     )
     net = SimpleNamespace(channel_groups=cg)
-    layers = {
+    layers = {  # the order matters to a wrong reading: c (no draw) and d (no group) before a and b
+        "c": SimpleNamespace(group_tau2=None, group_joint=None),  # no group draw
+        "b": SimpleNamespace(group_tau2=np.array([2.0, 0.5]), group_joint=None),  # independent groups
+        "d": SimpleNamespace(group_tau2=np.array([9.0]), group_joint=None),  # not a group reader
         # a fixed-count space over a's units 0..2 (τ² = 0.5, m = 3: covariance −0.25); unit 3 kept
         "a": SimpleNamespace(
             group_tau2=np.array([0.5, 0.5, 0.5, 0.0]), group_joint=[(np.array([0, 1, 2]), 0.25)]
         ),
-        "b": SimpleNamespace(group_tau2=np.array([2.0, 0.5]), group_joint=None),  # independent groups
-        "c": SimpleNamespace(group_tau2=None, group_joint=None),  # no group draw
-        "d": SimpleNamespace(group_tau2=np.array([9.0]), group_joint=None),  # not a group reader
     }
-    want = np.array(
-        [
-            [0.5, -0.25, -0.25, 0.0],
-            [-0.25, 0.5, -0.25, 0.0],
-            [-0.25, -0.25, 0.5, 0.0],
-            [0.0, 0.0, 0.0, 2.0],
-        ]
-    )
+    want = np.zeros((5, 5))
+    want[:3, :3] = [[0.5, -0.25, -0.25], [-0.25, 0.5, -0.25], [-0.25, -0.25, 0.5]]
+    want[3, 3] = 2.0
     cov = group_covariance(net, layers)  # type: ignore[arg-type]
     np.testing.assert_array_equal(cov, want)
 
-    M = np.array([[4.0, 1.0, 0.5, 2.0], [1.0, 3.0, 0.0, 1.0], [0.5, 0.0, 2.0, 0.0], [2.0, 1.0, 0.0, 1.0]])
+    M = np.zeros((5, 5))
+    M[:4, :4] = [[4.0, 1.0, 0.5, 2.0], [1.0, 3.0, 0.0, 1.0], [0.5, 0.0, 2.0, 0.0], [2.0, 1.0, 0.0, 0.5]]
+    M[4, 4] = 7.0  # group 4 has no draw: a zero share, not reported
     shares = group_predictions(net, layers, M)  # type: ignore[arg-type]
-    row = [sum(want[g, h] * M[g, h] for h in range(4)) for g in range(4)]  # 1.625, 1.25, 0.875, 2.0
-    assert row == pytest.approx([1.625, 1.25, 0.875, 2.0])
-    assert shares == pytest.approx({"a": row[0] + row[1] + row[2], "b": row[3]})
+    row = [sum(want[g, h] * M[g, h] for h in range(5)) for g in range(5)]
+    assert row == pytest.approx([1.625, 1.25, 0.875, 1.0, 0.0])
+    assert shares == pytest.approx({"a": 1.625 + 1.25 + 0.875, "b": 1.0})
     assert sum(shares.values()) == pytest.approx(float(np.trace(want @ M)))  # tr(Cov M), M symmetric
