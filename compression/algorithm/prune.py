@@ -22,7 +22,7 @@ from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import PruneSpec
 
-__all__ = ["PruneResult", "greedy_order", "prune_layer"]
+__all__ = ["PruneResult", "greedy_order", "prune_layer", "randomized_group_tau2"]
 
 
 @dataclass
@@ -134,6 +134,16 @@ def _randomized_entries(
         dropped_groups=None,
         from_greedy_sort=greedy,
     )
+
+
+def randomized_group_tau2(gbase: np.ndarray, keep: float, spec: PruneSpec) -> np.ndarray:
+    """(G,) τ² = (1−p)/p of the groups the randomized rule draws at ``keep``, 0 elsewhere: what
+    ``prune_layer(...).group_tau2`` is for group scores ``gbase``, without the draw or the (out, in)
+    copy of W (the budget search's prediction menu, search/mixed.py, asks for every keep)."""
+    _, p, m = choose_fraction(gbase, keep, fraction=spec.fraction)
+    sel = np.zeros(gbase.size, dtype=bool)
+    sel[greedy_order(gbase)[:m]] = True
+    return np.where(sel, (1.0 - p) / p, 0.0)
 
 
 def _randomized_groups(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from netshrink.compression.algorithm.layer_compensated import compress_layer_com
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
-from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.algorithm.scores import LayerStats, layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
@@ -53,11 +54,19 @@ REFIT_FLOOR = 32 << 20  # bytes the refit cache may hold even for a small networ
 
 
 class PrefixCache:
-    """Layer draws keyed by (draw, (name, keep, bits) of layers 1..ℓ), first in first out.
+    """Layer draws keyed by (draw, (name, keep, bits) of layers 1..ℓ), least recently used first out.
 
     Bounded by ``max_bytes``: the bytes of the arrays its draws hold (Ŵ, codes, outliers and the
     variance, ``layer_draw_nbytes``), so a search over a large model does not hold every draw. The
     newest draw always stays, even when it alone is over the bound (it is also the draw in use).
+    ``pin`` names the draws of the one network draw the search may still ship: the caller holds
+    them anyway, so they are neither counted nor evicted, and every candidate that shares a prefix
+    with that draw (each later round of the budget search walks on from it) reuses its layers.
+    ``inputs`` holds a layer's input ẑ_{ℓ−1} on the fit split and its statistics, keyed by the
+    upstream prefix (draw, settings of layers 1..ℓ−1, the layer): the same under every setting of
+    layer ℓ, so a candidate that changes only a later layer skips the forward pass and the
+    statistics of the layers above it. Bounded by the same bytes (least recently used first out;
+    the newest and the pinned draw's inputs stay).
     ``refits`` holds the refit's mask-independent part (``compensate.prepare``: moments, inverse,
     V*) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
     every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
@@ -69,8 +78,11 @@ class PrefixCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.items: dict[tuple[object, ...], LayerDraw] = {}
+        self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}
         self.refits: dict[tuple[object, ...], Prepared] = {}
+        self.pinned: frozenset[tuple[object, ...]] = frozenset()  # keys of the draw the caller holds
         self.hits = 0
+        self.input_hits = 0
         self.refit_hits = 0
 
     def prepared(
@@ -91,17 +103,52 @@ class PrefixCache:
         return p
 
     def get(self, key: tuple[object, ...]) -> LayerDraw | None:
-        d = self.items.get(key)
-        self.hits += d is not None
+        d = self.items.pop(key, None)
+        if d is not None:
+            self.hits += 1
+            self.items[key] = d  # most recently used last
         return d
 
     def put(self, key: tuple[object, ...], d: LayerDraw) -> None:
         self.items[key] = d
-        while len(self.items) > 1 and self.nbytes() > self.max_bytes:
-            del self.items[next(iter(self.items))]
+        self._evict(self.items, self.nbytes, key)
+
+    def get_input(self, key: tuple[object, ...]) -> tuple[torch.Tensor, LayerStats] | None:
+        """Layer ℓ's input ẑ_{ℓ−1} (S, …) and its statistics under the upstream prefix ``key``."""
+        hit = self.inputs.pop(key, None)
+        if hit is not None:
+            self.input_hits += 1
+            self.inputs[key] = hit
+        return hit
+
+    def put_input(self, key: tuple[object, ...], Z: torch.Tensor, stats: LayerStats) -> None:
+        self.inputs[key] = (Z, stats)
+        self._evict(self.inputs, self.input_nbytes, key)
+
+    def pin(self, nd: NetworkDraw) -> None:
+        """Pin the layer draws of ``nd`` (the draw the caller keeps; put back if they were evicted
+        while it was drawn) and those of its inputs still held; the previously pinned ones become
+        ordinary entries and may be evicted."""
+        self.pinned = frozenset(nd.cache_keys)
+        for key, name in nd.cache_keys.items():
+            if name is not None and key not in self.items:
+                self.items[key] = nd.layers[name]
+        self._evict(self.items, self.nbytes, None)
+        self._evict(self.inputs, self.input_nbytes, None)
+
+    def _evict(self, store: dict[tuple[object, ...], Any], size: Callable[[], int], newest: object) -> None:
+        while size() > self.max_bytes:
+            victim = next((k for k in store if k != newest and k not in self.pinned), None)
+            if victim is None:
+                return
+            del store[victim]
 
     def nbytes(self) -> int:
-        return sum(layer_draw_nbytes(d) for d in self.items.values())
+        """Bytes of the draws held, the pinned ones (the caller holds them) not counted."""
+        return sum(layer_draw_nbytes(d) for k, d in self.items.items() if k not in self.pinned)
+
+    def input_nbytes(self) -> int:
+        return sum(int(z.nbytes) for z, _ in self.inputs.values())
 
 
 def layer_draw_nbytes(d: LayerDraw) -> int:
@@ -122,6 +169,8 @@ class NetworkDraw:
     fit_logits: torch.Tensor | None = None  # (S, K) Φ̂ on the fit split (``draw_network(logits=True)``)
     max_draws: int | None = None  # draws="auto": the cap of the rule for this model (``auto_cap``)
     fit_rows: torch.Tensor | None = None  # drawn on these fit-split rows only (a compensated search)
+    # its PrefixCache keys: a layer draw's key -> the layer's name; an input's key -> None
+    cache_keys: dict[tuple[object, ...], str | None] = field(default_factory=dict)
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
@@ -231,15 +280,26 @@ def draw_network(
         key += ((layer.name, None if prune is None else prune.keep_for(layer.name), quant and quant.bits),)
         if prune is None and quant is None:
             continue
+        structured = prune is not None and prune.granularity != "weight"
         cached = None if cache is None else cache.get(key)
+        if cache is not None:
+            result.cache_keys.update({key: layer.name, (*upstream, structured): None})
         if cached is not None:
             _apply(result, overrides, layer.name, cached, ex.device)
             ex.invalidate(acts, layer.name)
             continue
-        with torch.no_grad():
-            Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[layer.input]
-        structured = prune is not None and prune.granularity != "weight"
-        stats = layer_stats(layer, Z, groups=structured)
+        hit = None if cache is None else cache.get_input((*upstream, structured))
+        if hit is not None:  # ẑ_{ℓ−1} under this upstream prefix, from an earlier candidate
+            Z, stats = hit
+            acts[layer.input] = Z
+        else:
+            with torch.no_grad():
+                Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[
+                    layer.input
+                ]
+            stats = layer_stats(layer, Z, groups=structured)
+            if cache is not None:
+                cache.put_input((*upstream, structured), Z, stats)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
             # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (docs/method.md §3).

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from netshrink.compression.algorithm.prune import prune_layer
+from netshrink.compression.algorithm.prune import randomized_group_tau2
 from netshrink.compression.algorithm.quantize import grid_step
-from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
@@ -49,7 +48,7 @@ BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step 
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
-QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_pred``
+QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_preds``
 CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
 __all__ = ["BITS_MENU", "KEEP_MENU", "Allocation", "mixed_search"]
 
@@ -85,22 +84,29 @@ def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | No
     return total
 
 
-def _quant_pred(layer: Layer, bits: int, scale: str, sens: Sensitivity) -> float:
-    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on the b-bit grid (Var = step²u(1−u)).
+def _quant_preds(
+    layer: Layer, widths: tuple[int, ...], scale: str, sens: Sensitivity
+) -> dict[int | None, float]:
+    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on each b-bit grid (Var = step²u(1−u)).
 
-    Float64 in row blocks of ``QUANT_PRED_BLOCK`` entries: no full-size float64 copy (issue 10)."""
+    Float64 in row blocks of ``QUANT_PRED_BLOCK`` entries: no full-size float64 copy (issue 10); each
+    block of W and of the sensitivities is read once for all widths (the sums per width are the
+    same block sums, in the same order, as one width at a time)."""
     W = torch.as_tensor(layer.matrix)  # (out, in) float32, no copy on CPU
-    step, _ = grid_step(W, 2 ** (bits - 1) - 1, scale)  # (out,) float64
-    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
+    steps = [grid_step(W, 2 ** (b - 1) - 1, scale)[0] for b in widths]  # (out,) float64 each
+    safes = [torch.where(st > 0, st, torch.ones_like(st))[:, None] for st in steps]  # (out, 1) each
     wsq = torch.as_tensor(sens.weight_sq.reshape(W.shape))  # (out, in), no copy
     rows = max(1, QUANT_PRED_BLOCK // max(1, W.shape[1]))
-    total = 0.0
+    totals = [0.0] * len(widths)
     for r in range(0, W.shape[0], rows):
-        x = W[r : r + rows].to(torch.float64) / safe[r : r + rows]  # (b, in)
-        u = x - torch.floor(x)
-        var = (step[r : r + rows, None] ** 2) * u * (1 - u)  # (b, in)
-        total += float((var * wsq[r : r + rows]).sum())
-    return total
+        w64 = W[r : r + rows].to(torch.float64)  # (b, in)
+        s64 = wsq[r : r + rows].to(torch.float64)  # (b, in)
+        for i, (step, safe) in enumerate(zip(steps, safes, strict=True)):
+            x = w64 / safe[r : r + rows]  # (b, in)
+            u = x - torch.floor(x)
+            var = (step[r : r + rows, None] ** 2) * u * (1 - u)  # (b, in)
+            totals[i] += float((var * s64).sum())
+    return {b: v for b, v in zip(widths, totals, strict=True)}
 
 
 def _menus(
@@ -120,16 +126,15 @@ def _menus(
         if layer.name in spec.exclude:
             continue
         if allow_q:
-            for b in BITS_MENU[1:]:
-                assert b is not None
-                qpred[layer.name][b] = _quant_pred(layer, b, scale, sens[layer.name])
+            widths = tuple(b for b in BITS_MENU if b is not None)
+            qpred[layer.name].update(_quant_preds(layer, widths, scale, sens[layer.name]))
         if base_p is not None and layer.structured:
             stats = layer_stats(layer, Zs[layer.name], groups=True)
-            for k in KEEP_MENU[1:]:
-                pr = prune_layer(layer, stats, base_p, k, generator(spec.seed or 0, layer.index, 0))
-                ppred[layer.name][k] = (
-                    predict_groups(pr.group_tau2, sens[layer.name]) if pr.group_tau2 is not None else 0.0
-                )
+            assert stats.group_energy is not None
+            for k in KEEP_MENU[1:]:  # prune_layer's group τ², without its draw (baselines: none)
+                rand = base_p.method == "randomized_greedy"
+                tau2 = randomized_group_tau2(stats.group_energy, k, base_p) if rand else None
+                ppred[layer.name][k] = predict_groups(tau2, sens[layer.name]) if tau2 is not None else 0.0
     return qpred, ppred, base_p
 
 
@@ -209,8 +214,9 @@ def mixed_search(
         dense = ex.run(X, capture=[layer.input for layer in net.layers])
     phi = dense[net.logits]
     energy = float((phi.double().reshape(phi.shape[0], -1) ** 2).sum(dim=1).mean())
-    Zs = {layer.name: dense[layer.input] for layer in net.layers}
-    qpred, ppred, base_p = _menus(net, spec, Zs, sens)
+    qpred, ppred, base_p = _menus(net, spec, {layer.name: dense[layer.input] for layer in net.layers}, sens)
+    if not spec.compensate:  # only a refit reads the dense activations again (memory: the input cache)
+        dense = {net.logits: phi}
     measured: list[Allocation] = []
     # per-prefix layer draws, shared by all candidates; bounded by bytes (docs/budget-search.md)
     cache = PrefixCache(CACHE_WEIGHT_BYTES * 4 * net.n_params)
@@ -281,6 +287,7 @@ def mixed_search(
                 shipped.fit_errors = errors
                 a.extra["draw"] = shipped
                 kept[:] = [a]
+                cache.pin(shipped)  # later rounds walk on from it: its layers are reused
             del shipped
             measured.append(a)
         return bool(a.meets)
@@ -368,6 +375,7 @@ def mixed_search(
         "search": "per-layer greedy allocation by predicted error per byte, verified on the fit split",
         "measured_candidates": len(measured),
         "cached_layer_draws_reused": cache.hits,
+        "cached_layer_inputs_reused": cache.input_hits,
         "cached_refits_reused": cache.refit_hits,
     }
     draw = None if chosen is None else chosen.extra.get("draw")

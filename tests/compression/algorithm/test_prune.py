@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from netshrink.compression.algorithm.prune import greedy_order, prune_layer
+from netshrink.compression.algorithm.prune import greedy_order, prune_layer, randomized_group_tau2
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import LayerStats, layer_stats
 from netshrink.compression.errors import InvalidSpecError
@@ -77,6 +77,19 @@ def test_neuron_groups_are_unbiased_and_drop_whole_columns() -> None:
             else:
                 np.testing.assert_array_equal(blk, orig)
     assert r0.tier_E_A == pytest.approx(float((r0.group_tau2 * stats.group_energy).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("fraction", ["auto", 0.9])
+@pytest.mark.parametrize("keep", [0.9, 0.5, 0.2])
+def test_group_tau2_without_a_draw_is_prune_layers(keep: float, fraction: str | float) -> None:
+    """The budget search's menu takes the randomized groups' τ² from ``randomized_group_tau2``; it
+    must be exactly what a draw of ``prune_layer`` reports, for every keep and fraction rule."""
+    layer, stats = _setup(structured=True, group=1, seed=3)
+    assert stats.group_energy is not None
+    spec = PruneSpec(keep=keep, granularity="neuron", fraction=fraction)  # type: ignore[arg-type]
+    drawn = prune_layer(layer, stats, spec, keep, generator(0, 1, 0)).group_tau2
+    assert drawn is not None
+    np.testing.assert_array_equal(randomized_group_tau2(stats.group_energy, keep, spec), drawn)
 
 
 def test_structured_needs_a_structured_layer() -> None:

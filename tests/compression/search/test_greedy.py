@@ -173,3 +173,44 @@ def test_prefix_cache_is_bounded_by_the_bytes_of_its_draws(mlp_net: Network) -> 
     for i, d in enumerate(draws):
         small.put((i,), d)
     assert list(small.items) == [(len(draws) - 1,)]
+
+
+def test_prefix_cache_reuse_gives_the_draw_made_without_it(mlp_net: Network) -> None:
+    """Candidates that share a prefix reuse its layer draws and its layers' inputs (ẑ and the
+    statistics), and get the very draw a fresh ``draw_network`` makes; the pinned draw (the one the
+    search may still ship) is neither counted against the bound nor evicted."""
+    from netshrink.compression.search.greedy import PrefixCache, draw_network
+
+    names = [layer.name for layer in mlp_net.layers]
+    specs = [
+        CompressSpec.from_dict(
+            {
+                "quantize": {"bits": {names[0]: 4, names[1]: 4, names[2]: b}},
+                "prune": {"keep": {names[1]: 0.5, names[2]: k}, "granularity": "neuron"},
+                "seed": 3,
+                "evaluation": {"samples": 64},
+            }
+        )
+        for b, k in ((8, 0.8), (4, 0.8), (2, 0.5))
+    ]
+    ex, X = _fit(mlp_net, specs[0])
+    cache = PrefixCache(1)  # holds nothing but the newest entry and the pinned draw
+    first = draw_network(mlp_net, ex, specs[0], X, draw=1, cache=cache, logits=True)
+    cache.pin(first)
+    assert cache.nbytes() == 0  # pinned draws are held by the caller: not counted
+    for spec in specs[1:]:
+        hits, input_hits = cache.hits, cache.input_hits
+        nd = draw_network(mlp_net, ex, spec, X, draw=1, cache=cache, logits=True)
+        fresh = draw_network(mlp_net, ex, spec, X, draw=1, logits=True)
+        assert cache.hits == hits + 2  # layers 1 and 2 from the pinned draw (same settings, same draw)
+        assert cache.input_hits == input_hits + 1  # the last layer's input under that prefix
+        for name in names:
+            assert np.array_equal(nd.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
+            assert np.array_equal(nd.layers[name].var, fresh.layers[name].var)
+            assert nd.layers[name].tier_E_A == fresh.layers[name].tier_E_A
+        assert nd.fit_logits is not None and fresh.fit_logits is not None
+        assert torch.equal(nd.fit_logits, fresh.fit_logits)
+        assert all(nd.layers[n] is first.layers[n] for n in names[:2])
+    other = draw_network(mlp_net, ex, specs[0], X, draw=2, cache=cache)  # another draw index: no reuse
+    assert all(other.layers[n] is not first.layers[n] for n in names)
+    assert all(key in cache.items for key, name in first.cache_keys.items() if name is not None)
