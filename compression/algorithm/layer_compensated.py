@@ -70,7 +70,7 @@ def compress_layer_compensated(
     shape = layer.weight.shape
     cw = CompressedWeight(
         layer=layer.name,
-        weight=c.weight.to(torch.float32).cpu().numpy().reshape(shape),
+        weight=c.weight.cpu().numpy().reshape(shape),
         codes=None if c.codes is None else c.codes.reshape(shape),
         scale=c.scale,
         bits=None if quantize is None else quantize.width,

@@ -67,8 +67,8 @@ class PrefixCache:
     layer ℓ, so a candidate that changes only a later layer skips the forward pass and the
     statistics of the layers above it. Bounded by the same bytes (least recently used first out;
     the newest and the pinned draw's inputs stay).
-    ``refits`` holds the refit's mask-independent part (``compensate.prepare``: moments, inverse,
-    V*) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
+    ``refits`` holds the refit's mask-independent part (``compensate.prepare``: the moments H and
+    B) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
     every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
     (at least ``REFIT_FLOOR``, since a layer's n_in² can dwarf a small network's weights); older
     entries are dropped *before* a new one is computed when it would not fit, so the cache adds at
@@ -95,7 +95,7 @@ class PrefixCache:
             return p
         limit = max(self.max_bytes, REFIT_FLOOR)
         n = layer.n_in + int(layer.bias is not None)
-        new = 8 * (2 * n * n + 2 * layer.n_out * n)  # H, H⁻¹ (n, n); [W b]C, V* (out, n); float64
+        new = 4 * (n * n + layer.n_out * n)  # H (n, n), B (out, n); float32
         while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
             del self.refits[next(iter(self.refits))]
         p = prepare(layer, Z, Z_dense)

@@ -58,7 +58,6 @@ def test_structured_refit_is_the_least_squares_solution_and_lowers_the_fit_error
     before = _objective(layer, Z, Z, masked, layer.bias)
     after = _objective(layer, Z, Z, c.weight.numpy(), c.bias)
     assert after < before
-    assert c.fit_objective == pytest.approx(after, rel=1e-6)
 
 
 def test_mean_replacement_moves_the_removed_units_mean_into_the_bias() -> None:
@@ -154,6 +153,96 @@ def test_a_prepared_refit_is_the_refit() -> None:
     for q in (None, QuantizeSpec(bits=4)):
         a = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
         b = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q, prepared=pr)
-        torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=1e-6)
-        assert a.fit_objective == pytest.approx(b.fit_objective, rel=1e-9)
+        torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
         assert bool((b.weight[:, torch.as_tensor(first)] == 0).all())  # the removed columns stay 0
+
+
+def _relu_layer(n_in: int, n_out: int, S: int, seed: int) -> tuple[Layer, torch.Tensor]:
+    """A dense layer fed by correlated ReLU features with a non-zero mean (ill-conditioned H)."""
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    A = rng.standard_normal((16, n_in))  # low-rank mixing: 16 latent factors
+    Z = np.maximum(rng.standard_normal((S, 16)) @ A + 0.1 * rng.standard_normal((S, n_in)), 0.0)
+    return Layer("fc", 1, "dense", W, b, "w", "b", structured=True), torch.from_numpy(Z.astype(np.float32))
+
+
+@pytest.mark.parametrize(("n_in", "S"), [(60, 400), (200, 120)])  # more samples than inputs, and fewer
+def test_float32_refit_matches_float64_ridge_least_squares(n_in: int, S: int) -> None:
+    """The float32 refit against numpy's float64 solution of the same damped problem (λ = 1%).
+
+    Stated tolerance (docs/compensation.md "Precision"): the fit objective within 1e-4 relative of
+    the float64 optimum's, and the weights within 1e-3 of the largest weight.
+    """
+    layer, Z = _relu_layer(n_in, 24, S, seed=n_in)
+    Zd = torch.relu(Z + 0.05 * torch.randn(Z.shape, generator=torch.Generator().manual_seed(0)))
+    drop = np.arange(0, n_in, 5)
+    kept = torch.ones(layer.n_out, n_in, dtype=torch.bool)
+    kept[:, drop] = False
+    c = compensate_layer(layer, Z, Zd, kept=kept, first=drop, quantize=None)
+    keep_cols = np.setdiff1d(np.arange(n_in), drop)
+    assert layer.bias is not None and c.bias is not None
+    A = np.concatenate([Z.numpy().astype(np.float64), np.ones((S, 1))], 1)  # (S, n_in + 1)
+    H = A.T @ A / S
+    lam = 0.01 * np.diag(H).mean()
+    K = np.append(keep_cols, n_in)
+    Y = Zd.numpy().astype(np.float64) @ layer.matrix.T.astype(np.float64) + layer.bias  # (S, out)
+    # Ridge least squares as an augmented lstsq: [A_K; √(λS) I] v = [Y; 0]
+    Aa = np.concatenate([A[:, K], np.sqrt(lam * S) * np.eye(K.size)], 0)
+    Ya = np.concatenate([Y, np.zeros((K.size, Y.shape[1]))], 0)
+    ref = np.linalg.lstsq(Aa, Ya, rcond=None)[0].T  # (out, |K|)
+    got = np.concatenate([c.weight.numpy()[:, keep_cols], c.bias[:, None]], 1).astype(np.float64)
+    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    f_ref = _objective(layer, Z.double(), Zd.double(), _scatter(ref, keep_cols, n_in), ref[:, -1])
+    f_got = _objective(layer, Z.double(), Zd.double(), c.weight.numpy(), c.bias)
+    assert abs(f_got - f_ref) <= 1e-4 * f_ref
+    # and the refit never raises the fit error above deleting the units and keeping the rest
+    masked = layer.matrix.copy()
+    masked[:, drop] = 0
+    assert f_got < _objective(layer, Z.double(), Zd.double(), masked, layer.bias)
+
+
+def _scatter(V: np.ndarray, cols: np.ndarray, n_in: int) -> np.ndarray:
+    out = np.zeros((V.shape[0], n_in))
+    out[:, cols] = V[:, : cols.size]
+    return out
+
+
+def _gptq_reference(V: np.ndarray, H: np.ndarray, step: np.ndarray, k: int) -> np.ndarray:
+    """GPTQ, Algorithm 1 (Frantar et al. 2023) as published, float64, one column at a time, no mask.
+
+    V: (out, n) the unconstrained minimizer V* = B H_λ⁻¹, H: (n, n) damped; the last column (bias) stays
+    float. Returns the rounded (out, n).
+    """
+    U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper, H⁻¹ = UᵀU
+    V = V.copy()
+    Q = np.zeros_like(V)
+    n = V.shape[1]
+    for c in range(n):
+        w = V[:, c]
+        q = w.copy() if c == n - 1 else np.clip(np.round(w / step), -k, k) * step
+        Q[:, c] = q
+        err = (w - q) / U[c, c]
+        V[:, c:] -= np.outer(err, U[c, c:])
+    return Q
+
+
+def test_sequential_rounding_is_gptq_algorithm_1() -> None:
+    """The triangular-solve form (eq. 1) rounds as GPTQ's published loop does, given the same step."""
+    layer, Z = _relu_layer(70, 12, 500, seed=4)
+    q = QuantizeSpec(bits=4)
+    c = compensate_layer(layer, Z, Z, kept=None, first=None, quantize=q)
+    assert c.codes is not None and c.scale is not None and c.bias is not None and layer.bias is not None
+    A = np.concatenate([Z.numpy().astype(np.float64), np.ones((Z.shape[0], 1))], 1)  # (S, n)
+    H = A.T @ A / Z.shape[0]
+    H += 0.01 * np.diag(H).mean() * np.eye(H.shape[0])
+    Wa = np.concatenate([layer.matrix, layer.bias[:, None]], 1).astype(np.float64)  # (out, n)
+    Vstar = Wa @ (A.T @ A / Z.shape[0]) @ np.linalg.inv(H)  # (out, n) = B H_λ⁻¹
+    step = c.scale.astype(np.float64)[:, None]  # (out, 1)
+    ref = _gptq_reference(Vstar, H, step[:, 0], q.levels)
+    ref_codes = np.round(ref[:, :-1] / step).astype(np.int64)
+    agree = float((ref_codes == c.codes).mean())
+    assert agree >= 0.99  # float32 vs float64: a code at a rounding boundary may differ
+    f_ref = _objective(layer, Z.double(), Z.double(), ref[:, :-1], ref[:, -1])
+    f_got = _objective(layer, Z.double(), Z.double(), c.weight.numpy(), c.bias)
+    assert abs(f_got - f_ref) <= 0.02 * f_ref
