@@ -52,7 +52,7 @@ __all__ = ["Compensated", "Prepared", "compensate_layer", "design_matrix", "prep
 DAMP = 0.01  # GPTQ's percdamp: λ = DAMP · mean(diag H)
 BLOCK = 128  # GPTQ's lazy-batch block of columns
 _ROWS = 1 << 16  # design-matrix rows per moment chunk
-_JITTER = 4  # Cholesky retries, λ ×10 each, when H + λI is not numerically positive definite
+_JITTER = 4  # Cholesky retries, λ ×10 each, when H + λI is not numerically positive definite in float32
 
 
 @dataclass
@@ -121,10 +121,12 @@ def prepare(layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = 
 def _reverse_cholesky(H: torch.Tensor, order: torch.Tensor, lam: float) -> torch.Tensor:
     """Upper-triangular R with H_KK + λI = R Rᵀ, K = ``order`` (lower Cholesky of the reversed order).
 
-    If float32 Cholesky fails (not numerically positive definite) λ grows ×10, at most ``_JITTER`` times.
+    If float32 Cholesky fails (not numerically positive definite), λ becomes max(10λ, 10⁻⁵·mean
+    diag H_KK), at most ``_JITTER`` times.
     """
     rev = order.flip(0)  # (m,)
     A = H.index_select(0, rev).index_select(1, rev)  # (m, m) H_KK in reversed order, a copy
+    floor = 1e-5 * max(float(torch.diagonal(A).to(torch.float64).mean()), 1e-12)
     added = 0.0
     for _ in range(_JITTER + 1):
         A.diagonal().add_(lam - added)
@@ -134,8 +136,8 @@ def _reverse_cholesky(H: torch.Tensor, order: torch.Tensor, lam: float) -> torch
             del A
             return L.flip(0, 1)  # (m, m) upper
         del L
-        lam *= 10.0
-    raise FloatingPointError("H + λI is not positive definite in float32 even with 10^4 × the damping")
+        lam = max(10.0 * lam, floor)
+    raise FloatingPointError("H + λI is not positive definite in float32 even after the jitter")
 
 
 def compensate_layer(

@@ -246,3 +246,26 @@ def test_sequential_rounding_is_gptq_algorithm_1() -> None:
     f_ref = _objective(layer, Z.double(), Z.double(), ref[:, :-1], ref[:, -1])
     f_got = _objective(layer, Z.double(), Z.double(), c.weight.numpy(), c.bias)
     assert abs(f_got - f_ref) <= 0.02 * f_ref
+
+
+def test_a_singular_H_still_factors_after_the_jitter() -> None:
+    """Duplicated inputs make H singular; at λ = 10⁻¹² float32 Cholesky fails and λ grows until it
+    factors. The refit is finite and still fits the layer's output (relative error < 10⁻³)."""
+    from netshrink.compression.algorithm.compensate import _reverse_cholesky, prepare
+
+    rng = np.random.default_rng(0)
+    Z0 = np.abs(rng.standard_normal((200, 6)))
+    Z = torch.from_numpy(np.concatenate([Z0, Z0[:, :3]], 1).astype(np.float32))  # (200, 9), rank 6
+    W = rng.standard_normal((4, 9)).astype(np.float32)
+    layer = Layer("fc", 1, "dense", W, np.zeros(4, np.float32), "w", "b", structured=True)
+    pr = prepare(layer, Z, Z, damp=1e-12)
+    A = pr.H.clone()
+    A.diagonal().add_(pr.lam)
+    assert int(torch.linalg.cholesky_ex(A).info) != 0  # the plain factorization does fail
+    R = _reverse_cholesky(pr.H, torch.arange(10), pr.lam)  # (10, 10)
+    assert bool(torch.isfinite(R).all()) and bool((torch.tril(R, -1) == 0).all())
+    c = compensate_layer(layer, Z, Z, kept=None, first=None, quantize=None, damp=1e-12)
+    assert c.bias is not None
+    err = _objective(layer, Z.double(), Z.double(), c.weight.numpy(), c.bias)
+    energy = float(((Z.double() @ torch.from_numpy(W).double().T) ** 2).sum(1).mean())
+    assert np.isfinite(c.weight.numpy()).all() and err < 1e-6 * energy
