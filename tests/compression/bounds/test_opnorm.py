@@ -103,3 +103,25 @@ def test_grouped_conv_norm_is_the_largest_group_norm() -> None:
     )
     with pytest.raises(ValueError, match="needs the input spatial size"):
         layer_op_norm(layer)
+
+
+def test_layer_op_norm_of_an_ungrouped_conv_is_the_conv_maps_norm() -> None:
+    """Group 1: the conv map's own norm (the Toeplitz matrix's σ, by power iteration), not the FFT
+    upper bound, which zero padding makes strictly larger here; ``weight`` replaces the layer's
+    weight on both paths (a grouped conv too: 0.1·K scales the norm by 0.1)."""
+    from netshrink.compression.bounds.grouped import layer_op_norm
+
+    geom = ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1))
+    K = np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32)
+    exact = float(np.linalg.norm(toeplitz(K, geom, (6, 5)), 2))
+    assert conv_op_norm_upper(K.astype(np.float64), geom, (6, 5)) > exact * 1.01
+    layer = _layer(K, geom)
+    assert layer_op_norm(layer, (6, 5)) == pytest.approx(exact, rel=1e-6)
+    assert layer_op_norm(layer, (6, 5), weight=0.1 * K) == pytest.approx(0.1 * exact, rel=1e-6)
+    G = np.random.default_rng(3).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    grouped = _layer(G, ConvGeometry((1, 1), group=2))
+    assert layer_op_norm(grouped, (3, 4), weight=0.1 * G) == pytest.approx(
+        0.1 * layer_op_norm(grouped, (3, 4)),
+        rel=1e-6,  # 0.1·G rounded to float32
+    )
+    assert layer_op_norm(grouped, (3, 4), weight=np.zeros_like(G)) == 0.0

@@ -65,3 +65,66 @@ def test_input_probes_cover_the_sole_input_dense_layers(mlp_net: Network, cnn_ne
     assert prediction._sole_input_dense(mlp_net, mlp_net.layers) == {x.name for x in mlp_net.layers}
     dense = {x.name for x in cnn_net.layers if x.kind == "dense"}
     assert prediction._sole_input_dense(cnn_net, cnn_net.layers) <= dense
+
+
+def test_predictions_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Σ_ij Var_ij S_ij over row blocks (two rows a block here, so three blocks for five rows), the
+    variance given in the conv weight's 4-D shape; Σ_g τ²_g group_sq_g = 0.5·3 + 2·4 = 9.5."""
+    S = np.arange(1.0, 11.0, dtype=np.float32).reshape(5, 2)  # (n_out, n_in) = 1..10
+    var = np.array([0.5, 0.0, 1.0, 2.0, 0.0, 0.25, 1.0, 1.0, 0.5, 0.5], np.float32).reshape(5, 2, 1, 1)
+    sens = prediction.Sensitivity("l", S, np.array([3.0, 4.0]), 1)
+    want = 0.5 * 1 + 1.0 * 3 + 2.0 * 4 + 0.25 * 6 + 1.0 * 7 + 1.0 * 8 + 0.5 * 9 + 0.5 * 10  # 37.5
+    assert prediction.predict_independent(var, sens) == pytest.approx(37.5) == want
+    monkeypatch.setattr(prediction, "PREDICT_BLOCK", 4)  # rows = 4 // 2 = 2 per block
+    assert prediction.predict_independent(var, sens) == pytest.approx(37.5)
+    assert prediction.predict_groups(np.array([0.5, 2.0]), sens) == pytest.approx(9.5)
+
+
+@pytest.mark.parametrize(
+    "kind,geom",
+    [
+        ("dense", None),
+        ("conv", "strided-dilated"),
+        ("conv", "grouped"),
+    ],
+)
+def test_weight_grads_equal_per_sample_autograd(kind: str, geom: str | None) -> None:
+    """``_weight_grads``(δ, z)[s] = ∂⟨δ_s, W z_s⟩/∂W (laid out (n_out, n_in)) for each sample, against
+    torch autograd through F.linear / F.conv2d with the layer's padding, stride, dilation and groups."""
+    from netshrink.compression.graph.network import ConvGeometry, Layer
+
+    rng = np.random.default_rng(0)
+    S = 3
+    if kind == "dense":
+        W = rng.standard_normal((4, 5)).astype(np.float32)
+        layer = Layer("d", 0, "dense", W, None, "w", None)
+        z = torch.from_numpy(rng.standard_normal((S, 5)))
+
+        def fwd(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x, w)
+    else:
+        g = (
+            ConvGeometry((3, 2), (2, 1), (1, 0, 1, 1), (2, 1))
+            if geom == "strided-dilated"
+            else ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), group=2)
+        )
+        c_in = 2 if g.group == 1 else 4
+        W = rng.standard_normal((4, c_in // g.group, *g.kernel_shape)).astype(np.float32)
+        layer = Layer("c", 0, "conv", W, None, "w", None, conv=g)
+        z = torch.from_numpy(rng.standard_normal((S, c_in, 7, 6)))
+
+        def fwd(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            t, left, b, r = g.pads
+            xp = torch.nn.functional.pad(x, (left, r, t, b))
+            return torch.nn.functional.conv2d(xp, w, stride=g.strides, dilation=g.dilations, groups=g.group)
+
+    Wt = torch.from_numpy(W.astype(np.float64))
+    delta = torch.from_numpy(rng.standard_normal(tuple(fwd(Wt, z).shape)))
+    got = prediction._weight_grads(layer, delta, z)
+    assert got.shape == (S, layer.n_out, layer.n_in)
+    for s in range(S):
+        w = Wt.clone().requires_grad_(True)
+        (fwd(w, z[s : s + 1]) * delta[s : s + 1]).sum().backward()
+        assert w.grad is not None
+        want = w.grad.reshape(layer.n_out, -1)  # (n_out, n_in); a grouped conv: n_in = C/G·kh·kw
+        torch.testing.assert_close(got[s], want, rtol=1e-10, atol=1e-12)
