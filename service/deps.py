@@ -102,9 +102,13 @@ def admitted(limit: RateLimitState, window_s: int) -> dict[str, str]:
 
 
 async def get_principal(request: Request, response: Response, state: StateDep) -> Principal:
-    """``authorize`` (in a worker thread unless ``local_reads``); adds ``RateLimit-*`` headers."""
+    """``authorize`` (in a worker thread unless ``local_reads``; in Redis mode with a key, one script
+    on the event loop: ``status_read.py``); adds ``RateLimit-*`` headers."""
     authorization = request.headers.get("authorization")
-    if state.local_reads:
+    if state.status_read is not None and authorization:  # Redis mode: one round trip, no thread
+        principal, limit, _ = await state.status_read.read(authorization)
+        headers = admitted(limit, state.settings.rate_limit_window_s)
+    elif state.local_reads:
         principal, headers = authorize(authorization, state)
     else:
         principal, headers = await run_in_threadpool(authorize, authorization, state)

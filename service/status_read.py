@@ -9,9 +9,10 @@ script does all three server-side, called through ``redis.asyncio``, so no threa
 The script reads the keys of ``workers/store_redis.py`` (``apikey_hash:{sha256}`` → id,
 ``apikey:{id}``, ``job:{id}``) and counts in ``service/ratelimit.py``'s window key, exactly as
 ``auth.authenticate`` + ``RedisRateLimiter.hit`` + ``JobStore.get(report=False)`` do, in that
-order: an unknown or revoked key counts nothing. ``tests/service/test_status_read.py`` holds the
-two paths to the same answers. An outage raises ``redis.ConnectionError``/``TimeoutError``, which
-``service/errors.py`` answers with 503.
+order: an unknown or revoked key counts nothing. Without a job it is the key check and rate-limit
+hit of every other keyed route (``deps.get_principal``), also without a thread.
+``tests/service/test_status_read.py`` holds the two paths to the same answers. An outage raises
+``redis.ConnectionError``/``TimeoutError``, which ``service/errors.py`` answers with 503.
 Ref: https://redis.io/docs/latest/develop/interact/programmability/eval-intro/.
 """
 
@@ -25,7 +26,7 @@ from netshrink.service.auth import Principal, bearer_hash, principal_of
 from netshrink.service.ratelimit import RateLimitState, RedisRateLimiter
 from netshrink.workers.jobs import ApiKeyRecord, Job
 
-# KEYS[1] apikey_hash:{sha256}, KEYS[2] job:{id}; ARGV[1] the "apikey:" key prefix, ARGV[2]/ARGV[3]
+# KEYS[1] apikey_hash:{sha256}, KEYS[2] job:{id} (optional); ARGV[1] the "apikey:" key prefix, ARGV[2]/ARGV[3]
 # the rate-limit key around the key id, ARGV[4] its TTL. Returns {record, count, job} (nil: absent).
 _SCRIPT = """
 local id = redis.call('GET', KEYS[1])
@@ -35,6 +36,7 @@ if not record or cjson.decode(record)['revoked'] then return {record, false, fal
 local window = ARGV[2] .. id .. ARGV[3]
 local count = redis.call('INCR', window)
 redis.call('EXPIRE', window, ARGV[4], 'NX')
+if not KEYS[2] then return {record, count, false} end
 return {record, count, redis.call('GET', KEYS[2])}
 """
 
@@ -46,11 +48,16 @@ class RedisStatusRead:
         self.client, self.prefix, self.limiter = client, store_prefix, limiter
         self._script = client.register_script(_SCRIPT)
 
-    async def read(self, authorization: str, job_id: str) -> tuple[Principal, RateLimitState, Job | None]:
-        """(the caller, its rate-limit hit, the job without its report or None when absent or
-        unreadable); 401 for a bad scheme, an unknown or a revoked key, as ``auth.authenticate``."""
+    async def read(
+        self, authorization: str, job_id: str | None = None
+    ) -> tuple[Principal, RateLimitState, Job | None]:
+        """(the caller, its rate-limit hit, the job without its report or None when absent,
+        unreadable or not asked for); 401 for a bad scheme, an unknown or a revoked key, as
+        ``auth.authenticate``. Without ``job_id`` it is ``PrincipalDep``'s check (every keyed route)."""
         window = self.limiter.window()
-        keys = [f"{self.prefix}apikey_hash:{bearer_hash(authorization)}", f"{self.prefix}job:{job_id}"]
+        keys = [f"{self.prefix}apikey_hash:{bearer_hash(authorization)}"]
+        if job_id is not None:
+            keys.append(f"{self.prefix}job:{job_id}")
         args: list[str | int] = [f"{self.prefix}apikey:", window.key_head, window.key_tail, window.ttl_s]
         raw_record, count, raw_job = await self._script(keys=keys, args=args)
         record = ApiKeyRecord.model_validate_json(raw_record) if raw_record is not None else None

@@ -48,29 +48,65 @@ def keyed(tmp_path: Path, redis_prefix: str) -> Iterator[tuple[TestClient, dict[
         yield client, tokens, job.id
 
 
-def _exchange(client: TestClient, tokens: dict[str, str], job_id: str) -> list[Any]:
+def _status_reads(job_id: str) -> list[tuple[str, str]]:
     """Every kind of answer a status read can give, in an order that spends a's whole window."""
-    requests = [
-        ("a", job_id),
-        ("b", job_id),  # another key's job: 404
-        ("a", "j_" + "0" * 26),  # no such job: 404
-        ("revoked", job_id),  # 401, counts nothing
-        ("nobody", job_id),  # unknown key: 401
-        ("scheme", job_id),  # not Bearer: 401
-        ("a", job_id),
-        ("a", job_id),
-        ("a", job_id),  # a's 5th request in a window of 4: 429
+    return [
+        ("a", f"/v1/jobs/{job_id}"),
+        ("b", f"/v1/jobs/{job_id}"),  # another key's job: 404
+        ("a", "/v1/jobs/j_" + "0" * 26),  # no such job: 404
+        ("revoked", f"/v1/jobs/{job_id}"),  # 401, counts nothing
+        ("nobody", f"/v1/jobs/{job_id}"),  # unknown key: 401
+        ("scheme", f"/v1/jobs/{job_id}"),  # not Bearer: 401
+        ("a", f"/v1/jobs/{job_id}"),
+        ("a", f"/v1/jobs/{job_id}"),
+        ("a", f"/v1/jobs/{job_id}"),  # a's 5th request in a window of 4: 429
     ]
+
+
+def _exchange(client: TestClient, tokens: dict[str, str], requests: list[tuple[str, str]]) -> list[Any]:
     header = {name: f"Bearer {token}" for name, token in tokens.items()}
     header |= {"nobody": "Bearer ns_unknown", "scheme": f"Basic {tokens['a']}"}
     out = []
-    for who, jid in requests:
-        r = client.get(f"/v1/jobs/{jid}", headers={"Authorization": header[who]})
+    for who, path in requests:
+        r = client.get(path, headers={"Authorization": header[who]})
         limit = {k: v for k, v in r.headers.items() if k.startswith("ratelimit-") and k != "ratelimit-reset"}
         body = r.json()
-        body.pop("instance", None)
+        if isinstance(body, dict):
+            body.pop("instance", None)
         out.append((r.status_code, body, limit, r.headers.get("www-authenticate"), r.headers.get("etag")))
     return out
+
+
+def _both_paths(
+    client: TestClient,
+    tokens: dict[str, str],
+    requests: list[tuple[str, str]],
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    blocking_reads: tuple[str, ...],
+) -> tuple[list[Any], list[Any], dict[str, int]]:
+    """The exchange through the blocking path, then through the script with ``blocking_reads`` of
+    the store and the limiter patched to fail; the counters both left must agree (returned)."""
+    state = app_state(client)
+    assert isinstance(state.status_read, RedisStatusRead)
+    fast_reader = state.status_read
+    state.status_read = None  # the blocking path: authenticate, RedisRateLimiter.hit, JobStore.get
+    blocking = _exchange(client, tokens, requests)
+    blocking_counters = _counters(prefix)
+    _clear_counters(prefix)
+    state.status_read = fast_reader
+
+    def not_called(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the one-round-trip read used a blocking client")
+
+    for target in (state.store, state.limiter):
+        for name in blocking_reads:
+            if hasattr(target, name):
+                monkeypatch.setattr(target, name, not_called)
+    fast = _exchange(client, tokens, requests)
+    monkeypatch.undo()
+    assert _counters(prefix) == blocking_counters
+    return fast, blocking, blocking_counters
 
 
 def _counters(prefix: str) -> dict[str, int]:
@@ -95,35 +131,32 @@ def test_one_round_trip_answers_as_the_blocking_path(
     keyed: tuple[TestClient, dict[str, str], str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, tokens, job_id = keyed
-    state = app_state(client)
-    assert isinstance(state.status_read, RedisStatusRead)
-    fast_reader = state.status_read
-
-    state.status_read = None  # the blocking path: authenticate, RedisRateLimiter.hit, JobStore.get
-    blocking = _exchange(client, tokens, job_id)
-    blocking_counters = _counters(redis_prefix)
-    _clear_counters(redis_prefix)
-
-    state.status_read = fast_reader
-
-    def not_called(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the one-round-trip read used a blocking client")
-
-    for target in (state.store, state.limiter):
-        for name in ("get", "get_api_key_by_hash", "hit"):
-            if hasattr(target, name):
-                monkeypatch.setattr(target, name, not_called)
-    fast = _exchange(client, tokens, job_id)
-    monkeypatch.undo()
-
+    blocking_reads = ("get", "get_api_key_by_hash", "hit")
+    fast, blocking, counters = _both_paths(
+        client, tokens, _status_reads(job_id), redis_prefix, monkeypatch, blocking_reads
+    )
     assert fast == blocking
     assert [s for s, *_ in fast] == [200, 404, 404, 401, 401, 401, 200, 200, 429]
     ok = fast[0]
     assert ok[1]["id"] == job_id and ok[1]["status"] == "succeeded" and "report" not in ok[1]
     assert ok[2] == {"ratelimit-limit": str(LIMIT), "ratelimit-remaining": str(LIMIT - 1)}
     assert fast[3][3] == 'Bearer realm="netshrink"'
-    assert _counters(redis_prefix) == blocking_counters
-    assert sorted(blocking_counters.values()) == [1, 5]  # b once, a five times; 401s count nothing
+    assert sorted(counters.values()) == [1, 5]  # b once, a five times; 401s count nothing
+
+
+def test_every_keyed_route_checks_the_key_in_the_same_script(
+    keyed: tuple[TestClient, dict[str, str], str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, tokens, job_id = keyed
+    who = ["a", "b", "revoked", "nobody", "scheme", "a", "a", "a", "a"]  # a's 5th: 429
+    requests = [(w, "/v1/jobs") for w in who]
+    fast, blocking, counters = _both_paths(
+        client, tokens, requests, redis_prefix, monkeypatch, ("get_api_key_by_hash", "hit")
+    )
+    assert fast == blocking
+    assert [s for s, *_ in fast] == [200, 200, 401, 401, 401, 200, 200, 200, 429]
+    assert [j["id"] for j in fast[0][1]["items"]] == [job_id] and fast[1][1]["items"] == []
+    assert sorted(counters.values()) == [1, 5]
 
 
 def test_an_unreachable_redis_is_503(
