@@ -13,6 +13,7 @@ issue 4 "Embedded default".
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -119,14 +120,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
+@functools.cache  # once per process: a test process starts many apps, one collection is enough
 def settle_heap() -> None:
     """Import what the first upload would (the core's loaders pull in torch and onnx), then move
     every object alive now out of the garbage collector's reach (``gc.freeze``).
 
-    Issue 13 §8: with torch in the heap (~255k objects), one full collection took up to 420 ms
-    under load (gc callbacks in the API process during 20-client submits), stalling every request
-    in flight: the p99. Frozen objects are never traversed again, and these live as long as the
-    process. Ref: https://docs.python.org/3/library/gc.html#gc.freeze.
+    Issue 13 §8: with torch in the heap (~255k objects), full collections took 94–427 ms each (gc
+    callbacks in the API process under 20-client submits, load average ≈ 10), a stall for every
+    request in flight; they ran while the heap grew (start-up, the first upload's imports). These
+    objects live as long as the process; frozen, no collection traverses them again.
+    Ref: https://docs.python.org/3/library/gc.html#gc.freeze.
     """
     from netshrink.service.submission import warm_up
 
