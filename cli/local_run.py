@@ -105,7 +105,8 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         net = load_model(args.model, architecture=json.loads(arch.read_text()) if arch else None)
         cal_path = getattr(args, "calibration", None)
         cal = load_calibration(cal_path, net) if cal_path else None
-        sha = hashlib.sha256(args.model.read_bytes()).hexdigest()
+        with open(args.model, "rb") as fh:  # streamed: the file's bytes are never held whole
+            sha = hashlib.file_digest(fh, "sha256").hexdigest()
         extra["load"] = time.perf_counter() - t0
         with Progress(
             TextColumn("{task.description}"),

@@ -35,8 +35,9 @@ def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> None
         raise InputFileError(f"{flag}: no such file: {path}")
     if path.is_dir():
         raise InputFileError(f"{flag}: {path} is a directory; expected a file")
-    try:
-        data = path.read_bytes()
+    try:  # a model is only sniffed (its head): the loader reads it once, later (peak memory)
+        with open(path, "rb") as fh:
+            data = fh.read() if json_file else fh.read(16)
     except OSError as exc:
         raise InputFileError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
     if not data:  # a model gets the core's sentence, which the server also sends for an empty upload

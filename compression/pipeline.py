@@ -190,6 +190,10 @@ def compress(
         ex = Executor(net, device)
         X_fit = torch.as_tensor(data.fit, device=device)
         X_ho = torch.as_tensor(data.holdout, device=device)
+    from netshrink.compression.export.artifacts import build_artifacts, upload_facts
+
+    with timer("export_and_onnxruntime"):  # the upload's bytes and latency, before any draw is held
+        before = upload_facts(net, data.holdout)
     full = net.support == "full"
     compresses = spec.prune is not None or spec.quantize is not None or spec.target is not None
     need_fit_sens = (
@@ -269,10 +273,8 @@ def compress(
         preds = _layer_predictions(chosen, sens_ho, coupled)
     del sens_fit, sens_ho
     progress("exporting")
-    from netshrink.compression.export.artifacts import build_artifacts
-
     with timer("export_and_onnxruntime"):
-        arts = build_artifacts(net, chosen, spec_run, data.holdout, m)
+        arts = build_artifacts(net, chosen, spec_run, data.holdout, m, before=before)
     compensation = None
     if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
         from netshrink.compression.search.twin import compensation_section
@@ -288,7 +290,9 @@ def compress(
                 progress("baselines", i, len(baseline_specs(spec_run)))
                 nd = draw_network(net, ex, bspec, X_fit, draw=0)
                 bm = measure(net, ex, nd, X_ho, data.holdout_labels)
-                barts = build_artifacts(net, nd, bspec, data.holdout, bm, onnxruntime_check=False)
+                barts = build_artifacts(
+                    net, nd, bspec, data.holdout, bm, onnxruntime_check=False, before=before
+                )
                 baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
     with timer("diagnostics"):
         diagnostics = diagnose_network(net, seed=spec.seed, full=spec.full_diagnostics)
@@ -306,7 +310,7 @@ def compress(
             artifacts=arts,
             baselines=baselines,
             budget=budget,
-            input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+            input_sha256=input_sha256 or sha256_bytes(net.upload_bytes()),
             diagnostics=diagnostics,
         )
     if compensation is not None:
@@ -364,7 +368,7 @@ def analyze(
         report = build_analyze_report(
             net,
             seed=seed or 0,
-            input_sha256=input_sha256 or sha256_bytes(net.original.SerializeToString()),
+            input_sha256=input_sha256 or sha256_bytes(net.upload_bytes()),
             on_layer=lambda i, n: progress("measuring", i, n),
             full_diagnostics=full_diagnostics,
         )

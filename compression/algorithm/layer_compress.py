@@ -86,7 +86,7 @@ def compress_layer(
     (dependency groups shared by several layers, ``algorithm/group_prune.py``).
     """
     W = torch.as_tensor(layer.matrix, device=device)  # (out, in) float32, no copy on CPU
-    var: torch.Tensor | None = None  # (out, in) float64, summed over the stages that ran
+    var: torch.Tensor | None = None  # (out, in) Var(t) of the stages that ran (float32 once quantized)
     group_tau2: np.ndarray | None = None
     A: float | None = 0.0
     f = p = tau2 = None
@@ -127,8 +127,9 @@ def compress_layer(
             quantize,
             generator,
             positions=stats.positions,
+            var_prior=var,
         )
-        W, var = qr.weight, qr.var if var is None else var.add_(qr.var)
+        W, var = qr.weight, qr.var  # float32, the pruning stage's Var included
         codes, scale, outliers, M, k, bits, qf = (
             qr.codes,
             qr.scale,
@@ -141,7 +142,7 @@ def compress_layer(
         A = None if (A is None or qr.tier_E_A is None) else A + qr.tier_E_A
         n_rand = n_rand if prune is not None else qr.n_randomized
         q_rand = qr.tier_E_A is not None
-        del qr  # its float64 Var(t) lives on in ``var`` only
+        del qr
     shape = layer.weight.shape
     var32 = None if var is None else var.to(torch.float32)  # the float64 Var(t) is freed below
     var = None

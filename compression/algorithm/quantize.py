@@ -31,7 +31,9 @@ class QuantizeResult:
     codes: np.ndarray  # (n_out, n_in) int8, |codes| <= k; 0 at outliers
     scale: np.ndarray  # (n_out,) or (1,) float32 step M/k (rounded up to a float32)
     outliers: np.ndarray | None  # (n_out, n_in) bool, entries kept as float (f < 1)
-    var: torch.Tensor  # (n_out, n_in) float64 Var(t) of the rounded entries
+    # (n_out, n_in) float32 Var(t) of the rounded entries plus ``var_prior`` (the pruning stage's), summed
+    # in float64 block by block and then rounded: no full-size float64 array (memory, issue 10)
+    var: torch.Tensor
     M: np.ndarray  # (n_out,) float64 grid maximum per row (per-layer: M repeated)
     k: int
     f: float
@@ -90,6 +92,7 @@ def quantize_matrix(
     gen: torch.Generator,
     *,
     positions: int = 1,
+    var_prior: torch.Tensor | None = None,
 ) -> QuantizeResult:
     """Quantize the (pruned) matrix ``W`` (out, in), float32 or float64. ``energy`` ((1, in) or (out, in))
     ranks the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in)
@@ -101,7 +104,9 @@ def quantize_matrix(
     ``W.numel()`` numbers, so the bytes do not depend on the block size (a test checks).
     With f = 1 (the default) every non-zero entry goes on the grid: no order, no selection mask, and
     one pass per block computes Var(t), the codes and Ŵ together (zeros round to 0 with Var 0, so
-    masking them would change nothing).
+    masking them would change nothing). ``var_prior`` (out, in) float64, the pruning stage's Var, is
+    added to each block's Var(t) in float64 before the block is stored as float32 (the same values as
+    summing whole float64 arrays and casting once).
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
@@ -115,7 +120,7 @@ def quantize_matrix(
     if m < nnz:
         sel_t, outl = _select(W, energy, safe, m, blocks)
     randomized = spec.method == "randomized_greedy"
-    var = torch.empty(W.shape, dtype=torch.float64, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
+    var = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
     codes_t = torch.empty(W.shape, dtype=torch.int8, device=W.device)  # (out, in)
     Wq = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Ŵ
     s32 = step.to(torch.float32)[:, None]  # (out, 1)
@@ -127,17 +132,18 @@ def quantize_matrix(
         x = W[sl].to(torch.float64, copy=True).div_(safe[sl])  # (b, in) in grid units, |x| <= k
         if not randomized:
             q = torch.round(x)  # round to nearest
-            var[sl] = 0.0
+            v = torch.zeros_like(x)  # (b, in) Var 0
         else:
             u = uniform(gen, x.numel(), W.device).reshape(x.shape)  # (b, in) U[0, 1)
             q = torch.floor(x)  # (b, in)
             frac = x.sub_(q)  # (b, in) ∈ [0, 1): rounds up with this probability
-            v = torch.mul(safe[sl] ** 2, frac, out=var[sl])  # (b, in) Var(t), written in place
+            v = torch.mul(safe[sl] ** 2, frac)  # (b, in) float64 Var(t)
             v.mul_(1.0 - frac)
             if sel_t is not None:
                 v.masked_fill_(~sel_t[sl], 0.0)
             A += float((v * (col if col.shape[0] == 1 else col[sl])).sum())
             q.add_(u < frac)  # stochastic rounding
+        var[sl].copy_(v if var_prior is None else v.add_(var_prior[sl]))  # (b, in) rounded to float32
         q = q.clamp_(-k, k)  # (b, in)
         if sel_t is not None:
             q.masked_fill_(~sel_t[sl], 0.0)

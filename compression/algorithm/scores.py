@@ -19,6 +19,7 @@ from netshrink.compression.graph.network import ConvGeometry, Layer
 __all__ = ["LayerStats", "column_groups", "im2col", "layer_stats", "pad_input"]
 
 _BUDGET = 1 << 24  # float64 numbers per working chunk (128 MiB)
+_ROWS_BLOCK = 1 << 20  # entries per row block of ``column_sq_sums`` / ``row_abs_max`` (8 MiB float64)
 
 
 @dataclass
@@ -145,6 +146,28 @@ def _trace_energy(Wg: torch.Tensor, R: torch.Tensor) -> np.ndarray:
     """tr(W_gᵀW_g R_g) per group. Wg (out, G, g), R (G, g, g) second moments of ẑ_g."""
     gram = torch.einsum("ogk,ogl->gkl", Wg, Wg)  # (G, g, g)
     return (gram * R).sum(dim=(1, 2)).cpu().numpy()
+
+
+def column_sq_sums(M: np.ndarray) -> np.ndarray:
+    """(in,) float64 Σ_i M_ij² of M (out, in), the same numbers as ``(M.astype(float64)**2).sum(axis=0)``
+    (numpy adds the rows in order along axis 0, and so does this loop) without its two (out, in)
+    float64 arrays: row blocks of ``_ROWS_BLOCK`` entries are squared, then added row by row (memory)."""
+    out = np.zeros(M.shape[1])  # (in,)
+    step = max(1, _ROWS_BLOCK // max(1, M.shape[1]))
+    for r in range(0, M.shape[0], step):
+        B = M[r : r + step].astype(np.float64)  # (b, in)
+        B *= B
+        for row in B:
+            out += row
+    return out
+
+
+def row_abs_max(M: np.ndarray) -> np.ndarray:
+    """(out,) float64 max_j |M_ij| without an |M| copy (row blocks; a max is exact in any order)."""
+    step = max(1, _ROWS_BLOCK // max(1, M.shape[1]))
+    return np.concatenate([np.abs(M[r : r + step]).max(axis=1) for r in range(0, M.shape[0], step)]).astype(
+        np.float64
+    )
 
 
 def _col_sq(M: np.ndarray, device: torch.device) -> torch.Tensor:

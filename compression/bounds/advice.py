@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from netshrink.compression.algorithm.scores import column_sq_sums, row_abs_max
 from netshrink.compression.bounds.bounds import windows_per_pixel
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import MAX_BITS, MIN_BITS
@@ -53,14 +52,14 @@ def advise(
 
     τ² = (1−p)/p ≤ r  ⇔  p ≥ 1/(1+r) with r = ε²σ²/(f·c·max_j‖W[:,j]‖²), c the windows per pixel.
     """
-    W = layer.matrix.astype(np.float64)  # (out, in)
+    W = layer.matrix  # (out, in) float32: no float64 copies (memory, issue 10), same sums
     c = windows_per_pixel(layer)
-    col2 = float((W**2).sum(axis=0).max())
+    col2 = float(column_sq_sums(W).max())
     budget = epsilon**2 * sigma**2
     min_p = 1.0 if f_prune * c * col2 == 0 else 1.0 / (1.0 + budget / (f_prune * c * col2))
     min_p = 0.0 if col2 == 0 else min_p
-    absW = np.abs(W)
-    M2 = float((absW.max(axis=1) ** 2).sum()) if scale == "per_row" else W.shape[0] * float(absW.max()) ** 2
+    row_max = row_abs_max(W)  # (out,) float64
+    M2 = float((row_max**2).sum()) if scale == "per_row" else W.shape[0] * float(row_max.max()) ** 2
     min_bits = None
     for b in range(MIN_BITS, MAX_BITS + 1):
         k = 2 ** (b - 1) - 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netshrink.compression.algorithm.layer_compress import LayerDraw
-from netshrink.compression.algorithm.scores import LayerStats, column_groups
+from netshrink.compression.algorithm.scores import LayerStats, column_groups, column_sq_sums
 from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
 from netshrink.compression.bounds.coupled import CoupledTerms, propagate_coupled
 from netshrink.compression.graph.network import Layer
@@ -102,9 +102,9 @@ def windows_per_pixel(layer: Layer) -> int:
 
 def _max_group_op2(layer: Layer, granularity: str) -> float:
     """max_j ‖W[:, j]‖² (entries), or max_g ‖W_g‖²_op over groups of columns (neurons, channels)."""
-    W = layer.matrix.astype(np.float64)  # (out, in)
     if granularity == "weight" or (layer.kind == "dense" and layer.input_group <= 1):
-        return float((W**2).sum(axis=0).max())
+        return float(column_sq_sums(layer.matrix).max())  # no float64 copies (memory, issue 10)
+    W = layer.matrix.astype(np.float64)  # (out, in)
     gid = column_groups(layer)
     blocks = W.reshape(W.shape[0], int(gid[-1]) + 1, -1).transpose(1, 0, 2)  # (G, out, g)
     return float((np.linalg.svd(blocks, compute_uv=False)[:, 0] ** 2).max())

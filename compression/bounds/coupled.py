@@ -36,6 +36,7 @@ from netshrink.compression.algorithm.group_prune import group_tier_e
 from netshrink.compression.algorithm.layer_compress import LayerDraw
 from netshrink.compression.algorithm.scores import LayerStats, column_groups, layer_stats
 from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
+from netshrink.compression.bounds.prediction import sum_product
 from netshrink.compression.graph.network import Layer
 
 __all__ = ["CoupledTerms", "coupled_terms", "propagate_coupled"]
@@ -74,7 +75,7 @@ def coupled_terms(
     stats_dense = layer_stats(layer, dense_in, groups=True)
     assert stats_dense.group_energy is not None
     a_dense = group_tier_e(layer, stats_dense.group_energy, u_tau2, dense_in, draw.group_joint or [])
-    a_q = stats_hat.positions * float((draw.var.reshape(draw.var.shape[0], -1) * stats_hat.energy).sum())
+    a_q = stats_hat.positions * sum_product(draw.var.reshape(draw.var.shape[0], -1), stats_hat.energy)
     prune_only = dataclasses.replace(draw, quant_randomized=False)
     quant_only = dataclasses.replace(draw, prune_randomized=False)
     t_dense = tier_T(layer, prune_only, stats_dense)

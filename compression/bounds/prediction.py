@@ -124,7 +124,16 @@ def sensitivities(
         for layer in layers
         if (groups and layer.name not in via_input) or layer.kind != "dense"
     }
-    acc_w = {layer.name: torch.zeros(layer.n_out, layer.n_in, dtype=torch.float64) for layer in layers}
+    # conv layers accumulate Σ_s G_s² here; dense layers keep the per-sample factors instead (below)
+    acc_w = {
+        layer.name: torch.zeros(layer.n_out, layer.n_in, dtype=torch.float64)
+        for layer in layers
+        if layer.kind != "dense"
+    }
+    # dense layers: Σ_k δ_ki² (s, o) and ẑ_j² (s, j) of every chunk, multiplied once at the end a block
+    # of rows at a time: no (n_out, n_in) float64 accumulator or product (memory, issue 10)
+    d2_parts: dict[str, list[torch.Tensor]] = {}
+    z2_parts: dict[str, list[torch.Tensor]] = {}
     acc_g = {
         layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers
     }
@@ -164,18 +173,30 @@ def sensitivities(
                 acc_g[layer.name] += (grouped**2).sum(dim=0)
         del out, phi, tensors, holders
         for name, dsq in d2sum.items():
-            z2 = zs[name].cpu().reshape(dsq.shape[0], -1) ** 2  # (s, j)
-            acc_w[name] += dsq.T @ z2  # (o, j): Σ_s Σ_k δ_ki² ẑ_j²
+            d2_parts.setdefault(name, []).append(dsq)  # (s, o)
+            z2_parts.setdefault(name, []).append(zs[name].cpu().reshape(dsq.shape[0], -1) ** 2)  # (s, j)
         del zs, d2sum
-    return {
-        layer.name: Sensitivity(
-            layer.name,
-            (acc_w.pop(layer.name) / S).to(torch.float32).numpy(),
-            (acc_g[layer.name] / S).numpy(),
-            group_size(layer),
+    result: dict[str, Sensitivity] = {}
+    for layer in layers:
+        if layer.name in acc_w:
+            weight_sq = acc_w.pop(layer.name).div_(S).to(torch.float32)  # (o, j)
+        else:
+            weight_sq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name), S)
+        result[layer.name] = Sensitivity(
+            layer.name, weight_sq.numpy(), (acc_g[layer.name] / S).numpy(), group_size(layer)
         )
-        for layer in layers
-    }
+    return result
+
+
+def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor], S: int) -> torch.Tensor:
+    """(o, j) float32 E_x Σ_k δ_ki² ẑ_j² from the chunks' (s, o) and (s, j) float64 factors: one
+    product over all S samples per block of ``PREDICT_BLOCK`` entries, summed in float64."""
+    D, Z = torch.cat(d2), torch.cat(z2)  # (S, o), (S, j)
+    out = torch.empty(D.shape[1], Z.shape[1], dtype=torch.float32)  # (o, j)
+    rows = max(1, PREDICT_BLOCK // max(1, Z.shape[1]))
+    for r in range(0, D.shape[1], rows):
+        out[r : r + rows] = (D[:, r : r + rows].T @ Z).div_(S)  # (b, j): Σ_s Σ_k δ_ki² ẑ_j² / S
+    return out
 
 
 _INPUT = "\0input:"  # holder key prefix of the input probes (never a layer name)
@@ -202,11 +223,17 @@ PREDICT_BLOCK = 1 << 20  # entries per float64 row block of ``predict_independen
 def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
     """Σ_ij Var(t_ij) · E_x Σ_k (∂Φ_k/∂W_ij)² for independently drawn entries (float64, row blocks)."""
     S = sens.weight_sq
-    V = var.reshape(S.shape)
-    rows = max(1, PREDICT_BLOCK // max(1, S.shape[1]))
+    return sum_product(var.reshape(S.shape), S)
+
+
+def sum_product(V: np.ndarray, S: np.ndarray) -> float:
+    """Σ_ij V_ij S_ij in float64 for V (n, m) and S (n, m) or (1, m), a block of rows at a time: no
+    (n, m) float64 product (memory, issue 10)."""
+    rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))
     total = 0.0
-    for r in range(0, S.shape[0], rows):
-        total += float((V[r : r + rows].astype(np.float64) * S[r : r + rows]).sum())
+    for r in range(0, V.shape[0], rows):
+        Sb = S if S.shape[0] == 1 else S[r : r + rows]
+        total += float((V[r : r + rows].astype(np.float64) * Sb).sum())
     return total
 
 

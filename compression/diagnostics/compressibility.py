@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "EPS_GRID",
     "REFERENCE_SEED",
+    "SortedEnergy",
     "compressibility_curve",
     "curve_sorted",
     "gaussian_magnitude_q",
@@ -36,6 +37,7 @@ __all__ = [
     "prunable_fraction_sorted",
     "singular_values",
     "sorted_energy",
+    "square_sum",
 ]
 
 EPS_GRID: dict[str, float] = {"eps_0.1": 0.1, "sq_eps_0.1": math.sqrt(0.1)}  # report keys -> ε
@@ -43,41 +45,110 @@ REFERENCE_SEED = 0  # the fixed seed of the Gaussian reference simulation
 SVD_FLOP_CAP = 1e7  # a ~215x215 simulation: the Marchenko–Pastur shape needs no more (reference only)
 
 
-def sorted_energy(values: np.ndarray) -> np.ndarray:
+class SortedEnergy:
+    """S_0..S_n, S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing), kept
+    as the sorted squares and every ``BLOCK``-th S_j instead of n + 1 float64 numbers (memory, issue
+    10: a 8192×8192 layer's array was 512 MiB). An S_j is summed again from the checkpoint before it,
+    adding the same float64 numbers in the same order as one ``np.cumsum`` over all of them, so every
+    value equals that array's entry bit for bit (a test compares them).
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, sq: np.ndarray) -> None:
+        self.sq = sq  # (n,) ascending squares, float32 or float64
+        n = sq.size
+        self.size = n + 1
+        self.checkpoints = np.empty(n // self.BLOCK + 1)  # (n // BLOCK + 1,) S_0, S_BLOCK, S_2·BLOCK...
+        self.checkpoints[0] = 0.0
+        chunk = self.BLOCK * 256  # entries summed per pass: small float64 temporaries
+        for start in range(0, n, chunk):
+            part = self._run(start, min(n, start + chunk))  # S_start+1 .. S_end
+            first = start // self.BLOCK + 1  # the next checkpoint index at or after start + 1
+            idx = np.arange(first * self.BLOCK, min(n, start + chunk) + 1, self.BLOCK)
+            self.checkpoints[idx // self.BLOCK] = part[idx - start - 1]
+        self.total = float(self._run(max(0, n - 1), n)[-1]) if n else 0.0
+
+    def _run(self, start: int, end: int) -> np.ndarray:
+        """S_{start+1} .. S_end, summed sequentially from S_start (start ≥ 0)."""
+        b = start // self.BLOCK
+        head = self.checkpoints[b] if start == b * self.BLOCK else None
+        if head is None:  # start is not a checkpoint: sum from the one before it
+            return self._run(b * self.BLOCK, end)[start - b * self.BLOCK :]
+        acc = np.empty(end - start + 1)  # (end − start + 1,) float64
+        acc[0] = head
+        acc[1:] = self.sq[start:end]
+        np.cumsum(acc, out=acc)
+        return acc[1:]
+
+    def __getitem__(self, j: int | np.ndarray) -> np.ndarray | float:
+        """S_j for an index or an array of indices (negative counts from the end)."""
+        idx = np.asarray(j, dtype=np.int64) % self.size
+        out = np.array([0.0 if i == 0 else float(self._run(int(i) - 1, int(i))[-1]) for i in idx.ravel()])
+        return out.reshape(idx.shape) if idx.ndim else float(out[0])
+
+    def searchsorted_right(self, value: float) -> int:
+        """``np.searchsorted(S, value, side="right")`` over the full S_0..S_n."""
+        c = int(np.searchsorted(self.checkpoints, value, side="right"))  # checkpoints ≤ value: 0..c−1
+        if c == 0:
+            return 0
+        start = (c - 1) * self.BLOCK
+        end = min(self.size - 1, start + self.BLOCK)
+        part = self._run(start, end) if end > start else np.empty(0)  # S_start+1 .. S_end
+        return start + 1 + int(np.searchsorted(part, value, side="right"))
+
+
+def square_sum(values: np.ndarray, *, chunk: int = 1 << 20) -> float:
+    """``float(np.square(values, dtype=np.float64).sum())`` without the float64 copy of ``values``.
+
+    numpy sums a contiguous float64 array pairwise, halving n (the first half rounded down to a
+    multiple of 8) down to blocks; the same halving is done here until a part has at most ``chunk``
+    entries, which numpy then sums itself, so the result is the same number (a test compares them).
+    """
+    flat = np.ascontiguousarray(values).ravel()  # (n,), a view of a contiguous array
+
+    def part(lo: int, n: int) -> float:
+        if n <= chunk:
+            return float(np.square(flat[lo : lo + n], dtype=np.float64).sum())
+        half = n // 2
+        half -= half % 8
+        return part(lo, half) + part(lo + half, n - half)
+
+    return part(0, flat.size)
+
+
+def sorted_energy(values: np.ndarray) -> SortedEnergy:
     """S_0..S_n: S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing).
 
     The squares are sorted in the values' own precision (float32 weights stay float32: half the
-    memory traffic; sorting numbers gives the same order whatever the algorithm, so it is
-    deterministic), and summed in float64.
+    memory; sorting numbers gives the same order whatever the algorithm, so it is deterministic),
+    and summed in float64 (``SortedEnergy``: checkpoints, no n + 1 float64 array).
     """
     v = np.asarray(values)
     dtype = np.float32 if v.dtype == np.float32 else np.float64
     sq = np.square(v.astype(dtype, copy=False).ravel())  # (n,)
     sq.sort()  # in place, ascending
-    out = np.empty(sq.size + 1)  # (n + 1,)
-    out[0] = 0.0
-    np.cumsum(sq, dtype=np.float64, out=out[1:])
-    return out
+    return SortedEnergy(sq)
 
 
-def prunable_fraction_sorted(S: np.ndarray, eps: float) -> float:
-    """q(ε) from a ``sorted_energy`` array S (see ``prunable_fraction``)."""
+def prunable_fraction_sorted(S: SortedEnergy, eps: float) -> float:
+    """q(ε) from ``sorted_energy`` S (see ``prunable_fraction``)."""
     n = S.size - 1
     if n == 0:
         raise ValueError("cannot measure the compressibility of an empty array")
-    j = int(np.searchsorted(S, eps * eps * S[-1], side="right")) - 1
+    j = S.searchsorted_right(eps * eps * S.total) - 1
     return j / n
 
 
-def curve_sorted(S: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-    """e(κ) from a ``sorted_energy`` array S (see ``compressibility_curve``)."""
+def curve_sorted(S: SortedEnergy, kappa: np.ndarray) -> np.ndarray:
+    """e(κ) from ``sorted_energy`` S (see ``compressibility_curve``)."""
     n = S.size - 1
     if n == 0:
         raise ValueError("cannot measure the compressibility of an empty array")
     kept = np.floor(np.asarray(kappa, dtype=np.float64) * n + 1e-9).astype(np.int64).clip(0, n)  # (grid,)
-    if S[-1] == 0.0:
+    if S.total == 0.0:
         return np.where(kept == 0, 1.0, 0.0)  # nothing to lose: e is 0 once anything is kept
-    e: np.ndarray = np.sqrt(np.clip(S[n - kept] / S[-1], 0.0, 1.0))  # (grid,)
+    e: np.ndarray = np.sqrt(np.clip(np.asarray(S[n - kept]) / S.total, 0.0, 1.0))  # (grid,)
     return e
 
 

@@ -20,12 +20,14 @@ Ref: docs/method.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (IC
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from netshrink.compression.diagnostics.compressibility import (
     EPS_GRID,
+    SortedEnergy,
     curve_sorted,
     gaussian_q,
     prunable_fraction_sorted,
@@ -66,11 +68,11 @@ UNIVARIATE_MAX_ENTRIES = 2**18  # α̂ univariate: 5 seeded samples of 262,144 e
 MULTIVARIATE_MAX_ENTRIES = 2**22  # α̂ multivariate: rows sampled so that rows·cols stays below this
 
 
-def _q(S: np.ndarray) -> dict[str, float]:
+def _q(S: SortedEnergy) -> dict[str, float]:
     return {key: prunable_fraction_sorted(S, eps) for key, eps in EPS_GRID.items()}
 
 
-def _curve(S: np.ndarray) -> list[float]:
+def _curve(S: SortedEnergy) -> list[float]:
     return [round(float(e), _CURVE_DIGITS) for e in curve_sorted(S, KAPPA_GRID)]
 
 
@@ -97,15 +99,42 @@ def _checked_rows(name: str, rows: np.ndarray) -> np.ndarray:
     return X
 
 
-def _tails(X: np.ndarray, seed: int, full: bool) -> tuple[np.ndarray, np.ndarray, TailIndex, TailIndex]:
-    """The magnitude and node energies and both α̂ of rows X (N, d): the parts without an SVD."""
+@dataclass(frozen=True)
+class _Tails:
+    """The parts of a tensor's entry without an SVD: q(ε) and e(κ) of the magnitude and node curves,
+    and both α̂."""
+
+    q: dict[str, dict[str, float]]  # "magnitude" / "node" -> EPS_GRID key -> q(ε)
+    curves: dict[str, list[float]]  # "magnitude" / "node" -> e(κ) on KAPPA_GRID
+    multi: TailIndex
+    uni: TailIndex
+
+
+def _tails(X: np.ndarray, seed: int, full: bool) -> _Tails:
+    """The magnitude and node curves and both α̂ of rows X (N, d). Each sorted energy is read and
+    released before the next part runs (its sorted squares are a float32 copy of X: memory, issue 10)."""
     n_cols = X.shape[1]
-    S_mag = sorted_energy(X)  # (N·d + 1,) cumulative energy of the sorted squared entries
-    S_node = sorted_energy(np.sqrt(np.square(X, dtype=np.float64).sum(axis=1)))  # (N + 1,) row norms
+    q: dict[str, dict[str, float]] = {}
+    curves: dict[str, list[float]] = {}
+    for key in ("magnitude", "node"):  # entries (N·d values), then row norms (N values)
+        S = sorted_energy(X if key == "magnitude" else row_norms(X))  # S_0..S_n of the sorted squares
+        q[key], curves[key] = _q(S), _curve(S)
+        del S
     multi_cap = None if full else max(4, MULTIVARIATE_MAX_ENTRIES // max(1, n_cols))
     multi = estimate_alpha(X, seed=seed, max_rows=multi_cap)
     uni = estimate_alpha_univariate(X, seed=seed, max_rows=None if full else UNIVARIATE_MAX_ENTRIES)
-    return S_mag, S_node, multi, uni
+    return _Tails(q, curves, multi, uni)
+
+
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """‖row‖₂ of X (N, d) in float64, squared and summed a block of rows at a time: each row's sum is
+    the same numbers in the same order as one ``np.square(X, dtype=float64).sum(axis=1)``, without its
+    N·d float64 temporary (memory, issue 10)."""
+    out = np.empty(X.shape[0])  # (N,)
+    step = max(1, (1 << 20) // max(1, X.shape[1]))  # rows per block: ≤ 8 MiB of float64
+    for r in range(0, X.shape[0], step):
+        out[r : r + step] = np.square(X[r : r + step], dtype=np.float64).sum(axis=1)
+    return np.sqrt(out, out=out)
 
 
 def tail_summary(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
@@ -117,16 +146,16 @@ def tail_summary(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any
     (bench/finetune_speed.py). Ref: docs/method.md §4; [P3] Wan et al. (ICML 2024).
     """
     X = _checked_rows(name, rows)
-    S_mag, S_node, multi, uni = _tails(X, seed, False)
+    t = _tails(X, seed, False)
     return {
         "name": name,
         "rows": int(X.shape[0]),
-        "alpha": {"multivariate": multi.alpha, "univariate": uni.alpha},
-        "q": {"magnitude": _q(S_mag), "node": _q(S_node)},
+        "alpha": {"multivariate": t.multi.alpha, "univariate": t.uni.alpha},
+        "q": {"magnitude": t.q["magnitude"], "node": t.q["node"]},
         "curves": {
             "kappa": [round(float(k), _CURVE_DIGITS) for k in KAPPA_GRID],
-            "magnitude": _curve(S_mag),
-            "node": _curve(S_node),
+            "magnitude": t.curves["magnitude"],
+            "node": t.curves["node"],
         },
         "low_confidence": bool(X.shape[0] < LOW_CONFIDENCE_ROWS),
     }
@@ -144,7 +173,8 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
     """
     X = _checked_rows(name, rows)
     n_rows, n_cols = X.shape
-    S_mag, S_node, multi, uni = _tails(X, seed, full)
+    t = _tails(X, seed, full)
+    multi, uni = t.multi, t.uni
     spec = spectrum(X, full=full, seed=seed)
     spread = multi.spread
     return {
@@ -161,13 +191,13 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
         },
         "curves": {
             "kappa": [round(float(k), _CURVE_DIGITS) for k in KAPPA_GRID],
-            "magnitude": _curve(S_mag),
-            "node": _curve(S_node),
+            "magnitude": t.curves["magnitude"],
+            "node": t.curves["node"],
             "spectral": [None if e is None else round(e, _CURVE_DIGITS) for e in spec.curve(KAPPA_GRID)],
         },
         "q": {
-            "magnitude": _q(S_mag),
-            "node": _q(S_node),
+            "magnitude": t.q["magnitude"],
+            "node": t.q["node"],
             "spectral": {key: spec.q(eps) for key, eps in EPS_GRID.items()},
         },
         "gaussian_reference": gaussian_q((n_rows, n_cols)),
@@ -183,7 +213,7 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
 
 def weight_histogram(X: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, list[float] | list[int]]:
     """Counts of the entries on a symmetric grid around 0 (for report.html's log-y histogram)."""
-    lim = float(np.abs(X).max()) or 1.0
+    lim = float(max(abs(X.max()), abs(X.min()))) or 1.0  # max |x|, without an |X| copy
     counts, edges = np.histogram(X.ravel(), bins=bins, range=(-lim, lim))  # (bins,), (bins+1,)
     return {"edges": [round(float(e), 8) for e in edges], "counts": [int(c) for c in counts]}
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from netshrink.compression.diagnostics.compressibility import singular_values
+from netshrink.compression.diagnostics.compressibility import singular_values, square_sum
 
 __all__ = ["EXACT_FLOPS", "SKETCH_RANK", "Spectrum", "spectrum"]
 
@@ -88,7 +88,7 @@ def spectrum(X: np.ndarray, *, full: bool = False, seed: int = 0) -> Spectrum:
     if full or float(m) * n * min(m, n) <= EXACT_FLOPS or min(m, n) <= SKETCH_RANK:
         sv = singular_values(X)  # (min(m, n),)
         return Spectrum(sv, True, min(m, n), float(np.square(sv).sum()))
-    energy = float(np.square(X, dtype=np.float64).sum())  # ‖W‖²_F, exact
+    energy = square_sum(X)  # ‖W‖²_F, exact, without a float64 copy of X
     A = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))  # (m, n), no copy for float32
     with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global generator: seed a fork
         torch.manual_seed(seed)

@@ -49,6 +49,26 @@ class Artifacts:
 LATENCY_BATCH = 64
 
 
+@dataclass(frozen=True)
+class UploadFacts:
+    """What the artifacts report about the upload itself: its bytes by type, and its onnxruntime
+    latency (None without the onnxruntime re-check). ``upload_facts`` measures them before the
+    compression holds a draw, so that the upload's bytes, its parse and its onnxruntime session are
+    not in memory next to the draw and the artifact (peak RSS, issue 10)."""
+
+    summary: dict[str, Any]
+    latency_ms: float | None
+
+
+def upload_facts(net: Network, X: np.ndarray, *, onnxruntime_check: bool = True) -> UploadFacts:
+    """``UploadFacts`` of ``net``'s upload; ``X`` (S, ...) the held-out inputs (the first
+    ``LATENCY_BATCH`` time it)."""
+    original = net.upload_bytes()
+    summary = storage_summary(original)
+    latency = latency_ms(original, net.input_name, X[:LATENCY_BATCH]) if onnxruntime_check else None
+    return UploadFacts(summary, latency)
+
+
 def build_artifacts(
     net: Network,
     nd: NetworkDraw,
@@ -57,11 +77,14 @@ def build_artifacts(
     m: Measurement,
     *,
     onnxruntime_check: bool = True,
+    before: UploadFacts | None = None,
 ) -> Artifacts:
+    """The artifacts of draw ``nd``; ``before`` (``upload_facts``, measured earlier) or measured here."""
+    if before is None or (onnxruntime_check and before.latency_ms is None):
+        before = upload_facts(net, X, onnxruntime_check=onnxruntime_check)
     compressed = {name: d.compressed for name, d in nd.layers.items()}
     ox = export_onnx_detailed(net, compressed, target_opset=spec.target_opset)
     files = {"model.onnx": ox.data}
-    original = net.original.SerializeToString(deterministic=True)
     shapes = {layer.name: list(layer.weight.shape) for layer in net.layers}
     for ls in ox.layers:
         shapes[ls.layer] = list(ls.shape_after)
@@ -78,7 +101,7 @@ def build_artifacts(
                 f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "
                 "bytes on its own (docs/method.md §5)"
             )
-    art = Artifacts(files, storage_summary(original), storage_summary(ox.data), shapes, storage, notes)
+    art = Artifacts(files, before.summary, storage_summary(ox.data), shapes, storage, notes)
     if net.source_format in ("pytorch", "safetensors"):
         fmt: Literal["pt", "safetensors"] = "pt" if net.source_format == "pytorch" else "safetensors"
         data, arch = export_state_dict(net, compressed, fmt=fmt)
@@ -97,7 +120,7 @@ def build_artifacts(
                 shipped = sess  # the latency below times this same session of the shipped bytes
         X_lat = X[:LATENCY_BATCH]  # (≤ 64, ...): a latency needs no more, and costs 6 passes per model
         art.latency = {
-            "before": latency_ms(original, net.input_name, X_lat),
+            "before": before.latency_ms,
             "after": latency_ms(shipped, net.input_name, X_lat),
             "device": "cpu",
             "provider": "CPUExecutionProvider",

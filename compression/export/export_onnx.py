@@ -159,8 +159,8 @@ def export_onnx_detailed(
 ) -> OnnxExport:
     """Write ``net.model`` with the compressed weights. Ref: docs/method.md §5; module docstring."""
     if not compressed:
-        data = net.original.SerializeToString(deterministic=True)
-        return OnnxExport(data, _default_opset(net.original), (), ("nothing compressed: original returned",))
+        data = net.upload_bytes()  # the working graph imports the upload's opsets
+        return OnnxExport(data, _default_opset(net.model), (), ("nothing compressed: original returned",))
     phys = physical_layers(net, compressed)
     model = onnx.ModelProto()
     model.CopyFrom(net.model)

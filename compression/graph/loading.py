@@ -28,11 +28,11 @@ from netshrink.compression.errors import (
 from netshrink.compression.graph.batchnorm import fold_batchnorm
 from netshrink.compression.graph.canonical import canonicalize
 from netshrink.compression.graph.graph import analyze
-from netshrink.compression.graph.network import Network, SourceFormat
+from netshrink.compression.graph.network import Network, SourceFormat, UploadFile
 from netshrink.compression.io.architecture import infer_mlp, validate_architecture
 from netshrink.compression.io.architecture_onnx import build_onnx
 from netshrink.compression.io.limits import DEFAULT_MAX_DECOMPRESSED_BYTES
-from netshrink.compression.io.onnx_io import graph_input, parse_onnx
+from netshrink.compression.io.onnx_io import graph_input, parse_onnx, parse_onnx_file
 from netshrink.compression.io.torch_io import (
     load_safetensors,
     load_torch_state_dict,
@@ -89,11 +89,11 @@ def load_model(
     if fmt == "onnx":
         if architecture is not None:
             raise ArchitectureError("an architecture JSON is only accepted with a state dict, not with ONNX")
-        data = path.read_bytes()
-        model = parse_onnx(data, max_dim=limits.max_dim, max_params=limits.max_params)
-        original = onnx.load_from_string(data)
-        del data  # memory: the file's bytes are not held while the Network is built
-        return network_from_onnx(model, original=original, source_format="onnx")
+        upload = UploadFile.of(path)
+        # memory: one ModelProto; the upload stays on disk (``Network.upload``) and the file's bytes
+        # are released once parsed (docs/method.md §6 "Memory")
+        model = parse_onnx_file(path, max_dim=limits.max_dim, max_params=limits.max_params)
+        return network_from_onnx(model, original=upload, source_format="onnx")
     if fmt == "pytorch":
         state = load_torch_state_dict(path, max_decompressed_bytes=limits.max_decompressed_bytes)
     else:
@@ -153,12 +153,15 @@ def network_from_state_dict(
 
 
 def network_from_onnx(
-    model: onnx.ModelProto, *, original: onnx.ModelProto | None = None, source_format: SourceFormat = "onnx"
+    model: onnx.ModelProto,
+    *,
+    original: onnx.ModelProto | UploadFile | None = None,
+    source_format: SourceFormat = "onnx",
 ) -> Network:
     """A parsed, checked, named model (``onnx_io.parse_onnx``) -> ``Network``.
 
     ``Network.model`` is ``model`` with BatchNorm folded (``model`` itself when nothing is folded or
-    rewritten); ``Network.original`` is ``original`` (the upload untouched) or ``model``.
+    rewritten); ``Network.upload`` is ``original`` (the upload untouched, or its file) or ``model``.
     ``raw_weights`` are read before folding; a weight that folding left unchanged is the same array
     as ``Layer.weight`` (one dense copy of each weight; neither is written in place).
     """
@@ -176,7 +179,7 @@ def network_from_onnx(
         del W
     return Network(
         model=working,
-        original=original if original is not None else model,
+        upload=original if original is not None else model,
         layers=found.layers,
         support=found.support,
         input_name=inp.name,

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import onnx
+
+from netshrink.compression.errors import ModelFormatError
 
 LayerKind = Literal["dense", "conv"]
 SupportLevel = Literal["full", "generic"]
@@ -94,12 +97,41 @@ class Layer:
         return np.ascontiguousarray(w.T) if self.transposed else w
 
 
+@dataclass(frozen=True)
+class UploadFile:
+    """An uploaded ONNX file kept on disk instead of as a second ``ModelProto`` (memory, issue 10).
+
+    ``read`` refuses a file whose size or modification time changed since it was loaded: the job
+    must describe the bytes it analyzed.
+    """
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> UploadFile:
+        st = path.stat()
+        return cls(path, int(st.st_size), int(st.st_mtime_ns))
+
+    def read(self) -> bytes:
+        try:
+            if UploadFile.of(self.path) != self:
+                raise ModelFormatError(f"the model file {self.path.name} changed while the job ran")
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise ModelFormatError(f"cannot re-read the model file: {exc}") from exc
+
+
 @dataclass
 class Network:
     """A validated model, ready for the algorithms."""
 
     model: onnx.ModelProto  # the working graph: BN folded, every node named
-    original: onnx.ModelProto  # as uploaded (used verbatim when nothing is compressed)
+    # as uploaded (used verbatim when nothing is compressed): the parsed upload, or for an ONNX file
+    # the file itself, read again when asked (``original``, ``upload_bytes``), so that the process does
+    # not hold the weights twice while it works (docs/method.md §6 "Memory")
+    upload: onnx.ModelProto | UploadFile
     layers: list[Layer]
     support: SupportLevel
     input_name: str
@@ -114,6 +146,20 @@ class Network:
     not_covered: list[str] = field(default_factory=list)  # graph-level reasons (residual Add, ...)
     dag: bool = False  # full support with branches/joins (Add, Concat): bounds propagate per tensor
     channel_groups: Any = None  # graph.depgroups.ChannelGroups for a full-support DAG, else None
+
+    @property
+    def original(self) -> onnx.ModelProto:
+        """The upload as a ``ModelProto``; parsed afresh from the file on each call when the file is
+        what ``upload`` keeps, so hold the result only as long as it is needed."""
+        if isinstance(self.upload, UploadFile):
+            return onnx.load_model_from_string(self.upload.read())
+        return self.upload
+
+    def upload_bytes(self) -> bytes:
+        """The upload's bytes: the file verbatim, or the parsed upload serialized deterministically."""
+        if isinstance(self.upload, UploadFile):
+            return self.upload.read()
+        return bytes(self.upload.SerializeToString(deterministic=True))
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

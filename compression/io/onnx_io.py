@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,18 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
     ``UnsupportedModelError`` (custom domains, control flow), ``LimitExceededError`` and
     ``InvalidWeightsError`` (absurd dims, NaN/Inf weights).
     """
+    return _validate(_decode(data), max_dim=max_dim, max_params=max_params)
+
+
+def parse_onnx_file(path: Path, *, max_dim: int, max_params: int) -> onnx.ModelProto:
+    """``parse_onnx`` of a file's bytes, released as soon as they are parsed (memory, issue 10)."""
+    data = path.read_bytes()
+    model = _decode(data)
+    del data  # the file's bytes are not held while the model is checked and shape-inferred
+    return _validate(model, max_dim=max_dim, max_params=max_params)
+
+
+def _decode(data: bytes) -> onnx.ModelProto:
     model = onnx.ModelProto()
     if not data:  # an empty protobuf parses (as an empty model): say what the file is instead
         raise ModelFormatError(not_a_model(data, 0))
@@ -56,6 +69,10 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
         raise ModelFormatError(not_a_model(data[:8], len(data))) from exc
+    return model
+
+
+def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.ModelProto:
     try:
         _decode_strings(model)
     except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8

@@ -221,7 +221,7 @@ def build_analyze_report(
         )
     from netshrink.compression.export.storage import storage_summary
 
-    before = storage_summary(net.original.SerializeToString(deterministic=True))
+    before = storage_summary(net.upload_bytes())
     return {
         "schema": SCHEMA,
         "kind": "analyze",

@@ -21,6 +21,7 @@ from netshrink.compression.bounds.bounds import TIERS, TierBounds, layer_bounds
 from netshrink.compression.bounds.certificate import SigmaBound, sigma_bound
 from netshrink.compression.bounds.coupled import coupled_terms
 from netshrink.compression.bounds.dag import propagate_dag
+from netshrink.compression.bounds.prediction import sum_product
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import OutputError, classification, mean_sq_error, output_error
 from netshrink.compression.graph.network import Layer, Network
@@ -76,7 +77,7 @@ def tier_e(
     """
     if draw.tier_E_A is None:
         return None
-    a = stats.positions * float((draw.var.reshape(draw.var.shape[0], -1) * stats.energy).sum())
+    a = stats.positions * sum_product(draw.var.reshape(draw.var.shape[0], -1), stats.energy)
     if draw.group_tau2 is not None and stats.group_energy is not None:
         u_tau2 = np.asarray(draw.group_tau2, dtype=np.float64)
         if draw.group_joint and layer is not None and Z is not None:

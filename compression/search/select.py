@@ -7,6 +7,13 @@ model: R · parameters · fit samples ≤ 2^34, never below 4), and one draw whe
 is random (round-to-nearest, magnitude/OBD). The rule reads only shapes and fit-split errors of
 seeded draws, so it is deterministic. Every expectation bound holds for each draw, so it
 holds for the kept one too: the bound statement does not depend on R (docs/method.md §1).
+
+Memory (issue 10): a draw holds about 9 bytes per weight (Ŵ, codes, Var), 2.25× a float32 model, so
+two draws alive at once do not fit in 3× the model + 1 GiB for a large model. When the best draw's
+arrays take more than ``HOLD_BYTES``, only its index and fit error are kept while the next draw is
+made, and the best is drawn again at the end if it was not the last one: its generators are keyed
+by (seed, layer, draw), so the second draw is the same bytes (checked: its fit error must match).
+
 A module of its own so that ``make mutate`` can target the selection alone.
 """
 
@@ -27,10 +34,13 @@ from netshrink.compression.search.greedy import (
     StepFn,
     auto_cap,
     draw_network,
+    layer_draw_nbytes,
 )
 from netshrink.compression.spec import DRAWS_AUTO, CompressSpec
 
-__all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "auto_cap", "best_of", "is_random"]
+__all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "HOLD_BYTES", "auto_cap", "best_of", "is_random"]
+
+HOLD_BYTES = 256 << 20  # a best draw above this is not held while the next is drawn (module docstring)
 
 
 def is_random(spec: CompressSpec) -> bool:
@@ -58,15 +68,8 @@ def best_of(
     """
     with torch.no_grad():
         phi = ex.run(X)[net.logits]
-    best: NetworkDraw | None = None
-    auto = spec.draws == DRAWS_AUTO
-    max_draws = auto_cap(net.n_params, int(X.shape[0]))
-    cap = (max_draws if is_random(spec) else 1) if auto else int(spec.draws)
-    errors: list[float] = []
-    since_gain = 0
-    for r in range(cap):
-        if auto and since_gain >= AUTO_PATIENCE:
-            break
+
+    def make(r: int, step: StepFn | None) -> NetworkDraw:
         nd = draw_network(
             net,
             ex,
@@ -74,20 +77,49 @@ def best_of(
             X,
             draw=r,
             sensitivities=sensitivities,
-            on_layer=on_layer if r == 0 else None,  # progress stays monotone; cancellation still checked
+            on_layer=step,
             should_cancel=should_cancel,
             logits=True,
         )
         assert nd.fit_logits is not None
         nd.fit_relative_l2 = output_error(phi, nd.fit_logits).relative_l2
         nd.fit_logits = None
+        return nd
+
+    best: NetworkDraw | None = None
+    auto = spec.draws == DRAWS_AUTO
+    max_draws = auto_cap(net.n_params, int(X.shape[0]))
+    cap = (max_draws if is_random(spec) else 1) if auto else int(spec.draws)
+    errors: list[float] = []
+    since_gain = 0
+    released = False  # the best draw's arrays were let go (drawn again at the end)
+    for r in range(cap):
+        if auto and since_gain >= AUTO_PATIENCE:
+            break
+        if best is not None and not released and draw_nbytes(best) > HOLD_BYTES:
+            best.layers, released = {}, True
+        # progress stays monotone (first draw only); cancellation is still checked
+        nd = make(r, on_layer if r == 0 else None)
         errors.append(nd.fit_relative_l2)
         if best is None or nd.fit_relative_l2 < best.fit_relative_l2:
-            best, since_gain = nd, 0
+            best, since_gain, released = nd, 0, False
         else:
             since_gain += 1
-        del nd  # at most two draws alive: the best and the one being drawn
+        del nd  # at most two draws alive (one above HOLD_BYTES): the best and the one being drawn
     assert best is not None
+    if released:
+        again = make(best.draw, None)
+        if again.fit_relative_l2 != best.fit_relative_l2:  # same seed, same draw: must be the same bytes
+            raise RuntimeError(
+                f"draw {best.draw} drawn again gave fit error {again.fit_relative_l2!r}, "
+                f"not {best.fit_relative_l2!r}: the draw is not deterministic"
+            )
+        best = again
     best.fit_errors = errors
     best.max_draws = cap if auto else None
     return best
+
+
+def draw_nbytes(nd: NetworkDraw) -> int:
+    """Bytes of the arrays a whole-network draw holds (``layer_draw_nbytes`` summed)."""
+    return sum(layer_draw_nbytes(d) for d in nd.layers.values())

@@ -13,6 +13,8 @@ from netshrink.compression.diagnostics.compressibility import (
     gaussian_magnitude_q,
     gaussian_q,
     prunable_fraction,
+    sorted_energy,
+    square_sum,
 )
 
 KAPPA = np.linspace(0.0, 1.0, 101)
@@ -143,3 +145,39 @@ def test_all_zero_and_empty_inputs() -> None:
     assert e.tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError):
         prunable_fraction(np.zeros(0), 0.1)
+
+
+def _full_cumsum(values: np.ndarray) -> np.ndarray:
+    """The n + 1 float64 array ``sorted_energy`` used to build (the oracle for ``SortedEnergy``)."""
+    v = np.asarray(values)
+    sq = np.square(v.astype(np.float32 if v.dtype == np.float32 else np.float64).ravel())
+    sq.sort()
+    out = np.zeros(sq.size + 1)
+    np.cumsum(sq, dtype=np.float64, out=out[1:])
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 7, 4095, 4096, 4097, 3 * 4096 * 256 + 17])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sorted_energy_checkpoints_give_the_full_cumulative_sum_bit_for_bit(n: int, dtype: type) -> None:
+    """Issue 10 (memory): S_j is recomputed from checkpoints, and must equal the whole array's entry
+    exactly (same float64 additions, same order); ties and zeros included."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_t(2, size=n).astype(dtype)
+    x[rng.random(n) < 0.2] = 0.0  # runs of equal values
+    x[rng.random(n) < 0.1] = 1.5
+    ref = _full_cumsum(x)
+    S = sorted_energy(x)
+    assert S.size == ref.size and S.total == ref[-1]
+    idx = np.unique(np.r_[0, 1, rng.integers(0, ref.size, 200), ref.size - 1])
+    assert np.array_equal(np.asarray(S[idx]), ref[idx])
+    assert S[-1] == ref[-1]
+    probes = [0.0, ref[-1], *ref[rng.integers(0, ref.size, 50)], *rng.uniform(0, ref[-1], 50)]
+    for v in probes:
+        assert S.searchsorted_right(float(v)) == int(np.searchsorted(ref, v, side="right"))
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (3000, 777), (10, 1_228_803), (1, 5)])
+def test_square_sum_is_numpys_float64_sum_without_the_copy(shape: tuple[int, int]) -> None:
+    X = np.random.default_rng(0).standard_t(3, size=shape).astype(np.float32)
+    assert square_sum(X) == float(np.square(X, dtype=np.float64).sum())

@@ -105,3 +105,43 @@ def test_the_output_aware_score_reaches_every_draw(mlp_net: Network) -> None:
     assert not np.allclose(with_sens, local, rtol=1e-3)  # the score changes the draws
     best = best_of(mlp_net, ex, spec, X, sensitivities=sens)
     np.testing.assert_allclose(best.fit_errors, with_sens, rtol=1e-5)
+
+
+def test_a_best_draw_above_the_hold_limit_is_released_and_drawn_again_to_the_same_bytes(
+    mlp_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 (memory): above ``HOLD_BYTES`` the best draw is not held while the next is drawn; it
+    is drawn again at the end. The result must be the same draw, byte for byte, as when it is held."""
+    import netshrink.compression.search.select as select
+
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.4}, "quantize": {"bits": 3}, "draws": 6, "seed": 3})
+    ex = Executor(mlp_net)
+    X = torch.from_numpy(np.random.default_rng(0).standard_normal((64, *mlp_net.input_shape))).float()
+    held = best_of(mlp_net, ex, spec, X)
+    assert held.draw < 5  # the best is not the last draw: it is released while later ones are drawn
+    made: list[int] = []
+    real = select.draw_network
+
+    def counting(*args: object, **kwargs: object) -> NetworkDraw:
+        made.append(int(kwargs["draw"]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "HOLD_BYTES", 0)
+    monkeypatch.setattr(select, "draw_network", counting)
+    again = best_of(mlp_net, ex, spec, X)
+    assert made == [*range(6), held.draw]  # released, then drawn once more
+    assert (again.draw, again.fit_relative_l2, again.fit_errors) == (
+        held.draw,
+        held.fit_relative_l2,
+        held.fit_errors,
+    )
+    assert again.layers.keys() == held.layers.keys()
+    for name, d in held.layers.items():
+        e = again.layers[name]
+        for a, b in [
+            (d.compressed.weight, e.compressed.weight),
+            (d.compressed.codes, e.compressed.codes),
+            (d.var, e.var),
+        ]:
+            assert a is not None and b is not None and a.tobytes() == b.tobytes()
+        assert d.tier_E_A == e.tier_E_A
