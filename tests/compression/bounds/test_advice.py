@@ -112,3 +112,17 @@ def test_conv_windows_per_pixel_by_hand() -> None:
     assert (a.min_p, a.min_bits) == (pytest.approx(36 / 37), 3)
     b = advise(Layer("d", 0, "dense", K.reshape(1, -1), None, "w", None), 2.0, epsilon=0.5)
     assert (b.min_p, b.min_bits) == (pytest.approx(0.8), 2)
+
+
+def test_bits_at_the_ends_of_the_range_and_per_layer_grids_by_hand() -> None:
+    """k = 2^(b−1) − 1 up to 8 bits (k = 127), never 9. W = [[1, −2], [0.5, 0]] per row, σ = 2:
+    ΣM_i² = 4.25; ε = 0.005 (ε²σ² = 1e-4): 7 bits give 4.25/(4·63²) = 2.7e-4, 8 bits 6.6e-5, so 8;
+    ε²σ² = 3e-5: 8 bits give 6.6e-5, none fits (9 bits, 1.6e-5, would). A 3×2 layer with max|W| = 3
+    per layer: n_out·max² = 27, σ = 1: ε² = 0.6 needs 27/36 = 0.75 > 0.6 at 3 bits, 27/196 at 4;
+    ε² = 0.3 also 4 bits (27/196 = 0.14)."""
+    layer = Layer("fc", 0, "dense", np.array([[1.0, -2.0], [0.5, 0.0]], np.float32), None, "w", None)
+    assert advise(layer, 2.0, epsilon=0.005).min_bits == 8
+    assert advise(layer, 2.0, epsilon=float(np.sqrt(3e-5 / 4))).min_bits is None
+    tall = Layer("t", 0, "dense", np.array([[3.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32), None, "w", None)
+    assert advise(tall, 1.0, epsilon=float(np.sqrt(0.6)), scale="per_layer").min_bits == 4
+    assert advise(tall, 1.0, epsilon=float(np.sqrt(0.3)), scale="per_layer").min_bits == 4

@@ -125,3 +125,15 @@ def test_layer_op_norm_of_an_ungrouped_conv_is_the_conv_maps_norm() -> None:
         rel=1e-6,  # 0.1·G rounded to float32
     )
     assert layer_op_norm(grouped, (3, 4), weight=np.zeros_like(G)) == 0.0
+
+
+def test_conv_power_iteration_is_deterministic() -> None:
+    """The power iteration starts from its own seeded generator: the same bytes whatever state torch's
+    global generator is in (docs/development.md: same seed and inputs, same bytes)."""
+    geom = ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1))
+    layer = _layer(np.random.default_rng(1).standard_normal((3, 2, 3, 3)), geom)
+    torch.manual_seed(1)
+    a = op_norm(layer, (6, 5))
+    torch.manual_seed(2)
+    b = op_norm(layer, (6, 5))
+    assert a == b
