@@ -97,7 +97,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="error compensation: bias mean replacement, LS refit, GPTQ-style rounding (default: on "
-        "wherever it applies and its refit costs at most 2^38 multiply-adds; --no-compensate: the "
+        "wherever it applies and its refit costs at most 2^34 multiply-adds; --no-compensate: the "
         "unbiased randomized draws, tiers E/T/P)",
     )
     g.add_argument("--seed", type=int)

@@ -60,9 +60,9 @@ def test_default_report_marks_compensated_layers_and_keeps_the_plain_bound(mlp_n
 
 @pytest.fixture(scope="module")
 def wide_nets(model_dir: Path) -> tuple[Network, Network]:
-    """16 -> w -> 8 MLPs just under (w = 6490) and just over (w = 6500) the refit work cap."""
-    under = factories.write_bytes(factories.mlp_onnx((16, 6490, 8)), model_dir / "wide6490.onnx")
-    over = factories.write_bytes(factories.mlp_onnx((16, 6500, 8)), model_dir / "wide6500.onnx")
+    """16 -> w -> 8 MLPs just under (w = 2500) and just over (w = 2600) the refit work cap."""
+    under = factories.write_bytes(factories.mlp_onnx((16, 2500, 8)), model_dir / "wide2500.onnx")
+    over = factories.write_bytes(factories.mlp_onnx((16, 2600, 8)), model_dir / "wide2600.onnx")
     return load_model(under), load_model(over)
 
 
@@ -73,14 +73,14 @@ def test_refit_work_is_the_stated_sum(mlp_net: Network) -> None:
 
 def test_null_resolves_to_off_above_the_refit_work_cap(wide_nets: tuple[Network, Network]) -> None:
     under, over = wide_nets
-    assert REFIT_WORK_CAP == 2**38
-    assert refit_work(under) == 17**2 * (17 + 6490) + 6491**2 * (6491 + 8) <= REFIT_WORK_CAP
-    assert refit_work(over) == 17**2 * (17 + 6500) + 6501**2 * (6501 + 8) > REFIT_WORK_CAP
+    assert REFIT_WORK_CAP == 2**34
+    assert refit_work(under) == 17**2 * (17 + 2500) + 2501**2 * (2501 + 8) <= REFIT_WORK_CAP
+    assert refit_work(over) == 17**2 * (17 + 2600) + 2601**2 * (2601 + 8) > REFIT_WORK_CAP
     spec = CompressSpec.from_dict({"quantize": {"bits": 4}})
     assert resolve_compensate(under, spec).compensate is True and off_reason(under, spec) is None
     assert resolve_compensate(over, spec).compensate is False
     reason = off_reason(over, spec)
-    assert reason is not None and "2^38.00 multiply-adds (cap 2^38;" in reason  # 2.751e11
+    assert reason is not None and "2^34.04 multiply-adds (cap 2^34), and at this size" in reason  # 1.765e10
     explicit = CompressSpec.from_dict({"quantize": {"bits": 4}, "compensate": True})
     assert resolve_compensate(over, explicit).compensate is True and off_reason(over, explicit) is None
     rtn = CompressSpec.from_dict({"quantize": {"bits": 4, "method": "rtn"}})
