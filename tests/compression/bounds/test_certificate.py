@@ -225,6 +225,8 @@ def test_sigma_bound_of_a_conv_layer_is_the_conv_maps_norm() -> None:
     g = sigma_bound(grouped, (3, 4))
     assert (g.method, g.holds, g.estimate) == ("fft_grouped", "deterministic", None)
     assert g.value == pytest.approx(max(_true_sigma(G[i : i + 2, :, 0, 0]) for i in (0, 2)), rel=1e-9)
+    half = sigma_bound(grouped, (3, 4), weight=0.5 * G)  # a weight override (tier W's W − Ŵ) is used
+    assert half.value == pytest.approx(0.5 * g.value, rel=1e-6)
     # a dense layer: its matrix's σ (exact SVD when small)
     dense = Layer("d", 0, "dense", K.reshape(3, -1), None, "w", None)
     assert sigma_bound(dense).value == pytest.approx(_true_sigma(K.reshape(3, -1)), rel=1e-9)

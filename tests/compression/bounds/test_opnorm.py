@@ -137,3 +137,36 @@ def test_conv_power_iteration_is_deterministic() -> None:
     torch.manual_seed(2)
     b = op_norm(layer, (6, 5))
     assert a == b
+
+
+def test_conv_norms_at_the_edges() -> None:
+    """A zero kernel has norm 0 on both paths. A kernel taller (or wider) than the padded input has no
+        valid window: the map is empty, its bound 0. A kernel exactly as tall and wide as the input has
+        one window: the map is the (c_out, c_in·kh·kw) matrix, whose σ the FFT bound may not undercut (nor
+    report 0)."""
+    geom = ConvGeometry((3, 3))
+    K = np.random.default_rng(4).standard_normal((2, 3, 3, 3))
+    assert op_norm(_layer(np.zeros((2, 3, 3, 3)), geom), (5, 4)) == 0.0
+    assert conv_op_norm_upper(np.zeros((2, 3, 3, 3)), geom, (5, 4)) == 0.0
+    assert conv_op_norm_upper(K, geom, (2, 5)) == 0.0  # 3 rows of kernel, 2 of input
+    assert conv_op_norm_upper(K, geom, (5, 2)) == 0.0
+    sigma = float(np.linalg.norm(K.reshape(2, -1), 2))
+    for hw in ((3, 3), (3, 4), (4, 3)):
+        assert conv_op_norm_upper(K, geom, hw) >= sigma * (1 - 1e-12), hw
+
+
+def test_upper_bound_uses_the_padded_grid() -> None:
+    """With zero padding (top 1, left 0, bottom 2, right 1) the bound is the circulant norm on the
+    padded (H + 3)×(W + 1) grid: the explicit circular correlation there, σ by numpy's SVD."""
+    K = np.random.default_rng(5).standard_normal((2, 3, 3, 3))
+    hw, grid = (4, 4), (7, 5)
+    n = 3 * grid[0] * grid[1]
+    cols = []
+    for i in range(n):
+        e = torch.zeros(n, dtype=torch.float64)
+        e[i] = 1.0
+        x = F.pad(e.reshape(1, 3, *grid), (0, 2, 0, 2), mode="circular")  # wrap: windows start anywhere
+        cols.append(F.conv2d(x, torch.from_numpy(K)).ravel())
+    circ = np.linalg.norm(torch.stack(cols, 1).numpy(), 2)
+    got = conv_op_norm_upper(K, ConvGeometry((3, 3), pads=(1, 0, 2, 1)), hw)
+    assert got == pytest.approx(circ, rel=1e-10)

@@ -128,3 +128,13 @@ def test_weight_grads_equal_per_sample_autograd(kind: str, geom: str | None) -> 
         assert w.grad is not None
         want = w.grad.reshape(layer.n_out, -1)  # (n_out, n_in); a grouped conv: n_in = C/G·kh·kw
         torch.testing.assert_close(got[s], want, rtol=1e-10, atol=1e-12)
+
+
+def test_sole_input_dense_by_hand(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """residual_onnx: fc1 reads the graph input, which the residual Add reads too (no shortcut);
+    fc2 reads s = relu(h) + x alone: only fc2 may take ∂Φ/∂ẑ = Σ_i δ_i W_ij."""
+    from netshrink.compression.graph.loading import load_model
+    from tests import factories as F
+
+    net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
+    assert prediction._sole_input_dense(net, net.layers) == {"fc2"}
