@@ -230,3 +230,19 @@ def test_sigma_bound_of_a_conv_layer_is_the_conv_maps_norm() -> None:
     # a dense layer: its matrix's σ (exact SVD when small)
     dense = Layer("d", 0, "dense", K.reshape(3, -1), None, "w", None)
     assert sigma_bound(dense).value == pytest.approx(_true_sigma(K.reshape(3, -1)), rel=1e-9)
+
+
+def test_abs_sums_equal_numpys_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Column and row sums of |W| over row blocks (ABS_BLOCK = 8 entries: blocks of 2 rows of 4, the
+    last one short) are numpy's float64 sums of |W|, bit for bit (the docstring's promise), also for
+    a float32 W, and as one block."""
+    from netshrink.compression.bounds import certificate
+
+    W = np.random.default_rng(6).standard_normal((7, 4)).astype(np.float32) * 3.3
+    want_col = np.abs(W).sum(axis=0, dtype=np.float64)
+    want_row = np.abs(W).sum(axis=1, dtype=np.float64)
+    for block in (8, certificate.ABS_BLOCK):
+        monkeypatch.setattr(certificate, "ABS_BLOCK", block)
+        col, row = certificate._abs_sums(W)
+        np.testing.assert_array_equal(col, want_col)
+        np.testing.assert_array_equal(row, want_row)

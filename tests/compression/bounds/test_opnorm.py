@@ -156,10 +156,13 @@ def test_conv_norms_at_the_edges() -> None:
 
 
 def test_upper_bound_uses_the_padded_grid() -> None:
-    """With zero padding (top 1, left 0, bottom 2, right 1) the bound is the circulant norm on the
-    padded (H + 3)×(W + 1) grid: the explicit circular correlation there, σ by numpy's SVD."""
-    K = np.random.default_rng(5).standard_normal((2, 3, 3, 3))
-    hw, grid = (4, 4), (7, 5)
+    """With zero padding (top 1, left 1, bottom 2, right 2) the bound is the circulant norm on the
+    padded (H + 3)×(W + 3) grid: the explicit circular correlation there, σ by numpy's SVD. The kernel
+    alternates signs, so its largest frequency response is not at ω = 0 (which every grid has) and
+    the grid size matters: 3 or 5 rows or columns instead of 7 move the bound by 3.5 % or more."""
+    sign = np.array([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]])
+    K = np.random.default_rng(0).standard_normal((2, 3, 3, 3)) * sign
+    hw, grid = (4, 4), (7, 7)
     n = 3 * grid[0] * grid[1]
     cols = []
     for i in range(n):
@@ -168,5 +171,7 @@ def test_upper_bound_uses_the_padded_grid() -> None:
         x = F.pad(e.reshape(1, 3, *grid), (0, 2, 0, 2), mode="circular")  # wrap: windows start anywhere
         cols.append(F.conv2d(x, torch.from_numpy(K)).ravel())
     circ = np.linalg.norm(torch.stack(cols, 1).numpy(), 2)
-    got = conv_op_norm_upper(K, ConvGeometry((3, 3), pads=(1, 0, 2, 1)), hw)
+    got = conv_op_norm_upper(K, ConvGeometry((3, 3), pads=(1, 1, 2, 2)), hw)
     assert got == pytest.approx(circ, rel=1e-10)
+    for other in ((3, 7), (5, 7), (7, 3), (7, 5)):  # the grid matters for this kernel
+        assert conv_op_norm_upper(K, ConvGeometry((3, 3)), other) != pytest.approx(circ, rel=1e-2)

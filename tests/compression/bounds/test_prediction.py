@@ -138,3 +138,12 @@ def test_sole_input_dense_by_hand(tmp_path) -> None:  # type: ignore[no-untyped-
 
     net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
     assert prediction._sole_input_dense(net, net.layers) == {"fc2"}
+
+
+def test_sum_product_by_hand_with_a_broadcast_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Σ_ij V_ij S_ij for S of V's shape or one row broadcast to every row (tier E's column energies),
+    over blocks of two rows (PREDICT_BLOCK = 4 entries, rows of 2): V = 1..10 as (5, 2)."""
+    V = np.arange(1.0, 11.0, dtype=np.float32).reshape(5, 2)
+    monkeypatch.setattr(prediction, "PREDICT_BLOCK", 4)
+    assert prediction.sum_product(V, np.array([[2.0, 0.5]])) == pytest.approx(2 * 25 + 0.5 * 30)  # 65
+    assert prediction.sum_product(V, V.astype(np.float64)) == pytest.approx(385.0)  # Σ k², k = 1..10
