@@ -191,7 +191,8 @@ def tier_W_bound(
     # float32 for dense layers (half the memory and traffic; the subtraction's rounding, ≤ u‖Δ‖_F, is
     # inside the certificate's rounding margin), float64 for convs.
     dt = np.float32 if layer.kind == "dense" else np.float64
-    delta = layer.weight.astype(dt) - draw.compressed.weight.astype(dt)  # (out, in, ...)
+    # (out, in, ...); copy=False: no float32 copies of W and Ŵ next to Δ (memory, issue 10), same values
+    delta = layer.weight.astype(dt, copy=False) - draw.compressed.weight.astype(dt, copy=False)
     cert = sigma_bound(layer, input_hw, weight=delta)
     del delta
     root = cert.value * math.sqrt(stats.z2)

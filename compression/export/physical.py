@@ -76,8 +76,13 @@ def _cut(a: np.ndarray | None, layer: Layer, rows: np.ndarray, units: np.ndarray
     """Keep output ``rows`` and delete the columns of input ``units`` (None passes through)."""
     if a is None:
         return None
-    a = a[rows]
+    a = _rows(a, rows)
     return np.ascontiguousarray(_drop_columns(a, layer, units) if units.size else a)
+
+
+def _rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``a[rows]``; ``a`` itself (no copy: memory, issue 10) when ``rows`` keeps every row in order."""
+    return a if len(rows) == a.shape[0] else a[rows]
 
 
 def _group_rows(
@@ -158,7 +163,8 @@ def physical_layers(net: Network, compressed: Mapping[str, CompressedWeight]) ->
         out[layer.name] = PhysicalLayer(
             layer=layer,
             weight=np.ascontiguousarray(
-                W[rows] if not units.size else _drop_columns(W[rows], layer, units), dtype=np.float32
+                _rows(W, rows) if not units.size else _drop_columns(_rows(W, rows), layer, units),
+                dtype=np.float32,
             ),
             bias=_bias(layer, cw, rows),
             codes=None if cw is None else _cut(cw.codes, layer, rows, units),
