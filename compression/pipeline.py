@@ -30,7 +30,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
-from netshrink.compression.search.auto_compensate import off_reason, resolve_compensate
+from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
 from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import CompressSpec
@@ -317,6 +317,9 @@ def compress(
         report["summary"]["compensation"] = compensation
     if compensate_note is not None:
         report["summary"]["warnings"].append(compensate_note)
+    dropped_note = dropped_refits(chosen)
+    if dropped_note is not None:
+        report["summary"]["warnings"].append(dropped_note)
     report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)

@@ -100,6 +100,11 @@ class EvaluationSpec:
     delta: float = 0.1  # Markov: P(error > B/δ) <= δ
 
 
+HELD_BACK: Literal["held_back"] = (
+    "held_back"  # compensate: null resolved (search/auto_compensate.py); internal, never user input
+)
+
+
 @dataclass(frozen=True)
 class CompressSpec:
     kind: JobKind = "compress"
@@ -108,8 +113,10 @@ class CompressSpec:
     exclude: tuple[str, ...] = ()
     draws: int | Literal["auto"] = DRAWS_AUTO
     # error compensation (algorithm/compensate.py): bias + LS refit + GPTQ. None (the default): on
-    # wherever it applies (search/auto_compensate.py); False: the uncompensated, unbiased draws
-    compensate: bool | None = None
+    # wherever it applies, each layer's refit kept only where it lowers the held-back objective
+    # (search/auto_compensate.py resolves it to HELD_BACK, never set by a user); False: the
+    # uncompensated, unbiased draws; True: every refit kept
+    compensate: bool | Literal["held_back"] | None = None
     target: TargetSpec | None = None
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     compare_baselines: bool = False
@@ -152,6 +159,8 @@ class CompressSpec:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["exclude"] = list(self.exclude)
+        if self.compensate == HELD_BACK:
+            out["compensate"] = None  # the default's rule: null re-submitted resolves to it again
         return out
 
     def with_seed(self) -> CompressSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ class LayerDraw:
     coupled: bool = False  # reads a group that a layer upstream reads too: docs/bounds-dag.md coupled rule
     group_draw: bool = False  # pruned by a network-wide dependency-group draw (group_prune.py)
     compensated: bool = False  # refit by algorithm/compensate.py: deterministic given the mask, tier W only
+    # compensate: null's per-layer rule (algorithm/layer_held_back.py): refit kept?, held-back objectives
+    refit_check: dict[str, Any] | None = None
 
     @property
     def randomized(self) -> bool:

@@ -154,6 +154,8 @@ def layer_entry(
         "shape_after": shape_after,
         "compressed": draw is not None,
         "compensated": draw is not None and draw.compensated,
+        # compensate: null's rule (algorithm/layer_held_back.py): refit kept?, both held-back objectives
+        "refit_check": None if draw is None else draw.refit_check,
         "method": methods if draw is not None else None,
         "keep": None
         if draw is None

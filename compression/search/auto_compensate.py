@@ -1,26 +1,30 @@
-"""The default of ``compensate``: on wherever error compensation applies (docs/compensation.md "Default").
+"""The default of ``compensate``: on wherever error compensation applies, each refit kept only where
+it lowers the layer's objective on held-back fit samples (docs/compensation.md "Default").
 
-``bench/budget.py`` measured that compensation lowers the held-out error of every benchmark model at
-equal bytes (docs/results.md §3), so ``compensate: null`` (the default) resolves to true, except:
+``compensate: null`` (the default) resolves to ``HELD_BACK``, except where compensation does not apply:
 
 - a stage names a deterministic method (``magnitude``, ``obd``, ``rtn``): the user asked for that
   classical method, and the refit would replace it (GPTQ's rounding instead of RTN);
 - channel pruning of a residual/concat graph (one draw per dependency group, ``group_draw.py``),
   which the refit does not cover (an explicit ``compensate: true`` is refused there);
 - nothing is compressed;
-- the refit would be too costly or, at that size, likely to overfit: its dense linear algebra (the
-  moment H, the Cholesky factor, the triangular solves, GPTQ's block updates;
-  algorithm/compensate.py) costs about n²·(n + n_out) multiply-adds per layer, n = n_in + 1 (im2col
-  columns for a conv); when the sum over the layers exceeds ``REFIT_WORK_CAP`` = 2^34 (every layer
-  up to about 2,048 inputs), null resolves to off and ``off_reason`` says so (an explicit ``true``
-  still turns it on). Since the float32 refit the cost no longer decides it at 17M parameters (the
-  64→4096→4096→10 MLP's `--bits 4` took 72.3 s with the refit and 68.4 s without); overfitting does:
-  a layer with more inputs than fit samples has more unknowns per row than equations, and on the
-  random 784→4096→4096→10 and 64→8192→8192→10 MLPs (1,150 fit samples) the refit cut the fit-split
-  error to 0.023 / 0.008 while the held-out error rose from 0.164 to 0.515 and from 0.132 to 0.318
-  (docs/compensation.md "Default"). On the trained 64→4096→4096→10 MLP it helped (0.0148 → 0.0057).
+- the refit's dense linear algebra (the moment H, the Cholesky factor, the triangular solves, GPTQ's
+  block updates; algorithm/compensate.py), about n²·(n + n_out) multiply-adds per layer with
+  n = n_in + 1 (im2col columns for a conv), summed over the layers exceeds ``REFIT_WORK_CAP`` =
+  2^41: a time and memory cap only (the largest model measured, the 64→8192→8192→10 MLP at 2^40.6,
+  took 211 s and 2.84 GiB peak compensated; its H alone is 4·n² bytes per layer). Null then
+  resolves to off and ``off_reason`` says so (an explicit ``true`` still turns it on).
 
-``compensate: false`` keeps the unbiased randomized draws whose tiers E, T and P are proved.
+``HELD_BACK`` is the per-layer rule of ``algorithm/layer_held_back.py``: every 4th fit sample is held back,
+the layer is refit on the other 3/4, and the refit is kept only where the layer's refit objective on
+the held-back quarter is lower than the plain (uncompensated) draw's. It replaced a 2^34 cap on the
+same work sum, which had stood in for overfitting: on the random 784→4096→4096→10 and
+64→8192→8192→10 MLPs (1,150 fit samples) the refit cut the fit-split error while the held-out error
+rose (0.164 → 0.515, 0.132 → 0.318), on the trained 64→4096→4096→10 MLP it fell (0.0148 → 0.0057),
+and nothing in the shapes told them apart; the held-back quarter does.
+
+``compensate: true`` keeps every refit (on the whole fit split); ``false`` keeps the unbiased
+randomized draws whose tiers E, T and P are proved.
 """
 
 from __future__ import annotations
@@ -29,19 +33,20 @@ import dataclasses
 import math
 
 from netshrink.compression.graph.network import Network
-from netshrink.compression.spec import CompressSpec
+from netshrink.compression.search.greedy import NetworkDraw
+from netshrink.compression.spec import HELD_BACK, CompressSpec
 
-__all__ = ["REFIT_WORK_CAP", "off_reason", "refit_work", "resolve_compensate"]
+__all__ = ["REFIT_WORK_CAP", "dropped_refits", "off_reason", "refit_work", "resolve_compensate"]
 
 DETERMINISTIC = ("magnitude", "obd", "rtn")
-REFIT_WORK_CAP = 2**34  # multiply-adds of the refit summed over the layers (module docstring)
+REFIT_WORK_CAP = 2**41  # multiply-adds of the refit summed over the layers: time/memory (module docstring)
 
 
 def resolve_compensate(net: Network, spec: CompressSpec) -> CompressSpec:
-    """``spec`` with ``compensate`` a bool: an explicit choice is kept, null follows the module rule."""
+    """``spec`` with ``compensate`` resolved: an explicit choice is kept, null follows the module rule."""
     if spec.compensate is not None:
         return spec
-    return dataclasses.replace(spec, compensate=compensate_applies(net, spec))
+    return dataclasses.replace(spec, compensate=HELD_BACK if compensate_applies(net, spec) else False)
 
 
 def compensate_applies(net: Network, spec: CompressSpec, *, cap: bool = True) -> bool:
@@ -71,7 +76,19 @@ def off_reason(net: Network, spec: CompressSpec) -> str | None:
         return None
     return (
         "error compensation is off by default for this model: its refit would cost about "
-        f"2^{math.log2(work):.2f} multiply-adds (cap 2^{math.log2(REFIT_WORK_CAP):.0f}), and at this size "
-        "it can overfit the fit split (docs/compensation.md); pass --compensate (compensate: true) to "
-        "refit anyway"
+        f"2^{math.log2(work):.2f} multiply-adds (cap 2^{math.log2(REFIT_WORK_CAP):.0f}, time and memory; "
+        "docs/compensation.md); pass --compensate (compensate: true) to refit anyway"
+    )
+
+
+def dropped_refits(nd: NetworkDraw) -> str | None:
+    """The report's warning when ``HELD_BACK`` shipped a layer's plain draw instead of its refit."""
+    dropped = [n for n, d in nd.layers.items() if d.refit_check is not None and not d.refit_check["kept"]]
+    if not dropped:
+        return None
+    return (
+        f"error compensation: the refit was dropped for {len(dropped)} of {len(nd.layers)} layers "
+        f"({', '.join(dropped)}): on the held-back quarter of the fit split (every 4th sample, which the "
+        "refit never saw) it did not lower the layer's error against the dense output, so those layers "
+        'ship the uncompensated draw (layers[].refit_check; docs/compensation.md "Default")'
     )

@@ -4,7 +4,8 @@ Ref: P1 §3.2, Algorithm 1; docs/method.md §1. When layer ℓ is compressed the
 are, so its statistics come from the compressed upstream input ẑ_{ℓ−1} on the *fit* split.
 The choice between whole-network draws (best of R, ``draws="auto"``) lives in ``search/select.py``.
 With ``spec.compensate`` every compressed layer is refit after its mask is drawn
-(algorithm/layer_compensated.py; docs/compensation.md).
+(algorithm/layer_compensated.py; docs/compensation.md); with ``HELD_BACK`` (``compensate: null``
+resolved) the refit is kept per layer only where held-back fit rows prefer it (layer_held_back.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from netshrink.compression.algorithm.compensate import Prepared, prepare
 from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
+from netshrink.compression.algorithm.layer_held_back import compress_layer_held_back, held_back_rows
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import LayerStats, layer_stats
@@ -29,7 +31,7 @@ from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.group_draw import plan_groups, uses_groups
-from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
+from netshrink.compression.spec import HELD_BACK, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
 AUTO_PATIENCE = 3  # draws="auto": stop after this many draws without a gain on the best fit error
@@ -308,7 +310,24 @@ def draw_network(
         keep = 1.0 if prune is None else prune.keep_for(layer.name)
         gen = generator(spec.seed, layer.index, draw)
         grouped = layer.conv is not None and layer.conv.group != 1
-        if spec.compensate and not grouped:  # a grouped conv's im2col is per group: not refit (v1)
+        if spec.compensate == HELD_BACK and not grouped:  # null: the refit only where it pays off
+            prep = None
+            if cache is not None:  # H and B on the refit rows (S_r, *in) only
+                r, _ = held_back_rows(int(Z.shape[0]), Z.device)
+                prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r])
+            d = compress_layer_held_back(
+                layer,
+                stats,
+                Z,
+                dense[layer.input],
+                prune=prune,
+                quantize=quant,
+                keep=keep,
+                generators=(gen, generator(spec.seed, layer.index, draw)),
+                sensitivity=sens,
+                prepared=prep,
+            )
+        elif spec.compensate and not grouped:  # a grouped conv's im2col is per group: not refit (v1)
             d = compress_layer_compensated(
                 layer,
                 stats,

@@ -4,9 +4,12 @@ R whole-network draws (``search/greedy.py``); the one with the lowest fit-split 
 ``draws="auto"`` (the default) fixes R by a stated rule: draw until ``AUTO_PATIENCE`` consecutive
 draws bring no gain on the best fit-split error, at most ``auto_cap`` draws (16, fewer for a large
 model: R · parameters · fit samples ≤ 2^34, never below 4), and one draw when nothing in the spec
-is random (round-to-nearest, magnitude/OBD). The rule reads only shapes and fit-split errors of
-seeded draws, so it is deterministic. Every expectation bound holds for each draw, so it
-holds for the kept one too: the bound statement does not depend on R (docs/method.md §1).
+is random (round-to-nearest, magnitude/OBD, a compensated quantizer), except that under
+``compensate: null`` a first draw that shipped some layer's plain (randomized) draw instead of its
+refit (``layer_held_back.py``) makes the quantizer random again: the auto rule then goes on. The
+rule reads only shapes and fit-split errors of seeded draws, so it is deterministic. Every
+expectation bound holds for each draw, so it holds for the kept one too: the bound statement does
+not depend on R (docs/method.md §1).
 
 Memory (issue 10): a draw holds about 9 bytes per weight (Ŵ, codes, Var), 2.25× a float32 model, so
 two draws alive at once do not fit in 3× the model + 1 GiB for a large model. When the best draw's
@@ -36,7 +39,7 @@ from netshrink.compression.search.greedy import (
     draw_network,
     layer_draw_nbytes,
 )
-from netshrink.compression.spec import DRAWS_AUTO, CompressSpec
+from netshrink.compression.spec import DRAWS_AUTO, HELD_BACK, CompressSpec
 
 __all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "HOLD_BYTES", "auto_cap", "best_of", "is_random"]
 
@@ -93,7 +96,9 @@ def best_of(
     errors: list[float] = []
     since_gain = 0
     released = False  # the best draw's arrays were let go (drawn again at the end)
-    for r in range(cap):
+    r = -1
+    while r + 1 < cap:
+        r += 1
         if auto and since_gain >= AUTO_PATIENCE:
             break
         if best is not None and not released and draw_nbytes(best) > HOLD_BYTES:
@@ -101,6 +106,8 @@ def best_of(
         # progress stays monotone (first draw only); cancellation is still checked
         nd = make(r, on_layer if r == 0 else None)
         errors.append(nd.fit_relative_l2)
+        if r == 0 and auto and cap == 1 and spec.compensate == HELD_BACK and dropped_any(nd):
+            cap = max_draws  # a plain (randomized) draw shipped for some layer: more draws can differ
         if best is None or nd.fit_relative_l2 < best.fit_relative_l2:
             best, since_gain, released = nd, 0, False
         else:
@@ -118,6 +125,11 @@ def best_of(
     best.fit_errors = errors
     best.max_draws = cap if auto else None
     return best
+
+
+def dropped_any(nd: NetworkDraw) -> bool:
+    """Whether ``compensate: null``'s rule shipped some layer's plain draw instead of its refit."""
+    return any(d.refit_check is not None and not d.refit_check["kept"] for d in nd.layers.values())
 
 
 def draw_nbytes(nd: NetworkDraw) -> int:

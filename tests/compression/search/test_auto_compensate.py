@@ -1,4 +1,5 @@
-"""``compensate: null`` (the default): on wherever compensation applies (search/auto_compensate.py)."""
+"""``compensate: null`` (the default): on wherever compensation applies, each refit kept only where the
+held-back quarter prefers it (search/auto_compensate.py, algorithm/layer_held_back.py)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from netshrink.compression.search.auto_compensate import (
     refit_work,
     resolve_compensate,
 )
-from netshrink.compression.spec import CompressSpec
+from netshrink.compression.spec import HELD_BACK, CompressSpec
 from tests import factories
 
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"quantize": {"bits": 4}}, True),
-        ({"prune": {"keep": 0.5, "granularity": "neuron"}}, True),
-        ({"target": {"metric": "relative_l2", "max": 0.1}}, True),
+        ({"quantize": {"bits": 4}}, HELD_BACK),
+        ({"prune": {"keep": 0.5, "granularity": "neuron"}}, HELD_BACK),
+        ({"target": {"metric": "relative_l2", "max": 0.1}}, HELD_BACK),
         ({"quantize": {"bits": 4, "method": "rtn"}}, False),  # the user named a classical method
         ({"prune": {"keep": 0.5, "method": "magnitude"}}, False),
         ({"quantize": {"bits": 4}, "compensate": False}, False),  # the explicit opt-out
@@ -34,22 +35,33 @@ from tests import factories
     ],
 )
 def test_null_resolves_to_on_wherever_it_applies(
-    mlp_net: Network, spec: dict[str, Any], expected: bool
+    mlp_net: Network, spec: dict[str, Any], expected: bool | str
 ) -> None:
     assert CompressSpec.from_dict(spec).compensate == spec.get("compensate")
     assert resolve_compensate(mlp_net, CompressSpec.from_dict(spec)).compensate is expected
 
 
-def test_default_report_marks_compensated_layers_and_keeps_the_plain_bound(mlp_net: Network) -> None:
+def test_default_report_marks_each_layers_refit_check_and_keeps_the_plain_bound(mlp_net: Network) -> None:
     rep = compress(mlp_net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0})).report
     s = rep["summary"]
-    assert rep["reproducibility"]["spec"]["compensate"] is True  # the echoed spec says what ran
+    assert rep["reproducibility"]["spec"]["compensate"] is None  # null: re-submitted, the same rule
     compressed = [e for e in rep["layers"] if e["compressed"]]
-    assert compressed and all(e["compensated"] for e in compressed)
-    assert s["compensated_layers"] == [e["name"] for e in compressed]
+    checks = [e["refit_check"] for e in compressed]
+    assert compressed and all(c is not None and c["held_back_samples"] > 0 for c in checks)
+    for e, c in zip(compressed, checks, strict=True):  # kept exactly where the held-back error is lower
+        assert c["kept"] == (c["held_back_objective_refit"] < c["held_back_objective_plain"])
+        assert e["compensated"] == c["kept"]
+    kept = [e["name"] for e, c in zip(compressed, checks, strict=True) if c["kept"]]
+    dropped = [e["name"] for e, c in zip(compressed, checks, strict=True) if not c["kept"]]
+    assert kept and s["compensated_layers"] == kept  # 16 -> 64 -> 64 -> 8: the first two keep theirs
     assert s["bounds"]["E"]["value"] is None and s["bounds"]["W"]["holds"] is True  # only tier W
     twin = s["compensation"]["uncompensated_same_draw"]
     assert twin["bounds"]["E"]["value"] is not None and "do not bound the compensated" in twin["meaning"]
+    warned = [w for w in s["warnings"] if "the refit was dropped" in w]
+    assert (len(warned) == 1) == bool(dropped) and all(n in warned[0] for n in dropped)
+    on = compress(mlp_net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "compensate": True}))
+    assert on.report["reproducibility"]["spec"]["compensate"] is True
+    assert all(e["compensated"] and e["refit_check"] is None for e in on.report["layers"] if e["compressed"])
     off = compress(
         mlp_net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "compensate": False})
     ).report
@@ -58,11 +70,28 @@ def test_default_report_marks_compensated_layers_and_keeps_the_plain_bound(mlp_n
     assert not off["summary"]["compensated_layers"] and "compensation" not in off["summary"]
 
 
+def test_default_drops_overfitting_refits_end_to_end(model_dir: Path) -> None:
+    # 300 Gaussian inputs, about 200 fit samples (150 refit rows): layer 1 has more unknowns per row
+    # than refit rows. compensate: true overfits it; the default drops that refit.
+    net = load_model(factories.write_bytes(factories.mlp_onnx((300, 64, 8)), model_dir / "wide_in.onnx"))
+    runs = {
+        c: compress(net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "compensate": c})).report
+        for c in (None, True, False)
+    }
+    first = runs[None]["layers"][0]
+    assert first["refit_check"]["kept"] is False and not first["compensated"]
+    assert first["refit_check"]["refit_samples"] > 0 and first["refit_check"]["held_back_samples"] > 0
+    err = {c: r["summary"]["error"]["relative_l2"] for c, r in runs.items()}  # held-out split
+    assert err[True] > 2 * err[False]  # the overfitting the rule is for
+    assert err[None] < 0.5 * err[True]
+    assert any("the refit was dropped" in w for w in runs[None]["summary"]["warnings"])
+
+
 @pytest.fixture(scope="module")
 def wide_nets(model_dir: Path) -> tuple[Network, Network]:
-    """16 -> w -> 8 MLPs just under (w = 2500) and just over (w = 2600) the refit work cap."""
-    under = factories.write_bytes(factories.mlp_onnx((16, 2500, 8)), model_dir / "wide2500.onnx")
-    over = factories.write_bytes(factories.mlp_onnx((16, 2600, 8)), model_dir / "wide2600.onnx")
+    """16 -> w -> 8 MLPs just under (w = 13000) and just over (w = 13100) the refit work cap."""
+    under = factories.write_bytes(factories.mlp_onnx((16, 13000, 8)), model_dir / "wide13000.onnx")
+    over = factories.write_bytes(factories.mlp_onnx((16, 13100, 8)), model_dir / "wide13100.onnx")
     return load_model(under), load_model(over)
 
 
@@ -73,14 +102,14 @@ def test_refit_work_is_the_stated_sum(mlp_net: Network) -> None:
 
 def test_null_resolves_to_off_above_the_refit_work_cap(wide_nets: tuple[Network, Network]) -> None:
     under, over = wide_nets
-    assert REFIT_WORK_CAP == 2**34
-    assert refit_work(under) == 17**2 * (17 + 2500) + 2501**2 * (2501 + 8) <= REFIT_WORK_CAP
-    assert refit_work(over) == 17**2 * (17 + 2600) + 2601**2 * (2601 + 8) > REFIT_WORK_CAP
+    assert REFIT_WORK_CAP == 2**41
+    assert refit_work(under) == 17**2 * (17 + 13000) + 13001**2 * (13001 + 8) <= REFIT_WORK_CAP
+    assert refit_work(over) == 17**2 * (17 + 13100) + 13101**2 * (13101 + 8) > REFIT_WORK_CAP
     spec = CompressSpec.from_dict({"quantize": {"bits": 4}})
-    assert resolve_compensate(under, spec).compensate is True and off_reason(under, spec) is None
+    assert resolve_compensate(under, spec).compensate == HELD_BACK and off_reason(under, spec) is None
     assert resolve_compensate(over, spec).compensate is False
     reason = off_reason(over, spec)
-    assert reason is not None and "2^34.04 multiply-adds (cap 2^34), and at this size" in reason  # 1.765e10
+    assert reason is not None and "2^41.03 multiply-adds (cap 2^41, time and memory" in reason  # 2.1e12
     explicit = CompressSpec.from_dict({"quantize": {"bits": 4}, "compensate": True})
     assert resolve_compensate(over, explicit).compensate is True and off_reason(over, explicit) is None
     rtn = CompressSpec.from_dict({"quantize": {"bits": 4, "method": "rtn"}})

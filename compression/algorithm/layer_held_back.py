@@ -1,0 +1,148 @@
+"""``compensate: null``'s per-layer rule: keep a layer's refit only where it lowers the layer's refit
+objective on fit samples the refit never saw (docs/compensation.md "Default").
+
+A least-squares refit has n_in + 1 unknowns per row; with about as many fit samples or fewer it can
+fit them almost exactly whether or not that carries to new inputs (measured on random 784→4096→
+4096→10 and 64→8192→8192→10 MLPs: held-out error ×3). So, per layer (derived; the held-back
+quarter is the budget search's, search/verification.py):
+
+1. Every 4th row of the layer's fit-split inputs (``HOLD_EVERY``; not the last quarter, since a
+   calibration file may be sorted by class) is held back; the refit (``layer_compensated``: the
+   mask, then bias, least squares and GPTQ rounding) sees only the other 3/4.
+2. The plain draw is the uncompensated one (``layer_compress``: P1's unbiased rule, the kept weights
+   rescaled by 1/p, stochastic rounding, the bias as it was: no mean replacement either), from the
+   same generator seed as the uncompensated run's draw of this layer, on the whole fit split: it
+   fits nothing, and it keeps tiers E, T and P.
+3. Both are judged by what the refit minimizes, E‖y − Ŵx̂ − b̂‖² with y = W z + b the dense layer's
+   output on the dense input z and x̂ = ẑ the compressed network's input (im2col rows for a conv),
+   on the held-back rows only. The refit is kept only if its value is strictly lower; otherwise the
+   plain draw ships. With fewer than ``MIN_SAMPLES`` fit samples nothing is held back, and the plain
+   draw ships.
+
+The mask itself is scored on the whole fit split (as without the rule); only the refit's values are
+fit on the 3/4. Deterministic: fixed rows, seeded generators, no data-dependent randomness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from netshrink.compression.algorithm.compensate import Prepared, design_matrix
+from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
+from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
+from netshrink.compression.algorithm.scores import LayerStats
+from netshrink.compression.graph.network import Layer
+from netshrink.compression.spec import PruneSpec, QuantizeSpec
+
+__all__ = ["HOLD_EVERY", "MIN_SAMPLES", "compress_layer_held_back", "held_back_rows", "layer_objective"]
+
+HOLD_EVERY = 4  # every 4th fit sample is held back from the refit (search/verification.py's split)
+MIN_SAMPLES = 8  # below this there is nothing to hold back: the plain draw ships
+_ROWS = 1 << 16  # design-matrix rows per chunk of the objective
+
+
+def held_back_rows(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(refit rows, held-back rows) of an n-sample fit split: every ``HOLD_EVERY``-th is held back."""
+    idx = torch.arange(n, device=device)  # (n,)
+    held = idx % HOLD_EVERY == HOLD_EVERY - 1  # (n,) bool
+    return idx[~held], idx[held]
+
+
+def layer_objective(
+    layer: Layer, d: LayerDraw, Z: torch.Tensor, Z_dense: torch.Tensor
+) -> tuple[float, float]:
+    """(E‖y − Ŵx̂ − b̂‖², E‖y‖²) over the design rows of ``Z`` (ẑ) and ``Z_dense`` (z), y = W z + b."""
+    dev = Z.device
+    W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
+    Wh = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=dev).reshape(
+        layer.n_out, -1
+    )  # (out, in)
+    b = None if layer.bias is None else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
+    bh_src = d.compressed.bias if d.compressed.bias is not None else layer.bias
+    bh = None if bh_src is None else torch.as_tensor(bh_src, dtype=torch.float32, device=dev)  # (out,)
+    X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, in)
+    N = max(int(X.shape[0]), 1)
+    err = energy = 0.0
+    for i in range(0, int(X.shape[0]), _ROWS):
+        y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
+        yh = X[i : i + _ROWS].to(torch.float32) @ Wh.T  # (r, out)
+        if b is not None:
+            y += b
+        if bh is not None:
+            yh += bh
+        err += float((y - yh).to(torch.float64).square().sum())
+        energy += float(y.to(torch.float64).square().sum())
+    return err / N, energy / N
+
+
+def compress_layer_held_back(
+    layer: Layer,
+    stats: LayerStats,
+    Z: torch.Tensor,
+    Z_dense: torch.Tensor,
+    *,
+    prune: PruneSpec | None,
+    quantize: QuantizeSpec | None,
+    keep: float,
+    generators: tuple[torch.Generator, torch.Generator],
+    sensitivity: np.ndarray | None = None,
+    prepared: Prepared | None = None,
+) -> LayerDraw:
+    """The refit (on 3/4 of the rows of ``Z``) or the plain draw, whichever the held-back 1/4 prefers.
+
+    ``generators``: two generators seeded alike (the refit's mask, the plain draw); ``prepared``:
+    ``compensate.prepare`` on the refit rows (``Z[refit]``, ``Z_dense[refit]``), when cached.
+    The returned draw's ``refit_check`` says which was kept and both held-back objectives.
+    """
+    n = int(Z.shape[0])
+    plain = compress_layer(
+        layer,
+        stats,
+        prune=prune,
+        quantize=quantize,
+        keep=keep,
+        generator=generators[1],
+        sensitivity=sensitivity,
+        device=Z.device,
+    )
+    if n < MIN_SAMPLES:
+        plain.refit_check = {
+            "kept": False,
+            "reason": f"fewer than {MIN_SAMPLES} fit samples: nothing to hold back",
+        }
+        return plain
+    r, v = held_back_rows(n, Z.device)
+    refit = compress_layer_compensated(
+        layer,
+        stats,
+        Z[r],
+        Z_dense[r],
+        prune=prune,
+        quantize=quantize,
+        keep=keep,
+        generator=generators[0],
+        sensitivity=sensitivity,
+        prepared=prepared,
+    )
+    Zv, Zdv = Z[v], Z_dense[v]  # (S_v, *in) rows the refit never saw
+    e_refit, energy = layer_objective(layer, refit, Zv, Zdv)
+    e_plain, _ = layer_objective(layer, plain, Zv, Zdv)
+    kept = e_refit < e_plain
+    check = {
+        "kept": kept,
+        "refit_samples": int(r.numel()),
+        "held_back_samples": int(v.numel()),
+        "held_back_objective_refit": e_refit,
+        "held_back_objective_plain": e_plain,
+        "held_back_relative_refit": _rel(e_refit, energy),
+        "held_back_relative_plain": _rel(e_plain, energy),
+    }
+    out = refit if kept else plain
+    return dataclasses.replace(out, refit_check=check)
+
+
+def _rel(e: float, energy: float) -> float | None:
+    return None if energy <= 0 else float(np.sqrt(e / energy))

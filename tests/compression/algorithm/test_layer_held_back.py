@@ -1,0 +1,154 @@
+"""``compensate: null``'s per-layer rule: the refit is kept only where held-back rows prefer it
+(algorithm/layer_held_back.py; docs/compensation.md "Default")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.algorithm import layer_held_back
+from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
+from netshrink.compression.algorithm.layer_compress import compress_layer
+from netshrink.compression.algorithm.layer_held_back import (
+    compress_layer_held_back,
+    held_back_rows,
+    layer_objective,
+)
+from netshrink.compression.algorithm.rng import generator
+from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.graph.network import Layer
+from netshrink.compression.spec import QuantizeSpec
+from tests import factories
+
+torch.set_num_threads(1)
+
+Q4 = QuantizeSpec(bits=4)
+
+
+def _gens(seed: int = 0) -> tuple[torch.Generator, torch.Generator]:
+    return generator(seed, 1, 0), generator(seed, 1, 0)
+
+
+def _random_layer(n_out: int, n_in: int, seed: int = 0) -> Layer:
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(n_out)).astype(np.float32)
+    return Layer("fc", 1, "dense", W, b, "w", "b", structured=True)
+
+
+def _run(layer: Layer, Z: torch.Tensor, quantize: QuantizeSpec = Q4):
+    stats = layer_stats(layer, Z, groups=False)
+    return compress_layer_held_back(
+        layer, stats, Z, Z, prune=None, quantize=quantize, keep=1.0, generators=_gens()
+    )
+
+
+def test_held_back_rows_are_every_fourth_and_disjoint() -> None:
+    r, v = held_back_rows(10)
+    assert v.tolist() == [3, 7] and r.tolist() == [0, 1, 2, 4, 5, 6, 8, 9]
+    r, v = held_back_rows(400)
+    assert set(r.tolist()).isdisjoint(v.tolist()) and len(r) + len(v) == 400 and len(v) == 100
+
+
+def test_overfitting_refit_is_dropped_and_the_plain_draw_ships() -> None:
+    # More inputs (96, 97 unknowns per row) than refit rows (36 of 48): random weights, Gaussian inputs.
+    layer = _random_layer(16, 96)
+    Z = torch.from_numpy(np.random.default_rng(1).standard_normal((48, 96)).astype(np.float32))  # (48, 96)
+    d = _run(layer, Z)
+    c = d.refit_check
+    assert c is not None and c["kept"] is False and not d.compensated
+    assert c["refit_samples"] == 36 and c["held_back_samples"] == 12
+    assert c["held_back_objective_refit"] > c["held_back_objective_plain"]
+    # The shipped draw is exactly the uncompensated draw of the same seed (tiers E/T/P still apply).
+    plain = compress_layer(
+        layer,
+        layer_stats(layer, Z, groups=False),
+        prune=None,
+        quantize=Q4,
+        keep=1.0,
+        generator=generator(0, 1, 0),
+    )
+    np.testing.assert_array_equal(d.compressed.weight, plain.compressed.weight)
+    assert d.tier_E_A is not None
+    # On fresh inputs (never seen by anything) the shipped draw is no worse than uncompensated,
+    # and the dropped refit would have been worse: the rule caught real overfitting.
+    refit = compress_layer_compensated(
+        layer,
+        layer_stats(layer, Z, groups=False),
+        Z,
+        Z,
+        prune=None,
+        quantize=Q4,
+        keep=1.0,
+        generator=generator(0, 1, 0),
+    )
+    Zn = torch.from_numpy(np.random.default_rng(2).standard_normal((2000, 96)).astype(np.float32))
+    shipped, _ = layer_objective(layer, d, Zn, Zn)
+    unc, _ = layer_objective(layer, plain, Zn, Zn)
+    over, _ = layer_objective(layer, refit, Zn, Zn)
+    assert shipped <= unc and over > 2 * unc
+
+
+def _trained_hidden() -> tuple[Layer, torch.Tensor]:
+    """Layer 2 of a 64 -> 32 -> 10 MLP trained on digits, and its ReLU inputs on 400 digits."""
+    X, y = factories.digits_inputs(400)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(Xt), yt).backward()
+        opt.step()
+    with torch.no_grad():
+        H = net[1](net[0](Xt))  # (400, 32)
+    fc = net[2]
+    W = fc.weight.detach().numpy().astype(np.float32)
+    b = fc.bias.detach().numpy().astype(np.float32)
+    return Layer("fc2", 2, "dense", W, b, "w", "b", structured=True), H
+
+
+def test_trained_layer_keeps_its_refit() -> None:
+    layer, Z = _trained_hidden()
+    d = _run(layer, Z, QuantizeSpec(bits=2))
+    c = d.refit_check
+    assert c is not None and c["kept"] is True and d.compensated
+    assert c["held_back_objective_refit"] < c["held_back_objective_plain"]
+    assert c["held_back_relative_refit"] < c["held_back_relative_plain"]
+
+
+def test_the_refit_never_sees_the_held_back_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer, Z = _trained_hidden()
+    seen: list[torch.Tensor] = []
+
+    def spy(layer_, stats, Zr, Zdr, **kw):  # type: ignore[no-untyped-def]
+        seen.append(Zr)
+        return compress_layer_compensated(layer_, stats, Zr, Zdr, **kw)
+
+    monkeypatch.setattr(layer_held_back, "compress_layer_compensated", spy)
+    d = _run(layer, Z, QuantizeSpec(bits=2))
+    r, v = held_back_rows(400)
+    assert len(seen) == 1 and torch.equal(seen[0], Z[r])
+    assert not any(torch.equal(Z[i], row) for i in v.tolist() for row in seen[0][:5])  # spot check
+    # The kept refit is the one fit on the 3/4 (not on all rows), and it is judged on the other 1/4.
+    on_refit_rows = compress_layer_compensated(
+        layer,
+        layer_stats(layer, Z, groups=False),
+        Z[r],
+        Z[r],
+        prune=None,
+        quantize=QuantizeSpec(bits=2),
+        keep=1.0,
+        generator=generator(0, 1, 0),
+    )
+    np.testing.assert_array_equal(d.compressed.weight, on_refit_rows.compressed.weight)
+    e, _ = layer_objective(layer, d, Z[v], Z[v])
+    assert d.refit_check is not None and e == d.refit_check["held_back_objective_refit"]
+
+
+def test_too_few_samples_ship_the_plain_draw() -> None:
+    layer = _random_layer(4, 6)
+    Z = torch.from_numpy(np.random.default_rng(0).standard_normal((7, 6)).astype(np.float32))
+    d = _run(layer, Z)
+    assert d.refit_check is not None and d.refit_check["kept"] is False and not d.compensated
