@@ -323,10 +323,6 @@ def _follow_up(
 
     assert spec.compress is not None
     ((name, blob),) = files.items()
-    with tempfile.TemporaryDirectory(prefix="netshrink-ft-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(blob)
-        tuned = load_model(path, architecture=net.architecture)
     cal = Calibration(
         inputs=data.x_val, labels=data.y_val, sha256=sha256_bytes(np.ascontiguousarray(data.x_val).tobytes())
     )
@@ -335,7 +331,13 @@ def _follow_up(
         if spec.compress.seed is not None
         else dataclasses.replace(spec.compress, seed=spec.seed)
     )
-    result = compress(
-        tuned, cspec, calibration=cal, should_cancel=should_cancel, input_sha256=sha256_bytes(blob)
-    )
+    # the loaded network re-reads its file where the export needs the upload verbatim
+    # (graph.network.UploadFile), so the file outlives the whole compress, not just the load
+    with tempfile.TemporaryDirectory(prefix="netshrink-ft-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(blob)
+        tuned = load_model(path, architecture=net.architecture)
+        result = compress(
+            tuned, cspec, calibration=cal, should_cancel=should_cancel, input_sha256=sha256_bytes(blob)
+        )
     return result.report, result.artifacts
