@@ -123,3 +123,13 @@ def test_loss_bound_clamps_each_factor_of_the_root_at_zero() -> None:
     assert loss_bound(-1.0, 4.0) == pytest.approx(-1.0 + 0.0 + 4.0)
     assert loss_bound(4.0, -1.0) == pytest.approx(4.0 + 0.0 - 1.0)
     assert loss_bound(0.25, 1.0) == pytest.approx(0.25 + 2 * 0.5 + 1.0)
+
+
+def test_output_error_of_small_outputs_and_of_tensors_that_require_grad() -> None:
+    """Φ = [[0.3, 0.4]], Φ̂ = [[0.3, 0.1]]: E‖Φ‖² = 0.25 < 1, so r(x) = 0.3/√0.25 = 0.6 (not 0.3), and
+    the same from tensors still attached to an autograd graph."""
+    phi, phi_hat = np.array([[0.3, 0.4]]), np.array([[0.3, 0.1]])
+    e = output_error(phi, phi_hat)
+    assert (e.relative_l2, e.max, e.p95, e.mse) == pytest.approx((0.6, 0.6, 0.6, 0.09))
+    t = torch.tensor(phi, requires_grad=True)
+    assert output_error(t * 1.0, torch.tensor(phi_hat)).max == pytest.approx(0.6)

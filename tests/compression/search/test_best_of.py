@@ -81,6 +81,17 @@ def test_progress_comes_from_the_first_draw_and_cancellation_reaches_every_draw(
     with pytest.raises(CancelledError):
         best_of(mlp_net, ex, spec, X, should_cancel=cancel_in_second_draw)
     assert asked[0] == n + 1
+    # the progress steps happen during the first draw: before any layer of the second is asked
+    count, at_step = [0], []
+
+    def count_asks() -> bool:
+        count[0] += 1
+        return False
+
+    best_of(
+        mlp_net, ex, spec, X, on_layer=lambda i, total: at_step.append(count[0]), should_cancel=count_asks
+    )
+    assert len(at_step) == n and max(at_step) <= n
 
 
 def test_the_output_aware_score_reaches_every_draw(mlp_net: Network) -> None:

@@ -37,6 +37,9 @@ def test_auto_draws_follow_the_stated_rule_and_are_deterministic(mlp_net: Networ
     assert nd.draw == best and nd.fit_relative_l2 == min(e)
     if len(e) < AUTO_MAX_DRAWS:  # stopped by patience: the last AUTO_PATIENCE draws brought no gain
         assert len(e) - 1 - best == AUTO_PATIENCE
+    # and not later than that: no earlier draw had gone AUTO_PATIENCE draws without a gain
+    for i in range(len(e) - 1):
+        assert i - int(np.argmin(e[: i + 1])) < AUTO_PATIENCE, (i, e)
     again = best_of(mlp_net, ex, spec, X)
     assert again.fit_errors == e
     for name, d in nd.layers.items():
