@@ -271,3 +271,62 @@ def test_layer_bounds_reports_no_tier_p_for_a_dependency_group_draw() -> None:
     assert reason is not None and "P1's constant" in reason and "dependency-group" in reason
     for t in "ETW":
         assert grouped.tiers[t].A == pytest.approx(alone.tiers[t].A) and grouped.tiers[t].reason is None
+
+
+def test_layer_bounds_of_shared_and_coupled_draws_by_hand() -> None:
+    """A draw shared by several layers: E, T, P null with the draw's reason (W stays). A coupled group
+    draw without the coupled terms: E and T null with the reason, P and W untouched; with the terms
+    (σ̄ = 1.5, A_dense E 0.3 / T 0.4, A_q E 0.05 / T 0.06) at L = 2: A is A_dense, the cumulative
+    bound from B = 0 is L²(A_dense + A_q) and the step from ê = 0.25 is L²((σ̄·0.5 + √A_dense)² + A_q)."""
+    from netshrink.compression.bounds.coupled import CoupledTerms
+
+    layer, stats, base = _draw(prune=PruneSpec(keep=0.5, fraction=0.75), keep=0.5)
+    layer = dataclasses.replace(layer, lipschitz=2.0)
+    args: dict[str, Any] = {"sigma": 3.0, "measured_prev": 0.25, "prev": None}
+    plain = layer_bounds(layer, stats, base, **args)
+    assert plain.tiers["P"].A is not None and plain.tiers["W"].A is not None
+
+    shared = layer_bounds(
+        layer, stats, dataclasses.replace(base, shared_draw="one draw for two layers"), **args
+    )
+    for t in ("E", "T", "P"):
+        assert shared.tiers[t].A is None and shared.tiers[t].reason == "one draw for two layers", t
+    assert shared.tiers["W"].A == plain.tiers["W"].A
+
+    bare = layer_bounds(layer, stats, dataclasses.replace(base, coupled=True), **args)
+    for t in ("E", "T"):
+        assert bare.tiers[t].A is None and bare.tiers[t].cumulative is None
+        assert bare.tiers[t].reason == "coupled group draw: the coupled rule's terms were not computed"
+    assert bare.tiers["P"].A == plain.tiers["P"].A and bare.tiers["W"].A == plain.tiers["W"].A
+
+    terms = CoupledTerms(
+        1.5, {"E": 0.3, "T": 0.4}, {"E": 0.05, "T": 0.06}, SigmaBound(1.5, 1.5, "svd", "exact")
+    )
+    tb = layer_bounds(layer, stats, dataclasses.replace(base, coupled=True), coupled=terms, **args)
+    assert tb.coupled is terms
+    for t, a, q in (("E", 0.3, 0.05), ("T", 0.4, 0.06)):
+        assert tb.tiers[t].A == a
+        assert tb.tiers[t].cumulative == pytest.approx(4.0 * (a + q))
+        assert tb.tiers[t].step == pytest.approx(4.0 * ((1.5 * 0.5 + math.sqrt(a)) ** 2 + q))
+    assert tb.tiers["P"].A == plain.tiers["P"].A and tb.tiers["P"].cumulative == plain.tiers["P"].cumulative
+    both = dataclasses.replace(base, coupled=True, shared_draw="one draw for two layers")
+    assert layer_bounds(layer, stats, both, coupled=terms, **args).tiers["E"].A is None  # shared wins
+
+
+def test_layer_bounds_of_a_conv_without_its_input_size() -> None:
+    """Tier W of a conv needs the conv map's norm, hence the input's spatial size: without it W is null
+    with the reason; tier P of a conv carries the note that P1 proves it for stride-1 circular convs."""
+    conv = Layer("c", 1, "conv", K, None, "w", None, conv=ConvGeometry((2, 2)))
+    conv_stats = layer_stats(conv, Z, groups=False)
+    draw = compress_layer(
+        conv, conv_stats, prune=PruneSpec(keep=0.5, fraction=0.75), quantize=None, keep=0.5,
+        generator=generator(0, 1, 0),
+    )  # fmt: skip
+    tb = layer_bounds(conv, conv_stats, draw, sigma=1.0, measured_prev=0.0, prev=None)
+    assert tb.tiers["W"].A is None and "spatial size" in (tb.tiers["W"].reason or "")
+    assert tb.tiers["E"].A is not None  # the other tiers do not need it
+    hw = tuple(Z.shape[2:])
+    ok = layer_bounds(conv, conv_stats, draw, sigma=1.0, measured_prev=0.0, prev=None, input_hw=hw)
+    assert ok.tiers["W"].A is not None and ok.tiers["W"].reason is None
+    assert ok.tiers["P"].A is not None
+    assert ok.notes == ["P: outside P1's assumptions (P1 proves it for stride-1 circular convolutions)"]
