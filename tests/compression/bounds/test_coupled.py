@@ -112,3 +112,29 @@ def test_coupled_terms_of_a_fixed_count_space_by_hand() -> None:
     assert ct.A["E"] == pytest.approx(max(want, 0.0), rel=1e-12)
     s_bar = np.array([1.0 + tau2, 1.0, 1.0 + tau2, 1.0])
     assert ct.sigma_bar == pytest.approx(float(np.linalg.norm(Wd * s_bar, 2)), rel=1e-12)
+
+
+def test_coupled_terms_of_a_conv_reader() -> None:
+    """A 2×2 conv reading two channels, channel 0 drawn with τ² = 1 (s̄ = 2): σ̄ certifies the norm of
+    the conv map of K·diag(s̄) on the 3×3 input (its Toeplitz matrix's σ by numpy's SVD) from above,
+    and the certificate's Ritz estimate is that σ."""
+    from netshrink.compression.graph.network import ConvGeometry
+    from tests.compression.bounds.test_opnorm import toeplitz
+
+    K = np.arange(-11.5, 12.5, 1.0, dtype=np.float32).reshape(3, 2, 2, 2) / 4  # (c_out, C, kh, kw)
+    Z = torch.tensor(np.linspace(-1.0, 1.0, 36).reshape(2, 2, 3, 3))  # (S, C, H, W)
+    geom = ConvGeometry((2, 2))
+    conv = Layer("c", 1, "conv", K, None, "w", None, conv=geom)
+    stats = layer_stats(conv, Z, groups=False)
+    base = compress_layer(
+        conv, stats, prune=PruneSpec(keep=0.5, fraction=0.75), quantize=None, keep=0.5,
+        generator=generator(0, 1, 0),
+    )  # fmt: skip
+    draw = dataclasses.replace(
+        base, group_tau2=np.array([1.0, 0.0]), group_joint=None, quant_randomized=False
+    )
+    ct = coupled_terms(conv, draw, stats, Z, (3, 3))
+    scaled = K.astype(np.float64) * np.array([2.0, 1.0])[None, :, None, None]
+    exact = float(np.linalg.norm(toeplitz(scaled, geom, (3, 3)), 2))
+    assert ct.sigma_bar >= exact * (1 - 1e-9) and ct.cert.value == ct.sigma_bar
+    assert ct.cert.estimate == pytest.approx(exact, rel=1e-6)  # the Ritz value of that map: converged
