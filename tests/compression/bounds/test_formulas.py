@@ -330,3 +330,23 @@ def test_layer_bounds_of_a_conv_without_its_input_size() -> None:
     assert ok.tiers["W"].A is not None and ok.tiers["W"].reason is None
     assert ok.tiers["P"].A is not None
     assert ok.notes == ["P: outside P1's assumptions (P1 proves it for stride-1 circular convolutions)"]
+
+
+def test_tier_p_with_nu_three_by_hand() -> None:
+    """The same draws on 1.5·W (ν = max|W| = 3, so ν² = 9 is not 2ν): pruning at κ = 0.5, f = 0.75
+    (τ² = 2) gives 2fZ²τ²ν²n_out/(1−f); 3 bits on a per-layer grid (M = 3, k = 3) at f = 0.5 give
+    2fZ²M²n_out/(k²(1−f))."""
+    layer = Layer("fc", 1, "dense", W * 1.5, None, "w", None)
+    stats = layer_stats(layer, X, groups=False)
+    prune = compress_layer(
+        layer, stats, prune=PruneSpec(keep=0.5, fraction=0.75), quantize=None, keep=0.5,
+        generator=generator(0, 1, 0),
+    )  # fmt: skip
+    A, reason = tier_P(layer, prune, stats)
+    assert reason is None and A == pytest.approx(2 * 0.75 * Z2 * 2.0 * 9.0 * N_OUT / 0.25)
+    quant = compress_layer(
+        layer, stats, prune=None, quantize=QuantizeSpec(bits=3, scale="per_layer", fraction=0.5), keep=1.0,
+        generator=generator(0, 1, 0),
+    )  # fmt: skip
+    A, reason = tier_P(layer, quant, stats)
+    assert reason is None and A == pytest.approx(2 * 0.5 * Z2 * 9.0 * N_OUT / (9 * 0.5))
