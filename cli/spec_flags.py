@@ -98,7 +98,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="error compensation: bias mean replacement, LS refit, GPTQ-style rounding (default: on "
         "wherever it applies, each layer's refit fit on 3/4 of the fit split and kept only where it "
-        "lowers the layer's error on the held-back 1/4; off above 2^41 refit multiply-adds; "
+        "lowers the layer's error on the held-back 1/4; off above 2^38 refit multiply-adds; "
         "--compensate: every refit kept; --no-compensate: the unbiased randomized draws, tiers E/T/P)",
     )
     g.add_argument("--seed", type=int)

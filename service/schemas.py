@@ -162,7 +162,7 @@ class JobSpecCreate(_In):
         description="Error compensation: bias mean replacement, least-squares refit, GPTQ-style rounding "
         "(only tier W then bounds the compensated layers; the report keeps the uncompensated draw's "
         "bounds). null (default): on wherever it applies (not with a deterministic method, nor with "
-        "channel pruning of a residual/concat graph, nor when the refit would cost over 2^41 multiply-adds: "
+        "channel pruning of a residual/concat graph, nor when the refit would cost over 2^38 multiply-adds: "
         "a warning in the report says so), each layer refit on 3/4 of the fit split and its refit kept "
         "only where it lowers the layer's error on the held-back 1/4 (layers[].refit_check); true: every "
         "refit kept; false: the unbiased randomized draws (tiers E/T/P).",
