@@ -123,3 +123,32 @@ def test_report_says_why_the_default_refit_was_skipped(wide_nets: tuple[Network,
     assert rep["reproducibility"]["spec"]["compensate"] is False
     assert not s["compensated_layers"] and s["bounds"]["E"]["value"] is not None  # the plain draw's tiers
     assert any("compensation is off by default" in w for w in s["warnings"])
+
+
+def test_a_first_draw_that_drops_every_refit_makes_the_later_draws_plain(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """select.py's plain_after: 64 -> 128 -> 128 -> 10 at 8 bits drops all three refits on draw 0,
+    so the held-back check runs for draw 0's three layers only, and the shipped file is the one
+    ``compensate: false`` ships (the same plain draws, seeded alike), with draw 0's refit_check."""
+    import netshrink.compression.search.greedy as greedy
+
+    calls: list[int] = []
+    real = greedy.compress_layer_held_back
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(greedy, "compress_layer_held_back", counting)
+    net = load_model(factories.write_bytes(factories.mlp_onnx((64, 128, 128, 10)), model_dir / "m128.onnx"))
+    null = compress(net, CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0}))
+    off = compress(net, CompressSpec.from_dict({"quantize": {"bits": 8}, "seed": 0, "compensate": False}))
+    s = null.report["summary"]
+    assert s["draws"]["R"] > 1 and len(calls) == 3  # three layers judged once, on draw 0
+    assert null.artifacts["model.onnx"] == off.artifacts["model.onnx"]
+    assert s["draws"]["R"] == off.report["summary"]["draws"]["R"]
+    checks = [e["refit_check"] for e in null.report["layers"] if e["compressed"]]
+    assert len(checks) == 3 and not any(c["kept"] for c in checks)
+    assert all(c.get("judged_on_draw", 0) == 0 for c in checks)
+    assert (s["draws"]["chosen"] > 0) == all(c.get("judged_on_draw") == 0 for c in checks)
