@@ -13,24 +13,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from netshrink.compression.algorithm.compensate import Prepared, prepare
 from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
 from netshrink.compression.algorithm.layer_held_back import compress_layer_held_back, held_back_rows
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
-from netshrink.compression.algorithm.scores import LayerStats, layer_stats
+from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.group_draw import plan_groups, uses_groups
+from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.spec import HELD_BACK, CompressSpec, PruneSpec, QuantizeSpec
 
 StepFn = Callable[[int, int], None]  # (layer index, layers total)
@@ -50,114 +49,6 @@ def auto_cap(n_params: int, n_samples: int) -> int:
     """
     per_draw = max(1, int(n_params) * int(n_samples))
     return max(AUTO_MIN_DRAWS, min(AUTO_MAX_DRAWS, AUTO_WORK // per_draw))
-
-
-REFIT_FLOOR = 32 << 20  # bytes the refit cache may hold even for a small network
-
-
-class PrefixCache:
-    """Layer draws keyed by (draw, (name, keep, bits) of layers 1..ℓ), least recently used first out.
-
-    Bounded by ``max_bytes``: the bytes of the arrays its draws hold (Ŵ, codes, outliers and the
-    variance, ``layer_draw_nbytes``), so a search over a large model does not hold every draw. The
-    newest draw always stays, even when it alone is over the bound (it is also the draw in use).
-    ``pin`` names the draws of the one network draw the search may still ship: the caller holds
-    them anyway, so they are neither counted nor evicted, and every candidate that shares a prefix
-    with that draw (each later round of the budget search walks on from it) reuses its layers.
-    ``inputs`` holds a layer's input ẑ_{ℓ−1} on the fit split and its statistics, keyed by the
-    upstream prefix (draw, settings of layers 1..ℓ−1, the layer): the same under every setting of
-    layer ℓ, so a candidate that changes only a later layer skips the forward pass and the
-    statistics of the layers above it. Bounded by the same bytes (least recently used first out;
-    the newest and the pinned draw's inputs stay).
-    ``refits`` holds the refit's mask-independent part (``compensate.prepare``: the moments H and
-    B) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
-    every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
-    (at least ``REFIT_FLOOR``, since a layer's n_in² can dwarf a small network's weights); older
-    entries are dropped *before* a new one is computed when it would not fit, so the cache adds at
-    most the newest entry to the refit's own peak.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.items: dict[tuple[object, ...], LayerDraw] = {}
-        self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}
-        self.refits: dict[tuple[object, ...], Prepared] = {}
-        self.pinned: frozenset[tuple[object, ...]] = frozenset()  # keys of the draw the caller holds
-        self.hits = 0
-        self.input_hits = 0
-        self.refit_hits = 0
-
-    def prepared(
-        self, key: tuple[object, ...], layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor
-    ) -> Prepared:
-        """``compensate.prepare(layer, Z, Z_dense)``, cached under ``key`` (the upstream prefix)."""
-        p = self.refits.get(key)
-        if p is not None:
-            self.refit_hits += 1
-            return p
-        limit = max(self.max_bytes, REFIT_FLOOR)
-        n = layer.n_in + int(layer.bias is not None)
-        new = 4 * (n * n + layer.n_out * n)  # H (n, n), B (out, n); float32
-        while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
-            del self.refits[next(iter(self.refits))]
-        p = prepare(layer, Z, Z_dense)
-        self.refits[key] = p
-        return p
-
-    def get(self, key: tuple[object, ...]) -> LayerDraw | None:
-        d = self.items.pop(key, None)
-        if d is not None:
-            self.hits += 1
-            self.items[key] = d  # most recently used last
-        return d
-
-    def put(self, key: tuple[object, ...], d: LayerDraw) -> None:
-        self.items[key] = d
-        self._evict(self.items, self.nbytes, key)
-
-    def get_input(self, key: tuple[object, ...]) -> tuple[torch.Tensor, LayerStats] | None:
-        """Layer ℓ's input ẑ_{ℓ−1} (S, …) and its statistics under the upstream prefix ``key``."""
-        hit = self.inputs.pop(key, None)
-        if hit is not None:
-            self.input_hits += 1
-            self.inputs[key] = hit
-        return hit
-
-    def put_input(self, key: tuple[object, ...], Z: torch.Tensor, stats: LayerStats) -> None:
-        self.inputs[key] = (Z, stats)
-        self._evict(self.inputs, self.input_nbytes, key)
-
-    def pin(self, nd: NetworkDraw) -> None:
-        """Pin the layer draws of ``nd`` (the draw the caller keeps; put back if they were evicted
-        while it was drawn) and those of its inputs still held; the previously pinned ones become
-        ordinary entries and may be evicted."""
-        self.pinned = frozenset(nd.cache_keys)
-        for key, name in nd.cache_keys.items():
-            if name is not None and key not in self.items:
-                self.items[key] = nd.layers[name]
-        self._evict(self.items, self.nbytes, None)
-        self._evict(self.inputs, self.input_nbytes, None)
-
-    def _evict(self, store: dict[tuple[object, ...], Any], size: Callable[[], int], newest: object) -> None:
-        while size() > self.max_bytes:
-            victim = next((k for k in store if k != newest and k not in self.pinned), None)
-            if victim is None:
-                return
-            del store[victim]
-
-    def nbytes(self) -> int:
-        """Bytes of the draws held, the pinned ones (the caller holds them) not counted."""
-        return sum(layer_draw_nbytes(d) for k, d in self.items.items() if k not in self.pinned)
-
-    def input_nbytes(self) -> int:
-        return sum(int(z.nbytes) for z, _ in self.inputs.values())
-
-
-def layer_draw_nbytes(d: LayerDraw) -> int:
-    """Bytes of the per-entry arrays a layer draw holds (what a cache or a kept draw costs)."""
-    c = d.compressed
-    arrays = (c.weight, c.codes, c.outliers, d.var)
-    return sum(int(a.nbytes) for a in arrays if a is not None)
 
 
 @dataclass

@@ -31,7 +31,8 @@ from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
 from netshrink.compression.graph.network import Layer, Network
-from netshrink.compression.search.greedy import NetworkDraw, PrefixCache, draw_network
+from netshrink.compression.search.greedy import NetworkDraw, draw_network
+from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.search.select import is_random
 from netshrink.compression.search.verification import (
     VERIFY_RULE,

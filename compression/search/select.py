@@ -43,8 +43,8 @@ from netshrink.compression.search.greedy import (
     StepFn,
     auto_cap,
     draw_network,
-    layer_draw_nbytes,
 )
+from netshrink.compression.search.prefix_cache import layer_draw_nbytes
 from netshrink.compression.spec import DRAWS_AUTO, HELD_BACK, CompressSpec
 
 __all__ = ["AUTO_MAX_DRAWS", "AUTO_PATIENCE", "HOLD_BYTES", "auto_cap", "best_of", "is_random"]

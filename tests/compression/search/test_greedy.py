@@ -157,7 +157,8 @@ def test_executor_bias_override_matches_on_both_backends(mlp_net: Network) -> No
 def test_prefix_cache_is_bounded_by_the_bytes_of_its_draws(mlp_net: Network) -> None:
     """The budget search's cache evicts oldest-first once its draws' arrays pass ``max_bytes``
     (issue 10: it held up to 4x the weights' entries at ~13 bytes each); the newest always stays."""
-    from netshrink.compression.search.greedy import PrefixCache, draw_network, layer_draw_nbytes
+    from netshrink.compression.search.greedy import draw_network
+    from netshrink.compression.search.prefix_cache import PrefixCache, layer_draw_nbytes
 
     spec = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "evaluation": {"samples": 64}})
     ex, X = _fit(mlp_net, spec)
@@ -182,7 +183,8 @@ def test_prefix_cache_reuse_gives_the_draw_made_without_it(mlp_net: Network) -> 
     """Candidates that share a prefix reuse its layer draws and its layers' inputs (ẑ and the
     statistics), and get the very draw a fresh ``draw_network`` makes; the pinned draw (the one the
     search may still ship) is neither counted against the bound nor evicted."""
-    from netshrink.compression.search.greedy import PrefixCache, draw_network
+    from netshrink.compression.search.greedy import draw_network
+    from netshrink.compression.search.prefix_cache import PrefixCache
 
     names = [layer.name for layer in mlp_net.layers]
     specs = [
