@@ -249,13 +249,16 @@ def check_compress_and_download(client: httpx.Client) -> None:
 
 def check_worker_restart(stack: Stack, client: httpx.Client, worker: str) -> None:
     """Restart the worker container while it runs a job: the job must still end, succeeded."""
-    # About 8 s of work on one core: long enough to be cut by the restart.
-    model = mlp_onnx((64, 128, 128, 10), seed=2)
+    # Long enough to be cut by the restart, whose warm shutdown lets a job run on for 1 s: the former
+    # 64-128-128-10 job with 32 draws on 2,048 samples took 1.06 s on a faster machine (2026-12-03
+    # 17:49) and finished inside that second. This one is 16x the work (width 256, 64 draws, 4,096
+    # samples): 6.2 s in-process on one thread there.
+    model = mlp_onnx((64, 256, 256, 10), seed=2)
     spec = {
         "prune": {"keep": 0.5},
-        "draws": 32,
+        "draws": 64,
         "seed": 3,
-        "evaluation": {"inputs": "gaussian", "samples": 2048},
+        "evaluation": {"inputs": "gaussian", "samples": 4096},
     }
     job = submit(client, model, spec)
 
@@ -271,9 +274,9 @@ def check_worker_restart(stack: Stack, client: httpx.Client, worker: str) -> Non
     log(f"job {job['id']} was running: `docker restart --time 1 {worker}` took {took:.1f} s")
     # Recovery with the default settings: the killed job's lease (2 x lease_heartbeat_s = 20 s) runs
     # out and the restarted worker's reaper (every 15 s) queues it again: within 35 s of the kill,
-    # then ~8 s of work. 120 s leaves slack for a loaded machine. (Without the reaper, the broker
-    # would hand the job out again only after its one-hour visibility timeout.)
-    done = wait_terminal(client, job["id"], 120)
+    # then the job's work again. 300 s leaves slack for a slower, loaded machine. (Without the
+    # reaper, the broker would hand the job out again only after its one-hour visibility timeout.)
+    done = wait_terminal(client, job["id"], 300)
     assert done["status"] == "succeeded", f"job ended {done['status']}: {done.get('error')}"
     assert done["attempts"] >= 2, f"attempts={done['attempts']}: the restart did not interrupt the job"
     log(
