@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from netshrink.compression.algorithm.layer_compress import compress_layer
+from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.certificate import SigmaBound
@@ -25,6 +25,16 @@ W = np.array(
 )  # (n_out=3, n_in=4)
 X_DENSE = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, -1.0, 3.0, 1.0]], dtype=torch.float64)  # (S=2, 4)
 X_HAT = torch.tensor([[0.5, 1.0, 1.0, 0.0], [2.0, -1.0, 1.0, 1.0]], dtype=torch.float64)  # (S=2, 4)
+
+
+def _dense_draw() -> tuple[Layer, LayerDraw]:
+    """The dense layer W and a seeded keep-0.5 draw of it on X_DENSE, whose group fields each test
+    then replaces by hand."""
+    layer = Layer("fc", 1, "dense", W, None, "w", None)
+    stats = layer_stats(layer, X_DENSE, groups=False)
+    prune = PruneSpec(keep=0.5, fraction=0.75)
+    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=0.5, generator=generator(0, 1, 0))
+    return layer, draw
 
 
 def test_propagate_coupled_by_hand() -> None:
@@ -43,15 +53,7 @@ def test_coupled_terms_by_hand() -> None:
     """Columns 0 and 2 drawn as groups with τ² = 2 (s̄ = 1/p = 3), the others kept; no joint space, no
     quantization. σ̄ = ‖W diag(3, 1, 3, 1)‖_op; A_dense = Σ_u τ²_u ‖W[:, u]‖² E_x u_u² on the dense
     input; A_q = Σ_ij Var_ij E_x ẑ_j² on the compressed one; T_dense = f τ² max_j‖W[:, j]‖² E_x‖u‖²."""
-    layer = Layer("fc", 1, "dense", W, None, "w", None)
-    base = compress_layer(
-        layer,
-        layer_stats(layer, X_DENSE, groups=False),
-        prune=PruneSpec(keep=0.5, fraction=0.75),
-        quantize=None,
-        keep=0.5,
-        generator=generator(0, 1, 0),
-    )
+    layer, base = _dense_draw()
     var = np.array([[0.1, 0.0, 0.2, 0.0], [0.0, 0.3, 0.0, 0.0], [0.4, 0.0, 0.0, 0.5]])
     u_tau2 = np.array([2.0, 0.0, 2.0, 0.0])
     draw = dataclasses.replace(
@@ -87,15 +89,7 @@ def test_coupled_terms_of_a_fixed_count_space_by_hand() -> None:
     """Columns 0 and 2 form one fixed-count space (m = 2: Cov = −τ²/(m−1) = −τ²), τ² = float32(2/3):
     A_dense = τ²(e_0 + e_2) + τ²(e_0 + e_2 − E_x‖W_0 u_0 + W_2 u_2‖²) with e_u = ‖W[:, u]‖² E_x u_u², all
     in float64 from the float32 τ² (σ̄ too: s̄ = 1 + τ², not rounded to float32)."""
-    layer = Layer("fc", 1, "dense", W, None, "w", None)
-    base = compress_layer(
-        layer,
-        layer_stats(layer, X_DENSE, groups=False),
-        prune=PruneSpec(keep=0.5, fraction=0.75),
-        quantize=None,
-        keep=0.5,
-        generator=generator(0, 1, 0),
-    )
+    layer, base = _dense_draw()
     t32 = np.float32(2 / 3)
     tau2 = float(t32)  # the float32 value, exactly, in float64
     u_tau2 = np.array([t32, 0.0, t32, 0.0], dtype=np.float32)
