@@ -21,6 +21,7 @@ import onnx
 
 from netshrink.compression.errors import NothingToCompressError
 from netshrink.compression.graph.depgroups import ChannelGroups, dependency_groups
+from netshrink.compression.graph.fixed_linear import fixed_linear_lipschitz, fixed_operand
 from netshrink.compression.graph.graph_index import GraphIndex, attr, ints
 from netshrink.compression.graph.network import ConvGeometry, Layer, SupportLevel
 
@@ -41,7 +42,8 @@ PASS_OPS = frozenset({"Dropout", "Identity", "Cast", "Pad"})
 CONST_ARITH = frozenset({"Mul", "Div", "Add", "Sub"})
 TAIL_HEADS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "ZipMap"})
 CHAIN_OPS = frozenset(ACTIVATIONS) | POOLS | SHAPE_OPS | PASS_OPS | CONST_ARITH
-FULL_OPS = CHAIN_OPS | {"Gemm", "MatMul", "Conv", "Constant", "Concat"}
+LINEAR_OPS = frozenset({"Gemm", "MatMul", "Conv"})
+FULL_OPS = CHAIN_OPS | LINEAR_OPS | {"Constant", "Concat"}
 GELU_LIPSCHITZ = 1.13  # max |d/dx x·Φ(x)| ≈ 1.129 (docs/method.md §3 table)
 HARDSWISH_LIPSCHITZ = 1.5  # d/dx x·relu6(x+3)/6 = (2x+3)/6 on [-3, 3]: largest at x = 3
 
@@ -88,6 +90,8 @@ def lipschitz(node: onnx.NodeProto, g: GraphIndex) -> float:
         shape = g.shapes.get(node.input[0], ())
         hw = math.prod(int(v) for v in shape[2:] if v) if shape and all(shape[2:]) else 1
         return 1.0 / math.sqrt(hw)
+    if op in LINEAR_OPS:  # reached only when the node is no layer (fixed_linear.py)
+        return fixed_linear_lipschitz(node, g)
     if op in ("Mul", "Div"):
         c = np.abs(next(g.consts[t] for t in node.input if t in g.consts).astype(np.float64))
         return float(c.max()) if op == "Mul" else float(1.0 / c.min())
@@ -222,6 +226,7 @@ def _support_reasons(g: GraphIndex, chain: list[onnx.NodeProto], layers: list[La
     are covered. Anything else with two dynamic inputs is not.
     """
     reasons: list[str] = []
+    layer_names = {la.name for la in layers}
     bias_adds = {g.producer[la.preact].name for la in layers if g.producer[la.preact].op_type == "Add"}
     for node in chain:
         dyn = g.dynamic_inputs(node)
@@ -239,6 +244,8 @@ def _support_reasons(g: GraphIndex, chain: list[onnx.NodeProto], layers: list[La
                 reasons.append(f"Add '{node.name}' with broadcasting or unknown shapes: bounds not covered")
         elif len(dyn) > 1:
             reasons.append(f"{op} '{node.name}' of two tensors: bounds not covered")
+        elif op in LINEAR_OPS and node.name not in layer_names and fixed_operand(node, g) is None:
+            reasons.append(f"{op} '{node.name}' is no layer and no fixed linear map: bounds not covered")
         elif op in CONST_ARITH and node.name not in bias_adds:
             c = next((g.consts[t] for t in node.input if t in g.consts), None)
             if c is None or c.size != 1:
@@ -265,6 +272,14 @@ def _is_dag(g: GraphIndex, chain: list[onnx.NodeProto]) -> bool:
         if any(len([u for u in g.consumers.get(t, []) if u.name in in_chain]) > 1 for t in node.output):
             return True
     return False
+
+
+def _chain_broken(layers: list[Layer], logits: str) -> bool:
+    """True when a node other than ``CHAIN_OPS`` sits between two layers or after the last (a MatMul
+    by a fixed matrix that is no layer, ``fixed_linear.py``): the chain recurrence would skip it, so
+    the bounds take the DAG propagation, which visits every node (``bounds/dag.py``)."""
+    ends = [la.output for la in layers]
+    return ends[-1] != logits or any(e != nxt.input for e, nxt in zip(ends, layers[1:], strict=False))
 
 
 def _wire(g: GraphIndex, layers: list[Layer], logits: str, structured_ok: bool) -> None:
@@ -337,8 +352,8 @@ def analyze(model: onnx.ModelProto) -> Analysis:
         if keys.count(k) > 1
     ]
     support: SupportLevel = "full" if not reasons else "generic"
-    dag = _is_dag(g, chain)
     _wire(g, layers, logits, structured_ok=support == "full")
+    dag = _is_dag(g, chain) or _chain_broken(layers, logits)
     groups = None
     if support == "full" and dag:  # coupled channels: DepGraph-style groups replace the chain wiring
         for layer_ in layers:
