@@ -121,6 +121,12 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
             )
 
 
+def predicts(nd: NetworkDraw) -> bool:
+    """Whether ``_layer_predictions`` can give a prediction for ``nd``: some layer is drawn and every
+    drawn layer has a variance to linearize (P1's randomized rules; not compensated or deterministic)."""
+    return bool(nd.layers) and all(d.tier_E_A is not None for d in nd.layers.values())
+
+
 def _layer_predictions(
     nd: NetworkDraw, sens: dict[str, Sensitivity] | None, coupled: dict[str, float] | None = None
 ) -> dict[str, float]:
@@ -264,10 +270,13 @@ def compress(
         m = measure(net, ex, chosen, X_ho, data.holdout_labels)
     drawn_groups = any(d.group_tau2 is not None for d in chosen.layers.values())
     with timer("prediction"):
-        coupled = dag_group_prediction(net, ex, chosen, X_ho) if full else None
+        # a deterministic layer (compensated, or a baseline method) empties the prediction: the
+        # held-out sensitivities (a backward pass per output) are then not computed at all
+        predictable = full and predicts(chosen)
+        coupled = dag_group_prediction(net, ex, chosen, X_ho) if predictable else None
         sens_ho = (
             sensitivities(ex.run, net, X_ho, net.layers, groups=drawn_groups and coupled is None)
-            if full and chosen.layers
+            if predictable
             else None
         )
         preds = _layer_predictions(chosen, sens_ho, coupled)

@@ -328,3 +328,25 @@ def test_adaptive_avgpool_export_gets_full_support(model_dir: Path, validate: Va
     assert s["error"]["onnxruntime"]["no_optimizations"]["relative_l2"] == pytest.approx(
         s["error"]["relative_l2"], rel=1e-3, abs=1e-6
     )
+
+
+def test_held_out_sensitivities_only_when_the_draw_has_a_prediction(
+    mlp_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compensated draw has no prediction: its held-out sensitivities are not computed (time,
+    issue 10); a randomized draw still gets them, and its prediction."""
+    import netshrink.compression.pipeline as pipeline
+
+    calls: list[int] = []
+    real = pipeline.sensitivities
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "sensitivities", counted)
+    rep = run(mlp_net, quantize={"bits": 4}, compensate=True).report
+    assert rep["summary"]["compensated_layers"] and rep["summary"]["prediction"] is None
+    assert calls == []
+    rep = run(mlp_net, quantize={"bits": 4}, compensate=False).report
+    assert rep["summary"]["prediction"] is not None and calls == [1]
