@@ -15,7 +15,7 @@ import pytest
 
 from netshrink.reporting import charts
 from netshrink.reporting.gaussian import gaussian_magnitude_curve
-from netshrink.reporting.sample import _tail_energy_curve
+from netshrink.reporting.sample_diagnostics import tail_energy_curve
 
 EVIL = "<script>alert(1)</script>"
 
@@ -123,7 +123,7 @@ def test_gaussian_reference_reproduces_algorithm_md_values() -> None:
 def test_gaussian_reference_matches_monte_carlo() -> None:
     """The closed form against the empirical curve of 200k Gaussian entries (oracle)."""
     kappa = np.linspace(0.0, 1.0, 21)
-    empirical = _tail_energy_curve(np.random.default_rng(1).standard_normal(200_000), kappa)
+    empirical = tail_energy_curve(np.random.default_rng(1).standard_normal(200_000), kappa)
     closed = np.array(gaussian_magnitude_curve(list(kappa)))
     assert np.max(np.abs(closed - empirical)) < 0.005
 
