@@ -222,29 +222,17 @@ def compress(
         uniform = sens_fit is None or (spec.prune is not None and spec.prune.granularity == "weight")
         on_candidate = lambda i, n: progress("searching", i, n)  # noqa: E731
         with timer("search"):
-            if uniform:
-                picked, budget, chosen = search(
-                    net,
-                    ex,
-                    spec,
-                    X_fit,
-                    data.fit_labels,
-                    sens_fit,
-                    should_cancel=should_cancel,
-                    on_candidate=on_candidate,
-                )
-            else:
-                assert sens_fit is not None
-                picked, budget, chosen = mixed_search(
-                    net,
-                    ex,
-                    spec,
-                    X_fit,
-                    data.fit_labels,
-                    sens_fit,
-                    should_cancel=should_cancel,
-                    on_candidate=on_candidate,
-                )
+            run_search = search if uniform else mixed_search  # mixed: sens_fit is not None
+            picked, budget, chosen = run_search(
+                net,
+                ex,
+                spec,
+                X_fit,
+                data.fit_labels,
+                sens_fit,  # type: ignore[arg-type]
+                should_cancel=should_cancel,
+                on_candidate=on_candidate,
+            )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
         if uniform and spec.draws != 1:
             chosen = (
