@@ -56,7 +56,8 @@ def advise(
     c = windows_per_pixel(layer)
     col2 = float(column_sq_sums(W).max())
     budget = epsilon**2 * sigma**2
-    min_p = 1.0 if f_prune * c * col2 == 0 else 1.0 / (1.0 + budget / (f_prune * c * col2))
+    cost = f_prune * c * col2  # the pruning term per unit of τ²
+    min_p = 1.0 if cost == 0 else 1.0 / (1.0 + budget / cost)
     min_p = 0.0 if col2 == 0 else min_p
     row_max = row_abs_max(W)  # (out,) float64
     M2 = float((row_max**2).sum()) if scale == "per_row" else W.shape[0] * float(row_max.max()) ** 2

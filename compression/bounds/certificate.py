@@ -130,38 +130,41 @@ def lanczos_top(
     alphas: list[float] = []
     betas: list[float] = []
     invariant = False
+    # The recurrence's −β_j u_j and −α_j v_j are the projections on the newest basis vector, which the
+    # full reorthogonalization removes along with the older ones: each new vector is A v (or Aᵀu)
+    # minus its projection on every basis vector so far.
     for j in range(steps):
         u = _reorth(u, U[:j])
         alpha = float(u.norm())
         alphas.append(alpha)
-        if alpha <= 1e-300:
+        if not alpha:  # u ∈ span(U): the Krylov space is invariant
             invariant = True
             break
         U[j] = u / alpha
         if j == steps - 1:
             break
-        r = _reorth(rmv(U[j]) - alpha * V[j], V[: j + 1])  # (n,)
+        filled = j + 1  # rows of V so far
+        r = _reorth(rmv(U[j]), V[:filled])  # (n,)
         beta = float(r.norm())
-        if beta <= 1e-14 * max(alphas):
+        floor = 1e-14 * max(alphas)  # a β below this is rounding noise: r ∈ span(V)
+        if beta <= floor:  # pragma: no mutate (`<` differs only at β == floor exactly)
             invariant = True
             break
         betas.append(beta)
-        V[j + 1] = r / beta
-        u = mv(V[j + 1]) - beta * U[j]
+        V[filled] = r / beta
+        u = mv(V[filled])
     j = len(alphas)
-    B = np.zeros((j, j))  # upper bidiagonal: A V_j = U_j B_j
-    B[np.arange(j), np.arange(j)] = alphas
-    if j > 1:
-        B[np.arange(j - 1), np.arange(1, j)] = betas[: j - 1]
-    theta = float(np.linalg.svd(B, compute_uv=False)[0]) if j else 0.0
-    return theta, len(betas) + 1, invariant
+    B = np.diag(alphas)  # (j, j) upper bidiagonal: A V_j = U_j B_j
+    B[np.arange(j - 1), np.arange(1, j)] = betas  # β_1 … β_{j−1} on the superdiagonal
+    theta = float(np.linalg.norm(B, 2))  # σ_max(B_j)
+    return theta, j, invariant
 
 
 def _reorth(x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """x minus its projection on the orthonormal rows of Q, twice (classical Gram–Schmidt, CGS2)."""
-    if Q.shape[0] == 0:
-        return x
-    for _ in range(2):
+    # two passes leave x orthogonal to Q to working precision (Giraud et al. 2005, "twice is enough"):
+    # a third changes x by rounding only
+    for _ in range(2):  # pragma: no mutate
         x = x - Q.T @ (Q @ x)  # (n,)
     return x
 
@@ -173,14 +176,15 @@ def _abs_sums(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column and row sums of |W| (m, n) in float64, a block of rows at a time (no |W| copy: memory,
     issue 10). The same numbers as ``np.abs(W).sum(axis=0 / 1, dtype=np.float64)``: numpy adds the
     rows in order along axis 0 (so does the loop) and sums each row on its own along axis 1."""
-    step = max(1, ABS_BLOCK // max(1, W.shape[1]))
+    # the row block only bounds memory: any step ≥ 1 gives the same sums
+    step = max(1, ABS_BLOCK // max(1, W.shape[1]))  # pragma: no mutate
     col = np.zeros(W.shape[1])  # (n,)
     rows = []
     for r in range(0, W.shape[0], step):
         A = np.abs(W[r : r + step])  # (b, n) in W's dtype
         rows.append(A.sum(axis=1, dtype=np.float64))  # (b,)
-        for a in A.astype(np.float64):
-            col += a
+        for a in A:
+            col += a  # float64 += float32 row: the row is widened exactly, then added in float64
     return col, np.concatenate(rows)
 
 
@@ -193,7 +197,8 @@ def _deterministic(W: np.ndarray) -> tuple[float, str, float]:
     schur = float(np.sqrt(col.max() * row.max()))
     fro = float(np.linalg.norm(W.ravel()))
     fro, schur = fro * (1 + 1e-5), schur * (1 + 1e-5)
-    return (fro, "frobenius", fro) if fro <= schur else (schur, "schur", fro)
+    value, name = min((fro, "frobenius"), (schur, "schur"))  # a tie goes to "frobenius"
+    return value, name, fro
 
 
 def combine(candidates: list[SigmaBound]) -> SigmaBound:
@@ -211,19 +216,20 @@ def dense_sigma(
 ) -> SigmaBound:
     """A certified upper bound on ‖W‖_op of a 2-D matrix (m, n): exact when small, else the tightest
     of the deterministic norms and the Kuczyński–Woźniakowski Lanczos certificate."""
-    W2 = np.asarray(W).reshape(W.shape[0], -1)  # (m, n)
+    W2 = np.asarray(W)  # (m, n)
     m, n = W2.shape
-    if W2.size == 0 or not np.any(W2):
+    if not np.any(W2):  # all zero, or empty
         return SigmaBound(0.0, 0.0, "zero", "exact")
     if float(m) * n * min(m, n) <= exact_flops:
-        s = float(torch.linalg.matrix_norm(torch.from_numpy(W2.astype(np.float64)), ord=2))
+        s = float(torch.linalg.matrix_norm(torch.from_numpy(W2).double(), ord=2))
         return SigmaBound(s, s, "svd", "exact")
-    if W2.dtype not in (np.float32, np.float64):
-        W2 = W2.astype(np.float64)
+    if W2.dtype != np.float32:  # float64 stays, anything else (float16, integers) is widened
+        W2 = np.asarray(W2, dtype=np.float64)
     det, det_name, fro = _deterministic(W2)
     Wt = torch.from_numpy(np.ascontiguousarray(W2))  # (m, n): the weight itself, no copy
     # AᵀA is n×n; if m < n, run on Aᵀ instead (same σ, smaller Krylov vectors and a smaller √n in KW).
-    A, dim = (Wt, n) if n <= m else (Wt.T, m)
+    dim = min(m, n)
+    A = Wt if dim == n else Wt.T
     dt = Wt.dtype
 
     def mv(x: torch.Tensor) -> torch.Tensor:
@@ -292,7 +298,7 @@ def sigma_bound(
     """The certified σ of ``layer`` (or of ``weight``, same shape, e.g. W − Ŵ for tier W)."""
     W = np.asarray(layer.weight if weight is None else weight)
     if layer.kind == "conv":
-        assert layer.conv is not None, "conv layer without geometry"
+        assert layer.conv is not None  # a conv layer always carries its geometry
         if input_hw is None:
             raise ValueError(f"the operator norm of conv layer {layer.name!r} needs the input spatial size")
         if layer.conv.group > 1:  # block diagonal: max over groups of the per-frequency bound

@@ -75,12 +75,12 @@ def coupled_terms(
     stats_dense = layer_stats(layer, dense_in, groups=True)
     assert stats_dense.group_energy is not None
     a_dense = group_tier_e(layer, stats_dense.group_energy, u_tau2, dense_in, draw.group_joint or [])
-    a_q = stats_hat.positions * sum_product(draw.var.reshape(draw.var.shape[0], -1), stats_hat.energy)
-    prune_only = dataclasses.replace(draw, quant_randomized=False)
-    quant_only = dataclasses.replace(draw, prune_randomized=False)
+    a_q = stats_hat.positions * sum_product(draw.var.reshape(layer.matrix.shape), stats_hat.energy)
+    prune_only = dataclasses.replace(draw, M=None)  # no quantization grid: tier T's quantization term is 0
+    quant_only = dataclasses.replace(draw, tau2=None)  # no pruning τ²: tier T's pruning term is 0
     t_dense = tier_T(layer, prune_only, stats_dense)
-    t_q = tier_T(layer, quant_only, stats_hat) if draw.quant_randomized else 0.0
-    s_bar = np.where(u_tau2 > 0, 1.0 + u_tau2, 1.0)  # 1/p = 1 + τ² on randomized units
-    W_bar = layer.matrix.astype(np.float64) * s_bar[column_groups(layer)][None, :]  # (out, in)
+    t_q = tier_T(layer, quant_only, stats_hat)  # 0 when no quantization was drawn
+    s_bar = 1.0 + u_tau2  # (n_units,): 1/p = 1 + τ² on randomized units, 1 (τ² = 0) elsewhere
+    W_bar = layer.matrix * s_bar[column_groups(layer)][None, :]  # (out, in) float64: float32 widened exactly
     cert = sigma_bound(layer, input_hw, weight=W_bar.reshape(layer.weight.shape))
     return CoupledTerms(cert.value, {"E": a_dense, "T": t_dense}, {"E": a_q, "T": t_q}, cert)

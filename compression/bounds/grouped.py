@@ -9,8 +9,6 @@ one small FFT per group, so the result is itself a certified upper bound (docs/b
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from netshrink.compression.bounds.opnorm import conv_op_norm_upper, op_norm
@@ -23,12 +21,12 @@ def layer_op_norm(
     layer: Layer, input_hw: tuple[int, int] | None = None, *, weight: np.ndarray | None = None
 ) -> float:
     """‖W‖_op of ``layer`` (or of ``weight``): ``opnorm.op_norm``, split by groups for grouped convs."""
-    if layer.kind != "conv" or layer.conv is None or layer.conv.group == 1:
+    if layer.conv is None or layer.conv.group == 1:  # dense layers have no conv geometry
         return op_norm(layer, input_hw, weight=weight)
     if input_hw is None:
         raise ValueError(f"op_norm of conv layer {layer.name!r} needs the input spatial size")
-    K = np.asarray(layer.weight if weight is None else weight, dtype=np.float64)  # (c_out, C/G, kh, kw)
+    K = np.asarray(layer.weight if weight is None else weight)  # (c_out, C/G, kh, kw)
     G = layer.conv.group
     rows = K.shape[0] // G
-    geom = dataclasses.replace(layer.conv, group=1)
-    return max(conv_op_norm_upper(K[g * rows : (g + 1) * rows], geom, input_hw) for g in range(G))
+    # each slice is one group's ordinary conv; conv_op_norm_upper does not read the group count
+    return max(conv_op_norm_upper(K[g * rows : (g + 1) * rows], layer.conv, input_hw) for g in range(G))

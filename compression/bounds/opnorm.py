@@ -7,6 +7,8 @@ the actual conv map, found by power iteration on the op and its transpose) and �
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,13 +38,13 @@ def op_norm(
     """
     W = np.asarray(layer.weight if weight is None else weight, dtype=np.float64)
     if layer.kind == "conv":
-        assert layer.conv is not None, "conv layer without geometry"
+        assert layer.conv is not None  # a conv layer always carries its geometry
         if input_hw is None:
             raise ValueError(f"op_norm of conv layer {layer.name!r} needs the input spatial size")
         if upper:
             return conv_op_norm_upper(W, layer.conv, input_hw)
         return conv_op_norm(W, layer.conv, input_hw)
-    return float(torch.linalg.matrix_norm(torch.from_numpy(W.reshape(W.shape[0], -1)), ord=2))
+    return float(torch.linalg.matrix_norm(torch.from_numpy(W), ord=2))  # W: (n_out, n_in)
 
 
 def conv_op_norm(
@@ -55,29 +57,29 @@ def conv_op_norm(
 ) -> float:
     """Power iteration on AᵀA for the conv map A (K: (c_out, c_in, kh, kw)); Aᵀ by conv_transpose.
 
-    Seeded start, at most ``max_iters`` steps, stops when the estimate of σ² changes by < ``tol``
+    Seeded start, at most ``max_iters`` steps, stops when the estimate of σ² changes by ≤ ``tol``
     (relative). The estimate ‖Av‖ (‖v‖ = 1) approaches σ_max from below.
     """
     Kt = torch.from_numpy(np.ascontiguousarray(K, dtype=np.float64))
     c_in = Kt.shape[1]
     H, W = input_hw
     g = torch.Generator().manual_seed(_SEED)
-    v = torch.randn(1, c_in, H, W, generator=g, dtype=torch.float64)  # (1, C, H, W)
-    v /= v.norm()
-    sig2 = 0.0
+    v = torch.randn(c_in, H, W, generator=g, dtype=torch.float64)[None]  # (1, C, H, W), any scale
+    prev = math.inf
     for _ in range(max_iters):
         y = _conv(v, Kt, geom)  # A v
-        new = float((y**2).sum())
         w = _conv_t(y, Kt, geom, (H, W))  # AᵀA v
         nrm = float(w.norm())
-        if nrm == 0.0:
+        if not nrm:
             return 0.0
-        v = w / nrm
-        if abs(new - sig2) <= tol * max(new, 1e-300):
-            sig2 = new
+        v = w / nrm  # ‖v‖ = 1 from here on
+        # ‖Av‖² of the previous v (its scale is arbitrary at the start): it only decides when to stop,
+        # and the value returned is recomputed from the last v below
+        new = float((y**2).sum())  # pragma: no mutate
+        if abs(new - prev) <= tol * new:  # new > 0 here: y = 0 would have given w = 0
             break
-        sig2 = new
-    return float(np.sqrt(max(sig2, float((_conv(v, Kt, geom) ** 2).sum()))))
+        prev = new
+    return float(np.sqrt(float((_conv(v, Kt, geom) ** 2).sum())))  # ‖Av‖ ≤ σ
 
 
 def conv_op_norm_upper(K: np.ndarray, geom: ConvGeometry, input_hw: tuple[int, int]) -> float:
@@ -98,8 +100,8 @@ def conv_op_norm_upper(K: np.ndarray, geom: ConvGeometry, input_hw: tuple[int, i
     Kd = np.zeros((c_out, c_in, eh, ew))
     Kd[:, :, ::dh, ::dw] = K
     Khat = np.fft.fft2(Kd, s=(Hp, Wp))  # (c_out, c_in, Hp, Wp)
-    mats = Khat.transpose(2, 3, 0, 1).reshape(-1, c_out, c_in)  # (Hp·Wp, c_out, c_in)
-    return float(np.linalg.svd(mats, compute_uv=False)[:, 0].max())
+    mats = Khat.transpose(2, 3, 0, 1).reshape(Hp * Wp, c_out, c_in)  # (Hp·Wp, c_out, c_in)
+    return float(np.linalg.norm(mats, 2, axis=(1, 2)).max())  # max over ω of σ_max(K̂(ω))
 
 
 def _conv(x: torch.Tensor, K: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -110,6 +112,7 @@ def _conv_t(y: torch.Tensor, K: torch.Tensor, geom: ConvGeometry, hw: tuple[int,
     """Adjoint of pad∘conv: conv_transpose back to the padded size, then crop the padding."""
     t, l, b, r = geom.pads
     Hp, Wp = hw[0] + t + b, hw[1] + l + r
-    x = F.conv_transpose2d(y, K, stride=geom.strides, dilation=geom.dilations)  # rows past the last window
-    x = F.pad(x, (0, Wp - x.shape[3], 0, Hp - x.shape[2]))  # ... got no gradient: zeros
-    return x[:, :, t : t + hw[0], l : l + hw[1]]
+    x = F.conv_transpose2d(y, K, stride=geom.strides, dilation=geom.dilations)  # (1, C, ≤ Hp, ≤ Wp)
+    full = x.new_zeros(*x.shape[:2], Hp, Wp)  # rows and columns past the last window got no gradient
+    full[:, :, : x.shape[2], : x.shape[3]] = x
+    return full[:, :, t : t + hw[0], l : l + hw[1]]
