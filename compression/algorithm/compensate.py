@@ -229,7 +229,7 @@ def _sequential(
         T = Vt[i1:i2]  # (b, out) G rows of this block; rows < i1 are final V rows
         if i1:
             T.addmm_(R[:i1, i1:i2].T, Vt[:i1], alpha=-1)  # − Σ_{j<i1} R_j,block v_j
-        with _one_thread():
+        with _one_thread(), torch.inference_mode():  # no autograd bookkeeping per op (same numbers)
             _block(T, R, i1, i2, diag, mk, step, k, codest, maskt)
 
 
@@ -259,18 +259,32 @@ def _block(
     codest: torch.Tensor | None,
     maskt: torch.Tensor | None,
 ) -> None:
-    """Columns i1..i2 − 1 of eq. 1 in order, in place: T (b, out) holds G_c − Σ_{j<i1} R_jc v_j."""
+    """Columns i1..i2 − 1 of eq. 1 in order, in place: T (b, out) holds G_c − Σ_{j<i1} R_jc v_j.
+
+    Per column, the fewest tensor ops that give the same float32 numbers (its cost is the ops'
+    overhead: a column has ``out`` entries): the rows of T and of R's block are views made once, the
+    codes are rounded into a block buffer ``Q`` in place (w/step, round, clamp, mask) and cast to
+    int8 once per block, and the rounded value is written back as Q·step. The arithmetic, and its
+    order, is the former one's: the same division, rounding, clamp, product and rank-1 update.
+    """
+    quant = step is not None and codest is not None
+    rows = T.unbind(0)  # (out,) views, one per column of the block
+    Rrows = R[i1:i2, i1:i2].unbind(0)  # (b,) views: row c of R inside the block
+    n_q = max(0, min(i2, mk) - i1)  # columns of this block that are weight columns (not the bias)
+    Q = torch.empty(n_q, T.shape[1], dtype=T.dtype, device=T.device) if quant and n_q else None  # (n_q, out)
     for i in range(i2 - i1):
         c = i1 + i
-        w = T[i].div_(diag[c])  # (out,) the error-fed value of column c
+        w = rows[i].div_(diag[c])  # (out,) the error-fed value of column c
         if c < mk:
-            if step is not None and codest is not None:
-                r = torch.round(w / step).clamp_(-k, k)  # (out,) integer codes
+            if Q is not None and step is not None:
+                q = Q[i]  # (out,) this column's codes, as floats
+                torch.div(w, step, out=q).round_().clamp_(-k, k)  # integer codes
                 if maskt is not None:
-                    r.masked_fill_(maskt[c], 0.0)
-                codest[c] = r.to(torch.int8)
-                w.copy_(r.mul_(step))  # (out,) exactly codes·step in float32
+                    q.masked_fill_(maskt[c], 0.0)
+                torch.mul(q, step, out=w)  # (out,) exactly codes·step in float32
             elif maskt is not None:
                 w.masked_fill_(maskt[c], 0.0)
         if i + 1 < i2 - i1:
-            T[i + 1 :].addr_(R[c, c + 1 : i2], w, alpha=-1)  # (b − i − 1, out)
+            T[i + 1 :].addr_(Rrows[i][i + 1 :], w, alpha=-1)  # (b − i − 1, out)
+    if Q is not None and codest is not None:
+        codest[i1 : i1 + n_q] = Q.to(torch.int8)  # (n_q, out)

@@ -37,7 +37,14 @@ from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
 
-__all__ = ["HOLD_EVERY", "MIN_SAMPLES", "compress_layer_held_back", "held_back_rows", "layer_objective"]
+__all__ = [
+    "HOLD_EVERY",
+    "MIN_SAMPLES",
+    "compress_layer_held_back",
+    "held_back_rows",
+    "layer_objective",
+    "layer_objectives",
+]
 
 HOLD_EVERY = 4  # every 4th fit sample is held back from the refit (search/verification.py's split)
 MIN_SAMPLES = 8  # below this there is nothing to hold back: the plain draw ships
@@ -55,27 +62,43 @@ def layer_objective(
     layer: Layer, d: LayerDraw, Z: torch.Tensor, Z_dense: torch.Tensor
 ) -> tuple[float, float]:
     """(E‖y − Ŵx̂ − b̂‖², E‖y‖²) over the design rows of ``Z`` (ẑ) and ``Z_dense`` (z), y = W z + b."""
+    errs, energy = layer_objectives(layer, (d,), Z, Z_dense)
+    return errs[0], energy
+
+
+def layer_objectives(
+    layer: Layer, draws: tuple[LayerDraw, ...], Z: torch.Tensor, Z_dense: torch.Tensor
+) -> tuple[list[float], float]:
+    """``layer_objective`` of several draws on the same rows: the design matrices (im2col for a
+    conv) and the dense output y are made once for all of them; each draw's sum runs over the same
+    chunks in the same order as alone, so its value is the one ``layer_objective`` gives."""
     dev = Z.device
     W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
-    Wh = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=dev).reshape(
-        layer.n_out, -1
-    )  # (out, in)
     b = None if layer.bias is None else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
-    bh_src = d.compressed.bias if d.compressed.bias is not None else layer.bias
-    bh = None if bh_src is None else torch.as_tensor(bh_src, dtype=torch.float32, device=dev)  # (out,)
+    hats = []
+    for d in draws:
+        Wh = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=dev).reshape(
+            layer.n_out, -1
+        )  # (out, in)
+        bh_src = d.compressed.bias if d.compressed.bias is not None else layer.bias
+        bh = None if bh_src is None else torch.as_tensor(bh_src, dtype=torch.float32, device=dev)  # (out,)
+        hats.append((Wh, bh))
     X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, in)
     N = max(int(X.shape[0]), 1)
-    err = energy = 0.0
+    errs = [0.0] * len(draws)
+    energy = 0.0
     for i in range(0, int(X.shape[0]), _ROWS):
         y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
-        yh = X[i : i + _ROWS].to(torch.float32) @ Wh.T  # (r, out)
+        x = X[i : i + _ROWS].to(torch.float32)  # (r, in)
         if b is not None:
             y += b
-        if bh is not None:
-            yh += bh
-        err += float((y - yh).to(torch.float64).square().sum())
+        for j, (Wh, bh) in enumerate(hats):
+            yh = x @ Wh.T  # (r, out)
+            if bh is not None:
+                yh += bh
+            errs[j] += float((y - yh).to(torch.float64).square().sum())
         energy += float(y.to(torch.float64).square().sum())
-    return err / N, energy / N
+    return [e / N for e in errs], energy / N
 
 
 def compress_layer_held_back(
@@ -128,8 +151,7 @@ def compress_layer_held_back(
         prepared=prepared,
     )
     Zv, Zdv = Z[v], Z_dense[v]  # (S_v, *in) rows the refit never saw
-    e_refit, energy = layer_objective(layer, refit, Zv, Zdv)
-    e_plain, _ = layer_objective(layer, plain, Zv, Zdv)
+    (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Zv, Zdv)
     kept = e_refit < e_plain
     check = {
         "kept": kept,

@@ -68,11 +68,15 @@ def im2col(layer: Layer, z: torch.Tensor) -> torch.Tensor:
     return F.unfold(z, kernel_size=g.kernel_shape, dilation=g.dilations, stride=g.strides)
 
 
-def _weight_grads(layer: Layer, delta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients (S, n_out, n_in) for one output k."""
+def _weight_grads(
+    layer: Layer, delta: torch.Tensor, z: torch.Tensor, patches: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample weight gradients (S, n_out, n_in) for one output k (``patches``: ``im2col(layer, z)``
+    when the caller already has it)."""
     if layer.kind == "dense":
         return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
-    patches = im2col(layer, z)  # (S, C·kh·kw, P)
+    if patches is None:
+        patches = im2col(layer, z)  # (S, C·kh·kw, P)
     d = delta.reshape(delta.shape[0], delta.shape[1], -1)  # (S, c_out, P)
     G = layer.conv.group if layer.conv is not None else 1
     if G == 1:
@@ -86,16 +90,38 @@ def _weight_grads(layer: Layer, delta: torch.Tensor, z: torch.Tensor) -> torch.T
 GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)
 
 
+def _patches(layer: Layer, z: torch.Tensor) -> torch.Tensor | None:
+    """A conv's im2col patches of the chunk ``z``, once for all K outputs, when they fit in
+    ``GRAD_BUDGET`` float64 entries (else None: ``_conv_terms`` makes them per output, as before).
+    The same numbers either way (im2col only moves entries), so the sums do not change."""
+    if layer.kind == "dense":
+        return None
+    g = layer.conv
+    assert g is not None
+    top, left, bottom, right = g.pads
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_shape, g.strides, g.dilations
+    oh = (int(z.shape[-2]) + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (int(z.shape[-1]) + left + right - dw * (kw - 1) - 1) // sw + 1
+    return im2col(layer, z) if int(z.shape[0]) * layer.n_in * oh * ow <= GRAD_BUDGET else None
+
+
 def _conv_terms(
-    layer: Layer, d: torch.Tensor, z: torch.Tensor, W: torch.Tensor, acc: torch.Tensor
+    layer: Layer,
+    d: torch.Tensor,
+    z: torch.Tensor,
+    W: torch.Tensor,
+    acc: torch.Tensor,
+    patches: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory)."""
+    """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory).
+    ``patches``: ``im2col(layer, z)`` (S, n_in, P) when the caller made it once for every output k."""
     step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))
     parts = []
     for i in range(0, d.shape[0], step):
-        G = _weight_grads(layer, d[i : i + step], z[i : i + step])  # (s', o, j)
-        acc += (G**2).sum(dim=0)
+        p = None if patches is None else patches[i : i + step]  # (s', n_in, P), the same entries
+        G = _weight_grads(layer, d[i : i + step], z[i : i + step], p)  # (s', o, j)
         parts.append((G * W[None]).sum(dim=1))  # (s', n_in)
+        acc += G.pow_(2).sum(dim=0)  # in place: G is not read again (the same squares as G**2)
     return torch.cat(parts)
 
 
@@ -149,6 +175,8 @@ def sensitivities(
         zs = {layer.name: out[layer.input].detach().double() for layer in layers}
         tensors = [holders[layer.name] for layer in layers] + [holders[_INPUT + x.name] for x in inputs]
         d2sum: dict[str, torch.Tensor] = {}  # dense layers: Σ_k δ_k² per sample, (s, o)
+        # each conv's patches of this chunk, once for all K outputs (when small)
+        patches = {layer.name: _patches(layer, zs[layer.name].cpu()) for layer in layers}
         for k in range(phi.shape[1]):
             grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=k < phi.shape[1] - 1)
             dz = {x.name: g for x, g in zip(inputs, grads[len(layers) :], strict=True)}  # ∂Φ_k/∂ẑ
@@ -167,11 +195,13 @@ def sensitivities(
                     )  # (s, j): Σ_i δ_i W_ij
                     contrib = dzk * z.reshape(z.shape[0], -1)  # (s, j): Σ_i δ_i W_ij ẑ_j
                 else:
-                    contrib = _conv_terms(layer, d, z, W[layer.name], acc_w[layer.name])  # (s, n_in)
+                    contrib = _conv_terms(
+                        layer, d, z, W[layer.name], acc_w[layer.name], patches[layer.name]
+                    )  # (s, n_in)
                 gs = group_size(layer)
                 grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
                 acc_g[layer.name] += (grouped**2).sum(dim=0)
-        del out, phi, tensors, holders
+        del out, phi, tensors, holders, patches
         for name, dsq in d2sum.items():
             d2_parts.setdefault(name, []).append(dsq)  # (s, o)
             z2_parts.setdefault(name, []).append(zs[name].cpu().reshape(dsq.shape[0], -1) ** 2)  # (s, j)

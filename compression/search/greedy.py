@@ -174,14 +174,16 @@ def draw_network(
         if prune is None and quant is None:
             continue
         structured = prune is not None and prune.granularity != "weight"
+        # a search that may prune this layer by units keeps one input entry for both (prefix_cache.py)
+        groups = structured or (cache is not None and cache.groups and layer.structured)
         cached = None if cache is None else cache.get(key)
         if cache is not None:
-            result.cache_keys.update({key: layer.name, (*upstream, structured): None})
+            result.cache_keys.update({key: layer.name, (*upstream, groups): None})
         if cached is not None:
             _apply(result, overrides, layer.name, cached, ex.device)
             ex.invalidate(acts, layer.name)
             continue
-        hit = None if cache is None else cache.get_input((*upstream, structured))
+        hit = None if cache is None else cache.get_input((*upstream, groups))
         if hit is not None:  # ẑ_{ℓ−1} under this upstream prefix, from an earlier candidate
             Z, stats = hit
             acts[layer.input] = Z
@@ -190,9 +192,9 @@ def draw_network(
                 Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[
                     layer.input
                 ]
-            stats = layer_stats(layer, Z, groups=structured)
+            stats = layer_stats(layer, Z, groups=groups)
             if cache is not None:
-                cache.put_input((*upstream, structured), Z, stats)
+                cache.put_input((*upstream, groups), Z, stats)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
             # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (docs/method.md §3).

@@ -51,6 +51,7 @@ ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
 QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_preds``
 CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
+CACHE_FLOOR = 8 << 20  # ... or this many bytes per store, whichever is more (a small net's inputs)
 __all__ = ["BITS_MENU", "KEEP_MENU", "Allocation", "mixed_search"]
 
 
@@ -219,8 +220,13 @@ def mixed_search(
     if not spec.compensate:  # only a refit reads the dense activations again (memory: the input cache)
         dense = {net.logits: phi}
     measured: list[Allocation] = []
-    # per-prefix layer draws, shared by all candidates; bounded by bytes (docs/budget-search.md)
-    cache = PrefixCache(CACHE_WEIGHT_BYTES * 4 * net.n_params)
+    # per-prefix layer draws, shared by all candidates; bounded by bytes (docs/budget-search.md): the
+    # float32 weights' bytes, but at least CACHE_FLOOR, since a small conv net's layer inputs on the
+    # fit split dwarf its weights (the digits CNN: 40 kB of weights, a 300 kB input for its 2nd conv)
+    cache = PrefixCache(
+        max(CACHE_WEIGHT_BYTES * 4 * net.n_params, CACHE_FLOOR),
+        groups=base_p is not None and base_p.granularity != "weight",
+    )
     k_draws = 1 if spec.compensate else verify_draws(spec)  # the refit absorbs most of a mask's variance
     vs = verification_split(X, dense, phi, labels, bool(spec.compensate))
     target = float((t.min if t.metric != "relative_l2" else t.max) or 0.0)

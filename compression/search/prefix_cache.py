@@ -39,7 +39,9 @@ class PrefixCache:
     upstream prefix (draw, settings of layers 1..ℓ−1, the layer): the same under every setting of
     layer ℓ, so a candidate that changes only a later layer skips the forward pass and the
     statistics of the layers above it. Bounded by the same bytes (least recently used first out;
-    the newest and the pinned draw's inputs stay).
+    the newest and the pinned draw's inputs stay). With ``groups`` (a search that may prune by units)
+    a structured layer's statistics always include the group energies, whether or not the candidate
+    at hand prunes that layer: the other statistics are the same numbers, so the entry is shared.
     ``refits`` holds the refit's mask-independent part (``compensate.prepare``: the moments H and
     B) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
     every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
@@ -48,8 +50,11 @@ class PrefixCache:
     most the newest entry to the refit's own peak.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, groups: bool = False) -> None:
         self.max_bytes = max_bytes
+        # the search may draw structured masks: a structured layer's input always carries its group
+        # energies, so one entry serves every setting of that layer (pruned or not)
+        self.groups = groups
         self.items: dict[tuple[object, ...], LayerDraw] = {}
         self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}
         self.refits: dict[tuple[object, ...], Prepared] = {}

@@ -269,3 +269,55 @@ def test_a_singular_H_still_factors_after_the_jitter() -> None:
     err = _objective(layer, Z.double(), Z.double(), c.weight.numpy(), c.bias)
     energy = float(((Z.double() @ torch.from_numpy(W).double().T) ** 2).sum(1).mean())
     assert np.isfinite(c.weight.numpy()).all() and err < 1e-6 * energy
+
+
+def _former_block(T, R, i1, i2, diag, mk, step, k, codest, maskt):  # type: ignore[no-untyped-def]
+    """The column loop as it was before its per-column ops were cut (the reference for the test below)."""
+    for i in range(i2 - i1):
+        c = i1 + i
+        w = T[i].div_(diag[c])
+        if c < mk:
+            if step is not None and codest is not None:
+                r = torch.round(w / step).clamp_(-k, k)
+                if maskt is not None:
+                    r.masked_fill_(maskt[c], 0.0)
+                codest[c] = r.to(torch.int8)
+                w.copy_(r.mul_(step))
+            elif maskt is not None:
+                w.masked_fill_(maskt[c], 0.0)
+        if i + 1 < i2 - i1:
+            T[i + 1 :].addr_(R[c, c + 1 : i2], w, alpha=-1)
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_column_loop_gives_the_former_loops_numbers_bit_for_bit(
+    case: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leaner column loop (fewer tensor ops per column) rounds, masks and feeds the error forward
+    exactly as the former one: the same codes, weights and bias, bit for bit, across blocks (n_in
+    past BLOCK), unstructured masks, dropped columns, per-row and per-tensor steps, with and without
+    a bias, and without quantization."""
+    from netshrink.compression.algorithm import compensate
+
+    rng = np.random.default_rng(case)
+    n_out, n_in, S = int(rng.integers(1, 24)), int(rng.integers(2, 300)), int(rng.integers(20, 300))
+    W = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32) if case % 3 else None
+    layer = Layer("fc", 1, "dense", W, b, "w", None if b is None else "b", structured=True)
+    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in))).astype(np.float32))  # (S, n_in)
+    Zd = Z + 0.1 * torch.from_numpy(rng.standard_normal((S, n_in)).astype(np.float32))  # (S, n_in)
+    kept = torch.from_numpy(rng.random((n_out, n_in)) > 0.3) if case % 4 == 1 else None  # (out, in)
+    first = np.flatnonzero(rng.random(n_in) < 0.3) if case % 4 == 2 else None
+    q = (
+        None
+        if case % 6 == 5
+        else QuantizeSpec(bits=(2, 4, 8)[case % 3], scale=("per_row", "per_tensor")[case % 2])
+    )
+    got = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+    monkeypatch.setattr(compensate, "_block", _former_block)
+    want = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+    assert torch.equal(got.weight, want.weight)
+    assert (got.codes is None) == (want.codes is None) and (q is None) == (got.codes is None)
+    if got.codes is not None and want.codes is not None:
+        assert np.array_equal(got.codes, want.codes)
+    assert (got.bias is None and want.bias is None) or np.array_equal(got.bias, want.bias)  # type: ignore[arg-type]

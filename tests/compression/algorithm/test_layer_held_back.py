@@ -152,3 +152,26 @@ def test_too_few_samples_ship_the_plain_draw() -> None:
     Z = torch.from_numpy(np.random.default_rng(0).standard_normal((7, 6)).astype(np.float32))
     d = _run(layer, Z)
     assert d.refit_check is not None and d.refit_check["kept"] is False and not d.compensated
+
+
+def test_objectives_of_several_draws_are_each_draws_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``layer_objectives`` (the held-back rule judges the refit and the plain draw on one design
+    matrix) gives each draw the value ``layer_objective`` gives it alone, bit for bit, on a conv."""
+    from netshrink.compression.algorithm.layer_held_back import layer_objectives
+    from netshrink.compression.evaluation.executor import Executor
+    from netshrink.compression.graph.loading import load_model
+
+    net = load_model(factories.write_bytes(factories.cnn_with_bn_node_onnx(), tmp_path / "cnn.onnx"))
+    layer = net.layers[1]  # the second conv: im2col rows
+    X = torch.as_tensor(np.random.default_rng(0).standard_normal((40, *net.input_shape)), dtype=torch.float32)
+    Zd = Executor(net).run(X, capture=[layer.input])[layer.input]  # (40, C, H, W) dense input
+    Z = Zd + 0.05 * torch.randn(Zd.shape, generator=torch.Generator().manual_seed(0))  # ẑ stand-in
+    stats = layer_stats(layer, Z, groups=False)
+    plain = compress_layer(layer, stats, prune=None, quantize=Q4, keep=1.0, generator=_gens()[0])
+    refit = compress_layer_compensated(
+        layer, stats, Z, Zd, prune=None, quantize=Q4, keep=1.0, generator=_gens()[1]
+    )
+    (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Z, Zd)
+    assert (e_refit, energy) == layer_objective(layer, refit, Z, Zd)
+    assert (e_plain, energy) == layer_objective(layer, plain, Z, Zd)
+    assert e_refit != e_plain

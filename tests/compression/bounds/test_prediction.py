@@ -147,3 +147,21 @@ def test_sum_product_by_hand_with_a_broadcast_row(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(prediction, "PREDICT_BLOCK", 4)
     assert prediction.sum_product(V, np.array([[2.0, 0.5]])) == pytest.approx(2 * 25 + 0.5 * 30)  # 65
     assert prediction.sum_product(V, V.astype(np.float64)) == pytest.approx(385.0)  # Σ k², k = 1..10
+
+
+def test_conv_patches_made_once_give_the_same_sensitivities(
+    cnn_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conv's im2col patches are made once per chunk for all K outputs (``prediction._patches``);
+    without them (over the memory budget) each output makes its own. Same numbers, bit for bit."""
+    X = torch.as_tensor(
+        np.random.default_rng(2).standard_normal((37, *cnn_net.input_shape)), dtype=torch.float32
+    )
+    ex = Executor(cnn_net)
+    once = sensitivities(ex.run, cnn_net, X, cnn_net.layers, chunk=16)
+    assert any(prediction._patches(layer, X) is not None for layer in cnn_net.layers[:1])  # the path is taken
+    monkeypatch.setattr(prediction, "_patches", lambda layer, z: None)
+    per_output = sensitivities(ex.run, cnn_net, X, cnn_net.layers, chunk=16)
+    for layer in cnn_net.layers:
+        assert np.array_equal(once[layer.name].weight_sq, per_output[layer.name].weight_sq)
+        assert np.array_equal(once[layer.name].group_sq, per_output[layer.name].group_sq)

@@ -94,3 +94,27 @@ def test_quant_menu_is_the_variance_weighted_sensitivity(mlp_net: Network) -> No
         u = x - np.floor(x)
         assert got[b] == pytest.approx(float((step**2 * u * (1 - u) * sens.weight_sq).sum()), rel=1e-12)
     assert list(got) == [8, 4, 2]
+
+
+def test_search_cache_floor_and_shared_group_stats_change_no_number(
+    cnn_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget search's cache holds at least ``CACHE_FLOOR`` bytes per store (a small conv net's
+    layer inputs dwarf its weights) and keeps one input entry per structured layer, with its group
+    energies, for pruned and unpruned settings alike. Both only save work: the same candidates, the
+    same measurements and the same file as a cache bounded by the weights' bytes with separate
+    entries, and more reuse."""
+    from netshrink.compression.search import mixed
+    from netshrink.compression.search.prefix_cache import PrefixCache
+
+    spec = CompressSpec.from_dict({"target": {"metric": "top1_agreement", "min": 0.97}, "seed": 0})
+    new = compress(cnn_net, spec)
+    monkeypatch.setattr(mixed, "CACHE_FLOOR", 0)
+    monkeypatch.setattr(mixed, "PrefixCache", lambda max_bytes, groups=False: PrefixCache(max_bytes))
+    old = compress(cnn_net, spec)
+    assert new.artifacts["model.onnx"] == old.artifacts["model.onnx"]
+    a, b = new.report["budget"], old.report["budget"]
+    assert a["trace"] == b["trace"] and a["chosen"] == b["chosen"]
+    assert a["measured_candidates"] >= 3
+    reuse = ("cached_layer_draws_reused", "cached_layer_inputs_reused")
+    assert sum(a[k] for k in reuse) > sum(b[k] for k in reuse)
