@@ -75,8 +75,14 @@ def best_of(
 
     ``draws="auto"``: the module docstring's rule (patience ``AUTO_PATIENCE``, cap ``auto_cap``).
     """
+    # One dense pass: Φ on X and, when the draws are refit, every layer's dense input z_{ℓ−1} (the
+    # refit's target), so that no draw repeats that pass (each did: 0.36 s a pass on the 17M MLP).
+    capture = [layer.input for layer in net.layers] if spec.compensate else []
     with torch.no_grad():
-        phi = ex.run(X)[net.logits]
+        out = ex.run(X, capture=capture)
+    phi = out.pop(net.logits)  # (S, K)
+    dense = out if spec.compensate else None
+    del out
     draw_spec = spec  # becomes uncompensated after a first draw that dropped every refit
     checks: dict[str, dict[str, object]] = {}  # that first draw's refit_check per layer
 
@@ -90,6 +96,7 @@ def best_of(
             sensitivities=sensitivities,
             on_layer=step,
             should_cancel=should_cancel,
+            dense_inputs=dense if draw_spec.compensate else None,
             logits=True,
         )
         assert nd.fit_logits is not None
@@ -119,7 +126,7 @@ def best_of(
         if r == 0 and auto and cap == 1 and spec.compensate == HELD_BACK and dropped_any(nd):
             cap = max_draws  # a plain (randomized) draw shipped for some layer: more draws can differ
         if r == 0 and spec.compensate == HELD_BACK and plain_after(nd):
-            draw_spec = dataclasses.replace(spec, compensate=False)
+            draw_spec, dense = dataclasses.replace(spec, compensate=False), None
             checks = {n: dict(d.refit_check) for n, d in nd.layers.items() if d.refit_check is not None}
         if best is None or nd.fit_relative_l2 < best.fit_relative_l2:
             best, since_gain, released = nd, 0, False

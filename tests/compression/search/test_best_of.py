@@ -156,3 +156,31 @@ def test_a_best_draw_above_the_hold_limit_is_released_and_drawn_again_to_the_sam
         ]:
             assert a is not None and b is not None and a.tobytes() == b.tobytes()
         assert d.tier_E_A == e.tier_E_A
+
+
+def test_compensated_draws_share_one_dense_pass_and_keep_their_bytes(
+    mlp_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refit draw's target is the dense z_{ℓ−1} on X: ``best_of`` computes it in the pass that
+    gives Φ, once for all draws (time, issue 10), and the draws equal ``draw_network``'s own."""
+    spec = CompressSpec.from_dict(
+        {"prune": {"keep": 0.5}, "quantize": {"bits": 4}, "compensate": True, "draws": 3, "seed": 1}
+    )
+    ex = Executor(mlp_net)
+    X = torch.from_numpy(np.random.default_rng(2).standard_normal((48, *mlp_net.input_shape))).float()
+    dense_passes = []
+    real = ex.run
+
+    def counted(X_: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
+        if not kw.get("overrides") and kw.get("logits", True):  # the dense network, down to Φ
+            dense_passes.append(1)
+        return real(X_, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ex, "run", counted)
+    best = best_of(mlp_net, ex, spec, X)
+    assert len(best.fit_errors) == 3 and dense_passes == [1]
+    again = draw_network(mlp_net, Executor(mlp_net), spec, X, draw=best.draw)
+    for name, d in best.layers.items():
+        assert d.compensated
+        np.testing.assert_array_equal(d.compressed.weight, again.layers[name].compressed.weight)
+        np.testing.assert_array_equal(d.compressed.bias, again.layers[name].compressed.bias)
