@@ -33,7 +33,7 @@ from netshrink.compression.report.report_build import build_analyze_report, buil
 from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
 from netshrink.compression.search.select import best_of
-from netshrink.compression.spec import CompressSpec
+from netshrink.compression.spec import HELD_BACK, CompressSpec
 
 
 class _Progress:
@@ -250,12 +250,22 @@ def compress(
                 sensitivities=sens_fit,
                 on_layer=lambda i, n: progress("compressing", i, n),
                 should_cancel=should_cancel,
+                keep_plain=spec_run.compensate == HELD_BACK,  # the twin's layers (search/twin.py)
             )
     progress("measuring")
     from netshrink.compression.search.measure import measure
 
     with timer("measure_and_bounds"):
         m = measure(net, ex, chosen, X_ho, data.holdout_labels)
+    compensation = None
+    if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
+        from netshrink.compression.search.twin import compensation_section
+
+        with timer("compensation_section"):  # before the export: the kept plain draws go first
+            compensation = compensation_section(
+                net, ex, spec_run, X_fit, X_ho, data.holdout_labels, chosen, m
+            )
+    chosen.plain = {}
     drawn_groups = any(d.group_tau2 is not None for d in chosen.layers.values())
     with timer("prediction"):
         # a deterministic layer (compensated, or a baseline method) empties the prediction: the
@@ -272,14 +282,6 @@ def compress(
     progress("exporting")
     with timer("export_and_onnxruntime"):
         arts = build_artifacts(net, chosen, spec_run, data.holdout, m, before=before)
-    compensation = None
-    if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
-        from netshrink.compression.search.twin import compensation_section
-
-        with timer("compensation_section"):
-            compensation = compensation_section(
-                net, ex, spec_run, X_fit, X_ho, data.holdout_labels, chosen, m
-            )
     baselines: list[dict[str, Any]] = []
     if spec.compare_baselines and chosen.layers:
         with timer("baselines"):

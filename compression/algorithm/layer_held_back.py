@@ -113,12 +113,14 @@ def compress_layer_held_back(
     generators: tuple[torch.Generator, torch.Generator],
     sensitivity: np.ndarray | None = None,
     prepared: Prepared | None = None,
+    plain_out: list[LayerDraw] | None = None,
 ) -> LayerDraw:
     """The refit (on 3/4 of the rows of ``Z``) or the plain draw, whichever the held-back 1/4 prefers.
 
     ``generators``: two generators seeded alike (the refit's mask, the plain draw); ``prepared``:
     ``compensate.prepare`` on the refit rows (``Z[refit]``, ``Z_dense[refit]``), when cached.
     The returned draw's ``refit_check`` says which was kept and both held-back objectives.
+    ``plain_out``: the plain draw is appended to it (the uncompensated twin's layer, search/twin.py).
     """
     n = int(Z.shape[0])
     plain = compress_layer(
@@ -131,6 +133,8 @@ def compress_layer_held_back(
         sensitivity=sensitivity,
         device=Z.device,
     )
+    if plain_out is not None:
+        plain_out.append(plain)
     if n < MIN_SAMPLES:
         plain.refit_check = {
             "kept": False,

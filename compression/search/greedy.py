@@ -21,6 +21,7 @@ from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
 from netshrink.compression.algorithm.layer_held_back import compress_layer_held_back, held_back_rows
+from netshrink.compression.algorithm.plain_codes import compact
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
@@ -64,6 +65,10 @@ class NetworkDraw:
     fit_rows: torch.Tensor | None = None  # drawn on these fit-split rows only (a compensated search)
     # its PrefixCache keys: a layer draw's key -> the layer's name; an input's key -> None
     cache_keys: dict[tuple[object, ...], str | None] = field(default_factory=dict)
+    # ``draw_network(keep_plain=True)``: the plain draw a shipped refit was judged against, per layer,
+    # where it does not depend on the layer's input (``input_free``), as codes (``plain_codes.compact``):
+    # the uncompensated twin's layer
+    plain: dict[str, LayerDraw] = field(default_factory=dict)
 
     def overrides(self, device: torch.device) -> dict[str, torch.Tensor]:
         """Ŵ per layer name, and the compensated bias under ``name + BIAS`` (executor convention)."""
@@ -126,6 +131,14 @@ def stages_for(layer: Layer, spec: CompressSpec) -> tuple[PruneSpec | None, Quan
     return prune, quant
 
 
+def input_free(prune: PruneSpec | None, quant: QuantizeSpec | None) -> bool:
+    """Whether a layer's plain draw depends on its input only through tier E's fit-split value A_ℓ:
+    quantization alone with f = 1. ``quantize_matrix`` then ranks nothing by E[ẑ_j²]: Ŵ, the codes
+    and Var(t) come from W and the generator alone, so the draw on another input (the uncompensated
+    twin's) has the same arrays, and its A_ℓ is re-evaluated on the held-out split anyway (measure)."""
+    return prune is None and quant is not None and float(quant.fraction) == 1.0
+
+
 def draw_network(
     net: Network,
     ex: Executor,
@@ -139,6 +152,7 @@ def draw_network(
     cache: PrefixCache | None = None,
     dense_inputs: Mapping[str, torch.Tensor] | None = None,
     logits: bool = False,
+    keep_plain: bool = False,
 ) -> NetworkDraw:
     """Compress every layer once, greedily from input to output (P1 Algorithm 1).
 
@@ -148,7 +162,9 @@ def draw_network(
     ``X`` when the caller already has them (the refit's target under ``compensate``).
     One forward pass per draw: the activations computed for layer ℓ's input stay in ``acts`` and only
     those below the newly compressed layer are recomputed (``Executor.invalidate``). ``logits=True``
-    also leaves Φ̂ on X in ``fit_logits`` (the same pass, continued to the output).
+    also leaves Φ̂ on X in ``fit_logits`` (the same pass, continued to the output). ``keep_plain``:
+    under ``compensate: null``, keep in ``plain`` the plain draw of each layer whose refit shipped,
+    where ``input_free`` (the uncompensated twin reuses it instead of drawing again).
     """
     assert spec.seed is not None
     result = NetworkDraw(draw)
@@ -208,6 +224,7 @@ def draw_network(
             if cache is not None:  # H and B on the refit rows (S_r, *in) only
                 r, _ = held_back_rows(int(Z.shape[0]), Z.device)
                 prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r])
+            plain: list[LayerDraw] = []
             d = compress_layer_held_back(
                 layer,
                 stats,
@@ -219,7 +236,11 @@ def draw_network(
                 generators=(gen, generator(spec.seed, layer.index, draw)),
                 sensitivity=sens,
                 prepared=prep,
+                plain_out=plain,
             )
+            if keep_plain and d.compensated and input_free(prune, quant):
+                result.plain[layer.name] = compact(plain[0])  # its codes: 1 byte a weight
+            del plain
         elif spec.compensate and not grouped:  # a grouped conv's im2col is per group: not refit (v1)
             d = compress_layer_compensated(
                 layer,

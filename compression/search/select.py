@@ -70,10 +70,13 @@ def best_of(
     sensitivities: Mapping[str, Sensitivity] | None = None,
     on_layer: StepFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    keep_plain: bool = False,
 ) -> NetworkDraw:
     """Best of ``spec.draws`` whole-network draws by fit-split relative error (ties: first draw).
 
     ``draws="auto"``: the module docstring's rule (patience ``AUTO_PATIENCE``, cap ``auto_cap``).
+    ``keep_plain``: each draw keeps the plain draws its refits were judged against
+    (``draw_network(keep_plain=True)``), for the uncompensated twin (``twin.py``).
     """
     # One dense pass: Φ on X and, when the draws are refit, every layer's dense input z_{ℓ−1} (the
     # refit's target), so that no draw repeats that pass (each did: 0.36 s a pass on the 17M MLP).
@@ -98,6 +101,7 @@ def best_of(
             should_cancel=should_cancel,
             dense_inputs=dense if draw_spec.compensate else None,
             logits=True,
+            keep_plain=keep_plain,
         )
         assert nd.fit_logits is not None
         nd.fit_relative_l2 = output_error(phi, nd.fit_logits).relative_l2
@@ -119,7 +123,7 @@ def best_of(
         if auto and since_gain >= AUTO_PATIENCE:
             break
         if best is not None and not released and draw_nbytes(best) > HOLD_BYTES:
-            best.layers, released = {}, True
+            best.layers, best.plain, released = {}, {}, True
         # progress stays monotone (first draw only); cancellation is still checked
         nd = make(r, on_layer if r == 0 else None)
         errors.append(nd.fit_relative_l2)
@@ -160,5 +164,6 @@ def dropped_any(nd: NetworkDraw) -> bool:
 
 
 def draw_nbytes(nd: NetworkDraw) -> int:
-    """Bytes of the arrays a whole-network draw holds (``layer_draw_nbytes`` summed)."""
-    return sum(layer_draw_nbytes(d) for d in nd.layers.values())
+    """Bytes of the arrays a whole-network draw holds (``layer_draw_nbytes`` summed, kept plain draws
+    included)."""
+    return sum(layer_draw_nbytes(d) for d in [*nd.layers.values(), *nd.plain.values()])

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.plain_codes import restore
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
-from netshrink.compression.search.greedy import NetworkDraw, draw_network
+from netshrink.compression.search.greedy import NetworkDraw, draw_network, input_free, stages_for
 from netshrink.compression.search.measure import Measurement, measure
 from netshrink.compression.spec import CompressSpec
 
@@ -46,6 +47,32 @@ def _summary(m: Measurement) -> dict[str, Any]:
     }
 
 
+def reused_twin(net: Network, spec: CompressSpec, chosen: NetworkDraw) -> NetworkDraw | None:
+    """The twin from the draws ``chosen`` already holds, when no layer's draw depends on its input
+    (``greedy.input_free``: quantization alone, f = 1): each compensated layer's plain draw kept by
+    the held-back check (``chosen.plain``, its codes: ``plain_codes.restore`` rebuilds Ŵ and Var(t)),
+    each other drawn layer as shipped (it is a plain draw).
+
+    Same seed, draw index and generator keys as ``draw_network``'s twin, so the same Ŵ, codes and
+    Var(t); only the fit-split A_ℓ differ (taken on the compensated upstream), and ``measure``
+    re-evaluates A_ℓ on the held-out split. None when a layer's plain draw is missing (redraw).
+    """
+    layers = {}
+    for layer in net.layers:
+        d = chosen.layers.get(layer.name)
+        if d is None:
+            continue
+        if not input_free(*stages_for(layer, spec)):
+            return None
+        if d.compensated:
+            held = chosen.plain.get(layer.name)
+            if held is None:
+                return None
+            d = restore(layer, held)
+        layers[layer.name] = d
+    return NetworkDraw(chosen.draw, layers=layers)
+
+
 def compensation_section(
     net: Network,
     ex: Executor,
@@ -57,8 +84,10 @@ def compensation_section(
     m: Measurement,
 ) -> dict[str, Any]:
     """The report's ``summary.compensation``: compensated layers, and the uncompensated twin measured."""
-    X = X_fit if chosen.fit_rows is None else X_fit[chosen.fit_rows]  # the rows the artifact was drawn on
-    plain = draw_network(net, ex, dataclasses.replace(spec, compensate=False), X, draw=chosen.draw)
+    plain = reused_twin(net, spec, chosen)
+    if plain is None:
+        X = X_fit if chosen.fit_rows is None else X_fit[chosen.fit_rows]  # the rows the artifact was drawn on
+        plain = draw_network(net, ex, dataclasses.replace(spec, compensate=False), X, draw=chosen.draw)
     twin = measure(net, ex, plain, X_ho, labels)
     return {
         "layers": [n for n, d in chosen.layers.items() if d.compensated],
