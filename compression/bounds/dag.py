@@ -58,9 +58,7 @@ def propagate_dag(
     g = GraphIndex(net.model)
     layers = {layer.name: layer for layer in net.layers}
     B: dict[str, Tiers] = {net.input_name: dict.fromkeys(tiers, 0.0)}
-    for node in g.ancestors(net.logits):
-        if node.op_type == "Constant":
-            continue
+    for node in g.ancestors(net.logits):  # a Constant node has no dynamic input: B = 0 on its output
         dyn = g.dynamic_inputs(node)
         ins = [B.get(t, dict.fromkeys(tiers, 0.0)) for t in dyn] or [dict.fromkeys(tiers, 0.0)]
         out: Tiers
