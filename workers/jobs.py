@@ -261,8 +261,10 @@ class JobStore(Protocol):
         Returns the new status, or None when the job was not taken back."""
         ...
 
-    def mark_enqueued(self, job_id: str) -> None:
-        """Record that a broker message for the job was sent (``enqueued = True``)."""
+    def mark_enqueued(self, job_id: str, *, stored: Job | None = None) -> None:
+        """Record that a broker message for the job was sent (``enqueued = True``). ``stored``: the
+        job as the caller wrote it (``create``'s result); a store may write the flag without reading
+        the job first while the job is still exactly that, and reads it as usual otherwise."""
         ...
 
     def unenqueued(self, older_than: datetime) -> builtins.list[str]:

@@ -86,7 +86,7 @@ class TransitionMethods:
 
         return self._mutate(job_id, apply)
 
-    def mark_enqueued(self, job_id: str) -> None:
+    def mark_enqueued(self, job_id: str, *, stored: Job | None = None) -> None:
         self._mutate(job_id, transitions.mark_enqueued)
 
     def unenqueued(self, older_than: datetime) -> builtins.list[str]:

@@ -203,7 +203,7 @@ def _dispatch(state: AppState, job: Job) -> None:
             headers={"Retry-After": "5"},
         ) from exc
     try:
-        state.store.mark_enqueued(job.id)
+        state.store.mark_enqueued(job.id, stored=job)
     except Exception:  # the job is queued and has its message: the reaper's extra one is harmless
         log.warning("job %s: could not record its enqueue; the reaper will send a duplicate", job.id)
 

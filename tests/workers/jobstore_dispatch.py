@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from netshrink.workers.jobs import Job, JobStore, utcnow
+from netshrink.workers.jobs import Job, JobStatus, JobStore, utcnow
 
 MakeJob = Callable[..., Job]
 
@@ -28,3 +28,17 @@ class DispatchContract:
         store.mark_enqueued(old[1].id)
         assert store.get(old[1].id).enqueued and store.unenqueued(cutoff) == [old[0].id]
         assert young.id in store.unenqueued(utcnow() + timedelta(seconds=1)) and sent.enqueued
+
+    def test_mark_enqueued_with_the_stored_job_keeps_a_change_made_since(
+        self, store: JobStore, make_job: MakeJob
+    ) -> None:
+        """``stored`` lets a store skip its read (Redis: one compare-and-set), never lose a write: a
+        job a worker took between the API's create and its mark keeps ``running`` and gets the flag."""
+        untouched = store.create(make_job(enqueued=False)).job
+        store.mark_enqueued(untouched.id, stored=untouched)
+        assert store.get(untouched.id).enqueued
+        taken = store.create(make_job(enqueued=False)).job
+        assert store.mark_running(taken.id)
+        store.mark_enqueued(taken.id, stored=taken)
+        after = store.get(taken.id)
+        assert after.enqueued and after.status is JobStatus.RUNNING
