@@ -92,22 +92,28 @@ def windows_per_pixel(layer: Layer) -> int:
     Equals docs/method.md's ⌈kh/sh⌉·⌈kw/sw⌉ at dilation 1; the gcd covers dilated kernels, where
     offsets u with u·d ≡ x (mod s) repeat every s/gcd(d, s) taps. 1 for dense layers.
     """
-    if layer.kind != "conv" or layer.conv is None:
+    g = layer.conv  # None exactly for dense layers (graph.py)
+    if g is None:
         return 1
-    out = 1
-    for k, s, d in zip(layer.conv.kernel_shape, layer.conv.strides, layer.conv.dilations, strict=True):
-        out *= min(k, -(-k * math.gcd(d, s) // s))
-    return out
+    return math.prod(map(_windows_1d, g.kernel_shape, g.strides, g.dilations))
+
+
+def _windows_1d(k: int, s: int, d: int) -> int:
+    """Windows one input row falls in along one axis: ⌈k·gcd(d, s)/s⌉ (≤ k since gcd(d, s) ≤ s)."""
+    return -(-k * math.gcd(d, s) // s)
 
 
 def _max_group_op2(layer: Layer, granularity: str) -> float:
     """max_j ‖W[:, j]‖² (entries), or max_g ‖W_g‖²_op over groups of columns (neurons, channels)."""
-    if granularity == "weight" or (layer.kind == "dense" and layer.input_group <= 1):
+    if granularity == "weight":
         return float(column_sq_sums(layer.matrix).max())  # no float64 copies (memory, issue 10)
-    W = layer.matrix.astype(np.float64)  # (out, in)
     gid = column_groups(layer)
-    blocks = W.reshape(W.shape[0], int(gid[-1]) + 1, -1).transpose(1, 0, 2)  # (G, out, g)
-    return float((np.linalg.svd(blocks, compute_uv=False)[:, 0] ** 2).max())
+    G = int(gid[-1]) + 1
+    if gid.size == G:  # one column per group: the same norms, without float64 copies
+        return float(column_sq_sums(layer.matrix).max())
+    W = np.asarray(layer.matrix, np.float64)  # (out, in)
+    blocks = W.reshape(W.shape[0], G, gid.size // G).transpose(1, 0, 2)  # (G, out, g)
+    return float((np.linalg.norm(blocks, 2, axis=(1, 2)) ** 2).max())  # max_g σ_max(W_g)²
 
 
 def _group_width(layer: Layer, granularity: str) -> int:
@@ -115,7 +121,7 @@ def _group_width(layer: Layer, granularity: str) -> int:
     if granularity == "weight":
         return 1
     gid = column_groups(layer)
-    return int(gid.size // (int(gid[-1]) + 1))
+    return gid.size // (int(gid[-1]) + 1)
 
 
 def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
@@ -135,7 +141,7 @@ def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
         gt = draw.group_tau2
         joint = draw.group_joint or [] if gt is not None else []
         infl = max((1.0 + c / float(gt[idx[0]]) for idx, c in joint), default=1.0)  # type: ignore[index]
-        A += f * infl * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
+        A = f * infl * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
     if draw.quant_randomized and draw.M is not None and draw.k is not None:
         fq = (draw.quant_fraction or 1.0) if draw.from_greedy_sort else 1.0
         A += fq * float((draw.M**2).sum()) / (4.0 * draw.k**2) * Z2
@@ -164,10 +170,10 @@ def tier_P(layer: Layer, draw: LayerDraw, stats: LayerStats) -> tuple[float | No
                 "neuron/channel block): a block's ‖W_g‖²_op can exceed n_out·ν², so P could sit below E"
             )
         nu = float(np.abs(layer.matrix).max())
-        A += 2 * draw.f * Z2 * draw.tau2 * nu**2 * n_out / (1 - draw.f)
+        A = 2 * draw.f * Z2 * draw.tau2 * nu**2 * n_out / (1 - draw.f)
     if draw.quant_randomized and draw.M is not None and draw.k is not None:
-        fq = draw.quant_fraction or 1.0
-        if fq >= 1.0:
+        fq = draw.quant_fraction  # None: not recorded, taken as f = 1
+        if fq is None or fq >= 1.0:
             return None, "P1's constant 2f/(1-f) is undefined at f = 1 (quantization)"
         A += 2 * fq * Z2 * float(draw.M.max()) ** 2 * n_out / (draw.k**2 * (1 - fq))
     return A, None
@@ -191,14 +197,14 @@ def tier_W_bound(
     # float32 for dense layers (half the memory and traffic; the subtraction's rounding, ≤ u‖Δ‖_F, is
     # inside the certificate's rounding margin), float64 for convs.
     dt = np.float32 if layer.kind == "dense" else np.float64
-    # (out, in, ...); copy=False: no float32 copies of W and Ŵ next to Δ (memory, issue 10), same values
-    delta = layer.weight.astype(dt, copy=False) - draw.compressed.weight.astype(dt, copy=False)
+    # (out, in, ...); one ufunc call casts in buffered blocks: no copies of W and Ŵ next to Δ (issue 10)
+    delta = np.subtract(layer.weight, draw.compressed.weight, dtype=dt)
     cert = sigma_bound(layer, input_hw, weight=delta)
     del delta
     root = cert.value * math.sqrt(stats.z2)
     b_hat = draw.compressed.bias
     if b_hat is not None and layer.bias is not None:
-        db = np.asarray(b_hat, np.float64) - layer.bias.astype(np.float64)
+        db = np.subtract(b_hat, layer.bias, dtype=np.float64)  # (out,), exact for float32 biases
         root += math.sqrt(stats.positions) * float(np.linalg.norm(db))
     return root**2, cert
 
@@ -259,8 +265,10 @@ def layer_bounds(
                 A[t], reasons[t] = None, draw.shared_draw
         if draw.coupled and draw.shared_draw is None:
             if coupled is None:
+                not_computed = "coupled group draw: the coupled rule's terms were not computed"
                 for t in ("E", "T"):
-                    A[t], reasons[t] = None, "coupled group draw: the coupled rule's terms were not computed"
+                    if A[t] is not None:  # a tier already null (a baseline) keeps its own reason
+                        A[t], reasons[t] = None, not_computed
             else:
                 tb.coupled = coupled
                 for t in ("E", "T"):
@@ -280,6 +288,7 @@ def layer_bounds(
         else:
             prop = propagate_root if t == "W" else propagate
             cum, step = prop(L, sigma, A[t], before), prop(L, sigma, A[t], measured_prev)
-        reason = reasons[t] or (None if cum is not None else (prev.tiers[t].reason if prev else None))
+        # a reason upstream comes with a null bound there, hence a null cumulative bound here
+        reason = reasons[t] or (prev.tiers[t].reason if prev else None)
         tb.tiers[t] = TierValue(A[t], step, cum, reason)
     return tb
