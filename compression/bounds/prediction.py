@@ -75,16 +75,17 @@ def _weight_grads(
     when the caller already has it)."""
     if layer.kind == "dense":
         return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
+    assert layer.conv is not None
     if patches is None:
         patches = im2col(layer, z)  # (S, C·kh·kw, P)
     d = delta.reshape(delta.shape[0], delta.shape[1], -1)  # (S, c_out, P)
-    G = layer.conv.group if layer.conv is not None else 1
+    G = layer.conv.group
     if G == 1:
-        return torch.einsum("sop,sjp->soj", d, patches)  # (S, c_out, n_in)
+        return d @ patches.transpose(1, 2)  # (S, c_out, P) @ (S, P, n_in) -> (S, c_out, n_in)
     # Grouped conv: row block γ reads only the patches of its own input channels.
     pg = patches.reshape(patches.shape[0], G, layer.n_in, -1)  # (S, G, n_in, P)
     dg = d.reshape(d.shape[0], G, layer.n_out // G, -1)  # (S, G, c_out/G, P)
-    return torch.einsum("sgop,sgjp->sgoj", dg, pg).reshape(d.shape[0], layer.n_out, layer.n_in)
+    return (dg @ pg.transpose(2, 3)).reshape(d.shape[0], layer.n_out, layer.n_in)  # (S, G, c_out/G, n_in)
 
 
 GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)
@@ -115,7 +116,8 @@ def _conv_terms(
 ) -> torch.Tensor:
     """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory).
     ``patches``: ``im2col(layer, z)`` (S, n_in, P) when the caller made it once for every output k."""
-    step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))
+    # equivalent mutants (make mutate): the step bounds memory only, any step ≥ 1 sums alike
+    step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))  # pragma: no mutate
     parts = []
     for i in range(0, d.shape[0], step):
         p = None if patches is None else patches[i : i + step]  # (s', n_in, P), the same entries
@@ -131,7 +133,7 @@ def sensitivities(
     X: torch.Tensor,
     layers: Sequence[Layer],
     *,
-    chunk: int = 256,
+    chunk: int = 256,  # pragma: no mutate (samples per pass: memory only)
     groups: bool = True,
 ) -> dict[str, Sensitivity]:
     """E_x Σ_k (∂Φ_k/∂W)² and (with ``groups``) the group terms for ``layers``, at the dense model.
@@ -145,11 +147,13 @@ def sensitivities(
     # A dense layer whose input feeds nothing else: Σ_i δ_ki W_ij is ∂Φ_k/∂ẑ_j, which the same backward
     # pass gives through a zero probe on ẑ (no (s × n_out)(n_out × n_in) product per output k).
     via_input = _sole_input_dense(net, layers) if groups else set()
-    W = {  # float64 copies only where they are read: group terms and conv terms
-        layer.name: torch.as_tensor(layer.matrix, dtype=torch.float64)
-        for layer in layers
-        if (groups and layer.name not in via_input) or layer.kind != "dense"
-    }
+    W: dict[str, torch.Tensor] = {}  # float64 copies, made where first read: group terms and conv terms
+
+    def weight64(layer: Layer) -> torch.Tensor:
+        if layer.name not in W:
+            W[layer.name] = torch.as_tensor(layer.matrix, dtype=torch.float64)  # (out, in)
+        return W[layer.name]
+
     # conv layers accumulate Σ_s G_s² here; dense layers keep the per-sample factors instead (below)
     acc_w = {
         layer.name: torch.zeros(layer.n_out, layer.n_in, dtype=torch.float64)
@@ -171,17 +175,18 @@ def sensitivities(
         inputs = [layer for layer in layers if layer.name in via_input]
         inject.update({layer.input: zero_probe(holders, _INPUT + layer.name) for layer in inputs})
         out = run(xb, capture=[layer.input for layer in layers], inject=inject)
-        phi = out[net.logits].reshape(xb.shape[0], -1)  # (s, K)
+        phi = out[net.logits].flatten(1)  # (s, K)
         zs = {layer.name: out[layer.input].detach().double() for layer in layers}
         tensors = [holders[layer.name] for layer in layers] + [holders[_INPUT + x.name] for x in inputs]
         d2sum: dict[str, torch.Tensor] = {}  # dense layers: Σ_k δ_k² per sample, (s, o)
         # each conv's patches of this chunk, once for all K outputs (when small)
         patches = {layer.name: _patches(layer, zs[layer.name].cpu()) for layer in layers}
         for k in range(phi.shape[1]):
-            grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=k < phi.shape[1] - 1)
-            dz = {x.name: g for x, g in zip(inputs, grads[len(layers) :], strict=True)}  # ∂Φ_k/∂ẑ
-            for layer, delta in zip(layers, grads[: len(layers)], strict=True):
-                d = delta.detach().double().cpu()
+            # the graph is kept after the last output too: freed with ``out`` below
+            grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
+            dz = {x.name: grads[len(layers) + i] for i, x in enumerate(inputs)}  # ∂Φ_k/∂ẑ
+            for i, layer in enumerate(layers):
+                d = grads[i].detach().double().cpu()
                 z = zs[layer.name].cpu()
                 if layer.kind == "dense":
                     d2 = d.reshape(d.shape[0], -1)  # (s, o)
@@ -191,12 +196,12 @@ def sensitivities(
                     dzk = (
                         dz[layer.name].detach().double().cpu().reshape(d2.shape[0], -1)
                         if layer.name in dz
-                        else d2 @ W[layer.name]
+                        else d2 @ weight64(layer)
                     )  # (s, j): Σ_i δ_i W_ij
                     contrib = dzk * z.reshape(z.shape[0], -1)  # (s, j): Σ_i δ_i W_ij ẑ_j
                 else:
                     contrib = _conv_terms(
-                        layer, d, z, W[layer.name], acc_w[layer.name], patches[layer.name]
+                        layer, d, z, weight64(layer), acc_w[layer.name], patches[layer.name]
                     )  # (s, n_in)
                 gs = group_size(layer)
                 grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
@@ -223,9 +228,12 @@ def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor], S: int) -> 
     product over all S samples per block of ``PREDICT_BLOCK`` entries, summed in float64."""
     D, Z = torch.cat(d2), torch.cat(z2)  # (S, o), (S, j)
     out = torch.empty(D.shape[1], Z.shape[1], dtype=torch.float32)  # (o, j)
-    rows = max(1, PREDICT_BLOCK // max(1, Z.shape[1]))
-    for r in range(0, D.shape[1], rows):
-        out[r : r + rows] = (D[:, r : r + rows].T @ Z).div_(S)  # (b, j): Σ_s Σ_k δ_ki² ẑ_j² / S
+    # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
+    rows = max(1, PREDICT_BLOCK // max(1, Z.shape[1]))  # pragma: no mutate
+    r = 0
+    for block in D.split(rows, dim=1):  # (S, b): rows r..r+b of the result
+        out[r : r + block.shape[1]] = (block.T @ Z).div_(S)  # (b, j): Σ_s Σ_k δ_ki² ẑ_j² / S
+        r += block.shape[1]
     return out
 
 
@@ -243,7 +251,7 @@ def _sole_input_dense(net: Network, layers: Sequence[Layer]) -> set[str]:
     return {
         layer.name
         for layer in layers
-        if layer.kind == "dense" and readers.get(layer.input, 0) == 1 and taken.count(layer.input) == 1
+        if layer.kind == "dense" and readers[layer.input] == 1 and taken.count(layer.input) == 1
     }
 
 
@@ -259,14 +267,15 @@ def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
 def sum_product(V: np.ndarray, S: np.ndarray) -> float:
     """Σ_ij V_ij S_ij in float64 for V (n, m) and S (n, m) or (1, m), a block of rows at a time: no
     (n, m) float64 product (memory, issue 10)."""
-    rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))
+    # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
+    rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))  # pragma: no mutate
     total = 0.0
     for r in range(0, V.shape[0], rows):
         Sb = S if S.shape[0] == 1 else S[r : r + rows]
-        total += float((V[r : r + rows].astype(np.float64) * Sb).sum())
+        total += float(np.multiply(V[r : r + rows], Sb, dtype=np.float64).sum())  # (b, m) products in float64
     return total
 
 
 def predict_groups(group_tau2: np.ndarray, sens: Sensitivity) -> float:
     """Σ_g τ²_g · E_x‖J W_g ẑ_g‖² for groups that share one Bernoulli draw."""
-    return float((np.asarray(group_tau2, dtype=np.float64) * sens.group_sq).sum())
+    return float(np.dot(group_tau2, sens.group_sq))  # group_sq is float64: so is the product

@@ -56,7 +56,7 @@ def group_moments(
     units: Mapping[str, np.ndarray],
     n_groups: int,
     *,
-    chunk: int = 256,
+    chunk: int = 256,  # pragma: no mutate (samples per pass: memory only)
 ) -> np.ndarray:
     """M (n_groups, n_groups) = E_x Σ_k c_g,k c_h,k at the dense model (module docstring).
 
@@ -65,24 +65,25 @@ def group_moments(
     """
     readers = [la for la in net.layers if la.name in units]
     M = torch.zeros(n_groups, n_groups, dtype=torch.float64)
-    idx = {la.name: torch.as_tensor(units[la.name], dtype=torch.int64) for la in readers}
+    idx = {la.name: torch.as_tensor(units[la.name]) for la in readers}  # (n_units,) int64 group ids
     S = X.shape[0]
     for start in range(0, S, chunk):
         xb = X[start : start + chunk]
         holders: dict[str, torch.Tensor] = {}
         inject = {la.preact: zero_probe(holders, la.name) for la in readers}
         out = run(xb, capture=[la.input for la in readers], inject=inject)
-        phi = out[net.logits].reshape(xb.shape[0], -1)  # (s, K)
+        phi = out[net.logits].flatten(1)  # (s, K)
         zs = {la.name: out[la.input].detach().double().cpu() for la in readers}
         tensors = [holders[la.name] for la in readers]
         for k in range(phi.shape[1]):
-            grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=k < phi.shape[1] - 1)
-            C = torch.zeros(xb.shape[0], n_groups + 1, dtype=torch.float64)  # (s, G + 1): last = no group
-            for la, delta in zip(readers, grads, strict=True):
-                contrib = _unit_contrib(la, delta.detach().double().cpu(), zs[la.name])  # (s, n_units)
+            # the graph is kept after the last output too: freed with ``out`` below
+            grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
+            C = torch.zeros(xb.shape[0], n_groups, dtype=torch.float64)  # (s, G)
+            for i, la in enumerate(readers):
+                contrib = _unit_contrib(la, grads[i].detach().double().cpu(), zs[la.name])  # (s, n_units)
                 g = idx[la.name]
-                C.index_add_(1, torch.where(g >= 0, g, n_groups), contrib)
-            C = C[:, :n_groups]  # (s, G)
+                grouped = g >= 0  # units in no group (−1) add nothing
+                C.index_add_(1, g[grouped], contrib[:, grouped])
             M += C.T @ C
         del out, phi, tensors, holders, zs
     return (M / S).numpy()

@@ -5,6 +5,7 @@ All reductions run in float64. ``E_x`` is the mean over the rows of the given ba
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,8 +27,9 @@ class OutputError:
 
 
 def _flat(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return a.reshape(a.shape[0], -1).astype(np.float64)  # (S, K)
+    """(S, K) float64: one row per sample."""
+    a = np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))  # (S, K)
 
 
 def output_error(phi: torch.Tensor | np.ndarray, phi_hat: torch.Tensor | np.ndarray) -> OutputError:
@@ -73,7 +75,7 @@ def classification(
         "accuracy_after": None,
     }
     if labels is not None:
-        lab = np.asarray(labels).reshape(-1)
+        lab = np.asarray(labels).ravel()
         if np.all(np.mod(lab, 1) == 0):  # class ids, also when stored as floats
             out["accuracy_before"] = float((y0 == lab).mean())
             out["accuracy_after"] = float((y1 == lab).mean())
@@ -88,7 +90,7 @@ def mse_loss(phi: torch.Tensor | np.ndarray, labels: np.ndarray) -> float:
         target = np.zeros_like(a)
         target[np.arange(a.shape[0]), lab.astype(np.int64)] = 1.0
     else:
-        target = lab.reshape(a.shape[0], -1).astype(np.float64)
+        target = _flat(lab)  # (S, K) float64
     return float(((a - target) ** 2).sum(axis=1).mean())
 
 

@@ -46,6 +46,13 @@ def test_sensitivities_equal_per_sample_autograd(
     for layer in cnn_net.layers:
         np.testing.assert_allclose(got[layer.name].weight_sq, want[layer.name][0], rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(got[layer.name].group_sq, want[layer.name][1], rtol=1e-6, atol=1e-12)
+        # accumulated in float64, kept as float32 (the Sensitivity record): one rounding, ≤ 1 ulp apart
+        sens = got[layer.name]
+        assert (sens.layer, sens.group_size) == (layer.name, group_size(layer))
+        assert sens.weight_sq.dtype == np.float32 and sens.group_sq.dtype == np.float64
+        np.testing.assert_allclose(
+            sens.weight_sq, want[layer.name][0].astype(np.float32), rtol=2**-23, atol=0
+        )
 
 
 def test_dense_sensitivities_equal_per_sample_autograd(mlp_net: Network) -> None:
@@ -165,3 +172,85 @@ def test_conv_patches_made_once_give_the_same_sensitivities(
     for layer in cnn_net.layers:
         assert np.array_equal(once[layer.name].weight_sq, per_output[layer.name].weight_sq)
         assert np.array_equal(once[layer.name].group_sq, per_output[layer.name].group_sq)
+
+
+def test_the_zero_probe_adds_zero_and_takes_the_gradient() -> None:
+    """``zero_probe``'s tensor leaves the value unchanged and receives ∂f/∂t: for f = Σ c ⊙ t, c itself."""
+    holders: dict[str, torch.Tensor] = {}
+    t = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    y = prediction.zero_probe(holders, "a")(t)
+    assert torch.equal(y, t)
+    c = torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64)
+    (g,) = torch.autograd.grad((y * c).sum(), holders["a"])
+    assert torch.equal(g, c)
+
+
+def test_dense_layers_without_the_input_shortcut_equal_per_sample_autograd(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """residual_onnx's fc1 reads the graph input that the residual Add reads too: its group terms take
+    the float64 product Σ_i δ_ki W_ij (no probe), fc2's the probe; both against brute force."""
+    from netshrink.compression.graph.loading import load_model
+    from tests import factories as F
+
+    net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
+    X = torch.as_tensor(np.random.default_rng(2).standard_normal((4, 8)), dtype=torch.float64)
+    got = sensitivities(Executor(net, dtype=torch.float64).run, net, X, net.layers, chunk=3)
+    want = brute_force(net, X)
+    for layer in net.layers:
+        np.testing.assert_allclose(got[layer.name].weight_sq, want[layer.name][0], rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(got[layer.name].group_sq, want[layer.name][1], rtol=1e-12, atol=1e-15)
+
+
+def test_the_input_probes_go_where_the_group_terms_need_them(mlp_net: Network) -> None:
+    """Which tensors ``sensitivities`` asks the executor to probe: every pre-activation, plus (group terms
+    only) the input of every dense layer whose input feeds only it (all of the MLP's)."""
+    ex = Executor(mlp_net, dtype=torch.float64)
+    X = torch.as_tensor(np.random.default_rng(1).standard_normal((2, *mlp_net.input_shape)))
+    asked: list[set[str]] = []
+
+    def run(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        asked.append(set(kwargs["inject"]))  # type: ignore[call-overload]
+        return ex.run(*args, **kwargs)  # type: ignore[arg-type]
+
+    preacts = {x.preact for x in mlp_net.layers}
+    sensitivities(run, mlp_net, X, mlp_net.layers, groups=False)
+    assert asked == [preacts]
+    asked.clear()
+    sensitivities(run, mlp_net, X, mlp_net.layers, groups=True)
+    assert asked == [preacts | {x.input for x in mlp_net.layers}]
+
+
+def test_dense_weight_sq_by_hand_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """E_x Σ_k δ_ki² ẑ_j² = Σ_s D_si Z_sj / S from two chunks (S = 3), written out, one row a block
+    (PREDICT_BLOCK = 2 entries, rows of 2); float32 even when torch's default dtype is float64."""
+    D = [torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]]), torch.tensor([[2.0, 1.0, 0.25]])]  # (s, o)
+    Z = [torch.tensor([[1.0, 4.0], [2.0, 0.0]]), torch.tensor([[3.0, 1.0]])]  # (s, j)
+    want = np.array(
+        [[1 * 1 + 0.5 * 2 + 2 * 3, 1 * 4 + 0 + 2 * 1], [2 * 1 + 0 + 1 * 3, 2 * 4 + 0 + 1 * 1],
+         [3 * 1 + 1 * 2 + 0.25 * 3, 3 * 4 + 0 + 0.25 * 1]]
+    ) / 3  # fmt: skip
+    monkeypatch.setattr(prediction, "PREDICT_BLOCK", 2)
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        got = prediction._dense_weight_sq([d.double() for d in D], [z.double() for z in Z], 3)
+    finally:
+        torch.set_default_dtype(default)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want.astype(np.float32), rtol=1e-7)
+
+
+def test_sum_product_is_float64_for_float32_operands() -> None:
+    """Var and the sensitivities are float32: Σ_ij V_ij S_ij takes each product in float64 (exact for
+    float32 factors) and sums in float64; the oracle sums the exact products with math.fsum."""
+    import math
+
+    rng = np.random.default_rng(3)
+    V = rng.random((6, 7)).astype(np.float32)
+    S = rng.random((6, 7)).astype(np.float32)
+    want = math.fsum(float(v) * float(s) for v, s in zip(V.ravel(), S.ravel(), strict=True))
+    assert prediction.sum_product(V, S) == pytest.approx(want, rel=1e-14)
+    tau2 = np.array([0.3, 0.7], np.float32)
+    sens = prediction.Sensitivity("l", S, np.array([0.1, 0.9]), 1)
+    assert prediction.predict_groups(tau2, sens) == pytest.approx(
+        math.fsum([float(tau2[0]) * 0.1, float(tau2[1]) * 0.9]), rel=1e-15
+    )

@@ -149,3 +149,62 @@ def test_group_covariance_and_shares_by_hand() -> None:
     assert row == pytest.approx([1.625, 1.25, 0.875, 1.0, 0.0])
     assert shares == pytest.approx({"a": 1.625 + 1.25 + 0.875, "b": 1.0})
     assert sum(shares.values()) == pytest.approx(float(np.trace(want @ M)))  # tr(Cov M), M symmetric
+
+
+def test_group_moments_of_dense_readers_equal_autograd_of_the_group_scales(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """residual_onnx: fc1 and fc2 read groups 0..2 of the 8-wide stream (−1: a unit in no group). The
+    oracle scales every reader's columns of group g by 1 + α_g and takes c_g(x) = ∂Φ(x)/∂α_g by autograd
+    through the executor, one sample at a time: M = E_x Σ_k c_gk c_hk (module docstring)."""
+    from netshrink.compression.graph.loading import load_model
+    from tests import factories as F
+
+    net = load_model(F.write_bytes(F.residual_onnx(), tmp_path / "r.onnx"))
+    ex = Executor(net, dtype=torch.float64)
+    units = {"fc1": np.array([0, 0, 1, 1, -1, -1, 2, 2]), "fc2": np.array([0, 1, -1, 2, 2, -1, 1, 0])}
+    X = torch.as_tensor(np.random.default_rng(4).standard_normal((5, 8)))
+    M = group_moments(ex.run, net, X, units, 3, chunk=2)
+    want = np.zeros((3, 3))
+    for x in X:
+        alpha = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        over = {}
+        for name, g in units.items():
+            scale = torch.ones(8, dtype=torch.float64)
+            scale = scale + torch.where(torch.as_tensor(g) >= 0, alpha[np.maximum(g, 0)], 0.0)  # (in,)
+            over[name] = torch.as_tensor(net.layer(name).weight, dtype=torch.float64) * scale[None, :]
+        phi = ex.run(x[None], overrides=over)[net.logits].reshape(-1)  # (K,)
+        c = torch.stack([torch.autograd.grad(p, alpha, retain_graph=True)[0] for p in phi])  # (K, G)
+        want += (c.T @ c).numpy() / len(X)
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(M, want, rtol=1e-10, atol=1e-14)
+
+
+def test_unit_contributions_of_a_dilated_strided_conv_equal_the_conv_of_each_channel() -> None:
+    """``_unit_contrib`` of a conv: ⟨δ, W_u ẑ_u⟩ per sample and input channel u, against F.conv2d of
+    the padded input with every other channel zeroed (stride (1, 2), dilation (2, 1), asymmetric pads);
+    a grouped conv is refused (its readers are ungrouped convs)."""
+    import dataclasses
+
+    import torch.nn.functional as Fn
+
+    from netshrink.compression.bounds.prediction_dag import _unit_contrib
+    from netshrink.compression.graph.network import ConvGeometry, Layer
+
+    rng = np.random.default_rng(5)
+    geom = ConvGeometry((3, 2), (1, 2), (1, 0, 2, 1), (2, 1))
+    K = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)  # (c_out, C, kh, kw)
+    layer = Layer("c", 0, "conv", K, None, "w", None, conv=geom)
+    z = torch.as_tensor(rng.standard_normal((2, 3, 7, 6)))  # (S, C, H, W)
+    zp = Fn.pad(z, (0, 1, 1, 2))  # (left, right, top, bottom) = ONNX pads (1, 0, 2, 1) reordered
+    Kt = torch.as_tensor(K, dtype=torch.float64)
+    out_shape = tuple(Fn.conv2d(zp, Kt, stride=(1, 2), dilation=(2, 1)).shape)  # (S, c_out, H', W')
+    delta = torch.as_tensor(rng.standard_normal(out_shape))
+    got = _unit_contrib(layer, delta, z)
+    assert got.shape == (2, 3)
+    for u in range(3):
+        only = torch.zeros_like(zp)
+        only[:, u] = zp[:, u]
+        y = Fn.conv2d(only, Kt, stride=(1, 2), dilation=(2, 1))  # (S, c_out, H', W')
+        torch.testing.assert_close(got[:, u], (delta * y).sum(dim=(1, 2, 3)), rtol=1e-12, atol=1e-12)
+    grouped = dataclasses.replace(layer, weight=K[:, :1].copy(), conv=dataclasses.replace(geom, group=3))
+    with pytest.raises(AssertionError):
+        _unit_contrib(grouped, delta, z)

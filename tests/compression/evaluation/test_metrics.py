@@ -133,3 +133,22 @@ def test_output_error_of_small_outputs_and_of_tensors_that_require_grad() -> Non
     assert (e.relative_l2, e.max, e.p95, e.mse) == pytest.approx((0.6, 0.6, 0.6, 0.09))
     t = torch.tensor(phi, requires_grad=True)
     assert output_error(t * 1.0, torch.tensor(phi_hat)).max == pytest.approx(0.6)
+
+
+def test_float32_outputs_are_reduced_in_float64() -> None:
+    """§2's reductions run in float64 also for float32 logits: E‖Φ − Φ̂‖² and E‖Φ‖² against math.fsum
+    of the exact float64 squares (a float32 reduction would be off by ~1e-7 here); a float32 target
+    vector of a regressor likewise."""
+    rng = np.random.default_rng(0)
+    phi = rng.standard_normal((50, 7)).astype(np.float32)
+    phi_hat = phi + rng.standard_normal((50, 7)).astype(np.float32) / 3
+    exact = [
+        [float(a) - float(b) for a, b in zip(r, s, strict=True)] for r, s in zip(phi, phi_hat, strict=True)
+    ]
+    mse = math.fsum(d * d for row in exact for d in row) / 50
+    energy = math.fsum(float(a) ** 2 for a in phi.ravel()) / 50
+    e = output_error(phi, torch.from_numpy(phi_hat))
+    assert e.mse == pytest.approx(mse, rel=1e-13) and e.reference_energy == pytest.approx(energy, rel=1e-13)
+    assert mse_loss(phi[:, :1], phi_hat[:, 0]) == pytest.approx(
+        math.fsum(row[0] ** 2 for row in exact) / 50, rel=1e-13
+    )
