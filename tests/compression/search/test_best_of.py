@@ -6,6 +6,9 @@ relative output error with numpy; ``best_of`` must return the argmin, with that 
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +17,8 @@ from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
-from netshrink.compression.search.select import best_of, is_random
-from netshrink.compression.spec import CompressSpec
+from netshrink.compression.search.select import best_of, dropped_any, is_random, plain_after
+from netshrink.compression.spec import HELD_BACK, CompressSpec
 
 
 def test_best_of_r_keeps_the_lowest_fit_error(mlp_net: Network) -> None:
@@ -184,3 +187,95 @@ def test_compensated_draws_share_one_dense_pass_and_keep_their_bytes(
         assert d.compensated
         np.testing.assert_array_equal(d.compressed.weight, again.layers[name].compressed.weight)
         np.testing.assert_array_equal(d.compressed.bias, again.layers[name].compressed.bias)
+
+
+PHI = torch.tensor([[3.0, 4.0], [1.0, -2.0]])  # (S=2, K=2): a draw Φ̂ = (1 + e)Φ has relative error |e|
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, errors: list[float], checks: list[list[dict | None]]) -> list:  # type: ignore[type-arg]
+    """``select.draw_network`` replaced by scripted draws: draw r has fit error errors[r] and two layers
+    whose ``refit_check`` is checks[min(r, last)]; returns the (draw, spec.compensate, whether dense
+    inputs were handed over) of each draw asked."""
+    import netshrink.compression.search.select as select
+
+    asked: list[tuple[int, object, bool]] = []
+
+    def draw_network(
+        net: object, ex: object, spec: CompressSpec, X: object, *, draw: int, **kw: object
+    ) -> NetworkDraw:
+        asked.append((draw, spec.compensate, kw["dense_inputs"] is not None))
+        row = checks[min(draw, len(checks) - 1)]
+        layers = {
+            f"l{i}": SimpleNamespace(refit_check=None if c is None else dict(c)) for i, c in enumerate(row)
+        }
+        return NetworkDraw(draw, layers, fit_logits=PHI * (1 + errors[draw]))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "draw_network", draw_network)
+    monkeypatch.setattr(select, "draw_nbytes", lambda nd: 0)
+    return asked
+
+
+def _best_of(spec: dict[str, object]) -> NetworkDraw:
+    net = SimpleNamespace(logits="out", n_params=10, layers=[])
+    ex = SimpleNamespace(run=lambda X, capture: {"out": PHI})
+    full = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, **spec})
+    return best_of(net, ex, dataclasses.replace(full, compensate=HELD_BACK), PHI)  # type: ignore[arg-type]
+
+
+def test_a_first_draw_that_dropped_every_refit_makes_the_later_draws_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``compensate: null``: draw 0 judged both layers and kept neither refit, so draws 1 and 2 are made
+    with ``compensate: false`` and carry draw 0's judgement marked ``judged_on_draw: 0``; the kept draw
+    is the lowest fit error (draw 1), without its logits."""
+    check = {"kept": False, "held_back": 0.5}
+    asked = _scripted(monkeypatch, [0.3, 0.1, 0.2], [[check, check], [None, None]])
+    best = _best_of({"draws": 3})
+    assert asked == [(0, HELD_BACK, True), (1, False, False), (2, False, False)]
+    assert best.draw == 1 and best.fit_logits is None
+    assert best.fit_errors == pytest.approx([0.3, 0.1, 0.2], rel=1e-6)
+    assert [d.refit_check for d in best.layers.values()] == [{**check, "judged_on_draw": 0}] * 2
+
+
+def test_a_first_draw_that_kept_some_refit_keeps_judging_every_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One refit kept on draw 0: every draw is made with the held-back check, its own judgements kept."""
+    own = [{"kept": True}, {"kept": False}]
+    asked = _scripted(monkeypatch, [0.3, 0.1], [own])
+    best = _best_of({"draws": 2})
+    assert asked == [(0, HELD_BACK, True), (1, HELD_BACK, True)]
+    assert [d.refit_check for d in best.layers.values()] == own
+
+
+@pytest.mark.parametrize(
+    ("checks", "made"),
+    [
+        ([[{"kept": True}, {"kept": False}]], 5),  # a plain draw shipped: the auto rule goes on
+        ([[{"kept": True}, {"kept": True}]], 1),  # every refit kept: nothing random, one draw
+        ([[None, None]], 1),  # nothing judged
+    ],
+)
+def test_auto_draws_go_on_when_a_first_deterministic_draw_shipped_a_plain_layer(
+    monkeypatch: pytest.MonkeyPatch,
+    checks: list,
+    made: int,  # type: ignore[type-arg]
+) -> None:
+    """A compensated quantizer is deterministic (one draw under ``draws: auto``) unless the held-back
+    check shipped some layer's plain randomized draw: then the rule's patience applies (best at draw 1,
+    three draws without a gain: five draws)."""
+    asked = _scripted(monkeypatch, [0.5, 0.4, 0.45, 0.46, 0.47, 0.48, 0.49], checks)
+    best = _best_of({"draws": "auto"})
+    assert [r for r, _, _ in asked] == list(range(made))
+    assert best.draw == (1 if made > 1 else 0)
+    assert best.max_draws == (16 if made > 1 else 1)
+
+
+def test_plain_after_and_dropped_any_by_hand() -> None:
+    def nd(*checks: dict | None) -> NetworkDraw:  # type: ignore[type-arg]
+        return NetworkDraw(0, {str(i): SimpleNamespace(refit_check=c) for i, c in enumerate(checks)})  # type: ignore[misc]
+
+    no, yes = {"kept": False}, {"kept": True}
+    assert (plain_after(nd(no, None, no)), dropped_any(nd(no, None, no))) == (True, True)
+    assert (plain_after(nd(no, yes)), dropped_any(nd(no, yes))) == (False, True)
+    assert (plain_after(nd(yes, None)), dropped_any(nd(yes, None))) == (False, False)
+    assert (plain_after(nd(None, None)), dropped_any(nd(None, None))) == (False, False)
+    assert (plain_after(nd()), dropped_any(nd())) == (False, False)
