@@ -111,7 +111,7 @@ def _two_stage(layer: Layer) -> tuple[Any, LayerDraw]:
 
 
 def test_each_tier_sums_the_stages_marked_randomized() -> None:
-    """``prune_randomized``/``quant_randomized`` select the stages (``coupled.py`` splits a draw so):
+    """A stage counts where the draw marks it randomized (``prune_randomized``/``quant_randomized``):
     T = f τ² 4.5 Z² + f_q ΣM²/(4k²) Z², P = 2f Z² τ² ν² n_out/(1−f) + 2f_q Z² max(M)² n_out/(k²(1−f_q))."""
     layer = _dense()
     stats, draw = _two_stage(layer)
