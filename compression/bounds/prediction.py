@@ -76,7 +76,7 @@ def _weight_grads(
     if layer.kind == "dense":
         return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
     assert layer.conv is not None
-    if patches is None:
+    if patches is None:  # pragma: no mutate (made again, the patches are the same entries)
         patches = im2col(layer, z)  # (S, C·kh·kw, P)
     d = delta.reshape(delta.shape[0], delta.shape[1], -1)  # (S, c_out, P)
     G = layer.conv.group
@@ -101,9 +101,12 @@ def _patches(layer: Layer, z: torch.Tensor) -> torch.Tensor | None:
     assert g is not None
     top, left, bottom, right = g.pads
     (kh, kw), (sh, sw), (dh, dw) = g.kernel_shape, g.strides, g.dilations
-    oh = (int(z.shape[-2]) + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (int(z.shape[-1]) + left + right - dw * (kw - 1) - 1) // sw + 1
-    return im2col(layer, z) if int(z.shape[0]) * layer.n_in * oh * ow <= GRAD_BUDGET else None
+    # equivalent mutants (make mutate): made here or per output k, the patches are the same entries
+    # (memory only; test_conv_patches_made_once_give_the_same_sensitivities checks bit for bit)
+    oh = (int(z.shape[-2]) + top + bottom - dh * (kh - 1) - 1) // sh + 1  # pragma: no mutate
+    ow = (int(z.shape[-1]) + left + right - dw * (kw - 1) - 1) // sw + 1  # pragma: no mutate
+    fits = int(z.shape[0]) * layer.n_in * oh * ow <= GRAD_BUDGET  # pragma: no mutate
+    return im2col(layer, z) if fits else None  # pragma: no mutate
 
 
 def _conv_terms(
@@ -120,7 +123,8 @@ def _conv_terms(
     step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))  # pragma: no mutate
     parts = []
     for i in range(0, d.shape[0], step):
-        p = None if patches is None else patches[i : i + step]  # (s', n_in, P), the same entries
+        # (s', n_in, P) or None: made again in _weight_grads, the same entries (memory only)
+        p = None if patches is None else patches[i : i + step]  # pragma: no mutate
         G = _weight_grads(layer, d[i : i + step], z[i : i + step], p)  # (s', o, j)
         parts.append((G * W[None]).sum(dim=1))  # (s', n_in)
         acc += G.pow_(2).sum(dim=0)  # in place: G is not read again (the same squares as G**2)
