@@ -33,6 +33,7 @@ from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.errors import InvalidSpecError, ModelFormatError, UnsupportedModelError
 from netshrink.compression.export.onnx_initializers import LayerStorage, Names, pruned_bias, write_weight
 from netshrink.compression.export.physical import physical_layers
+from netshrink.compression.export.placeholders import copy_with_placeholders, is_placeholder
 from netshrink.compression.graph.network import Layer, Network
 
 INT4_MIN_OPSET = 21  # DequantizeLinear accepts INT4 from opset 21
@@ -162,8 +163,8 @@ def export_onnx_detailed(
         data = net.upload_bytes()  # the working graph imports the upload's opsets
         return OnnxExport(data, _default_opset(net.model), (), ("nothing compressed: original returned",))
     phys = physical_layers(net, compressed)
-    model = onnx.ModelProto()
-    model.CopyFrom(net.model)
+    rewritten = {x.weight_key for x in net.layers if phys[x.name].compressed or phys[x.name].reshaped}
+    model = copy_with_placeholders(net.model, rewritten)
     model, opset, notes = _choose_opset(model, compressed, target_opset, int8_only)
     int4_ok = not int8_only and opset >= INT4_MIN_OPSET
     int2_ok = not int8_only and opset >= INT2_MIN_OPSET
@@ -202,6 +203,8 @@ def export_onnx_detailed(
             old_in, new_in = layer.n_in, int(p.weight.shape[1])
             _rewrite_reshapes(model, layer, net.layer(layer.producer), old_in, new_in)
     kept = [t for name in [t.name for t in g.initializer] for t in replaced.get(name, [inits[name]])]
+    if any(is_placeholder(t) for t in kept):  # every placeholder is a weight written anew above
+        raise AssertionError("a weight placeholder reached the exported graph")
     del g.initializer[:]
     g.initializer.extend(kept)
     g.sparse_initializer.extend(new_sparse)
