@@ -196,7 +196,7 @@ def compress(
         ex = Executor(net, device)
         X_fit = torch.as_tensor(data.fit, device=device)
         X_ho = torch.as_tensor(data.holdout, device=device)
-    from netshrink.compression.export.artifacts import build_artifacts, upload_facts
+    from netshrink.compression.export.artifacts import build_artifacts, check_in_onnxruntime, upload_facts
 
     with timer("export_and_onnxruntime"):  # the upload's bytes and latency, before any draw is held
         before = upload_facts(net, data.holdout)
@@ -273,7 +273,9 @@ def compress(
         predictable = full and predicts(chosen)
         coupled = dag_group_prediction(net, ex, chosen, X_ho) if predictable else None
         sens_ho = (
-            sensitivities(ex.run, net, X_ho, net.layers, groups=drawn_groups and coupled is None)
+            sensitivities(
+                ex.run, net, X_ho, net.layers, groups=drawn_groups and coupled is None, weight_sq=False
+            )
             if predictable
             else None
         )
@@ -281,7 +283,9 @@ def compress(
     del sens_fit, sens_ho
     progress("exporting")
     with timer("export_and_onnxruntime"):
-        arts = build_artifacts(net, chosen, spec_run, data.holdout, m, before=before)
+        arts = build_artifacts(net, chosen, spec_run, data.holdout, m, before=before, onnxruntime_check=False)
+        chosen = chosen.without_arrays()  # later stages read no per-entry array: the sessions get the room
+        check_in_onnxruntime(arts, net, data.holdout, m, before)
     baselines: list[dict[str, Any]] = []
     if spec.compare_baselines and chosen.layers:
         with timer("baselines"):

@@ -67,6 +67,23 @@ class LayerDraw:
         """True when every stage is P1's unbiased randomized rule (tiers E, T, P apply)."""
         return self.tier_E_A is not None
 
+    def without_arrays(self) -> LayerDraw:
+        """This draw without its per-entry arrays (Ŵ, codes, outliers, Var(t)), each now empty: what
+        the report and the uncompensated twin read once the artifact is written (peak RSS, issue 10;
+        ``NetworkDraw.without_arrays``). An array read after this fails (its shape is (0,))."""
+        c = self.compressed
+
+        def empty(a: np.ndarray) -> np.ndarray:
+            return np.empty(0, dtype=a.dtype)
+
+        slim = dataclasses.replace(
+            c,
+            weight=empty(c.weight),
+            codes=None if c.codes is None else empty(c.codes),
+            outliers=None if c.outliers is None else empty(c.outliers),
+        )
+        return dataclasses.replace(self, compressed=slim, var=empty(self.var))
+
 
 def compress_layer(
     layer: Layer,

@@ -36,6 +36,9 @@ class Sensitivity:
     weight_sq: np.ndarray
     group_sq: np.ndarray  # (n_groups,) float64: E_x Σ_k (Σ_{j∈g} Σ_i ∂Φ_k/∂W_ij · W_ij)²
     group_size: int  # consecutive input columns per group
+    # ``sensitivities(..., weight_sq=False)``, dense layers: the (S, o) and (S, j) float64 factors of
+    # weight_sq, which is then empty; ``predict_independent`` forms it a row block at a time
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def zero_probe(holders: dict[str, torch.Tensor], name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -139,6 +142,7 @@ def sensitivities(
     *,
     chunk: int = 256,  # pragma: no mutate (samples per pass: memory only)
     groups: bool = True,
+    weight_sq: bool = True,
 ) -> dict[str, Sensitivity]:
     """E_x Σ_k (∂Φ_k/∂W)² and (with ``groups``) the group terms for ``layers``, at the dense model.
 
@@ -146,7 +150,10 @@ def sensitivities(
     Dense layers: Σ_k (∂Φ_k/∂W_ij)² = (Σ_k δ_ki²) ẑ_j² per sample, so the K outputs are summed
     before the one (n_out × S)(S × n_in) product per chunk: cost O(S·K·n_out + S·n_out·n_in).
     The group terms need one more product per output (Σ_i δ_ki W_ij); ``groups=False`` skips them
-    (``group_sq`` is then zeros) when nothing is drawn by groups.
+    (``group_sq`` is then zeros) when nothing is drawn by groups. ``weight_sq=False``: a dense layer's
+    (n_out, n_in) float32 ``weight_sq`` is not formed; its factors are kept (``Sensitivity.factors``)
+    for ``predict_independent``, which only sums it against Var(t) (peak RSS, issue 10: 0.25 GiB on
+    the 64→8192→8192→10 MLP, next to the draw).
     """
     # A dense layer whose input feeds nothing else: Σ_i δ_ki W_ij is ∂Φ_k/∂ẑ_j, which the same backward
     # pass gives through a zero probe on ẑ (no (s × n_out)(n_out × n_in) product per output k).
@@ -217,12 +224,19 @@ def sensitivities(
         del zs, d2sum
     result: dict[str, Sensitivity] = {}
     for layer in layers:
+        factors = None
         if layer.name in acc_w:
-            weight_sq = acc_w.pop(layer.name).div_(S).to(torch.float32)  # (o, j)
+            wsq = acc_w.pop(layer.name).div_(S).to(torch.float32)  # (o, j)
+        elif weight_sq:
+            wsq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name), S)
         else:
-            weight_sq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name), S)
+            factors = (
+                torch.cat(d2_parts.pop(layer.name)),
+                torch.cat(z2_parts.pop(layer.name)),
+            )  # (S, o), (S, j)
+            wsq = torch.empty(0, 0, dtype=torch.float32)  # formed by blocks in predict_independent
         result[layer.name] = Sensitivity(
-            layer.name, weight_sq.numpy(), (acc_g[layer.name] / S).numpy(), group_size(layer)
+            layer.name, wsq.numpy(), (acc_g[layer.name] / S).numpy(), group_size(layer), factors
         )
     return result
 
@@ -234,11 +248,14 @@ def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor], S: int) -> 
     out = torch.empty(D.shape[1], Z.shape[1], dtype=torch.float32)  # (o, j)
     # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
     rows = max(1, PREDICT_BLOCK // max(1, Z.shape[1]))  # pragma: no mutate
-    r = 0
-    for block in D.split(rows, dim=1):  # (S, b): rows r..r+b of the result
-        out[r : r + block.shape[1]] = (block.T @ Z).div_(S)  # (b, j): Σ_s Σ_k δ_ki² ẑ_j² / S
-        r += block.shape[1]
+    for r in range(0, D.shape[1], rows):
+        out[r : r + rows] = _weight_sq_block(D, Z, r, rows)
     return out
+
+
+def _weight_sq_block(D: torch.Tensor, Z: torch.Tensor, r: int, rows: int) -> torch.Tensor:
+    """Rows r..r+rows of weight_sq, (b, j) float32: Σ_s Σ_k δ_ki² ẑ_j² / S from D (S, o), Z (S, j)."""
+    return (D[:, r : r + rows].T @ Z).div_(D.shape[0]).to(torch.float32)  # (b, j)
 
 
 _INPUT = "\0input:"  # holder key prefix of the input probes (never a layer name)
@@ -264,6 +281,15 @@ PREDICT_BLOCK = 1 << 20  # entries per float64 row block of ``predict_independen
 
 def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
     """Σ_ij Var(t_ij) · E_x Σ_k (∂Φ_k/∂W_ij)² for independently drawn entries (float64, row blocks)."""
+    if sens.factors is not None:  # weight_sq formed a row block at a time: the same blocks and sums
+        D, Z = sens.factors  # (S, o), (S, j)
+        V = var.reshape(D.shape[1], Z.shape[1])  # (o, j)
+        rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))
+        total = 0.0
+        for r in range(0, V.shape[0], rows):
+            Sb = _weight_sq_block(D, Z, r, rows).numpy()  # (b, j) float32
+            total += float((V[r : r + rows].astype(np.float64) * Sb).sum())
+        return total
     S = sens.weight_sq
     return sum_product(var.reshape(S.shape), S)
 

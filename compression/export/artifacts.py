@@ -108,26 +108,36 @@ def build_artifacts(
         files["architecture.json"] = json.dumps(arch, indent=2, sort_keys=True).encode()
         art.state_dict_after = len(data)
     if onnxruntime_check:
-        measured = with_logits_output(ox.data, net.logits)  # the shipped bytes when Φ is an output
-        X_lat = X[:LATENCY_BATCH]  # (≤ 64, ...): a latency needs no more, and costs 6 passes per model
-        after: float | None = None
-        for level in OPTIMIZATION_LEVELS:
-            sess = session(measured, level)
-            if level == "default" and measured is ox.data:
-                # this same session of the shipped bytes is timed first (its buffers then serve the
-                # check below: 0.53 GiB instead of 0.8 on the 8192-wide MLP) and released before the
-                # next session is built: one session alive at a time (peak RSS, issue 10)
-                after = latency_ms(sess, net.input_name, X_lat)
-            phi_hat = logits_of(sess, net.input_name, net.logits, X)
-            e = output_error(m.phi, phi_hat)
-            art.onnxruntime[level] = {"relative_l2": e.relative_l2, "p95": e.p95, "max": e.max}
-            del sess, phi_hat
-        art.latency = {
-            "before": before.latency_ms,
-            "after": latency_ms(ox.data, net.input_name, X_lat) if after is None else after,
-            "device": "cpu",
-            "provider": "CPUExecutionProvider",
-            "batch": int(X_lat.shape[0]),
-            "threads": ort_threads(),
-        }
+        check_in_onnxruntime(art, net, X, m, before)
     return art
+
+
+def check_in_onnxruntime(
+    art: Artifacts, net: Network, X: np.ndarray, m: Measurement, before: UploadFacts
+) -> None:
+    """Run the ONNX artifact in onnxruntime on ``X`` (S, ...): its error against ``m.phi`` at each
+    optimization level, and its latency; fills ``art.onnxruntime`` and ``art.latency``. Needs only the
+    artifact's bytes, so the caller may let the draw go first (``NetworkDraw.without_arrays``)."""
+    shipped = art.files["model.onnx"]
+    measured = with_logits_output(shipped, net.logits)  # the shipped bytes when Φ is an output
+    X_lat = X[:LATENCY_BATCH]  # (≤ 64, ...): a latency needs no more, and costs 6 passes per model
+    after: float | None = None
+    for level in OPTIMIZATION_LEVELS:
+        sess = session(measured, level)
+        if level == "default" and measured is shipped:
+            # this same session of the shipped bytes is timed first (its buffers then serve the
+            # check below: 0.53 GiB instead of 0.8 on the 8192-wide MLP) and released before the
+            # next session is built: one session alive at a time (peak RSS, issue 10)
+            after = latency_ms(sess, net.input_name, X_lat)
+        phi_hat = logits_of(sess, net.input_name, net.logits, X)
+        e = output_error(m.phi, phi_hat)
+        art.onnxruntime[level] = {"relative_l2": e.relative_l2, "p95": e.p95, "max": e.max}
+        del sess, phi_hat
+    art.latency = {
+        "before": before.latency_ms,
+        "after": latency_ms(shipped, net.input_name, X_lat) if after is None else after,
+        "device": "cpu",
+        "provider": "CPUExecutionProvider",
+        "batch": int(X_lat.shape[0]),
+        "threads": ort_threads(),
+    }

@@ -254,3 +254,30 @@ def test_sum_product_is_float64_for_float32_operands() -> None:
     assert prediction.predict_groups(tau2, sens) == pytest.approx(
         math.fsum([float(tau2[0]) * 0.1, float(tau2[1]) * 0.9]), rel=1e-15
     )
+
+
+@pytest.mark.parametrize("block", [prediction.PREDICT_BLOCK, 40])  # 40: several row blocks per layer
+def test_factored_sensitivities_give_the_same_prediction_without_the_dense_matrix(
+    mlp_net: Network, cnn_net: Network, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 (memory): with ``weight_sq=False`` a dense layer keeps the (S, o) and (S, j) factors
+    instead of its (o, j) weight_sq (0.25 GiB next to the draw on the 64→8192→8192→10 MLP), and
+    ``predict_independent`` forms it a row block at a time: the same blocks and the same float64
+    sums, so the same prediction to the last bit. Conv layers keep their accumulated weight_sq."""
+    monkeypatch.setattr(prediction, "PREDICT_BLOCK", block)
+    for net in (mlp_net, cnn_net):
+        X = torch.as_tensor(
+            np.random.default_rng(2).standard_normal((37, *net.input_shape)), dtype=torch.float32
+        )
+        run = Executor(net).run
+        full = sensitivities(run, net, X, net.layers, chunk=16, groups=False)
+        lean = sensitivities(run, net, X, net.layers, chunk=16, groups=False, weight_sq=False)
+        rng = np.random.default_rng(3)
+        for layer in net.layers:
+            var = rng.random(layer.matrix.shape).astype(np.float32)  # (o, j) a Var(t)
+            got = prediction.predict_independent(var, lean[layer.name])
+            assert got == prediction.predict_independent(var, full[layer.name])
+            if layer.kind == "dense":
+                assert lean[layer.name].weight_sq.size == 0 and lean[layer.name].factors is not None
+            else:
+                assert lean[layer.name].factors is None
