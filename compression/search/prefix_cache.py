@@ -47,7 +47,10 @@ class PrefixCache:
     every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
     (at least ``REFIT_FLOOR``, since a layer's n_in² can dwarf a small network's weights); older
     entries are dropped *before* a new one is computed when it would not fit, so the cache adds at
-    most the newest entry to the refit's own peak.
+    most the newest entry to the refit's own peak. An entry larger than the bound on its own is not
+    kept: the refit then frees H and B before its solves (``compensate_layer``), where a cached
+    entry would stay next to them (on the 17M MLP's 4096-wide layer H and B are 134 MB, twice the
+    bound, and the budget search reused such an entry once in 8 candidates).
     """
 
     def __init__(self, max_bytes: int, *, groups: bool = False) -> None:
@@ -65,8 +68,9 @@ class PrefixCache:
 
     def prepared(
         self, key: tuple[object, ...], layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor
-    ) -> Prepared:
-        """``compensate.prepare(layer, Z, Z_dense)``, cached under ``key`` (the upstream prefix)."""
+    ) -> Prepared | None:
+        """``compensate.prepare(layer, Z, Z_dense)``, cached under ``key`` (the upstream prefix);
+        None when it alone is larger than the bound (the caller then refits without it)."""
         p = self.refits.get(key)
         if p is not None:
             self.refit_hits += 1
@@ -74,6 +78,8 @@ class PrefixCache:
         limit = max(self.max_bytes, REFIT_FLOOR)
         n = layer.n_in + int(layer.bias is not None)
         new = 4 * (n * n + layer.n_out * n)  # H (n, n), B (out, n); float32
+        if new > limit:
+            return None  # not kept: the caller's refit prepares it and frees it before its solves
         while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
             del self.refits[next(iter(self.refits))]
         p = prepare(layer, Z, Z_dense)

@@ -1,0 +1,43 @@
+"""The budget search's PrefixCache (compression/search/prefix_cache.py): the refit moments' bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.compression.algorithm.compensate import prepare
+from netshrink.compression.graph.network import Layer
+from netshrink.compression.search import prefix_cache
+from netshrink.compression.search.prefix_cache import PrefixCache
+
+
+def _layer(n_in: int, n_out: int) -> tuple[Layer, torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    layer = Layer("fc", 1, "dense", W, np.zeros(n_out, np.float32), "w", "b", structured=True)
+    Zd = torch.from_numpy(np.abs(rng.standard_normal((50, n_in))).astype(np.float32))  # (S, n_in)
+    return layer, Zd + 0.1, Zd
+
+
+def test_refit_moments_within_the_bound_are_kept_and_reused() -> None:
+    layer, Z, Zd = _layer(12, 5)
+    cache = PrefixCache(1 << 20)
+    first = cache.prepared(("k",), layer, Z, Zd)
+    assert first is not None and cache.prepared(("k",), layer, Z, Zd) is first and cache.refit_hits == 1
+    want = prepare(layer, Z, Zd)
+    assert torch.equal(first.H, want.H) and torch.equal(first.B, want.B)
+
+
+def test_refit_moments_larger_than_the_bound_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 (memory): H and B larger than the cache's bound on their own are not kept (the refit
+    then frees them before its solves; a cached entry stayed next to them: 134 MB on the 17M MLP's
+    4096-wide layer, twice the bound). Before, the newest entry always stayed, over the bound too."""
+    monkeypatch.setattr(prefix_cache, "REFIT_FLOOR", 0)
+    layer, Z, Zd = _layer(12, 5)
+    n = 13  # n_in + the bias column
+    cache = PrefixCache(4 * (n * n + 5 * n) - 1)  # one byte short of this layer's H and B
+    assert cache.prepared(("k",), layer, Z, Zd) is None
+    assert not cache.refits
+    roomy = PrefixCache(4 * (n * n + 5 * n))
+    assert roomy.prepared(("k",), layer, Z, Zd) is not None and len(roomy.refits) == 1
