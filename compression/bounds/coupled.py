@@ -75,7 +75,7 @@ def coupled_terms(
     stats_dense = layer_stats(layer, dense_in, groups=True)
     assert stats_dense.group_energy is not None
     a_dense = group_tier_e(layer, stats_dense.group_energy, u_tau2, dense_in, draw.group_joint or [])
-    a_q = stats_hat.positions * sum_product(draw.var.reshape(layer.matrix.shape), stats_hat.energy)
+    a_q = stats_hat.positions * sum_product(draw.var, stats_hat.energy)  # var: (out, in), as the matrix
     prune_only = dataclasses.replace(draw, M=None)  # no quantization grid: tier T's quantization term is 0
     quant_only = dataclasses.replace(draw, tau2=None)  # no pruning τ²: tier T's pruning term is 0
     t_dense = tier_T(layer, prune_only, stats_dense)

@@ -207,7 +207,8 @@ def test_power_iteration_of_a_positive_kernel() -> None:
 def test_power_iteration_stops_once_the_estimate_settles(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1×1 conv with K = 2·Q (Q orthogonal) has every singular value 2: the estimate is exact from the
     first normalized vector on, so the loop stops at its third product (the first one is of the
-    unscaled start) and one more product gives the value; never MAX_ITERS = 2000 of them."""
+    unscaled start) and one more product gives the value; never MAX_ITERS = 2000 of them.
+    ``_conv`` is wrapped to count the products."""
     from netshrink.compression.bounds import opnorm
 
     calls = []
@@ -217,3 +218,10 @@ def test_power_iteration_stops_once_the_estimate_settles(monkeypatch: pytest.Mon
     K = (2.0 * Q)[:, :, None, None]  # (3, 3, 1, 1)
     assert opnorm.conv_op_norm(K, ConvGeometry((1, 1)), (4, 5)) == pytest.approx(2.0, rel=1e-12)
     assert len(calls) <= 4
+    # tol = 0 stops once the estimate repeats exactly ("changes by ≤ tol"): with the scalar kernel 2
+    # every product is exact (powers of two), only the normalization rounds, and v/‖v‖ reaches its
+    # fixed point within a few steps (4-5 products measured), far below the 100 allowed
+    calls.clear()
+    two = np.full((1, 1, 1, 1), 2.0)
+    got = opnorm.conv_op_norm(two, ConvGeometry((1, 1)), (4, 5), tol=0.0, max_iters=100)
+    assert got == pytest.approx(2.0, rel=1e-12) and len(calls) <= 10
