@@ -14,6 +14,11 @@ The group terms of a dense layer whose input feeds only that layer read Σ_i δ_
 from the same backward pass (a zero probe on ẑ), in the executor's precision: on the 17M-parameter
 MLP of bench/scale.py (256 samples, float32 executor) they differ from the float64 product by at
 most 3.4e-7 relative, and the sensitivities take 8.2-10.5 s instead of 15.6 s (loaded machine).
+A conv (one group) reads its group terms the same way: Σ_{h,w} ẑ_c ∂Φ_k/∂ẑ_c, im2col's adjoint. Its
+weight gradients are made for all K outputs in one batched product, in the executor's precision
+(float32 in the pipeline, sums added into float64): within 1e-5 relative, entry by entry, of the
+former float64 products of the same deltas (tests/compression/bounds/test_prediction_precision.py;
+about 1.2e-7 there). These numbers only rank candidates and predict; no bound reads them.
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ def _weight_grads(
     layer: Layer, delta: torch.Tensor, z: torch.Tensor, patches: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Per-sample weight gradients (S, n_out, n_in) for one output k (``patches``: ``im2col(layer, z)``
-    when the caller already has it)."""
+    when the caller already has it). ``sensitivities`` batches the K outputs (``_weight_grads_k``);
+    this per-output form is the tests' reference."""
     if layer.kind == "dense":
         return delta.reshape(delta.shape[0], -1)[:, :, None] * z.reshape(z.shape[0], -1)[:, None, :]
     assert layer.conv is not None
@@ -91,12 +97,12 @@ def _weight_grads(
     return (dg @ pg.transpose(2, 3)).reshape(d.shape[0], layer.n_out, layer.n_in)  # (S, G, c_out/G, n_in)
 
 
-GRAD_BUDGET = 2**22  # float64 entries of per-sample conv weight gradients held at once (32 MiB)
+GRAD_BUDGET = 2**22  # entries of per-sample conv weight gradients held at once (16 MiB in float32)
 
 
 def _patches(layer: Layer, z: torch.Tensor) -> torch.Tensor | None:
     """A conv's im2col patches of the chunk ``z``, once for all K outputs, when they fit in
-    ``GRAD_BUDGET`` float64 entries (else None: ``_conv_terms`` makes them per output, as before).
+    ``GRAD_BUDGET`` entries (else None: ``_conv_terms`` makes them per block of samples).
     The same numbers either way (im2col only moves entries), so the sums do not change."""
     if layer.kind == "dense":
         return None
@@ -112,26 +118,49 @@ def _patches(layer: Layer, z: torch.Tensor) -> torch.Tensor | None:
     return im2col(layer, z) if fits else None  # pragma: no mutate
 
 
+def _weight_grads_k(layer: Layer, D: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """Per-sample conv weight gradients of k' outputs at once, (s, k', n_out, n_in), from the deltas
+    ``D`` (s, k', n_out, P) and ``patches`` = ``im2col(layer, z)`` (s, n_in, P): ``_weight_grads`` for
+    each output, in one batched product."""
+    assert layer.conv is not None
+    s, kk, o, P = D.shape
+    G = layer.conv.group
+    if G == 1:  # (s, k'·o, P) @ (s, P, n_in) -> (s, k'·o, n_in)
+        return (D.reshape(s, kk * o, P) @ patches.transpose(1, 2)).reshape(s, kk, o, layer.n_in)
+    # Grouped conv: row block γ reads only the patches of its own input channels.
+    pg = patches.reshape(s, 1, G, layer.n_in, P)  # (s, 1, G, n_in, P)
+    dg = D.reshape(s, kk, G, o // G, P)  # (s, k', G, o/G, P)
+    return (dg @ pg.transpose(3, 4)).reshape(s, kk, o, layer.n_in)  # (s, k', G, o/G, n_in)
+
+
 def _conv_terms(
     layer: Layer,
-    d: torch.Tensor,
+    deltas: list[torch.Tensor],
     z: torch.Tensor,
-    W: torch.Tensor,
     acc: torch.Tensor,
+    acc_g: torch.Tensor | None,
     patches: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Add Σ_s G_s² to ``acc`` and return Σ_o G_s W (s, n_in), a few samples at a time (bounded memory).
-    ``patches``: ``im2col(layer, z)`` (S, n_in, P) when the caller made it once for every output k."""
+) -> None:
+    """Add Σ_s Σ_k G_sk² to ``acc`` (float64) for the outputs k whose deltas (s, n_out, oh, ow) are
+    ``deltas``, and with ``acc_g`` the group terms Σ_s Σ_k (Σ_{j∈g} Σ_o G_sk W)², a few samples at a
+    time (bounded memory). The products run in the deltas' precision (the executor's: float32 in the
+    pipeline; each block's sums are added to the float64 accumulators). ``patches``: ``im2col(layer,
+    z)`` (s, n_in, P) when the caller made it once for the chunk (else made here per block)."""
+    D = torch.stack(deltas, dim=1)  # (s, k', o, oh, ow)
+    D = D.reshape(D.shape[0], D.shape[1], layer.n_out, -1)  # (s, k', o, P)
+    W = torch.as_tensor(layer.matrix).to(D.dtype) if acc_g is not None else None  # (o, n_in)
+    gs = group_size(layer)
     # equivalent mutants (make mutate): the step bounds memory only, any step ≥ 1 sums alike
-    step = max(1, GRAD_BUDGET // (layer.n_out * layer.n_in))  # pragma: no mutate
-    parts = []
-    for i in range(0, d.shape[0], step):
-        # (s', n_in, P) or None: made again in _weight_grads, the same entries (memory only)
-        p = None if patches is None else patches[i : i + step]  # pragma: no mutate
-        G = _weight_grads(layer, d[i : i + step], z[i : i + step], p)  # (s', o, j)
-        parts.append((G * W[None]).sum(dim=1))  # (s', n_in)
-        acc += G.pow_(2).sum(dim=0)  # in place: G is not read again (the same squares as G**2)
-    return torch.cat(parts)
+    step = max(1, GRAD_BUDGET // (D.shape[1] * layer.n_out * layer.n_in))  # pragma: no mutate
+    for i in range(0, D.shape[0], step):
+        # (s', n_in, P): made here or once per chunk, the same entries (memory only)
+        p = im2col(layer, z[i : i + step]) if patches is None else patches[i : i + step]  # pragma: no mutate
+        G = _weight_grads_k(layer, D[i : i + step], p)  # (s', k', o, n_in)
+        if acc_g is not None and W is not None:
+            contrib = (G * W).sum(dim=2)  # (s', k', n_in): Σ_o G W
+            grouped = contrib.reshape(G.shape[0], G.shape[1], -1, gs).sum(dim=3).double()  # (s', k', n_g)
+            acc_g += (grouped**2).sum(dim=(0, 1))
+        acc += G.square_().sum(dim=(0, 1)).double()  # in place: G is not read again
 
 
 def sensitivities(
@@ -157,8 +186,9 @@ def sensitivities(
     """
     # A dense layer whose input feeds nothing else: Σ_i δ_ki W_ij is ∂Φ_k/∂ẑ_j, which the same backward
     # pass gives through a zero probe on ẑ (no (s × n_out)(n_out × n_in) product per output k).
-    via_input = _sole_input_dense(net, layers) if groups else set()
-    W: dict[str, torch.Tensor] = {}  # float64 copies, made where first read: group terms and conv terms
+    # The same for a conv (groups of 1) through ⟨ẑ_c, ∂Φ_k/∂ẑ_c⟩ = Σ_{j∈c} Σ_o G_oj W_oj (im2col's adjoint).
+    via_input = (_sole_input_dense(net, layers) | _sole_input_conv(net, layers)) if groups else set()
+    W: dict[str, torch.Tensor] = {}  # float64 copies, made where first read: dense group terms
 
     def weight64(layer: Layer) -> torch.Tensor:
         if layer.name not in W:
@@ -187,19 +217,22 @@ def sensitivities(
         inject.update({layer.input: zero_probe(holders, _INPUT + layer.name) for layer in inputs})
         out = run(xb, capture=[layer.input for layer in layers], inject=inject)
         phi = out[net.logits].flatten(1)  # (s, K)
-        zs = {layer.name: out[layer.input].detach().double() for layer in layers}
+        z_run = {layer.name: out[layer.input].detach().cpu() for layer in layers}  # executor precision
+        zs = {name: z.double() for name, z in z_run.items()}
         tensors = [holders[layer.name] for layer in layers] + [holders[_INPUT + x.name] for x in inputs]
         d2sum: dict[str, torch.Tensor] = {}  # dense layers: Σ_k δ_k² per sample, (s, o)
         # each conv's patches of this chunk, once for all K outputs (when small)
-        patches = {layer.name: _patches(layer, zs[layer.name].cpu()) for layer in layers}
-        for k in range(phi.shape[1]):
+        patches = {layer.name: _patches(layer, z_run[layer.name]) for layer in layers}
+        pending: dict[str, list[torch.Tensor]] = {}  # conv: the deltas of outputs not yet folded in
+        K = phi.shape[1]
+        for k in range(K):
             # the graph is kept after the last output too: freed with ``out`` below
             grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
             dz = {x.name: grads[len(layers) + i] for i, x in enumerate(inputs)}  # ∂Φ_k/∂ẑ
             for i, layer in enumerate(layers):
-                d = grads[i].detach().double().cpu()
-                z = zs[layer.name].cpu()
+                z = zs[layer.name]
                 if layer.kind == "dense":
+                    d = grads[i].detach().double().cpu()
                     d2 = d.reshape(d.shape[0], -1)  # (s, o)
                     d2sum[layer.name] = d2sum[layer.name] + d2**2 if layer.name in d2sum else d2**2
                     if not groups:
@@ -210,13 +243,23 @@ def sensitivities(
                         else d2 @ weight64(layer)
                     )  # (s, j): Σ_i δ_i W_ij
                     contrib = dzk * z.reshape(z.shape[0], -1)  # (s, j): Σ_i δ_i W_ij ẑ_j
-                else:
-                    contrib = _conv_terms(
-                        layer, d, z, weight64(layer), acc_w[layer.name], patches[layer.name]
-                    )  # (s, n_in)
-                gs = group_size(layer)
-                grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
-                acc_g[layer.name] += (grouped**2).sum(dim=0)
+                    gs = group_size(layer)
+                    grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
+                    acc_g[layer.name] += (grouped**2).sum(dim=0)
+                    continue
+                deltas = pending.setdefault(layer.name, [])
+                deltas.append(grads[i].detach().cpu())  # (s, o, oh, ow), executor precision
+                # all K outputs in one batched product, or as many as GRAD_BUDGET entries hold
+                # equivalent mutants (make mutate): when to fold bounds memory only, the sums are alike
+                full = len(deltas) * deltas[0].numel() >= GRAD_BUDGET  # pragma: no mutate
+                if k == K - 1 or full:  # pragma: no mutate
+                    a_g = acc_g[layer.name] if groups and layer.name not in dz else None
+                    _conv_terms(layer, deltas, z_run[layer.name], acc_w[layer.name], a_g, patches[layer.name])
+                    deltas.clear()
+                if layer.name in dz:  # group c: Σ_{h,w} ẑ_c ∂Φ_k/∂ẑ_c = Σ_{j∈c} Σ_o G_oj W_oj
+                    dzc = dz[layer.name].detach().double().cpu()  # (s, C, H, W)
+                    grouped = (dzc * z).flatten(2).sum(dim=2)  # (s, C)
+                    acc_g[layer.name] += (grouped**2).sum(dim=0)
         del out, phi, tensors, holders, patches
         for name, dsq in d2sum.items():
             d2_parts.setdefault(name, []).append(dsq)  # (s, o)
@@ -264,6 +307,17 @@ _INPUT = "\0input:"  # holder key prefix of the input probes (never a layer name
 def _sole_input_dense(net: Network, layers: Sequence[Layer]) -> set[str]:
     """Dense layers whose input tensor is read by no other node and is no other layer's input or
     pre-activation: there ∂Φ_k/∂ẑ_j = Σ_i δ_ki W_ij exactly."""
+    return _sole_input(net, layers, "dense")
+
+
+def _sole_input_conv(net: Network, layers: Sequence[Layer]) -> set[str]:
+    """The same for convs of one group: there ∂Φ_k/∂ẑ = col2im(Wᵀδ_k), the adjoint of im2col, so
+    Σ_{h,w} ẑ_c ∂Φ_k/∂ẑ_c = Σ_{j∈c} Σ_o G_oj W_oj (padding reads zeros, which add nothing)."""
+    convs = _sole_input(net, layers, "conv")
+    return {x.name for x in layers if x.name in convs and x.conv is not None and x.conv.group == 1}
+
+
+def _sole_input(net: Network, layers: Sequence[Layer], kind: str) -> set[str]:
     readers: dict[str, int] = {}
     for node in net.model.graph.node:
         for t in set(node.input):
@@ -272,7 +326,7 @@ def _sole_input_dense(net: Network, layers: Sequence[Layer]) -> set[str]:
     return {
         layer.name
         for layer in layers
-        if layer.kind == "dense" and readers[layer.input] == 1 and taken.count(layer.input) == 1
+        if layer.kind == kind and readers[layer.input] == 1 and taken.count(layer.input) == 1
     }
 
 
