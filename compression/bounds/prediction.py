@@ -239,7 +239,7 @@ def sensitivities(
                         continue
                     dzk = (
                         dz[layer.name].detach().double().cpu().reshape(d2.shape[0], -1)
-                        if layer.name in dz
+                        if layer.name in dz  # pragma: no mutate (the probe or the product: the same sums)
                         else d2 @ weight64(layer)
                     )  # (s, j): Σ_i δ_i W_ij
                     contrib = dzk * z.reshape(z.shape[0], -1)  # (s, j): Σ_i δ_i W_ij ẑ_j
