@@ -204,6 +204,7 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, errors: list[float], checks: list
         net: object, ex: object, spec: CompressSpec, X: object, *, draw: int, **kw: object
     ) -> NetworkDraw:
         asked.append((draw, spec.compensate, kw["dense_inputs"] is not None))
+        assert kw["keep_plain"] is False  # the plain draws are held for the twin only (``keep_plain``)
         row = checks[min(draw, len(checks) - 1)]
         layers = {
             f"l{i}": SimpleNamespace(refit_check=None if c is None else dict(c)) for i, c in enumerate(row)
@@ -216,8 +217,17 @@ def _scripted(monkeypatch: pytest.MonkeyPatch, errors: list[float], checks: list
 
 
 def _best_of(spec: dict[str, object]) -> NetworkDraw:
-    net = SimpleNamespace(logits="out", n_params=10, layers=[])
-    ex = SimpleNamespace(run=lambda X, capture: {"out": PHI})
+    """``best_of`` under ``compensate: null`` on a stand-in network of two layers: its one dense pass
+    captures both layers' inputs (the refit draws' targets), and nothing else."""
+    net = SimpleNamespace(
+        logits="out", n_params=10, layers=[SimpleNamespace(input=f"z{i}") for i in range(2)]
+    )
+
+    def run(X: torch.Tensor, capture: list[str]) -> dict[str, torch.Tensor]:
+        assert capture == ["z0", "z1"]
+        return {"out": PHI, **{name: X for name in capture}}
+
+    ex = SimpleNamespace(run=run)
     full = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, **spec})
     return best_of(net, ex, dataclasses.replace(full, compensate=HELD_BACK), PHI)  # type: ignore[arg-type]
 
@@ -279,3 +289,18 @@ def test_plain_after_and_dropped_any_by_hand() -> None:
     assert (plain_after(nd(yes, None)), dropped_any(nd(yes, None))) == (False, False)
     assert (plain_after(nd(None, None)), dropped_any(nd(None, None))) == (False, False)
     assert (plain_after(nd()), dropped_any(nd())) == (False, False)
+
+
+def test_a_plain_spec_makes_one_dense_pass_that_captures_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without refits the dense pass computes Φ only, and no draw is handed dense inputs."""
+    asked = _scripted(monkeypatch, [0.2, 0.1], [[None, None]])
+    captures: list[list[str]] = []
+
+    def run(X: torch.Tensor, capture: list[str]) -> dict[str, torch.Tensor]:
+        captures.append(capture)
+        return {"out": PHI}
+
+    net = SimpleNamespace(logits="out", n_params=10, layers=[SimpleNamespace(input="z0")])
+    spec = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "draws": 2, "compensate": False})
+    best = best_of(net, SimpleNamespace(run=run), spec, PHI)  # type: ignore[arg-type]
+    assert captures == [[]] and asked == [(0, False, False), (1, False, False)] and best.draw == 1
