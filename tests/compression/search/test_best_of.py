@@ -304,3 +304,17 @@ def test_a_plain_spec_makes_one_dense_pass_that_captures_nothing(monkeypatch: py
     spec = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "draws": 2, "compensate": False})
     best = best_of(net, SimpleNamespace(run=run), spec, PHI)  # type: ignore[arg-type]
     assert captures == [[]] and asked == [(0, False, False), (1, False, False)] and best.draw == 1
+
+
+@pytest.mark.parametrize(("hold", "again"), [(100, False), (99, True)])
+def test_a_best_draw_is_released_only_above_the_hold_limit(
+    monkeypatch: pytest.MonkeyPatch, hold: int, again: bool
+) -> None:
+    """Draws of 100 bytes: held at ``HOLD_BYTES`` = 100, released above 99 and drawn again at the end."""
+    import netshrink.compression.search.select as select
+
+    asked = _scripted(monkeypatch, [0.1, 0.3, 0.2], [[None, None]])
+    monkeypatch.setattr(select, "draw_nbytes", lambda nd: 100)
+    monkeypatch.setattr(select, "HOLD_BYTES", hold)
+    best = _best_of({"draws": 3})
+    assert [r for r, _, _ in asked] == [0, 1, 2, 0][: 4 if again else 3] and best.draw == 0
