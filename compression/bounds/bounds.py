@@ -139,7 +139,7 @@ def tier_T(layer: Layer, draw: LayerDraw, stats: LayerStats) -> float | None:
     if draw.prune_randomized and draw.tau2 is not None and draw.f is not None:
         f = draw.f if draw.from_greedy_sort else 1.0
         gt = draw.group_tau2
-        joint = draw.group_joint or [] if gt is not None else []
+        joint = draw.group_joint or []  # set only with group_tau2 (group_prune.prune_units)
         infl = max((1.0 + c / float(gt[idx[0]]) for idx, c in joint), default=1.0)  # type: ignore[index]
         A = f * infl * draw.tau2 * _max_group_op2(layer, draw.granularity) * Z2
     if draw.quant_randomized and draw.M is not None and draw.k is not None:

@@ -7,6 +7,7 @@ relative output error with numpy; ``best_of`` must return the argmin, with that 
 from __future__ import annotations
 
 import dataclasses
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -318,3 +319,34 @@ def test_a_best_draw_is_released_only_above_the_hold_limit(
     monkeypatch.setattr(select, "HOLD_BYTES", hold)
     best = _best_of({"draws": 3})
     assert [r for r, _, _ in asked] == [0, 1, 2, 0][: 4 if again else 3] and best.draw == 0
+
+
+def test_ties_keep_the_first_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two draws with the same fit error: the first is kept (``best_of``'s docstring)."""
+    _scripted(monkeypatch, [0.25, 0.25, 0.5], [[None, None]])
+    assert _best_of({"draws": 3}).draw == 0
+
+
+def test_a_released_draw_that_comes_back_different_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-draw of a released best draw must reproduce its fit error; else the message says both."""
+    import netshrink.compression.search.select as select
+
+    errors = iter([0.1, 0.3, 0.15])  # draw 0, draw 1, draw 0 again
+    real = _scripted(monkeypatch, [0.0] * 3, [[None, None]])
+    fake = select.draw_network
+
+    def drifting(*args: object, draw: int, **kw: object) -> NetworkDraw:
+        nd = fake(*args, draw=draw, **kw)
+        nd.fit_logits = PHI * (1 + next(errors))
+        return nd
+
+    monkeypatch.setattr(select, "draw_network", drifting)
+    monkeypatch.setattr(select, "draw_nbytes", lambda nd: 100)
+    monkeypatch.setattr(select, "HOLD_BYTES", 99)
+    with pytest.raises(RuntimeError) as info:
+        _best_of({"draws": 2})
+    assert [r for r, _, _ in real] == [0, 1, 0]
+    pattern = r"draw 0 drawn again gave fit error (\S+), not (\S+): the draw is not deterministic"
+    m = re.fullmatch(pattern, str(info.value))
+    assert m is not None, str(info.value)
+    assert (float(m[1]), float(m[2])) == (pytest.approx(0.15, rel=1e-6), pytest.approx(0.1, rel=1e-6))
