@@ -84,9 +84,8 @@ def best_of(
     with torch.no_grad():
         out = ex.run(X, capture=capture)
     phi = out.pop(net.logits)  # (S, K)
-    dense: dict[str, torch.Tensor] | None = (
-        out  # the layer inputs (none captured unless refit), handed only to refit draws below
-    )
+    # the layer inputs (none captured unless refit), handed only to refit draws below
+    dense: dict[str, torch.Tensor] | None = out
     del out
     draw_spec = spec  # becomes uncompensated after a first draw that dropped every refit
     checks: dict[str, dict[str, object]] = {}  # that first draw's refit_check per layer
