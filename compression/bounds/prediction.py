@@ -252,7 +252,7 @@ def sensitivities(
                 # all K outputs in one batched product, or as many as GRAD_BUDGET entries hold
                 # equivalent mutants (make mutate): when to fold bounds memory only, the sums are alike
                 full = len(deltas) * deltas[0].numel() >= GRAD_BUDGET  # pragma: no mutate
-                if k == K - 1 or full:  # pragma: no mutate
+                if k == K - 1 or full:  # folds the last output's deltas: not equivalent, mutated
                     a_g = acc_g[layer.name] if groups and layer.name not in dz else None
                     _conv_terms(layer, deltas, z_run[layer.name], acc_w[layer.name], a_g, patches[layer.name])
                     deltas.clear()
