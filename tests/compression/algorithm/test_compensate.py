@@ -12,6 +12,7 @@ from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
+from tests.peak_rss import peak_ratio
 
 torch.set_num_threads(1)
 
@@ -339,12 +340,7 @@ layer = Layer("fc", 1, "dense", W, np.zeros(n, np.float32), "w", "b", structured
 Zd = torch.from_numpy(np.abs(rng.standard_normal((600, n))).astype(np.float32))  # (S, n_in)
 Z = Zd + 0.01 * torch.from_numpy(rng.standard_normal((600, n)).astype(np.float32))
 pr = prepare(layer, Z, Zd)  # the budget search's cached H and B
-def status(key):  # kB fields of /proc/self/status: VmRSS (now), VmHWM (peak since the reset)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # Linux >= 4.0: reset the peak RSS (VmHWM) to the current RSS
-before = status("VmRSS")
+before = reset_peak()
 compensate_layer(layer, Z, Zd, kept=None, first=None, quantize=QuantizeSpec(bits=4), prepared=pr)
 print((status("VmHWM") - before) / W.nbytes)
 """
@@ -356,11 +352,5 @@ def test_refit_peak_memory_holds_two_matrices_next_to_r_not_three() -> None:
     unrounded Vᵀ (3×), the codes and Ŵ: 3.5× measured. Before (the first solve out of place, then
     made row-major: R, Bᵀ, the solve's column-major result and its row-major copy at once): 4.3×.
     The kernel's peak RSS (VmHWM, reset through /proc/self/clear_refs), not a timing."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", REFIT_PEAK, "2048"], capture_output=True, text=True, check=True
-    )
-    ratio = float(out.stdout.strip())
+    ratio = peak_ratio(REFIT_PEAK, "2048")
     assert ratio <= 3.9, f"the refit raised the peak RSS by {ratio:.2f}x the weight's bytes (bound 3.9x)"

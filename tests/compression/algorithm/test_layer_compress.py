@@ -12,6 +12,7 @@ from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats, pad_input
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
+from tests.peak_rss import peak_ratio
 
 torch.set_num_threads(1)
 GEOM = ConvGeometry((3, 3), strides=(2, 1), pads=(1, 0, 1, 1))
@@ -180,12 +181,7 @@ W = rng.standard_normal((n, n)).astype(np.float32)
 layer = Layer("fc", 1, "dense", W, None, "w", None, structured=True)
 Z = torch.from_numpy(np.abs(rng.standard_normal((64, n))).astype(np.float32))  # (S, n_in)
 stats = layer_stats(layer, Z, groups=True)
-def status(key):  # kB fields of /proc/self/status: VmRSS (now), VmHWM (peak since the reset)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # Linux >= 4.0: reset the peak RSS (VmHWM) to the current RSS
-before = status("VmRSS")
+before = reset_peak()
 prune = PruneSpec(keep=0.5, granularity="neuron") if sys.argv[2] == "neuron" else None
 quant, gen, keep = QuantizeSpec(bits=4), generator(0, 1, 0), 0.5 if prune else 1.0
 d = compress_layer(layer, stats, prune=prune, quantize=quant, keep=keep, generator=gen)
@@ -200,13 +196,7 @@ def test_neuron_pruning_plus_quantization_peak_memory_is_a_bounded_multiple_of_t
     2^20 entries about 2x more on this 16 MiB layer: 7.2x measured. Before (float64 W, W as numpy,
     W̃ and a zero variance during pruning, |W̃| in grid_step): 9.3x. Not a timing: the kernel's peak
     RSS (VmHWM, reset through /proc/self/clear_refs) against the RSS before the call."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PEAK, "2048", "neuron"], capture_output=True, text=True, check=True
-    )
-    ratio = float(out.stdout.strip())
+    ratio = peak_ratio(MEMORY_PEAK, "2048", "neuron")
     assert ratio <= 8.0, f"peak RSS rose by {ratio:.2f}x the weight's bytes (bound 8x)"
 
 
@@ -216,11 +206,5 @@ def test_quantization_peak_memory_is_what_the_draw_keeps_plus_row_blocks() -> No
     Var(t) is summed in float64 row blocks of 2^20 entries (about 0.7x here) and stored as float32
     block by block. 2.9x measured; before (a full float64 Var(t), then its float32 copy next to it):
     4.3x."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PEAK, "4096", "quantize"], capture_output=True, text=True, check=True
-    )
-    ratio = float(out.stdout.strip())
+    ratio = peak_ratio(MEMORY_PEAK, "4096", "quantize")
     assert ratio <= 3.5, f"peak RSS rose by {ratio:.2f}x the weight's bytes (bound 3.5x)"

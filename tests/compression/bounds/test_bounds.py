@@ -22,6 +22,7 @@ from netshrink.compression.bounds.bounds import (
 from netshrink.compression.bounds.opnorm import op_norm
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
+from tests.peak_rss import peak_ratio
 
 torch.set_num_threads(1)
 GEOM = ConvGeometry((3, 3), strides=(1, 2), pads=(1, 1, 0, 1), dilations=(2, 1))
@@ -259,12 +260,7 @@ def run(n):
     return layer, d, stats
 tier_W_bound(*run(64))  # every module imported and warmed
 layer, d, stats = run(int(sys.argv[1]))
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-before = status("VmRSS")
+before = reset_peak()
 tier_W_bound(layer, d, stats)
 print((status("VmHWM") - before) / layer.weight.nbytes)
 """
@@ -275,11 +271,5 @@ def test_tier_w_holds_one_float32_delta_not_copies_of_w_and_w_hat() -> None:
     the peak RSS by Δ = W − Ŵ (1x) and the certificate's row blocks and Lanczos vectors: 1.3x
     measured. Before: 2.0x (float32 copies of W and Ŵ next to Δ; and 3x before the Schur norm's |Δ|
     went to row blocks)."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", TIER_W_PEAK, "4096"], capture_output=True, text=True, check=True
-    )
-    ratio = float(out.stdout.strip())
+    ratio = peak_ratio(TIER_W_PEAK, "4096")
     assert ratio <= 1.6, f"peak RSS rose by {ratio:.2f}x the weight's bytes (bound 1.6x)"

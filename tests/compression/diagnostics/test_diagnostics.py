@@ -20,6 +20,7 @@ from netshrink.compression.diagnostics.diagnostics import (
 )
 from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
+from tests.peak_rss import peak_ratio
 
 ENTRY_KEYS = {
     "name",
@@ -191,12 +192,7 @@ from netshrink.compression.diagnostics.diagnostics import diagnose_tensor
 n = int(sys.argv[1])
 diagnose_tensor("warm", np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32))
 X = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-before = status("VmRSS")
+before = reset_peak()
 diagnose_tensor("w", X, seed=0)
 print((status("VmHWM") - before) / X.nbytes)
 """
@@ -207,11 +203,5 @@ def test_diagnosing_a_large_matrix_peaks_at_about_one_float32_copy_of_it() -> No
     process raises the peak RSS by the sorted squares (one float32 copy) and small blocks: about 1x the
     matrix measured (1.25x). Before: 5.0x (the n + 1 float64 cumulative sums next to the sorted squares, the
     float64 squares of the row norms and of ‖W‖²_F, |W| for the histogram, all energies held at once)."""
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", DIAGNOSE_PEAK, "4096"], capture_output=True, text=True, check=True
-    )
-    ratio = float(out.stdout.strip())
+    ratio = peak_ratio(DIAGNOSE_PEAK, "4096")
     assert ratio <= 2.0, f"peak RSS rose by {ratio:.2f}x the matrix's bytes (bound 2x)"

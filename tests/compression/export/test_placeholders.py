@@ -3,8 +3,6 @@ the same bytes as a full copy, and a bounded peak RSS (issue 10)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from netshrink.compression.export import export_onnx as export_module
 from netshrink.compression.export.export_onnx import export_onnx_detailed
 from netshrink.compression.export.placeholders import copy_with_placeholders, is_placeholder
 from tests.compression.export.test_export_onnx import cnn_reshape, load, mlp_gemm, mlp_matmul, quantized
+from tests.peak_rss import peak_ratio
 
 
 def _full_copy(model: onnx.ModelProto, names: object) -> onnx.ModelProto:
@@ -94,12 +93,7 @@ for layer in net.layers:
     scale = (np.abs(layer.weight).max(axis=1) / k).astype(np.float32)  # (out,)
     codes = np.clip(np.rint(layer.weight / scale[:, None]), -k, k).astype(np.int8)  # (out, in)
     cw[layer.name] = CompressedWeight(layer.name, codes * scale[:, None], codes=codes, scale=scale, bits=bits)
-def status(key):  # kB fields of /proc/self/status: VmRSS (now), VmHWM (peak since the reset)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # Linux >= 4.0: reset the peak RSS (VmHWM) to the current RSS
-before = status("VmRSS")
+before = reset_peak()
 export_onnx(net, cw)
 print((status("VmHWM") - before) / net.layer("fc1").weight.nbytes)
 """
@@ -115,12 +109,12 @@ def test_export_peak_memory_is_about_one_weight_not_a_copy_of_the_graph(
     ``onnx.version_converter``, which serializes, parses and rebuilds the whole model): 6.5× with a
     conversion, 2.0× without. Measured with placeholders: 1.2×, 1.3× and 1.0×. The kernel's peak
     RSS (VmHWM, reset through /proc/self/clear_refs), not a timing."""
-    out = subprocess.run(
-        [sys.executable, "-c", EXPORT_PEAK, "2048", str(bits), str(opset), str(tmp_path / "m.onnx")],
-        capture_output=True,
-        text=True,
-        check=True,
+    ratio = peak_ratio(
+        EXPORT_PEAK,
+        "2048",
+        str(bits),
+        str(opset),
+        str(tmp_path / "m.onnx"),
         cwd=Path(__file__).resolve().parents[3],
     )
-    ratio = float(out.stdout.strip())
     assert ratio <= 1.5, f"the export raised the peak RSS by {ratio:.2f}x the 2048x2048 weight (bound 1.5x)"
