@@ -39,6 +39,9 @@ ACTIVATIONS = {
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool"})
 SHAPE_OPS = frozenset({"Flatten", "Reshape"})
 PASS_OPS = frozenset({"Dropout", "Identity", "Cast", "Pad"})
+# a Cast to float32/float64 keeps the values the float32 graph computes (L = 1); one to float16,
+# bfloat16 or an integer type rounds, and |round(a) − round(b)| may exceed |a − b|: not covered
+EXACT_CASTS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE})
 CONST_ARITH = frozenset({"Mul", "Div", "Add", "Sub"})
 TAIL_HEADS = frozenset({"Softmax", "LogSoftmax", "Sigmoid", "ArgMax", "ZipMap"})
 CHAIN_OPS = frozenset(ACTIVATIONS) | POOLS | SHAPE_OPS | PASS_OPS | CONST_ARITH
@@ -256,6 +259,9 @@ def _support_reasons(g: GraphIndex, chain: list[onnx.NodeProto], layers: list[La
             why = _pad_reason(node, g)
             if why:
                 reasons.append(why)
+        elif op == "Cast" and attr(node, "to", 0) not in EXACT_CASTS:
+            to = onnx.TensorProto.DataType.Name(int(attr(node, "to", 0)))  # type: ignore[call-overload]
+            reasons.append(f"Cast '{node.name}' to {to} rounds the error: bounds not covered")
         elif op == "Clip" and any(t and t not in g.consts for t in node.input[1:]):
             reasons.append(f"Clip '{node.name}' with computed limits: bounds not covered")
         if op == "Reshape" and node.input[1] not in g.consts:

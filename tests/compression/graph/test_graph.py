@@ -10,7 +10,7 @@ import math
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from netshrink.compression.graph.batchnorm import fold_batchnorm
 from netshrink.compression.graph.loading import load_model
@@ -205,3 +205,40 @@ def test_shared_weight_and_mid_graph_softmax_are_generic(write) -> None:  # type
     assert net.support == "generic"
     assert any("shared" in r for r in net.not_covered)
     assert any("mid_softmax" in r for r in net.not_covered)
+
+
+@pytest.mark.parametrize(
+    ("to", "full"),
+    [
+        (TensorProto.FLOAT, True),
+        (TensorProto.DOUBLE, True),
+        (TensorProto.FLOAT16, False),
+        (TensorProto.BFLOAT16, False),
+    ],
+)
+def test_a_cast_that_rounds_is_not_covered(write, to: int, full: bool) -> None:  # type: ignore[no-untyped-def]
+    """A float16 round trip between two layers rounds the error: |r(a) − r(b)| can exceed |a − b|
+    (below), so a bound that takes the Cast as L = 1 would not hold. Exact casts keep full support."""
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(3, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["input", "w1"], ["h"], "fc1", transB=1),
+        helper.make_node("Relu", ["h"], ["r"], "relu"),
+        helper.make_node("Cast", ["r"], ["c"], "down", to=to),
+        helper.make_node("Cast", ["c"], ["c32"], "up", to=TensorProto.FLOAT),
+        helper.make_node("Gemm", ["c32", "w2"], ["output"], "fc2", transB=1),
+    ]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
+    model = F.chain_model(nodes, inits, ["batch", 4], "output", ["batch", 3])
+    net = load_model(write(model.SerializeToString()))
+    assert len(net.layers) == 2
+    assert (net.support == "full") is full
+    if not full:
+        name = TensorProto.DataType.Name(to)
+        assert f"Cast 'down' to {name} rounds the error: bounds not covered" in net.not_covered
+    # the reason, by hand: the two float32 neighbours of float16's midpoint 1 + 2⁻¹¹, 2 ulp(float32)
+    # apart, round to 1 and 1 + 2⁻¹⁰: the difference grows 2¹¹-fold
+    mid = np.float32(1.0 + 2.0**-11)
+    a, b = np.nextafter(mid, np.float32(0.0)), np.nextafter(mid, np.float32(2.0))
+    assert float(np.float16(b)) - float(np.float16(a)) == 2.0**-10
+    assert float(b) - float(a) == 2.0**-22
