@@ -100,18 +100,28 @@ def prepare(layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = 
     b = None if not with_bias else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
     X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, n_in)
     N, n = X.shape[0], layer.n_in + int(with_bias)
-    acc = torch.float32 if N <= _ROWS else torch.float64  # one chunk: no float64 copy
-    H = torch.zeros(n, n, dtype=acc, device=dev)
-    B = torch.zeros(layer.n_out, n, dtype=acc, device=dev)
-    for i in range(0, N, _ROWS):
+
+    def chunk(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         a = X[i : i + _ROWS].to(torch.float32)  # (r, n_in)
         y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
         if b is not None:
             y += b
             a = torch.cat([a, torch.ones(a.shape[0], 1, device=dev)], 1)  # (r, n)
-        H += a.T @ a  # (n, n)
-        B += y.T @ a  # (out, n)
+        return a, y
+
+    if N <= _ROWS:  # one chunk: the products are H and B (no zeros to add them to, no float64 copy)
+        a, y = chunk(0)
+        H = a.T @ a  # (n, n) float32
+        B = y.T @ a  # (out, n) float32
         del a, y
+    else:  # float64 sums over row chunks
+        H = torch.zeros(n, n, dtype=torch.float64, device=dev)
+        B = torch.zeros(layer.n_out, n, dtype=torch.float64, device=dev)
+        for i in range(0, N, _ROWS):
+            a, y = chunk(i)
+            H += a.T @ a  # (n, n)
+            B += y.T @ a  # (out, n)
+            del a, y
     H = H.div_(N).to(torch.float32)
     B = B.div_(N).to(torch.float32)
     lam = damp * max(float(torch.diagonal(H).to(torch.float64).mean()), 1e-12)

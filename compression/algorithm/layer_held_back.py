@@ -123,25 +123,33 @@ def compress_layer_held_back(
     ``plain_out``: the plain draw is appended to it (the uncompensated twin's layer, search/twin.py).
     """
     n = int(Z.shape[0])
-    plain = compress_layer(
-        layer,
-        stats,
-        prune=prune,
-        quantize=quantize,
-        keep=keep,
-        generator=generators[1],
-        sensitivity=sensitivity,
-        device=Z.device,
-    )
-    if plain_out is not None:
-        plain_out.append(plain)
+
+    def plain_draw() -> LayerDraw:
+        d = compress_layer(
+            layer,
+            stats,
+            prune=prune,
+            quantize=quantize,
+            keep=keep,
+            generator=generators[1],
+            sensitivity=sensitivity,
+            device=Z.device,
+        )
+        if plain_out is not None:
+            plain_out.append(d)
+        return d
+
     if n < MIN_SAMPLES:
+        plain = plain_draw()
         plain.refit_check = {
             "kept": False,
             "reason": f"fewer than {MIN_SAMPLES} fit samples: nothing to hold back",
         }
         return plain
     r, v = held_back_rows(n, Z.device)
+    # the refit first, then the plain draw: each has its own generator, so the order changes no
+    # number, and the plain draw's Ŵ, codes and Var(t) (2.25x the layer's float32 bytes) are not
+    # held through the refit's H, B, Cholesky factor and solves (peak RSS, issue 10)
     refit = compress_layer_compensated(
         layer,
         stats,
@@ -154,6 +162,7 @@ def compress_layer_held_back(
         sensitivity=sensitivity,
         prepared=prepared,
     )
+    plain = plain_draw()
     Zv, Zdv = Z[v], Z_dense[v]  # (S_v, *in) rows the refit never saw
     (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Zv, Zdv)
     kept = e_refit < e_plain

@@ -50,7 +50,9 @@ class PrefixCache:
     most the newest entry to the refit's own peak. An entry larger than the bound on its own is not
     kept: the refit then frees H and B before its solves (``compensate_layer``), where a cached
     entry would stay next to them (on the 17M MLP's 4096-wide layer H and B are 134 MB, twice the
-    bound, and the budget search reused such an entry once in 8 candidates).
+    bound, and the budget search reused such an entry once in 8 candidates); the entries already
+    held are dropped then too, so that none is held through that refit (there: the last layer's
+    64 MiB H, never reused in the ``--target-top1 0.99`` search, issue 10).
     """
 
     def __init__(self, max_bytes: int, *, groups: bool = False) -> None:
@@ -78,8 +80,9 @@ class PrefixCache:
         limit = max(self.max_bytes, REFIT_FLOOR)
         n = layer.n_in + int(layer.bias is not None)
         new = 4 * (n * n + layer.n_out * n)  # H (n, n), B (out, n); float32
-        if new > limit:
-            return None  # not kept: the caller's refit prepares it and frees it before its solves
+        if new > limit:  # not kept: the caller's refit prepares it and frees it before its solves;
+            self.refits.clear()  # nor are older entries held through that refit's peak (issue 10)
+            return None
         while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
             del self.refits[next(iter(self.refits))]
         p = prepare(layer, Z, Z_dense)

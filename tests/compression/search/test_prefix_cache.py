@@ -41,3 +41,17 @@ def test_refit_moments_larger_than_the_bound_are_not_kept(monkeypatch: pytest.Mo
     assert not cache.refits
     roomy = PrefixCache(4 * (n * n + 5 * n))
     assert roomy.prepared(("k",), layer, Z, Zd) is not None and len(roomy.refits) == 1
+
+
+def test_an_uncached_refit_drops_the_older_refit_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10 (memory): when a layer's H and B are too large to keep, the entries already held are
+    dropped too, so none is held through that refit's peak. On the 17M MLP the last layer's 64 MiB H
+    (within the bound, never reused) stayed through every later refit of the 4096-wide layer."""
+    monkeypatch.setattr(prefix_cache, "REFIT_FLOOR", 0)
+    small, Zs, Zsd = _layer(4, 3)
+    big, Z, Zd = _layer(12, 5)
+    n = 13
+    cache = PrefixCache(4 * (n * n + 5 * n) - 1)  # the small layer's moments fit, the big one's do not
+    assert cache.prepared(("s",), small, Zs, Zsd) is not None and len(cache.refits) == 1
+    assert cache.prepared(("b",), big, Z, Zd) is None
+    assert not cache.refits
