@@ -196,6 +196,22 @@ class SQLiteJobStore(TransitionMethods):
             self._write(conn, job)
         return CreateResult(job, True)
 
+    def mark_enqueued(self, job_id: str, *, stored: Job | None = None) -> None:
+        """With ``stored``: one ``UPDATE`` of the ``data`` column while the row is still as
+        ``create`` wrote it, instead of ``_mutate``'s read, parse, two dumps and a replace of the
+        whole row (every index rewritten: the flag changes none). Issue 13 §8: a fifth of the
+        embedded submit's store CPU. A job changed since (a worker took it) is read, then written."""
+        if stored is not None and not stored.enqueued and stored.report is None:
+            after = stored.model_copy(update={"enqueued": True})
+            with self._tx() as conn:
+                cursor = conn.execute(
+                    "UPDATE jobs SET data = ? WHERE id = ? AND data = ?",
+                    (job_json(after), job_id, job_json(stored)),
+                )
+            if cursor.rowcount == 1:
+                return
+        super().mark_enqueued(job_id)
+
     def get(self, job_id: str, *, report: bool = True) -> Job:
         with self._connect() as conn:
             return self._read(conn, job_id, report)

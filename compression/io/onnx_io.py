@@ -7,6 +7,7 @@ materializes tensors (the checker, shape inference, ``numpy_helper.to_array``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,10 @@ def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.
     check_declared_sizes(model, max_dim=max_dim, max_params=max_params)
     refuse_unsupported_ops(model)
     try:
-        onnx.checker.check_model(model, full_check=True)
+        # Not ``full_check=True``: that runs strict, type-checked shape inference too and throws its
+        # result away; ``infer_shapes`` below runs the same inference (plus constant propagation)
+        # and keeps it (issue 13 §8: inference ran twice per upload).
+        onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelFormatError(f"ONNX checker rejected the model: {exc}") from exc
     except UnicodeDecodeError as exc:  # a string field that is not UTF-8 (found by fuzzing the upload)
@@ -98,18 +102,38 @@ def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.
 
 def _decode_strings(message: Any) -> None:
     """Check every string field once, so one that is not UTF-8 is refused here and not deep inside
-    the checker or the graph reader (protobuf keeps such proto2 strings as bytes, or raises on access)."""
+    the checker or the graph reader (protobuf keeps such proto2 strings as bytes, or raises on access).
+    Each field descriptor's kind is looked up once per process (``_FIELD_KINDS``), not per field."""
     stack = [message]
+    pop, push, extend, kinds = stack.pop, stack.append, stack.extend, _FIELD_KINDS
     while stack:
-        msg = stack.pop()
-        for fd, value in msg.ListFields():
-            repeated = fd.is_repeated
-            if fd.type == fd.TYPE_MESSAGE:
-                stack.extend(value if repeated else [value])
-            elif fd.type == fd.TYPE_STRING:
-                for text in value if repeated else [value]:
-                    if not isinstance(text, str):  # upb hands back bytes when they are not UTF-8
+        for fd, value in pop().ListFields():
+            kind = kinds.get(fd)
+            if kind is None:
+                kind = kinds[fd] = _field_kind(fd)
+            if kind == _MESSAGE:
+                push(value)
+            elif kind == _MESSAGES:
+                extend(value)
+            elif kind == _STRING:
+                if type(value) is not str:  # upb hands back bytes when they are not UTF-8
+                    raise UnicodeDecodeError("utf-8", bytes(value)[:64], 0, 1, f"field {fd.name!r}")
+            elif kind == _STRINGS:
+                for text in value:
+                    if type(text) is not str:
                         raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
+
+
+_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS = range(5)
+_FIELD_KINDS: dict[Any, int] = {}  # FieldDescriptor -> kind; the onnx schema has a few hundred fields
+
+
+def _field_kind(fd: Any) -> int:
+    if fd.type == fd.TYPE_MESSAGE:
+        return _MESSAGES if fd.is_repeated else _MESSAGE
+    if fd.type == fd.TYPE_STRING:
+        return _STRINGS if fd.is_repeated else _STRING
+    return _OTHER
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -177,11 +201,11 @@ def check_declared_sizes(model: onnx.ModelProto, *, max_dim: int, max_params: in
     total = 0
     for name, t in _all_tensors(model):
         dims = list(t.dims)
-        if any(d < 0 for d in dims):
+        if dims and min(dims) < 0:
             raise InvalidWeightsError(f"tensor {name!r} declares negative dims {dims}")
-        if any(d > max_dim for d in dims):
+        if dims and max(dims) > max_dim:
             raise LimitExceededError(f"tensor {name!r} has a dimension over the limit {max_dim}: {dims}")
-        total += int(np.prod(dims, dtype=np.float64))
+        total += math.prod(dims)  # exact: Python ints
     if total > max_params:
         raise LimitExceededError(f"the model stores {total} values; the limit is {max_params}")
     for vi in model.graph.input:
@@ -218,11 +242,20 @@ def check_finite(model: onnx.ModelProto) -> None:
     bad = []
     for name, t in _all_tensors(model):
         if t.data_type in FLOAT_TYPES or t.data_type == onnx.TensorProto.BFLOAT16:
-            arr = numpy_helper.to_array(t)
-            if not np.all(np.isfinite(arr)):
+            if not np.isfinite(_values(t)).all():
                 bad.append(name)
     if bad:
         raise InvalidWeightsError(f"non-finite (NaN/Inf) values in: {', '.join(bad[:10])}", nodes=bad)
+
+
+def _values(t: onnx.TensorProto) -> np.ndarray:
+    """A float tensor's values, flat: float32 ``raw_data`` of the declared size straight from its
+    bytes (the common case, without ``numpy_helper.to_array``'s generic path), else ``to_array``."""
+    if t.data_type == onnx.TensorProto.FLOAT and t.data_location == onnx.TensorProto.DEFAULT:
+        raw = t.raw_data
+        if raw and len(raw) == 4 * math.prod(t.dims):
+            return np.frombuffer(raw, dtype="<f4")
+    return numpy_helper.to_array(t)
 
 
 def name_nodes(model: onnx.ModelProto) -> None:

@@ -170,3 +170,35 @@ def test_threads_of_one_process_take_turns_without_sqlite_busy_waits(
         t.join()
     assert not errors, errors[:3]
     assert {sqlite_store.get(j.id).attempts for j in jobs} == {40}
+
+
+def test_mark_enqueued_with_the_stored_job_writes_the_flag_without_reading_the_job(
+    sqlite_store: SQLiteJobStore, make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 §8: after the API's create, the outbox flag is one UPDATE of the row as written (no
+    read and parse of the job, no rewrite of the indexed columns); a changed row falls back to the
+    read (the contract's ``test_mark_enqueued_with_the_stored_job_keeps_a_change_made_since``)."""
+    job = sqlite_store.create(make_job(enqueued=False)).job
+    before = _indexed_columns(sqlite_store.path, job.id)
+
+    def no_read(*args: object, **kwargs: object) -> Job:
+        raise AssertionError("the fast path read the job")
+
+    monkeypatch.setattr(SQLiteJobStore, "_read", staticmethod(no_read))
+    sqlite_store.mark_enqueued(job.id, stored=job)
+    monkeypatch.undo()
+    after = _indexed_columns(sqlite_store.path, job.id)
+    assert after == before
+    stored = sqlite_store.get(job.id)
+    assert stored.enqueued and stored.model_copy(update={"enqueued": False}) == job
+
+
+def _indexed_columns(path: Path, job_id: str) -> tuple[object, ...]:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(
+            "SELECT owner, status, created_us, expires_us, report FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return tuple(row)

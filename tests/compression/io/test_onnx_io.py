@@ -106,6 +106,34 @@ def test_inf_in_bias_is_invalid(write) -> None:  # type: ignore[no-untyped-def]
         _load(write, m)
 
 
+@pytest.mark.parametrize("layout", ["float_data", "float16", "raw_data"])
+def test_nan_is_found_in_every_float_layout(write, layout: str) -> None:  # type: ignore[no-untyped-def]
+    """The float32 ``raw_data`` fast path of the NaN check (issue 13 §8) and the generic path for
+    the other layouts refuse alike."""
+    m = F.gemm_model()
+    w = numpy_helper.to_array(m.graph.initializer[0]).copy()
+    w[0, 1] = np.nan
+    if layout == "float_data":
+        t = helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel().tolist())
+        assert not t.raw_data
+    elif layout == "float16":
+        t = numpy_helper.from_array(w.astype(np.float16), "w16")  # the Gemm reads it through a Cast
+        m.graph.node.insert(0, helper.make_node("Cast", ["w16"], ["w"], "cast", to=TensorProto.FLOAT))
+    else:
+        t = numpy_helper.from_array(w, "w")
+    m.graph.initializer[0].CopyFrom(t)
+    with pytest.raises(InvalidWeightsError) as err:
+        parse_onnx(m.SerializeToString(), max_dim=10**6, max_params=10**8)
+    assert err.value.nodes == [t.name]
+
+
+def test_raw_data_shorter_than_its_dims_is_refused(write) -> None:  # type: ignore[no-untyped-def]
+    m = F.gemm_model()
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-4]
+    with pytest.raises(ModelFormatError):
+        _load(write, m)
+
+
 def test_absurd_declared_dim_is_refused_before_allocation(write) -> None:  # type: ignore[no-untyped-def]
     m = F.gemm_model()
     big = TensorProto(name="huge", data_type=TensorProto.FLOAT, dims=[2**40])  # no data: would be 4 TiB
@@ -156,6 +184,25 @@ def test_shape_inference_failure_is_a_model_format_error(write) -> None:  # type
     m = F.gemm_model()
     m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 5  # (batch, 5) @ W(3, 4).T: mismatch
     with pytest.raises(ModelFormatError):
+        _load(write, m)
+
+
+def test_shape_inference_runs_strict_once_without_the_checkers_copy(write, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 §8: the checker runs without ``full_check`` (its own strict inference, thrown away);
+    the one strict, type-checked inference that is kept still refuses the mismatch."""
+    calls: list[dict[str, object]] = []
+    check = onnx.checker.check_model
+
+    def spy(model: onnx.ModelProto, *args: object, **kwargs: object) -> None:
+        calls.append(kwargs)
+        check(model, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx.checker, "check_model", spy)
+    _load(write, F.gemm_model())
+    assert calls == [{}]
+    m = F.gemm_model()
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 5
+    with pytest.raises(ModelFormatError, match="shape inference failed"):
         _load(write, m)
 
 
