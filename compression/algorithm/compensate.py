@@ -47,7 +47,7 @@ from netshrink.compression.algorithm.scores import im2col
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import QuantizeSpec
 
-__all__ = ["Compensated", "Prepared", "compensate_layer", "design_matrix", "prepare"]
+__all__ = ["Compensated", "Prepared", "compensate_layer", "dense_output", "design_matrix", "prepare"]
 
 DAMP = 0.01  # GPTQ's percdamp: λ = DAMP · mean(diag H)
 BLOCK = 128  # GPTQ's lazy-batch block of columns
@@ -92,8 +92,28 @@ class Prepared:
         return sum(int(t.numel() * t.element_size()) for t in (self.H, self.B))
 
 
-def prepare(layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = DAMP) -> Prepared:
-    """H = E[x̂ x̂ᵀ] and B = E[y x̂ᵀ] for ``layer`` given ẑ = ``Z`` and z = ``Z_dense`` (row chunks)."""
+def dense_output(layer: Layer, Z_dense: torch.Tensor) -> torch.Tensor | None:
+    """y = [W b]·x (N, out) float32 on the design rows of z = ``Z_dense``, computed as ``prepare`` and
+    the held-back objective compute it when the rows are one chunk (None when they are more).
+
+    It depends on the dense input only, not on the candidate: a budget search computes it once per
+    layer and passes it to every refit of that layer (``prepare(y=...)``), the same numbers."""
+    Xd = design_matrix(layer, Z_dense)  # (N, n_in)
+    if Xd.shape[0] > _ROWS:
+        return None
+    W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=Z_dense.device)  # (out, in)
+    y = Xd[0:_ROWS].to(torch.float32) @ W.T  # (N, out)
+    if layer.bias is not None:
+        y += torch.as_tensor(layer.bias, dtype=torch.float32, device=Z_dense.device)
+    return y
+
+
+def prepare(
+    layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = DAMP, *, y: torch.Tensor | None = None
+) -> Prepared:
+    """H = E[x̂ x̂ᵀ] and B = E[y x̂ᵀ] for ``layer`` given ẑ = ``Z`` and z = ``Z_dense`` (row chunks).
+
+    ``y``: ``dense_output(layer, Z_dense)`` when the caller already has it (one chunk only)."""
     dev = Z.device
     with_bias = layer.bias is not None
     W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
@@ -109,7 +129,14 @@ def prepare(layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor, damp: float = 
             a = torch.cat([a, torch.ones(a.shape[0], 1, device=dev)], 1)  # (r, n)
         return a, y
 
-    if N <= _ROWS:  # one chunk: the products are H and B (no zeros to add them to, no float64 copy)
+    if N <= _ROWS and y is not None:  # one chunk, y given: only the design rows are made
+        a = X.to(torch.float32)  # (N, n_in)
+        if b is not None:
+            a = torch.cat([a, torch.ones(a.shape[0], 1, device=dev)], 1)  # (N, n)
+        H = a.T @ a  # (n, n) float32
+        B = y.T @ a  # (out, n) float32
+        del a
+    elif N <= _ROWS:  # one chunk: the products are H and B (no zeros to add them to, no float64 copy)
         a, y = chunk(0)
         H = a.T @ a  # (n, n) float32
         B = y.T @ a  # (out, n) float32
@@ -160,18 +187,20 @@ def compensate_layer(
     quantize: QuantizeSpec | None,
     damp: float = DAMP,
     prepared: Prepared | None = None,
+    y: torch.Tensor | None = None,
 ) -> Compensated:
     """Refit ``layer`` given its compressed input ``Z`` (ẑ) and dense input ``Z_dense`` (z), fit split.
 
     ``kept`` (out, in) bool: entries that may stay non-zero (None: all); ``first``: column indices
     removed for every row (dropped units), left out of the refit; ``quantize``: round kept entries on
     the b-bit grid (eq. 1 column by column, error fed forward), else keep them float. ``prepared``:
-    ``prepare``'s result for these inputs, when the caller already has it (the budget search's cache).
+    ``prepare``'s result for these inputs, when the caller already has it (the budget search's cache);
+    else ``y``: ``dense_output(layer, Z_dense)``, when the caller has that (``prepare``'s ``y``).
     """
     dev = Z.device
     n_out, n_in = layer.n_out, layer.n_in
     with_bias = layer.bias is not None
-    pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp)
+    pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp, y=y)
     removed = np.zeros(0, np.int64) if first is None else np.unique(np.asarray(first, np.int64))
     cols = np.setdiff1d(np.arange(n_in), removed)  # the kept input columns, natural order
     cols_t = torch.as_tensor(cols, device=dev)  # (mk,)

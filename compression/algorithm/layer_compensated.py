@@ -36,11 +36,13 @@ def compress_layer_compensated(
     generator: torch.Generator,
     sensitivity: np.ndarray | None = None,
     prepared: Prepared | None = None,
+    y: torch.Tensor | None = None,
 ) -> LayerDraw:
     """Draw the mask (P1's rule), then refit on the fit split.
 
     ``Z``: ẑ (the compressed upstream's output), ``Z_dense``: z (the dense one's), both (S, *in).
-    ``prepared``: ``compensate.prepare(layer, Z, Z_dense)`` when the caller has it cached.
+    ``prepared``: ``compensate.prepare(layer, Z, Z_dense)`` when the caller has it cached; ``y``:
+    ``compensate.dense_output(layer, Z_dense)`` when the caller has that (the same numbers).
     """
     kept_t: torch.Tensor | None = None
     first: np.ndarray | None = None
@@ -66,7 +68,9 @@ def compress_layer_compensated(
             first = np.flatnonzero(np.isin(gid, np.asarray(dropped, np.int64)))
             kept_t = torch.ones(layer.n_out, layer.n_in, dtype=torch.bool, device=Z.device)
             kept_t[:, torch.as_tensor(first, device=Z.device)] = False
-    c = compensate_layer(layer, Z, Z_dense, kept=kept_t, first=first, quantize=quantize, prepared=prepared)
+    c = compensate_layer(
+        layer, Z, Z_dense, kept=kept_t, first=first, quantize=quantize, prepared=prepared, y=y
+    )
     shape = layer.weight.shape
     cw = CompressedWeight(
         layer=layer.name,

@@ -67,11 +67,17 @@ def layer_objective(
 
 
 def layer_objectives(
-    layer: Layer, draws: tuple[LayerDraw, ...], Z: torch.Tensor, Z_dense: torch.Tensor
+    layer: Layer,
+    draws: tuple[LayerDraw, ...],
+    Z: torch.Tensor,
+    Z_dense: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
 ) -> tuple[list[float], float]:
     """``layer_objective`` of several draws on the same rows: the design matrices (im2col for a
     conv) and the dense output y are made once for all of them; each draw's sum runs over the same
-    chunks in the same order as alone, so its value is the one ``layer_objective`` gives."""
+    chunks in the same order as alone, so its value is the one ``layer_objective`` gives. ``y``:
+    ``compensate.dense_output(layer, Z_dense)`` when the caller has it (one chunk; the same numbers)."""
     dev = Z.device
     W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
     b = None if layer.bias is None else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
@@ -87,11 +93,15 @@ def layer_objectives(
     N = max(int(X.shape[0]), 1)
     errs = [0.0] * len(draws)
     energy = 0.0
+    given = y if y is not None and int(X.shape[0]) <= _ROWS else None
     for i in range(0, int(X.shape[0]), _ROWS):
-        y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
         x = X[i : i + _ROWS].to(torch.float32)  # (r, in)
-        if b is not None:
-            y += b
+        if given is not None:
+            y = given  # (r, out), the one chunk
+        else:
+            y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
+            if b is not None:
+                y += b
         for j, (Wh, bh) in enumerate(hats):
             yh = x @ Wh.T  # (r, out)
             if bh is not None:
@@ -114,6 +124,7 @@ def compress_layer_held_back(
     sensitivity: np.ndarray | None = None,
     prepared: Prepared | None = None,
     plain_out: list[LayerDraw] | None = None,
+    dense_out: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> LayerDraw:
     """The refit (on 3/4 of the rows of ``Z``) or the plain draw, whichever the held-back 1/4 prefers.
 
@@ -121,6 +132,8 @@ def compress_layer_held_back(
     ``compensate.prepare`` on the refit rows (``Z[refit]``, ``Z_dense[refit]``), when cached.
     The returned draw's ``refit_check`` says which was kept and both held-back objectives.
     ``plain_out``: the plain draw is appended to it (the uncompensated twin's layer, search/twin.py).
+    ``dense_out``: ``compensate.dense_output`` of ``Z_dense``'s refit rows and of its held-back rows,
+    when the caller has them (the budget search: they depend on the dense input only).
     """
     n = int(Z.shape[0])
 
@@ -161,10 +174,12 @@ def compress_layer_held_back(
         generator=generators[0],
         sensitivity=sensitivity,
         prepared=prepared,
+        y=None if dense_out is None else dense_out[0],
     )
     plain = plain_draw()
     Zv, Zdv = Z[v], Z_dense[v]  # (S_v, *in) rows the refit never saw
-    (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Zv, Zdv)
+    y_v = None if dense_out is None else dense_out[1]
+    (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Zv, Zdv, y=y_v)
     kept = e_refit < e_plain
     check = {
         "kept": kept,

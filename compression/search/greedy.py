@@ -227,10 +227,11 @@ def draw_network(
         gen = generator(spec.seed, layer.index, draw)
         grouped = layer.conv is not None and layer.conv.group != 1
         if spec.compensate == HELD_BACK and not grouped:  # null: the refit only where it pays off
-            prep = None
+            prep = ys = None
             if cache is not None:  # H and B on the refit rows (S_r, *in) only
                 r, _ = held_back_rows(int(Z.shape[0]), Z.device)
-                prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r])
+                ys = cache.dense_outputs(layer, dense[layer.input])  # y on the refit, held-back rows
+                prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r], ys[0])
             plain: list[LayerDraw] = []
             d = compress_layer_held_back(
                 layer,
@@ -244,6 +245,7 @@ def draw_network(
                 sensitivity=sens,
                 prepared=prep,
                 plain_out=plain,
+                dense_out=ys,
             )
             if keep_plain and d.compensated and input_free(prune, quant):
                 result.plain[layer.name] = compact(plain[0])  # its codes: 1 byte a weight

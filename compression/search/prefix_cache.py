@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from netshrink.compression.algorithm.compensate import Prepared, prepare
+from netshrink.compression.algorithm.compensate import Prepared, dense_output, prepare
 from netshrink.compression.algorithm.layer_compress import LayerDraw
+from netshrink.compression.algorithm.layer_held_back import held_back_rows
 from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
 
@@ -53,6 +54,10 @@ class PrefixCache:
     bound, and the budget search reused such an entry once in 8 candidates); the entries already
     held are dropped then too, so that none is held through that refit (there: the last layer's
     64 MiB H, never reused in the ``--target-top1 0.99`` search, issue 10).
+    ``outputs`` holds each layer's dense output y = W z + b on the refit rows and on the held-back
+    rows of its dense input (``dense_outputs``): the search's dense input is fixed, so y is the same
+    for every candidate; one (S, out) float32 pair per layer, the size of the dense activations
+    the search holds anyway (issue 10: a third of each refit's moments on the 17M MLP's wide layer).
     """
 
     def __init__(self, max_bytes: int, *, groups: bool = False) -> None:
@@ -63,15 +68,34 @@ class PrefixCache:
         self.items: dict[tuple[object, ...], LayerDraw] = {}
         self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}
         self.refits: dict[tuple[object, ...], Prepared] = {}
+        self.outputs: dict[tuple[str, int], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.pinned: frozenset[tuple[object, ...]] = frozenset()  # keys of the draw the caller holds
         self.hits = 0
         self.input_hits = 0
         self.refit_hits = 0
 
+    def dense_outputs(
+        self, layer: Layer, Z_dense: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``compensate.dense_output`` of layer's dense input ``Z_dense`` (S, *in) on its refit rows
+        and on its held-back rows (``held_back_rows``), made once per layer and kept."""
+        key = (layer.name, int(Z_dense.shape[0]))
+        hit = self.outputs.get(key)
+        if hit is None:
+            r, v = held_back_rows(key[1], Z_dense.device)
+            hit = (dense_output(layer, Z_dense[r]), dense_output(layer, Z_dense[v]))
+            self.outputs[key] = hit
+        return hit
+
     def prepared(
-        self, key: tuple[object, ...], layer: Layer, Z: torch.Tensor, Z_dense: torch.Tensor
+        self,
+        key: tuple[object, ...],
+        layer: Layer,
+        Z: torch.Tensor,
+        Z_dense: torch.Tensor,
+        y: torch.Tensor | None = None,
     ) -> Prepared | None:
-        """``compensate.prepare(layer, Z, Z_dense)``, cached under ``key`` (the upstream prefix);
+        """``compensate.prepare(layer, Z, Z_dense, y=y)``, cached under ``key`` (the upstream prefix);
         None when it alone is larger than the bound (the caller then refits without it)."""
         p = self.refits.get(key)
         if p is not None:
@@ -85,7 +109,7 @@ class PrefixCache:
             return None
         while self.refits and sum(x.nbytes for x in self.refits.values()) + new > limit:
             del self.refits[next(iter(self.refits))]
-        p = prepare(layer, Z, Z_dense)
+        p = prepare(layer, Z, Z_dense, y=y)
         self.refits[key] = p
         return p
 

@@ -402,3 +402,19 @@ def test_prepare_in_one_chunk_equals_the_chunked_sums_exactly() -> None:
     H += a.T @ a
     B += y.T @ a
     assert torch.equal(got.H, H.div_(200)) and torch.equal(got.B, B.div_(200))
+
+
+def test_prepare_with_the_dense_output_given_is_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dense_output`` is the y ``prepare`` makes: passing it (the budget search does, once per
+    layer) gives the same H and B; rows of more than one chunk get no y (None) and are summed."""
+    from netshrink.compression.algorithm import compensate
+
+    layer, Z = _dense(n_out=7, n_in=30, S=200)
+    Z = Z.to(torch.float32)
+    Zd = Z + 0.1
+    y = compensate.dense_output(layer, Zd)
+    assert y is not None and y.shape == (200, 7)
+    got, want = compensate.prepare(layer, Z, Zd, y=y), compensate.prepare(layer, Z, Zd)
+    assert torch.equal(got.H, want.H) and torch.equal(got.B, want.B) and got.lam == want.lam
+    monkeypatch.setattr(compensate, "_ROWS", 64)
+    assert compensate.dense_output(layer, Zd) is None

@@ -226,3 +226,23 @@ def test_the_plain_draw_is_the_same_whichever_is_drawn_first() -> None:
     alone = compress_layer(layer, stats, prune=None, quantize=Q4, keep=1.0, generator=generator(0, 1, 0))
     assert np.array_equal(plain[0].compressed.weight, alone.compressed.weight)
     assert np.array_equal(plain[0].compressed.codes, alone.compressed.codes)
+
+
+def test_the_dense_outputs_given_change_no_byte() -> None:
+    """``dense_out`` (the budget search's y on the refit and held-back rows, made once per layer)
+    gives the draw and the held-back objectives computed without it."""
+    from netshrink.compression.algorithm.compensate import dense_output
+
+    layer = _random_layer(16, 24)
+    rng = np.random.default_rng(2)
+    Zd = torch.from_numpy(np.abs(rng.standard_normal((80, 24))).astype(np.float32))  # (80, 24)
+    Z = Zd + torch.from_numpy(0.05 * rng.standard_normal((80, 24)).astype(np.float32))
+    stats = layer_stats(layer, Z, groups=False)
+    r, v = held_back_rows(80)
+    ys = (dense_output(layer, Zd[r]), dense_output(layer, Zd[v]))
+    kw = {"prune": None, "quantize": Q4, "keep": 1.0}
+    got = compress_layer_held_back(layer, stats, Z, Zd, generators=_gens(), dense_out=ys, **kw)  # type: ignore[arg-type]
+    want = compress_layer_held_back(layer, stats, Z, Zd, generators=_gens(), **kw)  # type: ignore[arg-type]
+    assert got.refit_check == want.refit_check and got.compensated == want.compensated
+    assert np.array_equal(got.compressed.weight, want.compressed.weight)
+    assert np.array_equal(got.compressed.bias, want.compressed.bias)  # type: ignore[arg-type]

@@ -55,3 +55,19 @@ def test_an_uncached_refit_drops_the_older_refit_entries(monkeypatch: pytest.Mon
     assert cache.prepared(("s",), small, Zs, Zsd) is not None and len(cache.refits) == 1
     assert cache.prepared(("b",), big, Z, Zd) is None
     assert not cache.refits
+
+
+def test_dense_outputs_are_made_once_per_layer() -> None:
+    """The dense output y on the refit and held-back rows depends on the search's fixed dense input
+    only: made once per layer and handed to every later refit of it (the same tensors)."""
+    from netshrink.compression.algorithm.compensate import dense_output
+    from netshrink.compression.algorithm.layer_held_back import held_back_rows
+
+    layer, _, Zd = _layer(12, 5)
+    cache = PrefixCache(1 << 20)
+    first = cache.dense_outputs(layer, Zd)
+    assert cache.dense_outputs(layer, Zd) is first
+    r, v = held_back_rows(int(Zd.shape[0]))
+    for got, rows in zip(first, (r, v), strict=True):
+        want = dense_output(layer, Zd[rows])
+        assert got is not None and want is not None and torch.equal(got, want)
