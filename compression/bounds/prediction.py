@@ -139,25 +139,27 @@ def _conv_terms(
     z: torch.Tensor,
     acc: torch.Tensor,
     acc_g: torch.Tensor | None,
-    patches: torch.Tensor | None = None,
+    patches: dict[str, torch.Tensor | None],
 ) -> None:
     """Add Σ_s Σ_k G_sk² to ``acc`` (float64) for the outputs k whose deltas (s, n_out, oh, ow) are
     ``deltas``, and with ``acc_g`` the group terms Σ_s Σ_k (Σ_{j∈g} Σ_o G_sk W)², a few samples at a
     time (bounded memory). The products run in the deltas' precision (the executor's: float32 in the
-    pipeline; each block's sums are added to the float64 accumulators). ``patches``: ``im2col(layer,
-    z)`` (s, n_in, P) when the caller made it once for the chunk (else made here per block)."""
+    pipeline; each block's sums are added to the float64 accumulators). ``patches``: each conv's
+    ``_patches`` of the chunk, by layer name: ``im2col(layer, z)`` (s, n_in, P) when the caller made it
+    once for the chunk, None when it is made here per block."""
     D = torch.stack(deltas, dim=1)  # (s, k', o, oh, ow)
     D = D.reshape(D.shape[0], D.shape[1], layer.n_out, -1)  # (s, k', o, P)
-    W = torch.as_tensor(layer.matrix).to(D.dtype) if acc_g is not None else None  # (o, n_in)
+    made = patches[layer.name]
     gs = group_size(layer)
     # equivalent mutants (make mutate): the step bounds memory only, any step ≥ 1 sums alike
     step = max(1, GRAD_BUDGET // (D.shape[1] * layer.n_out * layer.n_in))  # pragma: no mutate
     for i in range(0, D.shape[0], step):
         # (s', n_in, P): made here or once per chunk, the same entries (memory only)
-        p = im2col(layer, z[i : i + step]) if patches is None else patches[i : i + step]  # pragma: no mutate
+        p = im2col(layer, z[i : i + step]) if made is None else made[i : i + step]  # pragma: no mutate
         G = _weight_grads_k(layer, D[i : i + step], p)  # (s', k', o, n_in)
-        if acc_g is not None and W is not None:
-            contrib = (G * W).sum(dim=2)  # (s', k', n_in): Σ_o G W
+        if acc_g is not None:
+            # W (o, n_in) is float32 (Layer): float64 deltas promote it exactly, float32 ones match it
+            contrib = (G * torch.as_tensor(layer.matrix)).sum(dim=2)  # (s', k', n_in): Σ_o G W
             grouped = contrib.reshape(G.shape[0], G.shape[1], -1, gs).sum(dim=3).double()  # (s', k', n_g)
             acc_g += (grouped**2).sum(dim=(0, 1))
         acc += G.square_().sum(dim=(0, 1)).double()  # in place: G is not read again
@@ -254,7 +256,7 @@ def sensitivities(
                 full = len(deltas) * deltas[0].numel() >= GRAD_BUDGET  # pragma: no mutate
                 if k == K - 1 or full:  # folds the last output's deltas: not equivalent, mutated
                     a_g = acc_g[layer.name] if groups and layer.name not in dz else None
-                    _conv_terms(layer, deltas, z_run[layer.name], acc_w[layer.name], a_g, patches[layer.name])
+                    _conv_terms(layer, deltas, z_run[layer.name], acc_w[layer.name], a_g, patches)
                     deltas.clear()
                 if layer.name in dz:  # group c: Σ_{h,w} ẑ_c ∂Φ_k/∂ẑ_c = Σ_{j∈c} Σ_o G_oj W_oj
                     dzc = dz[layer.name].detach().double().cpu()  # (s, C, H, W)
@@ -269,36 +271,34 @@ def sensitivities(
     for layer in layers:
         factors = None
         if layer.name in acc_w:
-            wsq = acc_w.pop(layer.name).div_(S).to(torch.float32)  # (o, j)
+            wsq = acc_w.pop(layer.name).div_(S).to(torch.float32).numpy()  # (o, j)
         elif weight_sq:
-            wsq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name), S)
+            wsq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name)).numpy()
         else:
             factors = (
                 torch.cat(d2_parts.pop(layer.name)),
                 torch.cat(z2_parts.pop(layer.name)),
             )  # (S, o), (S, j)
-            wsq = torch.empty(0, 0, dtype=torch.float32)  # formed by blocks in predict_independent
+            wsq = NOT_FORMED  # formed by blocks in predict_independent
         result[layer.name] = Sensitivity(
-            layer.name, wsq.numpy(), (acc_g[layer.name] / S).numpy(), group_size(layer), factors
+            layer.name, wsq, (acc_g[layer.name] / S).numpy(), group_size(layer), factors
         )
     return result
 
 
-def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor], S: int) -> torch.Tensor:
+def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor]) -> torch.Tensor:
     """(o, j) float32 E_x Σ_k δ_ki² ẑ_j² from the chunks' (s, o) and (s, j) float64 factors: one
     product over all S samples per block of ``PREDICT_BLOCK`` entries, summed in float64."""
     D, Z = torch.cat(d2), torch.cat(z2)  # (S, o), (S, j)
     out = torch.empty(D.shape[1], Z.shape[1], dtype=torch.float32)  # (o, j)
-    # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
-    rows = max(1, PREDICT_BLOCK // max(1, Z.shape[1]))  # pragma: no mutate
-    for r in range(0, D.shape[1], rows):
-        out[r : r + rows] = _weight_sq_block(D, Z, r, rows)
+    for rows in row_blocks(D.shape[1], Z.shape[1]):
+        out[rows] = _weight_sq_block(D, Z, rows)
     return out
 
 
-def _weight_sq_block(D: torch.Tensor, Z: torch.Tensor, r: int, rows: int) -> torch.Tensor:
-    """Rows r..r+rows of weight_sq, (b, j) float32: Σ_s Σ_k δ_ki² ẑ_j² / S from D (S, o), Z (S, j)."""
-    return (D[:, r : r + rows].T @ Z).div_(D.shape[0]).to(torch.float32)  # (b, j)
+def _weight_sq_block(D: torch.Tensor, Z: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Rows ``rows`` of weight_sq, (b, j) float32: Σ_s Σ_k δ_ki² ẑ_j² / S from D (S, o), Z (S, j)."""
+    return (D[:, rows].T @ Z).div_(D.shape[0]).to(torch.float32)  # (b, j)
 
 
 _INPUT = "\0input:"  # holder key prefix of the input probes (never a layer name)
@@ -331,6 +331,17 @@ def _sole_input(net: Network, layers: Sequence[Layer], kind: str) -> set[str]:
 
 
 PREDICT_BLOCK = 1 << 20  # entries per float64 row block of ``predict_independent``
+# weight_sq of a dense layer's Sensitivity with ``weight_sq=False`` (its factors are kept instead)
+NOT_FORMED = np.empty((0, 0), np.float32)
+NOT_FORMED.flags.writeable = False
+
+
+def row_blocks(n: int, width: int) -> list[slice]:
+    """Slices of rows 0..n-1 of an (n, width) array, ``PREDICT_BLOCK`` entries (at least one row) each:
+    the row blocks of the float64 sums (memory, issue 10)."""
+    # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
+    rows = max(1, PREDICT_BLOCK // max(1, width))  # pragma: no mutate
+    return [slice(r, r + rows) for r in range(0, n, rows)]
 
 
 def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
@@ -338,11 +349,10 @@ def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
     if sens.factors is not None:  # weight_sq formed a row block at a time: the same blocks and sums
         D, Z = sens.factors  # (S, o), (S, j)
         V = var.reshape(D.shape[1], Z.shape[1])  # (o, j)
-        rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))
         total = 0.0
-        for r in range(0, V.shape[0], rows):
-            Sb = _weight_sq_block(D, Z, r, rows).numpy()  # (b, j) float32
-            total += float((V[r : r + rows].astype(np.float64) * Sb).sum())
+        for rows in row_blocks(V.shape[0], V.shape[1]):
+            Sb = _weight_sq_block(D, Z, rows).numpy()  # (b, j) float32
+            total += float(np.multiply(V[rows], Sb, dtype=np.float64).sum())  # (b, j) products in float64
         return total
     S = sens.weight_sq
     return sum_product(var.reshape(S.shape), S)
@@ -351,12 +361,10 @@ def predict_independent(var: np.ndarray, sens: Sensitivity) -> float:
 def sum_product(V: np.ndarray, S: np.ndarray) -> float:
     """Σ_ij V_ij S_ij in float64 for V (n, m) and S (n, m) or (1, m), a block of rows at a time: no
     (n, m) float64 product (memory, issue 10)."""
-    # equivalent mutants (make mutate): the block bounds memory only, any block of ≥ 1 row sums alike
-    rows = max(1, PREDICT_BLOCK // max(1, V.shape[1]))  # pragma: no mutate
     total = 0.0
-    for r in range(0, V.shape[0], rows):
-        Sb = S if S.shape[0] == 1 else S[r : r + rows]
-        total += float(np.multiply(V[r : r + rows], Sb, dtype=np.float64).sum())  # (b, m) products in float64
+    for rows in row_blocks(V.shape[0], V.shape[1]):
+        Sb = S if S.shape[0] == 1 else S[rows]
+        total += float(np.multiply(V[rows], Sb, dtype=np.float64).sum())  # (b, m) products in float64
     return total
 
 

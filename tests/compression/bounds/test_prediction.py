@@ -232,7 +232,7 @@ def test_dense_weight_sq_by_hand_in_row_blocks(monkeypatch: pytest.MonkeyPatch) 
     default = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float64)
-        got = prediction._dense_weight_sq([d.double() for d in D], [z.double() for z in Z], 3)
+        got = prediction._dense_weight_sq([d.double() for d in D], [z.double() for z in Z])
     finally:
         torch.set_default_dtype(default)
     assert got.dtype == torch.float32
@@ -281,3 +281,24 @@ def test_factored_sensitivities_give_the_same_prediction_without_the_dense_matri
                 assert lean[layer.name].weight_sq.size == 0 and lean[layer.name].factors is not None
             else:
                 assert lean[layer.name].factors is None
+
+
+def test_factored_prediction_is_float64_for_float32_operands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``predict_independent`` on the factors D (S, o), Z (S, j): weight_sq_ij = Σ_s D_si Z_sj / S
+    (integers, S = 4: exact in float64), rounded once to float32, times a float32 Var(t) in float64,
+    summed over row blocks of 2 rows (PREDICT_BLOCK = 8 entries, rows of 4); the oracle sums the exact
+    products with math.fsum."""
+    import math
+
+    rng = np.random.default_rng(8)
+    D = rng.integers(1, 5000, (4, 5)).astype(np.float64)  # (S, o)
+    Z = rng.integers(1, 5000, (4, 4)).astype(np.float64)  # (S, j)
+    var = rng.random((5, 4)).astype(np.float32)  # (o, j)
+    exact = [[sum(int(D[s, i]) * int(Z[s, j]) for s in range(4)) / 4 for j in range(4)] for i in range(5)]
+    want = math.fsum(float(var[i, j]) * float(np.float32(exact[i][j])) for i in range(5) for j in range(4))
+    monkeypatch.setattr(prediction, "PREDICT_BLOCK", 8)
+    sens = prediction.Sensitivity(
+        "l", prediction.NOT_FORMED, np.zeros(4), 1, (torch.from_numpy(D), torch.from_numpy(Z))
+    )
+    assert prediction.predict_independent(var, sens) == pytest.approx(want, rel=1e-14)
+    assert [(b.start, b.stop) for b in prediction.row_blocks(5, 4)] == [(0, 2), (2, 4), (4, 6)]
