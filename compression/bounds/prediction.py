@@ -149,7 +149,8 @@ def _conv_terms(
     once for the chunk, None when it is made here per block."""
     D = torch.stack(deltas, dim=1)  # (s, k', o, oh, ow)
     D = D.reshape(D.shape[0], D.shape[1], layer.n_out, -1)  # (s, k', o, P)
-    made = patches[layer.name]
+    # equivalent mutant (make mutate): None makes the patches per block, the same entries (memory only)
+    made = patches[layer.name]  # pragma: no mutate
     gs = group_size(layer)
     # equivalent mutants (make mutate): the step bounds memory only, any step ≥ 1 sums alike
     step = max(1, GRAD_BUDGET // (D.shape[1] * layer.n_out * layer.n_in))  # pragma: no mutate
