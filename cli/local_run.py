@@ -6,11 +6,13 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_BUDGET = 0, 2, 3
 DEFAULT_OUT = "netshrink-out"
@@ -78,18 +80,47 @@ def print_timings(err: Console, timings: dict[str, Any]) -> None:
     err.print(f"  {'total':<24} {total:8.2f} s")
 
 
+def _progress_bar(err: Console) -> tuple[AbstractContextManager[Any], Callable[[Any], None]]:
+    """The progress bar on stderr and the ``on_progress`` callback that moves it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task("compressing", total=1.0)
+
+    def on_progress(ev: Any) -> None:
+        label = f"{ev.stage} {ev.layer}/{ev.layers_total}" if ev.layers_total else ev.stage
+        bar.update(task, completed=ev.fraction, description=label)
+
+    return bar, on_progress
+
+
+def _stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     """Run the core on ``args.model`` with ``spec_dict``; exit 0/2/3 per docs/api.md."""
     import time
 
-    from netshrink.cli.summary import print_summary
     from netshrink.compression import CompressionError, CompressSpec
     from netshrink.compression.graph.calibration import load_calibration
     from netshrink.compression.graph.loading import load_model
     from netshrink.compression.io.memory import release_large_buffers
     from netshrink.compression.pipeline import compress
 
-    err = Console(stderr=True)
+    # rich (about 0.1 s CPU of imports) only when something is drawn: --quiet without --verbose draws
+    # nothing on the console (warnings and the last line are plain prints)
+    quiet = bool(args.quiet) and not getattr(args, "verbose", False)
+    err = None if quiet else _stderr_console()
     extra: dict[str, float] = {}
     try:
         set_threads(getattr(args, "threads", None))
@@ -108,21 +139,8 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         with open(args.model, "rb") as fh:  # streamed: the file's bytes are never held whole
             sha = hashlib.file_digest(fh, "sha256").hexdigest()
         extra["load"] = time.perf_counter() - t0
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=args.quiet,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("compressing", total=1.0)
-
-            def on_progress(ev: Any) -> None:
-                label = f"{ev.stage} {ev.layer}/{ev.layers_total}" if ev.layers_total else ev.stage
-                bar.update(task, completed=ev.fraction, description=label)
-
+        bar, on_progress = (nullcontext(), None) if args.quiet or err is None else _progress_bar(err)
+        with bar:
             result = compress(net, spec, calibration=cal, on_progress=on_progress, input_sha256=sha)
     except CompressionError as exc:
         nodes = (
@@ -152,10 +170,12 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
     t0 = time.perf_counter()
     out = args.out if args.out is not None else Path(DEFAULT_OUT)
     paths = result.write(out)
-    if getattr(args, "verbose", False):
+    if getattr(args, "verbose", False) and err is not None:
         print_timings(err, {**result.report.get("timings", {})})
         err.print(f"  {'write':<24} {time.perf_counter() - t0:8.2f} s  (after report.json was written)")
     if not args.quiet:
+        from netshrink.cli.summary import print_summary
+
         print_summary(result.report)
     for warning in (result.report.get("summary") or {}).get("warnings") or []:
         print(f"netshrink {args.command}: warning: {warning}", file=sys.stderr)

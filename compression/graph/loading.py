@@ -171,6 +171,9 @@ def network_from_onnx(
     original_inits = {t.name: t for t in model.graph.initializer}
     raw: dict[str, np.ndarray] = {}
     for layer in found.layers:
+        if working is model:  # nothing folded or rewritten: the layer's weight IS the upload's
+            raw[layer.name] = layer.weight  # (no second conversion of the initializer, no comparison)
+            continue
         init = original_inits.get(layer.weight_key)
         W = numpy_helper.to_array(init).astype(np.float32) if init is not None else layer.weight
         W = layer.from_onnx_layout(W)  # as uploaded, canonical orientation

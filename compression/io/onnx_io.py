@@ -51,15 +51,14 @@ def parse_onnx(data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto
     ``UnsupportedModelError`` (custom domains, control flow), ``LimitExceededError`` and
     ``InvalidWeightsError`` (absurd dims, NaN/Inf weights).
     """
-    return _validate(_decode(data), max_dim=max_dim, max_params=max_params)
+    return _validate(_decode(data), data, max_dim=max_dim, max_params=max_params)
 
 
 def parse_onnx_file(path: Path, *, max_dim: int, max_params: int) -> onnx.ModelProto:
-    """``parse_onnx`` of a file's bytes, released as soon as they are parsed (memory, issue 10)."""
+    """``parse_onnx`` of a file's bytes. The checker and shape inference read these bytes as they are
+    (no re-serialization of the parsed model); they are released before the inferred model is parsed."""
     data = path.read_bytes()
-    model = _decode(data)
-    del data  # the file's bytes are not held while the model is checked and shape-inferred
-    return _validate(model, max_dim=max_dim, max_params=max_params)
+    return _validate(_decode(data), data, max_dim=max_dim, max_params=max_params)
 
 
 def _decode(data: bytes) -> onnx.ModelProto:
@@ -73,7 +72,9 @@ def _decode(data: bytes) -> onnx.ModelProto:
     return model
 
 
-def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.ModelProto:
+def _validate(model: onnx.ModelProto, data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto:
+    """``model`` parsed from ``data``: the cheap checks on ``model``, then the checker and one strict
+    shape inference on ``data`` itself (the C++ side parses the bytes; nothing is serialized again)."""
     try:
         _decode_strings(model)
     except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8
@@ -83,18 +84,19 @@ def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.
     refuse_external_data(model)
     check_declared_sizes(model, max_dim=max_dim, max_params=max_params)
     refuse_unsupported_ops(model)
+    del model  # the inferred model below replaces it: one parsed copy of the weights at a time
     try:
-        # Not ``full_check=True``: that runs strict, type-checked shape inference too and throws its
-        # result away; ``infer_shapes`` below runs the same inference (plus constant propagation)
-        # and keeps it (issue 13 §8: inference ran twice per upload).
-        onnx.checker.check_model(model)
+        # Not ``full_check=True``: that is this check plus a strict, type-checked shape inference on
+        # a copy that it throws away; ``infer_shapes`` below runs the same inference (plus constant
+        # propagation) once and keeps it (issue 13 §8, issue 10). Both read the bytes as uploaded.
+        onnx.checker.check_model(data)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelFormatError(f"ONNX checker rejected the model: {exc}") from exc
     except UnicodeDecodeError as exc:  # a string field that is not UTF-8 (found by fuzzing the upload)
         raise ModelFormatError(
             f"ONNX checker rejected the model: a string is not UTF-8 ({exc.reason})"
         ) from exc
-    model = infer_shapes(model)
+    model = infer_shapes(data)
     check_finite(model)
     name_nodes(model)
     return model
@@ -103,11 +105,15 @@ def _validate(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> onnx.
 def _decode_strings(message: Any) -> None:
     """Check every string field once, so one that is not UTF-8 is refused here and not deep inside
     the checker or the graph reader (protobuf keeps such proto2 strings as bytes, or raises on access).
-    Each field descriptor's kind is looked up once per process (``_FIELD_KINDS``), not per field."""
+    Each field descriptor's kind is looked up once per process (``_FIELD_KINDS``), not per field. A
+    large ``TensorProto`` (a weight) has only its string and message fields read: ``ListFields``
+    would copy its ``raw_data`` out (65 MiB for the 17M MLP, issue 10)."""
     stack = [message]
     pop, push, extend, kinds = stack.pop, stack.append, stack.extend, _FIELD_KINDS
     while stack:
-        for fd, value in pop().ListFields():
+        msg = pop()
+        fields = _tensor_text_fields(msg) if type(msg) is _LargeTensor else msg.ListFields()
+        for fd, value in fields:
             kind = kinds.get(fd)
             if kind is None:
                 kind = kinds[fd] = _field_kind(fd)
@@ -115,6 +121,8 @@ def _decode_strings(message: Any) -> None:
                 push(value)
             elif kind == _MESSAGES:
                 extend(value)
+            elif kind == _TENSORS:
+                extend(_LargeTensor(t) if math.prod(t.dims) > _COPY_VALUES else t for t in value)
             elif kind == _STRING:
                 if type(value) is not str:  # upb hands back bytes when they are not UTF-8
                     raise UnicodeDecodeError("utf-8", bytes(value)[:64], 0, 1, f"field {fd.name!r}")
@@ -124,20 +132,51 @@ def _decode_strings(message: Any) -> None:
                         raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
 
 
-_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS = range(5)
+_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS, _TENSORS = range(6)
 _FIELD_KINDS: dict[Any, int] = {}  # FieldDescriptor -> kind; the onnx schema has a few hundred fields
+_COPY_VALUES = 1 << 14  # a TensorProto with more values has its text fields read one by one
+
+
+class _LargeTensor:
+    """A weight's ``TensorProto`` on ``_decode_strings``'s stack: read field by field."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: onnx.TensorProto) -> None:
+        self.t = t
+
+
+def _tensor_text_fields(big: _LargeTensor) -> list[tuple[Any, Any]]:
+    """``ListFields()`` of a large tensor restricted to its string and message fields (no raw_data)."""
+    t, out = big.t, []
+    for fd in _TENSOR_TEXT_FIELDS:
+        if fd.is_repeated:
+            value = getattr(t, fd.name)
+            if value:
+                out.append((fd, value))
+        elif t.HasField(fd.name):
+            out.append((fd, getattr(t, fd.name)))
+    return out
+
+
+_TENSOR_TEXT_FIELDS = [
+    fd for fd in onnx.TensorProto.DESCRIPTOR.fields if fd.type in (fd.TYPE_MESSAGE, fd.TYPE_STRING)
+]
 
 
 def _field_kind(fd: Any) -> int:
     if fd.type == fd.TYPE_MESSAGE:
+        if fd.is_repeated and fd.message_type.full_name == "onnx.TensorProto":
+            return _TENSORS  # initializers, an attribute's tensors
         return _MESSAGES if fd.is_repeated else _MESSAGE
     if fd.type == fd.TYPE_STRING:
         return _STRINGS if fd.is_repeated else _STRING
     return _OTHER
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Strict ONNX shape inference (with constant propagation so Reshape shapes are known)."""
+def infer_shapes(model: onnx.ModelProto | bytes) -> onnx.ModelProto:
+    """Strict ONNX shape inference (with constant propagation so Reshape shapes are known), of a
+    model or of its serialized bytes (read as they are: no copy of the weights is serialized)."""
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (
