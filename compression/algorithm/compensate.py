@@ -272,7 +272,7 @@ def _sequential(
         if i1:
             T.addmm_(R[:i1, i1:i2].T, Vt[:i1], alpha=-1)  # − Σ_{j<i1} R_j,block v_j
         with _one_thread(), torch.inference_mode():  # no autograd bookkeeping per op (same numbers)
-            _block(T, R, i1, i2, diag, mk, step, k, codest, maskt)
+            (_block_cpu if T.device.type == "cpu" else _block)(T, R, i1, i2, diag, mk, step, k, codest, maskt)
 
 
 @contextmanager
@@ -330,3 +330,53 @@ def _block(
             T[i + 1 :].addr_(Rrows[i][i + 1 :], w, alpha=-1)  # (b − i − 1, out)
     if Q is not None and codest is not None:
         codest[i1 : i1 + n_q] = Q.to(torch.int8)  # (n_q, out)
+
+
+def _block_cpu(
+    T: torch.Tensor,
+    R: torch.Tensor,
+    i1: int,
+    i2: int,
+    diag: list[float],
+    mk: int,
+    step: torch.Tensor | None,
+    k: int,
+    codest: torch.Tensor | None,
+    maskt: torch.Tensor | None,
+) -> None:
+    """``_block`` on the CPU, the same float32 numbers bit for bit: the per-column elementwise ops
+    (the division by R_cc, w/step, rounding half to even, the clamp, the mask, codes·step) run as
+    numpy ufuncs on the same memory, a fraction of a torch op's dispatch cost on a column of
+    ``out`` entries (the budget search refits a layer per candidate: issue 11, its cost). Each is
+    one IEEE operation per entry in both libraries. The rank-1 update stays torch's ``addr_``: its
+    kernel may fuse the multiply-add, which numpy cannot reproduce. Checked against ``_block`` in
+    tests/compression/algorithm/test_compensate.py."""
+    quant = step is not None and codest is not None
+    rows = T.unbind(0)  # (out,) torch views, one per column of the block (for ``addr_``)
+    Tn = T.numpy()  # (b, out) the same memory
+    Rrows = R[i1:i2, i1:i2].unbind(0)  # (b,) views: row c of R inside the block
+    n_q = max(0, min(i2, mk) - i1)  # columns of this block that are weight columns (not the bias)
+    Q = np.empty((n_q, Tn.shape[1]), dtype=Tn.dtype) if quant and n_q else None  # (n_q, out)
+    stepn = None if step is None else step.numpy()  # (out,)
+    maskn = None if maskt is None else maskt.numpy()  # (mk, out) bool
+    lo, hi = Tn.dtype.type(-k), Tn.dtype.type(k)
+    for i in range(i2 - i1):
+        c = i1 + i
+        w = Tn[i]  # (out,)
+        np.divide(w, Tn.dtype.type(diag[c]), out=w)  # the error-fed value of column c
+        if c < mk:
+            if Q is not None and stepn is not None:
+                q = Q[i]  # (out,) this column's codes, as floats
+                np.divide(w, stepn, out=q)
+                np.rint(q, out=q)  # half to even, as torch.round
+                np.maximum(q, lo, out=q)
+                np.minimum(q, hi, out=q)  # torch's clamp_(-k, k)
+                if maskn is not None:
+                    np.copyto(q, 0.0, where=maskn[c])
+                np.multiply(q, stepn, out=w)  # (out,) exactly codes·step in float32
+            elif maskn is not None:
+                np.copyto(w, 0.0, where=maskn[c])
+        if i + 1 < i2 - i1:
+            T[i + 1 :].addr_(Rrows[i][i + 1 :], rows[i], alpha=-1)  # (b − i − 1, out)
+    if Q is not None and codest is not None:
+        codest[i1 : i1 + n_q] = torch.from_numpy(Q).to(torch.int8)  # (n_q, out)

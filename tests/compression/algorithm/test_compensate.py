@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from netshrink.compression.algorithm.compensate import compensate_layer, design_matrix
+from netshrink.compression.algorithm.compensate import Compensated, compensate_layer, design_matrix
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
@@ -316,12 +316,56 @@ def test_column_loop_gives_the_former_loops_numbers_bit_for_bit(
     )
     got = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
     monkeypatch.setattr(compensate, "_block", _former_block)
+    monkeypatch.setattr(compensate, "_block_cpu", _former_block)
     want = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+    _assert_same_refit(got, want, q)
+
+
+def _assert_same_refit(got: Compensated, want: Compensated, q: QuantizeSpec | None) -> None:
     assert torch.equal(got.weight, want.weight)
     assert (got.codes is None) == (want.codes is None) and (q is None) == (got.codes is None)
     if got.codes is not None and want.codes is not None:
         assert np.array_equal(got.codes, want.codes)
     assert (got.bias is None and want.bias is None) or np.array_equal(got.bias, want.bias)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_cpu_column_loop_is_the_torch_loop_bit_for_bit(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU loop (numpy elementwise ops on the same memory, issue 11) gives the torch loop's (the
+    one a CUDA device runs) codes, weights and bias bit for bit: widths on and off the SIMD width
+    (1-300 outputs), several blocks, unstructured masks, dropped columns, 2/4/8 bits, per-row and
+    per-tensor steps, no quantization, and steps of 0 (an all-zero row)."""
+    from netshrink.compression.algorithm import compensate
+
+    rng = np.random.default_rng(100 + case)
+    n_out, n_in, S = int(rng.integers(1, 300)), int(rng.integers(2, 400)), int(rng.integers(20, 400))
+    W = (rng.standard_normal((n_out, n_in)) * 10.0 ** rng.uniform(-3, 2)).astype(np.float32)
+    if case % 5 == 4:
+        W[0] = 0.0  # a zero row: its step is 0 (replaced by 1)
+    b = rng.standard_normal(n_out).astype(np.float32) if case % 3 else None
+    layer = Layer("fc", 1, "dense", W, b, "w", None if b is None else "b", structured=True)
+    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in))).astype(np.float32))  # (S, n_in)
+    Zd = Z + 0.1 * torch.from_numpy(rng.standard_normal((S, n_in)).astype(np.float32))  # (S, n_in)
+    kept = torch.from_numpy(rng.random((n_out, n_in)) > 0.3) if case % 4 == 1 else None  # (out, in)
+    first = np.flatnonzero(rng.random(n_in) < 0.3) if case % 4 == 2 else None
+    q = (
+        None
+        if case % 6 == 5
+        else QuantizeSpec(bits=(2, 4, 8)[case % 3], scale=("per_row", "per_tensor")[case % 2])
+    )
+    calls: list[str] = []
+    cpu_block = compensate._block_cpu
+
+    def spy(*args: object) -> None:
+        calls.append("cpu")
+        cpu_block(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compensate, "_block_cpu", spy)
+    got = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+    assert bool(calls) == (q is not None or kept is not None)  # the CPU loop ran (else: the exact solve)
+    monkeypatch.setattr(compensate, "_block_cpu", compensate._block)
+    want = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
+    _assert_same_refit(got, want, q)
 
 
 REFIT_PEAK = """

@@ -202,7 +202,9 @@ def test_dense_layers_without_the_input_shortcut_equal_per_sample_autograd(tmp_p
 
 def test_the_input_probes_go_where_the_group_terms_need_them(mlp_net: Network) -> None:
     """Which tensors ``sensitivities`` asks the executor to probe: every pre-activation, plus (group terms
-    only) the input of every dense layer whose input feeds only it (all of the MLP's)."""
+    only) the input of every structured dense layer whose input feeds only it: all of the MLP's but
+    the first, whose input is the model's (never pruned; its group terms come from the product,
+    issue 11: the probe made every backward pass run through layer 1's input gradient)."""
     ex = Executor(mlp_net, dtype=torch.float64)
     X = torch.as_tensor(np.random.default_rng(1).standard_normal((2, *mlp_net.input_shape)))
     asked: list[set[str]] = []
@@ -216,7 +218,32 @@ def test_the_input_probes_go_where_the_group_terms_need_them(mlp_net: Network) -
     assert asked == [preacts]
     asked.clear()
     sensitivities(run, mlp_net, X, mlp_net.layers, groups=True)
-    assert asked == [preacts | {x.input for x in mlp_net.layers}]
+    assert not mlp_net.layers[0].structured and all(x.structured for x in mlp_net.layers[1:])
+    assert asked == [preacts | {x.input for x in mlp_net.layers[1:]}]
+
+
+def test_no_probe_on_layer_1_changes_no_number_but_its_group_terms(
+    mlp_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the probe on the model's input (issue 11), every weight_sq and the group terms of every
+    structured layer are bit for bit those with it; layer 1's group terms (read by nothing) come from
+    the product instead, equal to float32 rounding."""
+    assert not mlp_net.layers[0].structured
+    ex = Executor(mlp_net)  # float32, as in the pipeline
+    X = torch.as_tensor(
+        np.random.default_rng(2).standard_normal((300, *mlp_net.input_shape)), dtype=torch.float32
+    )
+    got = sensitivities(ex.run, mlp_net, X, mlp_net.layers, groups=True)
+    with_probe = prediction._sole_input_dense(mlp_net, mlp_net.layers)
+    assert mlp_net.layers[0].name in with_probe
+    monkeypatch.setattr(prediction, "_probed_inputs", lambda net, layers: with_probe)
+    want = sensitivities(ex.run, mlp_net, X, mlp_net.layers, groups=True)
+    for layer in mlp_net.layers:
+        assert np.array_equal(got[layer.name].weight_sq, want[layer.name].weight_sq)
+        if layer.structured:
+            assert np.array_equal(got[layer.name].group_sq, want[layer.name].group_sq)
+        else:
+            np.testing.assert_allclose(got[layer.name].group_sq, want[layer.name].group_sq, rtol=1e-5)
 
 
 def test_dense_weight_sq_by_hand_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
