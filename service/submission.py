@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.spec import CompressSpec
 from netshrink.service.errors import ApiError, validation_errors
 from netshrink.service.schemas import JobSpecCreate
@@ -40,13 +41,19 @@ def fingerprint(upload: ParsedUpload, spec: JobSpecCreate, architecture: Any) ->
 
 
 def validate_inputs(
-    upload: ParsedUpload, architecture: Any, spec: JobSpecCreate, settings: ServiceSettings
+    upload: ParsedUpload,
+    architecture: Any,
+    spec: JobSpecCreate,
+    settings: ServiceSettings,
+    core: CompressSpec | FinetuneSpec | None = None,
 ) -> int:
     """Load model and calibration with the core; put the files under their final names.
 
-    Returns the model's parameter count. Raises ``CompressionError`` subclasses (mapped by
-    ``service.errors``) or ``ApiError``. Blocking: call it from a thread.
+    ``core`` is ``spec.to_core()`` when the caller has it already. Returns the model's parameter
+    count. Raises ``CompressionError`` subclasses (mapped by ``service.errors``) or ``ApiError``.
+    Blocking: call it from a thread.
     """
+    core = core if core is not None else spec.to_core()
     # imported late: these pull in torch
     from netshrink.compression.graph.calibration import check_calibration
     from netshrink.compression.graph.loading import load_model
@@ -66,9 +73,9 @@ def validate_inputs(
     net = load_model(final, architecture=architecture, limits=settings.load_limits())
     _check_parts(upload, spec)
     if spec.kind == "finetune":
-        _validate_training(upload, net, spec, settings)
+        assert not isinstance(core, CompressSpec)
+        _validate_training(upload, net, core, settings)
     elif spec.kind != "analyze":
-        core = spec.to_core()
         assert isinstance(core, CompressSpec)
         check_spec(net, core)  # unknown layer names, structured pruning on a generic graph, ...
     if spec.device == "cuda" and settings.embedded and not _cuda_available():
@@ -118,9 +125,7 @@ def _check_parts(upload: ParsedUpload, spec: JobSpecCreate) -> None:
         raise ApiError(422, "validation", "The request is invalid", "train/validation need kind finetune")
 
 
-def _validate_training(
-    upload: ParsedUpload, net: Any, spec: JobSpecCreate, settings: ServiceSettings
-) -> None:
+def _validate_training(upload: ParsedUpload, net: Any, core: FinetuneSpec, settings: ServiceSettings) -> None:
     """Put the training files under their final names and check them against the model (labels, shapes)."""
     from netshrink.compression.finetune.job import check_inputs
 
@@ -132,8 +137,6 @@ def _validate_training(
             f.path.replace(path)
             f.path = path
             paths[part] = path
-    core = spec.to_core()
-    assert not isinstance(core, CompressSpec)
     check_inputs(
         net, core, paths["train"], validation=paths.get("validation"), max_bytes=settings.max_unzipped_bytes
     )

@@ -247,6 +247,9 @@ class _Collector:
             self.part.fh.close()
 
 
+_CALLBACKS = tuple(name for name in dir(_Collector) if name.startswith("on_"))
+
+
 async def receive_upload(
     stream: AsyncIterator[bytes], content_type: str, dest_dir: Path, limits: UploadLimits
 ) -> ParsedUpload:
@@ -260,7 +263,7 @@ async def receive_upload(
         raise ApiError(415, "unsupported-media-type", "Unsupported media type", "send multipart/form-data")
     out = ParsedUpload()
     collector = _Collector(dest_dir, limits, out)
-    callbacks = {name: getattr(collector, name) for name in dir(_Collector) if name.startswith("on_")}
+    callbacks = {name: getattr(collector, name) for name in _CALLBACKS}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
         async for chunk in stream:

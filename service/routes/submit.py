@@ -113,7 +113,11 @@ async def submit_job(
         )
     job_id = new_job_id()
     input_dir = artifacts.input_dir(job_id)
-    input_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a new id: two mkdirs, without mkdir(parents=True)'s failed first try
+        input_dir.parent.mkdir()
+    except FileNotFoundError:  # the jobs root itself is gone
+        input_dir.parent.mkdir(parents=True)
+    input_dir.mkdir()
     upload: ParsedUpload | None = None
     try:
         upload = await receive_upload(
@@ -131,7 +135,7 @@ async def submit_job(
         core_spec = spec_in.to_core()
 
         def create() -> CreateResult:
-            params = validate_inputs(upload, architecture, spec_in, settings)
+            params = validate_inputs(upload, architecture, spec_in, settings, core_spec)
             new = Job(
                 id=job_id,
                 owner=principal.owner,
