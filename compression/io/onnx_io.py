@@ -130,9 +130,14 @@ def _decode_strings(message: Any) -> None:
                 for text in value:
                     if type(text) is not str:
                         raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
+            elif kind == _ENTRIES:  # metadata_props: torch's exporter writes a few per node and value
+                for entry in value:
+                    for text in (entry.key, entry.value):
+                        if type(text) is not str:
+                            raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
 
 
-_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS, _TENSORS = range(6)
+_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS, _TENSORS, _ENTRIES = range(7)
 _FIELD_KINDS: dict[Any, int] = {}  # FieldDescriptor -> kind; the onnx schema has a few hundred fields
 _COPY_VALUES = 1 << 14  # a TensorProto with more values has its text fields read one by one
 
@@ -168,6 +173,8 @@ def _field_kind(fd: Any) -> int:
     if fd.type == fd.TYPE_MESSAGE:
         if fd.is_repeated and fd.message_type.full_name == "onnx.TensorProto":
             return _TENSORS  # initializers, an attribute's tensors
+        if fd.is_repeated and fd.message_type.full_name == "onnx.StringStringEntryProto":
+            return _ENTRIES  # key and value checked in place, not pushed and listed one by one
         return _MESSAGES if fd.is_repeated else _MESSAGE
     if fd.type == fd.TYPE_STRING:
         return _STRINGS if fd.is_repeated else _STRING

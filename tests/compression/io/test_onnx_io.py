@@ -242,7 +242,9 @@ def test_parse_onnx_keeps_torch_export_valid() -> None:
     assert {vi.name for vi in model.graph.value_info} >= {"relu", "relu_1"}  # shapes were inferred
 
 
-@pytest.mark.parametrize("where", ["node_name", "doc_string", "producer_name"])
+@pytest.mark.parametrize(
+    "where", ["node_name", "doc_string", "producer_name", "metadata_key", "metadata_value"]
+)
 def test_strings_that_are_not_utf8_are_a_format_error(where: str) -> None:
     """Found by fuzzing the upload (issue 13 §3): protobuf decodes strings on access, so a name with
     a byte 0x80 escaped as UnicodeDecodeError from the checker or the node namer (a 500)."""
@@ -254,6 +256,9 @@ def test_strings_that_are_not_utf8_are_a_format_error(where: str) -> None:
         model.graph.node[0].name = marker
     elif where == "doc_string":
         model.graph.doc_string = marker
+    elif where.startswith("metadata"):  # a node's metadata_props (checked in place, issue 13 §8)
+        entry = model.graph.node[0].metadata_props.add(key="k", value="v")
+        setattr(entry, where.removeprefix("metadata_"), marker)
     else:
         model.producer_name = marker
     data = model.SerializeToString().replace(marker.encode(), b"\x80" + marker[1:].encode())
