@@ -118,8 +118,10 @@ def prepare(
     with_bias = layer.bias is not None
     W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
     b = None if not with_bias else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
-    X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, n_in)
+    X = design_matrix(layer, Z)  # (N, n_in)
     N, n = X.shape[0], layer.n_in + int(with_bias)
+    # z's design rows only where y is made here (a conv's im2col of the dense input otherwise)
+    Xd = design_matrix(layer, Z_dense) if N > _ROWS or y is None else X  # (N, n_in)
 
     def chunk(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         a = X[i : i + _ROWS].to(torch.float32)  # (r, n_in)

@@ -89,11 +89,12 @@ def layer_objectives(
         bh_src = d.compressed.bias if d.compressed.bias is not None else layer.bias
         bh = None if bh_src is None else torch.as_tensor(bh_src, dtype=torch.float32, device=dev)  # (out,)
         hats.append((Wh, bh))
-    X, Xd = design_matrix(layer, Z), design_matrix(layer, Z_dense)  # (N, in)
+    X = design_matrix(layer, Z)  # (N, in)
     N = max(int(X.shape[0]), 1)
     errs = [0.0] * len(draws)
     energy = 0.0
     given = y if y is not None and int(X.shape[0]) <= _ROWS else None
+    Xd = design_matrix(layer, Z_dense) if given is None else X  # (N, in); z's rows only where y is made here
     for i in range(0, int(X.shape[0]), _ROWS):
         x = X[i : i + _ROWS].to(torch.float32)  # (r, in)
         if given is not None:

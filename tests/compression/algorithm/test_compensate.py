@@ -462,3 +462,37 @@ def test_prepare_with_the_dense_output_given_is_the_same_bytes(monkeypatch: pyte
     assert torch.equal(got.H, want.H) and torch.equal(got.B, want.B) and got.lam == want.lam
     monkeypatch.setattr(compensate, "_ROWS", 64)
     assert compensate.dense_output(layer, Zd) is None
+
+
+def test_a_given_dense_output_skips_the_dense_im2col(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With y given (the budget search's, once per layer) a conv's ``prepare`` and held-back objective
+    make only ẑ's im2col, not z's as well (issue 11), and give the same bytes as without it."""
+    from netshrink.compression.algorithm import compensate, layer_held_back
+    from netshrink.compression.algorithm.layer_compress import compress_layer
+
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    layer = Layer(
+        "c", 1, "conv", K, np.ones(5, np.float32), "w", "b", conv=ConvGeometry((3, 3), pads=(1, 1, 1, 1))
+    )
+    Zd = torch.from_numpy(np.abs(rng.standard_normal((30, 3, 6, 6))).astype(np.float32))  # (S, C, H, W)
+    Z = Zd + torch.from_numpy(0.05 * rng.standard_normal((30, 3, 6, 6)).astype(np.float32))
+    y = compensate.dense_output(layer, Zd)
+    want_p = compensate.prepare(layer, Z, Zd)
+    d = compress_layer(layer, layer_stats(layer, Z, groups=False), prune=None, quantize=QuantizeSpec(bits=4),
+                       keep=1.0, generator=generator(0, 1, 0))  # fmt: skip
+    want_o = layer_held_back.layer_objectives(layer, (d,), Z, Zd)
+    made: list[torch.Tensor] = []
+    real = compensate.design_matrix
+
+    def spy(layer: Layer, Z: torch.Tensor) -> torch.Tensor:
+        made.append(Z)
+        return real(layer, Z)
+
+    monkeypatch.setattr(compensate, "design_matrix", spy)
+    monkeypatch.setattr(layer_held_back, "design_matrix", spy)
+    got_p = compensate.prepare(layer, Z, Zd, y=y)
+    got_o = layer_held_back.layer_objectives(layer, (d,), Z, Zd, y=y)
+    assert len(made) == 2 and all(m is Z for m in made)  # ẑ's rows once each, never z's
+    assert torch.equal(got_p.H, want_p.H) and torch.equal(got_p.B, want_p.B) and got_p.lam == want_p.lam
+    assert got_o == want_o
