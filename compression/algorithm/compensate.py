@@ -362,10 +362,11 @@ def _block_cpu(
     stepn = None if step is None else step.numpy()  # (out,)
     maskn = None if maskt is None else maskt.numpy()  # (mk, out) bool
     lo, hi = Tn.dtype.type(-k), Tn.dtype.type(k)
+    dg = np.asarray(diag[i1:i2], dtype=Tn.dtype)  # (b,) R_cc: float32 values, exact
     for i in range(i2 - i1):
         c = i1 + i
         w = Tn[i]  # (out,)
-        np.divide(w, Tn.dtype.type(diag[c]), out=w)  # the error-fed value of column c
+        np.divide(w, dg[i], out=w)  # the error-fed value of column c
         if c < mk:
             if Q is not None and stepn is not None:
                 q = Q[i]  # (out,) this column's codes, as floats
