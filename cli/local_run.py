@@ -11,6 +11,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netshrink.cli.threads import limit_threads
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -37,7 +39,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def set_threads(n: int | None) -> int:
-    """Use ``n`` threads, else ``NETSHRINK_TORCH_THREADS``, else torch's default (the machine's cores)."""
+    """Use ``n`` threads (torch and numpy's BLAS), else ``NETSHRINK_TORCH_THREADS``, else torch's
+    default (the machine's cores)."""
     import os
 
     import torch
@@ -51,7 +54,7 @@ def set_threads(n: int | None) -> int:
     if n is not None:
         if n < 1:
             raise ValueError(f"the number of threads must be at least 1, got {n}")
-        torch.set_num_threads(n)
+        limit_threads(n)
     return int(torch.get_num_threads())
 
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from netshrink.cli.threads import limit_threads
+
 log = logging.getLogger("netshrink.serve")
 
 
@@ -69,7 +71,7 @@ def serve(
         log.error("--workers %d needs Redis mode (--redis-url); the embedded mode is one process", workers)
         return 2
     if settings.embedded and settings.embedded_worker:
-        _limit_torch_threads(settings.torch_threads)
+        limit_threads(settings.torch_threads)
         log.info("embedded mode: SQLite store and worker thread under %s", settings.data_dir)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that
     # was installed before it; a no-op one lets us finish cleanup and exit 0 like a normal stop.
@@ -90,12 +92,6 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _limit_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from netshrink.cli.threads import limit_threads
+
 EXIT_BAD_INPUT = 2
 
 
@@ -55,10 +57,10 @@ def worker(
         )
         return EXIT_BAD_INPUT
     queue_list = list(queues) if queues else default_queues(settings.device)
-    _limit_torch_threads(settings.torch_threads)
+    limit_threads(settings.torch_threads)
 
     def _child_init(**_: Any) -> None:
-        _limit_torch_threads(settings.torch_threads)
+        limit_threads(settings.torch_threads)
 
     worker_process_init.connect(_child_init, weak=False)
     app = create_celery_app(settings)
@@ -87,12 +89,6 @@ def worker(
     finally:
         housekeeper.stop()
         store.close()
-
-
-def _limit_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def run(args: argparse.Namespace) -> int:
