@@ -49,6 +49,7 @@ from bench.common import (
     to_network,
     train,
 )
+from netshrink.cli.threads import limit_threads
 from netshrink.compression.graph.calibration import Calibration
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
@@ -310,7 +311,7 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also the 64→4096→4096→10 MLP (17.1M params)")
     ap.add_argument("--only-big", action="store_true", help="only the 17.1M-param MLP")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    limit_threads(1)  # torch and numpy's BLAS, as a one-thread worker (cli/threads.py)
     load0 = os.getloadavg()  # the machine is shared: the 1/5/15-minute load averages, start and end
     t0 = time.perf_counter()
     results = []

@@ -25,6 +25,7 @@ import torch
 
 from bench.budget import SEED, TARGET, BNDigitsCNN
 from bench.common import Split, digits_split, mlp, mlp_architecture, to_network, train
+from netshrink.cli.threads import limit_threads
 from netshrink.compression.graph.calibration import Calibration
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--models", default="cnn,mlp")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    limit_threads(1)  # torch and numpy's BLAS, as a one-thread worker (cli/threads.py)
     for name in args.models.split(","):
         net, split = model(name)
         load0 = os.getloadavg()
