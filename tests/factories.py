@@ -26,6 +26,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from netshrink.compression.graph.network import Layer
+
 OPSET = 21
 ARCH_FORMAT = "netshrink.architecture/v1"
 
@@ -384,3 +386,15 @@ def chain_model(
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def correlated_dense_layer(
+    n_out: int = 5, n_in: int = 12, S: int = 400, seed: int = 0
+) -> tuple[Layer, torch.Tensor]:
+    """A dense layer (random W, b) and S float64 inputs with correlated, non-zero-mean columns."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    mix = rng.standard_normal((n_in, n_in)) * 0.5 + np.eye(n_in)  # correlated inputs
+    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in)) @ mix) + 0.5)  # (S, n_in), non-zero mean
+    return Layer("fc", 1, "dense", W, b, "w", "b", structured=True), Z

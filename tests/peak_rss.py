@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PRELUDE", "peak_ratio"]
+__all__ = ["PRELUDE", "SQUARE_LAYER", "peak_ratio"]
 
 PRELUDE = """
 def status(key):  # kB fields of /proc/self/status: VmRSS (now), VmHWM (peak since the reset)
@@ -22,6 +22,23 @@ def reset_peak():  # VmHWM := VmRSS from here on; returns that RSS
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return status("VmRSS")
+"""
+
+# A script's set-up for one n×n dense layer (n = argv[1]) and 600 rows of inputs Z, Zd (the
+# compensation memory tests): freed buffers go back to the OS, as in the CLI and the worker.
+SQUARE_LAYER = """
+import sys
+from netshrink.compression.io.memory import release_large_buffers
+release_large_buffers()  # freed buffers go back to the OS, as in the CLI and the worker
+import numpy as np, torch
+from netshrink.compression.graph.network import Layer
+torch.set_num_threads(1)
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+W = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
+layer = Layer("fc", 1, "dense", W, np.zeros(n, np.float32), "w", "b", structured=True)
+Zd = torch.from_numpy(np.abs(rng.standard_normal((600, n))).astype(np.float32))  # (S, n_in)
+Z = Zd + 0.01 * torch.from_numpy(rng.standard_normal((600, n)).astype(np.float32))
 """
 
 

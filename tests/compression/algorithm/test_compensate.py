@@ -12,18 +12,12 @@ from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
-from tests.peak_rss import peak_ratio
+from tests import factories as F
 
 torch.set_num_threads(1)
 
 
-def _dense(n_out: int = 5, n_in: int = 12, S: int = 400, seed: int = 0) -> tuple[Layer, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((n_out, n_in)).astype(np.float32)
-    b = rng.standard_normal(n_out).astype(np.float32)
-    mix = rng.standard_normal((n_in, n_in)) * 0.5 + np.eye(n_in)  # correlated inputs
-    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in)) @ mix) + 0.5)  # (S, n_in), non-zero mean
-    return Layer("fc", 1, "dense", W, b, "w", "b", structured=True), Z
+_dense = F.correlated_dense_layer
 
 
 def _objective(
@@ -290,6 +284,25 @@ def _former_block(T, R, i1, i2, diag, mk, step, k, codest, maskt):  # type: igno
             T[i + 1 :].addr_(R[c, c + 1 : i2], w, alpha=-1)
 
 
+def _refit_case(rng: np.random.Generator, case: int, W: np.ndarray, S: int):  # type: ignore[no-untyped-def]
+    """A refit problem around W (out, in) for ``case``: a bias or none, S rows of inputs, and by the
+    case's residues an unstructured mask, dropped columns, and 2/4/8 bits per row or per tensor (or
+    no quantization)."""
+    n_out, n_in = W.shape
+    b = rng.standard_normal(n_out).astype(np.float32) if case % 3 else None
+    layer = Layer("fc", 1, "dense", W, b, "w", None if b is None else "b", structured=True)
+    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in))).astype(np.float32))  # (S, n_in)
+    Zd = Z + 0.1 * torch.from_numpy(rng.standard_normal((S, n_in)).astype(np.float32))  # (S, n_in)
+    kept = torch.from_numpy(rng.random((n_out, n_in)) > 0.3) if case % 4 == 1 else None  # (out, in)
+    first = np.flatnonzero(rng.random(n_in) < 0.3) if case % 4 == 2 else None
+    q = (
+        None
+        if case % 6 == 5
+        else QuantizeSpec(bits=(2, 4, 8)[case % 3], scale=("per_row", "per_tensor")[case % 2])
+    )
+    return layer, Z, Zd, kept, first, q
+
+
 @pytest.mark.parametrize("case", range(12))
 def test_column_loop_gives_the_former_loops_numbers_bit_for_bit(
     case: int, monkeypatch: pytest.MonkeyPatch
@@ -303,17 +316,7 @@ def test_column_loop_gives_the_former_loops_numbers_bit_for_bit(
     rng = np.random.default_rng(case)
     n_out, n_in, S = int(rng.integers(1, 24)), int(rng.integers(2, 300)), int(rng.integers(20, 300))
     W = rng.standard_normal((n_out, n_in)).astype(np.float32)
-    b = rng.standard_normal(n_out).astype(np.float32) if case % 3 else None
-    layer = Layer("fc", 1, "dense", W, b, "w", None if b is None else "b", structured=True)
-    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in))).astype(np.float32))  # (S, n_in)
-    Zd = Z + 0.1 * torch.from_numpy(rng.standard_normal((S, n_in)).astype(np.float32))  # (S, n_in)
-    kept = torch.from_numpy(rng.random((n_out, n_in)) > 0.3) if case % 4 == 1 else None  # (out, in)
-    first = np.flatnonzero(rng.random(n_in) < 0.3) if case % 4 == 2 else None
-    q = (
-        None
-        if case % 6 == 5
-        else QuantizeSpec(bits=(2, 4, 8)[case % 3], scale=("per_row", "per_tensor")[case % 2])
-    )
+    layer, Z, Zd, kept, first, q = _refit_case(rng, case, W, S)
     got = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
     monkeypatch.setattr(compensate, "_block", _former_block)
     monkeypatch.setattr(compensate, "_block_cpu", _former_block)
@@ -342,17 +345,7 @@ def test_cpu_column_loop_is_the_torch_loop_bit_for_bit(case: int, monkeypatch: p
     W = (rng.standard_normal((n_out, n_in)) * 10.0 ** rng.uniform(-3, 2)).astype(np.float32)
     if case % 5 == 4:
         W[0] = 0.0  # a zero row: its step is 0 (replaced by 1)
-    b = rng.standard_normal(n_out).astype(np.float32) if case % 3 else None
-    layer = Layer("fc", 1, "dense", W, b, "w", None if b is None else "b", structured=True)
-    Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in))).astype(np.float32))  # (S, n_in)
-    Zd = Z + 0.1 * torch.from_numpy(rng.standard_normal((S, n_in)).astype(np.float32))  # (S, n_in)
-    kept = torch.from_numpy(rng.random((n_out, n_in)) > 0.3) if case % 4 == 1 else None  # (out, in)
-    first = np.flatnonzero(rng.random(n_in) < 0.3) if case % 4 == 2 else None
-    q = (
-        None
-        if case % 6 == 5
-        else QuantizeSpec(bits=(2, 4, 8)[case % 3], scale=("per_row", "per_tensor")[case % 2])
-    )
+    layer, Z, Zd, kept, first, q = _refit_case(rng, case, W, S)
     calls: list[str] = []
     cpu_block = compensate._block_cpu
 
@@ -366,133 +359,3 @@ def test_cpu_column_loop_is_the_torch_loop_bit_for_bit(case: int, monkeypatch: p
     monkeypatch.setattr(compensate, "_block_cpu", compensate._block)
     want = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
     _assert_same_refit(got, want, q)
-
-
-REFIT_PEAK = """
-import sys
-from netshrink.compression.io.memory import release_large_buffers
-release_large_buffers()  # freed buffers go back to the OS, as in the CLI and the worker
-import numpy as np, torch
-from netshrink.compression.algorithm.compensate import compensate_layer, prepare
-from netshrink.compression.graph.network import Layer
-from netshrink.compression.spec import QuantizeSpec
-torch.set_num_threads(1)
-n = int(sys.argv[1])
-rng = np.random.default_rng(0)
-W = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
-layer = Layer("fc", 1, "dense", W, np.zeros(n, np.float32), "w", "b", structured=True)
-Zd = torch.from_numpy(np.abs(rng.standard_normal((600, n))).astype(np.float32))  # (S, n_in)
-Z = Zd + 0.01 * torch.from_numpy(rng.standard_normal((600, n)).astype(np.float32))
-pr = prepare(layer, Z, Zd)  # the budget search's cached H and B
-before = reset_peak()
-compensate_layer(layer, Z, Zd, kept=None, first=None, quantize=QuantizeSpec(bits=4), prepared=pr)
-print((status("VmHWM") - before) / W.nbytes)
-"""
-
-
-def test_refit_peak_memory_holds_two_matrices_next_to_r_not_three() -> None:
-    """Issue 10 (memory): a 4-bit refit of one 2048×2048 layer from prepared H and B, in a fresh
-    process, raises the peak RSS by at most 3.9× the layer's float32 bytes. R, Gᵀ row-major and the
-    unrounded Vᵀ (3×), the codes and Ŵ: 3.5× measured. Before (the first solve out of place, then
-    made row-major: R, Bᵀ, the solve's column-major result and its row-major copy at once): 4.3×.
-    The kernel's peak RSS (VmHWM, reset through /proc/self/clear_refs), not a timing."""
-    ratio = peak_ratio(REFIT_PEAK, "2048")
-    assert ratio <= 3.9, f"the refit raised the peak RSS by {ratio:.2f}x the weight's bytes (bound 3.9x)"
-
-
-PREPARE_PEAK = """
-import sys
-from netshrink.compression.io.memory import release_large_buffers
-release_large_buffers()  # freed buffers go back to the OS, as in the CLI and the worker
-import numpy as np, torch
-from netshrink.compression.algorithm.compensate import prepare
-from netshrink.compression.graph.network import Layer
-torch.set_num_threads(1)
-n = int(sys.argv[1])
-rng = np.random.default_rng(0)
-W = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
-layer = Layer("fc", 1, "dense", W, np.zeros(n, np.float32), "w", "b", structured=True)
-Zd = torch.from_numpy(np.abs(rng.standard_normal((600, n))).astype(np.float32))  # (S, n_in)
-Z = Zd + 0.01 * torch.from_numpy(rng.standard_normal((600, n)).astype(np.float32))
-before = reset_peak()
-pr = prepare(layer, Z, Zd)
-print((status("VmHWM") - before) / W.nbytes)
-"""
-
-
-def test_prepare_peak_memory_is_h_and_b_without_a_third_matrix() -> None:
-    """Issue 10 (memory): the moments of one 2048×2048 layer on 600 rows (one chunk) raise the peak
-    RSS by at most 3.4× the layer's float32 bytes: H and B (2×) plus the design rows and y. Before
-    (H and B zero-filled, then each product made next to them and added): 4.08× measured, 3.07×
-    after. The kernel's peak RSS (VmHWM, reset through /proc/self/clear_refs), not a timing."""
-    ratio = peak_ratio(PREPARE_PEAK, "2048")
-    assert ratio <= 3.4, f"prepare raised the peak RSS by {ratio:.2f}x the weight's bytes (bound 3.4x)"
-
-
-def test_prepare_in_one_chunk_equals_the_chunked_sums_exactly() -> None:
-    """The one-chunk moments are the products themselves: the bytes of summing them onto zeros."""
-    from netshrink.compression.algorithm import compensate
-
-    layer, Z = _dense(n_out=7, n_in=30, S=200)
-    Z = Z.to(torch.float32)
-    Zd = Z + 0.1
-    got = compensate.prepare(layer, Z, Zd)
-    W = torch.as_tensor(layer.matrix)  # (out, in)
-    assert layer.bias is not None
-    a = torch.cat([Z, torch.ones(Z.shape[0], 1)], 1)  # (S, n)
-    y = Zd @ W.T  # (S, out)
-    y += torch.as_tensor(layer.bias)
-    H, B = torch.zeros(31, 31), torch.zeros(7, 31)
-    H += a.T @ a
-    B += y.T @ a
-    assert torch.equal(got.H, H.div_(200)) and torch.equal(got.B, B.div_(200))
-
-
-def test_prepare_with_the_dense_output_given_is_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``dense_output`` is the y ``prepare`` makes: passing it (the budget search does, once per
-    layer) gives the same H and B; rows of more than one chunk get no y (None) and are summed."""
-    from netshrink.compression.algorithm import compensate
-
-    layer, Z = _dense(n_out=7, n_in=30, S=200)
-    Z = Z.to(torch.float32)
-    Zd = Z + 0.1
-    y = compensate.dense_output(layer, Zd)
-    assert y is not None and y.shape == (200, 7)
-    got, want = compensate.prepare(layer, Z, Zd, y=y), compensate.prepare(layer, Z, Zd)
-    assert torch.equal(got.H, want.H) and torch.equal(got.B, want.B) and got.lam == want.lam
-    monkeypatch.setattr(compensate, "_ROWS", 64)
-    assert compensate.dense_output(layer, Zd) is None
-
-
-def test_a_given_dense_output_skips_the_dense_im2col(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With y given (the budget search's, once per layer) a conv's ``prepare`` and held-back objective
-    make only ẑ's im2col, not z's as well (issue 11), and give the same bytes as without it."""
-    from netshrink.compression.algorithm import compensate, layer_held_back
-    from netshrink.compression.algorithm.layer_compress import compress_layer
-
-    rng = np.random.default_rng(3)
-    K = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    layer = Layer(
-        "c", 1, "conv", K, np.ones(5, np.float32), "w", "b", conv=ConvGeometry((3, 3), pads=(1, 1, 1, 1))
-    )
-    Zd = torch.from_numpy(np.abs(rng.standard_normal((30, 3, 6, 6))).astype(np.float32))  # (S, C, H, W)
-    Z = Zd + torch.from_numpy(0.05 * rng.standard_normal((30, 3, 6, 6)).astype(np.float32))
-    y = compensate.dense_output(layer, Zd)
-    want_p = compensate.prepare(layer, Z, Zd)
-    d = compress_layer(layer, layer_stats(layer, Z, groups=False), prune=None, quantize=QuantizeSpec(bits=4),
-                       keep=1.0, generator=generator(0, 1, 0))  # fmt: skip
-    want_o = layer_held_back.layer_objectives(layer, (d,), Z, Zd)
-    made: list[torch.Tensor] = []
-    real = compensate.design_matrix
-
-    def spy(layer: Layer, Z: torch.Tensor) -> torch.Tensor:
-        made.append(Z)
-        return real(layer, Z)
-
-    monkeypatch.setattr(compensate, "design_matrix", spy)
-    monkeypatch.setattr(layer_held_back, "design_matrix", spy)
-    got_p = compensate.prepare(layer, Z, Zd, y=y)
-    got_o = layer_held_back.layer_objectives(layer, (d,), Z, Zd, y=y)
-    assert len(made) == 2 and all(m is Z for m in made)  # ẑ's rows once each, never z's
-    assert torch.equal(got_p.H, want_p.H) and torch.equal(got_p.B, want_p.B) and got_p.lam == want_p.lam
-    assert got_o == want_o

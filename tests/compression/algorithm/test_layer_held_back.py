@@ -20,7 +20,7 @@ from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import QuantizeSpec
 from tests import factories
-from tests.peak_rss import peak_ratio
+from tests.peak_rss import SQUARE_LAYER, peak_ratio
 
 torch.set_num_threads(1)
 
@@ -178,29 +178,20 @@ def test_objectives_of_several_draws_are_each_draws_own(tmp_path) -> None:  # ty
     assert e_refit != e_plain
 
 
-HELD_BACK_PEAK = """
-import sys
-from netshrink.compression.io.memory import release_large_buffers
-release_large_buffers()  # freed buffers go back to the OS, as in the CLI and the worker
-import numpy as np, torch
+HELD_BACK_PEAK = (
+    SQUARE_LAYER
+    + """
 from netshrink.compression.algorithm.layer_held_back import compress_layer_held_back
 from netshrink.compression.algorithm.rng import generator
 from netshrink.compression.algorithm.scores import layer_stats
-from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import QuantizeSpec
-torch.set_num_threads(1)
-n = int(sys.argv[1])
-rng = np.random.default_rng(0)
-W = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
-layer = Layer("fc", 1, "dense", W, np.zeros(n, np.float32), "w", "b", structured=True)
-Zd = torch.from_numpy(np.abs(rng.standard_normal((600, n))).astype(np.float32))  # (S, n_in)
-Z = Zd + 0.01 * torch.from_numpy(rng.standard_normal((600, n)).astype(np.float32))
 stats = layer_stats(layer, Z, groups=True)
 before = reset_peak()
 compress_layer_held_back(layer, stats, Z, Zd, prune=None, quantize=QuantizeSpec(bits=4), keep=1.0,
                          generators=(generator(0, 1, 0), generator(0, 1, 0)))
 print((status("VmHWM") - before) / W.nbytes)
 """
+)
 
 
 def test_held_back_peak_memory_does_not_hold_the_plain_draw_through_the_refit() -> None:

@@ -30,7 +30,7 @@ from netshrink.compression.export.export_torch import (
 from netshrink.compression.export.storage import state_dict_storage
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
-from tests.compression.export.test_export_onnx import dropped_columns, inputs, pruned, quantized, run
+from tests.compression.export.export_models import dropped_columns, inputs, pruned, quantized, run
 from tests.factories import cnn_architecture, tiny_cnn, tiny_mlp, write_pt
 
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import pytest
 from netshrink.compression.export import export_onnx as export_module
 from netshrink.compression.export.export_onnx import export_onnx_detailed
 from netshrink.compression.export.placeholders import copy_with_placeholders, is_placeholder
-from tests.compression.export.test_export_onnx import cnn_reshape, load, mlp_gemm, mlp_matmul, quantized
+from tests.compression.export.export_models import cnn_reshape, load, mlp_gemm, mlp_matmul, quantized
 from tests.peak_rss import peak_ratio
 
 
@@ -83,7 +83,7 @@ import numpy as np, onnx
 from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.export.export_onnx import export_onnx
 from netshrink.compression.graph.loading import load_model
-from tests.compression.export.test_export_onnx import mlp_gemm
+from tests.compression.export.export_models import mlp_gemm
 n, bits, opset, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 onnx.save(mlp_gemm((16, n, n, 4), opset=opset), str(path))
 net = load_model(path)

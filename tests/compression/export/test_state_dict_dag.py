@@ -26,7 +26,7 @@ from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
 from tests import dag_models as D
 from tests import factories as F
-from tests.compression.export.test_export_onnx import quantized
+from tests.compression.export.export_models import quantized
 
 torch.set_num_threads(1)
 SPEC = {"prune": {"keep": 0.75, "granularity": "channel"}, "quantize": {"bits": 8}, "seed": 0}
