@@ -4,7 +4,7 @@
 core, so a worker told to use one thread per job (``NETSHRINK_TORCH_THREADS=1``) still ran numpy's
 products (the refits' moments, the certificates' Lanczos steps) on every core, where idle BLAS
 threads spin. On the 2-core machine, the digits MLP of ``python -m bench.search_cpu --models mlp``
-(one torch thread; same ``model.onnx`` either way): a single compress 0.25 → 0.18 CPU s (median of
+(one torch thread; same ``model.onnx`` either way): a single compress 0.27 → 0.18 CPU s (median of
 3) with ``OPENBLAS_NUM_THREADS=1``, the budget search 0.56 → 0.49 s, on a quiet machine (load 0.8);
 with other work on the machine (load 2–2.4) the search took 1.08–1.30 CPU s uncapped against
 0.30 s capped. threadpoolctl caps every BLAS library loaded in the process (numpy's OpenBLAS, MKL,
