@@ -157,6 +157,10 @@ def prepare(
     return Prepared(H, B, lam)
 
 
+# a dense layer this wide, with dropped units and no cached moments, forms only its kept columns'
+KEPT_MIN_INPUTS = 256  # H_KK and B_K (kept_moments.py); a narrower one costs little either way
+
+
 def _reverse_cholesky(H: torch.Tensor, order: torch.Tensor, lam: float) -> torch.Tensor:
     """Upper-triangular R with H_KK + λI = R Rᵀ, K = ``order`` (lower Cholesky of the reversed order).
 
@@ -202,14 +206,22 @@ def compensate_layer(
     dev = Z.device
     n_out, n_in = layer.n_out, layer.n_in
     with_bias = layer.bias is not None
-    pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp, y=y)
     removed = np.zeros(0, np.int64) if first is None else np.unique(np.asarray(first, np.int64))
     cols = np.setdiff1d(np.arange(n_in), removed)  # the kept input columns, natural order
     cols_t = torch.as_tensor(cols, device=dev)  # (mk,)
     order = torch.as_tensor(np.concatenate([cols, [n_in] if with_bias else []]).astype(np.int64), device=dev)
     mk = int(cols.size)  # weight columns refit; the bias column (when there is one) is last, index mk
-    R = _reverse_cholesky(pr.H, order, pr.lam)  # (m, m) upper, H_λ,KK = R Rᵀ
-    Bt = pr.B.index_select(1, order).T  # (m, out) B_Kᵀ, a copy, column-major as the solve wants it
+    sel = order  # rows and columns of pr.H and pr.B read by the refit
+    kept_only = layer.kind == "dense" and layer.n_in >= KEPT_MIN_INPUTS and int(Z.shape[0]) <= _ROWS
+    if prepared is None and removed.size and kept_only:
+        from netshrink.compression.algorithm.kept_moments import prepare_kept
+
+        pr = prepare_kept(layer, Z, Z_dense, order, damp, y=y)  # H_KK, B_K only (kept_moments.py)
+        sel = torch.arange(int(order.numel()), device=dev)  # (m,) already in ``order``
+    else:
+        pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp, y=y)
+    R = _reverse_cholesky(pr.H, sel, pr.lam)  # (m, m) upper, H_λ,KK = R Rᵀ
+    Bt = pr.B.index_select(1, sel).T  # (m, out) B_Kᵀ, a copy, column-major as the solve wants it
     if prepared is None:
         del pr  # its H and B are not needed again: free them before the solves
     # in place (the same LAPACK solve on the same column-major data): no third (m, out) matrix next
