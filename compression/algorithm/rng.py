@@ -28,7 +28,12 @@ def generator(seed: int, layer: int, draw: int) -> torch.Generator:
     return g
 
 
-def uniform(gen: torch.Generator, n: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """``n`` U[0, 1) float64 numbers drawn on CPU from ``gen``, then moved to ``device``."""
+def uniform(
+    gen: torch.Generator, n: int, device: str | torch.device = "cpu", *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``n`` U[0, 1) float64 numbers drawn on CPU from ``gen``, then moved to ``device``. ``out``: a
+    CPU float64 buffer of ``n`` entries to draw into (the same numbers, no new allocation)."""
+    if out is not None and out.device.type == "cpu":
+        return torch.rand(n, generator=gen, dtype=torch.float64, out=out)  # (n,)
     u = torch.rand(n, generator=gen, dtype=torch.float64, device="cpu")  # (n,)
     return u.to(device)

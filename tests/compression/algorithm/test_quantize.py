@@ -118,3 +118,59 @@ def test_one_pass_at_f1_is_stochastic_rounding_of_the_stream(dtype: torch.dtype)
     var64 = np.where(step > 0, step**2 * f * (1 - f), 0.0)  # (out, in) float64 Var(t)
     assert r.tier_E_A == pytest.approx(float((var64 * energy[None]).sum()), rel=1e-12)
     np.testing.assert_array_equal(r.var.numpy(), var64.astype(np.float32))  # stored as float32
+
+
+def _former_quantize(W: torch.Tensor, col: np.ndarray, spec: QuantizeSpec, gen: torch.Generator) -> tuple:
+    """The former f = 1 loop, whole row blocks with fresh temporaries: the reference for the bytes."""
+    from netshrink.compression.algorithm.quantize import _rows
+
+    k = spec.levels
+    step, _ = grid_step(W, k, spec.scale)
+    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1)
+    var = torch.empty(W.shape, dtype=torch.float32)
+    codes = torch.empty(W.shape, dtype=torch.int8)
+    Wq = torch.empty(W.shape, dtype=torch.float32)
+    s32 = step.to(torch.float32)[:, None]
+    c = torch.as_tensor(col, dtype=torch.float64)[None, :]  # (1, in)
+    blocks, A = _rows(W), 0.0
+    for r in blocks:
+        sl = slice(r, r + blocks.step)
+        x = W[sl].to(torch.float64, copy=True).div_(safe[sl])  # (b, in)
+        if spec.method == "rtn":
+            q, v = torch.round(x), torch.zeros_like(x)
+        else:
+            u = torch.rand(x.numel(), generator=gen, dtype=torch.float64).reshape(x.shape)
+            q = torch.floor(x)
+            frac = x.sub_(q)
+            v = torch.mul(safe[sl] ** 2, frac)
+            v.mul_(1.0 - frac)
+            A += float((v * c).sum())
+            q.add_(u < frac)
+        var[sl].copy_(v)
+        q = q.clamp_(-k, k)
+        codes[sl].copy_(q)
+        Wq[sl].copy_(q).mul_(s32[sl])
+    return Wq.numpy().tobytes(), codes.numpy().tobytes(), var.numpy().tobytes(), A
+
+
+@pytest.mark.parametrize("sub", [1, 3 * 29, 1 << 18])  # sub-blocks of one row, of 3 rows, the default
+@pytest.mark.parametrize(
+    "spec", [QuantizeSpec(bits=8), QuantizeSpec(bits=2), QuantizeSpec(bits=4, method="rtn")]
+)
+def test_sub_blocks_and_scratch_buffers_keep_the_former_bytes(
+    sub: int, spec: QuantizeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sub-blocks into reused scratch (issue 10: no page-faulted temporaries) give the former loop's
+    bytes: Ŵ with its signed zeros (RTN rounds −0.3 to −0), codes, Var(t), and tier E exactly."""
+    from netshrink.compression.algorithm import quantize
+
+    rng = np.random.default_rng(7)
+    W = torch.from_numpy((rng.standard_normal((41, 29)) * rng.uniform(0.1, 3.0, (41, 1))).astype(np.float32))
+    W[5] = 0.0  # a zero row: step 0
+    col = rng.uniform(0.5, 2.0, 29)
+    monkeypatch.setattr(quantize, "_CHUNK", 29 * 8)  # blocks of 8 rows (the last one short)
+    monkeypatch.setattr(quantize, "_SUB", sub)
+    r = quantize_matrix(W, col[None], col, spec, generator(4, 2, 1))
+    w, c, v, A = _former_quantize(W, col, spec, generator(4, 2, 1))
+    assert (r.weight.numpy().tobytes(), r.codes.tobytes(), r.var.numpy().tobytes()) == (w, c, v)
+    assert r.tier_E_A == (None if spec.method == "rtn" else A)
