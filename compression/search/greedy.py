@@ -29,6 +29,7 @@ from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.search.draw_share import DrawShare, ships_same
 from netshrink.compression.search.group_draw import plan_groups, uses_groups
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.spec import HELD_BACK, CompressSpec, PruneSpec, QuantizeSpec
@@ -160,6 +161,7 @@ def draw_network(
     dense_inputs: Mapping[str, torch.Tensor] | None = None,
     logits: bool = False,
     keep_plain: bool = False,
+    share: DrawShare | None = None,
 ) -> NetworkDraw:
     """Compress every layer once, greedily from input to output (P1 Algorithm 1).
 
@@ -171,7 +173,8 @@ def draw_network(
     those below the newly compressed layer are recomputed (``Executor.invalidate``). ``logits=True``
     also leaves Φ̂ on X in ``fit_logits`` (the same pass, continued to the output). ``keep_plain``:
     under ``compensate: null``, keep in ``plain`` the plain draw of each layer whose refit shipped,
-    where ``input_free`` (the uncompensated twin reuses it instead of drawing again).
+    where ``input_free`` (the uncompensated twin reuses it instead of drawing again). ``share``: what
+    the draws of one best-of-R have in common (``draw_share.py``; without ``cache`` only).
     """
     assert spec.seed is not None
     result = NetworkDraw(draw)
@@ -182,6 +185,9 @@ def draw_network(
     if uses_groups(net, spec):  # channels coupled through Add/Concat/depthwise: one draw per group
         gd = plan_groups(net, ex, spec, X, draw=draw, sensitivities=sensitivities)
         cache = None  # a group draw is planned for the whole network: no per-prefix reuse
+    if cache is not None or gd is not None:
+        share = None
+    same_in = share is not None  # this layer's input is the same in every draw (draw_share.py)
     if spec.compensate and not dense:
         with torch.no_grad():
             dense = ex.run(X, capture=[layer.input for layer in net.layers])  # z_{ℓ−1}, the refit's target
@@ -207,6 +213,9 @@ def draw_network(
             ex.invalidate(acts, layer.name)
             continue
         hit = None if cache is None else cache.get_input((*upstream, groups))
+        shared = share.get_input(layer.name) if share is not None and same_in else None
+        if shared is not None:  # another draw's ẑ_{ℓ−1}: the same upstream arrays
+            hit = shared.Z, shared.stats
         if hit is not None:  # ẑ_{ℓ−1} under this upstream prefix, from an earlier candidate
             Z, stats = hit
             acts[layer.input] = Z
@@ -218,6 +227,8 @@ def draw_network(
             stats = layer_stats(layer, Z, groups=groups)
             if cache is not None:
                 cache.put_input((*upstream, groups), Z, stats)
+            if share is not None and same_in:
+                share.put_input(layer.name, Z, stats)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
             # Groups sharing one draw are scored by their exact E‖J W_g ẑ_g‖² (docs/method.md §3).
@@ -232,6 +243,8 @@ def draw_network(
                 r, _ = held_back_rows(int(Z.shape[0]), Z.device)
                 ys = cache.dense_outputs(layer, dense[layer.input])  # y on the refit, held-back rows
                 prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r], ys[0])
+            elif share is not None:  # y on the refit and held-back rows: once per layer
+                ys = share.dense_outputs(layer, dense[layer.input])
             plain: list[LayerDraw] = []
             d = compress_layer_held_back(
                 layer,
@@ -284,6 +297,7 @@ def draw_network(
                 d.coupled = _coupled(net, layer.name, pruned)
         if cache is not None:
             cache.put(key, d)
+        same_in = same_in and ships_same(d, prune)
         _apply(result, overrides, layer.name, d, ex.device)
         ex.invalidate(acts, layer.name)
         del Z, stats

@@ -36,6 +36,7 @@ from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import output_error
 from netshrink.compression.graph.network import Network
+from netshrink.compression.search.draw_share import DrawShare
 from netshrink.compression.search.greedy import (
     AUTO_MAX_DRAWS,
     AUTO_PATIENCE,
@@ -103,6 +104,7 @@ def best_of(
             dense_inputs=dense if draw_spec.compensate else None,
             logits=True,
             keep_plain=keep_plain,
+            share=share if draw_spec.compensate else None,
         )
         assert nd.fit_logits is not None
         nd.fit_relative_l2 = output_error(phi, nd.fit_logits).relative_l2
@@ -116,6 +118,8 @@ def best_of(
     max_draws = auto_cap(net.n_params, int(X.shape[0]))
     cap = (max_draws if is_random(spec) else 1) if auto else int(spec.draws)
     errors: list[float] = []
+    # several refit draws: what they have in common is computed once (draw_share.py); never for one
+    share = DrawShare() if spec.compensate and cap > 1 else None
     # both set again by the first draw, which is always the best so far: their start values are not
     # observable (make mutate's equivalent mutants)
     since_gain = 0  # pragma: no mutate
