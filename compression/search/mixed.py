@@ -9,8 +9,9 @@ groups, and the byte model gives its storage (a dropped unit of layer ℓ also d
 producer). A greedy allocation, the classic one for separable knapsacks, then walks from the
 uncompressed network: at each step it applies the one-notch move (one layer, one step down in bits
 or keep) with the smallest predicted error added per byte saved. That yields a path of ever smaller
-allocations. The path is verified by measurement: a binary search along it draws the candidate on
-the FIT split (one whole-network draw, compensated if the spec says so) and keeps the smallest
+allocations. The path is verified by measurement: a binary search along it (``last_meeting``; a
+later round measures its first move first) draws the candidate on the FIT split (one whole-network
+draw, compensated if the spec says so) and keeps the smallest
 allocation that meets the target there. The held-out split then decides ``budget_met`` (pipeline).
 """
 
@@ -37,6 +38,7 @@ from netshrink.compression.search.select import is_random
 from netshrink.compression.search.verification import (
     VERIFY_RULE,
     best_judged,
+    last_meeting,
     meets_threshold,
     near_miss,
     reaches,
@@ -299,9 +301,10 @@ def mixed_search(
             measured.append(a)
         return bool(a.meets)
 
-    # Verified greedy: binary search along the path for the last point that meets the target on
-    # the fit split; the move right after it was refuted, so ban it (that layer, that kind) and
-    # walk on from the last good point. At most ROUNDS rounds and MAX_MEASURED measurements.
+    # Verified greedy: search along the path for the last point that meets the target on the fit
+    # split (``last_meeting``: bisection; later rounds measure their first move first); the move
+    # right after it was refuted, so ban it (that layer, that kind) and walk on from the last good
+    # point. At most ROUNDS rounds and MAX_MEASURED measurements.
     banned: set[tuple[str, str]] = set()
     good: Allocation | None = None
     trace: list[tuple[int, Allocation]] = []
@@ -310,16 +313,9 @@ def mixed_search(
         trace += [(rnd, a) for a in (path if rnd == 0 else path[1:])]
         if len(path) < 2:
             break
-        lo, hi = 0, len(path) - 1  # path[lo] meets (or is the uncompressed start), path[hi] unknown
-        # the path's far end (every layer at its last notch) is assumed to fail: measured last, if at all
-        while hi - lo > 1 and len(measured) < MAX_MEASURED:
-            mid = (lo + hi) // 2
-            if check(path[mid]):
-                lo = mid
-            else:
-                hi = mid
-        if hi == lo + 1 and path[hi].meets is None and len(measured) < MAX_MEASURED and check(path[hi]):
-            lo = hi
+        lo = last_meeting(
+            path, check, lambda a: a.meets, lambda: len(measured) < MAX_MEASURED, next_first=rnd > 0
+        )
         good = path[lo]
         if lo == len(path) - 1 or len(measured) >= MAX_MEASURED or path[lo + 1].meets is not False:
             break
