@@ -161,14 +161,14 @@ def prepare(
 KEPT_MIN_INPUTS = 256  # H_KK and B_K (kept_moments.py); a narrower one costs little either way
 
 
-def _reverse_cholesky(H: torch.Tensor, order: torch.Tensor, lam: float) -> torch.Tensor:
+def _reverse_cholesky(H: torch.Tensor, order: torch.Tensor | None, lam: float) -> torch.Tensor:
     """Upper-triangular R with H_KK + λI = R Rᵀ, K = ``order`` (lower Cholesky of the reversed order).
 
     If float32 Cholesky fails (not numerically positive definite), λ becomes max(10λ, 10⁻⁵·mean
     diag H_KK), at most ``_JITTER`` times.
     """
-    rev = order.flip(0)  # (m,)
-    A = H.index_select(0, rev).index_select(1, rev)  # (m, m) H_KK in reversed order, a copy
+    # (m, m) H_KK in reversed order, a copy (order None: all of H, one flip: the same values, no gathers)
+    A = H.flip(0, 1) if order is None else H.index_select(0, order.flip(0)).index_select(1, order.flip(0))
     floor = 1e-5 * max(float(torch.diagonal(A).to(torch.float64).mean()), 1e-12)
     added = 0.0
     for _ in range(_JITTER + 1):
@@ -220,8 +220,9 @@ def compensate_layer(
         sel = torch.arange(int(order.numel()), device=dev)  # (m,) already in ``order``
     else:
         pr = prepared if prepared is not None else prepare(layer, Z, Z_dense, damp, y=y)
-    R = _reverse_cholesky(pr.H, sel, pr.lam)  # (m, m) upper, H_λ,KK = R Rᵀ
-    Bt = pr.B.index_select(1, sel).T  # (m, out) B_Kᵀ, a copy, column-major as the solve wants it
+    ident = bool(torch.equal(sel, torch.arange(int(pr.B.shape[1]), device=dev)))  # every column, in order
+    R = _reverse_cholesky(pr.H, None if ident else sel, pr.lam)  # (m, m) upper, H_λ,KK = R Rᵀ
+    Bt = (pr.B.clone() if ident else pr.B.index_select(1, sel)).T  # (m, out) B_Kᵀ copy, column-major
     if prepared is None:
         del pr  # its H and B are not needed again: free them before the solves
     # in place (the same LAPACK solve on the same column-major data): no third (m, out) matrix next

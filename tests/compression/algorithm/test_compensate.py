@@ -266,6 +266,15 @@ def test_a_singular_H_still_factors_after_the_jitter() -> None:
     assert np.isfinite(c.weight.numpy()).all() and err < 1e-6 * energy
 
 
+def test_every_column_in_order_factors_from_one_flip_with_the_same_bits() -> None:
+    """``order=None`` (no column removed: the flipped copy of H) gives the gathered copy's factor."""
+    from netshrink.compression.algorithm.compensate import _reverse_cholesky
+
+    a = torch.from_numpy(np.random.default_rng(3).standard_normal((80, 37)).astype(np.float32))
+    H = a.T @ a / 80  # (37, 37)
+    assert torch.equal(_reverse_cholesky(H, None, 0.01), _reverse_cholesky(H, torch.arange(37), 0.01))
+
+
 def _former_block(T, R, i1, i2, diag, mk, step, k, codest, maskt):  # type: ignore[no-untyped-def]
     """The column loop as it was before its per-column ops were cut (the reference for the test below)."""
     for i in range(i2 - i1):
