@@ -35,13 +35,12 @@ tests/compression/algorithm/test_compensate.py checks the refit against numpy's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.one_thread import one_thread
 from netshrink.compression.algorithm.quantize import grid_step
 from netshrink.compression.algorithm.scores import im2col
 from netshrink.compression.graph.network import Layer
@@ -286,22 +285,9 @@ def _sequential(
         T = Vt[i1:i2]  # (b, out) G rows of this block; rows < i1 are final V rows
         if i1:
             T.addmm_(R[:i1, i1:i2].T, Vt[:i1], alpha=-1)  # − Σ_{j<i1} R_j,block v_j
-        with _one_thread(), torch.inference_mode():  # no autograd bookkeeping per op (same numbers)
+        # one thread: a parallel region per column op costs more than the op (algorithm/one_thread.py)
+        with one_thread(), torch.inference_mode():  # no autograd bookkeeping per op (same numbers)
             (_block_cpu if T.device.type == "cpu" else _block)(T, R, i1, i2, diag, mk, step, k, codest, maskt)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the per-column vector ops on one thread: each is a few thousand entries, and a parallel
-    region per op costs more than the op (measured on the loaded 2-core machine: torch.round of 4,096
-    floats 7.8 µs on one thread, 6.9 ms on two, load average 10). Thread count does not change the
-    result: these ops are elementwise or rank-1 updates, without reductions."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _block(

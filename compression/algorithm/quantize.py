@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.one_thread import one_thread
 from netshrink.compression.algorithm.prune import greedy_order
 from netshrink.compression.algorithm.rng import uniform
 from netshrink.compression.spec import QuantizeSpec
@@ -85,7 +86,8 @@ class _Buffers:
     8 MiB temporary per operation and block was a page-faulted mapping each time (1.1 GB of minor
     faults per 4096×4096 matrix in a compress run, about half its time), and the passes run over
     sub-blocks of ``_SUB`` entries, which stay in cache, not over the 8 MiB block (issue 10): 0.215
-    vs 0.260 s per 4096×4096 matrix on 2 threads, and 18 MiB of scratch, not 49 (peak RSS)."""
+    vs 0.260 s per 4096×4096 matrix on 2 threads, and 18 MiB of scratch, not 49 (peak RSS). They run
+    on one thread (``one_thread``): on a loaded machine two threads' parallel regions cost 3-4x more."""
 
     def __init__(self, W: torch.Tensor, bs: int, randomized: bool) -> None:
         n_in, dev, f64 = W.shape[1], W.device, torch.float64
@@ -152,30 +154,31 @@ def quantize_matrix(
     A = 0.0
     for r in blocks:
         nb = min(r + bs, W.shape[0]) - r
-        for s in range(r, r + nb, buf.rows):
-            e, o = min(s + buf.rows, r + nb), s - r  # sub-block rows s..e−1, at row o of the block
-            x, q, v = buf.x[: e - s], buf.q[: e - s], buf.v[: e - s]  # (h, in) float64 scratch
-            if randomized:  # this sub-block's uniforms, in row order: the same stream as one draw
-                u = uniform(gen, x.numel(), W.device, out=buf.u[: x.numel()]).view(x.shape)  # (h, in)
-            torch.div(W[s:e], safe[s:e], out=x)  # (h, in) in grid units (float64), |x| <= k
-            if not randomized:
-                torch.round(x, out=q)  # round to nearest
-                v.zero_()  # Var 0
-            else:
-                torch.floor(x, out=q)  # (h, in)
-                frac = x.sub_(q)  # (h, in) ∈ [0, 1): rounds up with this probability
-                torch.mul(safe2[s:e], frac, out=v)  # (h, in) float64 Var(t)
-                v.mul_(torch.neg(frac, out=buf.t[: e - s]).add_(1.0))  # · (1 − frac), the same IEEE ops
+        with one_thread():  # elementwise passes only (algorithm/one_thread.py); the sum below is not
+            for s in range(r, r + nb, buf.rows):
+                e, o = min(s + buf.rows, r + nb), s - r  # sub-block rows s..e−1, at row o of the block
+                x, q, v = buf.x[: e - s], buf.q[: e - s], buf.v[: e - s]  # (h, in) float64 scratch
+                if randomized:  # this sub-block's uniforms, in row order: the same stream as one draw
+                    u = uniform(gen, x.numel(), W.device, out=buf.u[: x.numel()]).view(x.shape)  # (h, in)
+                torch.div(W[s:e], safe[s:e], out=x)  # (h, in) in grid units (float64), |x| <= k
+                if not randomized:
+                    torch.round(x, out=q)  # round to nearest
+                    v.zero_()  # Var 0
+                else:
+                    torch.floor(x, out=q)  # (h, in)
+                    frac = x.sub_(q)  # (h, in) ∈ [0, 1): rounds up with this probability
+                    torch.mul(safe2[s:e], frac, out=v)  # (h, in) float64 Var(t)
+                    v.mul_(torch.neg(frac, out=buf.t[: e - s]).add_(1.0))  # · (1 − frac), the same IEEE ops
+                    if sel_t is not None:
+                        v.masked_fill_(~sel_t[s:e], 0.0)
+                    torch.mul(v, col if col.shape[0] == 1 else col[s:e], out=buf.prod[o : o + e - s])
+                    q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
+                var[s:e].copy_(v if var_prior is None else v.add_(var_prior[s:e]))  # (h, in) to float32
+                q.clamp_(-k, k)  # (h, in)
                 if sel_t is not None:
-                    v.masked_fill_(~sel_t[s:e], 0.0)
-                torch.mul(v, col if col.shape[0] == 1 else col[s:e], out=buf.prod[o : o + e - s])
-                q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
-            var[s:e].copy_(v if var_prior is None else v.add_(var_prior[s:e]))  # (h, in) rounded to float32
-            q.clamp_(-k, k)  # (h, in)
-            if sel_t is not None:
-                q.masked_fill_(~sel_t[s:e], 0.0)
-            codes_t[s:e].copy_(q)  # exact: |q| <= k <= 127
-            Wq[s:e].copy_(q).mul_(s32[s:e])  # float32 codes·step (DequantizeLinear's), q's −0 kept
+                    q.masked_fill_(~sel_t[s:e], 0.0)
+                codes_t[s:e].copy_(q)  # exact: |q| <= k <= 127
+                Wq[s:e].copy_(q).mul_(s32[s:e])  # float32 codes·step (DequantizeLinear's), q's −0 kept
         if randomized:
             A += float(buf.prod[:nb].sum())  # the whole block's Σ Var(t)·E[ẑ_j²], one reduction as before
     if outl is not None and outl.any():
