@@ -10,7 +10,7 @@ producer). A greedy allocation, the classic one for separable knapsacks, then wa
 uncompressed network: at each step it applies the one-notch move (one layer, one step down in bits
 or keep) with the smallest predicted error added per byte saved. That yields a path of ever smaller
 allocations. The path is verified by measurement: a binary search along it (``last_meeting``;
-from the third round on, a round measures its first move first) draws the candidate on the FIT
+every round after the first measures its first move first) draws the candidate on the FIT
 split (one whole-network draw, compensated if the spec says so) and keeps the smallest
 allocation that meets the target there. The held-out split then decides ``budget_met`` (pipeline).
 """
@@ -302,7 +302,7 @@ def mixed_search(
         return bool(a.meets)
 
     # Verified greedy: search along the path for the last point that meets the target on the fit
-    # split (``last_meeting``: bisection; from the third round on, the first move first); the move
+    # split (``last_meeting``: bisection; later rounds measure their first move first); the move
     # right after it was refuted, so ban it (that layer, that kind) and walk on from the last good
     # point. At most ROUNDS rounds and MAX_MEASURED measurements.
     banned: set[tuple[str, str]] = set()
@@ -314,7 +314,7 @@ def mixed_search(
         if len(path) < 2:
             break
         lo = last_meeting(
-            path, check, lambda a: a.meets, lambda: len(measured) < MAX_MEASURED, next_first=rnd > 1
+            path, check, lambda a: a.meets, lambda: len(measured) < MAX_MEASURED, next_first=rnd > 0
         )
         good = path[lo]
         if lo == len(path) - 1 or len(measured) >= MAX_MEASURED or path[lo + 1].meets is not False:

@@ -141,13 +141,15 @@ def last_meeting(
     Bisection between the last point known to meet and the first known to fail. ``next_first``
     measures ``path[1]`` before bisecting: where the measured error grows along the path the boundary
     is the same, and a failing first move costs one measurement instead of log2(len(path)). The
-    search sets it from its third round on (``mixed_search``): by then the walk has resumed from a
-    refuted point twice. Measured on bench.budget's models, seeds 0-7 of ``--target-top1 0.99``
-    (compensated): the digits CNN 116 -> 96 candidates, 7 of 8 files identical (seed 6: 4,567 B that
-    meets the held-out target, against 3,511 B that did not); the 64-256-256-10 MLP 95 -> 90, 6 of 8
-    identical (seed 2: 47,631 B not met against 60,547 B met; seed 5: 53,822 B against 40,637 B, both
-    met). From the second round on it cut the CNN's more (116 -> 92) but made the MLP's files 10 %
-    larger over those seeds (seed 3: 49,174 B against 29,418 B).
+    search sets it in every round after the first (``mixed_search``), which walks on from the last
+    good point with the refuted move banned. Measured on bench.budget's models, seeds 0-7 of
+    ``--target-top1 0.99`` (compensated), against bisection alone: the digits CNN 116 -> 92
+    candidates (seed 0: 14 -> 8), 7 of 8 files identical (seed 6: 4,567 B that meets the held-out
+    target, against 3,511 B that did not); the 64-256-256-10 MLP 95 -> 78 (seed 0: 11 -> 12), 5 of 8
+    identical (seed 2: 47,631 B not met, against 60,547 B met; seed 5: 53,822 B against 40,637 B,
+    both met; seed 3: 49,174 B against 29,418 B, neither met). From the third round on instead:
+    the same files but for MLP seed 3, CNN 14 -> 10 at seed 0, and a CPU-time ratio to one compress
+    of 3.10x against 2.71x (CNN, 00:55 UTC, medians of 7 interleaved rounds; MLP 2.54x against 2.64x).
     """
     lo, hi = 0, len(path) - 1  # path[lo] meets (or is the uncompressed start), path[hi] unknown
     if next_first and hi > 1 and room():
