@@ -26,14 +26,14 @@ from typing import Any
 import torch
 
 from netshrink.compression.algorithm.prune import randomized_group_tau2
-from netshrink.compression.algorithm.quantize import grid_step
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
-from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
 from netshrink.compression.search.prefix_cache import PrefixCache
+from netshrink.compression.search.quant_menu import quant_preds
 from netshrink.compression.search.select import is_random
 from netshrink.compression.search.verification import (
     VERIFY_RULE,
@@ -51,7 +51,6 @@ BITS_MENU: tuple[int | None, ...] = (None, 8, 4, 2)  # None = float32; one step 
 KEEP_MENU = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 ROUNDS = 4  # verified-greedy rounds (each bans the move a measurement refuted)
 MAX_MEASURED = 16  # candidates the search may measure on the fit split
-QUANT_PRED_BLOCK = 1 << 20  # entries per float64 row block of ``_quant_preds``
 CACHE_WEIGHT_BYTES = 1  # the prefix cache holds at most this many times the float32 weights' bytes
 CACHE_FLOOR = 8 << 20  # ... or this many bytes per store, whichever is more (a small net's inputs)
 __all__ = ["BITS_MENU", "KEEP_MENU", "Allocation", "mixed_search"]
@@ -88,31 +87,6 @@ def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | No
     return total
 
 
-def _quant_preds(
-    layer: Layer, widths: tuple[int, ...], scale: str, sens: Sensitivity
-) -> dict[int | None, float]:
-    """Σ_ij Var(t_ij)·E‖∂Φ/∂W_ij‖² for stochastic rounding on each b-bit grid (Var = step²u(1−u)).
-
-    Float64 in row blocks of ``QUANT_PRED_BLOCK`` entries: no full-size float64 copy (issue 10); each
-    block of W and of the sensitivities is read once for all widths (the sums per width are the
-    same block sums, in the same order, as one width at a time)."""
-    W = torch.as_tensor(layer.matrix)  # (out, in) float32, no copy on CPU
-    steps = [grid_step(W, 2 ** (b - 1) - 1, scale)[0] for b in widths]  # (out,) float64 each
-    safes = [torch.where(st > 0, st, torch.ones_like(st))[:, None] for st in steps]  # (out, 1) each
-    wsq = torch.as_tensor(sens.weight_sq.reshape(W.shape))  # (out, in), no copy
-    rows = max(1, QUANT_PRED_BLOCK // max(1, W.shape[1]))
-    totals = [0.0] * len(widths)
-    for r in range(0, W.shape[0], rows):
-        w64 = W[r : r + rows].to(torch.float64)  # (b, in)
-        s64 = wsq[r : r + rows].to(torch.float64)  # (b, in)
-        for i, (step, safe) in enumerate(zip(steps, safes, strict=True)):
-            x = w64 / safe[r : r + rows]  # (b, in)
-            u = x - torch.floor(x)
-            var = (step[r : r + rows, None] ** 2) * u * (1 - u)  # (b, in)
-            totals[i] += float((var * s64).sum())
-    return {b: v for b, v in zip(widths, totals, strict=True)}
-
-
 def _menus(
     net: Network, spec: CompressSpec, Zs: Mapping[str, torch.Tensor], sens: Mapping[str, Sensitivity]
 ) -> tuple[dict[str, dict[int | None, float]], dict[str, dict[float, float]], PruneSpec | None]:
@@ -131,7 +105,7 @@ def _menus(
             continue
         if allow_q:
             widths = tuple(b for b in BITS_MENU if b is not None)
-            qpred[layer.name].update(_quant_preds(layer, widths, scale, sens[layer.name]))
+            qpred[layer.name].update(quant_preds(layer, widths, scale, sens[layer.name]))
         if base_p is not None and layer.structured:
             stats = layer_stats(layer, Zs[layer.name], groups=True)
             assert stats.group_energy is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.graph.network import Network
@@ -69,31 +68,6 @@ def test_per_layer_bits_naming_an_unknown_layer_is_a_spec_error(mlp_net: Network
     assert e.value.field == "quantize.bits"
     with pytest.raises(InvalidSpecError):
         CompressSpec.from_dict({"quantize": {"bits": {"fc": 9}}})
-
-
-def test_quant_menu_is_the_variance_weighted_sensitivity(mlp_net: Network) -> None:
-    """The bits menu's prediction, Σ step²u(1−u)·E‖∂Φ/∂W‖² per width, from one pass over row blocks
-    (several blocks here), equals the formula evaluated on the whole matrix."""
-    from netshrink.compression.algorithm.quantize import grid_step
-    from netshrink.compression.bounds.prediction import Sensitivity
-    from netshrink.compression.search import mixed
-
-    layer = mlp_net.layers[1]
-    rng = np.random.default_rng(1)
-    sens = Sensitivity(layer.name, rng.uniform(0, 1, layer.weight.shape).astype(np.float32), np.zeros(1), 1)
-    old = mixed.QUANT_PRED_BLOCK
-    try:
-        mixed.QUANT_PRED_BLOCK = 3 * layer.n_in  # 3 rows per block
-        got = mixed._quant_preds(layer, (8, 4, 2), "per_row", sens)
-    finally:
-        mixed.QUANT_PRED_BLOCK = old
-    W = torch.as_tensor(layer.matrix)
-    for b in (8, 4, 2):
-        step = grid_step(W, 2 ** (b - 1) - 1, "per_row")[0].numpy()[:, None]  # (out, 1)
-        x = layer.matrix.astype(np.float64) / step
-        u = x - np.floor(x)
-        assert got[b] == pytest.approx(float((step**2 * u * (1 - u) * sens.weight_sq).sum()), rel=1e-12)
-    assert list(got) == [8, 4, 2]
 
 
 def test_search_cache_floor_and_shared_group_stats_change_no_number(
