@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from netshrink.compression.bounds.sensitivity_terms import dense_terms
 from netshrink.compression.graph.network import Layer, Network
 
 
@@ -204,10 +205,11 @@ def sensitivities(
         for layer in layers
         if layer.kind != "dense"
     }
-    # dense layers: Σ_k δ_ki² (s, o) and ẑ_j² (s, j) of every chunk, multiplied once at the end a block
-    # of rows at a time: no (n_out, n_in) float64 accumulator or product (memory, issue 10)
-    d2_parts: dict[str, list[torch.Tensor]] = {}
-    z2_parts: dict[str, list[torch.Tensor]] = {}
+    # dense layers: Σ_k δ_ki² (S, o) and ẑ_j² (S, j), each chunk's rows written in place (no list of
+    # chunks and no concatenated copy next to it), multiplied once at the end a block of rows at a
+    # time: no (n_out, n_in) float64 accumulator or product (memory, issue 10)
+    d2_all: dict[str, torch.Tensor] = {}
+    z2_all: dict[str, torch.Tensor] = {}
     acc_g = {
         layer.name: torch.zeros(layer.n_in // group_size(layer), dtype=torch.float64) for layer in layers
     }
@@ -228,27 +230,19 @@ def sensitivities(
         patches = {layer.name: _patches(layer, z_run[layer.name]) for layer in layers}
         pending: dict[str, list[torch.Tensor]] = {}  # conv: the deltas of outputs not yet folded in
         K = phi.shape[1]
+        bufs: dict[tuple[int, ...], torch.Tensor] = {}  # dense layers: float64 buffers, by shape
         for k in range(K):
-            # the graph is kept after the last output too: freed with ``out`` below
+            # the graph is kept after the last output too: freed with ``out`` below (one backward pass
+            # per output; sensitivity_terms.py says why not one per block of outputs)
             grads = torch.autograd.grad(phi[:, k].sum(), tensors, retain_graph=True)
             dz = {x.name: grads[len(layers) + i] for i, x in enumerate(inputs)}  # ∂Φ_k/∂ẑ
             for i, layer in enumerate(layers):
                 z = zs[layer.name]
                 if layer.kind == "dense":
-                    d = grads[i].detach().double().cpu()
-                    d2 = d.reshape(d.shape[0], -1)  # (s, o)
-                    d2sum[layer.name] = d2sum[layer.name] + d2**2 if layer.name in d2sum else d2**2
-                    if not groups:
-                        continue
-                    dzk = (
-                        dz[layer.name].detach().double().cpu().reshape(d2.shape[0], -1)
-                        if layer.name in dz  # pragma: no mutate (the probe or the product: the same sums)
-                        else d2 @ weight64(layer)
-                    )  # (s, j): Σ_i δ_i W_ij
-                    contrib = dzk * z.reshape(z.shape[0], -1)  # (s, j): Σ_i δ_i W_ij ẑ_j
-                    gs = group_size(layer)
-                    grouped = contrib.reshape(contrib.shape[0], -1, gs).sum(dim=2)  # (s, n_groups)
-                    acc_g[layer.name] += (grouped**2).sum(dim=0)
+                    a_g = acc_g[layer.name] if groups else None
+                    dense_terms(
+                        layer, grads[i], dz.get(layer.name), z, bufs, d2sum, a_g, group_size(layer), weight64
+                    )
                     continue
                 deltas = pending.setdefault(layer.name, [])
                 deltas.append(grads[i].detach().cpu())  # (s, o, oh, ow), executor precision
@@ -263,10 +257,12 @@ def sensitivities(
                     dzc = dz[layer.name].detach().double().cpu()  # (s, C, H, W)
                     grouped = (dzc * z).flatten(2).sum(dim=2)  # (s, C)
                     acc_g[layer.name] += (grouped**2).sum(dim=0)
-        del out, phi, tensors, holders, patches
+        del out, phi, tensors, holders, patches, bufs
         for name, dsq in d2sum.items():
-            d2_parts.setdefault(name, []).append(dsq)  # (s, o)
-            z2_parts.setdefault(name, []).append(zs[name].cpu().reshape(dsq.shape[0], -1) ** 2)  # (s, j)
+            rows = slice(start, start + dsq.shape[0])
+            _factor(d2_all, name, S, dsq.shape[1])[rows] = dsq  # (s, o)
+            z = zs[name].cpu().reshape(dsq.shape[0], -1)  # (s, j)
+            torch.pow(z, 2, out=_factor(z2_all, name, S, z.shape[1])[rows])  # (s, j) ẑ_j²
         del zs, d2sum
     result: dict[str, Sensitivity] = {}
     for layer in layers:
@@ -274,12 +270,9 @@ def sensitivities(
         if layer.name in acc_w:
             wsq = acc_w.pop(layer.name).div_(S).to(torch.float32).numpy()  # (o, j)
         elif weight_sq:
-            wsq = _dense_weight_sq(d2_parts.pop(layer.name), z2_parts.pop(layer.name)).numpy()
+            wsq = _dense_weight_sq(d2_all.pop(layer.name), z2_all.pop(layer.name)).numpy()
         else:
-            factors = (
-                torch.cat(d2_parts.pop(layer.name)),
-                torch.cat(z2_parts.pop(layer.name)),
-            )  # (S, o), (S, j)
+            factors = (d2_all.pop(layer.name), z2_all.pop(layer.name))  # (S, o), (S, j)
             wsq = NOT_FORMED  # formed by blocks in predict_independent
         result[layer.name] = Sensitivity(
             layer.name, wsq, (acc_g[layer.name] / S).numpy(), group_size(layer), factors
@@ -287,10 +280,16 @@ def sensitivities(
     return result
 
 
-def _dense_weight_sq(d2: list[torch.Tensor], z2: list[torch.Tensor]) -> torch.Tensor:
-    """(o, j) float32 E_x Σ_k δ_ki² ẑ_j² from the chunks' (s, o) and (s, j) float64 factors: one
-    product over all S samples per block of ``PREDICT_BLOCK`` entries, summed in float64."""
-    D, Z = torch.cat(d2), torch.cat(z2)  # (S, o), (S, j)
+def _factor(store: dict[str, torch.Tensor], name: str, S: int, width: int) -> torch.Tensor:
+    """The (S, width) float64 factor of layer ``name``, made at its first chunk."""
+    if name not in store:
+        store[name] = torch.empty(S, width, dtype=torch.float64)
+    return store[name]
+
+
+def _dense_weight_sq(D: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """(o, j) float32 E_x Σ_k δ_ki² ẑ_j² from the (S, o) and (S, j) float64 factors: one product over
+    all S samples per block of ``PREDICT_BLOCK`` entries, summed in float64."""
     out = torch.empty(D.shape[1], Z.shape[1], dtype=torch.float32)  # (o, j)
     for rows in row_blocks(D.shape[1], Z.shape[1]):
         out[rows] = _weight_sq_block(D, Z, rows)

@@ -247,7 +247,7 @@ def test_no_probe_on_layer_1_changes_no_number_but_its_group_terms(
 
 
 def test_dense_weight_sq_by_hand_in_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """E_x Σ_k δ_ki² ẑ_j² = Σ_s D_si Z_sj / S from two chunks (S = 3), written out, one row a block
+    """E_x Σ_k δ_ki² ẑ_j² = Σ_s D_si Z_sj / S from two chunks' rows (S = 3), written out, one row a block
     (PREDICT_BLOCK = 2 entries, rows of 2); float32 even when torch's default dtype is float64."""
     D = [torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]]), torch.tensor([[2.0, 1.0, 0.25]])]  # (s, o)
     Z = [torch.tensor([[1.0, 4.0], [2.0, 0.0]]), torch.tensor([[3.0, 1.0]])]  # (s, j)
@@ -259,7 +259,7 @@ def test_dense_weight_sq_by_hand_in_row_blocks(monkeypatch: pytest.MonkeyPatch) 
     default = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float64)
-        got = prediction._dense_weight_sq([d.double() for d in D], [z.double() for z in Z])
+        got = prediction._dense_weight_sq(torch.cat(D).double(), torch.cat(Z).double())
     finally:
         torch.set_default_dtype(default)
     assert got.dtype == torch.float32
