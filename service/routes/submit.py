@@ -12,8 +12,6 @@ behind (the job directory is removed, no job is stored):
    between is repaired by the reaper, ``workers/reaper.dispatch_stranded``), answer 202
    (``Location``, ``Retry-After``), or 200 when ``Prefer: wait=N`` saw it finish.
 
-Steps 5-6 run in a worker thread, except for a small upload in embedded mode (``runs_inline``).
-
 Ref: docs/api.md "Resources"; IETF draft-ietf-httpapi-idempotency-key-header; RFC 7240 (Prefer).
 """
 
@@ -64,33 +62,10 @@ _POLL_S = 0.2
 # (issue 13 §8). Two, not one: a large model's long validation does not hold up the small ones. In
 # Redis mode an admission mostly waits on round trips, so there they overlap in the thread pool
 # (with a limit of 2 there, Redis-mode submits ran at 385/s vs the unlimited baseline's 498/s in one
-# bench.load run at load average ≈ 16).
+# bench.load run at load average ≈ 16). Admitting a small upload on the event loop instead (06a03e7,
+# reverted) cut the CPU per submit (4.71 -> 3.48 ms) but stalled every request behind one blocked
+# admission: submit p99 681.8 vs 149.1 ms in one interleaved quiet bench.load run (2026-12-04 01:15 UTC).
 _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
-# Embedded mode admits a small upload on the event loop, with no worker-thread hop (issue 13 §8).
-# Under wrk (20 clients, bench.load's 8.7 KB submit) the hop, and above all the GIL hand-offs
-# between the loop and the admitting threads (every SQLite call releases the GIL, and taking it back
-# waits for the thread that holds it), made a submit cost 3.4-4.2 ms of server CPU; inline 2.3 ms
-# (quiet machine, 2026-12-03 23:52-23:58 UTC), and 4.9 -> 4.1, 5.3 -> 4.6 ms in two interleaved
-# bench.load A/B runs at load average 3.5-7.5. The blocking part then takes 1.4 ms on the loop
-# (median; p99 5.4, max 8 ms). It may wait there for a worker thread's SQLite transaction (the
-# store's writer lock; milliseconds). Bounded: a larger model (validation grows with the graph), a
-# data part (calibration arrays are read through numpy) or a callback URL (its host is resolved:
-# DNS) still goes to a thread.
-INLINE_MAX_BYTES = 64 * 1024
-
-
-def runs_inline(local_reads: bool, upload: ParsedUpload, has_callback: bool) -> bool:
-    """Whether a submission's admission (validate, store, enqueue) runs on the event loop: embedded
-    mode (``local_reads``: SQLite, the in-memory broker; nothing waits on the network), a model of at
-    most ``INLINE_MAX_BYTES`` and no other file part, no callback."""
-    model = upload.files.get("model")
-    return (
-        local_reads
-        and not has_callback
-        and len(upload.files) == 1
-        and model is not None
-        and model.size_bytes <= INLINE_MAX_BYTES
-    )
 
 
 @router.post(
@@ -188,8 +163,8 @@ async def submit_job(
 
         def admit() -> tuple[CreateResult, Exception | None]:
             """Validate, store, enqueue, record the enqueue: ONE worker-thread hop for the blocking
-            part of a submit, not four (issue 13 §8), or none (``runs_inline``). A queue error comes
-            back as a value: the job is stored by then, so its files stay."""
+            part of a submit, not four (issue 13 §8). A queue error comes back as a value: the job
+            is stored by then, so its files stay."""
             result = create()
             if not result.created:
                 return result, None
@@ -199,11 +174,8 @@ async def submit_job(
                 return result, exc
             return result, None
 
-        if runs_inline(state.local_reads, upload, spec_in.callback is not None):
-            result, queue_error = admit()
-        else:
-            limiter = _EMBEDDED_ADMISSION if state.local_reads else None  # None: the default pool
-            result, queue_error = await anyio.to_thread.run_sync(admit, limiter=limiter)
+        limiter = _EMBEDDED_ADMISSION if state.local_reads else None  # None: the default pool
+        result, queue_error = await anyio.to_thread.run_sync(admit, limiter=limiter)
     except IdempotencyConflictError as exc:
         artifacts.delete(job_id)
         raise idempotency_conflict(exc.key) from None
