@@ -9,10 +9,13 @@ N·n² + N·n·out multiply-adds where N·m² + N·m·out do (m = |K|): on the 1
 at keep 0.3, 58 → 11 GFLOP per refit, and H and B take 2 × 64 MiB → 6 + 20 MiB.
 
 Each entry of H_KK and B_K is the same dot product over the same N design rows as in the full
-products, and diag H is taken from products of ``DIAG_BLOCK`` columns at a time (derived; the
-kernel's order of the N-term sums does not depend on how many columns are multiplied at once: on
-MKL 2024.2 with 64 or more columns, the pinned torch's, the values are identical bit for bit;
-tests/compression/algorithm/test_kept_moments.py checks the refit against ``prepare``'s).
+products, equal up to float32 rounding: a product of another shape may sum in another order, so
+the bytes can move (on the 17M MLP the ``--target-top1 0.99`` job's model.onnx stayed the same,
+the neuron keep 0.5 + 4 bits job's changed; docs/budget-search.md). diag H is taken from
+products of ``DIAG_BLOCK`` columns at a time (the kernel's order of the N-term sums does not depend
+on how many columns are multiplied at once: on MKL 2024.2 with 64 or more columns, the pinned
+torch's, those values are identical bit for bit). tests/compression/algorithm/test_kept_moments.py
+checks the moments and the refit against ``prepare``'s, to float32 rounding.
 """
 
 from __future__ import annotations
