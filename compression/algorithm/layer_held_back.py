@@ -33,6 +33,8 @@ import torch
 from netshrink.compression.algorithm.compensate import Prepared, design_matrix
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
+from netshrink.compression.algorithm.prune import prune_layer
+from netshrink.compression.algorithm.quantize import quantize_matrix
 from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
 from netshrink.compression.spec import PruneSpec, QuantizeSpec
@@ -78,20 +80,36 @@ def layer_objectives(
     conv) and the dense output y are made once for all of them; each draw's sum runs over the same
     chunks in the same order as alone, so its value is the one ``layer_objective`` gives. ``y``:
     ``compensate.dense_output(layer, Z_dense)`` when the caller has it (one chunk; the same numbers)."""
+    return _objectives(layer, [_hat(layer, d, Z.device) for d in draws], Z, Z_dense, y)
+
+
+def _hat(
+    layer: Layer, d: LayerDraw, device: torch.device | None = None
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(Ŵ float32, b̂) of a draw: its compensated bias, else the layer's own."""
+    b = d.compressed.bias if d.compressed.bias is not None else layer.bias
+    return torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=device), b
+
+
+def _objectives(
+    layer: Layer,
+    hats: list[tuple[torch.Tensor, np.ndarray | None]],
+    Z: torch.Tensor,
+    Z_dense: torch.Tensor,
+    y: torch.Tensor | None,
+) -> tuple[list[float], float]:
+    """``layer_objectives`` of (Ŵ float32 (out, *in), b̂ or None) pairs (``layer.bias`` is not implied)."""
     dev = Z.device
     W = torch.as_tensor(layer.matrix, dtype=torch.float32, device=dev)  # (out, in)
     b = None if layer.bias is None else torch.as_tensor(layer.bias, dtype=torch.float32, device=dev)  # (out,)
-    hats = []
-    for d in draws:
-        Wh = torch.as_tensor(d.compressed.weight, dtype=torch.float32, device=dev).reshape(
-            layer.n_out, -1
-        )  # (out, in)
-        bh_src = d.compressed.bias if d.compressed.bias is not None else layer.bias
+    mats = []
+    for Wd, bh_src in hats:
+        Wh = Wd.reshape(layer.n_out, -1)  # (out, in)
         bh = None if bh_src is None else torch.as_tensor(bh_src, dtype=torch.float32, device=dev)  # (out,)
-        hats.append((Wh, bh))
+        mats.append((Wh, bh))
     X = design_matrix(layer, Z)  # (N, in)
     N = max(int(X.shape[0]), 1)
-    errs = [0.0] * len(draws)
+    errs = [0.0] * len(hats)
     energy = 0.0
     given = y if y is not None and int(X.shape[0]) <= _ROWS else None
     Xd = design_matrix(layer, Z_dense) if given is None else X  # (N, in); z's rows only where y is made here
@@ -103,7 +121,7 @@ def layer_objectives(
             y = Xd[i : i + _ROWS].to(torch.float32) @ W.T  # (r, out)
             if b is not None:
                 y += b
-        for j, (Wh, bh) in enumerate(hats):
+        for j, (Wh, bh) in enumerate(mats):
             yh = x @ Wh.T  # (r, out)
             if bh is not None:
                 yh += bh
@@ -154,12 +172,12 @@ def compress_layer_held_back(
         return d
 
     if n < MIN_SAMPLES:
-        plain = plain_draw()
-        plain.refit_check = {
+        only = plain_draw()
+        only.refit_check = {
             "kept": False,
             "reason": f"fewer than {MIN_SAMPLES} fit samples: nothing to hold back",
         }
-        return plain
+        return only
     r, v = held_back_rows(n, Z.device)
     # the refit first, then the plain draw: each has its own generator, so the order changes no
     # number, and the plain draw's Ŵ, codes and Var(t) (2.25x the layer's float32 bytes) are not
@@ -177,11 +195,28 @@ def compress_layer_held_back(
         prepared=prepared,
         y=None if dense_out is None else dense_out[0],
     )
-    plain = plain_draw()
     Zv, Zdv = Z[v], Z_dense[v]  # (S_v, *in) rows the refit never saw
     y_v = None if dense_out is None else dense_out[1]
-    (e_refit, e_plain), energy = layer_objectives(layer, (refit, plain), Zv, Zdv, y=y_v)
+    # nobody keeps the plain draw unless it ships: judge its Ŵ alone (``plain_weight``), draw it whole
+    # only if it wins (from the same generator state: the same bytes)
+    state = generators[1].get_state() if plain_out is None else None
+    Wp = None
+    if state is not None:
+        Wp = plain_weight(layer, stats, prune, quantize, keep, generators[1], sensitivity, Z.device)
+    plain: LayerDraw | None = None
+    if Wp is None:
+        plain = plain_draw()
+        hat_p = _hat(layer, plain, Z.device)
+    else:
+        hat_p = (Wp, layer.bias)
+    (e_refit, e_plain), energy = _objectives(layer, [_hat(layer, refit, Z.device), hat_p], Zv, Zdv, y_v)
     kept = e_refit < e_plain
+    if not kept and plain is None:
+        assert state is not None and Wp is not None
+        generators[1].set_state(state)
+        plain = plain_draw()
+        if not np.array_equal(plain.compressed.weight.reshape(Wp.shape), Wp.cpu().numpy()):
+            raise RuntimeError(f"layer {layer.name!r}: the plain draw's Ŵ is not the one judged")
     check = {
         "kept": kept,
         "refit_samples": int(r.numel()),
@@ -192,7 +227,39 @@ def compress_layer_held_back(
         "held_back_relative_plain": _rel(e_plain, energy),
     }
     out = refit if kept else plain
+    assert out is not None
     return dataclasses.replace(out, refit_check=check)
+
+
+def plain_weight(
+    layer: Layer,
+    stats: LayerStats,
+    prune: PruneSpec | None,
+    quantize: QuantizeSpec | None,
+    keep: float,
+    gen: torch.Generator,
+    sensitivity: np.ndarray | None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor | None:
+    """The plain draw's Ŵ (out, in) float32, the same bytes as ``compress_layer``'s from ``gen``
+    (the same pruning stage, then ``quantize_matrix(weight_only=True)``), without its Var(t), codes or
+    tier E; None where that shortcut is not taken (no randomized quantizer with f = 1, a grouped conv).
+
+    The budget search draws a layer per candidate and the refit almost always wins the held-back
+    check (issue 11: 19 of 20 layer draws of bench.budget's MLP search), so the rest of the plain
+    draw was made for nothing."""
+    q = quantize
+    if q is None or q.method != "randomized_greedy" or float(q.fraction) != 1.0:
+        return None
+    if layer.conv is not None and layer.conv.group != 1:
+        return None
+    W = torch.as_tensor(layer.matrix, device=device)  # (out, in) float32, no copy on CPU
+    if prune is not None:
+        W = prune_layer(layer, stats, prune, keep, gen, sensitivity=sensitivity, device=device).weight
+    entrywise = sensitivity is not None and np.asarray(sensitivity).size == layer.n_out * layer.n_in
+    energy = np.asarray(sensitivity, np.float64) if entrywise else stats.energy
+    e = energy.reshape(-1, layer.n_in)  # (1 or out, in)
+    return quantize_matrix(W, e, stats.col_energy, q, gen, positions=stats.positions, weight_only=True).weight
 
 
 def _rel(e: float, energy: float) -> float | None:

@@ -89,14 +89,14 @@ class _Buffers:
     vs 0.260 s per 4096×4096 matrix on 2 threads, and 18 MiB of scratch, not 49 (peak RSS). They run
     on one thread (``one_thread``): on a loaded machine two threads' parallel regions cost 3-4x more."""
 
-    def __init__(self, W: torch.Tensor, bs: int, randomized: bool) -> None:
+    def __init__(self, W: torch.Tensor, bs: int, randomized: bool, with_var: bool = True) -> None:
         n_in, dev, f64 = W.shape[1], W.device, torch.float64
         self.rows = max(1, min(bs, _SUB // max(1, n_in)))  # rows per sub-block
         h = self.rows
         self.x, self.q, self.v, self.t = (torch.empty(h, n_in, dtype=f64, device=dev) for _ in range(4))
         self.up = torch.empty(h, n_in, dtype=torch.bool, device=dev)  # (h, in) u < frac
         self.u = torch.empty(h * n_in if randomized else 0, dtype=f64, device=dev)  # a sub-block's uniforms
-        nb = min(bs, W.shape[0]) if randomized else 0
+        nb = min(bs, W.shape[0]) if randomized and with_var else 0
         self.prod = torch.empty(nb, n_in, dtype=f64, device=dev)  # (b, in) Var(t)·E[ẑ_j²] of a block
 
 
@@ -114,6 +114,7 @@ def quantize_matrix(
     *,
     positions: int = 1,
     var_prior: torch.Tensor | None = None,
+    weight_only: bool = False,
 ) -> QuantizeResult:
     """Quantize the (pruned) matrix ``W`` (out, in), float32 or float64. ``energy`` ((1, in) or (out, in))
     ranks the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in)
@@ -130,6 +131,10 @@ def quantize_matrix(
     (zeros round to 0 with Var 0, so masking them would change nothing). ``var_prior`` (out, in)
     float64, the pruning stage's Var, is added to each block's Var(t) in float64 before the block is
     stored as float32 (the same values as summing whole float64 arrays and casting once).
+    ``weight_only``: Ŵ alone, the same bytes (the same uniforms, divisions, floors, comparisons and
+    clamps, in the same blocks); Var(t), the codes and tier E are not made (``var`` and ``codes``
+    come back empty, ``tier_E_A`` None): the held-back rule's plain draw, which only its Ŵ judges
+    and which rarely ships (algorithm/layer_held_back.py).
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
@@ -143,14 +148,15 @@ def quantize_matrix(
     if m < nnz:
         sel_t, outl = _select(W, energy, safe, m, blocks)
     randomized = spec.method == "randomized_greedy"
-    var = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
-    codes_t = torch.empty(W.shape, dtype=torch.int8, device=W.device)  # (out, in)
+    full = (0,) if weight_only else W.shape  # weight_only: no Var(t), no codes
+    var = torch.empty(full, dtype=torch.float32, device=W.device)  # (out, in) Var(t) = (M/k)² u(1−u)
+    codes_t = torch.empty(full, dtype=torch.int8, device=W.device)  # (out, in)
     Wq = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Ŵ
     s32 = step.to(torch.float32)[:, None]  # (out, 1)
     safe2 = safe**2  # (out, 1)
     col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
     col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
-    buf = _Buffers(W, bs, randomized)
+    buf = _Buffers(W, bs, randomized, with_var=not weight_only)
     A = 0.0
     for r in blocks:
         nb = min(r + bs, W.shape[0]) - r
@@ -164,6 +170,10 @@ def quantize_matrix(
                 if not randomized:
                     torch.round(x, out=q)  # round to nearest
                     v.zero_()  # Var 0
+                elif weight_only:  # Ŵ only: the same floor, fraction and comparison, no Var(t)
+                    torch.floor(x, out=q)  # (h, in)
+                    frac = x.sub_(q)  # (h, in) ∈ [0, 1)
+                    q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
                 else:
                     torch.floor(x, out=q)  # (h, in)
                     frac = x.sub_(q)  # (h, in) ∈ [0, 1): rounds up with this probability
@@ -173,13 +183,15 @@ def quantize_matrix(
                         v.masked_fill_(~sel_t[s:e], 0.0)
                     torch.mul(v, col if col.shape[0] == 1 else col[s:e], out=buf.prod[o : o + e - s])
                     q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
-                var[s:e].copy_(v if var_prior is None else v.add_(var_prior[s:e]))  # (h, in) to float32
+                if not weight_only:
+                    var[s:e].copy_(v if var_prior is None else v.add_(var_prior[s:e]))  # (h, in) float32
                 q.clamp_(-k, k)  # (h, in)
                 if sel_t is not None:
                     q.masked_fill_(~sel_t[s:e], 0.0)
-                codes_t[s:e].copy_(q)  # exact: |q| <= k <= 127
+                if not weight_only:
+                    codes_t[s:e].copy_(q)  # exact: |q| <= k <= 127
                 Wq[s:e].copy_(q).mul_(s32[s:e])  # float32 codes·step (DequantizeLinear's), q's −0 kept
-        if randomized:
+        if randomized and not weight_only:
             A += float(buf.prod[:nb].sum())  # the whole block's Σ Var(t)·E[ẑ_j²], one reduction as before
     if outl is not None and outl.any():
         outl_t = torch.from_numpy(outl).to(W.device)
@@ -195,7 +207,7 @@ def quantize_matrix(
         k=k,
         f=float(spec.fraction),
         n_randomized=int(m),
-        tier_E_A=positions * A if randomized else None,
+        tier_E_A=positions * A if randomized and not weight_only else None,
     )
 
 

@@ -257,7 +257,7 @@ def draw_network(
                 generators=(gen, generator(spec.seed, layer.index, draw)),
                 sensitivity=sens,
                 prepared=prep,
-                plain_out=plain,
+                plain_out=plain if keep_plain else None,  # only the twin keeps it
                 dense_out=ys,
             )
             if keep_plain and d.compensated and input_free(prune, quant):

@@ -237,3 +237,44 @@ def test_the_dense_outputs_given_change_no_byte() -> None:
     assert got.refit_check == want.refit_check and got.compensated == want.compensated
     assert np.array_equal(got.compressed.weight, want.compressed.weight)
     assert np.array_equal(got.compressed.bias, want.compressed.bias)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.75])
+def test_the_plain_draw_is_judged_by_its_weight_alone(keep: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11 (the budget search's cost): without ``plain_out`` the plain draw is judged by its Ŵ
+    (``plain_weight``) and drawn whole only when it ships. Where the refit wins, no plain draw is
+    made, and the result (the refit and both held-back objectives) is the one the whole plain draw
+    gives; where the plain draw wins, it is the whole draw of the same seed."""
+    from netshrink.compression.spec import PruneSpec
+
+    layer = _random_layer(16, 24)
+    rng = np.random.default_rng(3)
+    Zd = torch.from_numpy(np.abs(rng.standard_normal((120, 24))).astype(np.float32))  # (120, 24)
+    Z = Zd + torch.from_numpy(0.05 * rng.standard_normal((120, 24)).astype(np.float32))
+    stats = layer_stats(layer, Z, groups=True)
+    prune = None if keep == 1.0 else PruneSpec(keep=keep, granularity="neuron")
+    kw = {"prune": prune, "quantize": Q4, "keep": keep}
+    want = compress_layer_held_back(layer, stats, Z, Zd, generators=_gens(), plain_out=[], **kw)  # type: ignore[arg-type]
+    calls: list[str] = []
+    real = layer_held_back.compress_layer
+
+    def counting(*a: object, **k: object) -> LayerDraw:
+        calls.append("plain")
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layer_held_back, "compress_layer", counting)
+    got = compress_layer_held_back(layer, stats, Z, Zd, generators=_gens(), **kw)  # type: ignore[arg-type]
+    assert want.refit_check is not None and want.refit_check["kept"] is True
+    assert got.refit_check == want.refit_check and got.compensated
+    assert np.array_equal(got.compressed.weight, want.compressed.weight)
+    assert calls == []  # the refit won: no whole plain draw was made
+    # where the plain draw wins (an overfitting refit), it is drawn whole, the same bytes as alone
+    big = _random_layer(16, 96)
+    Zo = torch.from_numpy(np.random.default_rng(1).standard_normal((48, 96)).astype(np.float32))  # (48, 96)
+    so = layer_stats(big, Zo, groups=False)
+    d = compress_layer_held_back(big, so, Zo, Zo, prune=None, quantize=Q4, keep=1.0, generators=_gens())
+    alone = real(big, so, prune=None, quantize=Q4, keep=1.0, generator=generator(0, 1, 0))
+    assert d.refit_check is not None and d.refit_check["kept"] is False and calls == ["plain"]
+    assert np.array_equal(d.compressed.weight, alone.compressed.weight)
+    assert np.array_equal(d.compressed.codes, alone.compressed.codes)  # type: ignore[arg-type]
+    assert d.tier_E_A == alone.tier_E_A

@@ -174,3 +174,34 @@ def test_sub_blocks_and_scratch_buffers_keep_the_former_bytes(
     w, c, v, A = _former_quantize(W, col, spec, generator(4, 2, 1))
     assert (r.weight.numpy().tobytes(), r.codes.tobytes(), r.var.numpy().tobytes()) == (w, c, v)
     assert r.tier_E_A == (None if spec.method == "rtn" else A)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sub", [3 * 29, 1 << 18])  # sub-blocks of 3 rows, the default
+@pytest.mark.parametrize(
+    "spec",
+    [
+        QuantizeSpec(bits=4),
+        QuantizeSpec(bits=2, scale="per_layer"),
+        QuantizeSpec(bits=8, method="rtn"),
+        QuantizeSpec(bits=4, fraction=0.9),
+    ],
+)
+def test_weight_only_gives_the_same_weight_bytes(
+    dtype: torch.dtype, sub: int, spec: QuantizeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``weight_only`` (the held-back rule's plain draw, issue 11) makes Ŵ from the same uniforms,
+    blocks and operations: the same bytes, signed zeros included; no Var(t), codes or tier E."""
+    from netshrink.compression.algorithm import quantize
+
+    rng = np.random.default_rng(11)
+    W = torch.from_numpy(rng.standard_normal((41, 29)) * rng.uniform(0.1, 3.0, (41, 1))).to(dtype)
+    W[5] = 0.0  # a zero row: step 0
+    W[7, :5] = 0.0
+    col = rng.uniform(0.5, 2.0, 29)
+    monkeypatch.setattr(quantize, "_CHUNK", 29 * 8)  # blocks of 8 rows (the last one short)
+    monkeypatch.setattr(quantize, "_SUB", sub)
+    full = quantize_matrix(W, col[None], col, spec, generator(5, 1, 2))
+    light = quantize_matrix(W, col[None], col, spec, generator(5, 1, 2), weight_only=True)
+    assert light.weight.numpy().tobytes() == full.weight.numpy().tobytes()
+    assert light.var.numel() == 0 and light.codes.size == 0 and light.tier_E_A is None
