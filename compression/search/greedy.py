@@ -24,7 +24,7 @@ from netshrink.compression.algorithm.layer_held_back import compress_layer_held_
 from netshrink.compression.algorithm.plain_codes import compact
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
-from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.algorithm.scores import layer_stats, with_group_energy
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
@@ -203,7 +203,8 @@ def draw_network(
         if prune is None and quant is None:
             continue
         structured = prune is not None and prune.granularity != "weight"
-        # a search that may prune this layer by units keeps one input entry for both (prefix_cache.py)
+        # a search that may prune this layer by units keeps one input entry for both (prefix_cache.py);
+        # its group energies are computed when a candidate first prunes the layer (``with_group_energy``)
         groups = structured or (cache is not None and cache.groups and layer.structured)
         cached = None if cache is None else cache.get(key)
         if cache is not None:
@@ -219,12 +220,16 @@ def draw_network(
         if hit is not None:  # ẑ_{ℓ−1} under this upstream prefix, from an earlier candidate
             Z, stats = hit
             acts[layer.input] = Z
+            if structured and stats.group_energy is None:  # the first candidate to prune this layer
+                stats = with_group_energy(layer, Z, stats)
+                if cache is not None:
+                    cache.put_input((*upstream, groups), Z, stats)
         else:
             with torch.no_grad():
                 Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[
                     layer.input
                 ]
-            stats = layer_stats(layer, Z, groups=groups)
+            stats = layer_stats(layer, Z, groups=structured)
             if cache is not None:
                 cache.put_input((*upstream, groups), Z, stats)
             if share is not None and same_in:

@@ -41,8 +41,9 @@ class PrefixCache:
     layer ℓ, so a candidate that changes only a later layer skips the forward pass and the
     statistics of the layers above it. Bounded by the same bytes (least recently used first out;
     the newest and the pinned draw's inputs stay). With ``groups`` (a search that may prune by units)
-    a structured layer's statistics always include the group energies, whether or not the candidate
-    at hand prunes that layer: the other statistics are the same numbers, so the entry is shared.
+    a structured layer's pruned and unpruned settings share one entry: the statistics are the same
+    numbers, and the group energies are added to the entry when a candidate first prunes the layer
+    (``scores.with_group_energy``, the same sums; issue 11: most inputs are never pruned).
     ``refits`` holds the refit's mask-independent part (``compensate.prepare``: the moments H and
     B) keyed by (the upstream prefix, the layer): layer ℓ's input depends only on layers 1..ℓ−1, so
     every setting of layer ℓ tried after the same upstream draw reuses it. Bounded by the same bytes
@@ -62,8 +63,8 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int, *, groups: bool = False) -> None:
         self.max_bytes = max_bytes
-        # the search may draw structured masks: a structured layer's input always carries its group
-        # energies, so one entry serves every setting of that layer (pruned or not)
+        # the search may draw structured masks: one entry serves every setting of a structured layer
+        # (pruned or not); its group energies are added when a candidate first prunes it
         self.groups = groups
         self.items: dict[tuple[object, ...], LayerDraw] = {}
         self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}

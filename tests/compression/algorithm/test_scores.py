@@ -65,3 +65,29 @@ def test_conv_stats_match_naive_patches() -> None:
     assert st.group_energy is not None
     np.testing.assert_allclose(st.group_energy, naive, rtol=1e-12)
     assert column_groups(layer).tolist() == [0] * 6 + [1] * 6
+
+
+@pytest.mark.parametrize("kind", ["dense1", "dense3", "conv"])
+def test_group_energy_added_later_is_the_same_bytes(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``with_group_energy`` (the budget search adds a structured layer's group energies only when a
+    candidate prunes it, issue 11) gives ``layer_stats(groups=True)``'s numbers bit for bit, also
+    when the samples are summed in several chunks."""
+    from netshrink.compression.algorithm import scores
+    from netshrink.compression.algorithm.scores import with_group_energy
+
+    rng = np.random.default_rng(5)
+    if kind == "conv":
+        layer = _conv(rng.standard_normal((4, 3, 3, 3)), ConvGeometry((3, 3), pads=(1, 1, 1, 1)))
+        Z = torch.from_numpy(rng.standard_normal((9, 3, 5, 5)))
+        monkeypatch.setattr(scores, "_BUDGET", 3 * 27 * 25)  # chunks of 3 samples
+    else:
+        layer = _dense(rng.standard_normal((5, 6)), group=1 if kind == "dense1" else 3)
+        Z = torch.from_numpy(rng.standard_normal((40, 6)).astype(np.float32))
+        monkeypatch.setattr(scores, "_BUDGET", 7 * 6 * 3)  # chunks of 7 samples
+    want = layer_stats(layer, Z, groups=True)
+    plain = layer_stats(layer, Z, groups=False)
+    got = with_group_energy(layer, Z, plain)
+    assert plain.group_energy is None and want.group_energy is not None and got.group_energy is not None
+    assert got.group_energy.tobytes() == want.group_energy.tobytes()
+    assert got.col_energy.tobytes() == want.col_energy.tobytes() and got.z2 == want.z2
+    assert with_group_energy(layer, Z, want) is want

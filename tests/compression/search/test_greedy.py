@@ -219,3 +219,32 @@ def test_prefix_cache_reuse_gives_the_draw_made_without_it(mlp_net: Network) -> 
     other = draw_network(mlp_net, ex, specs[0], X, draw=2, cache=cache)  # another draw index: no reuse
     assert all(other.layers[n] is not first.layers[n] for n in names)
     assert all(key in cache.items for key, name in first.cache_keys.items() if name is not None)
+
+
+def test_search_cache_adds_group_energies_only_when_a_candidate_prunes(mlp_net: Network) -> None:
+    """Issue 11 (the search's cost): a search that may prune by units shares one input entry per
+    structured layer, pruned or not; its group energies are computed when a candidate first prunes
+    that layer, not for every input (most are never pruned). The draw is the one made without cache."""
+    from netshrink.compression.search.greedy import draw_network
+    from netshrink.compression.search.prefix_cache import PrefixCache
+
+    names = [layer.name for layer in mlp_net.layers]
+    bits = {n: 4 for n in names}
+    base = {"seed": 3, "evaluation": {"samples": 64}}
+    unpruned = CompressSpec.from_dict({**base, "quantize": {"bits": bits}})
+    pruned = CompressSpec.from_dict(
+        {**base, "quantize": {"bits": bits}, "prune": {"keep": {names[1]: 0.5}, "granularity": "neuron"}}
+    )
+    ex, X = _fit(mlp_net, unpruned)
+    cache = PrefixCache(1 << 30, groups=True)
+    first = draw_network(mlp_net, ex, unpruned, X, draw=0, cache=cache)
+    key = next(k for k, name in first.cache_keys.items() if name is None and names[1] in k)
+    assert cache.inputs[key][1].group_energy is None  # layer 2 unpruned: no group energies yet
+    hits = cache.input_hits
+    nd = draw_network(mlp_net, ex, pruned, X, draw=0, cache=cache)
+    assert cache.input_hits == hits + 1  # layer 2's input under layer 1's 4 bits, reused
+    assert cache.inputs[key][1].group_energy is not None  # added by the first candidate that prunes
+    fresh = draw_network(mlp_net, ex, pruned, X, draw=0)
+    for name in names:
+        assert np.array_equal(nd.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
+        assert nd.layers[name].tier_E_A == fresh.layers[name].tier_E_A
