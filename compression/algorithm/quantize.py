@@ -47,9 +47,14 @@ def grid_step(W: torch.Tensor, k: int, scale: str) -> tuple[torch.Tensor, np.nda
 
     Rounding the step *up* to float32 keeps |w|/step ≤ k, and Ŵ = codes·step is then exactly what
     ``DequantizeLinear`` computes from the stored float32 scale. Returns (step (out,), M (out,)).
+
+    max_j |w_ij| = max(max_j w_ij, −min_j w_ij), the same number (negation, max and min are exact;
+    NaN propagates through both), read from W itself: no |W| temporary, which the former row blocks
+    of ``_CHUNK`` entries made (8 MiB each in float64) and which cost 2-3x the two reductions on a
+    4096×4096 matrix, more on a transposed view (the refit's, ``compensate.py``; issue 10).
+    The final ``abs_`` makes an all-zero row's M +0, as |w| did.
     """
-    rows = max(1, _CHUNK // max(1, W.shape[1]))  # row blocks: no full-size |W| copy (issue 10, memory)
-    Mr = torch.cat([W[r : r + rows].abs().amax(dim=1) for r in range(0, W.shape[0], rows)])  # (out,)
+    Mr = torch.maximum(W.amax(dim=1), W.amin(dim=1).neg()).abs_()  # (out,) max_j |w_ij|
     M = Mr if scale == "per_row" else Mr.max().expand(W.shape[0])  # (out,)
     M_np = M.cpu().numpy().astype(np.float64)
     step = M_np / k

@@ -205,3 +205,25 @@ def test_weight_only_gives_the_same_weight_bytes(
     light = quantize_matrix(W, col[None], col, spec, generator(5, 1, 2), weight_only=True)
     assert light.weight.numpy().tobytes() == full.weight.numpy().tobytes()
     assert light.var.numel() == 0 and light.codes.size == 0 and light.tier_E_A is None
+
+
+def test_grid_step_is_the_max_abs_without_a_full_size_temporary() -> None:
+    """grid_step's M is max_j |w_ij| exactly (zero rows +0, negative rows, NaN, transposed views),
+    read from W by two reductions: no operator allocates a |W| block (issue 10; the former row
+    blocks of |W| allocated 8 MiB each in float64)."""
+    rng = np.random.default_rng(7)
+    W = torch.from_numpy(rng.standard_normal((512, 2048)))  # (512, 2048) float64, 8 MiB
+    W[0] = 0.0
+    W[1] = -0.0
+    W[2] = -torch.abs(W[2])  # the largest |w| is a negative entry
+    W[3, 5] = float("nan")
+    for m in (W, W.T.contiguous().T, W.to(torch.float32)):
+        _, M = grid_step(m, 7, "per_row")
+        ref = m.abs().amax(dim=1).numpy().astype(np.float64)
+        np.testing.assert_array_equal(M, ref)
+        assert np.signbit(M[:2]).sum() == 0  # +0 for the zero rows, as |w| gives
+    cpu = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=cpu, profile_memory=True) as prof:
+        grid_step(W, 7, "per_row")
+    biggest = max((e.cpu_memory_usage for e in prof.events()), default=0)  # bytes one operator allocated
+    assert biggest < W.numel() * W.element_size() // 64
