@@ -21,6 +21,7 @@ from netshrink.compression.bounds.prediction import (
     Sensitivity,
     predict_groups,
     predict_independent,
+    removable_units,
     sensitivities,
 )
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
@@ -210,7 +211,11 @@ def compress(
     # the group terms cost one more product per output: only when a structured draw may need them
     by_groups = (spec.prune is not None and spec.prune.granularity != "weight") or spec.target is not None
     with timer("sensitivities_fit"):
-        sens_fit = sensitivities(ex.run, net, X_fit, net.layers, groups=by_groups) if need_fit_sens else None
+        sens_fit = (
+            sensitivities(ex.run, net, X_fit, net.layers, groups=by_groups, group_layers=removable_units(net))
+            if need_fit_sens
+            else None
+        )
     budget = None
     chosen: NetworkDraw | None = None
     if spec.target is not None:

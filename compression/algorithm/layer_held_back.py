@@ -26,6 +26,7 @@ fit on the 3/4. Deterministic: fixed rows, seeded generators, no data-dependent 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -54,7 +55,15 @@ _ROWS = 1 << 16  # design-matrix rows per chunk of the objective
 
 
 def held_back_rows(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(refit rows, held-back rows) of an n-sample fit split: every ``HOLD_EVERY``-th is held back."""
+    """(refit rows, held-back rows) of an n-sample fit split: every ``HOLD_EVERY``-th is held back.
+
+    Made once per (n, device) and shared (the budget search asks twice per layer draw, issue 11):
+    callers only index with them, never write into them."""
+    return _rows(int(n), torch.device(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _rows(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.arange(n, device=device)  # (n,)
     held = idx % HOLD_EVERY == HOLD_EVERY - 1  # (n,) bool
     return idx[~held], idx[held]

@@ -23,7 +23,7 @@ about 1.2e-7 there). These numbers only rank candidates and predict; no bound re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +176,7 @@ def sensitivities(
     chunk: int = 256,  # pragma: no mutate (samples per pass: memory only)
     groups: bool = True,
     weight_sq: bool = True,
+    group_layers: Collection[str] | None = None,
 ) -> dict[str, Sensitivity]:
     """E_x Σ_k (∂Φ_k/∂W)² and (with ``groups``) the group terms for ``layers``, at the dense model.
 
@@ -187,11 +188,17 @@ def sensitivities(
     (n_out, n_in) float32 ``weight_sq`` is not formed; its factors are kept (``Sensitivity.factors``)
     for ``predict_independent``, which only sums it against Var(t) (peak RSS, issue 10: 0.25 GiB on
     the 64→8192→8192→10 MLP, next to the draw).
+    ``group_layers``: with ``groups``, the layers whose group terms are made (None: every layer); the
+    others' ``group_sq`` is zeros. The pipeline names the layers whose input units can be removed
+    (``removable_units``): no reader asks for the others' (issue 11: the first layer of the
+    64-256-256-10 MLP took a (s, 256)(256, 64) float64 product per output for nothing, about a
+    quarter of its sensitivities).
     """
     # A dense layer whose input feeds nothing else: Σ_i δ_ki W_ij is ∂Φ_k/∂ẑ_j, which the same backward
     # pass gives through a zero probe on ẑ (no (s × n_out)(n_out × n_in) product per output k).
     # The same for a conv (groups of 1) through ⟨ẑ_c, ∂Φ_k/∂ẑ_c⟩ = Σ_{j∈c} Σ_o G_oj W_oj (im2col's adjoint).
-    via_input = _probed_inputs(net, layers) if groups else set()
+    with_g = {x.name for x in layers if groups and (group_layers is None or x.name in group_layers)}
+    via_input = _probed_inputs(net, layers) & with_g
     W: dict[str, torch.Tensor] = {}  # float64 copies, made where first read: dense group terms
 
     def weight64(layer: Layer) -> torch.Tensor:
@@ -239,7 +246,7 @@ def sensitivities(
             for i, layer in enumerate(layers):
                 z = zs[layer.name]
                 if layer.kind == "dense":
-                    a_g = acc_g[layer.name] if groups else None
+                    a_g = acc_g[layer.name] if layer.name in with_g else None
                     dense_terms(
                         layer, grads[i], dz.get(layer.name), z, bufs, d2sum, a_g, group_size(layer), weight64
                     )
@@ -250,7 +257,7 @@ def sensitivities(
                 # equivalent mutants (make mutate): when to fold bounds memory only, the sums are alike
                 full = len(deltas) * deltas[0].numel() >= GRAD_BUDGET  # pragma: no mutate
                 if k == K - 1 or full:  # folds the last output's deltas: not equivalent, mutated
-                    a_g = acc_g[layer.name] if groups and layer.name not in dz else None
+                    a_g = acc_g[layer.name] if layer.name in with_g and layer.name not in dz else None
                     _conv_terms(layer, deltas, z_run[layer.name], acc_w[layer.name], a_g, patches)
                     deltas.clear()
                 if layer.name in dz:  # group c: Σ_{h,w} ẑ_c ∂Φ_k/∂ẑ_c = Σ_{j∈c} Σ_o G_oj W_oj
@@ -278,6 +285,14 @@ def sensitivities(
             layer.name, wsq, (acc_g[layer.name] / S).numpy(), group_size(layer), factors
         )
     return result
+
+
+def removable_units(net: Network) -> set[str]:
+    """The layers whose input units a draw can remove, the only ones whose ``group_sq`` is read: the
+    structured layers and, in a residual/concat graph, the readers of its channel groups."""
+    names = {layer.name for layer in net.layers if layer.structured}
+    cg = net.channel_groups
+    return names | (set(cg.units) if cg is not None else set())
 
 
 def _factor(store: dict[str, torch.Tensor], name: str, S: int, width: int) -> torch.Tensor:

@@ -278,3 +278,13 @@ def test_the_plain_draw_is_judged_by_its_weight_alone(keep: float, monkeypatch: 
     assert np.array_equal(d.compressed.weight, alone.compressed.weight)
     assert np.array_equal(d.compressed.codes, alone.compressed.codes)  # type: ignore[arg-type]
     assert d.tier_E_A == alone.tier_E_A
+
+
+def test_held_back_rows_are_made_once_per_size() -> None:
+    """The budget search asks for the rows twice per layer draw (issue 11): they are made once per
+    (n, device) and shared; the same rows as before."""
+    r, v = held_back_rows(40)
+    again = held_back_rows(40, torch.device("cpu"))
+    assert again[0] is r and again[1] is v
+    idx = torch.arange(40)
+    assert torch.equal(r, idx[idx % 4 != 3]) and torch.equal(v, idx[idx % 4 == 3])

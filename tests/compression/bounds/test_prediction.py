@@ -329,3 +329,44 @@ def test_factored_prediction_is_float64_for_float32_operands(monkeypatch: pytest
     )
     assert prediction.predict_independent(var, sens) == pytest.approx(want, rel=1e-14)
     assert [(b.start, b.stop) for b in prediction.row_blocks(5, 4)] == [(0, 2), (2, 4), (4, 6)]
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_group_terms_only_for_layers_whose_units_can_be_removed(
+    which: str, mlp_net: Network, cnn_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 (the search's cost): the budget search asks for group terms only where a draw can
+    remove input units (``removable_units``: the structured layers); the first layer's (the model's
+    inputs) were made for nothing. The named layers' terms and every ``weight_sq`` keep their bytes,
+    the others' ``group_sq`` is zeros; the pipeline passes the set."""
+    from netshrink.compression import pipeline
+    from netshrink.compression.bounds.prediction import removable_units
+    from netshrink.compression.graph.calibration import Calibration
+    from netshrink.compression.spec import CompressSpec
+
+    net = mlp_net if which == "mlp" else cnn_net
+    removable = removable_units(net)
+    assert removable == {layer.name for layer in net.layers[1:]}  # every layer but the first
+    X = torch.as_tensor(np.random.default_rng(2).standard_normal((6, *net.input_shape)), dtype=torch.float32)
+    ex = Executor(net)
+    every = sensitivities(ex.run, net, X, net.layers, chunk=4)
+    some = sensitivities(ex.run, net, X, net.layers, chunk=4, group_layers=removable)
+    for layer in net.layers:
+        assert some[layer.name].weight_sq.tobytes() == every[layer.name].weight_sq.tobytes()
+        if layer.name in removable:
+            assert some[layer.name].group_sq.tobytes() == every[layer.name].group_sq.tobytes()
+        else:
+            assert not some[layer.name].group_sq.any() and every[layer.name].group_sq.any()
+    asked: list[object] = []
+    real = pipeline.sensitivities
+
+    def spy(*a: object, **k: object) -> dict[str, prediction.Sensitivity]:
+        asked.append(k.get("group_layers"))
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "sensitivities", spy)
+    rng = np.random.default_rng(3)
+    cal = Calibration(rng.standard_normal((48, *net.input_shape)).astype(np.float32), None, sha256="t")
+    spec = CompressSpec.from_dict({"target": {"metric": "relative_l2", "max": 0.2}, "seed": 0})
+    pipeline.compress(net, spec, calibration=cal)
+    assert asked[0] == removable
