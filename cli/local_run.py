@@ -81,6 +81,10 @@ def print_timings(err: Console, timings: dict[str, Any]) -> None:
         share = 100 * sec / total if total > 0 else 0.0
         err.print(f"  {name:<24} {sec:8.2f} s  {share:5.1f}%")
     err.print(f"  {'total':<24} {total:8.2f} s")
+    for name, o in (timings.get("overlapped") or {}).items():  # worker-thread work, not in the total
+        beside = ", ".join(o.get("during") or [])
+        line = f"  {name:<24} {o.get('seconds', 0.0):8.2f} s  on a worker thread, beside {beside}"
+        err.print(line, soft_wrap=True)
 
 
 def _progress_bar(err: Console) -> tuple[AbstractContextManager[Any], Callable[[Any], None]]:

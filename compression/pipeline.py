@@ -24,6 +24,7 @@ from netshrink.compression.bounds.prediction import (
     removable_units,
     sensitivities,
 )
+from netshrink.compression.diagnostics.background import BackgroundTails
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.errors import CancelledError, InvalidSpecError
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
@@ -67,11 +68,16 @@ class _Progress:
 
 
 class StageTimer:
-    """Wall seconds per pipeline stage, for the report's ``timings`` and ``netshrink compress --verbose``."""
+    """Wall seconds per pipeline stage, for the report's ``timings`` and ``netshrink compress --verbose``.
+
+    ``overlapped``: work done on a worker thread during a stage (its own wall seconds, and the stage),
+    not counted in ``stages``: e.g. the diagnostics' SVD-free half during the compress stage.
+    """
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
+        self.overlapped: dict[str, dict[str, Any]] = {}
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -84,6 +90,7 @@ class StageTimer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "stages": {k: round(v, 4) for k, v in self.seconds.items()},
+            **({"overlapped": self.overlapped} if self.overlapped else {}),
             "total": round(time.perf_counter() - self.start, 4),
             "torch_threads": torch.get_num_threads(),
             "unit": "seconds (wall clock)",
@@ -245,6 +252,9 @@ def compress(
             )
     else:
         spec_run = spec
+    # the diagnostics' SVD-free half on a worker thread, to the export (diagnostics/background.py)
+    early = None if spec.full_diagnostics else BackgroundTails(net, seed=spec.seed)
+    stages_before = set(timer.seconds)
     if chosen is None:
         with timer("compress"):
             chosen = best_of(
@@ -286,6 +296,12 @@ def compress(
         )
         preds = _layer_predictions(chosen, sens_ho, coupled)
     del sens_fit, sens_ho
+    tails = None
+    if early is not None:  # before anything is timed in onnxruntime
+        during = [k for k in timer.seconds if k not in stages_before]
+        with timer("diagnostics"):  # the wait, if the worker is still running
+            tails = early.wait()
+        timer.overlapped["diagnostics"] = {"seconds": round(early.seconds, 4), "during": during}
     progress("exporting")
     with timer("export_and_onnxruntime"):
         arts = build_artifacts(net, chosen, spec_run, data.holdout, m, before=before, onnxruntime_check=False)
@@ -303,7 +319,7 @@ def compress(
                 )
                 baselines.append(_baseline_entry(bspec, bm, barts.summary_after))
     with timer("diagnostics"):
-        diagnostics = diagnose_network(net, seed=spec.seed, full=spec.full_diagnostics)
+        diagnostics = diagnose_network(net, seed=spec.seed, full=spec.full_diagnostics, tails=tails)
     with timer("report"):
         report = build_compress_report(
             net=net,

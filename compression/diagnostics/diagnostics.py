@@ -43,8 +43,11 @@ __all__ = [
     "LOW_CONFIDENCE_ROWS",
     "diagnose_network",
     "diagnose_tensor",
+    "network_tails",
     "tail_summary",
     "tensor_rows",
+    "tensor_tails",
+    "TensorTails",
 ]
 
 LOW_CONFIDENCE_ROWS = 64  # docs/method.md §4: "Mark a layer 'low confidence' below 64 rows"
@@ -161,7 +164,24 @@ def tail_summary(name: str, rows: np.ndarray, *, seed: int = 0) -> dict[str, Any
     }
 
 
-def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TensorTails:
+    """The SVD-free, BLAS-free part of one tensor's entry (``tensor_tails``): numpy sorts, sums and
+    row samples only, so it may run on another thread (diagnostics/background.py) with the same bytes."""
+
+    tails: _Tails
+    histogram: dict[str, list[float] | list[int]]
+
+
+def tensor_tails(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = False) -> TensorTails:
+    """``diagnose_tensor``'s parts without the spectrum and the Gaussian reference (both call LAPACK)."""
+    X = _checked_rows(name, rows)
+    return TensorTails(_tails(X, seed, full), weight_histogram(X))
+
+
+def diagnose_tensor(
+    name: str, rows: np.ndarray, *, seed: int = 0, full: bool = False, tails: TensorTails | None = None
+) -> dict[str, Any]:
     """The ``diagnostics`` entry of one weight matrix given as rows (N, d).
 
     ``seed`` drives the α̂ row permutations / samples and the spectral sketch; the Gaussian reference
@@ -169,11 +189,14 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
     value: cubic); by default α̂ is estimated from seeded samples above ``UNIVARIATE_MAX_ENTRIES`` /
     ``MULTIVARIATE_MAX_ENTRIES`` and the spectral curve is sketched above ``spectral.EXACT_FLOPS``,
     and the entry says so (``sampling``). The magnitude and node curves are always exact.
+    ``tails``: this tensor's ``tensor_tails`` for the same ``seed`` and ``full``, computed earlier
+    (diagnostics/background.py); the entry is the same, only the SVD part runs here.
     Ref: docs/method.md §4 (curves, q(ε), Gaussian reference, α̂, low confidence).
     """
     X = _checked_rows(name, rows)
     n_rows, n_cols = X.shape
-    t = _tails(X, seed, full)
+    tt = tensor_tails(name, X, seed=seed, full=full) if tails is None else tails
+    t = tt.tails
     multi, uni = t.multi, t.uni
     spec = spectrum(X, full=full, seed=seed)
     spread = multi.spread
@@ -201,7 +224,7 @@ def diagnose_tensor(name: str, rows: np.ndarray, *, seed: int = 0, full: bool = 
             "spectral": {key: spec.q(eps) for key, eps in EPS_GRID.items()},
         },
         "gaussian_reference": gaussian_q((n_rows, n_cols)),
-        "histogram": weight_histogram(X),
+        "histogram": tt.histogram,
         "sampling": {
             "full": full,
             "alpha_multivariate": _sampling(multi),
@@ -218,13 +241,27 @@ def weight_histogram(X: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, lis
     return {"edges": [round(float(e), 8) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def diagnose_network(net: Network, *, seed: int = 0, full: bool = False) -> list[dict[str, Any]]:
+def network_tails(net: Network, *, seed: int = 0, full: bool = False) -> dict[str, TensorTails]:
+    """``tensor_tails`` of every weight ``diagnose_network`` reads, by name (one tensor at a time)."""
+    return {
+        name: tensor_tails(name, tensor_rows(weight), seed=seed, full=full)
+        for name, weight in net.raw_weights.items()
+        if np.ndim(weight) >= 2
+    }
+
+
+def diagnose_network(
+    net: Network, *, seed: int = 0, full: bool = False, tails: dict[str, TensorTails] | None = None
+) -> list[dict[str, Any]]:
     """One ``diagnose_tensor`` entry per weight in ``net.raw_weights`` (as uploaded), in its order.
 
     Tensors with fewer than 2 dimensions (biases, scales) are not weight matrices and are skipped.
+    ``tails``: ``network_tails(net, seed=seed, full=full)``, computed earlier (same entries).
     """
     return [
-        diagnose_tensor(name, tensor_rows(weight), seed=seed, full=full)
+        diagnose_tensor(
+            name, tensor_rows(weight), seed=seed, full=full, tails=None if tails is None else tails[name]
+        )
         for name, weight in net.raw_weights.items()
         if np.ndim(weight) >= 2
     ]

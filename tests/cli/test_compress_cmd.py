@@ -175,6 +175,8 @@ def test_verbose_prints_stage_timings_and_the_report_keeps_them(
     mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 10: seconds per stage in report.json and on stderr; each σ says how it was certified."""
+    import re
+
     import torch
 
     before = torch.get_num_threads()
@@ -188,6 +190,7 @@ def test_verbose_prints_stage_timings_and_the_report_keeps_them(
     assert code == 0
     err = capsys.readouterr().err
     assert "stage timings" in err and "measure_and_bounds" in err and "report_html" in err and "write" in err
+    assert re.search(r"diagnostics +[0-9.]+ s  on a worker thread, beside compress, measure_and_bounds", err)
     report = json.loads((out / "report.json").read_text())
     stages = report["timings"]["stages"]
     assert {"load", "prepare", "compress", "measure_and_bounds", "diagnostics", "report_html"} <= set(stages)
