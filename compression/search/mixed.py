@@ -29,7 +29,7 @@ from netshrink.compression.algorithm.prune import randomized_group_tau2
 from netshrink.compression.algorithm.scores import layer_stats
 from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
-from netshrink.compression.evaluation.metrics import classification, output_error
+from netshrink.compression.evaluation.metrics import relative_l2, top1, top1_agreement
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
 from netshrink.compression.search.prefix_cache import PrefixCache
@@ -209,10 +209,19 @@ def mixed_search(
     threshold = meets_threshold(t.metric, target, X)
     threshold_ver = None if vs.X_ver is None else meets_threshold(t.metric, target, vs.X_ver)
 
-    def metric(ref: torch.Tensor, hat: torch.Tensor, lab: Any) -> float:
+    # what the candidates are judged against depends on no candidate: made once (issue 11, its cost)
+    ref_all = phi if vs.order is None else phi[vs.order]  # (S, K) the fit split in the order judged
+
+    def judge(ref: torch.Tensor) -> Callable[[torch.Tensor], float]:
+        """The target's metric of Φ̂ against ``ref``: relative_l2, or top-1 agreement (``top1(ref)``
+        once); the numbers ``output_error`` and ``classification`` give."""
         if t.metric == "relative_l2":
-            return output_error(ref, hat).relative_l2
-        return classification(ref, hat, lab)["top1_agreement"] or 0.0
+            return lambda hat: relative_l2(ref, hat)
+        y0 = top1(ref)
+        return lambda hat: top1_agreement(y0, hat)
+
+    judge_fit = judge(ref_all)
+    judge_ver = None if vs.phi_ver is None else judge(vs.phi_ver)
 
     def meets(value: float, held_back: float | None) -> bool:
         return reaches(t.metric, value, threshold) and (
@@ -242,16 +251,13 @@ def mixed_search(
                 assert phi_hat is not None
                 nd.fit_logits = None  # the shipped draw keeps no (S, K) copy
                 held_back = None
-                if vs.X_ver is not None and vs.phi_ver is not None and vs.order is not None:
+                if vs.X_ver is not None and judge_ver is not None and vs.order is not None:
                     with torch.no_grad():  # (S_v, K) Φ̂ on the samples the refit did not see
                         phi_v = ex.run(vs.X_ver, overrides=nd.overrides(ex.device))[net.logits]
-                    held_back = metric(vs.phi_ver, phi_v, vs.labels_ver)
+                    held_back = judge_ver(phi_v)
                     phi_hat = torch.cat([phi_hat, phi_v])  # (S, K) in the order vs.order
-                    ref, lab = phi[vs.order], None if labels is None else labels[vs.order.cpu().numpy()]
-                else:
-                    ref, lab = phi, labels
-                nd.fit_relative_l2 = output_error(ref, phi_hat).relative_l2
-                value = metric(ref, phi_hat, lab)
+                nd.fit_relative_l2 = relative_l2(ref_all, phi_hat)
+                value = judge_fit(phi_hat)
                 judged.append((value, held_back))
                 errors.append(nd.fit_relative_l2)
                 if meets(value, held_back):

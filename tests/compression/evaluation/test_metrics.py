@@ -152,3 +152,24 @@ def test_float32_outputs_are_reduced_in_float64() -> None:
     assert mse_loss(phi[:, :1], phi_hat[:, 0]) == pytest.approx(
         math.fsum(row[0] ** 2 for row in exact) / 50, rel=1e-13
     )
+
+
+def test_the_search_judges_give_output_error_and_classification_numbers() -> None:
+    """``relative_l2`` and ``top1_agreement`` (the budget search judges each candidate by them, the
+    reference's top-1 made once: issue 11, its cost) are the floats ``output_error`` and
+    ``classification`` give, also for a zero reference and for one logit."""
+    from netshrink.compression.evaluation.metrics import (
+        classification,
+        output_error,
+        relative_l2,
+        top1,
+        top1_agreement,
+    )
+
+    rng = np.random.default_rng(4)
+    for K in (10, 1):
+        phi = torch.from_numpy(rng.standard_normal((57, K)).astype(np.float32))
+        hat = phi + torch.from_numpy(0.3 * rng.standard_normal((57, K)).astype(np.float32))
+        assert relative_l2(phi, hat) == output_error(phi, hat).relative_l2
+        assert relative_l2(torch.zeros_like(phi), hat) == output_error(torch.zeros_like(phi), hat).relative_l2
+        assert top1_agreement(top1(phi), hat) == classification(phi, hat, None)["top1_agreement"]
