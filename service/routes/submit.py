@@ -21,10 +21,10 @@ import logging
 import os
 import signal
 import time
-from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from netshrink.service.deps import AppState, PrincipalDep, StateDep
@@ -65,7 +65,59 @@ _POLL_S = 0.2
 # bench.load run at load average ≈ 16). Admitting a small upload on the event loop instead (06a03e7,
 # reverted) cut the CPU per submit (4.71 -> 3.48 ms) but stalled every request behind one blocked
 # admission: submit p99 681.8 vs 149.1 ms in one interleaved quiet bench.load run (2026-12-04 01:15 UTC).
+# Where that tail is (06a03e7 re-applied and timed, 20 wrk clients, 10 s, load 4-4.5, 04:32 UTC): not
+# in the app. From the app's entry to its answer p99 15 ms, max 67 ms over 2,699 submits, while wrk
+# saw p99 951 ms; in a second run uvicorn's parse of a request to the app's entry took p50 65, p99 217,
+# max 273 ms, the app p99 22, max 145 ms, and wrk saw p99 1,173 ms. So requests waited outside the
+# app, before uvicorn parsed them or after their answer was written, while the loop ran one whole
+# submit per step. A retry of inline admission has to measure that wait, not the admission.
 _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
+
+
+# The two optional headers are read from ``request.headers`` in the route, not declared as FastAPI
+# ``Header`` parameters: FastAPI's dependency solving of the two cost ~0.13 ms of a submit's CPU
+# (``solve_dependencies`` 0.36 -> 0.21-0.25 ms per submit, bench.submit_asgi-style in-process timing,
+# 2026-12-04 04:50 UTC, issue 13 §8). What they were is kept: the same OpenAPI parameters (below,
+# as FastAPI rendered them) and the same 422 for a key over 255 characters (``_idempotency_key``).
+IDEMPOTENCY_KEY_MAX = 255
+HEADER_PARAMETERS = [
+    {
+        "description": description,
+        "in": "header",
+        "name": name,
+        "required": False,
+        "schema": {
+            "anyOf": [{"maxLength": IDEMPOTENCY_KEY_MAX, "type": "string"}, {"type": "null"}]
+            if name == "idempotency-key"
+            else [{"type": "string"}, {"type": "null"}],
+            "description": description,
+            "title": title,
+        },
+    }
+    for name, title, description in (
+        ("idempotency-key", "Idempotency-Key", "Retry-safe submission key."),
+        ("prefer", "Prefer", "`wait=N`: hold the response up to N s."),
+    )
+]
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, or a 422 (the validation problem FastAPI's ``Header(max_length=)``
+    gave) when it is longer than ``IDEMPOTENCY_KEY_MAX`` characters."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_too_long",
+                    "loc": ("header", "idempotency-key"),
+                    "msg": f"String should have at most {IDEMPOTENCY_KEY_MAX} characters",
+                    "input": key,
+                    "ctx": {"max_length": IDEMPOTENCY_KEY_MAX},
+                }
+            ]
+        )
+    return key
 
 
 @router.post(
@@ -73,7 +125,7 @@ _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
     status_code=202,
     response_model=JobPublic,
     summary="Submit a model for compression or analysis",
-    openapi_extra={"requestBody": SUBMIT_BODY},
+    openapi_extra={"requestBody": SUBMIT_BODY, "parameters": HEADER_PARAMETERS},
     responses={
         200: {"description": "Finished within `Prefer: wait`", "model": JobPublic},
         202: {
@@ -96,11 +148,8 @@ async def submit_job(
     request: Request,
     principal: PrincipalDep,
     state: StateDep,
-    idempotency_key: Annotated[
-        str | None, Header(max_length=255, description="Retry-safe submission key.")
-    ] = None,
-    prefer: Annotated[str | None, Header(description="`wait=N`: hold the response up to N s.")] = None,
 ) -> Response:
+    idempotency_key, prefer = _idempotency_key(request), request.headers.get("prefer")
     settings, store, artifacts = state.settings, state.store, state.artifacts
     limits = UploadLimits(
         settings.max_upload_bytes,
