@@ -26,7 +26,7 @@ __all__ = ["compress_layer_compensated"]
 
 def compress_layer_compensated(
     layer: Layer,
-    stats: LayerStats,
+    stats: LayerStats | None,
     Z: torch.Tensor,
     Z_dense: torch.Tensor,
     *,
@@ -41,7 +41,8 @@ def compress_layer_compensated(
     """Draw the mask (P1's rule), then refit on the fit split.
 
     ``Z``: ẑ (the compressed upstream's output), ``Z_dense``: z (the dense one's), both (S, *in).
-    ``prepared``: ``compensate.prepare(layer, Z, Z_dense)`` when the caller has it cached; ``y``:
+    ``stats``: those of ``Z``, read by the pruning stage only (None without one). ``prepared``:
+    ``compensate.prepare(layer, Z, Z_dense)`` when the caller has it cached; ``y``:
     ``compensate.dense_output(layer, Z_dense)`` when the caller has that (the same numbers).
     """
     kept_t: torch.Tensor | None = None
@@ -51,6 +52,7 @@ def compress_layer_compensated(
     n_rand = 0
     dropped = None
     if prune is not None:
+        assert stats is not None, "the mask is ranked by the input's statistics"
         pr = prune_layer(layer, stats, prune, keep, generator, sensitivity=sensitivity, device=Z.device)
         f, p, tau2, exp_keep, real_keep, n_rand = (
             pr.f,

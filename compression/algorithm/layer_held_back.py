@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ def _objectives(
 
 def compress_layer_held_back(
     layer: Layer,
-    stats: LayerStats,
+    stats: LayerStats | Callable[[], LayerStats],
     Z: torch.Tensor,
     Z_dense: torch.Tensor,
     *,
@@ -162,13 +163,19 @@ def compress_layer_held_back(
     ``plain_out``: the plain draw is appended to it (the uncompensated twin's layer, search/twin.py).
     ``dense_out``: ``compensate.dense_output`` of ``Z_dense``'s refit rows and of its held-back rows,
     when the caller has them (the budget search: they depend on the dense input only).
+    ``stats``: the statistics of ``Z``, or a function that makes them, called only where they are
+    read: by a pruning stage, or by the plain draw drawn whole (the budget search: an unpruned layer
+    whose refit wins reads none, issue 11).
     """
     n = int(Z.shape[0])
+
+    def the_stats() -> LayerStats:
+        return stats if isinstance(stats, LayerStats) else stats()
 
     def plain_draw() -> LayerDraw:
         d = compress_layer(
             layer,
-            stats,
+            the_stats(),
             prune=prune,
             quantize=quantize,
             keep=keep,
@@ -193,7 +200,7 @@ def compress_layer_held_back(
     # held through the refit's H, B, Cholesky factor and solves (peak RSS, issue 10)
     refit = compress_layer_compensated(
         layer,
-        stats,
+        None if prune is None else the_stats(),
         Z[r],
         Z_dense[r],
         prune=prune,
@@ -211,7 +218,8 @@ def compress_layer_held_back(
     state = generators[1].get_state() if plain_out is None else None
     Wp = None
     if state is not None:
-        Wp = plain_weight(layer, stats, prune, quantize, keep, generators[1], sensitivity, Z.device)
+        st = None if prune is None and not isinstance(stats, LayerStats) else the_stats()
+        Wp = plain_weight(layer, st, prune, quantize, keep, generators[1], sensitivity, Z.device)
     plain: LayerDraw | None = None
     if Wp is None:
         plain = plain_draw()
@@ -242,7 +250,7 @@ def compress_layer_held_back(
 
 def plain_weight(
     layer: Layer,
-    stats: LayerStats,
+    stats: LayerStats | None,
     prune: PruneSpec | None,
     quantize: QuantizeSpec | None,
     keep: float,
@@ -264,11 +272,10 @@ def plain_weight(
         return None
     W = torch.as_tensor(layer.matrix, device=device)  # (out, in) float32, no copy on CPU
     if prune is not None:
+        assert stats is not None, "the pruning stage ranks by the input's statistics"
         W = prune_layer(layer, stats, prune, keep, gen, sensitivity=sensitivity, device=device).weight
-    entrywise = sensitivity is not None and np.asarray(sensitivity).size == layer.n_out * layer.n_in
-    energy = np.asarray(sensitivity, np.float64) if entrywise else stats.energy
-    e = energy.reshape(-1, layer.n_in)  # (1 or out, in)
-    return quantize_matrix(W, e, stats.col_energy, q, gen, positions=stats.positions, weight_only=True).weight
+    # f = 1: no entry is ranked and no tier E made, so quantize_matrix reads no energy (``stats`` None)
+    return quantize_matrix(W, None, None, q, gen, weight_only=True).weight
 
 
 def _rel(e: float, energy: float) -> float | None:

@@ -112,8 +112,8 @@ def _rows(W: torch.Tensor) -> range:
 
 def quantize_matrix(
     W: torch.Tensor,
-    energy: np.ndarray,
-    col_energy: np.ndarray,
+    energy: np.ndarray | None,
+    col_energy: np.ndarray | None,
     spec: QuantizeSpec,
     gen: torch.Generator,
     *,
@@ -139,7 +139,9 @@ def quantize_matrix(
     ``weight_only``: Ŵ alone, the same bytes (the same uniforms, divisions, floors, comparisons and
     clamps, in the same blocks); Var(t), the codes and tier E are not made (``var`` and ``codes``
     come back empty, ``tier_E_A`` None): the held-back rule's plain draw, which only its Ŵ judges
-    and which rarely ships (algorithm/layer_held_back.py).
+    and which rarely ships (algorithm/layer_held_back.py). It reads ``energy`` only to select the
+    entries of f < 1 and ``col_energy`` never: both may then be None where f = 1 (no statistics of
+    the layer's input needed, issue 11).
     """
     k = spec.levels
     step, M = grid_step(W, k, spec.scale)  # (out,)
@@ -151,6 +153,7 @@ def quantize_matrix(
     sel_t: torch.Tensor | None = None  # (out, in) bool, the entries put on the grid (None: every non-zero)
     outl: np.ndarray | None = None  # (out, in) bool, non-zero entries left as float (f < 1)
     if m < nnz:
+        assert energy is not None, "f < 1 ranks the entries by their energy"
         sel_t, outl = _select(W, energy, safe, m, blocks)
     randomized = spec.method == "randomized_greedy"
     full = (0,) if weight_only else W.shape  # weight_only: no Var(t), no codes
@@ -159,8 +162,11 @@ def quantize_matrix(
     Wq = torch.empty(W.shape, dtype=torch.float32, device=W.device)  # (out, in) Ŵ
     s32 = step.to(torch.float32)[:, None]  # (out, 1)
     safe2 = safe**2  # (out, 1)
-    col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
-    col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
+    col = None  # tier E's E[ẑ_j²] (1 or out, in); weight_only reads none
+    if not weight_only:
+        assert col_energy is not None, "tier E needs the column energies"
+        col = torch.as_tensor(col_energy, dtype=torch.float64, device=W.device)
+        col = col if col.dim() == 2 else col[None, :]  # (1 or out, in)
     buf = _Buffers(W, bs, randomized, with_var=not weight_only)
     A = 0.0
     for r in blocks:
@@ -186,6 +192,7 @@ def quantize_matrix(
                     v.mul_(torch.neg(frac, out=buf.t[: e - s]).add_(1.0))  # · (1 − frac), the same IEEE ops
                     if sel_t is not None:
                         v.masked_fill_(~sel_t[s:e], 0.0)
+                    assert col is not None
                     torch.mul(v, col if col.shape[0] == 1 else col[s:e], out=buf.prod[o : o + e - s])
                     q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
                 if not weight_only:

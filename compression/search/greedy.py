@@ -24,7 +24,7 @@ from netshrink.compression.algorithm.layer_held_back import compress_layer_held_
 from netshrink.compression.algorithm.plain_codes import compact
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
-from netshrink.compression.algorithm.scores import layer_stats, with_group_energy
+from netshrink.compression.algorithm.scores import LayerStats, layer_stats, with_group_energy
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
@@ -213,26 +213,36 @@ def draw_network(
             _apply(result, overrides, layer.name, cached, ex.device)
             ex.invalidate(acts, layer.name)
             continue
-        hit = None if cache is None else cache.get_input((*upstream, groups))
+        grouped = layer.conv is not None and layer.conv.group != 1
+        # the budget search's unpruned held-back layer reads its input's statistics only where its
+        # plain draw ships (the refit wins almost always): made then, and kept in the cache entry
+        lazy = cache is not None and spec.compensate == HELD_BACK and not grouped and prune is None
+        in_key = (*upstream, groups)
+        hit = None if cache is None else cache.get_input(in_key)
         shared = share.get_input(layer.name) if share is not None and same_in else None
         if shared is not None:  # another draw's ẑ_{ℓ−1}: the same upstream arrays
             hit = shared.Z, shared.stats
+        stats: LayerStats | None
         if hit is not None:  # ẑ_{ℓ−1} under this upstream prefix, from an earlier candidate
             Z, stats = hit
             acts[layer.input] = Z
-            if structured and stats.group_energy is None:  # the first candidate to prune this layer
+            if stats is None and not lazy:  # an entry a lazy candidate made: its statistics now
+                stats = layer_stats(layer, Z, groups=structured)
+                if cache is not None:
+                    cache.put_input(in_key, Z, stats)
+            if stats is not None and structured and stats.group_energy is None:  # the first to prune it
                 stats = with_group_energy(layer, Z, stats)
                 if cache is not None:
-                    cache.put_input((*upstream, groups), Z, stats)
+                    cache.put_input(in_key, Z, stats)
         else:
             with torch.no_grad():
                 Z = ex.run(X, overrides=overrides, capture=[layer.input], cache=acts, logits=False)[
                     layer.input
                 ]
-            stats = layer_stats(layer, Z, groups=structured)
+            stats = None if lazy else layer_stats(layer, Z, groups=structured)
             if cache is not None:
-                cache.put_input((*upstream, groups), Z, stats)
-            if share is not None and same_in:
+                cache.put_input(in_key, Z, stats)
+            if share is not None and same_in and stats is not None:
                 share.put_input(layer.name, Z, stats)
         sens = None
         if prune is not None and prune.score == "output" and sensitivities is not None:
@@ -241,7 +251,6 @@ def draw_network(
             sens = s.group_sq if structured else s.weight_sq
         keep = 1.0 if prune is None else prune.keep_for(layer.name)
         gen = generator(spec.seed, layer.index, draw)
-        grouped = layer.conv is not None and layer.conv.group != 1
         if spec.compensate == HELD_BACK and not grouped:  # null: the refit only where it pays off
             prep = ys = None
             if cache is not None:  # H and B on the refit rows (S_r, *in) only
@@ -253,7 +262,7 @@ def draw_network(
             plain: list[LayerDraw] = []
             d = compress_layer_held_back(
                 layer,
-                stats,
+                stats if stats is not None else _stats_on_demand(cache, in_key, layer, Z),
                 Z,
                 dense[layer.input],
                 prune=prune,
@@ -269,6 +278,7 @@ def draw_network(
                 result.plain[layer.name] = compact(plain[0])  # its codes: 1 byte a weight
             del plain
         elif spec.compensate and not grouped:  # a grouped conv's im2col is per group: not refit (v1)
+            assert stats is not None  # only a held-back layer's are made on demand
             d = compress_layer_compensated(
                 layer,
                 stats,
@@ -282,6 +292,7 @@ def draw_network(
                 prepared=None if cache is None else cache.prepared(upstream, layer, Z, dense[layer.input]),
             )
         else:
+            assert stats is not None
             pruned = None
             if gd is not None and prune is not None and net.channel_groups is not None:
                 units = net.channel_groups.units[layer.name]
@@ -310,6 +321,23 @@ def draw_network(
         with torch.no_grad():
             result.fit_logits = ex.run(X, overrides=overrides, cache=acts)[net.logits]  # (S, K)
     return result
+
+
+def _stats_on_demand(
+    cache: PrefixCache | None, key: tuple[object, ...], layer: Layer, Z: torch.Tensor
+) -> Callable[[], LayerStats]:
+    """``layer_stats(layer, Z)`` (no group energies: an unpruned layer) made at the first call and
+    put into the cache entry ``key``, which holds ``Z`` without them until then."""
+    made: list[LayerStats] = []
+
+    def make() -> LayerStats:
+        if not made:
+            made.append(layer_stats(layer, Z, groups=False))
+            if cache is not None:
+                cache.put_input(key, Z, made[0])
+        return made[0]
+
+    return make
 
 
 def _apply(

@@ -67,7 +67,8 @@ class PrefixCache:
         # (pruned or not); its group energies are added when a candidate first prunes it
         self.groups = groups
         self.items: dict[tuple[object, ...], LayerDraw] = {}
-        self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats]] = {}
+        # ẑ and its statistics; None until a candidate reads them (an unpruned held-back layer's)
+        self.inputs: dict[tuple[object, ...], tuple[torch.Tensor, LayerStats | None]] = {}
         self.refits: dict[tuple[object, ...], Prepared] = {}
         self.outputs: dict[tuple[str, int], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.pinned: frozenset[tuple[object, ...]] = frozenset()  # keys of the draw the caller holds
@@ -125,7 +126,7 @@ class PrefixCache:
         self.items[key] = d
         self._evict(self.items, self.nbytes, key)
 
-    def get_input(self, key: tuple[object, ...]) -> tuple[torch.Tensor, LayerStats] | None:
+    def get_input(self, key: tuple[object, ...]) -> tuple[torch.Tensor, LayerStats | None] | None:
         """Layer ℓ's input ẑ_{ℓ−1} (S, …) and its statistics under the upstream prefix ``key``."""
         hit = self.inputs.pop(key, None)
         if hit is not None:
@@ -133,7 +134,7 @@ class PrefixCache:
             self.inputs[key] = hit
         return hit
 
-    def put_input(self, key: tuple[object, ...], Z: torch.Tensor, stats: LayerStats) -> None:
+    def put_input(self, key: tuple[object, ...], Z: torch.Tensor, stats: LayerStats | None) -> None:
         self.inputs[key] = (Z, stats)
         self._evict(self.inputs, self.input_nbytes, key)
 

@@ -288,3 +288,36 @@ def test_held_back_rows_are_made_once_per_size() -> None:
     assert again[0] is r and again[1] is v
     idx = torch.arange(40)
     assert torch.equal(r, idx[idx % 4 != 3]) and torch.equal(v, idx[idx % 4 == 3])
+
+
+def test_statistics_made_on_demand_only_where_read() -> None:
+    """Issue 11 (the search's cost): given a function for the input's statistics, an unpruned layer
+    whose refit wins never calls it (nothing reads them), and the draw is the one the statistics
+    given make; where the plain draw ships, it is called once."""
+    layer = _random_layer(16, 24)
+    rng = np.random.default_rng(3)
+    Zd = torch.from_numpy(np.abs(rng.standard_normal((120, 24))).astype(np.float32))  # (120, 24)
+    Z = Zd + torch.from_numpy(0.05 * rng.standard_normal((120, 24)).astype(np.float32))
+    calls: list[int] = []
+
+    def on_demand(layer: Layer, Z: torch.Tensor):  # type: ignore[no-untyped-def]
+        def make():  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return layer_stats(layer, Z, groups=False)
+
+        return make
+
+    kw = {"prune": None, "quantize": Q4, "keep": 1.0}
+    want = compress_layer_held_back(
+        layer, layer_stats(layer, Z, groups=False), Z, Zd, generators=_gens(), **kw
+    )  # type: ignore[arg-type]
+    got = compress_layer_held_back(layer, on_demand(layer, Z), Z, Zd, generators=_gens(), **kw)  # type: ignore[arg-type]
+    assert want.refit_check is not None and want.refit_check["kept"] is True and calls == []
+    assert got.refit_check == want.refit_check
+    assert np.array_equal(got.compressed.weight, want.compressed.weight)
+    big = _random_layer(16, 96)  # an overfitting refit: the plain draw ships, with its statistics
+    Zo = torch.from_numpy(np.random.default_rng(1).standard_normal((48, 96)).astype(np.float32))  # (48, 96)
+    want = compress_layer_held_back(big, layer_stats(big, Zo, groups=False), Zo, Zo, generators=_gens(), **kw)  # type: ignore[arg-type]
+    got = compress_layer_held_back(big, on_demand(big, Zo), Zo, Zo, generators=_gens(), **kw)  # type: ignore[arg-type]
+    assert got.refit_check is not None and got.refit_check["kept"] is False and calls == [1]
+    assert np.array_equal(got.compressed.weight, want.compressed.weight) and got.tier_E_A == want.tier_E_A

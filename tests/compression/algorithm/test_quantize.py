@@ -204,6 +204,9 @@ def test_weight_only_gives_the_same_weight_bytes(
     full = quantize_matrix(W, col[None], col, spec, generator(5, 1, 2))
     light = quantize_matrix(W, col[None], col, spec, generator(5, 1, 2), weight_only=True)
     assert light.weight.numpy().tobytes() == full.weight.numpy().tobytes()
+    if spec.fraction == 1.0:  # nothing ranked, no tier E: no statistics needed
+        bare = quantize_matrix(W, None, None, spec, generator(5, 1, 2), weight_only=True)
+        assert bare.weight.numpy().tobytes() == full.weight.numpy().tobytes()
     assert light.var.numel() == 0 and light.codes.size == 0 and light.tier_E_A is None
 
 

@@ -248,3 +248,44 @@ def test_search_cache_adds_group_energies_only_when_a_candidate_prunes(mlp_net: 
     for name in names:
         assert np.array_equal(nd.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
         assert nd.layers[name].tier_E_A == fresh.layers[name].tier_E_A
+
+
+def test_search_cache_makes_an_unpruned_held_back_layers_statistics_only_when_read(mlp_net: Network) -> None:
+    """Issue 11 (the search's cost): under ``compensate: null`` an unpruned layer's refit reads no
+    statistics of its input, and its plain draw is judged by Ŵ alone: the search's cache entry
+    holds ẑ without them until a candidate reads them (one that prunes the layer, here). Every
+    draw is the one made without cache."""
+    from netshrink.compression.search.greedy import draw_network
+    from netshrink.compression.search.prefix_cache import PrefixCache
+    from netshrink.compression.spec import HELD_BACK
+
+    names = [layer.name for layer in mlp_net.layers]
+    bits = {n: 4 for n in names}
+    base = {"seed": 3, "evaluation": {"samples": 64}}
+    unpruned = dataclasses.replace(
+        CompressSpec.from_dict({**base, "quantize": {"bits": bits}}), compensate=HELD_BACK
+    )
+    pruned = dataclasses.replace(
+        CompressSpec.from_dict(
+            {**base, "quantize": {"bits": bits}, "prune": {"keep": {names[1]: 0.5}, "granularity": "neuron"}}
+        ),
+        compensate=HELD_BACK,
+    )
+    ex, X = _fit(mlp_net, unpruned)
+    cache = PrefixCache(1 << 30, groups=True)
+    first = draw_network(mlp_net, ex, unpruned, X, draw=0, cache=cache)
+    keys = [k for k, name in first.cache_keys.items() if name is None]
+    by_layer = {n: next(k for k in keys if n in k) for n in names}
+    won = [n for n in names if first.layers[n].compensated]  # the refit won: nothing read the stats
+    assert won and len(keys) == len(names)
+    for n in names:
+        assert (cache.inputs[by_layer[n]][1] is None) == (n in won)  # a shipped plain draw read them
+    fresh = draw_network(mlp_net, ex, unpruned, X, draw=0)
+    for name in names:
+        assert np.array_equal(first.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
+    nd = draw_network(mlp_net, ex, pruned, X, draw=0, cache=cache)
+    stats = cache.inputs[by_layer[names[1]]][1]
+    assert stats is not None and stats.group_energy is not None  # read (and made) by the pruning stage
+    fresh = draw_network(mlp_net, ex, pruned, X, draw=0)
+    for name in names:
+        assert np.array_equal(nd.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
