@@ -252,8 +252,7 @@ def mixed_search(
                 nd.fit_logits = None  # the shipped draw keeps no (S, K) copy
                 held_back = None
                 if vs.X_ver is not None and judge_ver is not None and vs.order is not None:
-                    with torch.no_grad():  # (S_v, K) Φ̂ on the samples the refit did not see
-                        phi_v = ex.run(vs.X_ver, overrides=nd.overrides(ex.device))[net.logits]
+                    phi_v = cache.held_back_logits(ex, nd, vs.X_ver)  # (S_v, K) rows the refit never saw
                     held_back = judge_ver(phi_v)
                     phi_hat = torch.cat([phi_hat, phi_v])  # (S, K) in the order vs.order
                 nd.fit_relative_l2 = relative_l2(ref_all, phi_hat)
@@ -360,6 +359,7 @@ def mixed_search(
         "cached_layer_draws_reused": cache.hits,
         "cached_layer_inputs_reused": cache.input_hits,
         "cached_refits_reused": cache.refit_hits,
+        "cached_held_back_inputs_reused": cache.ver_hits,
     }
     draw = None if chosen is None else chosen.extra.get("draw")
     return allocation_spec(spec, pick, base_p), budget, draw

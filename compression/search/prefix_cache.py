@@ -19,6 +19,7 @@ from netshrink.compression.algorithm.scores import LayerStats
 from netshrink.compression.graph.network import Layer
 
 if TYPE_CHECKING:
+    from netshrink.compression.evaluation.executor import Executor
     from netshrink.compression.search.greedy import NetworkDraw
 
 __all__ = ["REFIT_FLOOR", "PrefixCache", "layer_draw_nbytes"]
@@ -75,6 +76,9 @@ class PrefixCache:
         self.hits = 0
         self.input_hits = 0
         self.refit_hits = 0
+        # layer inputs on the search's held-back rows by input key (``held_back_logits``)
+        self.ver: dict[tuple[object, ...], torch.Tensor] = {}
+        self.ver_hits = 0
 
     def dense_outputs(
         self, layer: Layer, Z_dense: torch.Tensor
@@ -114,6 +118,31 @@ class PrefixCache:
         p = prepare(layer, Z, Z_dense, y=y)
         self.refits[key] = p
         return p
+
+    def held_back_logits(self, ex: Executor, nd: NetworkDraw, X: torch.Tensor) -> torch.Tensor:
+        """Φ̂ (S_v, K) on ``X``, the search's held-back rows (the same rows at every call), under
+        ``nd``'s overrides. Layer ℓ's input on X depends only on layers 1..ℓ−1, like its input on the
+        refit rows: the deepest one held under ``nd``'s prefix seeds the run, so the layers above it
+        are not run again (the same tensors, so the same Φ̂), and the inputs it computes are kept,
+        at most ``max_bytes // 8`` of them (least recently used first out; issue 11)."""
+        keys = {k[-2]: k for k, name in nd.cache_keys.items() if name is None}  # layer -> input key
+        acts: dict[str, torch.Tensor] = {}
+        for layer in reversed(ex.net.layers):
+            k = keys.get(layer.name)
+            if k is not None and k in self.ver:
+                acts[layer.input] = self.ver.pop(k)
+                self.ver[k] = acts[layer.input]  # most recently used last
+                self.ver_hits += 1
+                break
+        with torch.no_grad():
+            phi = ex.run(X, overrides=nd.overrides(ex.device), cache=acts)[ex.net.logits]  # (S_v, K)
+        for layer in ex.net.layers:
+            k = keys.get(layer.name)
+            if k is not None and k not in self.ver and layer.input in acts:
+                self.ver[k] = acts[layer.input]
+        while len(self.ver) > 1 and sum(int(t.nbytes) for t in self.ver.values()) > self.max_bytes // 8:
+            del self.ver[next(iter(self.ver))]
+        return phi
 
     def get(self, key: tuple[object, ...]) -> LayerDraw | None:
         d = self.items.pop(key, None)

@@ -289,3 +289,27 @@ def test_search_cache_makes_an_unpruned_held_back_layers_statistics_only_when_re
     fresh = draw_network(mlp_net, ex, pruned, X, draw=0)
     for name in names:
         assert np.array_equal(nd.layers[name].compressed.weight, fresh.layers[name].compressed.weight)
+
+
+def test_held_back_logits_reuse_the_inputs_of_a_shared_prefix(mlp_net: Network) -> None:
+    """Issue 11 (the search's cost): a candidate's Φ̂ on the held-back rows starts from the deepest
+    layer input held for its prefix (the layers above it are not run again), and is the Φ̂ of a
+    full forward pass, bit for bit."""
+    from netshrink.compression.search.greedy import draw_network
+    from netshrink.compression.search.prefix_cache import PrefixCache
+
+    names = [layer.name for layer in mlp_net.layers]
+    specs = [
+        CompressSpec.from_dict({"quantize": {"bits": {**{n: 4 for n in names}, names[2]: b}}, "seed": 3})
+        for b in (4, 2)
+    ]
+    ex, X = _fit(mlp_net, specs[0])
+    X_ver = X[:17] * 0.5  # other rows, the same at every call
+    cache = PrefixCache(1 << 30)
+    for i, spec in enumerate(specs):
+        nd = draw_network(mlp_net, ex, spec, X, draw=0, cache=cache)
+        got = cache.held_back_logits(ex, nd, X_ver)
+        with torch.no_grad():
+            want = ex.run(X_ver, overrides=nd.overrides(ex.device))[mlp_net.logits]
+        assert torch.equal(got, want)
+        assert cache.ver_hits == i  # the second shares layers 1-2: layer 3's input is reused
