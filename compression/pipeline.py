@@ -24,7 +24,7 @@ from netshrink.compression.bounds.prediction import (
     removable_units,
     sensitivities,
 )
-from netshrink.compression.diagnostics.background import BackgroundTails
+from netshrink.compression.diagnostics.background import start_tails
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.errors import CancelledError, InvalidSpecError
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
@@ -246,15 +246,12 @@ def compress(
                 on_candidate=on_candidate,
             )
         spec_run = dataclasses.replace(picked, draws=spec.draws, target=spec.target)
-        if uniform and spec.draws != 1:
-            chosen = (
-                None  # the per-layer search ships its verified draw (it made the draws); the grid redraws
-            )
+        if uniform and spec.draws != 1:  # the per-layer search ships its verified draw; the grid redraws
+            chosen = None
     else:
         spec_run = spec
-    # the diagnostics' SVD-free half on a worker thread, to the export (diagnostics/background.py)
-    early = None if spec.full_diagnostics else BackgroundTails(net, seed=spec.seed)
-    stages_before = set(timer.seconds)
+    # a large model's diagnostics, SVD-free half, on a worker thread to the export (diagnostics/background.py)
+    early = start_tails(net, seed=spec.seed, full=spec.full_diagnostics, stages=timer.seconds)
     if chosen is None:
         with timer("compress"):
             chosen = best_of(
@@ -298,7 +295,7 @@ def compress(
     del sens_fit, sens_ho
     tails = None
     if early is not None:  # before anything is timed in onnxruntime
-        during = [k for k in timer.seconds if k not in stages_before]
+        during = early.during(timer.seconds)
         with timer("diagnostics"):  # the wait, if the worker is still running
             tails = early.wait()
         timer.overlapped["diagnostics"] = {"seconds": round(early.seconds, 4), "during": during}
@@ -339,11 +336,9 @@ def compress(
         )
     if compensation is not None:
         report["summary"]["compensation"] = compensation
-    if compensate_note is not None:
-        report["summary"]["warnings"].append(compensate_note)
-    dropped_note = dropped_refits(chosen)
-    if dropped_note is not None:
-        report["summary"]["warnings"].append(dropped_note)
+    for note in (compensate_note, dropped_refits(chosen)):  # the null compensate's note first
+        if note is not None:
+            report["summary"]["warnings"].append(note)
     report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)

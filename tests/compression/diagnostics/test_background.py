@@ -14,7 +14,7 @@ import pytest
 
 from netshrink.compression.bounds.stable import sample_sas
 from netshrink.compression.diagnostics import background
-from netshrink.compression.diagnostics.background import BackgroundTails
+from netshrink.compression.diagnostics.background import OVERLAP_MIN_ENTRIES, BackgroundTails, start_tails
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
@@ -37,7 +37,11 @@ def _network(raw: dict[str, np.ndarray]) -> Network:
     )
 
 
-def _record_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _record_threads(monkeypatch: pytest.MonkeyPatch, *, overlap_small: bool = True) -> list[str]:
+    """Records the thread that computes the tails; ``overlap_small``: the worker also for these small
+    test models (``OVERLAP_MIN_ENTRIES`` lowered to 0)."""
+    if overlap_small:
+        monkeypatch.setattr(background, "OVERLAP_MIN_ENTRIES", 0)
     names: list[str] = []
     real = background.network_tails
 
@@ -129,3 +133,32 @@ def test_full_diagnostics_stay_serial(mlp_net: Network, monkeypatch: pytest.Monk
     rep = compress(mlp_net, spec).report
     assert names == [] and "overlapped" not in rep["timings"]
     assert rep["diagnostics"] == diagnose_network(mlp_net, seed=0, full=True)
+
+
+def test_start_tails_overlaps_only_large_models() -> None:
+    """The worker from the largest weight's ``OVERLAP_MIN_ENTRIES`` entries on, never with ``full``;
+    ``during`` leaves out the stages timed before it started."""
+    rng = np.random.default_rng(0)
+    n = int(np.sqrt(OVERLAP_MIN_ENTRIES))
+    small = _network({"fc": rng.standard_normal((n, n - 1)).astype(np.float32)})  # one entry row short
+    large = _network({"fc": rng.standard_normal((n, n)).astype(np.float32)})  # (out, in) = 2^20 entries
+    assert start_tails(small, seed=0, full=False) is None
+    assert start_tails(large, seed=0, full=True) is None
+    bg = start_tails(large, seed=0, full=False, stages=["prepare", "search"])
+    assert isinstance(bg, BackgroundTails) and set(bg.wait()) == {"fc"}
+    assert bg.during(["prepare", "search", "compress", "measure_and_bounds"]) == [
+        "compress",
+        "measure_and_bounds",
+    ]
+
+
+def test_a_small_model_keeps_its_diagnostics_serial(
+    mlp_net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the default threshold the test MLP (largest weight far under 2^20 entries) starts no worker:
+    no thread, no overlapped timing, the same diagnostics."""
+    names = _record_threads(monkeypatch, overlap_small=False)
+    spec = CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "evaluation": {"samples": 200}})
+    rep = compress(mlp_net, spec).report
+    assert names == [] and "overlapped" not in rep["timings"]
+    assert json.dumps(rep["diagnostics"]) == json.dumps(diagnose_network(mlp_net, seed=0))
