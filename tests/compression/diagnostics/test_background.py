@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 
 from netshrink.compression.bounds.stable import sample_sas
@@ -20,21 +19,7 @@ from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
-
-
-def _network(raw: dict[str, np.ndarray]) -> Network:
-    """A Network carrying only what diagnose_network reads: the weights as uploaded."""
-    return Network(
-        model=onnx.ModelProto(),
-        upload=onnx.ModelProto(),
-        layers=[],
-        support="generic",
-        input_name="x",
-        input_shape=(8,),
-        input_dtype=np.dtype(np.float32),
-        logits="y",
-        raw_weights=raw,
-    )
+from tests.factories import weights_only_network
 
 
 def _record_threads(monkeypatch: pytest.MonkeyPatch, *, overlap_small: bool = True) -> list[str]:
@@ -57,7 +42,7 @@ def test_worker_thread_gives_the_same_entries(monkeypatch: pytest.MonkeyPatch) -
     """Sampled α̂ (above 2^18 entries and 2^22 / cols rows), exact curves, a conv and a small layer: the
     entries built from the worker's tails are the serial ones, byte for byte."""
     rng = np.random.default_rng(7)
-    net = _network(
+    net = weights_only_network(
         {
             "big": sample_sas(1.7, (640, 512), rng=rng).astype(np.float32),  # (out, in): 327,680 entries
             "conv": rng.standard_normal((16, 8, 3, 3)).astype(np.float32),  # (out, in, kh, kw)
@@ -78,7 +63,7 @@ def test_worker_thread_gives_the_same_entries(monkeypatch: pytest.MonkeyPatch) -
 def test_worker_error_is_raised_by_wait() -> None:
     W = np.ones((8, 8), dtype=np.float32)
     W[2, 3] = np.nan
-    bg = BackgroundTails(_network({"fc": W}), seed=0)
+    bg = BackgroundTails(weights_only_network({"fc": W}), seed=0)
     with pytest.raises(InvalidWeightsError, match="NaN"):
         bg.wait()
 
@@ -140,8 +125,8 @@ def test_start_tails_overlaps_only_large_models() -> None:
     ``during`` leaves out the stages timed before it started."""
     rng = np.random.default_rng(0)
     n = int(np.sqrt(OVERLAP_MIN_ENTRIES))
-    small = _network({"fc": rng.standard_normal((n, n - 1)).astype(np.float32)})  # one entry row short
-    large = _network({"fc": rng.standard_normal((n, n)).astype(np.float32)})  # (out, in) = 2^20 entries
+    small = weights_only_network({"fc": rng.standard_normal((n, n - 1)).astype(np.float32)})  # 2^20 - n
+    large = weights_only_network({"fc": rng.standard_normal((n, n)).astype(np.float32)})  # (out, in): 2^20
     assert start_tails(small, seed=0, full=False) is None
     assert start_tails(large, seed=0, full=True) is None
     bg = start_tails(large, seed=0, full=False, stages=["prepare", "search"])

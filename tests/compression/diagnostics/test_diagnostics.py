@@ -6,7 +6,6 @@ import json
 import math
 
 import numpy as np
-import onnx
 import pytest
 
 from netshrink.compression.bounds.stable import sample_sas
@@ -19,7 +18,7 @@ from netshrink.compression.diagnostics.diagnostics import (
     tensor_rows,
 )
 from netshrink.compression.errors import InvalidWeightsError
-from netshrink.compression.graph.network import Network
+from tests.factories import weights_only_network
 from tests.peak_rss import peak_ratio
 
 ENTRY_KEYS = {
@@ -34,21 +33,6 @@ ENTRY_KEYS = {
     "histogram",
     "sampling",
 }
-
-
-def _network(raw: dict[str, np.ndarray]) -> Network:
-    """A Network carrying only what diagnose_network reads: the weights as uploaded."""
-    return Network(
-        model=onnx.ModelProto(),
-        upload=onnx.ModelProto(),
-        layers=[],
-        support="generic",
-        input_name="x",
-        input_shape=(8,),
-        input_dtype=np.dtype(np.float32),
-        logits="y",
-        raw_weights=raw,
-    )
 
 
 def test_entry_format_is_json_ready() -> None:
@@ -112,7 +96,7 @@ def test_diagnose_network_uses_raw_weights_in_order() -> None:
         "conv1.bias": rng.standard_normal(16).astype(np.float32),  # skipped: not a matrix
         "fc": rng.standard_normal((10, 64)).astype(np.float32),  # (out, in)
     }
-    entries = diagnose_network(_network(raw))
+    entries = diagnose_network(weights_only_network(raw))
     assert [(e["name"], e["rows"], e["cols"], e["low_confidence"]) for e in entries] == [
         ("conv1", 128, 9, False),
         ("fc", 10, 64, True),
