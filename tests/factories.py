@@ -26,7 +26,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.graph.network import Layer
 
 OPSET = 21
 ARCH_FORMAT = "netshrink.architecture/v1"
@@ -398,18 +398,3 @@ def correlated_dense_layer(
     mix = rng.standard_normal((n_in, n_in)) * 0.5 + np.eye(n_in)  # correlated inputs
     Z = torch.from_numpy(np.abs(rng.standard_normal((S, n_in)) @ mix) + 0.5)  # (S, n_in), non-zero mean
     return Layer("fc", 1, "dense", W, b, "w", "b", structured=True), Z
-
-
-def weights_only_network(raw: dict[str, np.ndarray]) -> Network:
-    """A Network carrying only what diagnose_network reads: the weights as uploaded."""
-    return Network(
-        model=onnx.ModelProto(),
-        upload=onnx.ModelProto(),
-        layers=[],
-        support="generic",
-        input_name="x",
-        input_shape=(8,),
-        input_dtype=np.dtype(np.float32),
-        logits="y",
-        raw_weights=raw,
-    )

@@ -19,7 +19,7 @@ from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
-from tests.factories import weights_only_network
+from tests.network_stubs import weights_only_network
 
 
 def _record_threads(monkeypatch: pytest.MonkeyPatch, *, overlap_small: bool = True) -> list[str]:

@@ -18,7 +18,7 @@ from netshrink.compression.diagnostics.diagnostics import (
     tensor_rows,
 )
 from netshrink.compression.errors import InvalidWeightsError
-from tests.factories import weights_only_network
+from tests.network_stubs import weights_only_network
 from tests.peak_rss import peak_ratio
 
 ENTRY_KEYS = {
