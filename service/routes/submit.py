@@ -21,10 +21,10 @@ import logging
 import os
 import signal
 import time
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from netshrink.service.deps import AppState, PrincipalDep, StateDep
@@ -74,58 +74,12 @@ _POLL_S = 0.2
 _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
 
 
-# The two optional headers are read from ``request.headers`` in the route, not declared as FastAPI
-# ``Header`` parameters: FastAPI's dependency solving of the two cost ~0.13 ms of a submit's CPU
-# (``solve_dependencies`` 0.36 -> 0.21-0.25 ms per submit, bench.submit_asgi-style in-process timing,
-# 2026-12-04 04:50 UTC, issue 13 §8). What they were is kept: the same OpenAPI parameters (below,
-# as FastAPI rendered them) and the same 422 for a key over 255 characters (``_idempotency_key``).
-IDEMPOTENCY_KEY_MAX = 255
-HEADER_PARAMETERS = [
-    {
-        "description": description,
-        "in": "header",
-        "name": name,
-        "required": False,
-        "schema": {
-            "anyOf": [{"maxLength": IDEMPOTENCY_KEY_MAX, "type": "string"}, {"type": "null"}]
-            if name == "idempotency-key"
-            else [{"type": "string"}, {"type": "null"}],
-            "description": description,
-            "title": title,
-        },
-    }
-    for name, title, description in (
-        ("idempotency-key", "Idempotency-Key", "Retry-safe submission key."),
-        ("prefer", "Prefer", "`wait=N`: hold the response up to N s."),
-    )
-]
-
-
-def _idempotency_key(request: Request) -> str | None:
-    """The ``Idempotency-Key`` header, or a 422 (the validation problem FastAPI's ``Header(max_length=)``
-    gave) when it is longer than ``IDEMPOTENCY_KEY_MAX`` characters."""
-    key = request.headers.get("idempotency-key")
-    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "string_too_long",
-                    "loc": ("header", "idempotency-key"),
-                    "msg": f"String should have at most {IDEMPOTENCY_KEY_MAX} characters",
-                    "input": key,
-                    "ctx": {"max_length": IDEMPOTENCY_KEY_MAX},
-                }
-            ]
-        )
-    return key
-
-
 @router.post(
     "",
     status_code=202,
     response_model=JobPublic,
     summary="Submit a model for compression or analysis",
-    openapi_extra={"requestBody": SUBMIT_BODY, "parameters": HEADER_PARAMETERS},
+    openapi_extra={"requestBody": SUBMIT_BODY},
     responses={
         200: {"description": "Finished within `Prefer: wait`", "model": JobPublic},
         202: {
@@ -148,8 +102,11 @@ async def submit_job(
     request: Request,
     principal: PrincipalDep,
     state: StateDep,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=255, description="Retry-safe submission key.")
+    ] = None,
+    prefer: Annotated[str | None, Header(description="`wait=N`: hold the response up to N s.")] = None,
 ) -> Response:
-    idempotency_key, prefer = _idempotency_key(request), request.headers.get("prefer")
     settings, store, artifacts = state.settings, state.store, state.artifacts
     limits = UploadLimits(
         settings.max_upload_bytes,
