@@ -31,17 +31,23 @@ from collections.abc import Iterable
 from netshrink.compression.diagnostics.diagnostics import TensorTails, network_tails
 from netshrink.compression.graph.network import Network
 
-__all__ = ["OVERLAP_MIN_ENTRIES", "BackgroundTails", "start_tails"]
+__all__ = ["OVERLAP_MAX_ENTRIES", "OVERLAP_MIN_ENTRIES", "BackgroundTails", "start_tails"]
 
 OVERLAP_MIN_ENTRIES = 1 << 20  # the largest weight tensor's entries from which the worker pays
+# ... and up to which its memory does: the worker's sorted squares (a float32 copy of the largest
+# layer) and α̂'s samples are held next to the compress stage's peak. The 64→8192→8192→10 MLP (2^26
+# entries) peaked at 1.77–1.91 GiB with the worker and 1.66 GiB serial against its 1.76 GiB limit
+# (bench.scale --point 8192:1437, /usr/bin/time, 2026-12-04 10:35–10:42 UTC; 38 s vs 46 s wall);
+# the 17M MLP's 4096×4096 layer (2^24) keeps the overlap.
+OVERLAP_MAX_ENTRIES = 1 << 25
 
 
 def start_tails(net: Network, *, seed: int, full: bool, stages: Iterable[str] = ()) -> BackgroundTails | None:
     """The worker for ``net``'s tails, or None where the diagnostics stay serial: ``full`` (whole-layer
-    float64 copies) or a model whose largest weight has under ``OVERLAP_MIN_ENTRIES`` entries.
-    ``stages``: the stages already timed, which ``during`` leaves out."""
+    float64 copies) or a model whose largest weight has under ``OVERLAP_MIN_ENTRIES`` or over
+    ``OVERLAP_MAX_ENTRIES`` entries. ``stages``: the stages already timed, which ``during`` leaves out."""
     largest = max((w.size for w in net.raw_weights.values()), default=0)
-    if full or largest < OVERLAP_MIN_ENTRIES:
+    if full or not OVERLAP_MIN_ENTRIES <= largest <= OVERLAP_MAX_ENTRIES:
         return None
     return BackgroundTails(net, seed=seed, after=stages)
 

@@ -120,9 +120,10 @@ def test_full_diagnostics_stay_serial(mlp_net: Network, monkeypatch: pytest.Monk
     assert rep["diagnostics"] == diagnose_network(mlp_net, seed=0, full=True)
 
 
-def test_start_tails_overlaps_only_large_models() -> None:
-    """The worker from the largest weight's ``OVERLAP_MIN_ENTRIES`` entries on, never with ``full``;
-    ``during`` leaves out the stages timed before it started."""
+def test_start_tails_overlaps_only_large_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker from the largest weight's ``OVERLAP_MIN_ENTRIES`` entries on, up to
+    ``OVERLAP_MAX_ENTRIES`` (memory), never with ``full``; ``during`` leaves out the stages timed
+    before it started."""
     rng = np.random.default_rng(0)
     n = int(np.sqrt(OVERLAP_MIN_ENTRIES))
     small = weights_only_network({"fc": rng.standard_normal((n, n - 1)).astype(np.float32)})  # 2^20 - n
@@ -135,6 +136,11 @@ def test_start_tails_overlaps_only_large_models() -> None:
         "compress",
         "measure_and_bounds",
     ]
+    monkeypatch.setattr(background, "OVERLAP_MAX_ENTRIES", n * n - 1)  # the large one is now too large
+    assert start_tails(large, seed=0, full=False) is None
+    monkeypatch.setattr(background, "OVERLAP_MAX_ENTRIES", n * n)  # the bound itself still overlaps
+    bg = start_tails(large, seed=0, full=False)
+    assert isinstance(bg, BackgroundTails) and set(bg.wait()) == {"fc"}
 
 
 def test_a_small_model_keeps_its_diagnostics_serial(
