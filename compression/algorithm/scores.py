@@ -9,8 +9,6 @@ Everything is computed in float64 on the device of ``Z``.
 from __future__ import annotations
 
 import dataclasses
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from netshrink.compression.graph.network import ConvGeometry, Layer
+from netshrink.compression.io.array_memo import ArrayMemo
 
 __all__ = ["LayerStats", "column_groups", "im2col", "layer_stats", "pad_input", "with_group_energy"]
 
@@ -210,31 +209,15 @@ def row_abs_max(M: np.ndarray) -> np.ndarray:
     )
 
 
-# Σ_i W_ij² of a layer's weight, by the weight array's identity: it depends on the weight alone, and
-# the budget search asks for it at every structured draw of a layer (issue 10: 10 times in one
-# ``--target-top1 0.99`` on the 17M MLP, each a 128 MiB float64 copy of the 4096×4096 weight and its
-# square). An entry goes with its array (weakref); a Layer's weight is never written in place.
-_COL_SQ: dict[int, tuple[weakref.ref[np.ndarray], torch.Tensor]] = {}
+# Σ_i W_ij² of a layer's weight depends on the weight alone, and the budget search asks for it at every
+# structured draw of a layer (issue 10: 10 times in one ``--target-top1 0.99`` on the 17M MLP, each a
+# 128 MiB float64 copy of the 4096×4096 weight and its square)
+_COL_SQ: ArrayMemo[torch.Tensor] = ArrayMemo()
 
 
 def weight_col_sq(layer: Layer, device: torch.device) -> torch.Tensor:
     """``_col_sq(layer.matrix, device)`` (in,) float64, made once per weight array and device."""
-    w, key = layer.weight, id(layer.weight)
-    hit = _COL_SQ.get(key)
-    if hit is not None and hit[0]() is w and hit[1].device == torch.device(device):
-        return hit[1]
-    out = _col_sq(layer.matrix, device)
-    _COL_SQ[key] = (weakref.ref(w, _dropper(key)), out)
-    return out
-
-
-def _dropper(key: int) -> Callable[[weakref.ref[np.ndarray]], None]:
-    """The weakref callback that removes ``key``'s entry when its weight array is freed."""
-
-    def drop(_ref: weakref.ref[np.ndarray]) -> None:
-        _COL_SQ.pop(key, None)
-
-    return drop
+    return _COL_SQ.get(layer.weight, torch.device(device), lambda: _col_sq(layer.matrix, device))
 
 
 def _col_sq(M: np.ndarray, device: torch.device) -> torch.Tensor:

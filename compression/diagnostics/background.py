@@ -36,8 +36,9 @@ __all__ = ["OVERLAP_MAX_ENTRIES", "OVERLAP_MIN_ENTRIES", "BackgroundTails", "sta
 OVERLAP_MIN_ENTRIES = 1 << 20  # the largest weight tensor's entries from which the worker pays
 # ... and up to which its memory does: the worker's sorted squares (a float32 copy of the largest
 # layer) and α̂'s samples are held next to the compress stage's peak. The 64→8192→8192→10 MLP (2^26
-# entries) peaked at 1.77–1.91 GiB with the worker and 1.66 GiB serial against its 1.76 GiB limit
-# (bench.scale --point 8192:1437, /usr/bin/time, 2026-12-04 10:35–10:42 UTC; 38 s vs 46 s wall);
+# entries) peaked at 1.77–1.93 GiB with the worker (five runs) and 1.66 GiB serial against its 1.76 GiB
+# limit (bench.scale --point 8192:1437 and the same CLI job under /usr/bin/time, 2026-12-04
+# 10:35–10:45 UTC; 35–38 s vs 42–47 s wall);
 # the 17M MLP's 4096×4096 layer (2^24) keeps the overlap.
 OVERLAP_MAX_ENTRIES = 1 << 25
 

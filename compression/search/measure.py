@@ -8,7 +8,6 @@ so "measured vs bound" compares like with like.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,7 @@ from netshrink.compression.bounds.prediction import sum_product
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import OutputError, classification, mean_sq_error, output_error
 from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.io.array_memo import ArrayMemo
 from netshrink.compression.search.greedy import NetworkDraw
 
 
@@ -49,22 +49,13 @@ class Measurement:
         return float(sum(c.failure_probability for c in certs))
 
 
-_SIGMA_CACHE: dict[tuple[int, tuple[int, int] | None], tuple[weakref.ref[np.ndarray], SigmaBound]] = {}
+_SIGMA_CACHE: ArrayMemo[SigmaBound] = ArrayMemo()
 
 
 def layer_sigma(net: Network, name: str, hw: tuple[int, int] | None) -> SigmaBound:
     """The certified σ of a dense/conv layer's weight, computed once per weight array (the budget
     search and the baselines measure many draws of the same network)."""
-    W = net.layer(name).weight
-    key = (id(W), hw)
-    hit = _SIGMA_CACHE.get(key)
-    if hit is not None and hit[0]() is W:
-        return hit[1]
-    cert = sigma_bound(net.layer(name), hw)
-    for k in [k for k, (ref, _) in _SIGMA_CACHE.items() if ref() is None]:
-        del _SIGMA_CACHE[k]
-    _SIGMA_CACHE[key] = (weakref.ref(W), cert)
-    return cert
+    return _SIGMA_CACHE.get(net.layer(name).weight, hw, lambda: sigma_bound(net.layer(name), hw))
 
 
 def tier_e(
