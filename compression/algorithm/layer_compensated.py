@@ -53,7 +53,17 @@ def compress_layer_compensated(
     dropped = None
     if prune is not None:
         assert stats is not None, "the mask is ranked by the input's statistics"
-        pr = prune_layer(layer, stats, prune, keep, generator, sensitivity=sensitivity, device=Z.device)
+        by_weight = prune.granularity == "weight"  # groups: the dropped ones are the mask, W̃ unread
+        pr = prune_layer(
+            layer,
+            stats,
+            prune,
+            keep,
+            generator,
+            sensitivity=sensitivity,
+            device=Z.device,
+            with_weight=by_weight,
+        )
         f, p, tau2, exp_keep, real_keep, n_rand = (
             pr.f,
             pr.p,

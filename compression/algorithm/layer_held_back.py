@@ -271,11 +271,16 @@ def plain_weight(
     if layer.conv is not None and layer.conv.group != 1:
         return None
     W = torch.as_tensor(layer.matrix, device=device)  # (out, in) float32, no copy on CPU
+    col_scale = None
     if prune is not None:
         assert stats is not None, "the pruning stage ranks by the input's statistics"
-        W = prune_layer(layer, stats, prune, keep, gen, sensitivity=sensitivity, device=device).weight
+        by_groups = prune.granularity != "weight"  # W̃ = W's columns scaled: quantized without its copy
+        pr = prune_layer(
+            layer, stats, prune, keep, gen, sensitivity=sensitivity, device=device, with_weight=not by_groups
+        )
+        W, col_scale = (W, pr.column_scale) if by_groups else (pr.weight, None)
     # f = 1: no entry is ranked and no tier E made, so quantize_matrix reads no energy (``stats`` None)
-    return quantize_matrix(W, None, None, q, gen, weight_only=True).weight
+    return quantize_matrix(W, None, None, q, gen, weight_only=True, col_scale=col_scale).weight
 
 
 def _rel(e: float, energy: float) -> float | None:

@@ -43,6 +43,8 @@ class PruneResult:
     from_greedy_sort: bool
     # fixed-count dependency-group draws: per randomized space (its units here, τ²/(m−1)) (group_prune.py)
     group_joint: list[tuple[np.ndarray, float]] | None = None
+    # (n_in,) float64 factor of every column of W in ``weight`` (groups: 1/p, 0 or 1); None for entries
+    column_scale: np.ndarray | None = None
 
 
 def greedy_order(scores: np.ndarray) -> np.ndarray:
@@ -59,6 +61,7 @@ def prune_layer(
     *,
     sensitivity: np.ndarray | None = None,
     device: str | torch.device = "cpu",
+    with_weight: bool = True,
 ) -> PruneResult:
     """Prune ``layer``'s im2col matrix to expected density ``keep``. Ref: docs/method.md §1.
 
@@ -66,9 +69,14 @@ def prune_layer(
     E_x[ẑ_j² g_i] ranks entries by w²·E_x[ẑ_j² g_i]; for groups, an (n_groups,) array is taken as
     the exact group score E_x‖J W_g ẑ_g‖², while an (n_out, n_in) one gives its diagonal
     approximation Σ_{i, j∈g} w_ij²·E_x[ẑ_j² g_i]. Tier E always uses the layer-local energies.
+
+    ``with_weight=False`` (groups only): the draw without W̃, ``weight`` empty and ``column_scale``
+    saying what W̃ is (W's columns times it): the refit reads only the dropped groups, and the plain
+    draw's judged Ŵ scales W block by block (``quantize_matrix(col_scale=...)``), so no (out, in)
+    float64 copy of W is made (128 MiB on a 4096² layer, per draw of the budget search; issue 10).
     """
-    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in), a fresh copy
     if spec.granularity == "weight":
+        W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device)  # (out, in), a fresh copy
         Wn = layer.matrix.astype(np.float64)  # (out, in)
         energy = stats.energy if sensitivity is None else _as_matrix(sensitivity, Wn.shape)
         base = (Wn**2 * energy).ravel()  # (N,) w²·E[ẑ_j²] (OBD saliency; × τ² = P1's score)
@@ -82,6 +90,8 @@ def prune_layer(
             "(the first layer's inputs are the model's features)",
             field="prune.granularity",
         )
+    # (out, in) a fresh float64 copy, or (0,) without the weight
+    W = torch.as_tensor(layer.matrix, dtype=torch.float64, device=device) if with_weight else _NO_WEIGHT
     gid = column_groups(layer)  # (n_in,)
     n_groups = int(gid[-1]) + 1
     if stats.group_energy is None:
@@ -91,7 +101,7 @@ def prune_layer(
     elif np.asarray(sensitivity).size == n_groups:
         gbase = np.asarray(sensitivity, dtype=np.float64).ravel()  # (G,) E_x‖J W_g ẑ_g‖²
     else:
-        gbase = _group_sum_sq(layer.matrix, gid, n_groups, _as_matrix(sensitivity, W.shape))
+        gbase = _group_sum_sq(layer.matrix, gid, n_groups, _as_matrix(sensitivity, layer.matrix.shape))
     if spec.method == "randomized_greedy":
         return _randomized_groups(W, gbase, gid, stats.group_energy, spec, keep, gen, sensitivity is None)
     # ‖W_g‖_F² (magnitude) or OBD
@@ -163,7 +173,7 @@ def _randomized_groups(
     sel[greedy_order(gbase)[:m]] = True
     survive = uniform(gen, G, "cpu").numpy() < p  # (G,)
     gscale = np.where(sel, np.where(survive, 1.0 / p, 0.0), 1.0)  # (G,)
-    Wt = W.mul_(torch.as_tensor(gscale[gid], dtype=torch.float64, device=W.device)[None, :])  # (out, in)
+    Wt = _scale_columns(W, gscale[gid])  # (out, in), or (0,) without the weight
     tau2 = (1.0 - p) / p
     group_tau2 = np.where(sel, tau2, 0.0)  # (G,)
     dropped = np.flatnonzero(sel & ~survive).astype(np.int64)
@@ -180,11 +190,26 @@ def _randomized_groups(
         realized_keep=1 - dropped.size / G,
         dropped_groups=dropped,
         from_greedy_sort=greedy,
+        column_scale=gscale[gid],
     )
 
 
+_NO_WEIGHT = torch.empty(0, dtype=torch.float64)  # ``with_weight=False``: never written into
+
+
+def _scale_columns(W: torch.Tensor, scale: np.ndarray) -> torch.Tensor:
+    """W (out, in) float64 times ``scale`` (in,) per column, in place; W as it is when it is empty."""
+    if W.numel() == 0:
+        return W
+    return W.mul_(torch.as_tensor(scale, dtype=torch.float64, device=W.device)[None, :])  # (out, in)
+
+
 def _baseline(
-    W: torch.Tensor, Wt: torch.Tensor, n_drop: int, n: int, dropped: np.ndarray | None
+    Wt: torch.Tensor,
+    n_drop: int,
+    n: int,
+    dropped: np.ndarray | None,
+    column_scale: np.ndarray | None = None,
 ) -> PruneResult:
     kept = 1 - n_drop / n
     return PruneResult(
@@ -200,6 +225,7 @@ def _baseline(
         realized_keep=kept,
         dropped_groups=dropped,
         from_greedy_sort=False,
+        column_scale=column_scale,
     )
 
 
@@ -210,7 +236,7 @@ def _baseline_entries(W: torch.Tensor, score: np.ndarray, keep: float) -> PruneR
     drop = np.zeros(N, dtype=bool)
     drop[greedy_order(score)[:n_drop]] = True
     mask = torch.from_numpy(drop).to(W.device).reshape(W.shape)
-    return _baseline(W, torch.where(mask, torch.zeros_like(W), W), n_drop, N, None)
+    return _baseline(torch.where(mask, torch.zeros_like(W), W), n_drop, N, None)
 
 
 def _baseline_groups(W: torch.Tensor, gscore: np.ndarray, gid: np.ndarray, keep: float) -> PruneResult:
@@ -220,8 +246,7 @@ def _baseline_groups(W: torch.Tensor, gscore: np.ndarray, gid: np.ndarray, keep:
     dropped = np.sort(greedy_order(gscore)[:n_drop]).astype(np.int64)
     gmask = np.ones(G)
     gmask[dropped] = 0.0
-    Wt = W.mul_(torch.as_tensor(gmask[gid], dtype=torch.float64, device=W.device)[None, :])  # (out, in)
-    return _baseline(W, Wt, n_drop, G, dropped)
+    return _baseline(_scale_columns(W, gmask[gid]), n_drop, G, dropped, gmask[gid])
 
 
 _ROWS = 1 << 20  # entries per row block of ``_group_sum_sq`` (8 MiB of float64)

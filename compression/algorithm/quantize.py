@@ -99,10 +99,23 @@ class _Buffers:
         self.rows = max(1, min(bs, _SUB // max(1, n_in)))  # rows per sub-block
         h = self.rows
         self.x, self.q, self.v, self.t = (torch.empty(h, n_in, dtype=f64, device=dev) for _ in range(4))
-        self.up = torch.empty(h, n_in, dtype=torch.bool, device=dev)  # (h, in) u < frac
         self.u = torch.empty(h * n_in if randomized else 0, dtype=f64, device=dev)  # a sub-block's uniforms
         nb = min(bs, W.shape[0]) if randomized and with_var else 0
         self.prod = torch.empty(nb, n_in, dtype=f64, device=dev)  # (b, in) Var(t)·E[ẑ_j²] of a block
+
+
+def _scaled_grid_step(
+    W: torch.Tensor, c: torch.Tensor, k: int, scale: str
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``grid_step`` of the float64 matrix W·c (c (in,) per column), from row blocks of the product
+    in one scratch buffer: max_j |fl(w_ij c_j)| per row, the same numbers as on W·c made whole."""
+    Mr = torch.empty(W.shape[0], dtype=torch.float64, device=W.device)  # (out,)
+    blocks = _rows(W)
+    x = torch.empty(min(blocks.step, W.shape[0]), W.shape[1], dtype=torch.float64, device=W.device)  # (b, in)
+    for r in blocks:
+        xb = x[: min(blocks.step, W.shape[0] - r)].copy_(W[r : r + blocks.step]).mul_(c)  # (b, in)
+        Mr[r : r + xb.shape[0]] = torch.maximum(xb.amax(dim=1), xb.amin(dim=1).neg())
+    return grid_step(Mr.abs_()[:, None], k, scale)
 
 
 def _rows(W: torch.Tensor) -> range:
@@ -120,6 +133,7 @@ def quantize_matrix(
     positions: int = 1,
     var_prior: torch.Tensor | None = None,
     weight_only: bool = False,
+    col_scale: np.ndarray | None = None,
 ) -> QuantizeResult:
     """Quantize the (pruned) matrix ``W`` (out, in), float32 or float64. ``energy`` ((1, in) or (out, in))
     ranks the entries (E[ẑ_j²], or the output-aware sensitivity); ``col_energy`` (in,) or (out, in)
@@ -142,11 +156,21 @@ def quantize_matrix(
     and which rarely ships (algorithm/layer_held_back.py). It reads ``energy`` only to select the
     entries of f < 1 and ``col_energy`` never: both may then be None where f = 1 (no statistics of
     the layer's input needed, issue 11).
+    ``col_scale`` (in,) float64, f = 1 only: quantize W's columns times it, the same bytes as for the
+    float64 matrix ``W.double() * col_scale`` (each entry is that one product, made block by block into
+    scratch): a pruning stage's group draw (``prune_layer(with_weight=False).column_scale``) without
+    its (out, in) float64 copy (issue 10).
     """
     k = spec.levels
-    step, M = grid_step(W, k, spec.scale)  # (out,)
+    c = (
+        None if col_scale is None else torch.as_tensor(col_scale, dtype=torch.float64, device=W.device)
+    )  # (in,)
+    if c is not None and spec.fraction != 1.0:
+        raise ValueError("col_scale is for f = 1 (every non-zero entry on the grid)")
+    step, M = grid_step(W, k, spec.scale) if c is None else _scaled_grid_step(W, c, k, spec.scale)  # (out,)
     safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1); a zero row is all 0
-    nnz = int(torch.count_nonzero(W))  # zeros are on the grid already
+    # zeros are on the grid already; with c, W·c is 0 only where w or c is (c is 0, 1 or 1/p ≥ 1)
+    nnz = int(torch.count_nonzero(W)) if c is None else int((W != 0).sum(0).double() @ (c != 0).double())
     m = round(spec.fraction * nnz)
     blocks = _rows(W)
     bs = blocks.step
@@ -177,14 +201,20 @@ def quantize_matrix(
                 x, q, v = buf.x[: e - s], buf.q[: e - s], buf.v[: e - s]  # (h, in) float64 scratch
                 if randomized:  # this sub-block's uniforms, in row order: the same stream as one draw
                     u = uniform(gen, x.numel(), W.device, out=buf.u[: x.numel()]).view(x.shape)  # (h, in)
-                torch.div(W[s:e], safe[s:e], out=x)  # (h, in) in grid units (float64), |x| <= k
+                # (h, in) in grid units (float64), |x| <= k: w/step, or fl(fl(w·c)/step) with c, as on
+                # W·c made whole. W is copied into the scratch first (exact for float32): an operator
+                # of mixed dtypes allocates a cast temporary per call, a mapping faulted in each time
+                x.copy_(W[s:e])
+                if c is not None:
+                    x.mul_(c)
+                x.div_(safe[s:e])
                 if not randomized:
                     torch.round(x, out=q)  # round to nearest
                     v.zero_()  # Var 0
                 elif weight_only:  # Ŵ only: the same floor, fraction and comparison, no Var(t)
                     torch.floor(x, out=q)  # (h, in)
                     frac = x.sub_(q)  # (h, in) ∈ [0, 1)
-                    q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
+                    q.add_(torch.lt(u, frac, out=buf.t[: e - s]))  # stochastic rounding (0/1 in float64)
                 else:
                     torch.floor(x, out=q)  # (h, in)
                     frac = x.sub_(q)  # (h, in) ∈ [0, 1): rounds up with this probability
@@ -194,7 +224,7 @@ def quantize_matrix(
                         v.masked_fill_(~sel_t[s:e], 0.0)
                     assert col is not None
                     torch.mul(v, col if col.shape[0] == 1 else col[s:e], out=buf.prod[o : o + e - s])
-                    q.add_(torch.lt(u, frac, out=buf.up[: e - s]))  # stochastic rounding
+                    q.add_(torch.lt(u, frac, out=buf.t[: e - s]))  # stochastic rounding (0/1 in float64)
                 if not weight_only:
                     var[s:e].copy_(v if var_prior is None else v.add_(var_prior[s:e]))  # (h, in) float32
                 q.clamp_(-k, k)  # (h, in)

@@ -145,3 +145,28 @@ def test_group_sensitivity_ranks_groups_but_tier_E_stays_layer_local() -> None:
     chosen = np.flatnonzero(r.group_tau2 > 0)
     assert sorted(chosen.tolist()) == sorted(np.argsort(group_sens, kind="stable")[:3].tolist())
     assert r.tier_E_A == pytest.approx(r.tau2 * float(stats.group_energy[chosen].sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["randomized_greedy", "magnitude"])
+@pytest.mark.parametrize("keep", [0.5, 0.75])
+def test_a_group_draw_without_the_weight_is_the_same_draw(method: str, keep: float) -> None:
+    """``with_weight=False`` (issue 10: no (out, in) float64 copy of W) draws the same groups from
+    the same generator, leaves it in the same state, and its ``column_scale`` is what W̃ is made of:
+    W̃ = W·column_scale, the same float64 numbers as the draw with its weight."""
+    layer, stats = _setup(structured=True, group=2, seed=4)
+    spec = PruneSpec(keep=keep, granularity="neuron", method=method)  # type: ignore[arg-type]
+    g1, g2 = generator(2, 3, 4), generator(2, 3, 4)
+    full = prune_layer(layer, stats, spec, keep, g1)
+    bare = prune_layer(layer, stats, spec, keep, g2, with_weight=False)
+    assert bare.weight.numel() == 0 and bare.column_scale is not None
+    assert np.array_equal(bare.dropped_groups, full.dropped_groups)  # type: ignore[arg-type]
+    assert (bare.p, bare.m, bare.tier_E_A, bare.realized_keep) == (
+        full.p,
+        full.m,
+        full.tier_E_A,
+        full.realized_keep,
+    )
+    scaled = layer.matrix.astype(np.float64) * bare.column_scale
+    assert scaled.tobytes() == full.weight.numpy().tobytes()
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert set(np.flatnonzero(bare.column_scale == 0) // 2) == set(full.dropped_groups.tolist())  # type: ignore[union-attr]

@@ -230,3 +230,69 @@ def test_grid_step_is_the_max_abs_without_a_full_size_temporary() -> None:
         grid_step(W, 7, "per_row")
     biggest = max((e.cpu_memory_usage for e in prof.events()), default=0)  # bytes one operator allocated
     assert biggest < W.numel() * W.element_size() // 64
+
+
+@pytest.mark.parametrize("weight_only", [True, False])
+@pytest.mark.parametrize(
+    "spec",
+    [QuantizeSpec(bits=4), QuantizeSpec(bits=2, scale="per_layer"), QuantizeSpec(bits=8, method="rtn")],
+)
+def test_column_scale_gives_the_bytes_of_the_scaled_float64_matrix(
+    spec: QuantizeSpec, weight_only: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``col_scale`` (a group draw's 1/p, 0 and 1 per column, issue 10) quantizes float32 W as the
+    float64 matrix W·c made whole: the same Ŵ, codes, Var(t), steps and tier E, signed zeros included,
+    over blocks and sub-blocks that do not divide the matrix; f < 1 is refused."""
+    from netshrink.compression.algorithm import quantize
+
+    rng = np.random.default_rng(12)
+    W = torch.from_numpy((rng.standard_normal((41, 29)) * rng.uniform(0.1, 3.0, (41, 1))).astype(np.float32))
+    W[5] = 0.0  # a zero row: step 0
+    W[7, :5] = -0.0
+    c = np.where(rng.uniform(size=29) < 0.3, 0.0, np.where(rng.uniform(size=29) < 0.5, 1.0, 1 / 0.37))
+    c[0] = 0.0  # column 0 dropped: the row whose only large entry sits there gets a smaller step
+    W[9, 0] = 50.0
+    col = rng.uniform(0.5, 2.0, 29)
+    monkeypatch.setattr(quantize, "_CHUNK", 29 * 8)  # blocks of 8 rows (the last one short)
+    monkeypatch.setattr(quantize, "_SUB", 3 * 29)
+    whole = W.double() * torch.from_numpy(c)  # (41, 29) what prune_layer's W̃ was
+    want = quantize_matrix(whole, col[None], col, spec, generator(3, 1, 4), weight_only=weight_only)
+    got = quantize_matrix(W, col[None], col, spec, generator(3, 1, 4), weight_only=weight_only, col_scale=c)
+    assert got.weight.numpy().tobytes() == want.weight.numpy().tobytes()
+    assert (
+        got.codes.tobytes() == want.codes.tobytes()
+        and got.var.numpy().tobytes() == want.var.numpy().tobytes()
+    )
+    assert np.array_equal(got.M, want.M) and np.array_equal(got.scale, want.scale)
+    assert got.tier_E_A == want.tier_E_A and got.n_randomized == want.n_randomized
+    assert float(got.M[9]) < 50.0  # the dropped column's entry set no step
+    with pytest.raises(ValueError, match="f = 1"):
+        quantize_matrix(
+            W, col[None], col, QuantizeSpec(bits=4, fraction=0.9), generator(0, 0, 0), col_scale=c
+        )
+
+
+@pytest.mark.parametrize("weight_only", [True, False])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_sub_block_passes_allocate_nothing_per_sub_block(
+    weight_only: bool, scaled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The elementwise passes run in the scratch buffers: no operator allocates a sub-block-sized
+    temporary per sub-block (issue 10: an operator of mixed dtypes, float32 W / float64 step or
+    float64 + bool, made a cast temporary each time, a mapping faulted in on every call: 128 MiB
+    of page faults per pass over a 4096² float32 matrix)."""
+    from netshrink.compression.algorithm import quantize
+
+    rng = np.random.default_rng(8)
+    W = torch.from_numpy(rng.standard_normal((512, 256)).astype(np.float32))  # (512, 256) float32
+    col = np.ones(256)
+    c = np.where(rng.uniform(size=256) < 0.5, 0.0, 2.0) if scaled else None
+    monkeypatch.setattr(quantize, "_SUB", 16 * 256)  # 32 sub-blocks of 16 rows
+    sub_bytes = 16 * 256 * 8  # one float64 sub-block
+    cpu = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=cpu, profile_memory=True) as prof:
+        quantize_matrix(
+            W, col[None], col, QuantizeSpec(bits=4), generator(1, 1, 1), weight_only=weight_only, col_scale=c
+        )
+    sized = [e for e in prof.events() if sub_bytes // 2 <= e.cpu_memory_usage <= sub_bytes]
+    assert len(sized) <= 6, [e.name for e in sized]  # the scratch buffers, made once
