@@ -296,3 +296,38 @@ def test_the_sub_block_passes_allocate_nothing_per_sub_block(
         )
     sized = [e for e in prof.events() if sub_bytes // 2 <= e.cpu_memory_usage <= sub_bytes]
     assert len(sized) <= 6, [e.name for e in sized]  # the scratch buffers, made once
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [QuantizeSpec(bits=4), QuantizeSpec(bits=3, fraction=0.8), QuantizeSpec(bits=8, method="rtn")],
+)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sub_block_workers_give_the_bytes_of_one(
+    spec: QuantizeSpec, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sub-blocks of a block go to as many Python threads as torch has (each op on one torch
+    thread, issue 10): Ŵ, codes, Var(t) with a prior, and tier E are the bytes one worker gives,
+    over blocks whose sub-blocks do not split evenly between the workers."""
+    from netshrink.compression.algorithm import quantize
+
+    rng = np.random.default_rng(13)
+    W = torch.from_numpy((rng.standard_normal((83, 37)) * rng.uniform(0.1, 3.0, (83, 1))).astype(np.float32))
+    prior = torch.from_numpy(rng.uniform(0.0, 0.01, (83, 37)))  # (83, 37) float64
+    col = rng.uniform(0.5, 2.0, 37)
+    monkeypatch.setattr(quantize, "_CHUNK", 37 * 17)  # blocks of 17 rows (the last one short)
+    monkeypatch.setattr(quantize, "_SUB", 37 * 3)  # 6 sub-blocks of 3 rows per block
+    runs = []
+    for n in (1, workers):
+        torch.set_num_threads(n)
+        try:
+            runs.append(quantize_matrix(W, col[None], col, spec, generator(6, 2, 1), var_prior=prior))
+        finally:
+            torch.set_num_threads(1)
+    one, many = runs
+    assert many.weight.numpy().tobytes() == one.weight.numpy().tobytes()
+    assert (
+        many.codes.tobytes() == one.codes.tobytes()
+        and many.var.numpy().tobytes() == one.var.numpy().tobytes()
+    )
+    assert many.tier_E_A == one.tier_E_A
