@@ -126,16 +126,19 @@ class _Buffers:
 
 def _scaled_grid_step(
     W: torch.Tensor, c: torch.Tensor, k: int, scale: str
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``grid_step`` of the float64 matrix W·c (c (in,) per column), from row blocks of the product
-    in one scratch buffer: max_j |fl(w_ij c_j)| per row, the same numbers as on W·c made whole."""
+) -> tuple[torch.Tensor, np.ndarray, int]:
+    """``grid_step`` and the non-zero count of the float64 matrix W·c (c (in,) per column), from row
+    blocks of the product in one scratch buffer: max_j |fl(w_ij c_j)| per row and
+    ``count_nonzero(W·c)``, the same numbers as on W·c made whole. Returns (step, M, nnz)."""
     Mr = torch.empty(W.shape[0], dtype=torch.float64, device=W.device)  # (out,)
     blocks = _rows(W)
     x = torch.empty(min(blocks.step, W.shape[0]), W.shape[1], dtype=torch.float64, device=W.device)  # (b, in)
+    nnz = 0
     for r in blocks:
         xb = x[: min(blocks.step, W.shape[0] - r)].copy_(W[r : r + blocks.step]).mul_(c)  # (b, in)
         Mr[r : r + xb.shape[0]] = torch.maximum(xb.amax(dim=1), xb.amin(dim=1).neg())
-    return grid_step(Mr.abs_()[:, None], k, scale)
+        nnz += int(torch.count_nonzero(xb))
+    return (*grid_step(Mr.abs_()[:, None], k, scale), nnz)
 
 
 def _rows(W: torch.Tensor) -> range:
@@ -187,10 +190,12 @@ def quantize_matrix(
     )  # (in,)
     if c is not None and spec.fraction != 1.0:
         raise ValueError("col_scale is for f = 1 (every non-zero entry on the grid)")
-    step, M = grid_step(W, k, spec.scale) if c is None else _scaled_grid_step(W, c, k, spec.scale)  # (out,)
+    if c is None:
+        step, M = grid_step(W, k, spec.scale)  # (out,)
+        nnz = int(torch.count_nonzero(W))  # zeros are on the grid already
+    else:
+        step, M, nnz = _scaled_grid_step(W, c, k, spec.scale)
     safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]  # (out, 1); a zero row is all 0
-    # zeros are on the grid already; with c, W·c is 0 only where w or c is (c is 0, 1 or 1/p ≥ 1)
-    nnz = int(torch.count_nonzero(W)) if c is None else int((W != 0).sum(0).double() @ (c != 0).double())
     m = round(spec.fraction * nnz)
     blocks = _rows(W)
     bs = blocks.step
