@@ -29,7 +29,7 @@ __all__ = ["PruneResult", "greedy_order", "prune_layer", "randomized_group_tau2"
 class PruneResult:
     """W̃ after pruning plus what the bounds need. ``tier_E_A`` is None for the (biased) baselines."""
 
-    weight: torch.Tensor  # (n_out, n_in) float64 W̃ on the working device
+    weight: torch.Tensor  # (n_out, n_in) float64 W̃ on the working device; (0,) for with_weight=False
     var: torch.Tensor | None  # (n_out, n_in) float64 per-entry Var(t); None (all zero): groups, baselines
     group_tau2: np.ndarray | None  # (n_groups,) τ² for randomized groups, 0 elsewhere (structured)
     tier_E_A: float | None  # E_h E_x‖(W − W̃) ẑ‖² given ẑ (docs/method.md §3 tier E)
