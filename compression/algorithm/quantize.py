@@ -111,9 +111,10 @@ class _Buffers:
     (the caller's torch thread count) take a round of consecutive sub-blocks, one each, with its own
     scratch (torch releases the GIL inside each op), and meet once per round, not once per op. The
     sub-blocks are ``_SUB / workers`` entries, so the scratch is the same size with any number of
-    workers. On the quiet 2-core machine (2026-12-04, 14:00 UTC) a 4096×4096 matrix took 0.19 s with
-    one worker and 0.14 s with two (weight only; 0.29 and 0.19 s with Var(t) and codes);
-    ``test_quantize`` checks that any number of workers gives the same bytes."""
+    workers. ``python -m bench.quantize_threads`` (quiet 2-core machine, 2026-12-04 15:21 UTC, medians
+    of 4): a 4096×4096 matrix 0.209 s with one worker, 0.145 s with two (weight only; 0.317 and
+    0.231 s with Var(t) and codes). ``test_quantize`` checks that any number of workers gives the
+    same bytes."""
 
     def __init__(self, W: torch.Tensor, bs: int, randomized: bool, with_var: bool, workers: int) -> None:
         n_in, dev, f64 = W.shape[1], W.device, torch.float64
