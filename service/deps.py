@@ -52,6 +52,11 @@ class AppState:
     # Embedded mode: the store is SQLite in WAL mode (a read never waits for a writer) and the limiter
     # is a dict, so reads run on the event loop; a worker-thread hop costs more CPU than they do.
     local_reads: bool = False
+    # Embedded mode: the broker is this process's memory:// transport. A message cannot outlive the
+    # process, and the next start on the data directory enqueues every queued job again
+    # (``workers/reaper.recover_embedded``), so a job is stored already marked enqueued: the outbox
+    # flag's second write protects nothing here (Redis mode keeps it).
+    in_process_broker: bool = False
 
 
 async def get_state(request: Request) -> AppState:

@@ -130,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             redis=client,
             status_read=status_read,
             local_reads=settings.redis_url is None,
+            in_process_broker=settings.redis_url is None,
         )
         settle_heap()
         log.info("netshrink API ready (auth=%s, embedded=%s)", mode, settings.embedded)

@@ -2,9 +2,13 @@
 
 Layout under ``root`` (``data_dir/jobs``)::
 
-    {job_id}/input/model.{onnx|pt|pth|safetensors}   the upload (written by the API)
-    {job_id}/input/architecture.json, calibration.npz (optional)
-    {job_id}/out/{name}                              artifacts (model.onnx, report.json, ...)
+    {job_id}/model.{onnx|pt|pth|safetensors}   the upload (written by the API)
+    {job_id}/architecture.json, calibration.npz, train.npz, validation.npz (optional)
+    {job_id}/out/{name}                        artifacts (model.onnx, report.json, ...)
+
+A submit creates one directory, the job's: each new directory is an inode that the kernel allocates
+on the request's path (issue 13 §8). Jobs stored before 2026-12-04 keep their inputs in
+``{job_id}/input/``, where ``input_dir`` still finds them.
 
 Every write goes to a hidden temporary name in the same directory, is fsync'ed, and is then
 ``os.replace``d, so a reader never sees a half-written file (POSIX rename is atomic).
@@ -57,8 +61,11 @@ class ArtifactStore:
         return self.root / job_id
 
     def input_dir(self, job_id: str) -> Path:
-        """Where the API writes the upload and the optional architecture/calibration files."""
-        return self.job_dir(job_id) / "input"
+        """Where the API writes the upload and the optional architecture/calibration files: the job's
+        directory itself (a job stored before 2026-12-04 keeps its ``input/`` subdirectory)."""
+        job_dir = self.job_dir(job_id)
+        legacy = job_dir / "input"
+        return legacy if legacy.is_dir() else job_dir
 
     def input_path(self, job_id: str, name: str) -> Path:
         """Path of one input file (e.g. ``model.onnx``, ``architecture.json``, ``calibration.npz``)."""

@@ -15,8 +15,10 @@ process can be running jobs from it), every ``running`` job is taken back at onc
 Bound: a crashed job is queued again within ``lease_s + reaper_interval_s`` =
 ``2 × lease_heartbeat_s + reaper_interval_s`` of the crash (README "Crash recovery").
 
-``dispatch_stranded`` closes the API's crash gap: the API stores a job (``enqueued=False``), sends
-its message, then records ``enqueued=True``. A job still queued and not enqueued
+``dispatch_stranded`` closes the API's crash gap in Redis mode: the API stores a job
+(``enqueued=False``), sends its message, then records ``enqueued=True``. (The embedded API stores
+it with ``enqueued=True`` in one write: its memory:// message dies with the process anyway, and
+``recover_embedded`` enqueues every queued job at the next start.) A job still queued and not enqueued
 ``dispatch_grace_s`` after its creation lost its API process between the two steps; the reaper
 sends the message and records it. Bound: such a job is enqueued within
 ``dispatch_grace_s + reaper_interval_s`` of its creation. Sending before recording means a crash of

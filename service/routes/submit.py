@@ -120,12 +120,11 @@ async def submit_job(
             413, "limit-exceeded", "A configured limit was exceeded", "the request body is too large"
         )
     job_id = new_job_id()
-    input_dir = artifacts.input_dir(job_id)
-    try:  # a new id: two mkdirs, without mkdir(parents=True)'s failed first try
-        input_dir.parent.mkdir()
+    input_dir = artifacts.job_dir(job_id)  # a new id: the inputs go in the job's directory
+    try:  # one mkdir, without mkdir(parents=True)'s failed first try
+        input_dir.mkdir()
     except FileNotFoundError:  # the jobs root itself is gone
-        input_dir.parent.mkdir(parents=True)
-    input_dir.mkdir()
+        input_dir.mkdir(parents=True)
     upload: ParsedUpload | None = None
     try:
         upload = await receive_upload(
@@ -160,7 +159,8 @@ async def submit_job(
                 has_calibration="calibration" in upload.files,
                 callback=Callback(**spec_in.callback.model_dump(mode="json")) if spec_in.callback else None,
                 idempotency_key=idempotency_key,
-                enqueued=False,  # the outbox flag: set once the message is sent (workers/reaper.py)
+                # The outbox flag: set once the message is sent (workers/reaper.py); embedded, at once.
+                enqueued=state.in_process_broker,
             )
             result = store.create(new, idempotency_key=idempotency_key, fingerprint=fp)
             if settings.fault_kill_after_store_write and result.created:
@@ -199,7 +199,8 @@ async def submit_job(
 
 
 def _dispatch(state: AppState, job: Job) -> None:
-    """Send the job's broker message, then record it (the outbox flag). Blocking."""
+    """Send the job's broker message, then record it (the outbox flag) unless the job was stored
+    with it. Blocking."""
     try:
         state.enqueue(job)
     except Exception as exc:  # the job is failed at once (503), so no reaper sends it later
@@ -214,6 +215,8 @@ def _dispatch(state: AppState, job: Job) -> None:
             "the job could not be queued; retry later",
             headers={"Retry-After": "5"},
         ) from exc
+    if job.enqueued:  # embedded: stored so (AppState.in_process_broker)
+        return
     try:
         state.store.mark_enqueued(job.id, stored=job)
     except Exception:  # the job is queued and has its message: the reaper's extra one is harmless

@@ -1,4 +1,5 @@
-"""SIGKILL `netshrink serve` (embedded mode) mid-job with three jobs queued behind, and restart it.
+"""SIGKILL `netshrink serve` (embedded mode) mid-job with three jobs queued behind, and restart it;
+and SIGKILL it between a job's store write and its enqueue.
 
 Before issue 13 the running job stayed `running` and the queued ones `queued` forever: the
 in-memory broker died with the process. Now the restarted process holds the data directory's lock,
@@ -97,3 +98,30 @@ def test_sigkill_of_embedded_serve_with_jobs_queued_then_restart(tmp_path: Path)
     assert [j.attempts for j in done] == [2, 1, 1, 1]
     for job in done:
         assert_one_artifact_set(job, artifacts)
+
+
+def test_embedded_serve_killed_between_store_write_and_enqueue(tmp_path: Path) -> None:
+    """Embedded mode stores a job already marked enqueued (its message goes to this process's
+    memory:// broker, which dies with it). SIGKILLed right after that write, before the message is
+    sent, the job is run by the next start's recovery, once, with one artifact set."""
+    data = tmp_path / "data"
+    log = tmp_path / "serve.log"
+    port = free_port()
+    argv = ["--port", str(port), "--data-dir", str(data), "--log-level", "warning"]
+    proc = spawn("serve_cmd", argv, {**env(data), "NETSHRINK_FAULT_KILL_AFTER_STORE_WRITE": "1"}, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, 120, "serve", log)
+        files = {"model": ("m.onnx", mlp_onnx())}
+        with pytest.raises(httpx.TransportError):  # the process died mid-request: no answer at all
+            httpx.post(f"{base}/v1/jobs", files=files, data={"spec": json.dumps(QUICK_SPEC)}, timeout=60)
+        assert proc.wait(30) == -9, log.read_text(errors="replace")[-3000:]  # SIGKILL
+        store = SQLiteJobStore(data / "jobs.sqlite3", retention_s=3600)
+        (job,) = store.list(None).items
+        assert job.status is JobStatus.QUEUED and job.enqueued  # one write, the flag set in it
+        proc, base = _serve(tmp_path, data, log)
+        done = wait_for(lambda: (j := store.get(job.id)).status.is_terminal and j, 180, "the job", log)
+    finally:
+        stop(proc)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+    assert_one_artifact_set(done, ArtifactStore(data / "jobs"))

@@ -43,6 +43,7 @@ def test_submit_answers_202_with_location_retry_after_and_echoed_seed(
     # The upload is where the worker reads it, and the job is in the store.
     state = app_state(client)
     assert state.artifacts.model_input(body["id"]).read_bytes() == onnx_model
+    assert [p.name for p in state.artifacts.job_dir(body["id"]).iterdir()] == ["model.onnx"]  # one directory
     assert state.store.get(body["id"]).owner == "dev"
 
 

@@ -60,6 +60,25 @@ def test_streamed_input_and_model_lookup(artifacts: ArtifactStore) -> None:
         artifacts.model_input("job_2")
 
 
+def test_inputs_live_in_the_job_directory_and_a_legacy_input_subdirectory_is_still_read(
+    artifacts: ArtifactStore,
+) -> None:
+    """A submit makes one directory per job (issue 13 §8: each new directory is an inode the kernel
+    allocates on the request's path); the inputs sit beside ``out/``. Jobs stored before keep their
+    inputs in ``input/``, and the worker still finds them there."""
+    artifacts.save_input("job_1", "model.onnx", b"new")
+    artifacts.save("job_1", "report.json", b"{}")
+    assert sorted(os.listdir(artifacts.job_dir("job_1"))) == ["model.onnx", "out"]
+    assert artifacts.model_input("job_1") == artifacts.job_dir("job_1") / "model.onnx"
+    assert artifacts.list("job_1") == ["report.json"]
+    legacy = artifacts.job_dir("job_old") / "input"
+    legacy.mkdir(parents=True)
+    (legacy / "model.pt").write_bytes(b"old")
+    (legacy / "calibration.npz").write_bytes(b"npz")
+    assert artifacts.model_input("job_old") == legacy / "model.pt"
+    assert artifacts.input_path("job_old", "calibration.npz").read_bytes() == b"npz"
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "..", "x" * 200])
 def test_refuses_unsafe_names(artifacts: ArtifactStore, name: str) -> None:
     with pytest.raises(ValueError):
