@@ -6,6 +6,7 @@ p99 < 100 ms at 20 clients, with no job running.
 
     python -m bench.load [--mode embedded|redis|both] [--slice-s 2] [--rounds 3] [--clients 20]
                          [--api-workers 2] [--baseline-tree DIR] [--baseline-api-workers N] [--dev]
+                         [--data-root DIR]
 
 **The load tool is wrk** (a C program, ``apt-get install wrk``; bench only, CI never runs this),
 driven by ``bench/load.lua``: keep-alive connections, the ``Authorization`` header of the
@@ -28,7 +29,9 @@ No job runs while anything is measured. Status GETs poll one finished job (its w
 go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
 mode no ``netshrink worker``): each 202 stores the upload and the job and sends the broker message,
 and nothing consumes it. wrk reports percentiles per slice: the tables give the requests/s over all
-slices, the median of the slices' p50 and the **worst** slice's p99.
+slices, the median of the slices' p50 and the **worst** slice's p99. Server CPU per request is
+split into its system (kernel) part, and before each mode ``inode_probe_us`` times new
+directory + file pairs in the data root: the filesystem's state (``bench/inodes.py``).
 Results: bench/results/load.json.
 """
 
@@ -51,7 +54,8 @@ from typing import Any
 
 import httpx
 
-from bench.load_servers import ROOT, Service, cpu_s, start_floor, start_netshrink
+from bench.inodes import inode_probe_us
+from bench.load_servers import ROOT, Service, cpu_times, start_floor, start_netshrink
 
 SPEC = json.dumps({"prune": {"keep": 0.5}, "seed": 1})
 # The polled job: the same model and spec, evaluated on 16 Gaussian inputs so it finishes in seconds.
@@ -111,9 +115,11 @@ def wrk(
 
 
 def measure_slice(service: Service, path: str, conns: int, seconds: float, **kw: Any) -> Result:
-    server0 = cpu_s(service.api.pid)
+    user0, sys0 = cpu_times(service.api.pid)
     result = wrk(service.base + path, conns, seconds, service.key, **kw)
-    result["server_cpu_s"] = cpu_s(service.api.pid) - server0
+    user1, sys1 = cpu_times(service.api.pid)
+    result["server_cpu_s"] = (user1 - user0) + (sys1 - sys0)
+    result["server_sys_s"] = sys1 - sys0
     return result
 
 
@@ -125,11 +131,13 @@ def merge(slices: list[Result]) -> Result:
         "rps": round(n / wall, 1),
         "p50_ms": round(statistics.median(s["p50_us"] for s in slices) / 1000, 2),
         "p99_ms": round(max(s["p99_us"] for s in slices) / 1000, 2),
+        "slice_p99_ms": [round(s["p99_us"] / 1000, 2) for s in slices],
         "max_ms": round(max(s["max_us"] for s in slices) / 1000, 2),
         "requests": n,
         "errors": sum(s["socket_errors"] + s["non_2xx"] for s in slices),
         "wall_s": round(wall, 2),
         "server_cpu_ms_per_req": round(1000 * sum(s["server_cpu_s"] for s in slices) / max(1, n), 3),
+        "server_sys_ms_per_req": round(1000 * sum(s.get("server_sys_s", 0.0) for s in slices) / max(1, n), 3),
         "client_cpu_ms_per_req": round(1000 * sum(s["client_cpu_s"] for s in slices) / max(1, n), 3),
         "server_cpu_per_s": round(sum(s["server_cpu_s"] for s in slices) / wall, 2),
         "client_cpu_per_s": round(sum(s["client_cpu_s"] for s in slices) / wall, 2),
@@ -172,8 +180,8 @@ def _api_workers(name: str, mode: str, args: argparse.Namespace) -> int:
 def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Result:
     trees = [("netshrink", None)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
     keys = not args.dev
-    out: Result = {"loadavg_before": _loadavg()}
     tmp.mkdir(parents=True, exist_ok=True)
+    out: Result = {"loadavg_before": _loadavg(), "inode_probe_us": inode_probe_us(tmp)}
     body_path = tmp / "submit.body"
     body, ctype = multipart(model)
     body_path.write_bytes(body)
@@ -224,13 +232,18 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
     return out
 
 
+def _server_cpu(r: Result) -> str:
+    """The server's CPU per request, with its system (kernel) part in parentheses."""
+    return f"{r['server_cpu_ms_per_req']:.2f} ({r.get('server_sys_ms_per_req', 0.0):.2f})"
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
 def table(results: Result, modes: list[str], clients: int) -> str:
     lines = [
-        "| mode | target | conns | GETs/s | p50 / p99 ms | server CPU ms/GET | wrk CPU ms/GET | goal |",
+        "| mode | target | conns | GETs/s | p50 / p99 ms | server CPU ms/GET (sys) | wrk CPU ms/GET | goal |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
@@ -243,12 +256,12 @@ def table(results: Result, modes: list[str], clients: int) -> str:
                     goal = f"{_met(ok)} (≥ {TARGET_GETS_PER_S:,}/s, p99 < {TARGET_GET_P99_MS:.0f} ms)"
                 lines.append(
                     f"| {mode} | {name} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
-                    f"| {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.3f} | {goal} |"
+                    f"| {_server_cpu(r)} | {r['client_cpu_ms_per_req']:.3f} | {goal} |"
                 )
     lines += [
         "",
-        f"| mode | target | submits/s ({clients} clients) | p50 / p99 ms | non-202 | server CPU ms/submit "
-        "| wrk CPU ms/submit | goal |",
+        f"| mode | target | submits/s ({clients} clients) | p50 / p99 ms | non-202 "
+        "| server CPU ms/submit (sys) | wrk CPU ms/submit | goal |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
@@ -259,7 +272,7 @@ def table(results: Result, modes: list[str], clients: int) -> str:
                 goal = f"{_met(ok)} (p99 < {TARGET_SUBMIT_P99_MS:.0f} ms)"
             lines.append(
                 f"| {mode} | {name} | {r['rps']:,.1f} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} "
-                f"| {r['errors']} | {r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.3f} "
+                f"| {r['errors']} | {_server_cpu(r)} | {r['client_cpu_ms_per_req']:.3f} "
                 f"| {goal} |"
             )
     return "\n".join(lines)
@@ -277,6 +290,9 @@ def main() -> None:
         "--baseline-api-workers", type=int, default=None, help="the baseline's --workers (default: the same)"
     )
     parser.add_argument("--dev", action="store_true", help="dev mode (no API key) instead of keys mode")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="where the services keep their data (default: $TMPDIR)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench.load needs wrk on PATH (Debian/Ubuntu: apt-get install wrk)")
@@ -288,7 +304,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     t0 = time.monotonic()
-    with TemporaryDirectory(prefix="netshrink-load-") as tmp:
+    with TemporaryDirectory(prefix="netshrink-load-", dir=args.data_root) as tmp:
         for mode in modes:
             results[mode] = run_mode(mode, args, model, Path(tmp) / mode)
             print(mode, json.dumps(results[mode]), flush=True)
@@ -297,6 +313,8 @@ def main() -> None:
     print(
         ", ".join(f"{m} {results[m]['loadavg_before'][0]} -> {results[m]['loadavg_after'][0]}" for m in modes)
     )
+    print("inode probe (µs per new directory + 8 KiB file in the data root, before each mode):", end=" ")
+    print(", ".join(f"{m} {results[m]['inode_probe_us']}" for m in modes))
     print(table(results, modes, args.clients))
     out = ROOT / "bench" / "results" / "load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
