@@ -56,22 +56,25 @@ from netshrink.workers.jobs import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = logging.getLogger("netshrink.service")
 _POLL_S = 0.2
-# Embedded mode admits submissions (validate, store, enqueue) at most two at a time, in arrival
-# order: there they are CPU-bound under the GIL and serialize on SQLite's write lock anyway, and 20
-# of them in 20 threads also took the GIL from the event loop, which then received and answered late
-# (issue 13 §8). Two, not one: a large model's long validation does not hold up the small ones. In
-# Redis mode an admission mostly waits on round trips, so there they overlap in the thread pool
-# (with a limit of 2 there, Redis-mode submits ran at 385/s vs the unlimited baseline's 498/s in one
-# bench.load run at load average ≈ 16). Admitting a small upload on the event loop instead (06a03e7,
-# reverted) cut the CPU per submit (4.71 -> 3.48 ms) but stalled every request behind one blocked
-# admission: submit p99 681.8 vs 149.1 ms in one interleaved quiet bench.load run (2026-12-04 01:15 UTC).
-# Where that tail is (06a03e7 re-applied and timed, 20 wrk clients, 10 s, load 4-4.5, 04:32 UTC): not
-# in the app. From the app's entry to its answer p99 15 ms, max 67 ms over 2,699 submits, while wrk
-# saw p99 951 ms; in a second run uvicorn's parse of a request to the app's entry took p50 65, p99 217,
-# max 273 ms, the app p99 22, max 145 ms, and wrk saw p99 1,173 ms. So requests waited outside the
-# app, before uvicorn parsed them or after their answer was written, while the loop ran one whole
-# submit per step. A retry of inline admission has to measure that wait, not the admission.
+# Embedded mode admits submissions (validate, store, enqueue) at most two at a time, in arrival order: there
+# they are CPU-bound under the GIL and serialize on SQLite's write lock anyway, and 20 of them in 20 threads
+# also took the GIL from the event loop, which then received and answered late (issue 13 §8). Two, not one:
+# a large model's long validation does not hold up the small ones. In Redis mode an admission also waits on
+# round trips, so there four overlap per API process. Four against the thread pool's 40, interleaved in one
+# `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:20-16:58 UTC, `serve --workers 2`): 435
+# / 366, 294 / 253, 433 / 350 and 604 / 555 submits/s, p50 43 / 60, 54 / 101, 51 / 62 and 37 / 34 ms; the
+# worst-slice p99 moved little (123 / 125, 141 / 184, 131 / 130, 89 / 90 ms). (Two per process, in an
+# earlier run at load average ≈ 16, had cost throughput: 385/s against 498/s unlimited.) Admitting a small
+# upload on the event loop instead (06a03e7, reverted) cut the CPU per submit (4.71 -> 3.48 ms) but stalled
+# every request behind one blocked admission: submit p99 681.8 vs 149.1 ms in one interleaved quiet
+# bench.load run (2026-12-04 01:15 UTC). Where that tail is (06a03e7 re-applied and timed, 20 wrk clients,
+# 10 s, load 4-4.5, 04:32 UTC): not in the app. From the app's entry to its answer p99 15 ms, max 67 ms over
+# 2,699 submits, while wrk saw p99 951 ms; in a second run uvicorn's parse of a request to the app's entry
+# took p50 65, p99 217, max 273 ms, the app p99 22, max 145 ms, and wrk saw p99 1,173 ms. So requests waited
+# outside the app, before uvicorn parsed them or after their answer was written, while the loop ran one
+# whole submit per step. A retry of inline admission has to measure that wait, not the admission.
 _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
+_REDIS_ADMISSION = anyio.CapacityLimiter(4)  # per API process
 
 
 @router.post(
@@ -180,7 +183,7 @@ async def submit_job(
                 return result, exc
             return result, None
 
-        limiter = _EMBEDDED_ADMISSION if state.local_reads else None  # None: the default pool
+        limiter = _EMBEDDED_ADMISSION if state.local_reads else _REDIS_ADMISSION
         result, queue_error = await anyio.to_thread.run_sync(admit, limiter=limiter)
     except IdempotencyConflictError as exc:
         artifacts.delete(job_id)
