@@ -61,7 +61,7 @@ _POLL_S = 0.2
 # also took the GIL from the event loop, which then received and answered late (issue 13 §8). Two, not one:
 # a large model's long validation does not hold up the small ones. In Redis mode an admission also waits on
 # round trips, so there four overlap per API process. Four against the thread pool's 40, interleaved in one
-# `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:20-16:58 UTC, `serve --workers 2`): 435
+# `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:19-16:51 UTC, `serve --workers 2`): 435
 # / 366, 294 / 253, 433 / 350 and 604 / 555 submits/s, p50 43 / 60, 54 / 101, 51 / 62 and 37 / 34 ms; the
 # worst-slice p99 moved little (123 / 125, 141 / 184, 131 / 130, 89 / 90 ms). (Two per process, in an
 # earlier run at load average ≈ 16, had cost throughput: 385/s against 498/s unlimited.) Admitting a small
