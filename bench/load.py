@@ -31,7 +31,8 @@ mode no ``netshrink worker``): each 202 stores the upload and the job and sends 
 and nothing consumes it. wrk reports percentiles per slice: the tables give the requests/s over all
 slices, the median of the slices' p50 and the **worst** slice's p99. Server CPU per request is
 split into its system (kernel) part, and before each mode ``inode_probe_us`` times new
-directory + file pairs in the data root: the filesystem's state (``bench/inodes.py``).
+directory + file pairs in the data root: the filesystem's state (``bench/inodes.py``). Each slice
+also records how wrk's connections were split between the server's processes (``ss``, mid-slice).
 Results: bench/results/load.json.
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -47,6 +49,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -114,9 +117,30 @@ def wrk(
     return result
 
 
+def connection_split(port: str) -> list[int]:
+    """Established connections to ``port`` per server process, most first (``ss -tnp``; [] without
+    ss). With ``serve --workers N`` the processes share one listening socket, and whichever wakes
+    first accepts a burst of wrk's keep-alive connections, which then stay with it."""
+    if shutil.which("ss") is None:
+        return []
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True
+    ).stdout
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+
+
+def _split_after(delay_s: float, port: str) -> list[int]:
+    time.sleep(delay_s)
+    return connection_split(port)
+
+
 def measure_slice(service: Service, path: str, conns: int, seconds: float, **kw: Any) -> Result:
     user0, sys0 = cpu_times(service.api.pid)
-    result = wrk(service.base + path, conns, seconds, service.key, **kw)
+    port = service.base.rsplit(":", 1)[1]
+    with ThreadPoolExecutor(1) as pool:  # the split is read mid-slice, while wrk holds its connections
+        split = pool.submit(_split_after, seconds / 2, port)
+        result = wrk(service.base + path, conns, seconds, service.key, **kw)
+        result["connection_split"] = split.result()
     user1, sys1 = cpu_times(service.api.pid)
     result["server_cpu_s"] = (user1 - user0) + (sys1 - sys0)
     result["server_sys_s"] = sys1 - sys0
@@ -132,6 +156,7 @@ def merge(slices: list[Result]) -> Result:
         "p50_ms": round(statistics.median(s["p50_us"] for s in slices) / 1000, 2),
         "p99_ms": round(max(s["p99_us"] for s in slices) / 1000, 2),
         "slice_p99_ms": [round(s["p99_us"] / 1000, 2) for s in slices],
+        "slice_connection_split": [s.get("connection_split", []) for s in slices],
         "max_ms": round(max(s["max_us"] for s in slices) / 1000, 2),
         "requests": n,
         "errors": sum(s["socket_errors"] + s["non_2xx"] for s in slices),

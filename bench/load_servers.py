@@ -62,8 +62,9 @@ def free_port() -> int:
 
 def cpu_times(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a live process and its live descendants (all threads), from
-    /proc. System time is the kernel's work for it: on the development machine's ext4, which has no
-    journal, most of a submit's is allocating the inodes of its new directory and upload file."""
+    /proc. System time is the kernel's work for it; a submit's includes allocating the inodes of its
+    new directory and upload file, which costs more after mass deletions on the development
+    machine's journal-less ext4 (``bench/inodes.py``)."""
     stats: dict[int, tuple[int, float, float]] = {}  # pid -> (parent pid, user s, system s)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
