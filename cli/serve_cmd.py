@@ -50,8 +50,9 @@ def serve(
 ) -> int:
     """Serve until interrupted; return the exit code.
 
-    ``workers`` > 1 runs that many API processes on one socket (uvicorn's supervisor; each builds
-    its app from the environment, so the flags are exported to it first). Redis mode only: the
+    ``workers`` > 1 runs that many API processes, each on its own ``SO_REUSEPORT`` socket
+    (``cli/serve_workers.py``: uvicorn's supervisor; each builds its app from the environment, so
+    the flags are exported to it first). Redis mode only: the
     embedded mode's worker thread, in-memory broker and rate limiter live in its one process.
     """
     import uvicorn
@@ -78,8 +79,10 @@ def serve(
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         if workers > 1:
+            from netshrink.cli.serve_workers import run_workers
+
             os.environ.update({f"NETSHRINK_{k.upper()}": str(v) for k, v in overrides.items()})
-            uvicorn.run(
+            config = uvicorn.Config(
                 "netshrink.service.main:create_app",
                 factory=True,
                 workers=workers,
@@ -87,6 +90,11 @@ def serve(
                 port=settings.port,
                 log_level=log_level,
             )
+            try:
+                run_workers(config)
+            except OSError as exc:  # the port is taken
+                log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+                return 1
         else:
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     finally:

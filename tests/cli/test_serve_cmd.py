@@ -1,9 +1,12 @@
-"""``netshrink serve --workers N``: several API processes in Redis mode; refused in embedded mode."""
+"""``netshrink serve --workers N``: several API processes in Redis mode, each on its own
+``SO_REUSEPORT`` socket so that connections spread over them; refused in embedded mode."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -25,6 +28,29 @@ def _children(pid: int) -> list[int]:
             except OSError:
                 continue
     return out
+
+
+def _tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state (``0A`` listening, ``01`` established) of every socket on ``port``."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out[int(fields[9])] = fields[3]
+    return out
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
 
 
 def test_workers_are_refused_in_embedded_mode(tmp_path: Path) -> None:
@@ -50,3 +76,44 @@ def test_workers_serve_one_port_from_several_processes(tmp_path: Path, redis_pre
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert not any(Path(f"/proc/{p}").exists() for p in serving)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_each_worker_listens_on_its_own_socket_and_connections_spread(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """uvicorn's shared socket let one process accept a whole burst of keep-alive connections (20 / 0
+    in bench.load). Each process now listens on its own SO_REUSEPORT socket (the parent on none), and
+    20 new connections land on both: all 20 on one would happen with probability 2 x 2^-20."""
+    args = ["--redis-url", REDIS_URL, "--workers", "2"]
+    env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
+    with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
+        port = int(base.rsplit(":", 1)[1])
+        serving = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        clients = [httpx.Client(base_url=base, timeout=30) for _ in range(20)]
+        try:
+            assert all(c.get("/healthz").status_code == 200 for c in clients)  # 20 kept-alive connections
+            states = _tcp_sockets(port)
+            listening = {pid: {i for i in _socket_inodes(pid) if states.get(i) == "0A"} for pid in serving}
+            held = {pid: sum(states.get(i) == "01" for i in _socket_inodes(pid)) for pid in serving}
+            parent_listens = {i for i in _socket_inodes(proc.pid) if states.get(i) == "0A"}
+        finally:
+            for c in clients:
+                c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert not parent_listens
+    assert [len(v) for v in listening.values()] == [1, 1]
+    assert len(set().union(*listening.values())) == 2  # two sockets, not one shared
+    assert sum(held.values()) == 20 and min(held.values()) >= 1, held
+
+
+@pytest.mark.redis
+def test_workers_on_a_taken_port_exit_1_without_starting_processes(redis_prefix: str) -> None:
+    with socket.socket() as taken:  # a plain socket, outside any SO_REUSEPORT group
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        args = ["--redis-url", REDIS_URL, "--workers", "2", "--port", str(port)]
+        assert main(args) == 1

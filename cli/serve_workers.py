@@ -1,0 +1,68 @@
+"""``serve --workers N``: uvicorn's supervisor, with one listening socket per API process.
+
+uvicorn's own ``workers=N`` binds one socket in the parent and shares it. Whichever process wakes
+first accepts a burst of new connections, and keep-alive clients then stay with it: ``bench.load``
+recorded 20 / 0 splits of its 20 connections between two processes, whose slice then ran at one
+process's speed (issue 13 §8). Here each process binds its own socket with ``SO_REUSEPORT``, and
+the kernel spreads new connections over the sockets of the group by a hash of their addresses
+(socket(7)). The parent binds none, so no connection can land on a socket nobody accepts from.
+
+The supervisor is uvicorn's ``Multiprocess`` (health checks, restarts, signals, graceful stop); only
+the process class differs, and a child that cannot bind exits with uvicorn's ``STARTUP_FAILURE``,
+which stops the parent instead of restarting the child forever.
+Ref: socket(7) ``SO_REUSEPORT``; uvicorn.supervisors.multiprocess (uvicorn 0.54, pinned).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.supervisors import multiprocess
+
+log = logging.getLogger("uvicorn.error")
+
+
+def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on (host, port) in the port's ``SO_REUSEPORT`` group."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class ReusePortProcess(multiprocess.Process):
+    """One API process of the supervisor; in the child, it serves its own ``SO_REUSEPORT`` socket."""
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - child
+        try:
+            own = reuse_port_socket(self.config.host, self.config.port, self.config.backlog)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
+            sys.exit(STARTUP_FAILURE)
+        super().target([own])
+
+
+def run_workers(config: Config) -> None:
+    """Serve ``config.workers`` processes, each on its own socket, until a signal stops them."""
+    probe = reuse_port_socket(config.host, config.port, 1)  # fail here, once, if the port is taken
+    probe.close()
+    log.info("Uvicorn running on http://%s:%d with %d processes, one SO_REUSEPORT socket each",
+             config.host, config.port, config.workers)  # fmt: skip
+    shared = multiprocess.Process
+    multiprocess.Process = ReusePortProcess  # type: ignore[misc] # Multiprocess builds its processes by this name
+    try:
+        multiprocess.Multiprocess(config, sockets=[]).run()
+    finally:
+        multiprocess.Process = shared  # type: ignore[misc]
+
+
+__all__ = ["ReusePortProcess", "reuse_port_socket", "run_workers"]
