@@ -81,8 +81,10 @@ def main() -> None:
     parser.add_argument("--for-s", type=float, default=360.0)
     args = parser.parse_args()
     roots = [args.root] + ([Path("/dev/shm")] if Path("/dev/shm").is_dir() else [])
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args)}
-    results["args"] = {k: str(v) for k, v in vars(args).items()}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     results["runs"] = [timeline(root, args) for root in roots]
     for run in results["runs"]:
         after = ", ".join(f"+{t} s: {us}" for t, us in run["after_churn_us"])

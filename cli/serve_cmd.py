@@ -52,8 +52,8 @@ def serve(
 
     ``workers`` > 1 runs that many API processes, each on its own ``SO_REUSEPORT`` socket
     (``cli/serve_workers.py``: uvicorn's supervisor; each builds its app from the environment, so
-    the flags are exported to it first). Redis mode only: the
-    embedded mode's worker thread, in-memory broker and rate limiter live in its one process.
+    the flags are exported to it first). Redis mode only: the embedded mode's worker thread,
+    in-memory broker and rate limiter live in its one process.
     """
     import uvicorn
 

@@ -39,6 +39,19 @@ def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def check_port_free(host: str, port: int) -> None:
+    """OSError when anything listens on (host, port), another server's ``SO_REUSEPORT`` group
+    included: the probe binds without joining a group, so a second ``serve --workers`` on the
+    same port fails here instead of silently sharing the first one's connections."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
+    finally:
+        probe.close()
+
+
 class ReusePortProcess(multiprocess.Process):
     """One API process of the supervisor; in the child, it serves its own ``SO_REUSEPORT`` socket."""
 
@@ -53,8 +66,7 @@ class ReusePortProcess(multiprocess.Process):
 
 def run_workers(config: Config) -> None:
     """Serve ``config.workers`` processes, each on its own socket, until a signal stops them."""
-    probe = reuse_port_socket(config.host, config.port, 1)  # fail here, once, if the port is taken
-    probe.close()
+    check_port_free(config.host, config.port)  # fail here, once, if the port is taken
     log.info("Uvicorn running on http://%s:%d with %d processes, one SO_REUSEPORT socket each",
              config.host, config.port, config.workers)  # fmt: skip
     shared = multiprocess.Process
@@ -65,4 +77,4 @@ def run_workers(config: Config) -> None:
         multiprocess.Process = shared  # type: ignore[misc]
 
 
-__all__ = ["ReusePortProcess", "reuse_port_socket", "run_workers"]
+__all__ = ["ReusePortProcess", "check_port_free", "reuse_port_socket", "run_workers"]

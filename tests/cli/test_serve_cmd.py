@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from netshrink.cli.serve_cmd import main
+from netshrink.cli.serve_workers import check_port_free, reuse_port_socket
 from tests.conftest import REDIS_URL
 from tests.factories import mlp_onnx
 from tests.serve_process import embedded_serve, free_port
@@ -117,3 +118,12 @@ def test_workers_on_a_taken_port_exit_1_without_starting_processes(redis_prefix:
         port = taken.getsockname()[1]
         args = ["--redis-url", REDIS_URL, "--workers", "2", "--port", str(port)]
         assert main(args) == 1
+
+
+def test_the_port_probe_refuses_a_port_held_by_another_reuse_port_group() -> None:
+    """A second ``serve --workers`` on a port another one serves must fail, not join its group."""
+    with reuse_port_socket("127.0.0.1", 0, 1) as first:
+        port = first.getsockname()[1]
+        with pytest.raises(OSError):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again once it is closed
