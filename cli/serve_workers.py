@@ -6,6 +6,9 @@ recorded 20 / 0 splits of its 20 connections between two processes, whose slice 
 process's speed (issue 13 §8). Here each process binds its own socket with ``SO_REUSEPORT``, and
 the kernel spreads new connections over the sockets of the group by a hash of their addresses
 (socket(7)). The parent binds none, so no connection can land on a socket nobody accepts from.
+That hash is random, so the processes also share their connection counts, and one holding more
+than its share closes a connection after a response until the split is even
+(``connection_balance.py``).
 
 The supervisor is uvicorn's ``Multiprocess`` (health checks, restarts, signals, graceful stop); only
 the process class differs, and a child that cannot bind exits with uvicorn's ``STARTUP_FAILURE``,
@@ -15,12 +18,15 @@ Ref: socket(7) ``SO_REUSEPORT``; uvicorn.supervisors.multiprocess (uvicorn 0.54,
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import multiprocess
+
+from netshrink.cli.connection_balance import ConnectionCounts, ConnectionShedding
 
 log = logging.getLogger("uvicorn.error")
 
@@ -53,7 +59,15 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class ReusePortProcess(multiprocess.Process):
-    """One API process of the supervisor; in the child, it serves its own ``SO_REUSEPORT`` socket."""
+    """One API process of the supervisor; in the child, it serves its own ``SO_REUSEPORT`` socket
+    and, given the group's ``counts``, keeps its share of the connections even
+    (``connection_balance.py``)."""
+
+    def __init__(
+        self, config: Config, sockets: list[socket.socket], counts: ConnectionCounts | None = None
+    ) -> None:
+        super().__init__(config, sockets)
+        self.counts = counts  # pickled with this object into the spawned child
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - child
         try:
@@ -61,7 +75,21 @@ class ReusePortProcess(multiprocess.Process):
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
             sys.exit(STARTUP_FAILURE)
-        super().target([own])
+        index = self.counts.claim() if self.counts is not None else None
+        if index is not None:
+            assert self.counts is not None
+            self.config.load()  # what Server.serve would do first; then wrap the loaded app
+            self.config.loaded_app = ConnectionShedding(
+                self.config.loaded_app, self.server.server_state.connections, self.counts, index
+            )
+        elif self.counts is not None:
+            log.warning("no connection-count slot left for this process: it serves without balancing")
+        try:
+            super().target([own])
+        finally:
+            if index is not None:
+                assert self.counts is not None
+                self.counts.release(index)
 
 
 def run_workers(config: Config) -> None:
@@ -69,8 +97,11 @@ def run_workers(config: Config) -> None:
     check_port_free(config.host, config.port)  # fail here, once, if the port is taken
     log.info("Uvicorn running on http://%s:%d with %d processes, one SO_REUSEPORT socket each",
              config.host, config.port, config.workers)  # fmt: skip
+    # Slots for twice the processes: SIGTTIN adds processes at run time.
+    counts = ConnectionCounts(2 * config.workers)
     shared = multiprocess.Process
-    multiprocess.Process = ReusePortProcess  # type: ignore[misc] # Multiprocess builds its processes by this name
+    # Multiprocess builds its processes by this name, as Process(config, sockets)
+    multiprocess.Process = functools.partial(ReusePortProcess, counts=counts)  # type: ignore[misc,assignment]
     try:
         multiprocess.Multiprocess(config, sockets=[]).run()
     finally:
