@@ -119,8 +119,10 @@ def wrk(
 
 def connection_split(port: str) -> list[int]:
     """Established connections to ``port`` per server process, most first (``ss -tnp``; [] without
-    ss). With ``serve --workers N`` the processes share one listening socket, and whichever wakes
-    first accepts a burst of wrk's keep-alive connections, which then stay with it."""
+    ss). With ``serve --workers N`` each process listens on its own ``SO_REUSEPORT`` socket, the
+    kernel places wrk's keep-alive connections by a hash, and a process over its share closes some
+    until the split is even (``cli/connection_balance.py``); a baseline tree from before either
+    shared one socket, where whichever process woke first accepted a burst of them."""
     if shutil.which("ss") is None:
         return []
     out = subprocess.run(

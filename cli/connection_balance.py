@@ -5,8 +5,8 @@ places a new connection by a hash of its addresses: a random split. A keep-alive
 connections then stay where they landed. 20 of them split 14 / 6 or worse in one try of 9
 (binomial), and ``bench.load`` saw 15 / 5 and 17 / 3: the process holding 14 of the 20 connections
 has to do 70 % of the work with one core, since each process runs its Python on one core at a time
-while the other core idles, and its clients wait (issue 13 §8: submit p99 86-143 ms in such slices,
-58-78 ms at 10 / 10 and 11 / 9).
+while the other core idles, and its clients wait (issue 13 §8, 5 s slices of 20 submitting clients:
+p99 76.6 and 86.4 ms at 14 / 6, 95.2 ms at 17 / 3, 58.2-78.7 ms at 10 / 10 and 11 / 9).
 
 So the processes share their counts of open connections (``ConnectionCounts``: one slot per
 process in shared memory), and a process holding more than its fair share, the total over the
