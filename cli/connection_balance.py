@@ -64,13 +64,18 @@ class ConnectionCounts:
         self._lock = ctx.Lock()  # claims only; counts are single aligned word writes
 
     def claim(self) -> int | None:
-        """The calling process's slot: a free one, or one whose process is gone (uvicorn restarts a
-        dead process after reaping it). None when every slot is held by a live process."""
+        """The calling process's slot: its own, a free one, or one whose process is gone. Every
+        slot of a gone process is freed on the way, so its last count stops weighing on the share
+        (uvicorn reaps a dead process before it starts the one that replaces it, and that one
+        claims). None when every slot is held by a live process."""
         pid = os.getpid()
         with self._lock:
             for index in range(self.processes):
                 holder = self._slots[2 * index]
-                if holder in (0, pid) or not _alive(holder):
+                if holder not in (0, pid) and not _alive(holder):
+                    self._slots[2 * index], self._slots[2 * index + 1] = 0, 0
+            for index in range(self.processes):
+                if self._slots[2 * index] in (0, pid):
                     self._slots[2 * index], self._slots[2 * index + 1] = pid, 0
                     return index
         return None

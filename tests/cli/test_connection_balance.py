@@ -50,6 +50,17 @@ def test_a_dead_process_slot_is_reclaimed_and_a_live_one_is_not(live_pid: int) -
     assert counts.fair_share() == 3  # ceil((5 + 0) / 2)
 
 
+def test_a_claim_frees_every_slot_of_a_gone_process(live_pid: int) -> None:
+    """A stale count would keep weighing on the share: 20 connections over two live processes and a
+    dead one's 0 give a share of 7 that neither can reach, and both would shed for ever."""
+    counts = ConnectionCounts(4)
+    dead = _dead_pid()
+    counts._slots[0:8] = [0, 0, dead, 0, live_pid, 20, dead, 3]
+    assert counts.claim() == 0  # the first free slot; both of the dead one's slots freed too
+    assert list(counts._slots[2:4]) == [0, 0] and list(counts._slots[6:8]) == [0, 0]
+    assert counts.fair_share() == 10  # ceil((0 + 20) / 2)
+
+
 def test_no_slot_when_every_one_is_held_by_a_live_process(live_pid: int) -> None:
     counts = ConnectionCounts(1)
     counts._slots[0] = live_pid

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -156,6 +157,46 @@ def _get(client: http.client.HTTPConnection) -> None:
     response.read()
 
 
+def _serving(pid: int) -> list[int]:
+    return [p for p in _children(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _split_after_piling_up(port: int, serving: list[int], n: int = 8, rounds: int = 300) -> Counter[int]:
+    """Put ``n`` keep-alive connections on one process (keeping only those that land on its
+    socket), then send requests over them round by round until the split is even or ``rounds``
+    have gone by; the split of their connections over ``serving`` at the end."""
+    kept: list[http.client.HTTPConnection] = []
+    try:
+        target = None
+        while len(kept) < n:
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            client.connect()
+            client.auto_open = 0  # no silent reconnection while the split is being built
+            client.request("GET", "/healthz")
+            response = client.getresponse()
+            response.read()
+            if response.getheader("connection", "").lower() != "close" and client.sock is not None:
+                pid = _server_pid(client, port, serving)
+                target = target or pid
+                if pid == target:
+                    kept.append(client)
+                    continue
+            client.close()
+        assert {_server_pid(c, port, serving) for c in kept} == {target}  # n / 0
+        for client in kept:
+            client.auto_open = 1
+        for _ in range(rounds):
+            for client in kept:
+                _get(client)
+            split = Counter(_server_pid(c, port, serving) for c in kept if c.sock is not None)
+            if sorted(split.values()) == [n // 2, n // 2]:
+                break
+        return split
+    finally:
+        for client in kept:
+            client.close()
+
+
 @pytest.mark.slow
 @pytest.mark.redis
 def test_an_uneven_connection_split_evens_out(tmp_path: Path, redis_prefix: str) -> None:
@@ -167,37 +208,41 @@ def test_an_uneven_connection_split_evens_out(tmp_path: Path, redis_prefix: str)
     args = ["--redis-url", REDIS_URL, "--workers", "2"]
     env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
     with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
-        port = int(base.rsplit(":", 1)[1])
-        serving = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-        kept: list[http.client.HTTPConnection] = []
-        try:
-            target = None
-            while len(kept) < 8:  # keep the connections that land on the first process's socket
-                client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                client.connect()
-                client.auto_open = 0  # no silent reconnection while the split is being built
-                client.request("GET", "/healthz")
-                response = client.getresponse()
-                response.read()
-                if response.getheader("connection", "").lower() != "close" and client.sock is not None:
-                    pid = _server_pid(client, port, serving)
-                    target = target or pid
-                    if pid == target:
-                        kept.append(client)
-                        continue
-                client.close()
-            assert {_server_pid(c, port, serving) for c in kept} == {target}  # 8 / 0
-            for client in kept:
-                client.auto_open = 1
-            for _ in range(300):
-                for client in kept:
-                    _get(client)
-                split = Counter(_server_pid(c, port, serving) for c in kept if c.sock is not None)
-                if sorted(split.values()) == [4, 4]:
-                    break
-        finally:
-            for client in kept:
-                client.close()
+        split = _split_after_piling_up(int(base.rsplit(":", 1)[1]), _serving(proc.pid))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert sorted(split.values()) == [4, 4], split
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_process_that_replaces_a_killed_one_shares_the_connections(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """SIGKILL one API process: uvicorn's supervisor starts another, which claims a slot for its
+    count (freeing the dead one's), and connections even out over it and the survivor again."""
+    args = ["--redis-url", REDIS_URL, "--workers", "2"]
+    env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
+    with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
+        port = int(base.rsplit(":", 1)[1])
+        first = _serving(proc.pid)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = _serving(proc.pid)
+            if len(now) == 2 and first[0] not in now and _listening(port, now):
+                break
+            time.sleep(0.2)
+        serving = _serving(proc.pid)
+        assert len(serving) == 2 and first[0] not in serving, serving
+        split = _split_after_piling_up(port, serving)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert sorted(split.values()) == [4, 4], split
+    assert set(split) == set(serving)
+
+
+def _listening(port: int, pids: list[int]) -> bool:
+    """Every one of ``pids`` has its listening socket on ``port`` (it is serving)."""
+    states = _tcp_sockets(port)
+    return all(any(states.get(i) == "0A" for i in _socket_inodes(pid)) for pid in pids)
