@@ -25,19 +25,13 @@ Envoy: https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/listener/v3/lis
 from __future__ import annotations
 
 import ctypes
-import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sized
-from typing import Any
+from collections.abc import Callable, Sized
 
-log = logging.getLogger("uvicorn.error")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 COOLDOWN_S = 0.01
 _CLOSE = (b"connection", b"close")
 
@@ -45,9 +39,7 @@ _CLOSE = (b"connection", b"close")
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process took the pid: not ours, so not alive for us
+    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
         return False
     return True
 

@@ -31,9 +31,13 @@ from netshrink.cli.connection_balance import ConnectionCounts, ConnectionSheddin
 log = logging.getLogger("uvicorn.error")
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
 def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket on (host, port) in the port's ``SO_REUSEPORT`` group."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = _tcp_socket(host)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -49,7 +53,7 @@ def check_port_free(host: str, port: int) -> None:
     """OSError when anything listens on (host, port), another server's ``SO_REUSEPORT`` group
     included: the probe binds without joining a group, so a second ``serve --workers`` on the
     same port fails here instead of silently sharing the first one's connections."""
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    probe = _tcp_socket(host)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
@@ -75,21 +79,20 @@ class ReusePortProcess(multiprocess.Process):
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
             sys.exit(STARTUP_FAILURE)
-        index = self.counts.claim() if self.counts is not None else None
-        if index is not None:
-            assert self.counts is not None
+        counts = self.counts
+        index = counts.claim() if counts is not None else None
+        if counts is not None and index is not None:
             self.config.load()  # what Server.serve would do first; then wrap the loaded app
             self.config.loaded_app = ConnectionShedding(
-                self.config.loaded_app, self.server.server_state.connections, self.counts, index
+                self.config.loaded_app, self.server.server_state.connections, counts, index
             )
-        elif self.counts is not None:
+        elif counts is not None:
             log.warning("no connection-count slot left for this process: it serves without balancing")
         try:
             super().target([own])
         finally:
-            if index is not None:
-                assert self.counts is not None
-                self.counts.release(index)
+            if counts is not None and index is not None:
+                counts.release(index)
 
 
 def run_workers(config: Config) -> None:

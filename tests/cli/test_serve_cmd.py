@@ -34,15 +34,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _tcp_sockets(port: int) -> dict[int, str]:
-    """Socket inode -> TCP state (``0A`` listening, ``01`` established) of every socket on ``port``."""
-    out = {}
+def _tcp_rows(port: int) -> list[tuple[int, str, int]]:
+    """(remote port, TCP state (``0A`` listening, ``01`` established), socket inode) of every socket
+    whose local port is ``port`` (/proc/net/tcp and tcp6)."""
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                out[int(fields[9])] = fields[3]
-    return out
+                rows.append((int(fields[2].rsplit(":", 1)[1], 16), fields[3], int(fields[9])))
+    return rows
+
+
+def _tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state of every socket on ``port``."""
+    return {inode: state for _, state, inode in _tcp_rows(port)}
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -140,13 +146,9 @@ def _server_pid(client: http.client.HTTPConnection, port: int, serving: list[int
     """The serving process that holds the server end of ``client``'s connection (/proc)."""
     assert client.sock is not None
     client_port = client.sock.getsockname()[1]
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)
-            if (local, remote) == (port, client_port):
-                inode = int(fields[9])
-                return next(pid for pid in serving if inode in _socket_inodes(pid))
+    for remote, _, inode in _tcp_rows(port):
+        if remote == client_port:
+            return next(pid for pid in serving if inode in _socket_inodes(pid))
     raise AssertionError(f"no server end for client port {client_port}")
 
 
