@@ -25,6 +25,7 @@ from netshrink.compression.errors import (
     UnsupportedModelError,
     not_a_model,
 )
+from netshrink.compression.io.onnx_utf8 import non_utf8_field
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
@@ -62,23 +63,23 @@ def parse_onnx_file(path: Path, *, max_dim: int, max_params: int) -> onnx.ModelP
 
 
 def _decode(data: bytes) -> onnx.ModelProto:
-    model = onnx.ModelProto()
     if not data:  # an empty protobuf parses (as an empty model): say what the file is instead
         raise ModelFormatError(not_a_model(data, 0))
+    model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
         raise ModelFormatError(not_a_model(data[:8], len(data))) from exc
+    field = non_utf8_field(model, data)  # found by fuzzing the upload: a name that is not UTF-8
+    if field is not None:
+        raise ModelFormatError(f"not an ONNX model: a string is not UTF-8 (in field {field!r})")
     return model
 
 
 def _validate(model: onnx.ModelProto, data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto:
-    """``model`` parsed from ``data``: the cheap checks on ``model``, then the checker and one strict
-    shape inference on ``data`` itself (the C++ side parses the bytes; nothing is serialized again)."""
-    try:
-        _decode_strings(model)
-    except UnicodeDecodeError as exc:  # found by fuzzing the upload: a name that is not UTF-8
-        raise ModelFormatError(f"not an ONNX model: a string is not UTF-8 (in {exc.reason})") from exc
+    """``model`` parsed from ``data``, its strings UTF-8 (``_decode``): the cheap checks on ``model``, then
+    the checker and one strict shape inference on ``data`` itself (the C++ side parses the bytes;
+    nothing is serialized again)."""
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFormatError("not an ONNX model: the file holds no graph nodes")
     refuse_external_data(model)
@@ -100,85 +101,6 @@ def _validate(model: onnx.ModelProto, data: bytes, *, max_dim: int, max_params: 
     check_finite(model)
     name_nodes(model)
     return model
-
-
-def _decode_strings(message: Any) -> None:
-    """Check every string field once, so one that is not UTF-8 is refused here and not deep inside
-    the checker or the graph reader (protobuf keeps such proto2 strings as bytes, or raises on access).
-    Each field descriptor's kind is looked up once per process (``_FIELD_KINDS``), not per field. A
-    large ``TensorProto`` (a weight) has only its string and message fields read: ``ListFields``
-    would copy its ``raw_data`` out (65 MiB for the 17M MLP, issue 10)."""
-    stack = [message]
-    pop, push, extend, kinds = stack.pop, stack.append, stack.extend, _FIELD_KINDS
-    while stack:
-        msg = pop()
-        fields = _tensor_text_fields(msg) if type(msg) is _LargeTensor else msg.ListFields()
-        for fd, value in fields:
-            kind = kinds.get(fd)
-            if kind is None:
-                kind = kinds[fd] = _field_kind(fd)
-            if kind == _MESSAGE:
-                push(value)
-            elif kind == _MESSAGES:
-                extend(value)
-            elif kind == _TENSORS:
-                extend(_LargeTensor(t) if math.prod(t.dims) > _COPY_VALUES else t for t in value)
-            elif kind == _STRING:
-                if type(value) is not str:  # upb hands back bytes when they are not UTF-8
-                    raise UnicodeDecodeError("utf-8", bytes(value)[:64], 0, 1, f"field {fd.name!r}")
-            elif kind == _STRINGS:
-                for text in value:
-                    if type(text) is not str:
-                        raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
-            elif kind == _ENTRIES:  # metadata_props: torch's exporter writes a few per node and value
-                for entry in value:
-                    for text in (entry.key, entry.value):
-                        if type(text) is not str:
-                            raise UnicodeDecodeError("utf-8", bytes(text)[:64], 0, 1, f"field {fd.name!r}")
-
-
-_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS, _TENSORS, _ENTRIES = range(7)
-_FIELD_KINDS: dict[Any, int] = {}  # FieldDescriptor -> kind; the onnx schema has a few hundred fields
-_COPY_VALUES = 1 << 14  # a TensorProto with more values has its text fields read one by one
-
-
-class _LargeTensor:
-    """A weight's ``TensorProto`` on ``_decode_strings``'s stack: read field by field."""
-
-    __slots__ = ("t",)
-
-    def __init__(self, t: onnx.TensorProto) -> None:
-        self.t = t
-
-
-def _tensor_text_fields(big: _LargeTensor) -> list[tuple[Any, Any]]:
-    """``ListFields()`` of a large tensor restricted to its string and message fields (no raw_data)."""
-    t, out = big.t, []
-    for fd in _TENSOR_TEXT_FIELDS:
-        if fd.is_repeated:
-            value = getattr(t, fd.name)
-            if value:
-                out.append((fd, value))
-        elif t.HasField(fd.name):
-            out.append((fd, getattr(t, fd.name)))
-    return out
-
-
-_TENSOR_TEXT_FIELDS = [
-    fd for fd in onnx.TensorProto.DESCRIPTOR.fields if fd.type in (fd.TYPE_MESSAGE, fd.TYPE_STRING)
-]
-
-
-def _field_kind(fd: Any) -> int:
-    if fd.type == fd.TYPE_MESSAGE:
-        if fd.is_repeated and fd.message_type.full_name == "onnx.TensorProto":
-            return _TENSORS  # initializers, an attribute's tensors
-        if fd.is_repeated and fd.message_type.full_name == "onnx.StringStringEntryProto":
-            return _ENTRIES  # key and value checked in place, not pushed and listed one by one
-        return _MESSAGES if fd.is_repeated else _MESSAGE
-    if fd.type == fd.TYPE_STRING:
-        return _STRINGS if fd.is_repeated else _STRING
-    return _OTHER
 
 
 def infer_shapes(model: onnx.ModelProto | bytes) -> onnx.ModelProto:
