@@ -59,10 +59,16 @@ _POLL_S = 0.2
 # Embedded mode admits submissions (validate, store, enqueue) at most two at a time, in arrival order: there
 # they are CPU-bound under the GIL and serialize on SQLite's write lock anyway, and 20 of them in 20 threads
 # also took the GIL from the event loop, which then received and answered late (issue 13 §8). Two, not one:
-# a large model's long validation does not hold up the small ones. In Redis mode an admission also waits on
-# round trips, so there four overlap per API process. Four against the thread pool's 40, interleaved in one
-# `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:19-16:51 UTC, `serve --workers 2`): 435
-# / 366, 294 / 253, 433 / 350 and 604 / 555 submits/s, p50 43 / 60, 54 / 101, 51 / 62 and 37 / 34 ms; the
+# a large model's long validation does not hold up the small ones (one instead of two, in one interleaved
+# `bench.load --mode embedded --baseline-tree` run, 2026-12-04 20:55 UTC: 345 / 352 submits/s, worst-slice
+# p99 83.4 / 79.3 ms, no gain). Redis mode admits two at a time per API process too. Two against four,
+# interleaved slice by slice in two `bench.load --mode redis --rounds 5 --baseline-tree` runs (2026-12-04
+# 21:00-21:07 UTC, `serve --workers 2`): 497 / 496 and 527 / 515 submits/s; every one of the ten slices'
+# p99 lower with two (55-67 ms against 59-80 ms): fewer threads per process take turns at the GIL, so each
+# admission's wall time stays nearer its CPU time. One against two (a third run): 461 / 468 submits/s, slice
+# p99s 58-78 / 61-80 ms, no gain. Earlier, four per process against the thread pool's 40, interleaved in
+# one `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:19-16:51 UTC, `serve --workers 2`):
+# 435 / 366, 294 / 253, 433 / 350 and 604 / 555 submits/s, p50 43 / 60, 54 / 101, 51 / 62 and 37 / 34 ms; the
 # worst-slice p99 moved little (123 / 125, 141 / 184, 131 / 130, 89 / 90 ms). (Two per process, in an
 # earlier run at load average ≈ 16, had cost throughput: 385/s against 498/s unlimited.) Admitting a small
 # upload on the event loop instead (06a03e7, reverted) cut the CPU per submit (4.71 -> 3.48 ms) but stalled
@@ -74,7 +80,7 @@ _POLL_S = 0.2
 # outside the app, before uvicorn parsed them or after their answer was written, while the loop ran one
 # whole submit per step. A retry of inline admission has to measure that wait, not the admission.
 _EMBEDDED_ADMISSION = anyio.CapacityLimiter(2)
-_REDIS_ADMISSION = anyio.CapacityLimiter(4)  # per API process
+_REDIS_ADMISSION = anyio.CapacityLimiter(2)  # per API process
 
 
 @router.post(
