@@ -64,7 +64,7 @@ _POLL_S = 0.2
 # p99 83.4 / 79.3 ms, no gain). Redis mode admits two at a time per API process too. Two against four,
 # interleaved slice by slice in two `bench.load --mode redis --rounds 5 --baseline-tree` runs (2026-12-04
 # 20:28-20:32 UTC, `serve --workers 2`): 497 / 496 and 527 / 515 submits/s; every one of the ten slices'
-# p99 lower with two (55-67 ms against 59-80 ms): fewer threads per process take turns at the GIL, so each
+# p99 lower with two (52-67 ms against 59-80 ms): fewer threads per process take turns at the GIL, so each
 # admission's wall time stays nearer its CPU time. One against two (a third run): 461 / 468 submits/s, slice
 # p99s 58-78 / 61-80 ms, no gain. Earlier, four per process against the thread pool's 40, interleaved in
 # one `bench.load --mode redis --baseline-tree` run each (2026-12-04 16:19-16:51 UTC, `serve --workers 2`):
