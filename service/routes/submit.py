@@ -61,7 +61,8 @@ _POLL_S = 0.2
 # also took the GIL from the event loop, which then received and answered late (issue 13 §8). Two, not one:
 # a large model's long validation does not hold up the small ones (one instead of two, in one interleaved
 # `bench.load --mode embedded --baseline-tree` run, 2026-12-04 20:25 UTC: 345 / 352 submits/s, worst-slice
-# p99 83.4 / 79.3 ms, no gain). Redis mode admits two at a time per API process too. Two against four,
+# p99 83.4 / 79.3 ms, no gain; four instead of two, 21:25 UTC: 317 / 321 submits/s, slice p99s 98-114 /
+# 89-99 ms, worse). Redis mode admits two at a time per API process too. Two against four,
 # interleaved slice by slice in two `bench.load --mode redis --rounds 5 --baseline-tree` runs (2026-12-04
 # 20:28-20:32 UTC, `serve --workers 2`): 497 / 496 and 527 / 515 submits/s; every one of the ten slices'
 # p99 lower with two (52-67 ms against 59-80 ms): fewer threads per process take turns at the GIL, so each
