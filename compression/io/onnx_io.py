@@ -68,7 +68,7 @@ def _decode(data: bytes) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError; compression/ imports onnx, not protobuf directly
+    except Exception as exc:  # protobuf's DecodeError: any failed parse gets the same refusal
         raise ModelFormatError(not_a_model(data[:8], len(data))) from exc
     field = non_utf8_field(model, data)  # found by fuzzing the upload: a name that is not UTF-8
     if field is not None:
