@@ -50,7 +50,7 @@ _UTF8_CHECKED_MODEL = _utf8_checked_model_class()
 CHECK_BY_PARSE_BYTES = 1 << 20
 
 
-def non_utf8_field(model: Any, data: bytes) -> str | None:
+def non_utf8_field(model: onnx.ModelProto, data: bytes) -> str | None:
     """The name of a string field of ``model`` (parsed from ``data``) that is not UTF-8, or ``None``
     when every string is UTF-8: the parse check for a small file, the walk for a large one or to
     name the field the check found."""
