@@ -21,9 +21,11 @@ same uvicorn answering the same status body from memory, and a submit by parsing
 form and storing nothing) and, with ``--baseline-tree DIR``, the same service from another
 checkout (``git archive <commit>`` unpacked there, then ``.ci/linked-tree true`` run in it).
 
-In Redis mode the API runs as ``serve --workers N`` (``--api-workers``, default 2: one per core of
-the 2-core development machine; the embedded mode is one process by design); the baseline tree
-the same, unless ``--baseline-api-workers`` says otherwise.
+In both modes the API runs as ``serve --workers N`` (``--api-workers``, default 2: one per core of
+the 2-core development machine; in embedded mode each process also runs its worker thread); the
+baseline tree the same, unless ``--baseline-api-workers`` says otherwise. The one-process embedded
+server (plain ``netshrink serve``) is ``--api-workers 1``, or, in the same run as two,
+``--baseline-tree`` of the same commit with ``--baseline-api-workers 1``.
 
 No job runs while anything is measured. Status GETs poll one finished job (its worker idle). Submits
 go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
@@ -194,11 +196,10 @@ def _loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
-def _api_workers(name: str, mode: str, args: argparse.Namespace) -> int:
-    """``serve --workers`` for this service in Redis mode: ``--api-workers``, or for the baseline tree
-    ``--baseline-api-workers`` (default: the same; 1 for a tree from before ``serve --workers``)."""
-    if mode != "redis":
-        return 1
+def _api_workers(name: str, args: argparse.Namespace) -> int:
+    """``serve --workers`` for this service: ``--api-workers``, or for the baseline tree
+    ``--baseline-api-workers`` (default: the same; 1 for a tree from before ``serve --workers``, and
+    in embedded mode for one from before embedded ``serve --workers``, 2026-12-04)."""
     if name == "baseline" and args.baseline_api_workers is not None:
         return int(args.baseline_api_workers)
     return int(args.api_workers)
@@ -222,7 +223,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
         futures = [
             pool.submit(
                 start_netshrink, name, mode, tmp / f"{name}-{phase}", tree=tree, worker=worker, keys=keys,
-                api_workers=_api_workers(name, mode, args),
+                api_workers=_api_workers(name, args),
             )
             for phase, name, tree, worker in plans
         ]  # fmt: skip
@@ -312,7 +313,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="slices per target")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--baseline-tree", type=Path, default=None, help="also measure this checkout")
-    parser.add_argument("--api-workers", type=int, default=2, help="Redis mode: serve --workers N")
+    parser.add_argument("--api-workers", type=int, default=2, help="serve --workers N (either mode)")
     parser.add_argument(
         "--baseline-api-workers", type=int, default=None, help="the baseline's --workers (default: the same)"
     )

@@ -183,15 +183,16 @@ def start_netshrink(
     """``netshrink serve`` in ``mode``; in Redis mode also ``netshrink worker -c 1`` (when ``worker``)
     on a private key prefix (every job-store and broker key under it), sharing ``data_dir``. With
     ``keys`` an API key is created first, so the server runs in keys mode (as deployed), else in
-    dev mode (no key, loopback). ``api_workers`` > 1 (Redis mode): ``serve --workers``."""
+    dev mode (no key, loopback). ``api_workers`` > 1: ``serve --workers``."""
     port = free_port()
     cwd = tree or ROOT
     argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     env = _env(tree)
     prefix = f"bench-load-{os.getpid()}-{port}:" if mode == "redis" else None
+    argv += ["--workers", str(api_workers)] if api_workers > 1 else []
     if prefix:
         env |= {"NETSHRINK_REDIS_KEY_PREFIX": prefix}
-        argv += ["--redis-url", REDIS_URL] + (["--workers", str(api_workers)] if api_workers > 1 else [])
+        argv += ["--redis-url", REDIS_URL]
     elif not worker:
         argv += ["--no-embedded-worker"]
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="API processes (Redis mode only: uvicorn's supervisor forks them)",
+        help="API processes (uvicorn's supervisor starts them; embedded, each runs its own worker thread)",
     )
 
 
@@ -52,8 +52,10 @@ def serve(
 
     ``workers`` > 1 runs that many API processes, each on its own ``SO_REUSEPORT`` socket
     (``cli/serve_workers.py``: uvicorn's supervisor; each builds its app from the environment, so
-    the flags are exported to it first). Redis mode only: the embedded mode's worker thread,
-    in-memory broker and rate limiter live in its one process.
+    the flags are exported to it first). In embedded mode each process also runs its own worker
+    thread on its own memory:// broker and runs the jobs it admitted; they share the SQLite store
+    and the data directory (the lock, start-up recovery and hand-back: ``workers/reaper.py``), and
+    each enforces the rate limit on its own.
     """
     import uvicorn
 
@@ -68,10 +70,8 @@ def serve(
         overrides["auth_disabled"] = True
     settings = ServiceSettings(**overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if workers > 1 and settings.embedded:
-        log.error("--workers %d needs Redis mode (--redis-url); the embedded mode is one process", workers)
-        return 2
-    if settings.embedded and settings.embedded_worker:
+    runs_jobs = settings.embedded and settings.embedded_worker
+    if runs_jobs:
         limit_threads(settings.torch_threads)
         log.info("embedded mode: SQLite store and worker thread under %s", settings.data_dir)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that
@@ -91,7 +91,7 @@ def serve(
                 log_level=log_level,
             )
             try:
-                run_workers(config)
+                run_workers(config, threads=settings.torch_threads if runs_jobs else None)
             except OSError as exc:  # the port is taken
                 log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
                 return 1

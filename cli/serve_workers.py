@@ -27,6 +27,7 @@ from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import multiprocess
 
 from netshrink.cli.connection_balance import ConnectionCounts, ConnectionShedding
+from netshrink.cli.threads import limit_threads
 
 log = logging.getLogger("uvicorn.error")
 
@@ -68,10 +69,15 @@ class ReusePortProcess(multiprocess.Process):
     (``connection_balance.py``)."""
 
     def __init__(
-        self, config: Config, sockets: list[socket.socket], counts: ConnectionCounts | None = None
+        self,
+        config: Config,
+        sockets: list[socket.socket],
+        counts: ConnectionCounts | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__(config, sockets)
         self.counts = counts  # pickled with this object into the spawned child
+        self.threads = threads  # embedded mode: the job thread budget (cli/threads.py), per process
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - child
         try:
@@ -79,6 +85,8 @@ class ReusePortProcess(multiprocess.Process):
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
             sys.exit(STARTUP_FAILURE)
+        if self.threads is not None:
+            limit_threads(self.threads)
         counts = self.counts
         index = counts.claim() if counts is not None else None
         if counts is not None and index is not None:
@@ -95,8 +103,9 @@ class ReusePortProcess(multiprocess.Process):
                 counts.release(index)
 
 
-def run_workers(config: Config) -> None:
-    """Serve ``config.workers`` processes, each on its own socket, until a signal stops them."""
+def run_workers(config: Config, *, threads: int | None = None) -> None:
+    """Serve ``config.workers`` processes, each on its own socket, until a signal stops them;
+    ``threads``: each process's torch/BLAS thread budget (embedded mode, where they run jobs)."""
     check_port_free(config.host, config.port)  # fail here, once, if the port is taken
     log.info("Uvicorn running on http://%s:%d with %d processes, one SO_REUSEPORT socket each",
              config.host, config.port, config.workers)  # fmt: skip
@@ -104,7 +113,7 @@ def run_workers(config: Config) -> None:
     counts = ConnectionCounts(2 * config.workers)
     shared = multiprocess.Process
     # Multiprocess builds its processes by this name, as Process(config, sockets)
-    multiprocess.Process = functools.partial(ReusePortProcess, counts=counts)  # type: ignore[misc,assignment]
+    multiprocess.Process = functools.partial(ReusePortProcess, counts=counts, threads=threads)  # type: ignore[misc,assignment]
     try:
         multiprocess.Multiprocess(config, sockets=[]).run()
     finally:

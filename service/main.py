@@ -5,8 +5,10 @@ lifespan opens the job store, the artifact store, Redis (when configured) and th
 decides the auth mode (refusing to start on an open non-loopback bind), and, in embedded mode,
 runs the in-process Celery worker thread so one command serves everything. Before that worker
 starts, the embedded process takes the data directory's lock and recovers from a previous crash
-(``workers/reaper.recover_embedded``: running jobs taken back, queued jobs enqueued again); its
-housekeeper then runs the reaper periodically.
+(``workers/reaper.recover_embedded``: running jobs taken back, queued jobs enqueued again), then
+holds the lock shared, so the other processes of ``serve --workers N`` can start; its housekeeper
+then runs the reaper periodically. When it stops, its queued jobs are handed back to the reaper
+(``reaper.hand_back_queued``): its memory:// broker's messages die with it.
 Ref: docs/development.md "Settings and errors", "Layout"; docs/api.md "Auth and limits";
 issue 4 "Embedded default".
 """
@@ -45,7 +47,7 @@ from netshrink.workers.celery_app import (
     enqueue_job,
     warm_producers,
 )
-from netshrink.workers.reaper import DataDirLock, recover_embedded
+from netshrink.workers.reaper import DataDirLock, hand_back_queued, recover_embedded
 from netshrink.workers.retention import Housekeeper
 from netshrink.workers.store import get_store
 from netshrink.workers.store_redis import RedisJobStore
@@ -96,16 +98,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.embedded and settings.embedded_worker:
             enqueue = partial(enqueue_job, celery)
             lock = DataDirLock(settings.data_dir)
-            exclusive = lock.acquire()
+            exclusive = await anyio.to_thread.run_sync(lock.acquire)
             stack.callback(lock.release)
-            if not exclusive:
-                log.warning(
-                    "another process serves %s; start-up recovery waits for leases", settings.data_dir
-                )
+            if not exclusive:  # a sibling of `serve --workers N`, or another server on this directory
+                log.info("another process serves %s; start-up recovery waits for leases", settings.data_dir)
             notify = webhook_notifier(celery)
             recover_embedded(
                 store, enqueue, max_attempts=settings.max_attempts, exclusive=exclusive, notify=notify
             )
+            lock.share()
+            # Runs after the worker stopped (exit order): its memory:// messages die with this process.
+            stack.callback(hand_back_queued, store)
             worker = EmbeddedWorker(celery).start()
             stack.callback(worker.stop)
             # The embedded worker's heartbeat (GET /v1/workers), reaper and retention cleanup.

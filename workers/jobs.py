@@ -267,6 +267,12 @@ class JobStore(Protocol):
         the job first while the job is still exactly that, and reads it as usual otherwise."""
         ...
 
+    def mark_queued_unsent(self) -> builtins.list[str]:
+        """Clear the outbox flag of every queued job (``enqueued = False``) and return their ids: an
+        embedded process whose memory:// broker holds some of their messages is stopping, and the
+        reaper of any process still running sends them again (``reaper.dispatch_stranded``)."""
+        ...
+
     def unenqueued(self, older_than: datetime) -> builtins.list[str]:
         """Ids of queued jobs created before ``older_than`` whose message was never recorded as sent
         (the API died between its store write and the enqueue), oldest first."""

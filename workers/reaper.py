@@ -10,8 +10,11 @@ harmless: ``claim`` answers BUSY or TERMINAL and the message is dropped.
 Every worker runs it periodically (``workers/retention.Housekeeper``), and so does the embedded
 process, which also runs ``recover_embedded`` at start-up, before its worker thread starts: the
 in-memory broker lost every message with the previous process, so the ``queued`` jobs in SQLite
-are enqueued again, and, since this process holds the data directory's lock (no other embedded
-process can be running jobs from it), every ``running`` job is taken back at once.
+are enqueued again (a duplicate of a message a sibling process still holds is dropped by
+``claim``). When this process holds the data directory's lock exclusively (no other embedded
+process can be running jobs from it), every ``running`` job is taken back at once; a sibling of
+``serve --workers N`` holds it shared, and then only expired leases are taken back. An embedded
+process that stops hands its queued jobs back (``hand_back_queued``).
 Bound: a crashed job is queued again within ``lease_s + reaper_interval_s`` =
 ``2 × lease_heartbeat_s + reaper_interval_s`` of the crash (README "Crash recovery").
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -153,24 +157,33 @@ def recover_embedded(
 
 
 class DataDirLock:
-    """An exclusive ``flock`` on ``data_dir/serve.lock``, held while an embedded process runs.
+    """A ``flock`` on ``data_dir/serve.lock``, held by every embedded process that runs jobs.
 
-    The kernel drops it when the process dies (even by SIGKILL), so holding it proves that no other
-    embedded process is running jobs from this data directory.
+    A process takes it exclusively for its start-up recovery when it can, then holds it shared while
+    it runs (``share``). Getting it exclusively therefore proves that no other embedded process is
+    running jobs from this data directory: not a sibling of ``serve --workers N``, not an orphan
+    whose supervisor died. The kernel drops a dead process's lock, even after SIGKILL.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, wait_s: float = 60.0) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "serve.lock"
+        self.wait_s = wait_s
         self._fh: IO[str] | None = None
 
     def acquire(self) -> bool:
-        """True when this process now holds the lock; False when another one does."""
+        """True when this process now holds the lock exclusively. Else it waits (up to ``wait_s``,
+        while another process recovers) to hold it shared, and returns False."""
         fh = self.path.open("a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.close()
+            self._fh = fh if _flock_within(fh, fcntl.LOCK_SH, self.wait_s) else None
+            if self._fh is None:
+                fh.close()
+                log.warning(
+                    "%s stayed locked exclusively for %.0f s; running without it", self.path, self.wait_s
+                )
             return False
         fh.seek(0)
         fh.truncate()
@@ -179,11 +192,44 @@ class DataDirLock:
         self._fh = fh
         return True
 
+    def share(self) -> None:
+        """Exclusive -> shared: start-up recovery is over; other embedded processes may start."""
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_SH)
+
     def release(self) -> None:
         if self._fh is not None:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def _flock_within(fh: IO[str], operation: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fh.fileno(), operation | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def hand_back_queued(store: JobStore) -> list[str]:
+    """Shutdown of an embedded process, after its worker stopped: the messages still in its memory://
+    broker die with it, so every queued job is marked unsent (``JobStore.mark_queued_unsent``). The
+    reaper of any other process of ``serve --workers N`` sends them again within
+    ``dispatch_grace_s + reaper_interval_s``; with none left, the next start enqueues every queued
+    job anyway. A job that still had a message elsewhere gets a second one, which ``claim`` drops."""
+    try:
+        marked = store.mark_queued_unsent()
+    except Exception:  # the store is unreachable: the next start's recovery still enqueues them
+        log.exception("shutdown: could not mark the queued jobs unsent")
+        return []
+    if marked:
+        log.info("shutdown: %d queued jobs handed back to the reaper", len(marked))
+    return marked
 
 
 __all__ = [
@@ -192,6 +238,7 @@ __all__ = [
     "Notify",
     "ReapResult",
     "dispatch_stranded",
+    "hand_back_queued",
     "queued_jobs",
     "reap_orphans",
     "recover_embedded",

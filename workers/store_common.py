@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from netshrink.workers import problems, transitions
-from netshrink.workers.jobs import ArtifactInfo, Claim, Job, JobStatus, Progress, utcnow
+from netshrink.workers.jobs import ArtifactInfo, Claim, Job, JobNotFoundError, JobStatus, Progress, utcnow
 
 T = TypeVar("T")
 
@@ -88,6 +88,16 @@ class TransitionMethods:
 
     def mark_enqueued(self, job_id: str, *, stored: Job | None = None) -> None:
         self._mutate(job_id, transitions.mark_enqueued)
+
+    def mark_queued_unsent(self) -> builtins.list[str]:
+        marked = []
+        for job in self._jobs_in(JobStatus.QUEUED):
+            try:
+                if self._mutate(job.id, transitions.mark_unsent):
+                    marked.append(job.id)
+            except JobNotFoundError:  # deleted meanwhile
+                continue
+        return marked
 
     def unenqueued(self, older_than: datetime) -> builtins.list[str]:
         stranded = [

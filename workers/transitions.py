@@ -53,6 +53,15 @@ def mark_enqueued(job: Job) -> None:
     job.enqueued = True
 
 
+def mark_unsent(job: Job) -> bool:
+    """A queued job's message may be gone (its broker is going away): clear the outbox flag, so that
+    a reaper sends it again (``reaper.dispatch_stranded``). False when the job is not queued."""
+    if job.status is not JobStatus.QUEUED:
+        return False
+    job.enqueued = False
+    return True
+
+
 def claim(
     job: Job,
     *,

@@ -1,5 +1,5 @@
-"""``netshrink serve --workers N``: several API processes in Redis mode, each on its own
-``SO_REUSEPORT`` socket so that connections spread over them; refused in embedded mode."""
+"""``netshrink serve --workers N``: several API processes, each on its own ``SO_REUSEPORT`` socket so
+that connections spread over them; in embedded mode each also runs its own worker thread."""
 
 from __future__ import annotations
 
@@ -19,52 +19,56 @@ from netshrink.cli.serve_cmd import main
 from netshrink.cli.serve_workers import check_port_free, reuse_port_socket
 from tests.conftest import REDIS_URL
 from tests.factories import mlp_onnx
-from tests.serve_process import embedded_serve, free_port
+from tests.serve_process import (
+    api_processes,
+    connections_to_each,
+    embedded_serve,
+    serving_pid,
+    socket_inodes,
+    submit_over,
+    tcp_sockets,
+)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except OSError:
-                continue
-    return out
-
-
-def _tcp_rows(port: int) -> list[tuple[int, str, int]]:
-    """(remote port, TCP state (``0A`` listening, ``01`` established), socket inode) of every socket
-    whose local port is ``port`` (/proc/net/tcp and tcp6)."""
-    rows = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                rows.append((int(fields[2].rsplit(":", 1)[1], 16), fields[3], int(fields[9])))
-    return rows
-
-
-def _tcp_sockets(port: int) -> dict[int, str]:
-    """Socket inode -> TCP state of every socket on ``port``."""
-    return {inode: state for _, state, inode in _tcp_rows(port)}
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def test_workers_are_refused_in_embedded_mode(tmp_path: Path) -> None:
-    assert main(["--workers", "2", "--data-dir", str(tmp_path), "--port", str(free_port())]) == 2
+@pytest.mark.slow
+def test_embedded_workers_each_run_the_jobs_they_admit(tmp_path: Path) -> None:
+    """Embedded ``serve --workers 2``: each process has its own worker thread and memory:// broker and
+    runs what it admitted, over the one SQLite store; both hold the data directory's lock shared."""
+    with embedded_serve(tmp_path / "data", args=["--workers", "2"], up_within_s=120) as (base, proc):
+        port = int(base.rsplit(":", 1)[1])
+        serving = api_processes(proc.pid)
+        assert len(serving) == 2, serving
+        spec = {"prune": {"keep": 0.5}, "seed": 1, "evaluation": {"inputs": "gaussian", "samples": 64}}
+        with httpx.Client(base_url=base, timeout=30) as client:  # both processes up (their workers)
+            deadline = time.monotonic() + 120
+            while client.get("/v1/workers").json()["alive"] < 2:
+                assert time.monotonic() < deadline, "the second embedded worker did not start"
+                time.sleep(0.2)
+        model = mlp_onnx()  # before connecting: an export takes seconds, and idle connections close after 5
+        ids: list[str] = []
+        for _ in range(2):  # two jobs admitted by each process, one per connection
+            held = connections_to_each(port, serving)
+            ids += [submit_over(conn, model, spec) for conn in held.values()]
+            for conn in held.values():
+                conn.close()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                status = {i: client.get(f"/v1/jobs/{i}").json()["status"] for i in ids}
+                if all(s in ("succeeded", "failed", "cancelled") for s in status.values()):
+                    break
+                assert time.monotonic() < deadline, status
+                time.sleep(0.2)
+            workers = client.get("/v1/workers").json()
+        lock = os.stat(tmp_path / "data" / "serve.lock").st_ino
+        shared = [
+            row for row in Path("/proc/locks").read_text().splitlines() if row.endswith(f":{lock} 0 EOF")
+        ]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert set(status.values()) == {"succeeded"}, status
+    assert workers["alive"] == 2, workers
+    assert len(shared) == 2 and all("FLOCK" in r and "READ" in r for r in shared), shared
 
 
 @pytest.mark.slow
@@ -73,7 +77,7 @@ def test_workers_serve_one_port_from_several_processes(tmp_path: Path, redis_pre
     args = ["--redis-url", REDIS_URL, "--workers", "2"]
     env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
     with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
-        serving = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        serving = api_processes(proc.pid)
         assert len(serving) == 2, serving
         spec = json.dumps({"prune": {"keep": 0.5}, "seed": 1})
         files = {"model": ("m.onnx", mlp_onnx(), "application/octet-stream")}
@@ -101,17 +105,17 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(
     env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
     with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
         port = int(base.rsplit(":", 1)[1])
-        serving = [p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        serving = api_processes(proc.pid)
         clients = [httpx.Client(base_url=base, timeout=30) for _ in range(20)]
         try:
             answers = [c.get("/healthz") for c in clients]
             assert all(a.status_code == 200 for a in answers)
             # kept alive, but for those a process over its share closed (connection_balance.py)
             alive = sum(a.headers.get("connection") != "close" for a in answers)
-            states = _tcp_sockets(port)
-            listening = {pid: {i for i in _socket_inodes(pid) if states.get(i) == "0A"} for pid in serving}
-            held = {pid: sum(states.get(i) == "01" for i in _socket_inodes(pid)) for pid in serving}
-            parent_listens = {i for i in _socket_inodes(proc.pid) if states.get(i) == "0A"}
+            states = tcp_sockets(port)
+            listening = {pid: {i for i in socket_inodes(pid) if states.get(i) == "0A"} for pid in serving}
+            held = {pid: sum(states.get(i) == "01" for i in socket_inodes(pid)) for pid in serving}
+            parent_listens = {i for i in socket_inodes(proc.pid) if states.get(i) == "0A"}
         finally:
             for c in clients:
                 c.close()
@@ -142,25 +146,11 @@ def test_the_port_probe_refuses_a_port_held_by_another_reuse_port_group() -> Non
     check_port_free("127.0.0.1", port)  # free again once it is closed
 
 
-def _server_pid(client: http.client.HTTPConnection, port: int, serving: list[int]) -> int:
-    """The serving process that holds the server end of ``client``'s connection (/proc)."""
-    assert client.sock is not None
-    client_port = client.sock.getsockname()[1]
-    for remote, _, inode in _tcp_rows(port):
-        if remote == client_port:
-            return next(pid for pid in serving if inode in _socket_inodes(pid))
-    raise AssertionError(f"no server end for client port {client_port}")
-
-
 def _get(client: http.client.HTTPConnection) -> None:
     client.request("GET", "/healthz")  # reconnects by itself after a Connection: close
     response = client.getresponse()
     assert response.status == 200
     response.read()
-
-
-def _serving(pid: int) -> list[int]:
-    return [p for p in _children(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def _split_after_piling_up(port: int, serving: list[int], n: int = 8, rounds: int = 300) -> Counter[int]:
@@ -178,19 +168,19 @@ def _split_after_piling_up(port: int, serving: list[int], n: int = 8, rounds: in
             response = client.getresponse()
             response.read()
             if response.getheader("connection", "").lower() != "close" and client.sock is not None:
-                pid = _server_pid(client, port, serving)
+                pid = serving_pid(client, port, serving)
                 target = target or pid
                 if pid == target:
                     kept.append(client)
                     continue
             client.close()
-        assert {_server_pid(c, port, serving) for c in kept} == {target}  # n / 0
+        assert {serving_pid(c, port, serving) for c in kept} == {target}  # n / 0
         for client in kept:
             client.auto_open = 1
         for _ in range(rounds):
             for client in kept:
                 _get(client)
-            split = Counter(_server_pid(c, port, serving) for c in kept if c.sock is not None)
+            split = Counter(serving_pid(c, port, serving) for c in kept if c.sock is not None)
             if sorted(split.values()) == [n // 2, n // 2]:
                 break
         return split
@@ -210,7 +200,7 @@ def test_an_uneven_connection_split_evens_out(tmp_path: Path, redis_prefix: str)
     args = ["--redis-url", REDIS_URL, "--workers", "2"]
     env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
     with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
-        split = _split_after_piling_up(int(base.rsplit(":", 1)[1]), _serving(proc.pid))
+        split = _split_after_piling_up(int(base.rsplit(":", 1)[1]), api_processes(proc.pid))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert sorted(split.values()) == [4, 4], split
@@ -227,15 +217,15 @@ def test_a_process_that_replaces_a_killed_one_shares_the_connections(
     env = {"NETSHRINK_REDIS_KEY_PREFIX": redis_prefix}
     with embedded_serve(tmp_path / "data", args=args, env=env, up_within_s=120) as (base, proc):
         port = int(base.rsplit(":", 1)[1])
-        first = _serving(proc.pid)
+        first = api_processes(proc.pid)
         os.kill(first[0], signal.SIGKILL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            now = _serving(proc.pid)
+            now = api_processes(proc.pid)
             if len(now) == 2 and first[0] not in now and _listening(port, now):
                 break
             time.sleep(0.2)
-        serving = _serving(proc.pid)
+        serving = api_processes(proc.pid)
         assert len(serving) == 2 and first[0] not in serving, serving
         split = _split_after_piling_up(port, serving)
         proc.send_signal(signal.SIGTERM)
@@ -246,5 +236,5 @@ def test_a_process_that_replaces_a_killed_one_shares_the_connections(
 
 def _listening(port: int, pids: list[int]) -> bool:
     """Every one of ``pids`` has its listening socket on ``port`` (it is serving)."""
-    states = _tcp_sockets(port)
-    return all(any(states.get(i) == "0A" for i in _socket_inodes(pid)) for pid in pids)
+    states = tcp_sockets(port)
+    return all(any(states.get(i) == "0A" for i in socket_inodes(pid)) for pid in pids)

@@ -1,4 +1,5 @@
-"""The outbox part of the JobStore contract (``enqueued``, ``mark_enqueued``, ``unenqueued``), mixed
+"""The outbox part of the JobStore contract (``enqueued``, ``mark_enqueued``, ``unenqueued``,
+``mark_queued_unsent``), mixed
 into ``StoreContract`` so both stores are held to it (split off to keep the contract file small)."""
 
 from __future__ import annotations
@@ -42,3 +43,16 @@ class DispatchContract:
         store.mark_enqueued(taken.id, stored=taken)
         after = store.get(taken.id)
         assert after.enqueued and after.status is JobStatus.RUNNING
+
+    def test_mark_queued_unsent_clears_the_flag_of_queued_jobs_only(
+        self, store: JobStore, make_job: MakeJob
+    ) -> None:
+        queued = store.create(make_job()).job
+        running = store.create(make_job()).job
+        store.mark_running(running.id)
+        done = store.create(make_job()).job
+        store.mark_failed(done.id, {"type": "about:blank", "title": "x", "status": 500})
+        assert store.mark_queued_unsent() == [queued.id]
+        assert not store.get(queued.id).enqueued
+        assert store.get(running.id).enqueued and store.get(done.id).enqueued
+        assert queued.id in store.unenqueued(utcnow() + timedelta(seconds=1))

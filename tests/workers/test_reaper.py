@@ -16,7 +16,13 @@ from netshrink.service.schemas import to_public
 from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import INTERNAL_FIELDS, Claim, Job, JobStatus, utcnow
 from netshrink.workers.lease import LeaseKeeper
-from netshrink.workers.reaper import DataDirLock, dispatch_stranded, reap_orphans, recover_embedded
+from netshrink.workers.reaper import (
+    DataDirLock,
+    dispatch_stranded,
+    hand_back_queued,
+    reap_orphans,
+    recover_embedded,
+)
 from netshrink.workers.retention import Housekeeper
 from netshrink.workers.settings import WorkerSettings
 from netshrink.workers.store_sqlite import SQLiteJobStore
@@ -74,13 +80,43 @@ def test_recover_embedded_takes_back_running_jobs_first_then_enqueues_queued_old
     assert sent == [j.id for j in queued] and store.get(running.id).status is JobStatus.RUNNING
 
 
-def test_data_dir_lock_is_exclusive(tmp_path: Path) -> None:
-    first, second = DataDirLock(tmp_path), DataDirLock(tmp_path)
-    assert first.acquire()
-    assert not second.acquire()
-    first.release()
-    assert second.acquire()
-    second.release()
+def test_data_dir_lock_is_exclusive_only_while_no_other_embedded_process_holds_it(tmp_path: Path) -> None:
+    """flock locks belong to open files, so two locks in one process conflict as two processes would."""
+    first = DataDirLock(tmp_path)
+    assert first.acquire()  # alone: exclusive, for its start-up recovery
+    waiting = DataDirLock(tmp_path, wait_s=0.2)
+    assert not waiting.acquire()  # the first recovers: not even shared is granted meanwhile
+    assert waiting._fh is None
+    first.share()  # recovery over: a sibling may start
+    sibling = DataDirLock(tmp_path, wait_s=0.2)
+    assert not sibling.acquire() and sibling._fh is not None  # shared, not exclusive
+    first.release()  # the first stops (or dies): the sibling still runs jobs
+    assert not DataDirLock(tmp_path, wait_s=0.2).acquire()  # so no newcomer takes every job back
+    sibling.release()
+    last = DataDirLock(tmp_path)
+    assert last.acquire()  # nobody left: exclusive again
+    last.release()
+
+
+def test_a_stopping_process_hands_its_queued_jobs_to_the_reaper_once(
+    tmp_path: Path, make_job: MakeJob
+) -> None:
+    """Its memory:// messages die with it: every queued job is marked unsent and a sibling's reaper
+    sends each once; running and finished jobs are left alone."""
+    store = _store(tmp_path, 60)
+    old = utcnow() - timedelta(seconds=30)
+    queued = [store.create(make_job(created_at=old + timedelta(seconds=i))).job for i in range(2)]
+    running = store.create(make_job(created_at=old)).job
+    store.mark_running(running.id)
+    assert hand_back_queued(store) == [j.id for j in queued]
+    assert not any(store.get(j.id).enqueued for j in queued) and store.get(running.id).enqueued
+    sent: list[str] = []
+    assert (
+        dispatch_stranded(store, lambda job: sent.append(job.id), grace_s=10)
+        == sent
+        == [j.id for j in queued]
+    )
+    assert dispatch_stranded(store, lambda job: sent.append(job.id), grace_s=10) == []
 
 
 def test_lease_keeper_renews_and_notices_a_lost_lease(tmp_path: Path, make_job: MakeJob) -> None:
