@@ -19,6 +19,7 @@ from typing import Any
 from netshrink.cli.threads import limit_threads
 
 log = logging.getLogger("netshrink.serve")
+HEALTHCHECK_TIMEOUT_S = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +90,9 @@ def serve(
                 host=settings.host,
                 port=settings.port,
                 log_level=log_level,
+                # uvicorn's 5 s: a process still being spawned on a loaded machine missed it and was
+                # killed and replaced (cli/serve_workers.py). A hung one is replaced after 30 s.
+                timeout_worker_healthcheck=HEALTHCHECK_TIMEOUT_S,
             )
             try:
                 run_workers(config, threads=settings.torch_threads if runs_jobs else None)

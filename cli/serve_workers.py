@@ -18,10 +18,14 @@ Ref: socket(7) ``SO_REUSEPORT``; uvicorn.supervisors.multiprocess (uvicorn 0.54,
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
+import os
+import signal
 import socket
 import sys
+import threading
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors import multiprocess
@@ -30,6 +34,7 @@ from netshrink.cli.connection_balance import ConnectionCounts, ConnectionSheddin
 from netshrink.cli.threads import limit_threads
 
 log = logging.getLogger("uvicorn.error")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _tcp_socket(host: str) -> socket.socket:
@@ -80,6 +85,18 @@ class ReusePortProcess(multiprocess.Process):
         self.threads = threads  # embedded mode: the job thread budget (cli/threads.py), per process
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - child
+        """uvicorn's ``Process.target`` (answer health checks, then ``Server.run``) on this process's
+        own socket, with two changes: the health-check answers start first, and the process ends with
+        its supervisor.
+
+        uvicorn's supervisor pings every process each 0.5 s and kills one that does not answer
+        within ``timeout_worker_healthcheck``; its answering thread started only once this method
+        handed over, after the app was imported (and, embedded, torch). Four embedded
+        ``serve --workers 2`` starting at once on the 2-core machine (bench.load) took longer than
+        that, so each process was killed during its start-up and replaced, for minutes, none ever
+        serving."""
+        die_with_parent()
+        threading.Thread(target=self.always_pong, daemon=True).start()
         try:
             own = reuse_port_socket(self.config.host, self.config.port, self.config.backlog)
         except OSError as exc:
@@ -97,10 +114,23 @@ class ReusePortProcess(multiprocess.Process):
         elif counts is not None:
             log.warning("no connection-count slot left for this process: it serves without balancing")
         try:
-            super().target([own])
+            self.server.run([own])
         finally:
             if counts is not None and index is not None:
                 counts.release(index)
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """SIGTERM this process when its parent (the supervisor) dies, even by SIGKILL (Linux
+    ``prctl(PR_SET_PDEATHSIG)``): an orphaned API process would otherwise go on serving, and in
+    embedded mode go on running jobs, after its service is gone. It then stops as on any SIGTERM
+    (an embedded one hands its queued jobs back: ``workers/reaper.hand_back_queued``)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_workers(config: Config, *, threads: int | None = None) -> None:

@@ -238,3 +238,20 @@ def _listening(port: int, pids: list[int]) -> bool:
     """Every one of ``pids`` has its listening socket on ``port`` (it is serving)."""
     states = tcp_sockets(port)
     return all(any(states.get(i) == "0A" for i in socket_inodes(pid)) for pid in pids)
+
+
+@pytest.mark.slow
+def test_api_processes_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL the supervisor alone: its API processes (embedded: with their worker threads) stop too
+    instead of serving on as orphans (``die_with_parent``); they stop as on SIGTERM, so their queued
+    jobs are handed back."""
+    with embedded_serve(tmp_path / "data", args=["--workers", "2"], up_within_s=120) as (base, proc):
+        serving = api_processes(proc.pid)
+        assert len(serving) == 2, serving
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{p}").exists() and b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
+                  for p in serving):  # fmt: skip
+            assert time.monotonic() < deadline, "orphaned API processes still run"
+            time.sleep(0.2)
