@@ -13,7 +13,6 @@ Ref: ``workers/jobs.py`` (protocol), https://www.sqlite.org/wal.html.
 from __future__ import annotations
 
 import builtins
-import fcntl
 import os
 import sqlite3
 import threading
@@ -90,8 +89,6 @@ class SQLiteJobStore(TransitionMethods):
         self.idempotency_ttl_s = idempotency_ttl_s
         self._local = threading.local()
         self._writer, self._writer_pid = threading.Lock(), os.getpid()
-        self._lock_path = self.path.with_name(self.path.name + ".writelock")
-        self._lock_fd: int | None = None
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -126,30 +123,20 @@ class SQLiteJobStore(TransitionMethods):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction holding the database lock from the first read.
 
-        Writers queue on locks that hand over at once, not on SQLite's: its busy handler makes a
-        writer that finds the database locked sleep and poll (1, 2, 5, 10 … 100 ms), so 20
-        concurrent submits, two write transactions each, spent most of their latency asleep
-        (issue 13 §8, py-spy). Threads of this process queue on a Python lock, then processes
-        (embedded ``serve --workers N``, the CLI) on an ``flock`` of ``<db>.writelock``: the
-        kernel wakes the next waiter when it is released. (Not a lock on the database file
-        itself: closing any descriptor of that file drops SQLite's own POSIX locks on it.) A
-        process that writes without it still meets ``busy_timeout``."""
-        if self._writer_pid != os.getpid():  # a forked child: the parent's locks are not its own
-            self._writer, self._writer_pid, self._lock_fd = threading.Lock(), os.getpid(), None
+        Threads of this process queue on a Python lock first: SQLite's busy handler makes a writer
+        that finds the lock taken sleep and poll (1, 2, 5, 10 … 100 ms), so 20 concurrent submits,
+        two write transactions each, spent most of their latency asleep (issue 13 §8, py-spy). The
+        lock hands over at once; other processes still meet ``busy_timeout``."""
+        if self._writer_pid != os.getpid():  # a forked child: the parent's lock may be held
+            self._writer, self._writer_pid = threading.Lock(), os.getpid()
         with self._writer, self._connect() as conn:
-            if self._lock_fd is None:
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -362,13 +349,8 @@ class SQLiteJobStore(TransitionMethods):
             return False
 
     def close(self) -> None:
-        """Close this thread's connection (other threads' close when their thread ends) and the
-        write lock's file."""
+        """Close this thread's connection; other threads' close when their thread ends."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             conn.close()
         self._local.conn = None
-        with self._writer:
-            if self._lock_fd is not None and self._writer_pid == os.getpid():
-                os.close(self._lock_fd)
-            self._lock_fd = None

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing
-import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from jobstore_contract import StoreContract  # tests/workers is on sys.path (rootdir-relative import)
@@ -238,40 +235,3 @@ def test_unenqueued_is_filtered_by_sqlite_without_parsing_queued_jobs(
     monkeypatch.setattr(store_sqlite, "_without_report", no_parse)
     got = sqlite_store.unenqueued(utcnow() - timedelta(minutes=1))
     assert got == sorted(j.id for j in stranded)  # the same created_at: by id
-
-
-def _hold_write_transaction(path: str, entered: Any, release: Any) -> None:
-    store = SQLiteJobStore(path, retention_s=60)
-    with store._tx():
-        entered.set()
-        release.wait(30)
-
-
-def test_processes_queue_for_the_write_lock_on_a_file_lock(tmp_path: Path) -> None:
-    """A write transaction holds an flock of ``<db>.writelock`` from before BEGIN IMMEDIATE to after
-    COMMIT, so a writer in another process (embedded ``serve --workers N``) blocks in the kernel
-    and wakes when it is released, instead of sleeping in SQLite's busy handler (1-100 ms naps)."""
-    path = tmp_path / "jobs.sqlite3"
-    store = SQLiteJobStore(path, retention_s=60)
-    ctx = multiprocessing.get_context("fork")
-    entered, release = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold_write_transaction, args=(str(path), entered, release))
-    child.start()
-    try:
-        assert entered.wait(30)
-        fd = os.open(tmp_path / "jobs.sqlite3.writelock", os.O_RDWR)
-        try:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            release.set()
-            child.join(30)
-            assert child.exitcode == 0
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the transaction
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-    finally:
-        release.set()
-        child.join(30)
-    with store._tx() as conn:  # and this process takes it too
-        conn.execute("SELECT 1")
