@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from netshrink.workers.artifacts import ArtifactStore
-from netshrink.workers.jobs import JobStatus
+from netshrink.workers.jobs import Job, JobStatus
 from netshrink.workers.store_sqlite import SQLiteJobStore
 from tests.factories import mlp_onnx
 from tests.faults.helpers import (
@@ -40,6 +40,19 @@ from tests.serve_process import api_processes, connections_to_each, submit_over
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 PICKUP_SLACK_S = 5.0  # the sibling takes the message and claims it, on 2 busy cores
 QUICK_SPEC = {"prune": {"keep": 0.5}, "seed": 2, "evaluation": {"inputs": "gaussian", "samples": 64}}
+
+
+def _ended(store: SQLiteJobStore, ids: list[str], log: Path) -> list[Job]:
+    """Each job once it is terminal (waiting up to 240 s for each)."""
+    return [
+        wait_for(lambda i=i: (j := store.get(i)).status.is_terminal and j, 240, f"{i} to end", log)
+        for i in ids
+    ]
+
+
+def _assert_one_running_three_queued(store: SQLiteJobStore, first: str, queued: list[str]) -> None:
+    assert store.get(first).status is JobStatus.RUNNING
+    assert [store.get(i).status for i in queued] == [JobStatus.QUEUED] * 3
 
 
 def _serve(tmp_path: Path, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -78,16 +91,12 @@ def test_sigkill_of_embedded_serve_with_jobs_queued_then_restart(tmp_path: Path)
         )
         kill_group(proc)
         killed = time.monotonic()
-        assert store.get(first).status is JobStatus.RUNNING
-        assert [store.get(i).status for i in queued] == [JobStatus.QUEUED] * 3
+        _assert_one_running_three_queued(store, first, queued)
         proc, base = _serve(tmp_path, data, log)
         up_s = time.monotonic() - killed
         back = wait_for(lambda: running_again(store, first, 2), 60, "job 1 to run again", log)
         recovered_s = time.monotonic() - killed
-        done = [
-            wait_for(lambda i=i: (j := store.get(i)).status.is_terminal and j, 240, f"{i} to end", log)
-            for i in ids
-        ]
+        done = _ended(store, ids, log)
         total_s = time.monotonic() - killed
     finally:
         stop(proc)
@@ -174,14 +183,10 @@ def test_sigkill_of_one_of_two_embedded_api_processes_mid_job(tmp_path: Path) ->
         victim = int(str(running.lease_token).split(":")[1])  # the process holding the lease
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
-        assert store.get(first).status is JobStatus.RUNNING
-        assert [store.get(i).status for i in queued] == [JobStatus.QUEUED] * 3
+        _assert_one_running_three_queued(store, first, queued)
         back = wait_for(lambda: running_again(store, first, 2), 60, "job 1 to run again", log)
         recovered_s = time.monotonic() - killed
-        done = [
-            wait_for(lambda i=i: (j := store.get(i)).status.is_terminal and j, 240, f"{i} to end", log)
-            for i in ids
-        ]
+        done = _ended(store, ids, log)
         total_s = time.monotonic() - killed
         now_serving = wait_for(lambda: len(p := api_processes(proc.pid)) == 2 and p, 60, "a replacement", log)
     finally:
@@ -216,10 +221,7 @@ def test_scaling_embedded_api_processes_down_hands_the_queued_jobs_over(tmp_path
         proc.send_signal(signal.SIGTTOU)
         stopped = time.monotonic()
         wait_for(lambda: len(api_processes(proc.pid)) == 1, 120, "one process to stop", log)
-        done = [
-            wait_for(lambda i=i: (j := store.get(i)).status.is_terminal and j, 240, f"{i} to end", log)
-            for i in ids
-        ]
+        done = _ended(store, ids, log)
         total_s = time.monotonic() - stopped
     finally:
         stop(proc)
