@@ -6,7 +6,7 @@ p99 < 100 ms at 20 clients, with no job running.
 
     python -m bench.load [--mode embedded|redis|both] [--slice-s 2] [--rounds 3] [--clients 20]
                          [--api-workers 2] [--baseline-tree DIR] [--baseline-api-workers N] [--dev]
-                         [--data-root DIR]
+                         [--data-root DIR] [--warmup-s 2]
 
 **The load tool is wrk** (a C program, ``apt-get install wrk``; bench only, CI never runs this),
 driven by ``bench/load.lua``: keep-alive connections, the ``Authorization`` header of the
@@ -30,7 +30,12 @@ server (plain ``netshrink serve``) is ``--api-workers 1``, or, in the same run a
 No job runs while anything is measured. Status GETs poll one finished job (its worker idle). Submits
 go to a second instance of the mode started without a worker (``--no-embedded-worker``; in Redis
 mode no ``netshrink worker``): each 202 stores the upload and the job and sends the broker message,
-and nothing consumes it. wrk reports percentiles per slice: the tables give the requests/s over all
+and nothing consumes it. Before the submit slices each target takes ``--warmup-s`` (default 2 s) of
+unmeasured submits at the measured concurrency, so every API process and every admission thread
+has served some: after a warm-up of 1 s on 2 connections (until 2026-12-05), which could leave one
+of the ``serve --workers 2`` processes unwarmed, the first embedded submit slice had the worst p99
+in 3 of 4 runs (76.3, 87.6 and 120.9 ms against 56.5-77.1 ms in the later slices; 01:42-01:50 UTC).
+wrk reports percentiles per slice: the tables give the requests/s over all
 slices, the median of the slices' p50 and the **worst** slice's p99. Server CPU per request is
 split into its system (kernel) part, and before each mode ``inode_probe_us`` times new
 directory + file pairs in the data root: the filesystem's state (``bench/inodes.py``). Each slice
@@ -250,8 +255,8 @@ def run_mode(mode: str, args: argparse.Namespace, model: bytes, tmp: Path) -> Re
         out[f"status_{args.clients}"] = interleave(targets, args.clients, args)
         out["status_1"] = interleave(targets, 1, args)
         targets = [(s, "/v1/jobs") for s in submit_services]  # the last one is the submit floor
-        for s, path in targets:  # warm-up (imports on the first upload); not measured
-            wrk(s.base + path, 2, 1, s.key, body_path, ctype)
+        for s, path in targets:  # warm-up at the measured concurrency; not measured (see the docstring)
+            wrk(s.base + path, args.clients, args.warmup_s, s.key, body_path, ctype)
         out[f"submit_{args.clients}"] = interleave(targets, args.clients, args, body=body_path, ctype=ctype)
     finally:
         for s in services:
@@ -312,6 +317,9 @@ def main() -> None:
     parser.add_argument("--slice-s", type=float, default=2.0, help="seconds per interleaved wrk slice")
     parser.add_argument("--rounds", type=int, default=3, help="slices per target")
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument(
+        "--warmup-s", type=float, default=2.0, help="unmeasured submits per target first, at --clients"
+    )
     parser.add_argument("--baseline-tree", type=Path, default=None, help="also measure this checkout")
     parser.add_argument("--api-workers", type=int, default=2, help="serve --workers N (either mode)")
     parser.add_argument(
