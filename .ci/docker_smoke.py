@@ -12,7 +12,8 @@ tested here), plus the CI differences that a compose override would carry, liste
 from Debian's redis-server (no registry). Everything else, the job time limits and the crash-recovery
 settings included, keeps the compose file's and the settings' defaults.
 
-Checks: the containers run as a non-root user; /healthz and /readyz answer; an API key is created
+Checks: the containers run as a non-root user; the api container runs the compose file's
+``serve --workers N`` as N API processes; /healthz and /readyz answer; an API key is created
 with ``netshrink keys create`` inside the container; a small ONNX model is compressed through the
 HTTP API and its artifact, downloaded, runs in onnxruntime on the host; a job whose worker
 container is restarted mid-job (SIGTERM, then SIGKILL after 1 s) still ends, succeeded: its lease
@@ -205,6 +206,30 @@ def check_non_root(stack: Stack, container: str) -> None:
     log(f"{container}: uid {uid} (image USER {user})")
 
 
+# The API processes of `serve --workers N`: uvicorn spawns them (multiprocessing's spawn start method).
+# The needle is split so that this program's own command line does not hold it.
+COUNT_SPAWNED = """import os
+def spawned(pid):
+    try:
+        return (b'spawn' + b'_main') in open(f'/proc/{pid}/cmdline', 'rb').read()
+    except OSError:  # gone meanwhile
+        return False
+print(sum(spawned(p) for p in os.listdir('/proc') if p.isdigit()))
+"""
+
+
+def check_api_processes(stack: Stack, container: str) -> None:
+    """The compose file's ``serve --workers N`` runs N API processes under the supervisor."""
+    command, _ = stack.env("api")
+    expected = int(command[command.index("--workers") + 1])
+    running = wait_for(
+        f"{expected} API processes",
+        lambda: (n := int(docker("exec", container, "python", "-c", COUNT_SPAWNED))) == expected and n,
+        60,
+    )
+    log(f"{container}: {running} API processes (serve --workers {expected})")
+
+
 def submit(client: httpx.Client, model: bytes, spec: dict[str, Any]) -> dict[str, Any]:
     files = {"model": ("model.onnx", model, "application/octet-stream")}
     r = client.post("/v1/jobs", files=files, data={"spec": json.dumps(spec)})
@@ -307,6 +332,7 @@ def main() -> int:
             assert anon.get("/v1/jobs").status_code == 401, "the API answers without a key"
         for container in (api, worker):
             check_non_root(stack, container)
+        check_api_processes(stack, api)
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as client:
 

@@ -83,25 +83,26 @@ def entrypoint() -> list[str]:
     return value
 
 
+def interpolated(word: str) -> str:
+    """Compose's ``${VAR:-default}`` as compose resolves it with ``VAR`` unset: the default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", lambda m: m.group(1), word)
+
+
 def container_commands() -> dict[str, list[str]]:
-    """service -> argv, from the Dockerfile's ENTRYPOINT + CMD and each compose service's command."""
+    """service -> argv, from the Dockerfile's ENTRYPOINT + CMD and each compose service's command
+    (its ``${VAR:-default}`` words as compose runs them by default)."""
     (cmd,) = [a for word, a in dockerfile_instructions() if word == "CMD"]
     commands = {"Dockerfile CMD": [*entrypoint(), *json.loads(cmd)]}
     for name, svc in project_services().items():
         assert "entrypoint" not in svc, f"{name}: keep the image's ENTRYPOINT (netshrink)"
         command = svc["command"]
         assert isinstance(command, list), f"{name}: use the exec form (a list) for command"
-        commands[name] = [*entrypoint(), *command]
+        commands[name] = [*entrypoint(), *map(interpolated, command)]
     return commands
 
 
-def test_entrypoint_is_the_console_script() -> None:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert entrypoint() == ["netshrink"] and scripts["netshrink"] == "netshrink.cli.main:main"
-
-
-@pytest.mark.parametrize("service", sorted(container_commands()))
-def test_every_container_command_parses(service: str) -> None:
+def parsed_flags(service: str) -> argparse.Namespace:
+    """A container's ``netshrink`` flags, parsed by its subcommand's own parser."""
     from netshrink.cli.main import SUBCOMMANDS
 
     argv = container_commands()[service]
@@ -112,9 +113,26 @@ def test_every_container_command_parses(service: str) -> None:
     parser = argparse.ArgumentParser(prog=f"netshrink {sub}", exit_on_error=False)
     module.add_arguments(parser)
     try:
-        parser.parse_args(flags)
+        return parser.parse_args(flags)
     except (argparse.ArgumentError, SystemExit) as exc:
         pytest.fail(f"{service}: `{' '.join(argv)}` is rejected by {module_name}: {exc}")
+
+
+def test_entrypoint_is_the_console_script() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint() == ["netshrink"] and scripts["netshrink"] == "netshrink.cli.main:main"
+
+
+@pytest.mark.parametrize("service", sorted(container_commands()))
+def test_every_container_command_parses(service: str) -> None:
+    parsed_flags(service)
+
+
+def test_the_compose_api_runs_one_process_per_core_of_the_measured_machine() -> None:
+    """Two API processes by default (``NETSHRINK_API_WORKERS``), as ``bench.load`` measures them."""
+    assert "${NETSHRINK_API_WORKERS:-2}" in compose()["services"]["api"]["command"]
+    assert parsed_flags("api").workers == 2
+    assert interpolated("${NETSHRINK_API_WORKERS:-2}") == "2" and interpolated("8") == "8"
 
 
 def test_compose_environment_names_real_settings() -> None:
@@ -230,7 +248,7 @@ def test_docker_smoke_runs_the_compose_services_with_valid_settings() -> None:
     assert set(overrides) <= fields, sorted(set(overrides) - fields)
     for service, cls in (("api", ServiceSettings), ("worker", WorkerSettings)):
         command, env = smoke.compose_service(service)
-        assert command == compose()["services"][service]["command"]
+        assert command == [interpolated(word) for word in compose()["services"][service]["command"]]
         merged = {**env, **overrides}
         values = {k.removeprefix("NETSHRINK_").lower(): v for k, v in merged.items()}
         settings = cls(_env_file=None, **values)
