@@ -19,12 +19,14 @@ import logging
 import os
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController
 
 from netshrink.workers.jobs import Job
+from netshrink.workers.redis_transport import TRANSPORT as REDIS_TRANSPORT
 from netshrink.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ def create_celery_app(settings: WorkerSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        broker_transport=broker_transport(settings.redis_url),
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         task_time_limit=settings.job_time_limit_s,
@@ -65,6 +68,14 @@ def create_celery_app(settings: WorkerSettings) -> Celery:
     )
     register_tasks(app, settings)
     return app
+
+
+def broker_transport(redis_url: str | None) -> str | None:
+    """``redis://``: kombu's Redis transport keeping one client per channel
+    (``workers/redis_transport.py``); anything else: the transport the URL's scheme names."""
+    if redis_url is not None and urlsplit(redis_url).scheme == "redis":
+        return REDIS_TRANSPORT
+    return None
 
 
 def _transport_options(settings: WorkerSettings) -> dict[str, Any]:
@@ -226,6 +237,7 @@ __all__ = [
     "GPU_QUEUE",
     "WEBHOOK_QUEUE",
     "EmbeddedWorker",
+    "broker_transport",
     "create_celery_app",
     "default_queues",
     "enqueue_job",
