@@ -3,10 +3,10 @@
 kombu 5.7's Redis ``Channel.conn_or_acquire()`` builds a new ``redis.Redis`` for every message it
 publishes (``_put``) and for each queue-size, purge and restore call, over the channel's one
 connection pool. redis-py 6 fills a case-insensitive table of some 170 response callbacks in every
-``Redis()``, so that construction cost more than the LPUSH it wraps: a ``send_task`` to Redis took
-0.65-0.72 ms of CPU, 0.28-0.38 ms with one client per channel (best of six batches of 500, two
-runs each, loopback Redis, 2026-12-05). Here the channel builds its client once, on first use, and
-keeps it. A ``redis.Redis`` is safe to share between threads (each command takes a connection
+``Redis()``: a ``send_task`` to a loopback Redis took 0.37-0.41 ms of CPU, 0.26-0.28 ms with one
+client per channel (the best of ten batches of 500, the two apps interleaved in one process, two
+runs, 2026-12-05; README "Service overhead"). Here the channel builds its client once, on first
+use, and keeps it. A ``redis.Redis`` is safe to share between threads (each command takes a connection
 from the pool) and across a fork (the pool resets itself in the child), and a channel that kombu
 replaces after a connection error brings a new client with it.
 
