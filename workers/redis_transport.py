@@ -2,7 +2,7 @@
 
 kombu 5.7's Redis ``Channel.conn_or_acquire()`` builds a new ``redis.Redis`` for every message it
 publishes (``_put``) and for each queue-size, purge and restore call, over the channel's one
-connection pool. redis-py 6 fills a case-insensitive table of some 170 response callbacks in every
+connection pool. redis-py 8.1 fills a case-insensitive table of some 170 response callbacks in every
 ``Redis()``: a ``send_task`` to a loopback Redis took 0.37-0.41 ms of CPU, 0.26-0.28 ms with one
 client per channel (the best of ten batches of 500, the two apps interleaved in one process, two
 runs, 2026-12-05; README "Service overhead"). Here the channel builds its client once, on first
