@@ -117,15 +117,27 @@ def square_sum(values: np.ndarray, *, chunk: int = 1 << 20) -> float:
     return part(0, flat.size)
 
 
+FLOAT32_SQUARE_MAX = float(np.sqrt(np.finfo(np.float32).max))  # the largest |v| with a finite float32 square
+
+
+def _square_overflows(v: np.ndarray) -> bool:
+    """Whether some |v| squared exceeds float32's range (v: float32, finite: loading checked); max and
+    min, not ``abs(v).max()``: no copy of v (memory, issue 10)."""
+    return v.size > 0 and max(float(v.max()), -float(v.min())) > FLOAT32_SQUARE_MAX
+
+
 def sorted_energy(values: np.ndarray) -> SortedEnergy:
     """S_0..S_n: S_j = sum of the j smallest squared values (float64, S_0 = 0, non-decreasing).
 
     The squares are sorted in the values' own precision (float32 weights stay float32: half the
     memory; sorting numbers gives the same order whatever the algorithm, so it is deterministic),
-    and summed in float64 (``SortedEnergy``: checkpoints, no n + 1 float64 array).
+    and summed in float64 (``SortedEnergy``: checkpoints, no n + 1 float64 array). A float32 array
+    holding a value whose square float32 cannot hold (|v| > ~1.8e19: a weight of a noise arm that
+    grew while its loss stayed finite, or of an upload) is squared in float64 instead, which holds
+    every float32 square.
     """
     v = np.asarray(values)
-    dtype = np.float32 if v.dtype == np.float32 else np.float64
+    dtype = np.float32 if v.dtype == np.float32 and not _square_overflows(v) else np.float64
     sq = np.square(v.astype(dtype, copy=False).ravel())  # (n,)
     sq.sort()  # in place, ascending
     return SortedEnergy(sq)

@@ -177,6 +177,28 @@ def test_sorted_energy_checkpoints_give_the_full_cumulative_sum_bit_for_bit(n: i
         assert S.searchsorted_right(float(v)) == int(np.searchsorted(ref, v, side="right"))
 
 
+@pytest.mark.parametrize("big", [2e19, 1e27, float(np.finfo(np.float32).max)])
+def test_float32_values_past_the_square_range_are_measured_in_float64(big: float) -> None:
+    """A finite float32 weight above ~1.8e19 (a heavy-tailed noise arm that grew, or an upload) has no
+    float32 square: squared in float32 it was inf (numpy's overflow warning, an error under pytest),
+    and q(ε) came out 1.0 for any ε. Squared in float64 every S_j is the float64 oracle's, exactly."""
+    x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)  # (5000,)
+    x[17] = np.float32(big)
+    ref = np.zeros(x.size + 1)
+    np.cumsum(np.sort(np.square(x.astype(np.float64))), out=ref[1:])  # (n + 1,) the float64 oracle
+    S = sorted_energy(x)
+    assert math.isfinite(S.total) and S.total == ref[-1]
+    assert np.array_equal(np.asarray(S[np.arange(ref.size)]), ref)
+    assert prunable_fraction(x, 0.1) == (x.size - 1) / x.size  # all but the one huge entry can go
+
+
+def test_float32_values_inside_the_square_range_keep_float32_squares() -> None:
+    """Half the memory (issue 10): the float64 squares are only for arrays that need them."""
+    x = np.float32([1.0, -3.0, 1.8e19])  # (3,) 1.8e19² < float32 max
+    assert sorted_energy(x).sq.dtype == np.float32
+    assert sorted_energy(np.float32([1.0, 1.9e19])).sq.dtype == np.float64
+
+
 @pytest.mark.parametrize("shape", [(4096, 4096), (3000, 777), (10, 1_228_803), (1, 5)])
 def test_square_sum_is_numpys_float64_sum_without_the_copy(shape: tuple[int, int]) -> None:
     X = np.random.default_rng(0).standard_t(3, size=shape).astype(np.float32)
