@@ -3,15 +3,18 @@ time (issue 13 §8). The same small ONNX model and spec as ``bench/load.py``'s s
 (one API key, sent as ``Authorization``), against the framework floor (a bare FastAPI route parsing
 the same multipart form and storing nothing) in the same run.
 
-    python -m bench.submit_asgi [--requests 300] [--profile out.prof]
+    python -m bench.submit_asgi [--requests 300] [--profile out.prof] [--gc]
 
 Embedded settings (SQLite store, in-memory limiter), no worker: each 202 stores the upload and the
 job and sends the broker message, and nothing consumes it. CPU is ``time.process_time`` (user + sys
 of every thread of this process), which moves much less than wall time on a shared machine; the
 requests run in ``--batches`` and the cheapest batch is reported too (other load only ever adds).
-``--profile`` writes a cProfile of the netshrink submits with the worker-thread hops
-(``anyio.to_thread.run_sync``) profiled too, merged into one file. To measure another checkout, run
-it with ``PYTHONPATH=<tree>/build/typecheck`` (after ``.ci/linked-tree true`` in that tree).
+``--gc`` times every garbage collection during the netshrink submits (``gc.callbacks``) and prints,
+per generation, how many ran and the longest, with the tracked objects before and after: a
+collection is a stall for every request in flight (issue 13 §8). ``--profile`` writes a cProfile of
+the netshrink submits with the worker-thread hops (``anyio.to_thread.run_sync``) profiled too,
+merged into one file. To measure another checkout, run it with ``PYTHONPATH=<tree>/build/typecheck``
+(after ``.ci/linked-tree true`` in that tree).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import time
 from collections.abc import Callable
@@ -114,7 +118,31 @@ def _batches(requests: int, batches: int) -> list[int]:
     return [requests // n + (1 if i < requests % n else 0) for i in range(n)]
 
 
-async def measure(requests: int, profile: Path | None, batches: int = 1) -> dict[str, float]:
+class GcTimer:
+    """Every garbage collection's generation and milliseconds while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, float]] = []  # (generation, ms)
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.runs.append((int(info["generation"]), 1000 * (time.perf_counter() - self._start)))
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for gen in (0, 1, 2):
+            ms = [t for g, t in self.runs if g == gen]
+            out[f"gc_gen{gen}_runs"] = len(ms)
+            out[f"gc_gen{gen}_max_ms"] = round(max(ms, default=0.0), 2)
+        return out
+
+
+async def measure(
+    requests: int, profile: Path | None, batches: int = 1, gc_timer: GcTimer | None = None
+) -> dict[str, float]:
     out: dict[str, float] = {}
     body, ctype = multipart(_model())
     with TemporaryDirectory(prefix="netshrink-submit-asgi-") as tmp:
@@ -127,6 +155,10 @@ async def measure(requests: int, profile: Path | None, batches: int = 1) -> dict
                 main_prof = cProfile.Profile(time.thread_time) if profile and name == "netshrink" else None
                 thread_prof = cProfile.Profile(time.thread_time) if main_prof else None
                 undo = profile_threads(thread_prof) if thread_prof else None
+                timed = gc_timer is not None and name == "netshrink"
+                if timed:
+                    out["gc_tracked_before"] = len(gc.get_objects())
+                    gc.callbacks.append(gc_timer)
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 if main_prof:
                     main_prof.enable()
@@ -141,6 +173,10 @@ async def measure(requests: int, profile: Path | None, batches: int = 1) -> dict
                     stats = pstats.Stats(main_prof)
                     stats.add(thread_prof)
                     stats.dump_stats(str(profile))
+                if timed:
+                    gc.callbacks.remove(gc_timer)
+                    out |= gc_timer.summary()
+                    out["gc_tracked_after"] = len(gc.get_objects())
                 assert codes == {202}, codes
                 out[f"{name}_cpu_ms"] = round(1000 * (time.process_time() - cpu0) / requests, 3)
                 out[f"{name}_cpu_ms_min_batch"] = round(min(batch_ms), 3)
@@ -153,8 +189,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--batches", type=int, default=10, help="also report the cheapest batch")
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--gc", action="store_true", help="time the garbage collections (gc.callbacks)")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.requests, args.profile, args.batches))
+    timer = GcTimer() if args.gc else None
+    result = asyncio.run(measure(args.requests, args.profile, args.batches, timer))
     print(f"code: {Path(netshrink.service.__file__).parent}")
     print(result, f"ratio {result['netshrink_cpu_ms'] / result['floor_cpu_ms']:.2f}x the floor")
 
