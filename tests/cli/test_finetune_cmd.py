@@ -109,7 +109,7 @@ def test_non_finite_loss_exit_2_with_the_epoch(
     files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, train = files
-    # seeded: most seeds of this run diverge, but not all (seed 594 keeps a finite loss: the next test)
+    # seeded: most seeds of this run diverge, not all (seed 594 keeps a finite loss; see the next test)
     args = ["--epochs", "3", "--alpha", "0.3", "--sigma", "100", "--eta", "10", "--quiet", "--seed", "0"]
     code = main(["finetune", str(model), "--train", str(train), *args, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
