@@ -27,6 +27,7 @@ from netshrink.compression.bounds.prediction import (
 from netshrink.compression.diagnostics.background import start_tails
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
 from netshrink.compression.errors import CancelledError, InvalidSpecError
+from netshrink.compression.evaluation.activation_range import check_activation_range
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
@@ -204,6 +205,9 @@ def compress(
         ex = Executor(net, device)
         X_fit = torch.as_tensor(data.fit, device=device)
         X_ho = torch.as_tensor(data.holdout, device=device)
+        check_activation_range(ex, net, X_fit, inputs=f"{data.inputs} fit")
+        if data.split != "none":  # otherwise the holdout is the fit split
+            check_activation_range(ex, net, X_ho, inputs=f"{data.inputs} held-out")
     from netshrink.compression.export.artifacts import build_artifacts, check_in_onnxruntime, upload_facts
 
     with timer("export_and_onnxruntime"):  # the upload's bytes and latency, before any draw is held

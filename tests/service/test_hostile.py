@@ -14,11 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.service.conftest import SPEC, assert_problem, submit
+from netshrink.service.main import create_app
+from tests import factories
+from tests.service.conftest import SPEC, assert_problem, make_settings, submit
 
 EXAMPLES = 400 if os.environ.get("HYPOTHESIS_PROFILE") == "deep" else 40
 FUZZ = settings(
@@ -210,3 +213,20 @@ def test_an_empty_state_dict_is_422(client: TestClient, tmp_path: Path) -> None:
     torch.save({}, tmp_path / "empty.pt")
     r = submit(client, (tmp_path / "empty.pt").read_bytes(), SPEC, filename="empty.pt")
     assert "empty" in assert_problem(r, 422, "nothing-to-compress")["detail"]
+
+
+def test_a_model_whose_activations_overflow_float32_fails_as_invalid_weights(tmp_path: Path) -> None:
+    """Finite weights, one of 1e20: the job ends failed with the invalid-weights problem (422), naming
+    the tensor, not as an internal error (found probing after issue 13; before, the worker's Cholesky
+    raised and the job failed as internal)."""
+    m = factories.tiny_mlp((8, 16, 16, 4))
+    with torch.no_grad():
+        m[0].weight[3, 0] = 1e20
+    model = factories.export_onnx(m, (8,))
+    config = make_settings(tmp_path, embedded_worker=True, prefer_wait_max_s=60.0)
+    with TestClient(create_app(config)) as client:
+        r = submit(client, model, {"prune": {"keep": 0.5}, "seed": 1}, headers={"Prefer": "wait=60"})
+        job = r.json()
+        assert r.status_code == 200 and job["status"] == "failed", r.text
+        assert job["error"]["type"].endswith("/invalid-weights") and job["error"]["status"] == 422
+        assert "float32" in job["error"]["detail"] and "the output of layer" in job["error"]["detail"]

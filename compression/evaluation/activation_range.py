@@ -1,0 +1,90 @@
+"""The float32 range of a model's activations on the evaluation inputs, checked before compressing.
+
+The core computes in float32 (docs/method.md): a layer's second moments E[x xᵀ] (the compensation's
+H, after GPTQ's float32 reference code), the bounds' per-input energies S_j = E[x_j²], and the squared
+norms of the output errors. A model can have finite float32 weights and still produce activations
+whose squares overflow float32 (|a| above about 1.8e19): one weight of 1e20 is enough. Such a model
+used to fail deep inside a stage, as an internal error (a Cholesky that found no positive definite
+H, a NaN from inf · 0 in a sum of products) or with Infinity in report.json. It is refused up front
+instead, naming the tensor, as invalid weights (422 / CLI exit 2).
+
+The rule: a captured tensor t of N values (over all the samples) passes when max|t|² · N fits
+float32, so that every sum of squares over it, and every Gram entry (Cauchy-Schwarz), is finite.
+Real models are many orders of magnitude inside it (|a| up to about 1.8e19 / √N, e.g. 5.8e16 for
+10⁵ values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from netshrink.compression.errors import InvalidWeightsError
+from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.graph.network import Network
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+CHUNK_BYTES = 64 << 20  # the captured activations of one chunk of samples, at most (one sample at least)
+
+
+def _watched(net: Network) -> dict[str, str]:
+    """Tensor name -> what it is, for every compressible layer's input and output and the logits."""
+    out: dict[str, str] = {}
+    for layer in net.layers:
+        out.setdefault(layer.input, f"the input of layer {layer.name!r}")
+        out.setdefault(layer.output, f"the output of layer {layer.name!r}")
+    out.setdefault(net.logits, "the model's output")
+    out.pop("", None)
+    return out
+
+
+def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str) -> None:
+    """Raise ``InvalidWeightsError`` when an activation of ``net`` on ``X`` (S, *input_shape) is not
+    finite, or its sum of squares over the S samples would overflow float32. ``inputs`` names the
+    inputs in the message ("calibration", "gaussian", ...). One dense forward pass, in chunks of
+    samples whose captured tensors stay under ``CHUNK_BYTES``."""
+    watched = _watched(net)
+    names = tuple(watched)
+    peak = dict.fromkeys(names, 0.0)
+    count = dict.fromkeys(names, 0)
+    S = int(X.shape[0])
+    step, i = 1, 0  # the first chunk is one sample: it sizes the others
+    while i < S:
+        got = ex.run(X[i : i + step], capture=names)  # {name: (c, ...)}
+        for name in names:
+            t = got[name]
+            if t.numel():
+                lo, hi = (float(v) for v in torch.aminmax(t))  # one pass, no |t| copy
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise _refusal(watched[name], name, "is not finite (Inf or NaN) in float32", inputs)
+                peak[name] = max(peak[name], -lo, hi)
+            count[name] += t.numel()
+        if i == 0:
+            per_sample = sum(got[n].numel() * got[n].element_size() for n in names)
+            step = max(1, CHUNK_BYTES // max(1, per_sample))
+            i = 1
+        else:
+            i += step
+        del got
+    for name in names:
+        if peak[name] ** 2 * count[name] > FLOAT32_MAX:  # Python floats: float64, no overflow here
+            limit = math.sqrt(FLOAT32_MAX / count[name])
+            raise _refusal(
+                watched[name],
+                name,
+                f"reaches |a| = {peak[name]:.3g}, over the {limit:.3g} at which a float32 sum of its "
+                f"{count[name]} squared values overflows",
+                inputs,
+            )
+
+
+def _refusal(what: str, tensor: str, problem: str, inputs: str) -> InvalidWeightsError:
+    return InvalidWeightsError(
+        f"{what} (tensor {tensor!r}) {problem} on the {inputs} inputs: the second moments, bounds and "
+        "error norms that netshrink computes in float32 would be Inf or NaN. The weights (or the "
+        "inputs) are far outside any trained model's range; rescale them",
+        nodes=[tensor],
+    )
