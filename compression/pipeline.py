@@ -35,6 +35,7 @@ from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
 from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
+from netshrink.compression.search.group_draw import too_few_units
 from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import HELD_BACK, CompressSpec
 
@@ -117,6 +118,7 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
             raise InvalidSpecError(
                 f"quantize.bits names unknown layers: {', '.join(bad)}", field="quantize.bits"
             )
+    _check_structured_keep(net, spec)
     if net.support != "full":
         if spec.prune is not None and spec.prune.granularity != "weight":
             raise InvalidSpecError(
@@ -128,6 +130,20 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
             raise InvalidSpecError(
                 "the output-aware score needs full support (autograd through the graph)", field="prune.score"
             )
+
+
+def _check_structured_keep(net: Network, spec: CompressSpec) -> None:
+    """A neuron/channel Bernoulli draw keeps each layer's top unit and needs more than one unit kept
+    on average (``fraction.keeps_a_unit``): refuse a keep below that, naming the layer."""
+    few = too_few_units(net, spec)
+    if few is not None:
+        name, keep, units = few
+        raise InvalidSpecError(
+            f"prune.keep={keep:g} keeps {keep * units:.3g} of the {units} units layer {name!r} reads on "
+            f"average; a neuron/channel draw keeps more than one (keep > {1.0 / units:.3g} for this "
+            "layer; or exclude it)",
+            field="prune.keep",
+        )
 
 
 def predicts(nd: NetworkDraw) -> bool:
@@ -272,7 +288,7 @@ def compress(
     from netshrink.compression.search.measure import measure
 
     with timer("measure_and_bounds"):
-        m = measure(net, ex, chosen, X_ho, data.holdout_labels)
+        m = measure(net, ex, chosen, X_ho, data.holdout_labels, top1=spec.top1_target)
     compensation = None
     if spec_run.compensate and any(d.compensated for d in chosen.layers.values()):
         from netshrink.compression.search.twin import compensation_section
@@ -314,7 +330,7 @@ def compress(
             for i, bspec in enumerate(baseline_specs(spec_run)):
                 progress("baselines", i, len(baseline_specs(spec_run)))
                 nd = draw_network(net, ex, bspec, X_fit, draw=0)
-                bm = measure(net, ex, nd, X_ho, data.holdout_labels)
+                bm = measure(net, ex, nd, X_ho, data.holdout_labels, top1=spec.top1_target)
                 barts = build_artifacts(
                     net, nd, bspec, data.holdout, bm, onnxruntime_check=False, before=before
                 )

@@ -163,6 +163,12 @@ class CompressSpec:
             out["compensate"] = None  # the default's rule: null re-submitted resolves to it again
         return out
 
+    @property
+    def top1_target(self) -> bool:
+        """A top-1 agreement target: the output is a classifier's whatever its graph's tail (a
+        PyTorch export without Softmax), so top-1 is measured and reported for it."""
+        return self.target is not None and self.target.metric == "top1_agreement"
+
     def with_seed(self) -> CompressSpec:
         """Return the spec with a concrete seed (random when unset); the seed is always echoed."""
         if self.seed is not None:

@@ -5,11 +5,12 @@ the groups are Torch-Pruning's DepGraph groups, ``graph/depgroups.py``).
 Per channel space (the groups that live on the same tensors, e.g. a ResNet stage's residual stream)
 P1's rule runs as for one layer: (f, p) from ``choose_fraction`` on the group scores, the m = f·G
 lowest-score groups are randomized, the rest stay. The randomized groups are drawn **with a fixed
-count** (derived, docs/bounds-dag.md "Fixed-count draws"): exactly d = G − ⌊κG + ½⌋ of the m are
-dropped, a uniformly random subset, and the k = m − d survivors are scaled by m/k = 1/p. Each group
-still survives with probability p = k/m and E[scale] = 1 (unbiased), the space keeps exactly
-G − d channels (κ is the realized fraction up to rounding, not only its expectation), and two
-randomized groups of one space have Cov(s_g, s_h) = −τ²/(m−1), τ² = (1−p)/p = d/k.
+count** (derived, docs/bounds-dag.md "Fixed-count draws"): exactly d = G − max(1, ⌊κG + ½⌋) of the
+m are dropped (a space always keeps one channel: an empty one no export can hold), a uniformly
+random subset, and the k = m − d survivors are scaled by m/k = 1/p. Each group still survives with
+probability p = k/m and E[scale] = 1 (unbiased), the space keeps exactly G − d channels (κ is the
+realized fraction up to rounding, not only its expectation), and two randomized groups of one space
+have Cov(s_g, s_h) = −τ²/(m−1), τ² = (1−p)/p = d/k.
 A group's score is the sum over its readers ℓ of E_x‖W_ℓ,g ẑ_g‖² (or of the output-aware
 E_x‖J W_ℓ,g ẑ_g‖²). Every reader's columns of a group get the same factor, so the deleted channel
 is zero in every reader and physically removing it (rows of its producers, filters of depthwise
@@ -59,7 +60,7 @@ def draw_groups(
 ) -> GroupDraw:
     """P1's structured rule per space with a fixed count (module docstring); ``spaces`` lists the
     group ids of each space, ``keeps`` its κ. The deterministic baselines (``magnitude``/``obd``: the
-    caller passes the matching scores) drop the G − ⌊κG + ½⌋ lowest-score groups of each space,
+    caller passes the matching scores) drop the G − max(1, ⌊κG + ½⌋) lowest-score groups of each space,
     without rescaling."""
     G = scores.size
     scale, tau2 = np.ones(G), np.zeros(G)
@@ -69,12 +70,13 @@ def draw_groups(
     for s_id, (idx, keep) in enumerate(zip(spaces, keeps, strict=True)):
         if keep >= 1.0 or idx.size == 0:
             continue
+        kept = max(1, math.floor(keep * idx.size + 0.5))  # ⌊κG + ½⌋, and never 0: no space empties
         if method != "randomized_greedy":
-            n_drop = idx.size - math.floor(keep * idx.size + 0.5)
+            n_drop = idx.size - kept
             sel = idx[greedy_order(scores[idx])[:n_drop]]
             scale[sel], dropped[sel] = 0.0, True
             continue
-        d = idx.size - math.floor(keep * idx.size + 0.5)  # exactly this many dropped: keep ⌊κG + ½⌋
+        d = idx.size - kept  # exactly this many dropped
         if d == 0:
             continue
         f, _, m = choose_fraction(scores[idx], 1.0 - d / idx.size, fraction=fraction)  # type: ignore[arg-type]

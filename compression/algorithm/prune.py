@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from netshrink.compression.algorithm.fraction import choose_fraction
+from netshrink.compression.algorithm.fraction import choose_fraction, group_max_m
 from netshrink.compression.algorithm.rng import uniform
 from netshrink.compression.algorithm.scores import LayerStats, column_groups
 from netshrink.compression.errors import InvalidSpecError
@@ -150,7 +150,7 @@ def randomized_group_tau2(gbase: np.ndarray, keep: float, spec: PruneSpec) -> np
     """(G,) τ² = (1−p)/p of the groups the randomized rule draws at ``keep``, 0 elsewhere: what
     ``prune_layer(...).group_tau2`` is for group scores ``gbase``, without the draw or the (out, in)
     copy of W (the budget search's prediction menu, search/mixed.py, asks for every keep)."""
-    _, p, m = choose_fraction(gbase, keep, fraction=spec.fraction)
+    _, p, m = choose_fraction(gbase, keep, fraction=spec.fraction, max_m=group_max_m(gbase.size))
     sel = np.zeros(gbase.size, dtype=bool)
     sel[greedy_order(gbase)[:m]] = True
     return np.where(sel, (1.0 - p) / p, 0.0)
@@ -168,7 +168,7 @@ def _randomized_groups(
 ) -> PruneResult:
     """One Bernoulli(p)/p draw per group of columns; tier E = Σ_g τ² E_x‖W_g ẑ_g‖² (docs/method.md §3)."""
     G = gbase.size
-    f, p, m = choose_fraction(gbase, keep, fraction=spec.fraction)
+    f, p, m = choose_fraction(gbase, keep, fraction=spec.fraction, max_m=group_max_m(G))  # top one stays
     sel = np.zeros(G, dtype=bool)
     sel[greedy_order(gbase)[:m]] = True
     survive = uniform(gen, G, "cpu").numpy() < p  # (G,)
@@ -242,7 +242,7 @@ def _baseline_entries(W: torch.Tensor, score: np.ndarray, keep: float) -> PruneR
 def _baseline_groups(W: torch.Tensor, gscore: np.ndarray, gid: np.ndarray, keep: float) -> PruneResult:
     """Drop the (1−κ)G lowest-score groups entirely, no rescaling."""
     G = gscore.size
-    n_drop = G - round(keep * G)
+    n_drop = G - max(1, round(keep * G))  # a layer keeps one unit at least (fraction.group_max_m)
     dropped = np.sort(greedy_order(gscore)[:n_drop]).astype(np.int64)
     gmask = np.ones(G)
     gmask[dropped] = 0.0

@@ -53,9 +53,13 @@ def grid_step(W: torch.Tensor, k: int, scale: str) -> tuple[torch.Tensor, np.nda
     NaN propagates through both), read from W itself: no |W| temporary, which the former row blocks
     of ``_CHUNK`` entries made (8 MiB each in float64) and which cost 2-3x the two reductions on a
     4096×4096 matrix, more on a transposed view (the refit's, ``compensate.py``; issue 10).
-    The final ``abs_`` makes an all-zero row's M +0, as |w| did.
+    The final ``abs_`` makes an all-zero row's M +0, as |w| did. A W with no columns (a refit that
+    dropped every input unit, ``compensate.py``) has M = 0, as an all-zero row.
     """
-    Mr = torch.maximum(W.amax(dim=1), W.amin(dim=1).neg()).abs_()  # (out,) max_j |w_ij|
+    if W.shape[1] == 0:  # amax over an empty dimension is an error in torch
+        Mr = torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)  # (out,)
+    else:
+        Mr = torch.maximum(W.amax(dim=1), W.amin(dim=1).neg()).abs_()  # (out,) max_j |w_ij|
     M = Mr if scale == "per_row" else Mr.max().expand(W.shape[0])  # (out,)
     M_np = M.cpu().numpy().astype(np.float64)
     step = M_np / k

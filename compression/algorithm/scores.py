@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from netshrink.compression.graph.network import ConvGeometry, Layer
 from netshrink.compression.io.array_memo import ArrayMemo
 
-__all__ = ["LayerStats", "column_groups", "im2col", "layer_stats", "pad_input", "with_group_energy"]
+__all__ = [
+    "LayerStats",
+    "column_groups",
+    "im2col",
+    "layer_stats",
+    "n_units",
+    "pad_input",
+    "with_group_energy",
+]
 
 _BUDGET = 1 << 24  # float64 numbers per working chunk (128 MiB)
 _ROWS_BLOCK = 1 << 20  # entries per row block of ``column_sq_sums`` / ``row_abs_max`` (8 MiB float64)
@@ -55,6 +63,13 @@ def column_groups(layer: Layer) -> np.ndarray:
     if layer.n_in % g:
         raise ValueError(f"layer {layer.name!r}: input_group={g} does not divide n_in={layer.n_in}")
     return np.arange(layer.n_in, dtype=np.int64) // g  # (n_in,)
+
+
+def n_units(layer: Layer) -> int:
+    """The number of input units (groups of ``column_groups``) a structured prune draws over."""
+    if layer.kind == "conv":
+        return layer.n_in // int(np.prod(layer.weight.shape[2:]))
+    return layer.n_in // max(1, layer.input_group)
 
 
 def pad_input(Z: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:

@@ -25,6 +25,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import classification, output_error
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network, stages_for
+from netshrink.compression.search.group_draw import too_few_units
 from netshrink.compression.search.verification import verification_split
 from netshrink.compression.spec import CompressSpec, PruneSpec, QuantizeSpec
 
@@ -112,6 +113,8 @@ def search(
     t = spec.target
     keeps: list[float | None] = list(KEEP_GRID) if spec.prune is not None else [None]
     bits: list[int | None] = list(BITS_GRID) if spec.quantize is not None or spec.prune is None else [None]
+    # a structured keep that would leave a layer one unit or fewer on average is not a candidate
+    keeps = [k for k in keeps if k is None or too_few_units(net, candidate_spec(spec, k, None)) is None]
     cands = [Candidate(k, b, _cost(net, candidate_spec(spec, k, b))) for k in keeps for b in bits]
     cands.sort(key=lambda c: (c.cost_bits, -(c.keep or 1.0), -(c.bits or 32)))
     with torch.no_grad():

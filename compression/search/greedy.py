@@ -20,7 +20,11 @@ import torch
 from netshrink.compression.algorithm.group_prune import prune_units
 from netshrink.compression.algorithm.layer_compensated import compress_layer_compensated
 from netshrink.compression.algorithm.layer_compress import LayerDraw, compress_layer
-from netshrink.compression.algorithm.layer_held_back import compress_layer_held_back, held_back_rows
+from netshrink.compression.algorithm.layer_held_back import (
+    MIN_SAMPLES,
+    compress_layer_held_back,
+    held_back_rows,
+)
 from netshrink.compression.algorithm.plain_codes import compact
 from netshrink.compression.algorithm.prune import PruneResult
 from netshrink.compression.algorithm.rng import generator
@@ -253,11 +257,12 @@ def draw_network(
         gen = generator(spec.seed, layer.index, draw)
         if spec.compensate == HELD_BACK and not grouped:  # null: the refit only where it pays off
             prep = ys = None
-            if cache is not None:  # H and B on the refit rows (S_r, *in) only
+            held = int(Z.shape[0]) >= MIN_SAMPLES  # else nothing is held back: the plain draw ships
+            if held and cache is not None:  # H and B on the refit rows (S_r, *in) only
                 r, _ = held_back_rows(int(Z.shape[0]), Z.device)
                 ys = cache.dense_outputs(layer, dense[layer.input])  # y on the refit, held-back rows
                 prep = cache.prepared(upstream, layer, Z[r], dense[layer.input][r], ys[0])
-            elif share is not None:  # y on the refit and held-back rows: once per layer
+            elif held and share is not None:  # y on the refit and held-back rows: once per layer
                 ys = share.dense_outputs(layer, dense[layer.input])
             plain: list[LayerDraw] = []
             d = compress_layer_held_back(

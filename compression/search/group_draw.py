@@ -13,9 +13,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from netshrink.compression.algorithm.fraction import keeps_a_unit
 from netshrink.compression.algorithm.group_prune import GroupDraw, draw_groups
 from netshrink.compression.algorithm.rng import generator
-from netshrink.compression.algorithm.scores import column_groups, layer_stats
+from netshrink.compression.algorithm.scores import column_groups, layer_stats, n_units
 from netshrink.compression.bounds.prediction import Sensitivity
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.evaluation.executor import Executor
@@ -33,6 +34,23 @@ def uses_groups(net: Network, spec: CompressSpec) -> bool:
         and spec.prune is not None
         and spec.prune.granularity != "weight"
     )
+
+
+def too_few_units(net: Network, spec: CompressSpec) -> tuple[str, float, int] | None:
+    """(layer, keep, units) of the first layer whose neuron/channel Bernoulli draw would keep one unit
+    or fewer on average (``fraction.keeps_a_unit``), else None. Fixed-count draws (a DAG's groups,
+    the baselines) keep one unit at least by construction and never appear here."""
+    prune = spec.prune
+    if prune is None or prune.granularity == "weight" or prune.method != "randomized_greedy":
+        return None
+    if uses_groups(net, spec):
+        return None
+    for layer in net.layers:
+        if layer.structured and layer.name not in spec.exclude:
+            keep, units = float(prune.keep_for(layer.name)), n_units(layer)
+            if not keeps_a_unit(keep, units):
+                return layer.name, keep, units
+    return None
 
 
 def plan_groups(

@@ -83,9 +83,17 @@ def _input_hw(z: torch.Tensor) -> tuple[int, int] | None:
 
 
 def measure(
-    net: Network, ex: Executor, nd: NetworkDraw, X: torch.Tensor, labels: np.ndarray | None
+    net: Network,
+    ex: Executor,
+    nd: NetworkDraw,
+    X: torch.Tensor,
+    labels: np.ndarray | None,
+    *,
+    top1: bool = False,
 ) -> Measurement:
-    """Errors of ``nd`` on X (held-out), per layer and end to end, with every bound tier."""
+    """Errors of ``nd`` on X (held-out), per layer and end to end, with every bound tier. Top-1
+    agreement (``classification``) for a classifier's tail, with labels, or when ``top1`` asks
+    (a top-1 target: ``CompressSpec.top1_target``)."""
     names = [n for layer in net.layers for n in (layer.input, layer.output)]
     with torch.no_grad():
         dense = ex.run(X, capture=names)
@@ -96,7 +104,7 @@ def measure(
     layer_errors = {
         layer.name: mean_sq_error(dense[layer.output], comp[layer.output]) for layer in net.layers
     }
-    cls = classification(phi, phi_hat, labels) if net.is_classifier or labels is not None else None
+    cls = classification(phi, phi_hat, labels) if net.is_classifier or labels is not None or top1 else None
     m = Measurement(err, cls, layer_errors, {}, dict.fromkeys(TIERS), {}, phi, phi_hat)
     if net.support != "full":
         m.notes.append("bounds not covered: the graph is not a chain of supported layers (generic support)")

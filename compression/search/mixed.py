@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from netshrink.compression.algorithm.fraction import keeps_a_unit
 from netshrink.compression.algorithm.prune import randomized_group_tau2
-from netshrink.compression.algorithm.scores import layer_stats
+from netshrink.compression.algorithm.scores import layer_stats, n_units
 from netshrink.compression.bounds.prediction import Sensitivity, predict_groups
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import relative_l2, top1, top1_agreement
@@ -111,6 +112,8 @@ def _menus(
             assert stats.group_energy is not None
             for k in KEEP_MENU[1:]:  # prune_layer's group τ², without its draw (baselines: none)
                 rand = base_p.method == "randomized_greedy"
+                if rand and not keeps_a_unit(k, n_units(layer)):
+                    continue  # below one unit kept on average: not on this layer's menu
                 tau2 = randomized_group_tau2(stats.group_energy, k, base_p) if rand else None
                 ppred[layer.name][k] = predict_groups(tau2, sens[layer.name]) if tau2 is not None else 0.0
     return qpred, ppred, base_p

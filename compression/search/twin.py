@@ -88,7 +88,7 @@ def compensation_section(
     if plain is None:
         X = X_fit if chosen.fit_rows is None else X_fit[chosen.fit_rows]  # the rows the artifact was drawn on
         plain = draw_network(net, ex, dataclasses.replace(spec, compensate=False), X, draw=chosen.draw)
-    twin = measure(net, ex, plain, X_ho, labels)
+    twin = measure(net, ex, plain, X_ho, labels, top1=spec.top1_target)
     return {
         "layers": [n for n, d in chosen.layers.items() if d.compensated],
         "compensated": {**_summary(m), "meaning": "the artifact: only tier W bounds it"},

@@ -368,3 +368,19 @@ def test_cpu_column_loop_is_the_torch_loop_bit_for_bit(case: int, monkeypatch: p
     monkeypatch.setattr(compensate, "_block_cpu", compensate._block)
     want = compensate_layer(layer, Z, Zd, kept=kept, first=first, quantize=q)
     _assert_same_refit(got, want, q)
+
+
+def test_a_quantized_refit_that_drops_every_input_unit_leaves_the_bias() -> None:
+    """Every input unit dropped (a budget search on inputs that carry no signal reached this): the
+    refit has no weight column left to round (before, ``grid_step`` raised on an empty amax). Ŵ is 0,
+    its codes are 0, and the bias takes the mean of W ẑ, the whole dense output's mean."""
+    layer, Z = _dense(n_out=4, n_in=6, seed=2)
+    kept = torch.zeros(4, 6, dtype=torch.bool)
+    c = compensate_layer(
+        layer, Z, Z, kept=kept, first=np.arange(6), quantize=QuantizeSpec(bits=4), damp=1e-10
+    )
+    assert c.codes is not None and not c.codes.any() and not c.weight.any()
+    assert c.scale is not None and np.all(c.scale == 1.0)  # the zero step's stand-in, as for a zero row
+    assert layer.bias is not None and c.bias is not None
+    mean_out = (Z @ torch.from_numpy(layer.matrix.astype(np.float64)).T).mean(0).numpy() + layer.bias
+    np.testing.assert_allclose(c.bias, mean_out, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netshrink.compression.algorithm.fraction import choose_fraction, expected_error_curve
+from netshrink.compression.algorithm.fraction import (
+    choose_fraction,
+    expected_error_curve,
+    fixed_fraction,
+    group_max_m,
+    keeps_a_unit,
+)
 from netshrink.compression.errors import InvalidSpecError
 
 
@@ -62,3 +68,18 @@ def test_keep_one_randomizes_nothing() -> None:
     assert choose_fraction(np.ones(5), 1.0) == (0.0, 1.0, 0)
     with pytest.raises(InvalidSpecError):
         choose_fraction(np.ones(5), 0.0)
+
+
+def test_a_cap_on_m_keeps_the_top_unit_and_refuses_what_it_cannot_draw() -> None:
+    """Structured draws randomize at most G − 1 units (``group_max_m``): E(m) is minimized over the
+    capped range, a fixed f is capped too, and κG ≤ 1 (one unit or fewer kept on average) has no
+    feasible m left: a spec error naming prune.keep."""
+    flat = np.ones(4)  # equal scores: uncapped, the minimum is m = G
+    assert choose_fraction(flat, 0.5)[2] == 4
+    f, p, m = choose_fraction(flat, 0.5, max_m=group_max_m(4))
+    assert m == 3 and p == pytest.approx(1 - 2 / 3) and f == pytest.approx(0.75)
+    assert fixed_fraction(4, 0.5, 1.0, max_m=3) == pytest.approx((0.75, 1 - 2 / 3, 3))
+    assert keeps_a_unit(0.3, 4) and not keeps_a_unit(0.25, 4) and keeps_a_unit(1.0, 1)
+    with pytest.raises(InvalidSpecError, match="keeps 1 of 4 units") as info:
+        choose_fraction(flat, 0.25, max_m=group_max_m(4))
+    assert info.value.field == "prune.keep"

@@ -76,3 +76,14 @@ def test_tier_e_of_a_fixed_count_draw_equals_monte_carlo_mean(make) -> None:  # 
     # the covariance term is not negligible here: the independent formula Σ τ² e_u is off by > 3 SE
     naive = float((pr.group_tau2 * stats.group_energy).sum())
     assert abs(err.mean() - naive) > 3 * se
+
+
+@pytest.mark.parametrize("method", ["randomized_greedy", "magnitude"])
+def test_a_space_always_keeps_one_group(method: str) -> None:
+    """κ = 0.1 of 4 groups rounds to 0 kept (⌊0.4 + ½⌋): the space keeps one instead, in every draw.
+    Before, it dropped all four, and the export of a zero-channel conv failed in onnxruntime."""
+    spaces, scores = [np.arange(4)], np.random.default_rng(1).exponential(size=4)  # (G,)
+    for d in range(200):
+        gd = draw_groups(spaces, scores, [0.1], "auto", generator(0, -1, d), method=method)
+        assert int((~gd.dropped).sum()) == 1
+        assert np.all(gd.scale[~gd.dropped] > 0)

@@ -79,6 +79,21 @@ def test_neuron_groups_are_unbiased_and_drop_whole_columns() -> None:
     assert r0.tier_E_A == pytest.approx(float((r0.group_tau2 * stats.group_energy).sum()), rel=1e-12)
 
 
+@pytest.mark.parametrize("fraction", ["auto", 1.0])
+def test_a_neuron_draw_never_drops_every_group(fraction: str | float) -> None:
+    """4 groups of 2 columns at κ = 0.3: the top group is never randomized (m ≤ G − 1), so no draw
+    empties the layer. Before, equal scores (and f = 1 always) randomized all four, each surviving
+    with p = 0.3, and about a quarter of the draws dropped every one: an exported layer with no
+    input, which the ONNX checker refused as an unreadable model."""
+    layer, _ = _setup(structured=True, group=2)
+    flat = layer_stats(layer, torch.ones(64, 8, dtype=torch.float64), groups=True)  # (S, in): equal energies
+    spec = PruneSpec(keep=0.3, granularity="neuron", fraction=fraction)  # type: ignore[arg-type]
+    runs = [prune_layer(layer, flat, spec, 0.3, generator(2, 1, d)) for d in range(300)]
+    assert all(r.m == 3 for r in runs)
+    assert all(r.dropped_groups is not None and r.dropped_groups.size < 4 for r in runs)
+    assert any(r.dropped_groups is not None and r.dropped_groups.size == 3 for r in runs)  # it can reach 1
+
+
 @pytest.mark.parametrize("fraction", ["auto", 0.9])
 @pytest.mark.parametrize("keep", [0.9, 0.5, 0.2])
 def test_group_tau2_without_a_draw_is_prune_layers(keep: float, fraction: str | float) -> None:

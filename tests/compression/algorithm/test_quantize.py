@@ -232,6 +232,15 @@ def test_grid_step_is_the_max_abs_without_a_full_size_temporary() -> None:
     assert biggest < W.numel() * W.element_size() // 64
 
 
+@pytest.mark.parametrize("scale", ["per_row", "per_layer"])
+def test_grid_step_of_a_matrix_without_columns_is_zero(scale: str) -> None:
+    """A refit that dropped every input unit rounds a (out, 0) matrix: M and the step are +0 per row,
+    as for an all-zero row (torch's amax raises over an empty dimension)."""
+    step, M = grid_step(torch.zeros(3, 0), 7, scale)  # (3, 0)
+    np.testing.assert_array_equal(M, np.zeros(3))
+    assert step.shape == (3,) and not step.any()
+
+
 @pytest.mark.parametrize("weight_only", [True, False])
 @pytest.mark.parametrize(
     "spec",

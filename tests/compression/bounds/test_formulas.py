@@ -153,8 +153,10 @@ def test_tier_t_pruning_takes_the_norm_of_what_one_draw_removes(case: str) -> No
         X, z2 = X6, float((X6**2).sum(1).mean())
     stats = layer_stats(layer, X, groups=granularity != "weight")
     assert stats.z2 == pytest.approx(z2)
-    prune = PruneSpec(keep=0.5, fraction=0.75, granularity=granularity)
-    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=0.5, generator=generator(0, 1, 0))
+    # K's 2 input channels: κ = 0.5 would keep one on average, below what a channel draw accepts
+    keep = 0.75 if case == "conv-channel" else 0.5
+    prune = PruneSpec(keep=keep, fraction=0.75, granularity=granularity)
+    draw = compress_layer(layer, stats, prune=prune, quantize=None, keep=keep, generator=generator(0, 1, 0))
     assert draw.f is not None and draw.tau2 is not None and draw.from_greedy_sort
     assert not draw.group_joint  # no fixed-count inflation factor in these draws
     expected = draw.f * draw.tau2 * norm2 * z2 * windows

@@ -46,11 +46,11 @@ def _conv(bias: np.ndarray | None = None, weight: np.ndarray = K) -> Layer:
     return Layer("c", 1, "conv", weight, bias, "w", None, conv=ConvGeometry((2, 2)), structured=True)
 
 
-def _pruned(layer: Layer, inputs: torch.Tensor, **prune: Any) -> tuple[Any, LayerDraw]:
+def _pruned(layer: Layer, inputs: torch.Tensor, keep: float = 0.5, **prune: Any) -> tuple[Any, LayerDraw]:
     """κ = 0.5, f = 0.75: m = 9 of N = 12 randomized, p = 1/3, τ² = 2 (test_formulas.py)."""
     stats = layer_stats(layer, inputs, groups=prune.get("granularity", "weight") != "weight")
-    spec = PruneSpec(keep=0.5, **{"fraction": 0.75, **prune})
-    draw = compress_layer(layer, stats, prune=spec, quantize=None, keep=0.5, generator=generator(0, 1, 0))
+    spec = PruneSpec(keep=keep, **{"fraction": 0.75, **prune})
+    draw = compress_layer(layer, stats, prune=spec, quantize=None, keep=keep, generator=generator(0, 1, 0))
     return stats, draw
 
 
@@ -145,7 +145,8 @@ def test_tier_t_of_channel_blocks_is_in_float64() -> None:
     """A conv's channel draw: max_c ‖W_c‖²_op by numpy's float64 SVD of each (3, 4) block, to 1e-12 (a
     float32 SVD would be off by ~1e-7); 4 windows per pixel for a 2×2 kernel at stride 1."""
     layer = _conv()
-    stats, draw = _pruned(layer, Z, granularity="channel")
+    # 2 input channels: κ = 0.5 would keep one on average, below what a channel draw accepts
+    stats, draw = _pruned(layer, Z, keep=0.75, granularity="channel")
     kmat = K.reshape(3, 8).astype(np.float64)
     norm2 = max(np.linalg.svd(kmat[:, 4 * c : 4 * c + 4], compute_uv=False)[0] ** 2 for c in range(2))
     assert draw.f is not None and draw.tau2 is not None and not draw.group_joint
