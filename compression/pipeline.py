@@ -8,6 +8,7 @@ real-integer / physically smaller artifacts -> the artifact re-measured in onnxr
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from netshrink.compression.evaluation.activation_range import check_activation_r
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
+from netshrink.compression.io.onnx_io import static_shapes
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
 from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
@@ -119,6 +121,7 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
                 f"quantize.bits names unknown layers: {', '.join(bad)}", field="quantize.bits"
             )
     _check_structured_keep(net, spec)
+    _check_top1_target(net, spec)
     if net.support != "full":
         if spec.prune is not None and spec.prune.granularity != "weight":
             raise InvalidSpecError(
@@ -143,6 +146,24 @@ def _check_structured_keep(net: Network, spec: CompressSpec) -> None:
             f"average; a neuron/channel draw keeps more than one (keep > {1.0 / units:.3g} for this "
             "layer; or exclude it)",
             field="prune.keep",
+        )
+
+
+def _check_top1_target(net: Network, spec: CompressSpec) -> None:
+    """A top-1 agreement target needs two outputs per sample at least: the argmax of one never
+    changes, so such a target would be met by any model, however broken."""
+    if not spec.top1_target:
+        return
+    shape = static_shapes(net.model).get(net.logits)
+    if shape is None or any(d is None for d in shape[1:]):
+        return  # not known statically: measured as given
+    outputs = math.prod(d for d in shape[1:] if d is not None)
+    if outputs < 2:
+        raise InvalidSpecError(
+            f"a top-1 agreement target needs at least 2 outputs per sample; this model's output "
+            f"{net.logits!r} has {outputs}, whose argmax never changes: use a relative_l2 target "
+            "(--target-error) instead",
+            field="target.metric",
         )
 
 

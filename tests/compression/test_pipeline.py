@@ -473,3 +473,15 @@ def test_a_search_on_a_small_cnn_never_empties_a_layer(
     validate(result.report)
     model = onnx.load_from_string(result.artifacts["model.onnx"])
     assert all(all(d > 0 for d in t.dims) for t in model.graph.initializer)
+
+
+def test_a_top1_target_on_a_single_output_model_is_a_spec_error(model_dir: Path) -> None:
+    """One output per sample: its argmax is always 0, so any model would meet a top-1 target. Once
+    top-1 was measured for every top-1 target (the test above), an 8→16→1 regressor (``tiny_mlp``,
+    seed 1) 'met' 0.9 at 2 bits with κ = 0.1 before this check."""
+    net = load_model(factories.write_bytes(factories.mlp_onnx((16, 32, 1)), model_dir / "regressor.onnx"))
+    spec = CompressSpec.from_dict({"target": {"metric": "top1_agreement", "min": 0.9}, "seed": 0})
+    with pytest.raises(InvalidSpecError, match="at least 2 outputs per sample") as info:
+        check_spec(net, spec)
+    assert info.value.field == "target.metric"
+    check_spec(net, CompressSpec.from_dict({"target": {"metric": "relative_l2", "max": 0.1}, "seed": 0}))
