@@ -141,10 +141,10 @@ def _check_structured_keep(net: Network, spec: CompressSpec) -> None:
     few = too_few_units(net, spec)
     if few is not None:
         name, keep, units = few
+        smallest = f"keep > {1.0 / units:.3g} for this layer; or exclude it" if units > 1 else "exclude it"
         raise InvalidSpecError(
-            f"prune.keep={keep:g} keeps {keep * units:.3g} of the {units} units layer {name!r} reads on "
-            f"average; a neuron/channel draw keeps more than one (keep > {1.0 / units:.3g} for this "
-            "layer; or exclude it)",
+            f"prune.keep={keep:g} keeps {keep * units:.3g} of the {units} unit(s) layer {name!r} reads on "
+            f"average; a neuron/channel draw keeps more than one ({smallest})",
             field="prune.keep",
         )
 

@@ -445,7 +445,9 @@ def test_a_neuron_keep_below_one_unit_per_layer_is_a_spec_error(mlp_net: Network
     and the smallest keep, as the service does on submit (check_spec). κ = 0.02 (1.28) compresses,
     and every layer keeps a neuron."""
     spec = CompressSpec.from_dict({"prune": {"keep": 0.01, "granularity": "neuron"}, "seed": 0})
-    with pytest.raises(InvalidSpecError, match=r"keeps 0.64 of the 64 units layer .*\(keep > 0.0156") as info:
+    with pytest.raises(
+        InvalidSpecError, match=r"keeps 0.64 of the 64 unit\(s\) layer .*\(keep > 0.0156"
+    ) as info:
         check_spec(mlp_net, spec)
     assert info.value.field == "prune.keep"
     excluded = [layer.name for layer in mlp_net.layers if layer.structured]
@@ -485,3 +487,12 @@ def test_a_top1_target_on_a_single_output_model_is_a_spec_error(model_dir: Path)
         check_spec(net, spec)
     assert info.value.field == "target.metric"
     check_spec(net, CompressSpec.from_dict({"target": {"metric": "relative_l2", "max": 0.1}, "seed": 0}))
+
+
+def test_a_layer_that_reads_one_unit_can_only_be_excluded(model_dir: Path) -> None:
+    """8 → 1 → 4: the second layer reads one neuron, which no keep can prune: the error says to
+    exclude it rather than asking for a keep above 1."""
+    net = load_model(factories.write_bytes(factories.mlp_onnx((8, 1, 4)), model_dir / "one_unit.onnx"))
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.6, "granularity": "neuron"}, "seed": 0})
+    with pytest.raises(InvalidSpecError, match=r"of the 1 unit\(s\) layer .*\(exclude it\)$"):
+        check_spec(net, spec)

@@ -277,7 +277,7 @@ def test_spec_that_cannot_apply_to_the_model_is_refused_at_submit(
     assert "no_such_layer" in body["detail"]
     r = submit(client, onnx_model, {"prune": {"keep": 0.01, "granularity": "neuron"}})  # 0.16 of 16 neurons
     body = assert_problem(r, 422, "invalid-spec")
-    assert "keeps 0.16 of the 16 units" in body["detail"]
+    assert "keeps 0.16 of the 16 unit(s)" in body["detail"]
     r = submit(client, onnx_model, {"quantize": {"bits": 4}, "device": "cuda"})
     if torch.cuda.is_available():
         assert r.status_code == 202, r.text  # this embedded server can run it
