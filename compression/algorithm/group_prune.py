@@ -80,7 +80,10 @@ def draw_groups(
         if d == 0:
             continue
         f, _, m = choose_fraction(scores[idx], 1.0 - d / idx.size, fraction=fraction)  # type: ignore[arg-type]
-        k = m - d  # survivors among the m randomized (choose_fraction gives m > d)
+        if m <= d:  # κ = 1 − d/G in floating point can put (1 − κ)G just below d, and with all-zero
+            m = d + 1  # scores (E(m) = 0 everywhere) the first m > (1 − κ)G was d itself: k = 0
+            f = m / idx.size
+        k = m - d  # survivors among the m randomized, at least one
         p = k / m
         sel = idx[greedy_order(scores[idx])[:m]]
         ranks = np.argsort(uniform(gen, m, "cpu").numpy(), kind="stable")  # a uniform random permutation

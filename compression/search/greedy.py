@@ -34,7 +34,7 @@ from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.draw_share import DrawShare, ships_same
-from netshrink.compression.search.group_draw import plan_groups, uses_groups
+from netshrink.compression.search.group_draw import plan_groups, space_keeps, uses_groups
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.spec import HELD_BACK, CompressSpec, PruneSpec, QuantizeSpec
 
@@ -187,6 +187,9 @@ def draw_network(
     dense: Mapping[str, torch.Tensor] = dense_inputs or {}
     gd = None
     if uses_groups(net, spec):  # channels coupled through Add/Concat/depthwise: one draw per group
+        spec = space_keeps(net, spec)  # every reader of a space prunes it alike
+    assert spec.seed is not None
+    if uses_groups(net, spec):
         gd = plan_groups(net, ex, spec, X, draw=draw, sensitivities=sensitivities)
         cache = None  # a group draw is planned for the whole network: no per-prefix reuse
     if cache is not None or gd is not None:

@@ -8,6 +8,7 @@ known before its first reader is compressed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -53,6 +54,37 @@ def too_few_units(net: Network, spec: CompressSpec) -> tuple[str, float, int] | 
     return None
 
 
+def _spaces(net: Network, spec: CompressSpec) -> list[np.ndarray]:
+    """The group ids of each channel space, less the groups an excluded layer reads (frozen)."""
+    cg = net.channel_groups
+    assert cg is not None
+    excluded = [la for la in net.layers if la.name in cg.units and la.name in spec.exclude]
+    frozen = {int(g) for la in excluded for g in cg.units[la.name] if g >= 0}  # an excluded reader
+    return [np.array([g for g in idx if int(g) not in frozen], dtype=np.int64) for idx in cg.space_groups()]
+
+
+def space_keeps(net: Network, spec: CompressSpec) -> CompressSpec:
+    """``spec`` with one keep per channel space: every reader of a space takes the keep of the space's
+    first reader, the one ``plan_groups`` draws the space with. A dropped group is deleted from every
+    reader (export/physical.py refuses otherwise), so readers cannot differ; only a per-layer keep
+    mapping (the budget search's allocations, or a user's) can make them differ. Unchanged otherwise."""
+    prune = spec.prune
+    if prune is None or not isinstance(prune.keep, Mapping) or not uses_groups(net, spec):
+        return spec
+    cg = net.channel_groups
+    assert cg is not None
+    keep = {name: float(k) for name, k in prune.keep.items()}
+    for idx in _spaces(net, spec):
+        if idx.size:
+            k = float(prune.keep_for(cg.consumers[int(idx[0])][0]))
+            for g in idx:
+                for reader in cg.consumers.get(int(g), []):
+                    if reader not in spec.exclude:
+                        keep[reader] = k
+    kept = {name: k for name, k in keep.items() if k < 1.0}
+    return dataclasses.replace(spec, prune=dataclasses.replace(prune, keep=kept) if kept else None)
+
+
 def plan_groups(
     net: Network,
     ex: Executor,
@@ -72,7 +104,6 @@ def plan_groups(
             field="compensate",
         )
     readers = [la for la in net.layers if la.name in cg.units and la.name not in spec.exclude]
-    excluded = [la for la in net.layers if la.name in cg.units and la.name in spec.exclude]
     with torch.no_grad():
         dense = ex.run(X, capture=[la.input for la in readers])
     scores = np.zeros(cg.n_groups)
@@ -92,8 +123,7 @@ def plan_groups(
             per_unit = energy
         ok = units >= 0
         np.add.at(scores, units[ok], per_unit[ok])
-    frozen = {int(g) for la in excluded for g in cg.units[la.name] if g >= 0}  # an excluded reader
-    spaces = [np.array([g for g in idx if int(g) not in frozen], dtype=np.int64) for idx in cg.space_groups()]
+    spaces = _spaces(net, spec)
     keeps = [prune.keep_for(cg.consumers[int(idx[0])][0]) if idx.size else 1.0 for idx in spaces]
     gen = generator(spec.seed, GROUP_STREAM, draw)
     return draw_groups(spaces, scores, keeps, prune.fraction, gen, method=prune.method)

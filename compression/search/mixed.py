@@ -33,6 +33,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import relative_l2, top1, top1_agreement
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
+from netshrink.compression.search.group_draw import space_keeps
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.search.quant_menu import quant_preds
 from netshrink.compression.search.select import is_random
@@ -306,6 +307,8 @@ def mixed_search(
     # The smallest verified candidate: the fewest modelled bytes among all that met on the fit split.
     chosen = min((a for a in measured if a.meets), key=lambda a: a.nbytes, default=None)
     pick = chosen if chosen is not None else (trace[1][1] if len(trace) > 1 else trace[0][1])
+    picked = space_keeps(net, allocation_spec(spec, pick, base_p))  # what is drawn: one keep per space
+    shipped = {n: 1.0 if picked.prune is None else float(picked.prune.keep_for(n)) for n in pick.keep}
 
     def rel(a: Allocation) -> float | None:
         return None if energy <= 0 else math.sqrt(a.predicted / energy)
@@ -313,12 +316,11 @@ def mixed_search(
     layers = [
         {
             "name": layer.name,
-            "keep": pick.keep[layer.name],
+            "keep": shipped[layer.name],
             "bits": pick.bits[layer.name],
             "container_bits": _container(pick.bits[layer.name]),
-            "predicted_mse": qpred[layer.name][pick.bits[layer.name]]
-            + ppred[layer.name][pick.keep[layer.name]],
-            "granularity": None if pick.keep[layer.name] >= 1.0 or base_p is None else base_p.granularity,
+            "predicted_mse": _predicted(qpred, ppred, layer.name, pick.bits[layer.name], shipped[layer.name]),
+            "granularity": None if shipped[layer.name] >= 1.0 or base_p is None else base_p.granularity,
         }
         for layer in net.layers
     ]
@@ -326,7 +328,7 @@ def mixed_search(
         "target": dataclasses.asdict(t),
         "met": False if chosen is None else None,  # decided on the held-out split by the caller
         "chosen": {
-            "keep": {n: k for n, k in pick.keep.items() if k < 1},
+            "keep": {n: k for n, k in shipped.items() if k < 1},
             "bits": {n: b for n, b in pick.bits.items() if b},
         },
         "layers": layers,
@@ -365,7 +367,20 @@ def mixed_search(
         "cached_held_back_inputs_reused": cache.ver_hits,
     }
     draw = None if chosen is None else chosen.extra.get("draw")
-    return allocation_spec(spec, pick, base_p), budget, draw
+    return picked, budget, draw
+
+
+def _predicted(
+    qpred: Mapping[str, Mapping[int | None, float]],
+    ppred: Mapping[str, Mapping[float, float]],
+    name: str,
+    bits: int | None,
+    keep: float,
+) -> float | None:
+    """A layer's predicted mean squared error at (bits, keep); None for a keep off its menu (a reader
+    whose channel space another reader's keep decides, ``space_keeps``)."""
+    pruning = ppred[name].get(keep)
+    return None if pruning is None else qpred[name][bits] + pruning
 
 
 def _describe(a: Allocation) -> str:

@@ -87,3 +87,15 @@ def test_a_space_always_keeps_one_group(method: str) -> None:
         gd = draw_groups(spaces, scores, [0.1], "auto", generator(0, -1, d), method=method)
         assert int((~gd.dropped).sum()) == 1
         assert np.all(gd.scale[~gd.dropped] > 0)
+
+
+@pytest.mark.parametrize(("G", "keep"), [(3, 0.6), (6, 0.7), (10, 0.85), (12, 0.8)])
+def test_all_zero_scores_still_leave_a_survivor_among_the_randomized(G: int, keep: float) -> None:
+    """Scores of 0 (inputs that carry no signal) make E(m) = 0 for every m, so the first feasible m is
+    taken; κ = 1 − d/G in floating point can put (1 − κ)G just below d, and that m was d itself:
+    k = 0 survivors and a division by zero (an internal error in a budget search on all-zero inputs).
+    The randomized set now always holds d + 1 groups at least."""
+    kept = max(1, int(np.floor(keep * G + 0.5)))
+    gd = draw_groups([np.arange(G)], np.zeros(G), [keep], "auto", generator(0, -1, 0))
+    assert int(gd.dropped.sum()) == G - kept and np.all(np.isfinite(gd.scale))
+    assert int(gd.m[gd.tau2 > 0][0]) > G - kept

@@ -13,6 +13,7 @@ import pytest
 from netshrink.compression.graph.calibration import load_calibration
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.pipeline import compress
+from netshrink.compression.search.group_draw import space_keeps
 from netshrink.compression.spec import CompressSpec
 from tests import dag_models as D
 
@@ -60,3 +61,44 @@ def test_channel_pruning_deletes_groups_and_runs_in_onnxruntime(tmp_path: Path, 
             a.i for n in out.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"
         ]
         assert sorted(g for g in groups if g > 1) == sorted(shapes[la.name][0] for la in dw)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet", "concat"])
+def test_a_per_layer_keep_prunes_a_channel_space_alike_in_every_reader(tmp_path: Path, arch: str) -> None:
+    """A per-layer keep (the budget search's allocations, or a user's) named one reader of a channel
+    space and not the others: the space was drawn with its first reader's keep, another reader kept
+    the channels, and the export refused the model as unsupported ('channel group 5 is dropped by some
+    readers but not by ...': `--target-top1 0.6` on the MobileNet). Every reader of a space now takes
+    the keep the space is drawn with (``space_keeps``), and the artifact runs."""
+    (tmp_path / "m.onnx").write_bytes(D.onnx_bytes(arch))
+    net = load_model(tmp_path / "m.onnx")
+    cg = net.channel_groups
+    first_readers = {cg.consumers[int(idx[0])][0] for idx in cg.space_groups() if idx.size}
+    spec = CompressSpec.from_dict(
+        {"prune": {"keep": {n: 0.5 for n in sorted(first_readers)}, "granularity": "channel"}, "seed": 0}
+    )
+    shaped = space_keeps(net, spec)
+    readers = {r for g, rs in cg.consumers.items() for r in rs}
+    assert shaped.prune is not None and set(shaped.prune.keep) == readers  # type: ignore[arg-type]
+    res = compress(net, spec)
+    sess = ort.InferenceSession(res.artifacts["model.onnx"])
+    X, _ = D.task_data(4, seed=1)
+    assert sess.run(None, {"input": X})[0].shape == (4, D.N_CLASSES)
+
+
+def test_the_budget_search_reports_the_keeps_it_draws_on_a_depthwise_cnn(tmp_path: Path) -> None:
+    """`--target-top1 0.6` on the MobileNet (400 task samples, seed 1) failed at the export before
+    ``space_keeps``; now it ships, and the budget's per-layer keeps are the drawn ones: one per
+    channel space, the same in every reader."""
+    (tmp_path / "m.onnx").write_bytes(D.onnx_bytes("mobilenet"))
+    net = load_model(tmp_path / "m.onnx")
+    X, y = D.task_data(400)
+    np.savez(tmp_path / "cal.npz", inputs=X, labels=y)
+    spec = CompressSpec.from_dict({"target": {"metric": "top1_agreement", "min": 0.6}, "seed": 1})
+    res = compress(net, spec, calibration=load_calibration(tmp_path / "cal.npz", net))
+    keep = {e["name"]: e["keep"] for e in res.report["budget"]["layers"]}
+    cg = net.channel_groups
+    for idx in cg.space_groups():
+        assert len({keep[r] for g in idx for r in cg.consumers.get(int(g), [])}) <= 1
+    assert any(k < 1 for k in keep.values())  # the search did prune channels
+    ort.InferenceSession(res.artifacts["model.onnx"])
