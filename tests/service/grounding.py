@@ -13,7 +13,11 @@ part's *content* or on the server's environment. A schema-valid request is accep
 4. layer names in ``exclude``, ``prune.keep`` and ``quantize.bits`` name layers of that model;
 5. ``callback.url``'s host resolves to a public address, or is in ``NETSHRINK_WEBHOOK_ALLOW_HOSTS``;
 6. ``device: cuda`` is asked of an embedded server only when it has a CUDA device;
-7. an ``Idempotency-Key`` is not one already used with a different payload (the IETF draft's 422).
+7. an ``Idempotency-Key`` is not one already used with a different payload (the IETF draft's 422);
+8. a neuron/channel ``prune.keep`` (randomized draws) keeps more than one unit on average of every
+   layer it prunes: κ·G > 1 for a layer that reads G units;
+9. a top-1 agreement ``target`` is set only for a model with two outputs per sample or more (every
+   model of the pool has four or five: nothing to ground).
 
 ``ground`` rewrites a *positive* schemathesis case so that these hold, keeping everything the
 schema generated: which parts are present, every other spec value, the headers. Only the contents
@@ -41,6 +45,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import ComponentInfo
 from schemathesis.transport.serialization import Binary
 
+from netshrink.compression.algorithm.scores import n_units
 from netshrink.compression.graph.loading import load_model
 from tests import factories
 
@@ -58,6 +63,7 @@ class PoolModel:
     layers: tuple[str, ...]
     input_shape: tuple[int, ...]
     classes: int
+    min_units: int  # the fewest input units a neuron/channel prune draws over, among its layers (rule 8)
 
 
 def _mlp_onnx() -> bytes:
@@ -103,6 +109,7 @@ def _pool() -> tuple[PoolModel, ...]:
                     layers=tuple(layer.name for layer in net.layers),
                     input_shape=tuple(int(s) for s in net.input_shape),
                     classes=int(net.layers[-1].weight.shape[0]),
+                    min_units=min(n_units(layer) for layer in net.layers if layer.structured),
                 )
             )
         return tuple(pool)
@@ -149,7 +156,24 @@ def _ground_spec(spec: dict[str, Any], model: PoolModel) -> dict[str, Any]:
         callback["url"] = f"{parts.scheme}://{ALLOWED_CALLBACK_HOST}{port}{parts.path}{query}"
     if spec.get("device") == "cuda":
         spec["device"] = "cpu"
+    if isinstance(prune, dict) and "keep" in prune:  # the default, 0.5, keeps 2 of the fewest (4)
+        prune["keep"] = _unit_keep(prune, model)
     return spec
+
+
+def _unit_keep(prune: dict[str, Any], model: PoolModel) -> Any:
+    """Rule 8: a keep that would leave a layer one unit or fewer on average becomes 2/G (G the pool
+    model's fewest units); any other keep, and every unstructured or deterministic one, is kept."""
+    keep = prune.get("keep")
+    structured = prune.get("granularity") in ("neuron", "channel")
+    if not structured or prune.get("method", "randomized_greedy") != "randomized_greedy":
+        return keep
+
+    def unit(v: Any) -> Any:
+        small = isinstance(v, int | float) and not isinstance(v, bool) and v < 1 and v * model.min_units <= 1
+        return 2.0 / model.min_units if small else v
+
+    return {n: unit(v) for n, v in keep.items()} if isinstance(keep, dict) else unit(keep)
 
 
 def ground(

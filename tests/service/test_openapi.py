@@ -26,8 +26,9 @@ from netshrink.service.openapi_dump import render
 from netshrink.service.uploads import FILE_PARTS, JSON_PARTS
 from netshrink.workers.cursor import CURSOR_PATTERN
 from netshrink.workers.store import get_store
+from tests import factories
 from tests.service.conftest import assert_problem, make_settings, submit
-from tests.service.grounding import ALLOWED_CALLBACK_HOST, POOL, ground_case
+from tests.service.grounding import ALLOWED_CALLBACK_HOST, POOL, _ground_spec, ground_case
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,6 +165,8 @@ def _wrong_calibration() -> bytes:
     return buf.getvalue()
 
 
+_ONE_OUTPUT = factories.gemm_model(8, 1).SerializeToString()  # one output per sample
+
 # (what breaks it, extra parts, spec, headers, expected status, problem type)
 CANNOT_SAY: dict[str, tuple[dict[str, Any], dict[str, Any], int, str]] = {
     "1 model bytes are no model": ({"model": b"\x01not a model"}, _VALID, 415, "unsupported-media-type"),
@@ -185,6 +188,18 @@ CANNOT_SAY: dict[str, tuple[dict[str, Any], dict[str, Any], int, str]] = {
         {**_VALID, "callback": {"url": "http://10.0.0.1/hook"}},
         422,
         "invalid-callback",
+    ),
+    "8 a neuron keep below one unit per layer": (
+        {},
+        {"prune": {"keep": 0.05, "granularity": "neuron"}, "seed": 1},  # 0.8 of 16 neurons
+        422,
+        "invalid-spec",
+    ),
+    "9 a top-1 target on a one-output model": (
+        {"model": _ONE_OUTPUT},
+        {"target": {"metric": "top1_agreement", "min": 0.9}, "seed": 1},
+        422,
+        "invalid-spec",
     ),
 }
 if not torch.cuda.is_available():
@@ -220,3 +235,18 @@ def test_an_idempotency_key_reused_with_another_payload_is_refused(tmp_path: Pat
         assert submit(client, _MLP_ONNX.data, _VALID, headers=key).status_code == 202
         other = submit(client, _MLP_ONNX.data, {**_VALID, "seed": 2}, headers=key)
         assert_problem(other, 422, "idempotency-key-reused")
+
+
+def test_grounding_lifts_a_structured_keep_below_one_unit(tmp_path: Path) -> None:
+    """Rule 8 in the grounding: schemathesis may draw `keep: 0.1` with channel granularity, which the
+    pool's 4-channel CNN refuses; grounded, the keep is 2/4, the submission is accepted, and a keep
+    the rule admits, or an unstructured one, is left as drawn."""
+    cnn = next(m for m in POOL if m.name == "cnn.onnx")
+    drawn = {"prune": {"keep": 0.1, "granularity": "channel"}, "seed": 1}
+    grounded = _ground_spec(drawn, cnn)
+    assert grounded["prune"]["keep"] == 0.5 and drawn["prune"]["keep"] == 0.1
+    assert _ground_spec({"prune": {"keep": 0.3, "granularity": "channel"}}, cnn)["prune"]["keep"] == 0.3
+    assert _ground_spec({"prune": {"keep": 0.1}}, cnn)["prune"]["keep"] == 0.1
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        assert_problem(submit(client, cnn.data, drawn), 422, "invalid-spec")
+        assert submit(client, cnn.data, grounded).status_code == 202
