@@ -37,7 +37,7 @@ from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
 from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
-from netshrink.compression.search.group_draw import too_few_units
+from netshrink.compression.search.group_draw import space_keep_note, too_few_units
 from netshrink.compression.search.select import best_of
 from netshrink.compression.spec import HELD_BACK, CompressSpec
 
@@ -377,7 +377,8 @@ def compress(
         )
     if compensation is not None:
         report["summary"]["compensation"] = compensation
-    for note in (compensate_note, dropped_refits(chosen)):  # the null compensate's note first
+    space_note = space_keep_note(net, spec) if spec.target is None else None  # a user's per-layer keep
+    for note in (compensate_note, dropped_refits(chosen), space_note):  # the null compensate's note first
         if note is not None:
             report["summary"]["warnings"].append(note)
     report["timings"] = timer.to_dict()

@@ -85,6 +85,27 @@ def space_keeps(net: Network, spec: CompressSpec) -> CompressSpec:
     return dataclasses.replace(spec, prune=dataclasses.replace(prune, keep=kept) if kept else None)
 
 
+def space_keep_note(net: Network, spec: CompressSpec) -> str | None:
+    """The report's warning when ``space_keeps`` changes a per-layer keep the spec asked for (a user's
+    mapping: the search's table shows its drawn keeps itself), else None."""
+    shaped = space_keeps(net, spec)
+    if shaped is spec or spec.prune is None:
+        return None
+    changed = []
+    for layer in net.layers:
+        asked = float(spec.prune.keep_for(layer.name))
+        drawn = 1.0 if shaped.prune is None else float(shaped.prune.keep_for(layer.name))
+        if asked != drawn and layer.name not in spec.exclude:
+            changed.append(f"{layer.name} {asked:g} -> {drawn:g}")
+    if not changed:
+        return None
+    return (
+        "prune.keep: on this residual/depthwise/concat graph a keep applies per channel space (the keep "
+        "of the space's first reader; every reader deletes the same channels), so these layers take "
+        f'their space\'s keep: {", ".join(changed)} (docs/method.md "One keep per channel space")'
+    )
+
+
 def plan_groups(
     net: Network,
     ex: Executor,

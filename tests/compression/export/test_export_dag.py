@@ -84,6 +84,9 @@ def test_a_per_layer_keep_prunes_a_channel_space_alike_in_every_reader(tmp_path:
     sess = ort.InferenceSession(res.artifacts["model.onnx"])
     X, _ = D.task_data(4, seed=1)
     assert sess.run(None, {"input": X})[0].shape == (4, D.N_CLASSES)
+    notes = [w for w in res.report["summary"]["warnings"] if w.startswith("prune.keep: on this")]
+    changed = {r for r in readers if spec.prune.keep_for(r) != shaped.prune.keep_for(r)}  # type: ignore[union-attr]
+    assert (len(notes) == 1 and all(f"{r} " in notes[0] for r in changed)) if changed else not notes
 
 
 def test_the_budget_search_reports_the_keeps_it_draws_on_a_depthwise_cnn(tmp_path: Path) -> None:
