@@ -57,7 +57,7 @@ def validate_inputs(
     # imported late: these pull in torch
     from netshrink.compression.graph.calibration import check_calibration
     from netshrink.compression.graph.loading import load_model
-    from netshrink.compression.pipeline import check_spec
+    from netshrink.compression.search.spec_check import check_spec
 
     if spec.callback is not None:
         try:
@@ -102,7 +102,7 @@ def warm_up() -> None:
     from netshrink.compression.finetune.job import check_inputs
     from netshrink.compression.graph.calibration import check_calibration
     from netshrink.compression.graph.loading import load_model
-    from netshrink.compression.pipeline import check_spec
+    from netshrink.compression.search.spec_check import check_spec
 
     del check_calibration, check_inputs, check_spec, load_model
 

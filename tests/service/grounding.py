@@ -45,6 +45,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import ComponentInfo
 from schemathesis.transport.serialization import Binary
 
+from netshrink.compression.algorithm.fraction import keeps_a_unit
 from netshrink.compression.algorithm.scores import n_units
 from netshrink.compression.graph.loading import load_model
 from tests import factories
@@ -170,8 +171,8 @@ def _unit_keep(prune: dict[str, Any], model: PoolModel) -> Any:
         return keep
 
     def unit(v: Any) -> Any:
-        small = isinstance(v, int | float) and not isinstance(v, bool) and v < 1 and v * model.min_units <= 1
-        return 2.0 / model.min_units if small else v
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        return v if not number or keeps_a_unit(v, model.min_units) else 2.0 / model.min_units
 
     return {n: unit(v) for n, v in keep.items()} if isinstance(keep, dict) else unit(keep)
 

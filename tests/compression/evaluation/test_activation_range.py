@@ -68,16 +68,28 @@ def test_inf_activations_are_refused_as_not_finite(tmp_path: Path) -> None:
 
 
 def test_chunks_cover_every_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The peak sits in the last sample and the chunks hold 3 samples: it is still found."""
+    """Chunks of 3 samples after the first (one sample, which sizes them): every sample is run once,
+    in order, and the peak in the last one is still found."""
     import netshrink.compression.evaluation.activation_range as module
 
     net = _identity_relu(tmp_path)
-    per_sample = 3 * N_FEATURES * 4  # input, Relu output (= the logits): 3 tensors of 4 float32
+    per_sample = 2 * N_FEATURES * 4  # the input and the Relu output (= the logits): 2 × 4 float32
     monkeypatch.setattr(module, "CHUNK_BYTES", 3 * per_sample)
-    X = torch.ones(10, N_FEATURES)  # (10, 4)
-    X[9, 0] = 1e19
+    ex = Executor(net)
+    seen: list[torch.Tensor] = []
+    real_run = ex.run
+
+    def run(X: torch.Tensor, **kw: object) -> dict[str, torch.Tensor]:
+        seen.append(X[:, 0].clone())  # (c,) the chunk's samples, by their first feature
+        return real_run(X, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ex, "run", run)
+    X = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, N_FEATURES)  # (10, 4): sample i is i
+    X[9, 1] = 1e19
     with pytest.raises(InvalidWeightsError, match="40 squared values"):
-        check_activation_range(Executor(net), net, X, inputs="uniform fit")
+        check_activation_range(ex, net, X, inputs="uniform fit")
+    assert [len(c) for c in seen] == [1, 3, 3, 3]
+    assert torch.equal(torch.cat(seen), torch.arange(10, dtype=torch.float32))
 
 
 def _mlp_with_weight(tmp_path: Path, value: float) -> Network:
