@@ -74,11 +74,36 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pair(value: Any, what: str, ptr: str) -> tuple[int, int]:
+def _pair(value: Any, what: str, ptr: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each at least ``minimum`` (1 for kernels, strides and dilations,
+    0 for padding: a zero stride would divide by zero in the shape arithmetic below)."""
     v = [value, value] if _int(value) else value
     if not (isinstance(v, list | tuple) and len(v) == 2 and all(_int(x) for x in v)):
         raise ArchitectureError(f"{what} must be an integer or a pair of integers; got {value!r}", field=ptr)
+    if min(v) < minimum:
+        raise ArchitectureError(f"{what} must be at least {minimum}; got {value!r}", field=ptr)
     return int(v[0]), int(v[1])
+
+
+def _scalars(spec: dict[str, Any], where: str, ptr: str) -> None:
+    """The leaves' scalar options: finite numbers in range, booleans where torch takes one."""
+    ranges = {"negative_slope": (-math.inf, math.inf), "eps": (0.0, math.inf), "momentum": (0.0, 1.0)}
+    ranges["p"] = (0.0, 1.0)
+    for key, (lo, hi) in ranges.items():
+        if key not in spec:
+            continue
+        v = spec[key]
+        if v is None and key == "momentum":  # torch's cumulative average; unused here (eval mode)
+            continue
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or not lo <= v <= hi or (key == "eps" and v <= 0):
+            bounds = "a positive number" if key == "eps" else f"a finite number in [{lo:g}, {hi:g}]"
+            raise ArchitectureError(f"layer {where}: {key} must be {bounds}; got {v!r}", field=ptr)
+    if "count_include_pad" in spec and not isinstance(spec["count_include_pad"], bool):
+        raise ArchitectureError(
+            f"layer {where}: count_include_pad must be true or false; got {spec['count_include_pad']!r}",
+            field=ptr,
+        )
 
 
 def _tensor(
@@ -132,6 +157,7 @@ def check_layer(
     """Validate one leaf at JSON pointer ``ptr`` (filling inferred sizes into ``spec``); its output shape."""
     kind, name = spec["kind"], spec.get("name")
     where = f"{name or kind} ({ptr})"
+    _scalars(spec, where, ptr)
     if kind in SPATIAL and len(shape) != 3:
         raise ArchitectureError(
             f"layer {where}: {kind} needs a (C, H, W) input; got {list(shape)}", field=ptr
@@ -161,7 +187,11 @@ def check_layer(
     if kind in ("maxpool2d", "avgpool2d"):
         k = _pair(spec["kernel_size"], f"{where}: kernel_size", ptr)
         s = _pair(spec["stride"] if spec["stride"] is not None else list(k), f"{where}: stride", ptr)
-        p = _pair(spec["padding"], f"{where}: padding", ptr)
+        p = _pair(spec["padding"], f"{where}: padding", ptr, minimum=0)
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # torch and onnxruntime refuse it too
+            raise ArchitectureError(
+                f"layer {where}: padding {list(p)} must be at most half the kernel {list(k)}", field=ptr
+            )
         spec.update(kernel_size=list(k), stride=list(s), padding=list(p))
         hw = [(shape[1 + j] + 2 * p[j] - k[j]) // s[j] + 1 for j in range(2)]
         return _positive((shape[0], *hw), where, ptr)
@@ -195,7 +225,7 @@ def _check_conv(
         _pair(spec["stride"], f"{where}: stride", ptr),
     )
     p, d = (
-        _pair(spec["padding"], f"{where}: padding", ptr),
+        _pair(spec["padding"], f"{where}: padding", ptr, minimum=0),
         _pair(spec["dilation"], f"{where}: dilation", ptr),
     )
     if spec["in_channels"] not in (None, shape[0]):

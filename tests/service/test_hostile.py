@@ -100,6 +100,53 @@ def test_fuzz_json_fields(client: TestClient, onnx_model: bytes, spec: Any, arch
     assert_no_5xx(submit(client, onnx_model, json.dumps(spec), **extra))
 
 
+@pytest.fixture(scope="module")
+def cnn_pt(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("cnn") / "cnn.pt"
+    return factories.write_pt(factories.tiny_cnn(batchnorm=True), path).read_bytes()
+
+
+layer_options = st.sampled_from(
+    ["stride", "kernel_size", "padding", "dilation", "eps", "momentum", "negative_slope", "p",
+     "count_include_pad", "out_channels", "bias", "groups", "approximate"]
+)  # fmt: skip
+
+
+@FUZZ
+@given(
+    index=st.integers(0, 7),
+    option=layer_options,
+    value=json_values,
+    kind=st.sampled_from([None, "leaky_relu", "dropout", "avgpool2d", "gelu"]),
+)
+def test_fuzz_architecture_options(
+    client: TestClient, cnn_pt: bytes, index: int, option: str, value: Any, kind: str | None
+) -> None:
+    """One option of one layer of a valid v1 document set to any JSON value (2026-12-05: a zero
+    stride and a string ``negative_slope`` were 500s)."""
+    arch = factories.cnn_architecture()
+    if kind is not None and index in (2, 3):  # the relu or the pool becomes another leaf
+        arch["layers"][index]["kind"] = kind
+    arch["layers"][index][option] = value
+    r = submit(client, cnn_pt, SPEC, filename="cnn.pt", architecture=json.dumps(arch))
+    assert_no_5xx(r)
+
+
+@pytest.mark.parametrize(
+    ("index", "option", "value"), [(0, "stride", 0), (3, "kernel_size", 0), (2, "negative_slope", "x")]
+)
+def test_the_architecture_500s_of_2026_12_05_are_422(
+    client: TestClient, cnn_pt: bytes, index: int, option: str, value: Any
+) -> None:
+    arch = factories.cnn_architecture()
+    if option == "negative_slope":
+        arch["layers"][index]["kind"] = "leaky_relu"
+    arch["layers"][index][option] = value
+    r = submit(client, cnn_pt, SPEC, filename="cnn.pt", architecture=json.dumps(arch))
+    errors = assert_problem(r, 422, "invalid-architecture")["errors"]
+    assert errors[0]["pointer"] == f"/architecture/layers/{index}"
+
+
 @FUZZ
 @given(raw=st.text(max_size=200))
 def test_fuzz_raw_spec_text(client: TestClient, onnx_model: bytes, raw: str) -> None:

@@ -133,6 +133,43 @@ def test_malformed_architectures(mutate: Any) -> None:
         validate_architecture(arch, _sd())
 
 
+@pytest.mark.parametrize(
+    ("index", "change"),
+    [
+        (0, {"stride": 0}),  # before 2026-12-05: ZeroDivisionError, a 500 over HTTP
+        (0, {"stride": [1, 0]}),
+        (0, {"dilation": 0}),
+        (0, {"kernel_size": 0}),
+        (0, {"padding": -1}),
+        (3, {"stride": 0}),
+        (3, {"kernel_size": 0}),
+        (3, {"padding": 2}),  # more than half the kernel: torch refuses it too
+        (1, {"eps": 0}),
+        (1, {"eps": "x"}),
+        (1, {"momentum": 2.0}),
+        (2, {"kind": "leaky_relu", "negative_slope": "x"}),  # before: ValueError, a 500 over HTTP
+        (2, {"kind": "leaky_relu", "negative_slope": {"a": 1}}),
+        (2, {"kind": "leaky_relu", "negative_slope": float("nan")}),
+        (2, {"kind": "dropout", "p": 1.5}),
+        (3, {"kind": "avgpool2d", "count_include_pad": "yes"}),
+    ],
+)
+def test_bad_layer_options_name_the_layer(index: int, change: dict[str, Any]) -> None:
+    arch = copy.deepcopy(F.cnn_architecture())
+    arch["layers"][index].update(change)
+    with pytest.raises(ArchitectureError) as info:
+        validate_architecture(arch, _sd())
+    assert info.value.field == f"/layers/{index}"
+
+
+def test_good_layer_options_still_load() -> None:
+    arch = copy.deepcopy(F.cnn_architecture())
+    arch["layers"][1].update(momentum=None)  # torch's cumulative moving average
+    arch["layers"][2].update(kind="leaky_relu", negative_slope=0)
+    arch["layers"][3].update(padding=1, kernel_size=3, stride=[2, 2])  # 8x8 -> 4x4 as before
+    validate_architecture(arch, _sd())
+
+
 def test_mlp_inference_refuses_stray_keys(tmp_path: Path) -> None:
     sd = F.tiny_mlp().state_dict()
     sd["norm.running_mean"] = torch.zeros(16)
