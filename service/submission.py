@@ -55,7 +55,7 @@ def validate_inputs(
     """
     core = core if core is not None else spec.to_core()
     # imported late: these pull in torch
-    from netshrink.compression.graph.calibration import check_calibration
+    from netshrink.compression.graph.calibration import MIN_SAMPLES, check_calibration
     from netshrink.compression.graph.loading import load_model
     from netshrink.compression.search.spec_check import check_spec
 
@@ -92,7 +92,17 @@ def validate_inputs(
         calibration.path.replace(path)
         calibration.path = path
         # Streamed in 1 MiB chunks: a small file declaring GiBs of zeros never sits in the API's memory.
-        check_calibration(path, net, max_bytes=settings.max_unzipped_bytes)
+        measured = (
+            isinstance(core, CompressSpec)
+            and core.kind == "compress"
+            and core.evaluation.inputs == "calibration"
+        )
+        check_calibration(
+            path,
+            net,
+            max_bytes=settings.max_unzipped_bytes,
+            min_samples=MIN_SAMPLES if measured else 1,  # a compress job measures its error on them
+        )
     return int(net.n_params)
 
 
@@ -199,7 +209,7 @@ def _depth(value: Any) -> int:
 def parse_spec(raw: str | None) -> JobSpecCreate:
     if raw is None:
         raise ApiError(422, "validation", "The request is invalid", "the spec form field is required")
-    data = parse_json_field(raw, "spec")
+    data = _json_integers(parse_json_field(raw, "spec"))
     try:
         return JobSpecCreate.model_validate(data)
     except ValidationError as exc:
@@ -210,6 +220,18 @@ def parse_spec(raw: str | None) -> JobSpecCreate:
             "the spec failed validation; see errors",
             errors=validation_errors(exc.errors(include_url=False), prefix=("body", "spec")),
         ) from None
+
+
+def _json_integers(value: Any) -> Any:
+    """JSON Schema's integers include integral numbers written as ``4.0``; the strict models
+    (``schemas._In``) take Python ints for them, and an int where a float is asked is fine."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_integers(v) for v in value]
+    return value
 
 
 def prefer_wait_s(prefer: str | None, cap_s: float) -> float | None:

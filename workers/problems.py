@@ -30,7 +30,7 @@ STATUS_BY_ERROR: Mapping[type[core.CompressionError], int] = {
     core.LimitExceededError: 413,
     core.CancelledError: 409,
 }
-_FORM_FIELDS = ("train", "validation")  # form parts of kind finetune; every other field is in the spec
+_FORM_FIELDS = ("train", "validation", "calibration")  # form parts; every other field is in the spec
 
 
 def problem(slug: str, title: str, status: int, detail: str, **extra: Any) -> dict[str, Any]:
@@ -51,16 +51,20 @@ def status_for(exc: core.CompressionError) -> int:
 def from_error(exc: core.CompressionError) -> dict[str, Any]:
     """The problem for a core error, for the API's answer and a failed job's ``error`` alike:
     status from ``STATUS_BY_ERROR``; ``field`` becomes an ``errors[]`` entry with a JSON Pointer into
-    the request (``/spec/prune/keep``, or ``/train/labels`` for a form part; an ``ArchitectureError``'s
+    the request (``/spec/prune/keep``, or ``/train/labels`` and ``/calibration/inputs`` for a form
+    part's arrays: a ``CalibrationError`` names the calibration file's unless told; an ``ArchitectureError``'s
     field is a JSON Pointer inside the architecture, so ``/architecture/layers/3/body/1``); ``nodes``
     is kept."""
     errors = []
     if isinstance(exc, core.ArchitectureError) and exc.field and exc.field.startswith("/"):
         pointer = "/architecture" + exc.field
-        errors = [{"detail": exc.detail, "pointer": pointer, "field": pointer[1:].replace("/", ".")}]
+        field = pointer[1:].replace("/", ".")
+        errors = [{"detail": exc.detail, "pointer": pointer, "field": field, "location": "body"}]
     elif exc.field:
-        name = exc.field if exc.field.split(".")[0] in _FORM_FIELDS else "spec." + exc.field
-        errors = [{"detail": exc.detail, "pointer": "/" + name.replace(".", "/"), "field": name}]
+        part = "calibration." if isinstance(exc, core.CalibrationError) else "spec."  # its own file's arrays
+        name = exc.field if exc.field.split(".")[0] in _FORM_FIELDS else part + exc.field
+        pointer = "/" + name.replace(".", "/")
+        errors = [{"detail": exc.detail, "pointer": pointer, "field": name, "location": "body"}]
     return problem(exc.slug, exc.title, status_for(exc), exc.detail, errors=errors, nodes=exc.nodes or None)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from netshrink.compression.errors import CalibrationError
-from netshrink.compression.graph.calibration import check_calibration, load_calibration
+from netshrink.compression.graph.calibration import check_calibration, check_labels, load_calibration
 from netshrink.compression.graph.network import Network
 
 MIN_TRAIN, MIN_VALIDATION = 2, 1
@@ -48,14 +48,21 @@ def load_split(
         xv, yv = _read(validation, net, n_classes, "validation", max_bytes)
         return TrainingData(x, y, xv, yv, "uploaded", sha)
     n = int(x.shape[0])
+    n_val = carved_validation(n, fraction)
+    order = np.random.default_rng([seed, 0x5EED]).permutation(n)  # (N,)
+    val, tr = order[:n_val], order[n_val:]
+    return TrainingData(x[tr], y[tr], x[val], y[val], "carved", sha)
+
+
+def carved_validation(n: int, fraction: float) -> int:
+    """The validation samples carved from ``n`` training samples; too few either way is a
+    ``CalibrationError`` (checked on submit too, so such a job is never created)."""
     n_val = int(round(n * fraction))
     if n - n_val < MIN_TRAIN or n_val < MIN_VALIDATION:
         raise CalibrationError(
             f"train has {n} samples: too few to carve a validation fraction of {fraction}", field="train"
         )
-    order = np.random.default_rng([seed, 0x5EED]).permutation(n)  # (N,)
-    val, tr = order[:n_val], order[n_val:]
-    return TrainingData(x[tr], y[tr], x[val], y[val], "carved", sha)
+    return n_val
 
 
 def _sha(path: str | Path) -> str:
@@ -68,10 +75,12 @@ def check_files(
     n_classes: int,
     *,
     validation: str | Path | None = None,
+    fraction: float = 0.2,
     max_bytes: int | None = None,
 ) -> None:
     """``load_split``'s checks without holding the inputs (the API validates this way): the inputs
-    are streamed by ``check_calibration``; only the labels are read, to check their range."""
+    are streamed by ``check_calibration``; only the labels are read, to check their range and, with
+    no validation file, that ``fraction`` of them can be carved."""
     for name, p in (("train", path), ("validation", validation)):
         if p is None:
             continue
@@ -81,10 +90,16 @@ def check_files(
             raise CalibrationError(
                 f"{name}: {exc.detail}", field=f"{name}.{exc.field}" if exc.field else name
             ) from exc
-        with np.load(p, allow_pickle=False) as npz:  # sizes already capped by check_calibration
+        loaded = np.load(p, allow_pickle=False)  # sizes already capped by check_calibration
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy holds inputs only
+            raise CalibrationError(f"{name}: the file has no 'labels' array", field=f"{name}.labels")
+        with loaded as npz:
             if "labels" not in npz.files:
                 raise CalibrationError(f"{name}: the file has no 'labels' array", field=f"{name}.labels")
-            check_labels(npz["labels"], n_classes, name)
+            labels = npz["labels"]
+        check_labels(labels, n_classes, name)
+        if name == "train" and validation is None:
+            carved_validation(int(labels.shape[0]), fraction)
 
 
 def _read(
@@ -99,21 +114,3 @@ def _read(
     if cal.labels is None:
         raise CalibrationError(f"{name}: the file has no 'labels' array", field=f"{name}.labels")
     return cal.inputs, check_labels(cal.labels, n_classes, name)
-
-
-def check_labels(labels: np.ndarray, n_classes: int, name: str = "train") -> np.ndarray:
-    """Integer class indices in [0, n_classes) -> int64; anything else is a ``CalibrationError``."""
-    field = f"{name}.labels"
-    if labels.dtype.kind == "f":
-        if not np.all(labels == np.round(labels)):
-            raise CalibrationError(f"{name}: 'labels' must be integer class indices", field=field)
-    elif labels.dtype.kind not in "iu":
-        raise CalibrationError(f"{name}: 'labels' must be integers; got dtype {labels.dtype}", field=field)
-    lo, hi = (labels.min(), labels.max()) if labels.size else (0, 0)
-    if lo < 0 or hi >= n_classes:
-        raise CalibrationError(
-            f"{name}: 'labels' must lie in [0, {n_classes - 1}] (the model has {n_classes} outputs); "
-            f"found values in [{lo}, {hi}]",
-            field=field,
-        )
-    return labels.astype(np.int64)

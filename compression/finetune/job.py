@@ -186,7 +186,9 @@ def check_inputs(
 
     The device is not checked here: a GPU worker, not the API process, runs a ``cuda`` job."""
     _supported(net, spec, device=False)
-    check_files(train, net, _n_classes(net, Executor(net, "cpu")), validation=validation, max_bytes=max_bytes)
+    n_classes = _n_classes(net, Executor(net, "cpu"))
+    fraction = spec.validation_fraction
+    check_files(train, net, n_classes, validation=validation, fraction=fraction, max_bytes=max_bytes)
 
 
 def _checked(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from netshrink.compression.errors import CalibrationError, LimitExceededError
-from netshrink.compression.graph.calibration import load_calibration
+from netshrink.compression.graph.calibration import check_calibration, load_calibration
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
 from tests import factories as F
@@ -48,6 +48,53 @@ def test_labels_length(tmp_path: Path, net: Network) -> None:
     with pytest.raises(CalibrationError) as err:
         load_calibration(F.write_calibration(tmp_path / "c.npz", F.random_inputs((8,), 4), np.arange(5)), net)
     assert err.value.field == "labels"
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.full(6, 3), r"must lie in \[0, 2\].*found values in \[3, 3\]"),  # past the 3 classes
+        (np.array([0, 1, 2, -1, 0, 1]), r"must lie in \[0, 2\]"),  # -1 scored as the last class
+        (np.full(6, 2**40), r"must lie in"),
+        (np.array([0.5, 1, 2, 0, 1, 2]), "integer class indices"),  # accuracy was silently null
+    ],
+)
+def test_labels_outside_the_classes_are_refused(
+    tmp_path: Path, net: Network, labels: np.ndarray, match: str
+) -> None:
+    """2026-12-05: unchecked, labels past the classes failed the job as an internal error (an
+    IndexError in the loss) or scored 0; -1 counted as the last class; 0.5 gave no accuracy."""
+    path = F.write_calibration(tmp_path / "c.npz", F.random_inputs((8,), 6), labels)
+    for check in (load_calibration, check_calibration):
+        with pytest.raises(CalibrationError, match=match) as err:
+            check(path, net)
+        assert err.value.field == "labels"
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array([0, 1, 2, 2, 1, 0], np.uint8), np.arange(6) % 2 == 0, np.arange(6.0) % 3]
+)
+def test_class_labels_of_any_integer_kind_load(tmp_path: Path, net: Network, labels: np.ndarray) -> None:
+    cal = load_calibration(F.write_calibration(tmp_path / "c.npz", F.random_inputs((8,), 6), labels), net)
+    assert cal.labels is not None and cal.labels.dtype == np.int64
+    np.testing.assert_array_equal(cal.labels, labels.astype(np.int64))
+
+
+def test_one_output_labels_are_regression_targets(tmp_path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    net = load_model(write(F.mlp_onnx((8, 16, 1))))
+    targets = np.linspace(-3.5, 7.25, 6)
+    path = F.write_calibration(tmp_path / "c.npz", F.random_inputs((8,), 6), targets)
+    check_calibration(path, net)
+    assert load_calibration(path, net).labels is not None
+
+
+def test_min_samples(tmp_path: Path, net: Network) -> None:
+    path = F.write_calibration(tmp_path / "c.npz", F.random_inputs((8,), 1))
+    assert load_calibration(path, net).n_samples == 1  # the default: analyze and gaussian inputs
+    for check in (load_calibration, check_calibration):
+        with pytest.raises(CalibrationError, match="holds 1 sample") as err:
+            check(path, net, min_samples=2)
+        assert err.value.field == "inputs"
 
 
 def test_pickled_object_array_is_refused(tmp_path: Path, net: Network) -> None:
