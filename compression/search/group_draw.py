@@ -54,6 +54,23 @@ def too_few_units(net: Network, spec: CompressSpec) -> tuple[str, float, int] | 
     return None
 
 
+def prunes_a_unit(net: Network, spec: CompressSpec) -> bool:
+    """Whether a neuron/channel prune of ``spec`` has a layer to act on: one that reads units another
+    layer produces (not the model's inputs, not units a model output also shows), is not excluded,
+    and is named by a per-layer keep mapping when there is one; on a DAG, a channel space no excluded
+    layer reads. Keep values are the user's (1 asks for nothing). True for unstructured or no pruning."""
+    prune = spec.prune
+    if prune is None or prune.granularity == "weight":
+        return True
+    if uses_groups(net, spec):
+        return any(idx.size for idx in _spaces(net, spec))
+    named = prune.keep if isinstance(prune.keep, Mapping) else None
+    return any(
+        layer.structured and layer.name not in spec.exclude and (named is None or layer.name in named)
+        for layer in net.layers
+    )
+
+
 def _spaces(net: Network, spec: CompressSpec) -> list[np.ndarray]:
     """The group ids of each channel space, less the groups an excluded layer reads (frozen)."""
     cg = net.channel_groups

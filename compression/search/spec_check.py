@@ -1,6 +1,6 @@
 """Refusing a spec that cannot apply to a network: cheap checks against the loaded model, run by the
 service on submit (a 422 before any job exists) and by ``pipeline.compress`` before anything is drawn
-(docs/api.md "What the document says, and what it cannot", rules 4, 8 and 9)."""
+(docs/api.md "What the document says, and what it cannot", rules 4, 8, 9 and 10)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.graph.network import Network
 from netshrink.compression.io.onnx_io import static_shapes
-from netshrink.compression.search.group_draw import too_few_units
+from netshrink.compression.search.group_draw import prunes_a_unit, too_few_units
 from netshrink.compression.spec import CompressSpec
 
 __all__ = ["check_spec"]
@@ -47,6 +47,17 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
             raise InvalidSpecError(
                 "the output-aware score needs full support (autograd through the graph)", field="prune.score"
             )
+    if not prunes_a_unit(net, spec):
+        assert spec.prune is not None
+        unit = "neuron" if spec.prune.granularity == "neuron" else "channel"
+        raise InvalidSpecError(
+            f"{unit} pruning applies to no layer of this model: a {unit} is removed from the layer that "
+            "produces it and every layer that reads it, so the model's inputs, its outputs and units "
+            "a model output also shows are never removed, and here no other unit is left (or every "
+            "layer reading one is excluded, or missing from the per-layer keep); use granularity "
+            "'weight', or leave prune out",
+            field="prune.granularity",
+        )
 
 
 def _check_structured_keep(net: Network, spec: CompressSpec) -> None:

@@ -9,7 +9,8 @@ part's *content* or on the server's environment. A schema-valid request is accep
    refused with 415; tests/service/test_hostile.py has hostile files);
 2. ``architecture`` is given exactly with a state dict that needs one, and describes it;
 3. ``calibration``/``train``/``validation`` hold arrays of the model's input shape (and labels in
-   its output range);
+   its output range), a ``train`` set without ``validation`` leaves ``validation_fraction`` of its
+   samples (24 here) at least one to carve;
 4. layer names in ``exclude``, ``prune.keep`` and ``quantize.bits`` name layers of that model;
 5. ``callback.url``'s host resolves to a public address, or is in ``NETSHRINK_WEBHOOK_ALLOW_HOSTS``;
 6. ``device: cuda`` is asked of an embedded server only when it has a CUDA device;
@@ -17,7 +18,9 @@ part's *content* or on the server's environment. A schema-valid request is accep
 8. a neuron/channel ``prune.keep`` (randomized draws) keeps more than one unit on average of every
    layer it prunes: κ·G > 1 for a layer that reads G units;
 9. a top-1 agreement ``target`` is set only for a model with two outputs per sample or more (every
-   model of the pool has four or five: nothing to ground).
+   model of the pool has four or five: nothing to ground);
+10. a neuron/channel prune has a layer to act on: one whose input units another layer produces, not
+   excluded, and named by a per-layer keep mapping when there is one.
 
 ``ground`` rewrites a *positive* schemathesis case so that these hold, keeping everything the
 schema generated: which parts are present, every other spec value, the headers. Only the contents
@@ -65,6 +68,7 @@ class PoolModel:
     input_shape: tuple[int, ...]
     classes: int
     min_units: int  # the fewest input units a neuron/channel prune draws over, among its layers (rule 8)
+    structured: tuple[str, ...]  # the layers a neuron/channel prune can act on (rule 10)
 
 
 def _mlp_onnx() -> bytes:
@@ -111,6 +115,7 @@ def _pool() -> tuple[PoolModel, ...]:
                     input_shape=tuple(int(s) for s in net.input_shape),
                     classes=int(net.layers[-1].weight.shape[0]),
                     min_units=min(n_units(layer) for layer in net.layers if layer.structured),
+                    structured=tuple(layer.name for layer in net.layers if layer.structured),
                 )
             )
         return tuple(pool)
@@ -159,7 +164,23 @@ def _ground_spec(spec: dict[str, Any], model: PoolModel) -> dict[str, Any]:
         spec["device"] = "cpu"
     if isinstance(prune, dict) and "keep" in prune:  # the default, 0.5, keeps 2 of the fewest (4)
         prune["keep"] = _unit_keep(prune, model)
+    if isinstance(prune, dict) and prune.get("granularity") in ("neuron", "channel"):
+        _a_layer_to_prune(spec, prune, model)
     return spec
+
+
+def _a_layer_to_prune(spec: dict[str, Any], prune: dict[str, Any], model: PoolModel) -> None:
+    """Rule 10: un-exclude the first structured layer when all are excluded, and name it in a
+    per-layer keep mapping that names none (at a keep rule 8 admits)."""
+    first = model.structured[0]
+    exclude = spec.get("exclude")
+    if isinstance(exclude, list) and set(model.structured) <= set(exclude):
+        spec["exclude"] = [n for n in exclude if n != first]
+    keep = prune.get("keep")
+    if isinstance(keep, dict) and not set(keep) & set(model.structured) - set(spec.get("exclude") or []):
+        keep[first] = (
+            2.0 / model.min_units if prune.get("method", "randomized_greedy") == "randomized_greedy" else 0.5
+        )
 
 
 def _unit_keep(prune: dict[str, Any], model: PoolModel) -> Any:
@@ -193,6 +214,10 @@ def ground(
             out[part] = Binary(arrays(model, part, key))
     if isinstance(out.get("spec"), dict):
         out["spec"] = _ground_spec(out["spec"], model)
+        finetune = out["spec"].get("finetune")
+        fraction = finetune.get("validation_fraction") if isinstance(finetune, dict) else None
+        if "validation" not in out and isinstance(fraction, int | float) and 24 * fraction < 0.51:
+            finetune["validation_fraction"] = 1 / 24  # rule 3: one of the 24 samples to carve
     if headers is not None:
         headers = {
             name: f"grounded-{next(_KEYS)}" if name.lower() == "idempotency-key" else value

@@ -165,6 +165,12 @@ def _wrong_calibration() -> bytes:
     return buf.getvalue()
 
 
+def _train(n: int) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, inputs=np.zeros((n, 8), np.float32), labels=np.arange(n) % 4)
+    return buf.getvalue()
+
+
 _ONE_OUTPUT = factories.gemm_model(8, 1).SerializeToString()  # one output per sample
 
 # (what breaks it, extra parts, spec, headers, expected status, problem type)
@@ -200,6 +206,18 @@ CANNOT_SAY: dict[str, tuple[dict[str, Any], dict[str, Any], int, str]] = {
         {"target": {"metric": "top1_agreement", "min": 0.9}, "seed": 1},
         422,
         "invalid-spec",
+    ),
+    "10 a neuron prune of a one-layer model": (
+        {"model": _ONE_OUTPUT},
+        {"prune": {"keep": 0.5, "granularity": "neuron"}, "seed": 1},  # its units: inputs, outputs
+        422,
+        "invalid-spec",
+    ),
+    "3 a train set too small to carve a validation split": (
+        {"train": _train(24)},
+        {"kind": "finetune", "finetune": {"validation_fraction": 0.01}, "seed": 1},  # 0.24 of 24
+        422,
+        "invalid-calibration",
     ),
 }
 if not torch.cuda.is_available():

@@ -15,6 +15,7 @@ from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
 from netshrink.compression.search.spec_check import check_spec
 from netshrink.compression.spec import CompressSpec
+from tests import dag_models as D
 from tests import factories
 
 
@@ -29,7 +30,10 @@ def test_a_neuron_keep_below_one_unit_per_layer_is_a_spec_error(mlp_net: Network
         check_spec(mlp_net, spec)
     assert info.value.field == "prune.keep"
     excluded = [layer.name for layer in mlp_net.layers if layer.structured]
-    check_spec(mlp_net, dataclasses.replace(spec, exclude=tuple(excluded)))  # nothing left to refuse
+    with pytest.raises(InvalidSpecError, match="keeps 0.64"):  # one layer left: still refused
+        check_spec(mlp_net, dataclasses.replace(spec, exclude=tuple(excluded[1:])))
+    with pytest.raises(InvalidSpecError, match="applies to no layer"):  # none left (rule 10)
+        check_spec(mlp_net, dataclasses.replace(spec, exclude=tuple(excluded)))
     for seed in range(8):  # each export is run in onnxruntime: a layer with no input would fail there
         ok = CompressSpec.from_dict(
             {"prune": {"keep": 0.1, "granularity": "neuron"}, "seed": seed, "draws": 1}
@@ -56,3 +60,38 @@ def test_a_layer_that_reads_one_unit_can_only_be_excluded(model_dir: Path) -> No
     spec = CompressSpec.from_dict({"prune": {"keep": 0.6, "granularity": "neuron"}, "seed": 0})
     with pytest.raises(InvalidSpecError, match=r"of the 1 unit\(s\) layer .*\(exclude it\)$"):
         check_spec(net, spec)
+
+
+@pytest.mark.parametrize(
+    ("widths", "spec"),
+    [
+        ((8, 4), {"prune": {"keep": 0.5, "granularity": "neuron"}, "quantize": {"bits": 4}}),  # one layer
+        ((8, 16, 4), {"prune": {"keep": {"0": 0.5}, "granularity": "neuron"}}),  # only the first layer
+    ],
+)
+def test_a_structured_prune_that_applies_to_no_layer_is_a_spec_error(
+    model_dir: Path, widths: tuple[int, ...], spec: dict[str, object]
+) -> None:
+    """Rule 10 (2026-12-05, found by probing): a neuron/channel prune no layer can take ran as a silent
+    1.00x with no warning. A one-layer model's units are its inputs and outputs; a per-layer keep
+    for the first layer only prunes the model's inputs, which are never removed."""
+    net = load_model(factories.write_bytes(factories.mlp_onnx(widths), model_dir / "m.onnx"))
+    names = [layer.name for layer in net.layers]
+    raw = dict(spec, seed=0)
+    if isinstance(raw["prune"], dict) and isinstance(raw["prune"]["keep"], dict):
+        raw["prune"] = dict(raw["prune"], keep={names[0]: 0.5})
+    with pytest.raises(InvalidSpecError, match="neuron pruning applies to no layer") as info:
+        check_spec(net, CompressSpec.from_dict(raw))
+    assert info.value.field == "prune.granularity"
+    check_spec(net, CompressSpec.from_dict(dict(raw, prune=dict(raw["prune"], granularity="weight"))))  # type: ignore[arg-type]
+
+
+def test_a_channel_prune_of_a_dag_needs_a_channel_space(model_dir: Path) -> None:
+    """A residual CNN prunes per dependency group: excluding every first reader of every space
+    leaves nothing to draw."""
+    net = load_model(factories.write_bytes(D.onnx_bytes("resnet"), model_dir / "r.onnx"))
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.5, "granularity": "channel"}, "seed": 0})
+    check_spec(net, spec)
+    every = tuple(layer.name for layer in net.layers)
+    with pytest.raises(InvalidSpecError, match="channel pruning applies to no layer"):
+        check_spec(net, dataclasses.replace(spec, exclude=every))
