@@ -154,10 +154,15 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
         HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
     )
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
-    problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=request.url.path)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(_allowed_methods(request))
+    if detail is None:  # docs/api.md "Errors": every problem says what went wrong in `detail`
+        detail = {
+            404: f"nothing is at {request.url.path}",
+            405: f"{request.method} is not allowed here; allowed: {headers.get('Allow', '')}",
+        }.get(exc.status_code, phrase)
+    problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=request.url.path)
     return problem_response(problem, headers)
 
 

@@ -34,7 +34,11 @@ Sigma = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown members refused, and strict types as the document states them (a
+    string is no number: ``"4"`` for ``bits`` was coerced until 2026-12-05); integral JSON numbers
+    such as ``4.0`` are integers, as in JSON Schema (``submission.parse_spec``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PruneCreate(_In):

@@ -119,3 +119,20 @@ def test_the_worker_records_the_same_field_pointer_as_the_api() -> None:
     exc = core.InvalidSpecError("keep must be in (0, 1]", field="prune.keep")
     assert problems.from_error(exc) == problem_from_error(exc).model_dump(mode="json", exclude_none=True)
     assert problems.from_error(exc)["errors"][0]["pointer"] == "/spec/prune/keep"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "says"),
+    [
+        ("GET", "/no/such/route", 404, "nothing is at /no/such/route"),
+        ("GET", "/v1/jobs/abc/artifacts/a%2Fb", 404, "nothing is at"),
+        ("PUT", "/v1/jobs", 405, "PUT is not allowed here; allowed: GET, POST"),
+    ],
+)
+def test_framework_problems_carry_a_detail(
+    client: TestClient, method: str, path: str, status: int, says: str
+) -> None:
+    """docs/api.md "Errors": every problem has a `detail` (Starlette's own 404/405 had none)."""
+    r = client.request(method, path)
+    assert r.status_code == status and r.headers["content-type"] == "application/problem+json"
+    assert says in r.json()["detail"]
