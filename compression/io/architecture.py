@@ -15,7 +15,7 @@ graph; a BatchNormalization stays a node there and ``graph.batchnorm.fold_batchn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,23 +165,68 @@ def _check_block(
 
 
 def infer_mlp(state: Mapping[str, np.ndarray], activation: str = "relu") -> dict[str, Any]:
-    """A sequential MLP from the 2-D ``*.weight`` (and 1-D ``*.bias``) keys, in order; ``activation``
-    between layers, none after the last. Anything else requires an architecture JSON."""
+    """A sequential MLP from the 2-D ``*.weight`` (and 1-D ``*.bias``) keys; ``activation`` between
+    layers, none after the last. Anything else requires an architecture JSON.
+
+    The layers go in the file's order when their shapes chain in it (a ``.pt`` keeps the module's
+    order), else in the one order in which they chain (``chain_order``): a ``.safetensors`` header
+    keeps no order, and sorted names put ``classifier`` before ``encoder``."""
     if activation not in ACTIVATION_KINDS:
         raise ArchitectureError(f"activation must be one of {sorted(ACTIVATION_KINDS)}; got {activation!r}")
-    layers: list[dict[str, Any]] = []
+    weights: list[tuple[str, tuple[int, int]]] = []
     for key, value in state.items():
         if key.endswith(".weight") and value.ndim == 4:
             raise ArchitectureError(
                 f"{key!r} is a convolution weight: convolutional networks need an architecture JSON"
             )
         if key.endswith(".weight") and value.ndim == 2:
-            if layers:
-                layers.append({"kind": activation})
-            layers.append(
-                {"kind": "linear", "name": key[: -len(".weight")], "out_features": int(value.shape[0])}
-            )
-    if not layers:
-        raise ArchitectureError("no 2-D '*.weight' tensors: cannot infer an MLP; upload an architecture JSON")
-    first = state[f"{layers[0]['name']}.weight"]
-    return {"format": FORMAT, "input_shape": [int(first.shape[1])], "layers": layers}
+            weights.append((key[: -len(".weight")], (int(value.shape[0]), int(value.shape[1]))))
+    if not weights:
+        bare = "weight" in state and np.ndim(state["weight"]) == 2
+        hint = (
+            "the keys 'weight'/'bias' are one bare layer's: save a module that holds it "
+            "(torch.nn.Sequential(layer).state_dict() names them '0.weight', '0.bias')"
+            if bare
+            else "upload an architecture JSON"
+        )
+        raise ArchitectureError(f"no 2-D '*.weight' tensors: cannot infer an MLP; {hint}")
+    order = chain_order([shape for _, shape in weights])
+    if order is None:
+        shapes = ", ".join(f"{name} {list(shape)}" for name, shape in weights)
+        raise ArchitectureError(
+            f"cannot infer the MLP's layer order: the 2-D weights ({shapes}; out x in) chain in no "
+            "single order (out_features of one = in_features of the next); upload an architecture JSON"
+        )
+    layers: list[dict[str, Any]] = []
+    for i in order:
+        name, (n_out, _) = weights[i]
+        if layers:
+            layers.append({"kind": activation})
+        layers.append({"kind": "linear", "name": name, "out_features": n_out})
+    return {"format": FORMAT, "input_shape": [weights[order[0]][1][1]], "layers": layers}
+
+
+def chain_order(shapes: Sequence[tuple[int, int]], budget: int = 100_000) -> list[int] | None:
+    """Indices of ``shapes`` ((out, in) each) in an order where each out equals the next in: the
+    given order when it chains, else the unique such order; None when there is none, several, or
+    the search passes ``budget`` steps (square layers of one width chain in any order)."""
+    given = list(range(len(shapes)))
+    if all(shapes[a][0] == shapes[b][1] for a, b in zip(given, given[1:], strict=False)):
+        return given
+    found: list[list[int]] = []
+    steps = 0
+
+    def extend(path: list[int], left: set[int]) -> None:
+        nonlocal steps
+        steps += 1
+        if len(found) > 1 or steps > budget:
+            return
+        if not left:
+            found.append(list(path))
+            return
+        for j in sorted(left):
+            if not path or shapes[path[-1]][0] == shapes[j][1]:
+                extend([*path, j], left - {j})
+
+    extend([], set(given))
+    return found[0] if len(found) == 1 and steps <= budget else None

@@ -17,7 +17,7 @@ import torch
 from netshrink.compression.errors import ArchitectureError
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.loading import load_model
-from netshrink.compression.io.architecture import FORMAT, validate_architecture
+from netshrink.compression.io.architecture import FORMAT, chain_order, validate_architecture
 from tests import factories as F
 
 
@@ -182,6 +182,56 @@ def test_mlp_inference_refuses_chain_mismatch(tmp_path: Path) -> None:
     sd["2.weight"] = torch.zeros(16, 5)
     with pytest.raises(ArchitectureError, match="2"):
         load_model(F.write_pt(sd, tmp_path / "m.pt"))
+
+
+class _Named(torch.nn.Module):
+    """An MLP whose layer names sort out of order: classifier < encoder < hidden."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder, self.hidden, self.classifier = (
+            torch.nn.Linear(10, 32),
+            torch.nn.Linear(32, 24),
+            torch.nn.Linear(24, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.relu(self.hidden(torch.relu(self.encoder(x)))))
+
+
+def test_a_safetensors_mlp_is_ordered_by_its_shapes(tmp_path: Path) -> None:
+    """safetensors keeps no order, and sorted names put the classifier first: until 2026-12-05 this
+    upload was refused with a shape error at '/layers/2', an architecture the user never wrote."""
+    module = _Named().eval()
+    X = F.random_inputs((10,), 5)
+    want = module(torch.from_numpy(X)).detach().numpy()
+    for path in (
+        F.write_safetensors(module, tmp_path / "m.safetensors"),
+        F.write_pt(module, tmp_path / "m.pt"),
+    ):
+        net = load_model(path)
+        assert [layer.name for layer in net.layers] == ["encoder", "hidden", "classifier"]
+        np.testing.assert_allclose(_logits(net, X), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "order"),
+    [
+        ([(4, 3), (5, 4), (2, 5)], [0, 1, 2]),  # chains as given
+        ([(2, 5), (4, 3), (5, 4)], [1, 2, 0]),  # one order chains
+        ([(8, 8), (8, 8), (8, 8)], [0, 1, 2]),  # square: the given order chains, kept
+        ([(8, 8), (4, 8), (8, 8)], None),  # (4, 8) must be last; the two squares in either order
+        ([(4, 3), (6, 5)], None),  # no order
+    ],
+)
+def test_chain_order(shapes: list[tuple[int, int]], order: list[int] | None) -> None:
+    assert chain_order(shapes) == order
+
+
+def test_a_bare_layers_state_dict_says_how_to_save_it(tmp_path: Path) -> None:
+    with pytest.raises(ArchitectureError, match=r"one bare layer's.*Sequential\(layer\)"):
+        load_model(F.write_pt(torch.nn.Linear(8, 4), tmp_path / "m.pt"))
 
 
 def test_bad_architecture_json_text(tmp_path: Path) -> None:
