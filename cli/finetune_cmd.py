@@ -2,19 +2,20 @@
 
 Trains a plain arm and a heavy-tailed-noise arm (docs/method.md §4) and writes the noise-arm model in
 the upload's format, ``report.json`` (the ``finetune`` section) and ``report.html``. Exit codes as
-``compress``: 0 ok, 2 bad input (one line naming the field; a diverged training is bad input too).
+``compress``: 0 ok, 2 bad input (one line naming the field; a diverged training is bad input too),
+3 the follow-up compress (``"compress": {...}``) missed its error budget, every file written first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from netshrink.cli.local_run import EXIT_BAD_INPUT, EXIT_OK, print_timings, set_threads
+from netshrink.cli.local_run import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_OK, print_timings, set_threads
+from netshrink.cli.preflight import json_arg
 
 
 class StageClock:
@@ -74,8 +75,7 @@ def spec_dict(args: argparse.Namespace) -> dict[str, Any]:
     """--spec (file or inline JSON) overridden by the individual flags that were given."""
     spec: dict[str, Any] = {}
     if args.spec:
-        text = args.spec if args.spec.lstrip().startswith("{") else Path(args.spec).read_text()
-        value = json.loads(text)
+        value = json_arg(args, "spec")  # as the pre-check read it: a piped --spec is read once
         if not isinstance(value, dict):
             raise ValueError("--spec must be a JSON object")
         spec.update(value)
@@ -108,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         threads = set_threads(args.threads)
         spec = FinetuneSpec.from_dict(spec_dict(args))
-        arch = json.loads(args.architecture.read_text()) if args.architecture else None
-        net = load_model(args.model, architecture=arch)
+        net = load_model(args.model, architecture=json_arg(args, "architecture"))
 
         def on_progress(ev: Any) -> None:
             stages.event(ev.stage, ev.layer)
@@ -141,16 +140,33 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_summary(result.report)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    if follow_up_budget_met(result.report) is False:
+        err.print(f"[yellow]{BUDGET_NOT_MET}[/]")
+        return EXIT_BUDGET
     return EXIT_OK
 
 
+BUDGET_NOT_MET = "the error budget of the follow-up compress was not met"
+
+
+def follow_up_budget_met(report: dict[str, Any]) -> bool | None:
+    """The follow-up compress's ``summary.budget_met`` (exit 3 when false, here and in ``submit``);
+    None without a follow-up compress or without a target."""
+    follow = report.get("compress") or {}
+    met = (follow.get("summary") or {}).get("budget_met")
+    return None if met is None else bool(met)
+
+
 def finetune_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy and prunable fraction of the three models, with the σ kept (``submit --json``)."""
+    """Accuracy and prunable fraction of the three models, with the σ kept, and the follow-up
+    compress's summary under ``compress`` when there was one (``submit --json``)."""
     ft = report["finetune"]
     models = {"original": ft["original"], **ft["arms"]}
     out: dict[str, Any] = {"sigma": ft["noise"]["sigma"], "tolerance_points": ft["tolerance_points"]}
     for name, m in models.items():
         out[name] = {"accuracy": m["accuracy"], "prunable_fraction": m["prune"]["prunable_fraction"]}
+    if report.get("compress"):
+        out["compress"] = report["compress"].get("summary") or {}
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import threading
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netshrink.cli.preflight import json_arg
 from netshrink.cli.threads import limit_threads
 
 if TYPE_CHECKING:
@@ -159,8 +159,8 @@ def execute(args: argparse.Namespace, spec_dict: dict[str, Any]) -> int:
         if startup is not None:
             extra["startup"] = startup
         spec = CompressSpec.from_dict(spec_dict)
-        arch = getattr(args, "architecture", None)
-        net = load_model(args.model, architecture=json.loads(arch.read_text()) if arch else None)
+        # the architecture as the pre-check read it: a piped --architecture is read once
+        net = load_model(args.model, architecture=json_arg(args, "architecture"))
         cal_path = getattr(args, "calibration", None)
         cal = load_calibration(cal_path, net) if cal_path else None
         with open(args.model, "rb") as fh:  # streamed: the file's bytes are never held whole

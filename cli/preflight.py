@@ -2,15 +2,19 @@
 
 A missing, unreadable or malformed file is exit 2 with one line, even when the server is down
 (docs/api.md "CLI exit codes"). The core later says what a readable file *contains* that is wrong.
+
+The JSON arguments (``--spec``, ``--architecture``: a file, or inline ``{...}``) are read and parsed
+here ONCE, and the commands take the value from ``json_arg`` instead of opening the file again: a pipe
+(``--spec <(...)``, ``--spec /dev/stdin``) can be read only once, and is empty the second time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
-
-from netshrink.compression.errors import not_a_model
+from typing import Any
 
 # argparse dest -> how the user wrote it; JSON files are parsed here too.
 FILE_ARGS = {
@@ -22,14 +26,17 @@ FILE_ARGS = {
     "validation": "--validation",
 }
 JSON_ARGS = frozenset({"architecture", "spec"})
+_PARSED = "_json_args"  # the Namespace attribute holding {dest: parsed JSON}
 
 
-class InputFileError(Exception):
+class InputFileError(ValueError):
     """A file named on the command line cannot be used; the message is the one line to print."""
 
 
-def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> None:
-    """Raise ``InputFileError`` unless ``value`` is a readable regular file (valid JSON if asked)."""
+def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> Any:
+    """Raise ``InputFileError`` unless ``value`` is a readable regular file (valid JSON if asked).
+
+    Returns the parsed JSON of a ``json_file``, else None."""
     path = Path(value)
     if not path.exists():
         raise InputFileError(f"{flag}: no such file: {path}")
@@ -41,33 +48,61 @@ def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> None
     except OSError as exc:
         raise InputFileError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
     if not data:  # a model gets the core's sentence, which the server also sends for an empty upload
+        if flag != "MODEL":
+            raise InputFileError(f"{flag}: {path} is empty")
+        from netshrink.compression.errors import not_a_model  # the core's import only on this path
+
+        raise InputFileError(f"{flag}: {path}: {not_a_model(data, 0)}")
+    if not json_file:
+        return None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputFileError(f"{flag}: {path} is not a JSON text file (it is not UTF-8)") from None
+    except json.JSONDecodeError as exc:
         raise InputFileError(
-            f"{flag}: {path}: {not_a_model(data, 0)}" if flag == "MODEL" else f"{flag}: {path} is empty"
-        )
-    if json_file:
+            f"{flag}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+
+
+def _read(dest: str, value: str | Path) -> Any:
+    """One argument: inline JSON parsed, a file checked (and parsed, for a JSON argument)."""
+    flag = FILE_ARGS[dest]
+    if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
-            json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InputFileError(f"{flag}: {path} is not a JSON text file (it is not UTF-8)") from None
+            return json.loads(value)
         except json.JSONDecodeError as exc:
-            raise InputFileError(
-                f"{flag}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-            ) from None
+            raise InputFileError(f"{flag}: not valid JSON (column {exc.colno}: {exc.msg})") from None
+    return check_file(flag, value, json_file=dest in JSON_ARGS)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
-    """Every file argument the parsed command carries; inline JSON (``--spec '{...}'``) is parsed."""
-    for dest, flag in FILE_ARGS.items():
+    """Every file argument the parsed command carries; inline JSON (``--spec '{...}'``) is parsed.
+
+    What a JSON argument parsed to is kept on ``args`` for ``json_arg``."""
+    parsed: dict[str, Any] = {}
+    for dest in FILE_ARGS:
         value = getattr(args, dest, None)
-        if value is None:
-            continue
-        if isinstance(value, str) and value.lstrip().startswith("{"):
-            try:
-                json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise InputFileError(f"{flag}: not valid JSON (column {exc.colno}: {exc.msg})") from None
-            continue
-        check_file(flag, value, json_file=dest in JSON_ARGS)
+        if value is not None:
+            data = _read(dest, value)
+            if dest in JSON_ARGS:
+                parsed[dest] = data
+    setattr(args, _PARSED, parsed)
 
 
-__all__ = ["FILE_ARGS", "InputFileError", "check_file", "check_inputs"]
+def json_arg(args: argparse.Namespace, dest: str) -> Any:
+    """The parsed JSON of ``--spec``/``--architecture`` (``dest``), or None when it was not given.
+
+    The value ``check_inputs`` read, so the file is opened once; read now (with the same checks and
+    one-line ``InputFileError``) when ``check_inputs`` did not run, e.g. a command's ``run(args)``
+    called from Python. A deep copy: the caller may change it."""
+    value = getattr(args, dest, None)
+    if value is None:
+        return None
+    parsed: dict[str, Any] = args.__dict__.setdefault(_PARSED, {})
+    if dest not in parsed:
+        parsed[dest] = _read(dest, value)
+    return copy.deepcopy(parsed[dest])
+
+
+__all__ = ["FILE_ARGS", "InputFileError", "check_file", "check_inputs", "json_arg"]

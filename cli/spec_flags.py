@@ -12,9 +12,10 @@ quantization, ``--target-error``/``--target-top1`` for the budget search. Its mo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from netshrink.cli.preflight import InputFileError, json_arg
 
 PRUNE_METHODS = ("randomized_greedy", "magnitude", "obd")
 QUANT_METHODS = ("randomized_greedy", "rtn")
@@ -129,7 +130,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Build the JobSpec dict. Raises ``SpecFlagError`` for flag combinations that make no sense."""
-    spec: dict[str, Any] = _load_base(args.spec) if getattr(args, "spec", None) else {}
+    spec: dict[str, Any] = _load_base(args) if getattr(args, "spec", None) else {}
     _set(spec, "kind", args.kind)
     prune_flags = {"keep": args.prune_keep, "granularity": args.granularity, "fraction": args.fraction}
     prune_flags["score"] = args.score
@@ -160,13 +161,14 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def _load_base(path: Path) -> dict[str, Any]:
+def _load_base(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--spec`` file as the pre-check read it (``cli/preflight.py``): a pipe is read only once."""
     try:
-        base = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SpecFlagError(f"--spec {path}: {exc}") from exc
+        base = json_arg(args, "spec")
+    except InputFileError as exc:
+        raise SpecFlagError(str(exc)) from None
     if not isinstance(base, dict):
-        raise SpecFlagError(f"--spec {path}: expected a JSON object")
+        raise SpecFlagError(f"--spec {args.spec}: expected a JSON object")
     return base
 
 

@@ -2,8 +2,9 @@
 
 Uploads the model, follows the job with a progress bar, downloads the artifacts and prints the
 summary. Exit codes (docs/api.md "CLI exit codes"): 0 ok, 2 bad input (flags or a 4xx problem),
-3 budget not met (``report.summary.budget_met is false``), 4 job failed/cancelled/timed out or a
-corrupt download, 5 server unreachable (no answer, or 5xx after the retries).
+3 budget not met (``report.summary.budget_met is false``; for ``--kind finetune``, the follow-up
+compress's ``report.compress.summary.budget_met``), 4 job failed/cancelled/timed out or a corrupt
+download, 5 server unreachable (no answer, or 5xx after the retries). Exit 3 comes after the download.
 Heavy imports (httpx, rich) happen inside ``run`` so ``netshrink --help`` stays fast.
 """
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netshrink.cli.preflight import InputFileError, json_arg
 from netshrink.cli.spec_flags import SpecFlagError, add_input_arguments, add_spec_arguments, spec_from_args
 
 if TYPE_CHECKING:
@@ -63,16 +65,19 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     try:
         spec = spec_from_args(args)
-    except SpecFlagError as exc:
+        architecture = json_arg(args, "architecture")  # as the pre-check read it: a pipe is read once
+    except (SpecFlagError, InputFileError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_BAD_INPUT
+    if not isinstance(architecture, dict):  # not an object: the file goes up as is, the server says why
+        architecture = args.architecture
     if not args.model.is_file():
         err.print(f"[red]error:[/] {args.model}: no such file")
         return EXIT_BAD_INPUT
     retry = RetryPolicy(max_retries=max(0, args.max_retries))
     with NetshrinkClient(args.server, args.api_key, retry=retry) as ns:
         try:
-            return _submit_and_follow(ns, args, spec, err)
+            return _submit_and_follow(ns, args, spec, architecture, err)
         except ServerUnreachableError as exc:
             err.print(f"[red]server unreachable:[/] {escape(str(exc))}")
             return EXIT_UNREACHABLE
@@ -88,12 +93,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _submit_and_follow(
-    ns: NetshrinkClient, args: argparse.Namespace, spec: dict[str, Any], err: Console
+    ns: NetshrinkClient,
+    args: argparse.Namespace,
+    spec: dict[str, Any],
+    architecture: dict[str, Any] | Path | None,
+    err: Console,
 ) -> int:
+    """``architecture``: parsed (sent as the JSON text field, so a piped file is not read twice)."""
     job = ns.submit(
         args.model,
         spec,
-        architecture=args.architecture,
+        architecture=architecture,
         calibration=args.calibration,
         idempotency_key=args.idempotency_key,
         train=args.train,
@@ -112,7 +122,7 @@ def _submit_and_follow(
     report = ns.report(job.id)
     paths = ns.download(job.id, args.out) if args.out else {}
     if job.kind == "finetune":
-        return _finetune_done(job, report, paths, args.json)
+        return _finetune_done(job, report, paths, args.json, err)
     summary = report.get("summary") or {}
     if args.json:
         body = {"job": job.id, "status": job.status, "summary": summary, "artifacts": _str_paths(paths)}
@@ -125,14 +135,25 @@ def _submit_and_follow(
     return EXIT_OK
 
 
-def _finetune_done(job: Job, report: dict[str, Any], paths: dict[str, Path], as_json: bool) -> int:
-    from netshrink.cli.finetune_cmd import finetune_summary, print_summary
+def _finetune_done(
+    job: Job, report: dict[str, Any], paths: dict[str, Path], as_json: bool, err: Console
+) -> int:
+    """The summary of a finetune job; exit 3 when its follow-up compress missed the error budget."""
+    from netshrink.cli.finetune_cmd import (
+        BUDGET_NOT_MET,
+        finetune_summary,
+        follow_up_budget_met,
+        print_summary,
+    )
 
     if as_json:
         body = {"job": job.id, "status": job.status, "summary": finetune_summary(report)}
         print(json.dumps({**body, "artifacts": _str_paths(paths)}, indent=2, sort_keys=True))
     else:
         print_summary(report)
+    if follow_up_budget_met(report) is False:
+        err.print(f"[yellow]{BUDGET_NOT_MET}[/]")
+        return EXIT_BUDGET
     return EXIT_OK
 
 

@@ -144,6 +144,7 @@ class _Collector:
         self.hname = b""
         self.hvalue = b""
         self.count = 0
+        self.ended = False  # the closing boundary was seen (python_multipart's finalize does not check)
 
     def on_part_begin(self) -> None:
         self.part = _Part()
@@ -242,6 +243,9 @@ class _Collector:
                 "calibration must be an .npz (inputs, optional labels) or a .npy of inputs",
             )
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def close(self) -> None:
         if self.part.fh is not None:
             self.part.fh.close()
@@ -255,8 +259,9 @@ async def receive_upload(
 ) -> ParsedUpload:
     """Parse a multipart body from ``stream`` into ``dest_dir``; on any failure delete what was written.
 
-    Raises ``ApiError``: 400 malformed, 413 over a limit, 415 unknown container, 422 unknown or
-    missing field. The caller owns ``dest_dir`` (and removes it when the submission is refused).
+    Raises ``ApiError``: 400 malformed (python_multipart's errors, its constructor's included, and a
+    body that ends before its closing boundary), 413 over a limit, 415 unknown container, 422 unknown
+    or missing field. The caller owns ``dest_dir`` (and removes it when the submission is refused).
     """
     mime, params = parse_options_header(content_type)
     if mime != b"multipart/form-data" or not params.get(b"boundary"):
@@ -264,11 +269,15 @@ async def receive_upload(
     out = ParsedUpload()
     collector = _Collector(dest_dir, limits, out)
     callbacks = {name: getattr(collector, name) for name in _CALLBACKS}
-    parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
-    try:
+    try:  # the constructor refuses a boundary over 256 characters (FormParserError, a ValueError)
+        parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
         async for chunk in stream:
             parser.write(chunk)
         parser.finalize()
+        if not collector.ended:  # a truncated body: its last part never ended (no size, no sha256)
+            raise ApiError(
+                400, "bad-multipart", "Malformed multipart body", "the body ended before its closing boundary"
+            )
         for f in out.files.values():
             if f.format in ("pt", "npz"):
                 if zipfile.is_zipfile(f.path):

@@ -142,3 +142,22 @@ def test_weights_past_float32_squares_are_measured(files: tuple[Path, Path], tmp
     for arm in (report["original"], *report["arms"].values()):
         q = arm["layers"][0]["q"]["magnitude"]["eps_0.1"]  # inf squares made the total inf: q = 1
         assert 0.0 < q < 1.0, arm["layers"][0]["q"]
+
+
+@pytest.mark.parametrize(("target", "code"), [(1e-9, 3), (10.0, 0)])
+def test_follow_up_compress_budget_decides_exit_3(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], target: float, code: int
+) -> None:
+    """Exit 3 when the follow-up compress misses its error budget, as ``compress`` (docs/api.md "CLI
+    exit codes"); every file is written first. It exited 0, with ``budget_met: false`` in report.json."""
+    model, train = files
+    follow = {"quantize": {"bits": 2}, "target": {"metric": "relative_l2", "max": target}}
+    spec = json.dumps({"epochs": 1, "batch_size": 32, "compress": follow})
+    out = tmp_path / "out"
+    argv = ["finetune", str(model), "--train", str(train), "--spec", spec, "--seed", "0", "--threads", "1"]
+    assert main([*argv, "--out", str(out), "--no-html"]) == code
+    report = json.loads((out / "report.json").read_text())
+    assert report["compress"]["summary"]["budget_met"] is (code == 0)
+    assert {"model.onnx", "compressed_model.onnx", "report.json"} <= {p.name for p in out.iterdir()}
+    err = capsys.readouterr().err
+    assert ("error budget of the follow-up compress was not met" in err) is (code == 3)

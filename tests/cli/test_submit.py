@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netshrink.cli import submit_cmd
+from netshrink.cli.main import main
 from netshrink.cli.spec_flags import SpecFlagError, add_spec_arguments, spec_from_args
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.spec import CompressSpec
+from tests import factories
 from tests.client.contract_server import MODEL_BYTES, ContractState, free_port_url
+from tests.threaded_server import embedded_service
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -184,3 +189,50 @@ def test_no_wait_prints_the_job_id(
 def test_unreachable_server_exits_5(model_file: Path) -> None:
     args = parse(str(model_file), "--server", free_port_url(), "--max-retries", "0", "--wait")
     assert submit_cmd.run(args) == 5
+
+
+# ---- kind finetune, against the real service (the contract server runs no training) ----------------
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app with its embedded worker on a real port: finetune jobs run end to end."""
+    with embedded_service(tmp_path_factory.mktemp("submit-service")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def finetune_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("submit-ft")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(96, 8)).astype(np.float32)
+    np.savez(d / "train.npz", inputs=X, labels=np.argmax(X[:, :4], axis=1).astype(np.int64))
+    return factories.write_bytes(factories.mlp_onnx(), d / "mlp.onnx"), d / "train.npz"
+
+
+@pytest.mark.parametrize(("target", "code", "as_json"), [(1e-9, 3, False), (1e-9, 3, True), (10.0, 0, True)])
+def test_finetune_follow_up_budget_decides_exit_3(
+    service: str,
+    finetune_files: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: float,
+    code: int,
+    as_json: bool,
+) -> None:
+    """``--kind finetune`` with a follow-up compress that misses its budget exits 3 (README "The CI
+    step"), after downloading every artifact; it exited 0 with ``budget_met: false`` in report.json."""
+    model, train = finetune_files
+    spec = tmp_path / "ft.json"
+    follow = {"quantize": {"bits": 2}, "target": {"metric": "relative_l2", "max": target}}
+    spec.write_text(json.dumps({"finetune": {"epochs": 1, "batch_size": 32}, **follow}))
+    out = tmp_path / "out"
+    argv = ["submit", str(model), "--server", service, "--kind", "finetune", "--train", str(train)]
+    argv += ["--spec", str(spec), "--seed", "0", "--out", str(out), *(["--json"] if as_json else [])]
+    assert main(argv) == code, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["kind"] == "finetune" and report["compress"]["summary"]["budget_met"] is (code == 0)
+    assert {"model.onnx", "compressed_model.onnx", "report.json"} <= {p.name for p in out.iterdir()}
+    captured = capsys.readouterr()
+    assert ("error budget of the follow-up compress was not met" in captured.err) is (code == 3)
+    if as_json:
+        body = json.loads(captured.out)
+        assert body["status"] == "succeeded" and body["summary"]["compress"]["budget_met"] is (code == 0)

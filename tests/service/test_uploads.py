@@ -160,3 +160,56 @@ def test_calibration_header_declaring_an_absurd_shape_is_413_not_500(
     body = assert_problem(submit(client, onnx_model, SPEC, calibration=data), 413, "limit-exceeded")
     assert str(2**40 * 64 * 4) in body["detail"]
     assert not any(app_state(client).artifacts.root.iterdir())
+
+
+MULTIPART = "multipart/form-data; boundary="
+
+
+def _assert_nothing_left(client: TestClient) -> None:
+    state = app_state(client)
+    assert state.artifacts.job_ids() == [] and client.get("/v1/jobs").json()["items"] == []
+    assert not state.artifacts.root.exists() or not any(state.artifacts.root.iterdir())
+
+
+@pytest.mark.parametrize("length", [257, 5000])
+def test_boundary_over_the_parsers_maximum_is_400_and_leaves_nothing(
+    client: TestClient, onnx_model: bytes, length: int
+) -> None:
+    """python_multipart's constructor refuses a boundary over 256 characters (FormParserError): a 500
+    before the fix. RFC 2046 §5.1.1 allows at most 70, so it is a malformed body like any other."""
+    boundary = "b" * length
+    body = _multipart([("spec", None, b"{}"), ("model", "m.onnx", onnx_model)], boundary=boundary)
+    r = client.post("/v1/jobs", content=body, headers={"content-type": MULTIPART + boundary})
+    problem = assert_problem(r, 400, "bad-multipart")
+    assert "boundary" in problem["detail"].lower()
+    _assert_nothing_left(client)
+
+
+def test_boundary_at_the_parsers_maximum_is_accepted(client: TestClient, onnx_model: bytes) -> None:
+    boundary = "b" * 256
+    body = _multipart([("spec", None, b"{}"), ("model", "m.onnx", onnx_model)], boundary=boundary)
+    r = client.post("/v1/jobs", content=body, headers={"content-type": MULTIPART + boundary})
+    assert r.status_code == 202, r.text
+
+
+def test_stream_parser_refuses_a_long_boundary_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ApiError) as exc:
+        ctype = "multipart/form-data; boundary=" + "x" * 300
+        asyncio.run(receive_upload(_chunks(b"--" + b"x" * 300, 64), ctype, tmp_path, LIMITS))
+    assert exc.value.status == 400 and exc.value.slug == "bad-multipart"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tail", [b"", b"\r\n--XyZ", b"\r\n--XyZ-"])
+def test_body_without_its_closing_boundary_is_400_and_leaves_nothing(
+    client: TestClient, onnx_model: bytes, tail: bytes
+) -> None:
+    """python_multipart's ``finalize`` does not check that the body reached its closing boundary: a
+    truncated body (every model byte sent, the closing ``--XyZ--`` missing) made a job whose input
+    had ``size_bytes`` 0 and an empty sha256, from a file still open for writing."""
+    body = _multipart([("spec", None, b"{}"), ("model", "m.onnx", onnx_model)])
+    body = body[: body.rindex(b"\r\n--XyZ--")] + tail
+    r = client.post("/v1/jobs", content=body, headers={"content-type": "multipart/form-data; boundary=XyZ"})
+    problem = assert_problem(r, 400, "bad-multipart")
+    assert "closing boundary" in problem["detail"]
+    _assert_nothing_left(client)
