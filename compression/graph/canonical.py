@@ -5,7 +5,8 @@
 ``x.mean((2, 3))`` (keepdims=0) is GlobalAveragePool + Flatten. Rewriting them lets such CNNs get
 full support (channel pruning, bounds; docs/method.md §3 Lipschitz table, AveragePool). Its
 TorchScript exporter also writes parameters that happen to be equal as ``Identity(initializer)``;
-those become initializers again, so that BatchNorm folding sees constants. The rewrite is done on
+those become initializers again (chains too), so that BatchNorm folding sees constants, and an
+initializer no node reads any more is dropped. The rewrite is done on
 the working graph only; ``Network.original`` keeps the upload.
 """
 
@@ -52,6 +53,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             copy.CopyFrom(inits[node.input[0]])
             copy.name = node.output[0]
             out.graph.initializer.append(copy)
+            inits[copy.name] = copy  # a chain Identity(Identity(w)) resolves in one pass (topological)
             continue
         shape = g.shapes.get(node.input[0], ()) if node.input else ()
         if (
@@ -78,4 +80,21 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     grew = len(nodes) > len(out.graph.node)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
+    _drop_unused_initializers(out)
     return infer_shapes(out) if grew else out
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Initializers no node and no graph output reads any more (an Identity chain's sources, once
+    its end is a constant): kept, they went into the compressed file as float copies of a weight
+    and made it larger than the upload (found by probing, 2026-12-05)."""
+    read = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
+    unused = {t.name for t in model.graph.initializer if t.name not in read}
+    if not unused:
+        return
+    keep = [t for t in model.graph.initializer if t.name not in unused]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    inputs = [i for i in model.graph.input if i.name not in unused]  # an initializer listed as an input
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
