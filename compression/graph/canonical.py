@@ -6,12 +6,15 @@
 full support (channel pruning, bounds; docs/method.md §3 Lipschitz table, AveragePool). Its
 TorchScript exporter also writes parameters that happen to be equal as ``Identity(initializer)``;
 those become initializers again (chains too), so that BatchNorm folding sees constants, and an
-initializer no node reads any more is dropped. The rewrite is done on
+initializer no node reads any more is dropped. Its ``x.view(x.size(0), -1)`` (a Reshape whose shape
+is computed by Shape/Gather/Unsqueeze/Concat) becomes ``Flatten(axis=1)``, and the dead shape
+arithmetic goes. The rewrite is done on
 the working graph only; ``Network.original`` keeps the upload.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -38,11 +41,13 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model``: Identity(initializer) nodes become initializers; spatial ``ReduceMean``
     becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0).
     ``model`` itself when it has neither op (no copy of its weights: the loader's memory)."""
-    if not any(n.op_type in ("Identity", "ReduceMean") for n in model.graph.node):
+    ops = {n.op_type for n in model.graph.node}
+    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = GraphIndex(out)
+    graph_inputs = {i.name for i in out.graph.input}
     used = {t for n in out.graph.node for t in [*n.input, *n.output]}
     nodes: list[onnx.NodeProto] = []
     inits = {t.name: t for t in out.graph.initializer}
@@ -54,6 +59,13 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             copy.name = node.output[0]
             out.graph.initializer.append(copy)
             inits[copy.name] = copy  # a chain Identity(Identity(w)) resolves in one pass (topological)
+            continue
+        if _is_batch_flatten(
+            node, g, graph_inputs
+        ):  # x.view(x.size(0), -1): a Flatten (its shape arithmetic dies)
+            nodes.append(
+                helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
+            )
             continue
         shape = g.shapes.get(node.input[0], ()) if node.input else ()
         if (
@@ -79,9 +91,63 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     grew = len(nodes) > len(out.graph.node)
     del out.graph.node[:]
-    out.graph.node.extend(nodes)
+    out.graph.node.extend(_live(nodes, {o.name for o in out.graph.output}))
     _drop_unused_initializers(out)
     return infer_shapes(out) if grew else out
+
+
+def _const_ints(name: str, g: GraphIndex) -> list[int] | None:
+    if name not in g.consts:
+        return None
+    return [int(v) for v in np.asarray(g.consts[name]).reshape(-1)]
+
+
+def _is_batch_flatten(node: onnx.NodeProto, g: GraphIndex, inputs: set[str]) -> bool:
+    """``Reshape(x, Concat(Unsqueeze(Gather(Shape(t), 0), [0]), [-1]))``: the TorchScript exporter's
+    ``x.view(t.size(0), -1)`` (opsets 11-17: ``axes`` an attribute or an input) with ``t`` = x or
+    the model's input, whose batch dimension is x's (every op of a supported graph keeps it), which
+    is exactly ``Flatten(x, axis=1)``; found by probing (2026-12-05) to make such CNNs generic."""
+    if node.op_type != "Reshape" or len(node.input) != 2 or int(attr(node, "allowzero", 0)):  # type: ignore[call-overload]
+        return False
+    x = node.input[0]
+    cat = g.producer.get(node.input[1])
+    if cat is None or cat.op_type != "Concat" or len(cat.input) != 2 or int(attr(cat, "axis", 0)) != 0:  # type: ignore[call-overload]
+        return False
+    if _const_ints(cat.input[1], g) != [-1]:
+        return False
+    unsq = g.producer.get(cat.input[0])
+    if unsq is None or unsq.op_type != "Unsqueeze":
+        return False
+    axes_attr = attr(unsq, "axes", None)
+    axes = (
+        _const_ints(unsq.input[1], g)
+        if len(unsq.input) > 1
+        else (
+            None if axes_attr is None else [int(a) for a in axes_attr]  # type: ignore[attr-defined]
+        )
+    )
+    gather = g.producer.get(unsq.input[0])
+    if axes != [0] or gather is None or gather.op_type != "Gather" or int(attr(gather, "axis", 0)) != 0:  # type: ignore[call-overload]
+        return False
+    shape = g.producer.get(gather.input[0])
+    return (
+        _const_ints(gather.input[1], g) == [0]
+        and shape is not None
+        and shape.op_type == "Shape"
+        and (shape.input[0] == x or shape.input[0] in inputs)  # x.size(0) or input.size(0)
+        and int(attr(shape, "start", 0)) == 0  # type: ignore[call-overload]
+    )
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` less those whose every output nothing reads (a rewritten Reshape's shape
+    arithmetic), in order; repeated until none is left."""
+    while True:
+        read = {t for n in nodes for t in n.input} | outputs
+        kept = [n for n in nodes if any(o in read for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

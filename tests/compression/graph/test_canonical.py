@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from netshrink.compression.graph.canonical import canonicalize
@@ -64,3 +66,44 @@ def test_an_identity_chain_layer_is_compressed_and_the_file_shrinks(tmp_path: Pa
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # no unused initializer left
     X = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
     assert session.run(None, {"x": X})[0].shape == (5, 10)
+
+
+class _ViewCNN(torch.nn.Module):
+    """conv -> relu -> pool -> ``y.view(t.size(0), -1)`` -> linear, t = y or the input."""
+
+    def __init__(self, size_of_input: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc, self.size_of_input = (
+            torch.nn.Conv2d(1, 8, 3, padding=1),
+            torch.nn.Linear(128, 4),
+            size_of_input,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.max_pool2d(torch.relu(self.conv(x)), 2)  # (N, 8, 4, 4)
+        return self.fc(y.view((x if self.size_of_input else y).size(0), -1))  # (N, 128) -> (N, 4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter writes the pattern
+@pytest.mark.parametrize(("opset", "size_of_input"), [(11, False), (17, False), (17, True)])
+def test_torchscripts_view_flatten_gets_full_support(tmp_path: Path, opset: int, size_of_input: bool) -> None:
+    """2026-12-05, found by probing: the TorchScript exporter's ``x.view(x.size(0), -1)`` computes the
+    shape with Shape/Gather/Unsqueeze/Concat, and the graph was generic (channel pruning refused)."""
+    path = tmp_path / "view.onnx"
+    module = _ViewCNN(size_of_input).eval()
+    torch.onnx.export(
+        module, (torch.zeros(1, 1, 8, 8),), path, dynamo=False, opset_version=opset,
+        input_names=["x"], dynamic_axes={"x": {0: "n"}},
+    )  # fmt: skip
+    assert "Shape" in {n.op_type for n in onnx.load(path).graph.node}
+    net = load_model(path)
+    assert net.support == "full" and net.layers[1].structured
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.5, "granularity": "channel"}, "seed": 0})
+    model = compress(net, spec).artifacts["model.onnx"]
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    X = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    (y,) = session.run(None, {"x": X})
+    assert y.shape == (3, 4)
+    init = {t.name: t for t in onnx.load_from_string(model).graph.initializer}
+    assert any(list(t.dims)[:1] == [4] and len(t.dims) == 2 and t.dims[1] < 128 for t in init.values())
