@@ -30,6 +30,8 @@ from netshrink.compression.errors import CancelledError, InvalidSpecError
 from netshrink.compression.evaluation.activation_range import check_activation_range
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
 from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.evaluation.input_dtype import float16_note
+from netshrink.compression.export.tied_weights import tie_shared_weights
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import resolve_device, sha256_bytes
 from netshrink.compression.report.report_build import build_analyze_report, build_compress_report
@@ -161,6 +163,7 @@ def compress(
         )
     assert spec.seed is not None
     check_spec(net, spec)
+    spec, tied_notes = tie_shared_weights(net, spec)  # a tied weight is drawn by one reader only
     compensate_note = off_reason(net, spec)  # null, but the refit would cost too much: say so
     spec = resolve_compensate(net, spec)  # null: on wherever it applies (docs/compensation.md "Default")
     assert spec.seed is not None
@@ -314,6 +317,7 @@ def compress(
     for note in (compensate_note, dropped_refits(chosen), space_note):  # the null compensate's note first
         if note is not None:
             report["summary"]["warnings"].append(note)
+    report["summary"]["warnings"] += [*tied_notes, *filter(None, [float16_note(net)])]
     report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)

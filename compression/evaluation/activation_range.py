@@ -12,6 +12,10 @@ The rule: a captured tensor t of N values (over all the samples) passes when max
 float32, so that every sum of squares over it, and every Gram entry (Cauchy-Schwarz), is finite.
 Real models are many orders of magnitude inside it (|a| up to about 1.8e19 / √N, e.g. 5.8e16 for
 10⁵ values).
+
+A tensor the graph computes in float16 must also stay within float16's range (|a| ≤ 65504):
+beyond it onnxruntime gives Inf in the upload itself and in the artifact, and the re-check would
+write Infinity into report.json. It is refused alike, naming float16.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 import torch
 from torch import Tensor
 
@@ -27,6 +32,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 CHUNK_BYTES = 64 << 20  # the captured activations of one chunk of samples, at most (one sample at least)
 
 
@@ -69,7 +75,17 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
         else:
             i += step
         del got
+    half = _float16_tensors(net)
     for name in names:
+        if name in half and peak[name] > FLOAT16_MAX:
+            raise _refusal(
+                watched[name],
+                name,
+                f"reaches |a| = {peak[name]:.3g}, over float16's largest finite value {FLOAT16_MAX:g}",
+                inputs,
+                why="the model computes it in float16, so onnxruntime gives Inf there, in the upload "
+                "and in the compressed artifact alike",
+            )
         if peak[name] ** 2 * count[name] > FLOAT32_MAX:  # Python floats: float64, no overflow here
             limit = math.sqrt(FLOAT32_MAX / count[name])
             raise _refusal(
@@ -81,10 +97,23 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
             )
 
 
-def _refusal(what: str, tensor: str, problem: str, inputs: str) -> InvalidWeightsError:
+def _float16_tensors(net: Network) -> set[str]:
+    """The tensors whose declared element type (the shape-inferred graph's) is float16."""
+    g = net.model.graph
+    infos = [*g.input, *g.value_info, *g.output]
+    return {v.name for v in infos if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+
+
+FLOAT32_WHY = (
+    "the second moments, bounds and error norms that netshrink computes in float32 would be Inf or NaN"
+)
+
+
+def _refusal(
+    what: str, tensor: str, problem: str, inputs: str, why: str = FLOAT32_WHY
+) -> InvalidWeightsError:
     return InvalidWeightsError(
-        f"{what} (tensor {tensor!r}) {problem} on the {inputs} inputs: the second moments, bounds and "
-        "error norms that netshrink computes in float32 would be Inf or NaN. The weights (or the "
+        f"{what} (tensor {tensor!r}) {problem} on the {inputs} inputs: {why}. The weights (or the "
         "inputs) are far outside any trained model's range; rescale them",
         nodes=[tensor],
     )

@@ -1,7 +1,8 @@
 """Which inputs measure the error, and the fit / held-out split (docs/method.md §2).
 
 Everything fitted (scores, best-of-R, the budget search) sees only the fit split; every reported
-error comes from the held-out split.
+error comes from the held-out split. The inputs of a float16 model are rounded to float16, as
+onnxruntime feeds them (``input_dtype.as_model_input``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from netshrink.compression.errors import CalibrationError
+from netshrink.compression.evaluation.input_dtype import as_model_input
 from netshrink.compression.graph.network import Network
 from netshrink.compression.spec import EvaluationSpec
 
@@ -54,7 +56,7 @@ def evaluation_data(
     """Split the calibration inputs, or draw synthetic ones (Gaussian/uniform with a stated scale)."""
     rng = np.random.default_rng([seed, 0x5EED])
     if calibration is not None and spec.inputs == "calibration":
-        X = np.asarray(calibration.inputs, dtype=np.float32)
+        X = as_model_input(net, np.asarray(calibration.inputs, dtype=np.float32), calibration=True)
         y = calibration.labels
         S = X.shape[0]
         if S < 2:
@@ -84,6 +86,6 @@ def evaluation_data(
             return rng.uniform(-spec.scale, spec.scale, size=s).astype(np.float32)
         return (spec.scale * rng.standard_normal(size=s)).astype(np.float32)
 
-    fit = draw(shape[0])
-    holdout = draw(n_ho) if n_ho else fit
+    fit = as_model_input(net, draw(shape[0]), calibration=False)
+    holdout = as_model_input(net, draw(n_ho), calibration=False) if n_ho else fit
     return EvalData(fit, holdout, None, None, kind, "synthetic" if n_ho else "none", spec.scale, None)

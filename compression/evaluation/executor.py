@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from netshrink.compression.errors import UnsupportedModelError
 from netshrink.compression.evaluation.onnx_ops import OPS
-from netshrink.compression.evaluation.ort_eval import run_in_batches
+from netshrink.compression.evaluation.ort_eval import refusing_missing_kernels, run_in_batches
 from netshrink.compression.graph.network import Network
 
 Tensor = torch.Tensor
@@ -267,4 +267,5 @@ class Executor:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        with refusing_missing_kernels(self.net.input_dtype):  # the upload's graph (a float64 Conv, ...)
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

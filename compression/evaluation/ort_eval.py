@@ -3,16 +3,24 @@
 Under default graph optimizations onnxruntime may fuse DequantizeLinear+MatMul into integer kernels
 that also quantize the activations, so the artifact is measured twice: with the default settings
 (what users get) and with ``ORT_DISABLE_ALL`` (the weights alone, comparable with the bound).
-A model with a fixed batch dimension (``[1, 16]``) is run in batches of its own size.
+A model with a fixed batch dimension (``[1, 16]``) is run in batches of its own size, and every
+session is fed its input in the element type the model declares (float32, float16 or float64).
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NoKernel
+
+from netshrink.compression.errors import UnsupportedModelError
 
 OPTIMIZATION_LEVELS = {
     "default": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -28,6 +36,34 @@ def with_logits_output(model_bytes: bytes, logits: str) -> bytes:
         return model_bytes
     model.graph.output.append(onnx.ValueInfoProto(name=logits))
     return model.SerializeToString()
+
+
+NO_KERNEL = re.compile(r"implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+@contextmanager
+def refusing_missing_kernels(dtype: np.dtype[Any]) -> Iterator[None]:
+    """Around the first session of an upload's graph: onnxruntime's ``NotImplemented`` (no CPU kernel
+    for an operator at the model's type) becomes ``no_kernel_refusal``, a 422 instead of exit 4."""
+    try:
+        yield
+    except NoKernel as exc:
+        raise no_kernel_refusal(exc, dtype) from exc
+
+
+def no_kernel_refusal(exc: Exception, dtype: np.dtype[Any]) -> UnsupportedModelError:
+    """The refusal of an upload that onnxruntime cannot load: its CPU provider has no kernel for one of
+    the graph's operators at the model's element type (a float64 Conv, for one; ``exc`` is its
+    ``NotImplemented``). netshrink re-checks every artifact in onnxruntime, so such a model cannot be
+    compressed; ``dtype`` (the model's input type) is named, since another type is the usual way out."""
+    m = NO_KERNEL.search(str(exc))
+    what = f"{m[1]} (node {m[3]!r}, opset {m[2]})" if m else "one of its operators"
+    hint = "; export it in float32" if np.dtype(dtype) != np.float32 else ""
+    return UnsupportedModelError(
+        f"onnxruntime's CPU provider, which runs every upload and artifact here, has no kernel for {what} "
+        f"of this {np.dtype(dtype)} model, so it cannot be measured or compressed{hint}",
+        nodes=[m[3]] if m else [],
+    )
 
 
 def ort_threads() -> int:
@@ -59,14 +95,34 @@ def fixed_batch(sess: ort.InferenceSession, input_name: str) -> int | None:
     return None
 
 
+ORT_FLOAT_TYPES: dict[str, np.dtype[Any]] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+}
+
+
+def input_type(sess: ort.InferenceSession, input_name: str) -> np.dtype[Any]:
+    """The numpy type of the float input ``input_name`` as the model declares it (float32, float16 or
+    float64): onnxruntime refuses any other ("Unexpected input data type")."""
+    for i in sess.get_inputs():
+        if i.name == input_name:
+            if i.type not in ORT_FLOAT_TYPES:
+                raise ValueError(f"input {input_name!r} is {i.type}, not a float tensor")
+            return ORT_FLOAT_TYPES[i.type]
+    raise KeyError(f"the session has no input {input_name!r}")
+
+
 def run_in_batches(
     sess: ort.InferenceSession, outputs: list[str] | None, input_name: str, X: np.ndarray
 ) -> list[np.ndarray]:
     """``sess.run`` on X (S, ...), in chunks of the model's own batch size when it is fixed.
 
     A last chunk shorter than the fixed batch is padded by repeating its last sample, and the padding
-    is cut from every output (outputs are per-sample along axis 0). Dynamic batch: one call.
+    is cut from every output (outputs are per-sample along axis 0). Dynamic batch: one call. X (any
+    float type) is fed as the model's own input type (``input_type``): no copy when it is that already.
     """
+    X = np.asarray(X, dtype=input_type(sess, input_name))  # (S, ...), the declared element type
     b = fixed_batch(sess, input_name)
     if b is None or X.shape[0] == b:
         return [np.asarray(o) for o in sess.run(outputs, {input_name: X})]

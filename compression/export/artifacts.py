@@ -20,6 +20,7 @@ from netshrink.compression.evaluation.ort_eval import (
     latency_ms,
     logits_of,
     ort_threads,
+    refusing_missing_kernels,
     session,
     with_logits_output,
 )
@@ -64,7 +65,9 @@ def upload_facts(net: Network, X: np.ndarray, *, onnxruntime_check: bool = True)
     ``LATENCY_BATCH`` time it)."""
     original = net.upload_bytes()
     summary = storage_summary(original)
-    latency = latency_ms(original, net.input_name, X[:LATENCY_BATCH]) if onnxruntime_check else None
+    # the upload's first session: a model onnxruntime cannot run is refused here, before any draw
+    with refusing_missing_kernels(net.input_dtype):
+        latency = latency_ms(original, net.input_name, X[:LATENCY_BATCH]) if onnxruntime_check else None
     return UploadFacts(summary, latency)
 
 
@@ -94,7 +97,7 @@ def build_artifacts(
         pruned = (
             d is not None and spec.prune is not None and d.granularity == "weight" and d.expected_keep < 1
         )
-        if d is not None and pruned and ls.weight in ("float32", "int8", "int4"):
+        if d is not None and pruned and ls.weight in ("float32", "float16", "float64", "int8", "int4"):
             notes.append(
                 f"{ls.layer}: unstructured pruning at density {d.compressed.density:.3f} is above the "
                 f"sparse break-even for {ls.weight}; dense zeros are stored and this pruning saves no "

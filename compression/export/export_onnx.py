@@ -16,6 +16,11 @@ Ref: docs/method.md §5 ("Storage that really shrinks"), §1 ("Structured prunin
   because onnxruntime 1.32 rejects int4 sparse values ("values data size does not match").
 - Structured pruning deletes the dropped input units of a layer, the producer's output rows and
   bias entries, and rewrites a Reshape constant that hard-codes the feature count.
+- A float16 or float64 weight keeps its type: float weights are written in it, and the float32
+  DequantizeLinear output is followed by a ``Cast`` to it (float16 outliers are added after the
+  Cast, in float16), so that the graph type-checks as uploaded (``onnx_initializers.write_weight``).
+- A weight read by several layers (tied) is written once, from its one compressed reader; every
+  reader reads the same dequantized tensor (``_one_writer``, ``tied_weights.py``).
 - Same graph inputs/outputs (names, dtypes, dynamic batch); the rest of the graph is untouched.
   No timestamps; nodes/initializers keep their order (new ones follow the layer order).
 """
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, version_converter
+from onnx import helper, numpy_helper, version_converter
 
 from netshrink.compression.algorithm.compressed import CompressedWeight
 from netshrink.compression.errors import InvalidSpecError, ModelFormatError, UnsupportedModelError
@@ -139,6 +144,12 @@ def _set_group(model: onnx.ModelProto, node_name: str, group: int) -> None:
             a.i = group
 
 
+class ExportCheckError(RuntimeError):
+    """The artifact netshrink wrote fails the ONNX checker. The upload passed the same checker when it
+    was loaded, so this is a bug of the exporter, never a fault of the user's file: an internal error
+    (CLI exit 4, HTTP 500), not the upload's ``ModelFormatError`` ("could not be read", exit 2)."""
+
+
 def _verify(model: onnx.ModelProto) -> None:
     """Checker + shape inference. Float sparse initializers feeding Gemm/Conv make ONNX's strict
     type check fail (``sparse_tensor(float)``) although onnxruntime densifies them at load; the
@@ -148,7 +159,29 @@ def _verify(model: onnx.ModelProto) -> None:
         onnx.checker.check_model(model, full_check=not has_sparse)
         onnx.shape_inference.infer_shapes(model, check_type=not has_sparse, strict_mode=not has_sparse)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ModelFormatError(f"the exported model failed the ONNX checker: {exc}") from exc
+        raise ExportCheckError(f"the exported model failed the ONNX checker: {exc}") from exc
+
+
+def _one_writer(net: Network, compressed: Mapping[str, CompressedWeight]) -> dict[str, str]:
+    """Weight initializer -> the one layer whose compressed weight is written into it.
+
+    Layers that read one initializer (a module called twice, tied weights) share one tensor: it is
+    written once, and every reader reads the same dequantized tensor, because the DequantizeLinear
+    output takes over the initializer's name. So at most one reader may bring a compressed weight
+    (``tied_weights.tie_shared_weights`` excludes the others: the executor then applies that one
+    draw to every reader, as the artifact does); two different ones for one tensor are refused.
+    """
+    writer: dict[str, str] = {}
+    for layer in net.layers:
+        if layer.name not in compressed:
+            continue
+        first = writer.setdefault(layer.weight_key, layer.name)
+        if first != layer.name and compressed[first] is not compressed[layer.name]:
+            raise ValueError(
+                f"weight {layer.weight_key!r} is read by layers {first!r} and {layer.name!r}, which were "
+                "given different compressed weights; one tensor holds one: compress it through one reader"
+            )
+    return writer
 
 
 def export_onnx_detailed(
@@ -162,6 +195,7 @@ def export_onnx_detailed(
     if not compressed:
         data = net.upload_bytes()  # the working graph imports the upload's opsets
         return OnnxExport(data, _default_opset(net.model), (), ("nothing compressed: original returned",))
+    writer = _one_writer(net, compressed)
     phys = physical_layers(net, compressed)
     rewritten = {x.weight_key for x in net.layers if phys[x.name].compressed or phys[x.name].reshaped}
     model = copy_with_placeholders(net.model, rewritten)
@@ -179,11 +213,14 @@ def export_onnx_detailed(
         p = phys[layer.name]
         if not p.compressed and not p.reshaped:
             continue
+        if writer.get(layer.weight_key, layer.name) != layer.name:
+            continue  # a second reader of a tied weight: the first one wrote the tensor they share
         if layer.weight_key not in inits:
             raise UnsupportedModelError(
                 f"weight initializer {layer.weight_key!r} not found", nodes=[layer.name]
             )
-        w = write_weight(layer, p, names, int4_ok, int2_ok)
+        dtype = helper.tensor_dtype_to_np_dtype(inits[layer.weight_key].data_type)  # a placeholder's too
+        w = write_weight(layer, p, names, int4_ok, int2_ok, dtype)
         if layer.conv is not None and layer.conv.group != 1 and p.scale is not None:
             kind = f"{p.scale.size} per-channel scales" if p.per_row else "one per-tensor scale"
             notes.append(
@@ -220,4 +257,4 @@ def export_onnx_detailed(
     return OnnxExport(model.SerializeToString(deterministic=True), opset, tuple(storage), tuple(notes))
 
 
-__all__ = ["LayerStorage", "OnnxExport", "export_onnx", "export_onnx_detailed"]
+__all__ = ["ExportCheckError", "LayerStorage", "OnnxExport", "export_onnx", "export_onnx_detailed"]

@@ -8,6 +8,7 @@ initializers below the break-even density (``algorithm/cost.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -19,13 +20,18 @@ from netshrink.compression.errors import UnsupportedModelError
 from netshrink.compression.export.physical import PhysicalLayer
 from netshrink.compression.graph.network import Layer
 
+FLOAT32 = np.dtype(np.float32)
+FLOAT16 = np.dtype(np.float16)
+WEIGHT_TYPES = frozenset({FLOAT32, FLOAT16, np.dtype(np.float64)})
+
 
 @dataclass(frozen=True)
 class LayerStorage:
     """How one layer's weight was written (for the report's honest storage notes)."""
 
     layer: str
-    weight: str  # "float32" | "sparse_float32" | "int8" | "sparse_int8" | "int4" | "int2"
+    # "float32" | "sparse_float32" (and float16/float64 alike) | "int8" | "sparse_int8" | "int4" | "int2"
+    weight: str
     outliers: str  # "none" | "dense" | "sparse"
     shape_before: tuple[int, ...]
     shape_after: tuple[int, ...]  # canonical (PyTorch) orientation
@@ -70,22 +76,40 @@ class Written:
 
 
 def write_weight(
-    layer: Layer, p: PhysicalLayer, names: Names, int4_ok: bool, int2_ok: bool = False
+    layer: Layer,
+    p: PhysicalLayer,
+    names: Names,
+    int4_ok: bool,
+    int2_ok: bool = False,
+    dtype: np.dtype[Any] = FLOAT32,
 ) -> Written:
-    """Initializers (+ DequantizeLinear/Add nodes) producing the tensor ``layer.weight_key``."""
+    """Initializers (+ DequantizeLinear/Add/Cast nodes) producing the tensor ``layer.weight_key``.
+
+    ``dtype``: the float type of the initializer replaced (float32, float16 or float64), which the
+    tensor ``layer.weight_key`` keeps, so that its readers type-check as in the upload. A float
+    weight is stored in it; dequantization runs in float32 (DequantizeLinear has no float64 scale,
+    and a float16 one only from opset 19) and a ``Cast`` to ``dtype`` follows; float outliers are
+    added in float16 after it for a float16 weight, in float32 before it otherwise.
+    """
     key = layer.weight_key
+    dtype = np.dtype(dtype)
+    if dtype not in WEIGHT_TYPES:
+        raise UnsupportedModelError(
+            f"weight {key!r} is {dtype}; compressed weights are written as float32, float16 or float64",
+            nodes=[layer.name],
+        )
     dense: list[onnx.TensorProto] = []
     sparse: list[onnx.SparseTensorProto] = []
     nodes: list[onnx.NodeProto] = []
     shape_after = tuple(int(d) for d in p.weight.shape)
     if p.codes is None or p.scale is None or p.bits is None:
-        W = layer.to_onnx_layout(p.weight.astype(np.float32))  # ONNX layout
-        if p.compressed and sparse_saves_bytes(_density(W), 32):
+        W = layer.to_onnx_layout(p.weight.astype(dtype))  # ONNX layout, the upload's float type
+        if p.compressed and sparse_saves_bytes(_density(W), 8 * dtype.itemsize):
             sparse.append(_sparse(W, key, names))
-            kind = "sparse_float32"
+            kind = f"sparse_{dtype}"
         else:
             dense.append(numpy_helper.from_array(W, key))
-            kind = "float32"
+            kind = str(dtype)
         return Written(
             dense, sparse, nodes, LayerStorage(layer.name, kind, "none", p.shape_before, shape_after)
         )
@@ -116,29 +140,39 @@ def write_weight(
         )  # scalar
         axis = 0
     has_outliers = bool(out_mask.any())
-    dq_out = names.fresh(f"{key}_dequantized") if has_outliers else key
+    # DQ (float32) -> [Cast] -> [Add O] -> key. float16: the Cast comes before the Add and O is float16
+    # (half the bytes, the same sum: O is 0 wherever a code is not, and the codes are 0 where O is
+    # not, so fp16(c·s) + 0 and 0 + fp16(Ŵ) are what the cast of the float32 sum gives); float64:
+    # the float32 sum is cast last (exact), with O in float32 (Ŵ's own values, half the bytes)
+    o_dtype = dtype if dtype == FLOAT16 else FLOAT32
+    steps = ["Cast", "Add"] if dtype == FLOAT16 else ["Add", "Cast"]
+    steps = [op for op in steps if (op == "Add" and has_outliers) or (op == "Cast" and dtype != FLOAT32)]
+    between = ["dequantized", *(op.lower() for op in steps[:-1])][: len(steps)]  # DQ's, then the Cast's/Add's
+    outs = [names.fresh(f"{key}_{label}") for label in between] + [key]
     nodes.append(
         helper.make_node(
             "DequantizeLinear",
             [q_name, s_name],
-            [dq_out],
+            [outs[0]],
             name=names.fresh(f"{layer.name}/dequantize"),
             axis=axis,
         )
     )
     out_kind = "none"
-    if has_outliers:
-        O = layer.to_onnx_layout(np.where(out_mask, p.weight, 0).astype(np.float32))  # ONNX layout
+    for op, src, dst in zip(steps, outs[:-1], outs[1:], strict=True):
+        if op == "Cast":
+            to = helper.np_dtype_to_tensor_dtype(dtype)
+            nodes.append(helper.make_node("Cast", [src], [dst], names.fresh(f"{layer.name}/cast"), to=to))
+            continue
+        O = layer.to_onnx_layout(np.where(out_mask, p.weight, 0).astype(o_dtype))  # ONNX layout
         o_name = names.fresh(f"{key}_outliers")
-        if sparse_saves_bytes(_density(O), 32):
+        if sparse_saves_bytes(_density(O), 8 * o_dtype.itemsize):
             sparse.append(_sparse(O, o_name, names))
             out_kind = "sparse"
         else:
             dense.append(numpy_helper.from_array(O, o_name))
             out_kind = "dense"
-        nodes.append(
-            helper.make_node("Add", [dq_out, o_name], [key], name=names.fresh(f"{layer.name}/outliers"))
-        )
+        nodes.append(helper.make_node("Add", [src, o_name], [dst], names.fresh(f"{layer.name}/outliers")))
     return Written(
         dense, sparse, nodes, LayerStorage(layer.name, kind, out_kind, p.shape_before, shape_after)
     )

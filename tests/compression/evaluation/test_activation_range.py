@@ -14,13 +14,18 @@ import torch
 from onnx import helper, numpy_helper
 
 from netshrink.compression.errors import InvalidWeightsError
-from netshrink.compression.evaluation.activation_range import FLOAT32_MAX, check_activation_range
+from netshrink.compression.evaluation.activation_range import (
+    FLOAT16_MAX,
+    FLOAT32_MAX,
+    check_activation_range,
+)
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
 from tests import factories as F
+from tests.compression.export.export_models import as_type
 
 N_FEATURES, SAMPLES = 4, 8
 
@@ -116,3 +121,34 @@ def test_a_large_but_safe_weight_still_compresses(tmp_path: Path) -> None:
     result = compress(net, CompressSpec.from_dict({"prune": {"keep": 0.5}, "seed": 1}))
     text = json.dumps(result.report, allow_nan=False)  # raises on Infinity/NaN
     assert json.loads(text)["summary"]
+
+
+def _float16_identity_relu(tmp_path: Path) -> Network:
+    model = _identity_relu(tmp_path).model
+    return load_model(F.write_bytes(as_type(model, np.float16).SerializeToString(), tmp_path / "eye16.onnx"))
+
+
+@pytest.mark.parametrize("peak", [FLOAT16_MAX, 70000.0])
+def test_a_float16_tensor_must_stay_within_float16(tmp_path: Path, peak: float) -> None:
+    """A float16 model whose activation exceeds 65504 gives Inf in onnxruntime, in the upload itself:
+    refused naming float16 (before, Infinity and NaN reached report.json's onnxruntime error)."""
+    net = _float16_identity_relu(tmp_path)
+    X = _inputs(peak)
+    if peak <= FLOAT16_MAX:
+        check_activation_range(Executor(net), net, X, inputs="calibration fit")
+        return
+    with pytest.raises(InvalidWeightsError, match=r"layer 'fc'.*over float16's largest finite value 65504"):
+        check_activation_range(Executor(net), net, X, inputs="calibration fit")
+
+
+def test_compress_refuses_a_float16_model_that_overflows(tmp_path: Path) -> None:
+    m = as_type(F.chain_model(
+        [helper.make_node("Gemm", ["input", "w", "b"], ["output"], "fc", transB=1)],
+        [numpy_helper.from_array(np.full((N_FEATURES, N_FEATURES), 3e4, np.float32), "w"),
+         numpy_helper.from_array(np.zeros(N_FEATURES, np.float32), "b")],
+        ["batch", N_FEATURES],
+        "output",
+    ), np.float16)  # fmt: skip
+    net = load_model(F.write_bytes(m.SerializeToString(), tmp_path / "big16.onnx"))
+    with pytest.raises(InvalidWeightsError, match="float16"):
+        compress(net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0}))

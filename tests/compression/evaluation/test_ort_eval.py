@@ -10,8 +10,10 @@ import onnx
 import pytest
 import torch
 
+from netshrink.compression.errors import UnsupportedModelError
 from netshrink.compression.evaluation.ort_eval import (
     fixed_batch,
+    input_type,
     latency_ms,
     logits_of,
     run_in_batches,
@@ -23,6 +25,7 @@ from netshrink.compression.graph.loading import load_model
 from netshrink.compression.pipeline import compress
 from netshrink.compression.spec import CompressSpec
 from tests import factories
+from tests.compression.export.export_models import as_type, cnn_reshape, mlp_gemm
 
 
 def test_run_in_batches_matches_torch_for_every_sample_count() -> None:
@@ -90,3 +93,39 @@ def test_latency_of_a_session_or_of_bytes() -> None:
     assert latency_ms(sess, name, X, repeats=2) > 0 and latency_ms(model, name, X, repeats=2) > 0
     out = sess.get_outputs()[0].name
     np.testing.assert_array_equal(logits_of(sess, name, out, X), run_logits(model, name, out, X))
+
+
+# ---- float16 / float64 models: each session is fed its own declared input type -----------------------
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("batch", ["N", 4])
+def test_a_session_is_fed_the_models_own_input_type(dtype: type, batch: int | str) -> None:
+    """float32 inputs (what the core holds) reach a float16/float64 model in its own type; before,
+    onnxruntime refused them: "Unexpected input data type. Actual: (tensor(float)), expected: ..."."""
+    model = as_type(mlp_gemm((16, 32, 10), opset=17), dtype)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4 if batch == 4 else 0
+    if batch == "N":
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    data = model.SerializeToString()
+    sess = session(data)
+    assert input_type(sess, "x") == dtype
+    X = np.random.default_rng(0).standard_normal((7, 16)).astype(np.float32)  # (S, 16) float32
+    (out,) = run_in_batches(sess, None, "x", X)
+    assert out.dtype == dtype and out.shape == (7, 10)
+    (direct,) = session(data, "no_optimizations").run(None, {"x": X[:4].astype(dtype)})
+    np.testing.assert_array_equal(run_logits(data, "x", "logits", X, "no_optimizations")[:4], direct)
+    assert latency_ms(data, "x", X, repeats=1) > 0
+
+
+def test_a_float64_conv_onnxruntime_has_no_kernel_for_is_refused_naming_the_type(tmp_path: Path) -> None:
+    """onnxruntime's CPU provider has no float64 Conv: such an upload cannot be re-checked, and is
+    refused (422 / exit 2) naming float64 and the node, never an internal error."""
+    net = load_model(
+        factories.write_bytes(as_type(cnn_reshape(), np.float64).SerializeToString(), tmp_path / "c.onnx")
+    )
+    with pytest.raises(
+        UnsupportedModelError, match=r"no kernel for Conv \(node 'conv1'.* float64 model"
+    ) as err:
+        compress(
+            net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0, "evaluation": {"samples": 20}})
+        )
+    assert err.value.nodes == ["conv1"]

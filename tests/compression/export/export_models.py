@@ -90,6 +90,25 @@ def cnn_reshape(seed: int = 2) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
 
 
+FLOAT_TYPES = {np.float16: TensorProto.FLOAT16, np.float64: TensorProto.DOUBLE}
+
+
+def as_type(model: onnx.ModelProto, dtype: type) -> onnx.ModelProto:
+    """A copy of ``model`` with every float32 initializer, input, output and value info in ``dtype``
+    (np.float16 or np.float64): the same graph, uploaded in another float type."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    for i, t in enumerate(g.initializer):
+        if t.data_type == TensorProto.FLOAT:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(dtype), t.name))
+    for v in [*g.input, *g.output, *g.value_info]:
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = FLOAT_TYPES[dtype]
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
 def load(tmp_path: Path, model: onnx.ModelProto | bytes, name: str = "m.onnx") -> Network:
     path = tmp_path / name
     path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
