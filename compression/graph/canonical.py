@@ -8,8 +8,9 @@ TorchScript exporter also writes parameters that happen to be equal as ``Identit
 those become initializers again (chains too), so that BatchNorm folding sees constants, and an
 initializer no node reads any more is dropped. Its ``x.view(x.size(0), -1)`` (a Reshape whose shape
 is computed by Shape/Gather/Unsqueeze/Concat) becomes ``Flatten(axis=1)``, and the dead shape
-arithmetic goes. The rewrite is done on
-the working graph only; ``Network.original`` keeps the upload.
+arithmetic goes; a Conv or pool with ``auto_pad`` SAME_* gets its explicit pads
+(``explicit_pads``). The rewrite is done on the working graph only; ``Network.original`` keeps the
+upload.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from netshrink.compression.graph.explicit_pads import explicit_pads, has_same_padding
 from netshrink.compression.graph.graph_index import GraphIndex, attr
 from netshrink.compression.io.onnx_io import infer_shapes
 
@@ -42,7 +44,8 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0).
     ``model`` itself when it has neither op (no copy of its weights: the loader's memory)."""
     ops = {n.op_type for n in model.graph.node}
-    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops:
+    same = any(has_same_padding(n) for n in model.graph.node)
+    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops and not same:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -60,9 +63,11 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             out.graph.initializer.append(copy)
             inits[copy.name] = copy  # a chain Identity(Identity(w)) resolves in one pass (topological)
             continue
-        if _is_batch_flatten(
-            node, g, graph_inputs
-        ):  # x.view(x.size(0), -1): a Flatten (its shape arithmetic dies)
+        padded = explicit_pads(node, g)  # auto_pad SAME_* with a static input: explicit pads
+        if padded is not None:
+            nodes.append(padded)
+            continue
+        if _is_batch_flatten(node, g, graph_inputs):  # x.view(x.size(0), -1): the shape math dies
             nodes.append(
                 helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
             )
