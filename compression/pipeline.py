@@ -38,6 +38,7 @@ from netshrink.compression.report.report_build import build_analyze_report, buil
 from netshrink.compression.search.auto_compensate import dropped_refits, off_reason, resolve_compensate
 from netshrink.compression.search.greedy import NetworkDraw, baseline_specs, draw_network
 from netshrink.compression.search.group_draw import space_keep_note
+from netshrink.compression.search.off_logits import exclude_off_logits
 from netshrink.compression.search.select import best_of
 from netshrink.compression.search.spec_check import check_spec
 from netshrink.compression.spec import HELD_BACK, CompressSpec
@@ -164,6 +165,7 @@ def compress(
     assert spec.seed is not None
     check_spec(net, spec)
     spec, tied_notes = tie_shared_weights(net, spec)  # a tied weight is drawn by one reader only
+    spec, off_notes = exclude_off_logits(net, spec)  # a layer only another output reads: unmeasured
     compensate_note = off_reason(net, spec)  # null, but the refit would cost too much: say so
     spec = resolve_compensate(net, spec)  # null: on wherever it applies (docs/compensation.md "Default")
     assert spec.seed is not None
@@ -317,7 +319,7 @@ def compress(
     for note in (compensate_note, dropped_refits(chosen), space_note):  # the null compensate's note first
         if note is not None:
             report["summary"]["warnings"].append(note)
-    report["summary"]["warnings"] += [*tied_notes, *filter(None, [float16_note(net)])]
+    report["summary"]["warnings"] += [*tied_notes, *off_notes, *filter(None, [float16_note(net)])]
     report["timings"] = timer.to_dict()
     progress.done()
     return CompressionResult(report=report, artifacts=arts.files)

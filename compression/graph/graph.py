@@ -347,8 +347,10 @@ def analyze(model: onnx.ModelProto) -> Analysis:
     logits = _find_logits(g, layers[-1])
     chain = [n for n in g.ancestors(logits) if n.op_type != "Constant"]
     names = {n.name for n in chain}
+    for la in layers:
+        la.feeds_logits = la.name in names
     reasons += [
-        f"layer '{la.name}' does not feed the logits '{logits}'" for la in layers if la.name not in names
+        f"layer '{la.name}' does not feed the logits '{logits}'" for la in layers if not la.feeds_logits
     ]
     reasons += [r for r in _support_reasons(g, chain, layers) if r not in reasons]
     keys = [la.weight_key for la in layers]

@@ -66,6 +66,7 @@ class Layer:
     structured: bool = False  # True when upstream units can be physically removed
     input_group: int = 1
     producer: str | None = None  # name of the Layer whose output rows feed this layer's inputs
+    feeds_logits: bool = True  # False for a layer only another graph output reads (its error is not Φ's)
     notes: list[str] = field(default_factory=list)  # bound tiers not covered here, and why
 
     def __post_init__(self) -> None:
