@@ -59,7 +59,11 @@ def compensate_applies(net: Network, spec: CompressSpec, *, cap: bool = True) ->
         return False
     if (p is not None and p.method in DETERMINISTIC) or (q is not None and q.method in DETERMINISTIC):
         return False
-    structured = (p is not None and p.granularity != "weight") or (p is None and spec.target is not None)
+    # a target search prunes channels only when the spec leaves pruning open (no quantize either:
+    # ``--bits`` alone restricts the search to bits, search/mixed._menus)
+    structured = (p is not None and p.granularity != "weight") or (
+        p is None and q is None and spec.target is not None
+    )
     if structured and net.dag and net.channel_groups is not None:
         return False
     return not cap or refit_work(net) <= REFIT_WORK_CAP
