@@ -116,7 +116,7 @@ class NetworkDraw:
             "max_draws": cap,
             "fit_relative_l2": {
                 "min": min(e) if e else None,
-                "median": float(sorted(e)[len(e) // 2]) if e else None,
+                "median": float(np.median(e)) if e else None,  # the mean of the middle two when even
                 "max": max(e) if e else None,
             },
             "all_fit_relative_l2": list(e),
@@ -136,6 +136,8 @@ def stages_for(layer: Layer, spec: CompressSpec) -> tuple[PruneSpec | None, Quan
             prune = None
         elif prune.granularity != "weight" and not layer.structured:
             prune = None  # layer 1's columns are the model's inputs: never deleted (docs/method.md §1)
+        elif prune.granularity != "weight" and layer.producer in spec.exclude:
+            prune = None  # its input units are an excluded layer's rows, which stay as they are
     quant = spec.quantize
     if quant is not None and isinstance(quant.bits, Mapping):
         b = quant.bits_for(layer.name)

@@ -47,7 +47,7 @@ def too_few_units(net: Network, spec: CompressSpec) -> tuple[str, float, int] | 
     if uses_groups(net, spec):
         return None
     for layer in net.layers:
-        if layer.structured and layer.name not in spec.exclude:
+        if layer.structured and not {layer.name, layer.producer} & set(spec.exclude):
             keep, units = float(prune.keep_for(layer.name)), n_units(layer)
             if not keeps_a_unit(keep, units):
                 return layer.name, keep, units
@@ -66,17 +66,22 @@ def prunes_a_unit(net: Network, spec: CompressSpec) -> bool:
         return any(idx.size for idx in _spaces(net, spec))
     named = prune.keep if isinstance(prune.keep, Mapping) else None
     return any(
-        layer.structured and layer.name not in spec.exclude and (named is None or layer.name in named)
+        layer.structured
+        and not {layer.name, layer.producer} & set(spec.exclude)  # an excluded producer keeps its rows
+        and (named is None or layer.name in named)
         for layer in net.layers
     )
 
 
 def _spaces(net: Network, spec: CompressSpec) -> list[np.ndarray]:
-    """The group ids of each channel space, less the groups an excluded layer reads (frozen)."""
+    """The group ids of each channel space, less the groups an excluded layer reads or writes
+    (frozen): ``exclude`` leaves a layer as it is, rows included (until 2026-12-05 an excluded conv
+    lost the output channels its readers dropped, found by probing)."""
     cg = net.channel_groups
     assert cg is not None
-    excluded = [la for la in net.layers if la.name in cg.units and la.name in spec.exclude]
-    frozen = {int(g) for la in excluded for g in cg.units[la.name] if g >= 0}  # an excluded reader
+    excluded = [la for la in net.layers if la.name in spec.exclude]
+    frozen = {int(g) for la in excluded for g in cg.units.get(la.name, ()) if g >= 0}  # a reader
+    frozen |= {int(g) for la in excluded for g in cg.rows.get(la.name, ()) if g >= 0}  # a producer
     return [np.array([g for g in idx if int(g) not in frozen], dtype=np.int64) for idx in cg.space_groups()]
 
 

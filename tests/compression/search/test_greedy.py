@@ -46,6 +46,8 @@ def test_auto_draws_follow_the_stated_rule_and_are_deterministic(mlp_net: Networ
         np.testing.assert_array_equal(again.layers[name].compressed.weight, d.compressed.weight)
     summary = nd.draws_summary()
     assert summary["R"] == len(e) and summary["fit_relative_l2"]["min"] == min(e)  # type: ignore[index]
+    # the median of an even count is the mean of the middle two (it was the upper one, 2026-12-05)
+    assert summary["fit_relative_l2"]["median"] == float(np.median(e))  # type: ignore[index]
 
 
 def test_auto_cap_bounds_the_draws_work_and_keeps_four() -> None:
