@@ -35,7 +35,9 @@ def summary_table(report: dict[str, Any]) -> Table:
         t.add_row("compression ratio", f"{b['ratio']:.2f}×")
     err = s.get("error") or {}
     if err:
-        t.add_row("relative output error (held-out)", _fmt(err.get("relative_l2")))
+        split = (s.get("evaluation") or {}).get("split")
+        where = "fitted samples: no held-out split" if split == "none" else "held-out"
+        t.add_row(f"relative output error ({where})", _fmt(err.get("relative_l2")))
         t.add_row("p95 / max per-sample error", f"{_fmt(err.get('p95'))} / {_fmt(err.get('max'))}")
         ort = (err.get("onnxruntime") or {}).get("default") or {}
         if ort:

@@ -91,7 +91,10 @@ def _measured_on(ev: Mapping[str, Any]) -> str:
     if not n:
         return "the inputs"
     if ev.get("split") == "none":
-        return f"all {num(n)} {inputs} samples (too few for a held-out split: the same ones were fitted)"
+        return (
+            f"all {num(n)} {inputs} samples (no held-out split: the same ones were fitted, so the "
+            "figures are optimistic; a split needs 50 samples and a holdout_fraction above 0)"
+        )
     others = f"; {num(fit)} others were used for fitting" if fit else ""
     return f"the {num(n)} held-out {inputs} samples{others}"
 

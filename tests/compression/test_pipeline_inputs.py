@@ -83,3 +83,21 @@ def test_a_search_on_a_small_cnn_never_empties_a_layer(
     validate_report(result.report)
     model = onnx.load_from_string(result.artifacts["model.onnx"])
     assert all(all(d > 0 for d in t.dims) for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize(
+    ("samples", "holdout", "warned"), [(200, 0.0, True), (30, 0.2, True), (200, 0.2, False)]
+)
+def test_figures_without_a_held_out_split_say_so(
+    mlp_net: Network, validate_report: Validate, samples: int, holdout: float, warned: bool
+) -> None:
+    """2026-12-05, found by probing: with ``holdout_fraction`` 0 the CLI printed the error as
+    "held-out", report.html blamed too few samples, and no warning said that ``budget_met`` was
+    judged on the samples the search had fitted."""
+    rng = np.random.default_rng(0)
+    cal = Calibration(rng.standard_normal((samples, 16)).astype(np.float32), None, sha256="test")
+    spec = {"target": {"max": 0.5}, "evaluation": {"holdout_fraction": holdout}, "seed": 0}
+    report = compress(mlp_net, CompressSpec.from_dict(spec), calibration=cal).report
+    validate_report(report)
+    assert (report["summary"]["evaluation"]["split"] == "none") is warned
+    assert any("no held-out split" in w for w in report["summary"]["warnings"]) is warned

@@ -302,7 +302,7 @@ def test_the_verdict_names_the_split_behind_the_headline(report: dict[str, Any])
         "samples_holdout": 20,
         "scale": None,
     }
-    assert "all 20 calibration samples (too few for a held-out split" in render_html(report)
+    assert "all 20 calibration samples (no held-out split: the same ones were fitted" in render_html(report)
 
 
 def test_a_compensated_report_says_tier_w_bounds_every_draw(report: dict[str, Any]) -> None:
