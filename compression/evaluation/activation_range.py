@@ -27,7 +27,12 @@ import onnx
 import torch
 from torch import Tensor
 
-from netshrink.compression.errors import InvalidWeightsError
+from netshrink.compression.errors import (
+    CalibrationError,
+    CompressionError,
+    InvalidSpecError,
+    InvalidWeightsError,
+)
 from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.graph.network import Network
 
@@ -53,6 +58,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
     inputs in the message ("calibration", "gaussian", ...). One dense forward pass, in chunks of
     samples whose captured tensors stay under ``CHUNK_BYTES``."""
     watched = _watched(net)
+    source = net.input_name  # the model's input: a refusal there blames the inputs
     names = tuple(watched)
     peak = dict.fromkeys(names, 0.0)
     count = dict.fromkeys(names, 0)
@@ -65,7 +71,13 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
             if t.numel():
                 lo, hi = (float(v) for v in torch.aminmax(t))  # one pass, no |t| copy
                 if not (math.isfinite(lo) and math.isfinite(hi)):
-                    raise _refusal(watched[name], name, "is not finite (Inf or NaN) in float32", inputs)
+                    raise _refusal(
+                        watched[name],
+                        name,
+                        "is not finite (Inf or NaN) in float32",
+                        inputs,
+                        model_input=source,
+                    )
                 peak[name] = max(peak[name], -lo, hi)
             count[name] += t.numel()
         if i == 0:
@@ -85,6 +97,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
                 inputs,
                 why="the model computes it in float16, so onnxruntime gives Inf there, in the upload "
                 "and in the compressed artifact alike",
+                model_input=source,
             )
         if peak[name] ** 2 * count[name] > FLOAT32_MAX:  # Python floats: float64, no overflow here
             limit = math.sqrt(FLOAT32_MAX / count[name])
@@ -94,6 +107,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
                 f"reaches |a| = {peak[name]:.3g}, over the {limit:.3g} at which a float32 sum of its "
                 f"{count[name]} squared values overflows",
                 inputs,
+                model_input=source,
             )
 
 
@@ -110,8 +124,17 @@ FLOAT32_WHY = (
 
 
 def _refusal(
-    what: str, tensor: str, problem: str, inputs: str, why: str = FLOAT32_WHY
-) -> InvalidWeightsError:
+    what: str, tensor: str, problem: str, inputs: str, why: str = FLOAT32_WHY, *, model_input: str = ""
+) -> CompressionError:
+    """``InvalidWeightsError`` for an activation; when the tensor is the model's input itself, the
+    inputs are at fault, not the weights (2026-12-05, found by probing: calibration inputs ×1e20
+    were refused as "The model's weights are invalid"): ``CalibrationError`` on ``inputs`` for a
+    calibration file, ``InvalidSpecError`` on ``evaluation.scale`` for synthetic inputs."""
+    if tensor == model_input:
+        detail = f"the {inputs} inputs (tensor {tensor!r}) {problem}: {why}; rescale them"
+        if inputs.startswith("calibration"):
+            return CalibrationError(detail, field="inputs")
+        return InvalidSpecError(detail + " (a smaller evaluation.scale)", field="evaluation.scale")
     return InvalidWeightsError(
         f"{what} (tensor {tensor!r}) {problem} on the {inputs} inputs: {why}. The weights (or the "
         "inputs) are far outside any trained model's range; rescale them",

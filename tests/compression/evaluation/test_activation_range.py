@@ -13,7 +13,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from netshrink.compression.errors import InvalidWeightsError
+from netshrink.compression.errors import CalibrationError, InvalidSpecError, InvalidWeightsError
 from netshrink.compression.evaluation.activation_range import (
     FLOAT16_MAX,
     FLOAT32_MAX,
@@ -60,9 +60,20 @@ def test_the_limit_is_the_float32_sum_of_the_squares(tmp_path: Path, margin: flo
     if margin < 1:
         check_activation_range(Executor(net), net, X, inputs="calibration fit")
         return
-    with pytest.raises(InvalidWeightsError, match=r"layer 'fc'.*calibration fit inputs") as info:
+    # the model's input itself is past the limit: the inputs are at fault, not the weights
+    with pytest.raises(CalibrationError, match=r"calibration fit inputs \(tensor 'input'\)") as info:
         check_activation_range(Executor(net), net, X, inputs="calibration fit")
-    assert "32 squared values" in info.value.detail
+    assert "32 squared values" in info.value.detail and info.value.field == "inputs"
+    with pytest.raises(InvalidSpecError) as spec_info:  # synthetic inputs: the scale asked for
+        check_activation_range(Executor(net), net, X, inputs="gaussian fit")
+    assert spec_info.value.field == "evaluation.scale"
+
+
+def test_weights_that_carry_an_activation_past_the_limit_are_invalid_weights(tmp_path: Path) -> None:
+    """Inputs well inside the limit, a weight that multiplies them past it: the weights' refusal."""
+    net = _identity_relu(tmp_path, scale=1e18)
+    with pytest.raises(InvalidWeightsError, match=r"output of layer 'fc'.*calibration fit inputs"):
+        check_activation_range(Executor(net), net, _inputs(10.0), inputs="calibration fit")
 
 
 def test_inf_activations_are_refused_as_not_finite(tmp_path: Path) -> None:
@@ -91,7 +102,7 @@ def test_chunks_cover_every_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ex, "run", run)
     X = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, N_FEATURES)  # (10, 4): sample i is i
     X[9, 1] = 1e19
-    with pytest.raises(InvalidWeightsError, match="40 squared values"):
+    with pytest.raises(InvalidSpecError, match="40 squared values"):  # the synthetic inputs' scale
         check_activation_range(ex, net, X, inputs="uniform fit")
     assert [len(c) for c in seen] == [1, 3, 3, 3]
     assert torch.equal(torch.cat(seen), torch.arange(10, dtype=torch.float32))
@@ -137,8 +148,8 @@ def test_a_float16_tensor_must_stay_within_float16(tmp_path: Path, peak: float) 
     if peak <= FLOAT16_MAX:
         check_activation_range(Executor(net), net, X, inputs="calibration fit")
         return
-    with pytest.raises(InvalidWeightsError, match=r"layer 'fc'.*over float16's largest finite value 65504"):
-        check_activation_range(Executor(net), net, X, inputs="calibration fit")
+    with pytest.raises(CalibrationError, match=r"inputs \(tensor 'input'\).*over float16's largest finite"):
+        check_activation_range(Executor(net), net, X, inputs="calibration fit")  # the input itself
 
 
 def test_compress_refuses_a_float16_model_that_overflows(tmp_path: Path) -> None:
