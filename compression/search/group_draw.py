@@ -85,6 +85,18 @@ def _spaces(net: Network, spec: CompressSpec) -> list[np.ndarray]:
     return [np.array([g for g in idx if int(g) not in frozen], dtype=np.int64) for idx in cg.space_groups()]
 
 
+def space_deciders(net: Network, spec: CompressSpec) -> set[str] | None:
+    """The layers whose keep decides a channel space (each space's first reader, ``space_keeps``),
+    on a residual/depthwise/concat graph; None on a chain, where every structured layer decides its
+    own. A keep move on any other reader changes nothing that is drawn, so a search offers none
+    (found by probing, 2026-12-05: such moves used up measured candidates and credited byte savings
+    to networks identical to their base)."""
+    cg = net.channel_groups
+    if not net.dag or cg is None:
+        return None
+    return {cg.consumers[int(idx[0])][0] for idx in _spaces(net, spec) if idx.size}
+
+
 def space_keeps(net: Network, spec: CompressSpec) -> CompressSpec:
     """``spec`` with one keep per channel space: every reader of a space takes the keep of the space's
     first reader, the one ``plan_groups`` draws the space with. A dropped group is deleted from every

@@ -33,7 +33,7 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import relative_l2, top1, top1_agreement
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
-from netshrink.compression.search.group_draw import space_keeps
+from netshrink.compression.search.group_draw import space_deciders, space_keeps
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.search.quant_menu import quant_preds
 from netshrink.compression.search.select import is_random
@@ -97,6 +97,7 @@ def _menus(
     allow_p = spec.prune is not None or spec.quantize is None
     gran: Granularity = "channel" if any(layer.kind == "conv" for layer in net.layers) else "neuron"
     base_p = dataclasses.replace(spec.prune or PruneSpec(), granularity=gran) if allow_p else None
+    deciders = space_deciders(net, spec)  # on a DAG only a space's first reader's keep is drawn
     scale = (spec.quantize or QuantizeSpec()).scale
     qpred: dict[str, dict[int | None, float]] = {}
     ppred: dict[str, dict[float, float]] = {}
@@ -108,7 +109,7 @@ def _menus(
         if allow_q:
             widths = tuple(b for b in BITS_MENU if b is not None)
             qpred[layer.name].update(quant_preds(layer, widths, scale, sens[layer.name]))
-        if base_p is not None and layer.structured:
+        if base_p is not None and layer.structured and (deciders is None or layer.name in deciders):
             stats = layer_stats(layer, Zs[layer.name], groups=True)
             assert stats.group_energy is not None
             for k in KEEP_MENU[1:]:  # prune_layer's group τ², without its draw (baselines: none)

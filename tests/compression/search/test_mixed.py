@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from netshrink.compression.errors import InvalidSpecError
+from netshrink.compression.graph.loading import load_model
 from netshrink.compression.graph.network import Network
 from netshrink.compression.pipeline import compress
 from netshrink.compression.search.mixed import BITS_MENU, KEEP_MENU, Allocation, _nbytes, greedy_path
 from netshrink.compression.spec import CompressSpec
+from tests import factories
 
 
 def _menus(net: Network) -> tuple[dict[str, dict[int | None, float]], dict[str, dict[float, float]]]:
@@ -92,3 +96,27 @@ def test_search_cache_floor_and_shared_group_stats_change_no_number(
     assert a["measured_candidates"] >= 3
     reuse = ("cached_layer_draws_reused", "cached_layer_inputs_reused")
     assert sum(a[k] for k in reuse) > sum(b[k] for k in reuse)
+
+
+def test_a_dag_search_moves_only_the_keeps_that_are_drawn(model_dir: Path) -> None:
+    """On a residual CNN a channel space is drawn with its first reader's keep (``space_keeps``): the
+    search offers keep moves to those readers only (2026-12-05, found by probing: moves on the other
+    readers measured the same network as their base, used up the 16 measured candidates and credited
+    byte savings that were never drawn)."""
+    from netshrink.compression.graph.calibration import Calibration
+    from netshrink.compression.search.group_draw import space_deciders
+    from tests import dag_models as D
+
+    net = load_model(factories.write_bytes(D.onnx_bytes("resnet"), model_dir / "resnet.onnx"))
+    spec = CompressSpec.from_dict(
+        {"target": {"metric": "top1_agreement", "min": 0.9}, "prune": {"keep": 0.5, "granularity": "channel"},
+         "compensate": False, "draws": 2, "seed": 3}
+    )  # fmt: skip
+    deciders = space_deciders(net, spec)
+    assert deciders is not None and "/layer2/conv1/Conv" not in deciders and "/layer1/conv1/Conv" in deciders
+    X, y = D.task_data(160, seed=5)
+    report = compress(net, spec, calibration=Calibration(X, y, sha256="test")).report
+    moved = {
+        str(t["move"]).split(": keep")[0] for t in report["budget"]["trace"] if ": keep" in str(t["move"])
+    }
+    assert moved and moved <= deciders, moved - deciders
