@@ -33,6 +33,7 @@ from netshrink.workers.artifacts import ArtifactStore
 from netshrink.workers.jobs import Job, JobStore
 
 Enqueue = Callable[[Job], None]
+Notify = Callable[[str, Job], None]  # ``workers/tasks.webhook_notifier``
 
 
 @dataclass
@@ -46,6 +47,7 @@ class AppState:
     auth_mode: AuthMode
     registry: CollectorRegistry
     enqueue: Enqueue
+    notify: Notify | None = None  # webhook events the API itself causes (a queued job cancelled)
     redis: redis.Redis | None = None
     # Redis mode: GET /v1/jobs/{id} with a key in one round trip on the event loop (status_read.py).
     status_read: RedisStatusRead | None = None

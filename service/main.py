@@ -130,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             auth_mode=mode,
             registry=build_registry(store, heartbeat_ttl_s=settings.heartbeat_ttl_s),
             enqueue=partial(enqueue_job, celery),
+            notify=webhook_notifier(celery),
             redis=client,
             status_read=status_read,
             local_reads=settings.redis_url is None,

@@ -9,6 +9,7 @@ Ref: docs/api.md "Resources", "Long poll".
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from netshrink.service.deps import (
-    ArtifactsDep,
+    AppState,
     PrincipalDep,
     SettingsDep,
     StateDep,
@@ -38,6 +39,8 @@ from netshrink.service.schemas import JobList, JobPublic, to_public
 from netshrink.service.submission import prefer_wait_s
 from netshrink.workers.jobs import CURSOR_PATTERN, Job, JobStatus, JobStore
 from netshrink.workers.transitions import lease_live
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _WATCH_POLL_S = 0.05  # GET with Prefer: wait re-reads the job this often (layers can be ms apart)
@@ -163,12 +166,27 @@ def list_jobs(
         **ERROR_RESPONSES,
     },
 )
-def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> Response:
+def cancel_job(job_id: str, principal: PrincipalDep, state: StateDep) -> Response:
+    store = state.store
     job = owned_job(store, job_id, principal.owner)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise ApiError(409, "job-finished", "The job already finished", f"the job is {job.status.value}")
+    was = job.status
     job = store.request_cancel(job_id)
-    return job_response(job, 200 if job.status.is_terminal else 202, settings.retry_after_s)
+    _cancelled_here(state, was, job)
+    return job_response(job, 200 if job.status.is_terminal else 202, state.settings.retry_after_s)
+
+
+def _cancelled_here(state: AppState, was: JobStatus, job: Job) -> None:
+    """A job this request cancelled at once (queued, or running with its worker gone) gets its
+    ``job.cancelled`` webhook from here: no worker will run it to send one (until 2026-12-05 none
+    was sent, found by probing). A running job with a live worker is cancelled by that worker,
+    which sends the event itself."""
+    if was is not JobStatus.CANCELLED and job.status is JobStatus.CANCELLED and state.notify is not None:
+        try:
+            state.notify("job.cancelled", job)
+        except Exception:  # the cancel stands; a lost event is logged, not a failed request
+            log.warning("job %s: could not queue its job.cancelled webhook", job.id, exc_info=True)
 
 
 @router.delete(
@@ -183,10 +201,12 @@ def cancel_job(job_id: str, principal: PrincipalDep, store: StoreDep, settings: 
         **ERROR_RESPONSES,
     },
 )
-def delete_job(job_id: str, principal: PrincipalDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+def delete_job(job_id: str, principal: PrincipalDep, state: StateDep) -> Response:
+    store, artifacts = state.store, state.artifacts
     job = owned_job(store, job_id, principal.owner)
     if job.status is JobStatus.RUNNING and not lease_live(job):
         job = store.request_cancel(job_id)  # its worker is gone (lease expired): cancelled at once
+        _cancelled_here(state, JobStatus.RUNNING, job)
     if not job.status.is_terminal:
         raise ApiError(
             409, "job-active", "The job is still active", f"the job is {job.status.value}; cancel it first"

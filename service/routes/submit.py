@@ -27,6 +27,7 @@ import anyio
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from netshrink.service.auth import DEV_OWNER
 from netshrink.service.deps import AppState, PrincipalDep, StateDep
 from netshrink.service.errors import ApiError
 from netshrink.service.routes.responses import ERROR_RESPONSES, PROBLEM_RESPONSE, job_response
@@ -141,6 +142,14 @@ async def submit_job(
             request.stream(), request.headers.get("content-type", ""), input_dir, limits
         )
         spec_in = parse_spec(upload.fields.get("spec"))
+        if spec_in.callback is not None and principal.owner == DEV_OWNER and not settings.webhook_dev_secret:
+            raise ApiError(  # the worker would drop every event unsigned (until 2026-12-05, silently)
+                422,
+                "invalid-callback",
+                "The callback URL is refused",
+                "this server runs without API keys and without NETSHRINK_WEBHOOK_DEV_SECRET, so its "
+                "webhooks cannot be signed and would never be sent: set that secret, or use an API key",
+            )
         architecture = parse_json_field(upload.fields.get("architecture"), "architecture")
         fp = None  # the payload fingerprint matters only to an Idempotency-Key
         if idempotency_key:
