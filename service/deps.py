@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
@@ -108,7 +108,7 @@ def admitted(limit: RateLimitState, window_s: int) -> dict[str, str]:
     return limit.headers()
 
 
-async def get_principal(request: Request, response: Response, state: StateDep) -> Principal:
+async def get_principal(request: Request, state: StateDep) -> Principal:
     """``authorize`` (in a worker thread unless ``local_reads``; in Redis mode with a key, one script
     on the event loop: ``status_read.py``); adds ``RateLimit-*`` headers."""
     authorization = request.headers.get("authorization")
@@ -119,7 +119,7 @@ async def get_principal(request: Request, response: Response, state: StateDep) -
         principal, headers = authorize(authorization, state)
     else:
         principal, headers = await run_in_threadpool(authorize, authorization, state)
-    response.headers.update(headers)
+    request.state.ratelimit_headers = headers  # on every response, its own or not (ratelimit_headers.py)
     return principal
 
 

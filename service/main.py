@@ -35,6 +35,7 @@ from netshrink.service.errors import install_error_handlers
 from netshrink.service.metrics import build_registry
 from netshrink.service.openapi import build_openapi
 from netshrink.service.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from netshrink.service.ratelimit_headers import RateLimitHeaders
 from netshrink.service.routes import artifacts as artifact_routes
 from netshrink.service.routes import jobs, ops, submit
 from netshrink.service.settings import ServiceSettings, get_settings
@@ -193,6 +194,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)  # outside the exception handlers: problems get them too
     app.include_router(submit.router)  # first: POST /v1/jobs keeps its place in the document
     app.include_router(jobs.router)
     app.include_router(artifact_routes.router)

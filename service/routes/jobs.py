@@ -32,6 +32,7 @@ from netshrink.service.routes.responses import (
     PROBLEM_RESPONSE,
     checked_owner,
     etag,
+    expired,
     job_response,
     owned_job,
 )
@@ -90,11 +91,13 @@ async def get_job(job_id: str, request: Request, state: StateDep) -> Response:
 
     def read() -> tuple[Job, dict[str, str]]:
         principal, limit_headers = authorize(authorization, state)
+        request.state.ratelimit_headers = limit_headers  # a 404 below carries them too
         return owned_job(state.store, job_id, principal.owner), limit_headers
 
     if state.status_read is not None and authorization:  # Redis mode: one round trip, no thread
         principal, limit, found = await state.status_read.read(authorization, job_id)
         limit_headers = admitted(limit, state.settings.rate_limit_window_s)
+        request.state.ratelimit_headers = limit_headers
         job = checked_owner(found, principal.owner)
     else:
         job, limit_headers = read() if state.local_reads else await run_in_threadpool(read)
@@ -153,7 +156,8 @@ def list_jobs(
         raise ApiError(
             400, "invalid-cursor", "Invalid cursor", "pass next_cursor from a previous page"
         ) from None
-    return JobList(items=[to_public(j) for j in page.items], next_cursor=page.next_cursor)
+    items = [to_public(j) for j in page.items if not expired(j)]  # gone at expires_at (responses.py)
+    return JobList(items=items, next_cursor=page.next_cursor)
 
 
 @router.post(

@@ -77,3 +77,27 @@ def test_429_with_ratelimit_headers(tmp_path: Path) -> None:
         assert r.headers["ratelimit-remaining"] == "0"
         assert int(r.headers["retry-after"]) == int(r.headers["ratelimit-reset"]) > 0
         assert c.get("/healthz").status_code == 200  # probes are not rate limited
+
+
+def test_every_authenticated_response_carries_the_headers(tmp_path: Path) -> None:
+    """docs/api.md "Limits" (2026-12-05, found by probing: a route returning its own response, and a
+    problem raised after the admission, went without them while still counted)."""
+    from tests import factories
+    from tests.service.conftest import SPEC, submit
+
+    with TestClient(create_app(make_settings(tmp_path, rate_limit_requests=50))) as c:
+        job = submit(c, factories.mlp_onnx(), SPEC)
+        answers = [
+            job,  # 202 with Location
+            c.get(f"/v1/jobs/{job.json()['id']}/report"),  # 409 while queued
+            c.get(f"/v1/jobs/{job.json()['id']}/artifacts/model.onnx"),  # 404: no such artifact yet
+            c.post(f"/v1/jobs/{job.json()['id']}/cancel"),  # 200, the job's own response
+            c.delete(f"/v1/jobs/{job.json()['id']}"),  # 204
+            c.get("/v1/jobs/job_0123456789abcdef0123456789abcdef"),  # 404 problem
+            submit(c, factories.mlp_onnx(), {"quantize": {"bits": "4"}}),  # 422 problem
+        ]
+    remaining = []
+    for r in answers:
+        assert r.headers.get("ratelimit-limit") == "50", (r.status_code, r.request.url, dict(r.headers))
+        remaining.append(int(r.headers["ratelimit-remaining"]))
+    assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == len(remaining)
