@@ -13,7 +13,7 @@ from fastapi import Response
 
 from netshrink.service.errors import PROBLEM_MEDIA_TYPE, not_found
 from netshrink.service.schemas import Problem, job_url, to_public
-from netshrink.workers.jobs import Job, JobNotFoundError, JobStore
+from netshrink.workers.jobs import Job, JobNotFoundError, JobStore, utcnow
 
 PROBLEM_RESPONSE = {
     "model": Problem,
@@ -42,10 +42,17 @@ def owned_job(store: JobStore, job_id: str, owner: str, *, report: bool = False)
 
 
 def checked_owner(job: Job | None, owner: str) -> Job:
-    """``job`` when it exists and ``owner`` owns it, else 404 (the same answer for both)."""
-    if job is None or job.owner != owner:
+    """``job`` when it exists, ``owner`` owns it and it has not expired, else 404 (the same answer
+    for each). An expired job is gone at its ``expires_at``, whenever the retention cleanup next runs
+    (``RETENTION_INTERVAL_S``) to delete its record and files; until 2026-12-05 it was served
+    until then (found by probing)."""
+    if job is None or job.owner != owner or expired(job):
         raise not_found()
     return job
+
+
+def expired(job: Job) -> bool:
+    return job.expires_at is not None and job.expires_at <= utcnow()
 
 
 def job_response(
@@ -63,4 +70,12 @@ def etag(body: str) -> str:
     return f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
 
 
-__all__ = ["ERROR_RESPONSES", "PROBLEM_RESPONSE", "checked_owner", "etag", "job_response", "owned_job"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "PROBLEM_RESPONSE",
+    "checked_owner",
+    "etag",
+    "expired",
+    "job_response",
+    "owned_job",
+]

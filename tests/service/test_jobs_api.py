@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -283,4 +285,19 @@ def test_spec_that_cannot_apply_to_the_model_is_refused_at_submit(
         assert r.status_code == 202, r.text  # this embedded server can run it
     else:
         assert_problem(r, 422, "invalid-spec")
+        assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_job_is_gone_at_its_expires_at(tmp_path: Path, onnx_model: bytes) -> None:
+    """Until the retention cleanup runs (hourly by default) an expired job was still served, files
+    and all (2026-12-05, found by probing: 35 s past its expires_at); now it is 404 from then on."""
+    with TestClient(create_app(make_settings(tmp_path, artifact_retention_s=1))) as client:
+        job_id = submit(client, onnx_model, SPEC).json()["id"]
+        done = finish_job(client, job_id, {"model.onnx": b"onnx"})
+        assert done.expires_at is not None
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx").status_code == 200
+        time.sleep(max(0.0, (done.expires_at - datetime.now(UTC)).total_seconds()) + 0.05)
+        assert_problem(client.get(f"/v1/jobs/{job_id}"), 404, "not-found")
+        assert_problem(client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx"), 404)
         assert client.get("/v1/jobs").json()["items"] == []
