@@ -351,4 +351,4 @@ class WebhookEvent(BaseModel):
 
     type: EventName
     timestamp: datetime
-    data: dict[str, Any] = Field(description="The job at the time of the event (JobPublic fields).")
+    data: JobPublic = Field(description="The job at the time of the event, as GET /v1/jobs/{id} shows it.")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from netshrink.workers.jobs import INTERNAL_FIELDS, Job, utcnow
+from netshrink.workers.jobs import INTERNAL_FIELDS, Job, JobStatus, utcnow
 from netshrink.workers.ssrf import Target, WebhookTargetError, check_target, resolve_target
 
 USER_AGENT = "netshrink-webhooks/1"
@@ -40,11 +40,22 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+PUBLIC_FIELDS = frozenset(
+    {"id", "kind", "status", "created_at", "started_at", "finished_at", "attempts", "progress", "spec"}
+    | {"input", "error", "artifacts", "expires_at"}
+)  # JobPublic's, less its URLs (added below); tests/service/test_webhook_payload.py holds them equal
+
+
 def build_event(event_type: str, job: Job) -> dict[str, Any]:
-    """The event body: ``{type, timestamp, data}`` (Standard Webhooks payload structure)."""
-    data = job.model_dump(
-        mode="json", exclude={"report", "idempotency_key", "spec", "callback", *INTERNAL_FIELDS}
-    )
+    """The event body: ``{type, timestamp, data}`` (Standard Webhooks payload structure); ``data`` is
+    the job as ``GET /v1/jobs/{id}`` shows it (JobPublic, URLs included), never the owner's key id
+    or other internal fields (until 2026-12-05 it lacked ``spec`` and the URLs and carried ``owner``,
+    ``cancel_requested``, ``has_calibration``, ``has_architecture``: found by probing)."""
+    data = job.model_dump(mode="json", include=set(PUBLIC_FIELDS - INTERNAL_FIELDS))
+    base = f"/v1/jobs/{job.id}"
+    for artifact in data["artifacts"]:
+        artifact["url"] = f"{base}/artifacts/{artifact['name']}"
+    data["report_url"] = f"{base}/report" if job.status is JobStatus.SUCCEEDED else None
     return {"type": event_type, "timestamp": utcnow().isoformat(), "data": data}
 
 
