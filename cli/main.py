@@ -93,7 +93,16 @@ def _exit_now(code: int) -> NoReturn:  # pragma: no cover (a subprocess test run
     os._exit(code)
 
 
-EXIT_BAD_INPUT, EXIT_FAILED = 2, 4
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNREACHABLE = 2, 4, 5
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The Redis job store did not answer (found by probing, 2026-12-05)."""
+    import redis
+
+    from netshrink.workers.jobs import StoreUnavailableError
+
+    return isinstance(exc, StoreUnavailableError | redis.ConnectionError | redis.TimeoutError)
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -107,6 +116,11 @@ def _unexpected(command: str, exc: Exception) -> int:
 
     if isinstance(exc, CompressionError):
         return _fail(command, f"{exc.title}: {exc.detail}", EXIT_BAD_INPUT)
+    if _unreachable(exc):  # e.g. `keys create` with Redis down (it was "internal error", exit 4)
+        first = (str(exc).splitlines() or [""])[0][:200]
+        return _fail(
+            command, f"the job store is unreachable ({first}); check NETSHRINK_REDIS_URL", EXIT_UNREACHABLE
+        )
     if isinstance(exc, OSError):
         return _fail(command, str(exc), EXIT_BAD_INPUT)
     first = (str(exc).splitlines() or [""])[0][:200]

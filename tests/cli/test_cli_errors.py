@@ -174,3 +174,17 @@ def test_compress_without_out_says_where_it_wrote(
     assert "warning: nothing to compress" in err  # an empty spec says so
     report = json.loads((tmp_path / "netshrink-out" / "report.json").read_text())
     assert report["summary"]["warnings"] and "nothing to compress" in report["summary"]["warnings"][0]
+
+
+def test_an_unreachable_job_store_is_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
+    """`netshrink keys create` with Redis down said "internal error" and exited 4, the code of a
+    failed job (2026-12-05, found by probing); 5 is the documented "unreachable"."""
+    import redis
+
+    from netshrink.cli.main import _unexpected
+    from netshrink.workers.jobs import StoreUnavailableError
+
+    for exc in (StoreUnavailableError("Redis job store unreachable"), redis.ConnectionError("refused")):
+        assert _unexpected("keys", exc) == 5
+        assert "the job store is unreachable" in capsys.readouterr().err
+    assert _unexpected("keys", RuntimeError("a bug")) == 4
