@@ -16,6 +16,7 @@ import builtins
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -89,12 +90,29 @@ class SQLiteJobStore(TransitionMethods):
         self.idempotency_ttl_s = idempotency_ttl_s
         self._local = threading.local()
         self._writer, self._writer_pid = threading.Lock(), os.getpid()
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self._create()
         with self._tx() as conn:  # a database from before the report column: add it (once)
             if "report" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}:
                 conn.execute("ALTER TABLE jobs ADD COLUMN report TEXT")
+
+    def _create(self, deadline_s: float = 30.0) -> None:
+        """WAL mode and the schema. Several processes opening a new database at once (``serve
+        --workers N``) race for the exclusive lock that turning WAL on takes, and SQLite answers the
+        loser "database is locked" at once, without its busy handler (found on a CI run,
+        2026-12-05: one API process of two failed to start; ``tests/workers/test_store_sqlite_open.py``
+        reproduced it in 6 of 40 rounds of 6 processes). So: retry within ``deadline_s``."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                with self._connect() as conn:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
