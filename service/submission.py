@@ -159,7 +159,8 @@ def _cuda_available() -> bool:
 
 
 # ---- request parsing (used by POST /v1/jobs) -------------------------------------------------------
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+# RFC 7240 §4.3: wait=delta-seconds, a whole number ending the preference ("wait=1e9" is no wait)
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)\s*(?:[,;]|$)", re.IGNORECASE)
 
 
 MAX_JSON_DEPTH = 32  # the deepest real spec/architecture nests 5 levels

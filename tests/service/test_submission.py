@@ -118,3 +118,16 @@ def test_integral_json_numbers_are_integers(client: TestClient, onnx_model: byte
     r = submit(client, onnx_model, '{"quantize": {"bits": 4.0}, "seed": 3.0, "prune": {"keep": 1}}')
     assert r.status_code == 202, r.text
     assert r.json()["spec"]["quantize"]["bits"] == 4 and r.json()["spec"]["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [("wait=5", 5.0), ("respond-async, wait=10", 10.0), ("wait = 3 ,x", 3.0), ("wait=99", 30.0)]
+    + [("wait=1e9", None), ("wait=2.5", None), ("wait=7x", None)],
+)
+def test_prefer_wait_is_delta_seconds(header: str, wait: float | None) -> None:
+    """RFC 7240 §4.3: ``wait`` is delta-seconds; anything else is ignored (``wait=1e9`` was read
+    as 1 s and echoed as ``Preference-Applied: wait=1``, found by probing 2026-12-05)."""
+    from netshrink.service.submission import prefer_wait_s
+
+    assert prefer_wait_s(header, 30.0) == wait
