@@ -100,6 +100,13 @@ def serve(
                 log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
                 return 1
         else:
+            from netshrink.cli.serve_workers import check_port_free
+
+            try:  # before the app loads: a taken port exited 3 after start-up (found by probing)
+                check_port_free(settings.host, settings.port)
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+                return 1
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
     finally:
         signal.signal(signal.SIGTERM, previous)

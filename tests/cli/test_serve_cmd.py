@@ -128,12 +128,14 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(
 
 
 @pytest.mark.redis
-def test_workers_on_a_taken_port_exit_1_without_starting_processes(redis_prefix: str) -> None:
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_a_taken_port_exits_1_without_starting_the_app(redis_prefix: str, workers: str) -> None:
+    """One process too (2026-12-05, found by probing: it loaded the app, then exited 3)."""
     with socket.socket() as taken:  # a plain socket, outside any SO_REUSEPORT group
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        args = ["--redis-url", REDIS_URL, "--workers", "2", "--port", str(port)]
+        args = ["--redis-url", REDIS_URL, "--workers", workers, "--port", str(port)]
         assert main(args) == 1
 
 
