@@ -44,7 +44,9 @@ def synthetic_rows() -> list[dict[str, Any]]:
     rows = []
     for i, alpha in enumerate(ALPHAS):
         W = sample_sas(alpha, SYNTH_SHAPE, rng=np.random.default_rng(SEED + i))  # (out, in)
-        rows.append({"source": f"SαS α={alpha}", "alpha_true": alpha, **diagnose_tensor(f"sas{alpha}", W)})
+        rows.append(
+            {"source": f"SαS α={alpha}", "alpha_true": alpha, **diagnose_tensor(f"sas{alpha}", W, full=True)}
+        )
     return rows
 
 
@@ -91,7 +93,7 @@ def mlp_rows() -> list[dict[str, Any]]:
             linears = [m for m in model if isinstance(m, nn.Linear)]
             for j, lin in enumerate(linears, start=1):
                 W = lin.weight.detach().double().numpy()  # (out, in), as uploaded
-                entry = diagnose_tensor(f"fc{j}", W)
+                entry = diagnose_tensor(f"fc{j}", W, full=True)
                 rows.append({"source": f"MLP w={width} {state}", "test_accuracy": acc, **entry})
         print(f"MLP w={width}: trained in {seconds:.1f} s")
     return rows

@@ -339,6 +339,12 @@ def _prediction_reason(net: Network, nd: NetworkDraw) -> str:
         return "generic graph: the linearization needs autograd through the torch executor"
     if not nd.layers:
         return "nothing was compressed"
+    compensated = [name for name, d in nd.layers.items() if d.compensated]
+    if compensated:  # said "deterministic methods ..." for the default spec until 2026-12-05
+        return (
+            f"compensated layers ({', '.join(compensated)}: refit on the fit split) are deterministic "
+            "given their draw, so the linearization of the random draw does not describe them"
+        )
     return "deterministic methods (magnitude, obd, rtn) have no variance to linearize"
 
 

@@ -101,3 +101,17 @@ def test_figures_without_a_held_out_split_say_so(
     validate_report(report)
     assert (report["summary"]["evaluation"]["split"] == "none") is warned
     assert any("no held-out split" in w for w in report["summary"]["warnings"]) is warned
+
+
+def test_the_prediction_of_a_compensated_draw_says_why_it_is_absent(mlp_net: Network) -> None:
+    """The default spec refits every layer (compensate: held_back), which has no prediction; the
+    report said "deterministic methods (magnitude, obd, rtn) have no variance", naming methods the
+    spec never used (2026-12-05; bench.tightness crashed on the null prediction)."""
+    rng = np.random.default_rng(0)
+    cal = Calibration(rng.standard_normal((200, 16)).astype(np.float32), None, sha256="test")
+    report = compress(
+        mlp_net, CompressSpec.from_dict({"quantize": {"bits": 4}, "seed": 0}), calibration=cal
+    ).report
+    assert report["summary"]["prediction"] is None and report["summary"]["compensated_layers"]
+    (entry,) = [e for e in report["not_covered"] if e["tier"] == "prediction"]
+    assert "compensated layers" in entry["reason"] and "magnitude" not in entry["reason"]
