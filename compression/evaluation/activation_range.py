@@ -34,10 +34,10 @@ from netshrink.compression.errors import (
     InvalidWeightsError,
 )
 from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.evaluation.input_dtype import FLOAT16_MAX
 from netshrink.compression.graph.network import Network
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 CHUNK_BYTES = 64 << 20  # the captured activations of one chunk of samples, at most (one sample at least)
 
 
