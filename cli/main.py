@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command if command in SUBCOMMANDS else None, load_all=False)
     args = parser.parse_args(argv)
     args._own_process = own_process  # local_run times the process's startup as a stage
-    from netshrink.cli.preflight import InputFileError, check_inputs
+    from netshrink.cli.preflight import InputFileError, check_inputs, remove_spools
 
     try:
         check_inputs(args)  # local files first: no network call, no model load before this passes
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("NETSHRINK_DEBUG"):
             raise
         return _unexpected(args.command, exc)
+    finally:
+        remove_spools()  # the copies of piped inputs
     if own_process and args.command in ONE_SHOT:
         _exit_now(code)  # pragma: no cover (a subprocess test runs it)
     return code

@@ -6,13 +6,20 @@ A missing, unreadable or malformed file is exit 2 with one line, even when the s
 The JSON arguments (``--spec``, ``--architecture``: a file, or inline ``{...}``) are read and parsed
 here ONCE, and the commands take the value from ``json_arg`` instead of opening the file again: a pipe
 (``--spec <(...)``, ``--spec /dev/stdin``) can be read only once, and is empty the second time.
+A binary argument (the model, ``--calibration``, ``--train``, ``--validation``) that is a pipe or a
+device is copied once to a private temporary file, which the command then reads as often as it needs
+(the loader sniffs, sizes and parses a file; before 2026-12-05 a piped model lost its first 16 bytes
+to the sniff here).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,8 @@ FILE_ARGS = {
 }
 JSON_ARGS = frozenset({"architecture", "spec"})
 _PARSED = "_json_args"  # the Namespace attribute holding {dest: parsed JSON}
+_SPOOL_CHUNK = 1 << 20
+_SPOOLS: list[Path] = []  # the temporary directories ``spool`` made in this process
 
 
 class InputFileError(ValueError):
@@ -65,6 +74,32 @@ def check_file(flag: str, value: str | Path, *, json_file: bool = False) -> Any:
         ) from None
 
 
+def spool(flag: str, value: str | Path) -> Path:
+    """``value`` itself when it is a regular file (or missing: ``check_file`` says so); a pipe or a
+    device (``<(...)``, ``/dev/stdin``) copied, once, to a file in a private temporary directory that
+    is removed when the command exits. Keeps the name, so a message still shows it."""
+    path = Path(value)
+    if not path.exists() or path.is_file() or path.is_dir():
+        return path
+    spool_dir = Path(tempfile.mkdtemp(prefix="netshrink-spool-"))
+    if not _SPOOLS:
+        atexit.register(remove_spools)  # main() removes them sooner: a one-shot command skips atexit
+    _SPOOLS.append(spool_dir)
+    copy_path = spool_dir / (path.name or "stdin")
+    try:
+        with open(path, "rb") as src, open(copy_path, "wb") as dst:
+            shutil.copyfileobj(src, dst, _SPOOL_CHUNK)
+    except OSError as exc:
+        raise InputFileError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
+    return copy_path
+
+
+def remove_spools() -> None:
+    """Delete every copy ``spool`` made in this process (idempotent)."""
+    while _SPOOLS:
+        shutil.rmtree(_SPOOLS.pop(), ignore_errors=True)
+
+
 def _read(dest: str, value: str | Path) -> Any:
     """One argument: inline JSON parsed, a file checked (and parsed, for a JSON argument)."""
     flag = FILE_ARGS[dest]
@@ -84,6 +119,9 @@ def check_inputs(args: argparse.Namespace) -> None:
     for dest in FILE_ARGS:
         value = getattr(args, dest, None)
         if value is not None:
+            if dest not in JSON_ARGS:  # a piped model or data file becomes a file the command re-reads
+                value = spool(FILE_ARGS[dest], value)
+                setattr(args, dest, value if isinstance(getattr(args, dest), Path) else str(value))
             data = _read(dest, value)
             if dest in JSON_ARGS:
                 parsed[dest] = data
@@ -105,4 +143,4 @@ def json_arg(args: argparse.Namespace, dest: str) -> Any:
     return copy.deepcopy(parsed[dest])
 
 
-__all__ = ["FILE_ARGS", "InputFileError", "check_file", "check_inputs", "json_arg"]
+__all__ = ["FILE_ARGS", "InputFileError", "check_file", "check_inputs", "json_arg", "remove_spools", "spool"]
