@@ -9,6 +9,8 @@
 - Starlette's ``HTTPException`` (unknown route 404, 405 with ``Allow``) keeps its status and headers.
 - The job store or Redis unreachable (``StoreUnavailableError``, ``redis.ConnectionError``/
   ``TimeoutError``) is a 503 with ``Retry-After``: an outage, not a bug; clients retry.
+- The server's disk full (``OSError`` ENOSPC/EDQUOT while an upload is written) is a 507 with
+  ``Retry-After``: the server's fault, not the request's, and nothing stored before is touched.
 - Anything else is a 500 with a fixed detail: a stack trace never reaches the client.
 
 Ref: docs/api.md "Errors"; RFC 9457 §3; docs/development.md "Settings and errors".
@@ -16,6 +18,7 @@ Ref: docs/api.md "Errors"; RFC 9457 §3; docs/development.md "Settings and error
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -191,6 +194,24 @@ async def _on_outage(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+async def _on_os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk or quota is 507; any other ``OSError`` is a bug or a misconfiguration (500)."""
+    if not (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS):
+        return await _on_unexpected(request, exc)
+    log.error("%s %s: no space left for the upload: %s", request.method, request.url.path, exc)
+    problem = Problem(
+        type=PROBLEM_BASE + "insufficient-storage",
+        title="Insufficient storage",
+        status=507,
+        detail="The server has no room to store this upload; retry later.",
+        instance=request.url.path,
+    )
+    return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -211,6 +232,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     for outage in OUTAGE_ERRORS:
         app.add_exception_handler(outage, _on_outage)
+    app.add_exception_handler(OSError, _on_os_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

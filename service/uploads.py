@@ -261,7 +261,9 @@ async def receive_upload(
 
     Raises ``ApiError``: 400 malformed (python_multipart's errors, its constructor's included, and a
     body that ends before its closing boundary), 413 over a limit, 415 unknown container, 422 unknown
-    or missing field. The caller owns ``dest_dir`` (and removes it when the submission is refused).
+    or missing field. An ``OSError`` writing ``dest_dir`` (a full disk) is raised as is: it is not the
+    request's fault (until 2026-12-05 it was a 400 "malformed multipart body"). The caller owns
+    ``dest_dir`` (and removes it when the submission is refused).
     """
     mime, params = parse_options_header(content_type)
     if mime != b"multipart/form-data" or not params.get(b"boundary"):
@@ -282,7 +284,7 @@ async def receive_upload(
             if f.format in ("pt", "npz"):
                 if zipfile.is_zipfile(f.path):
                     check_zip_size(f.path, limits.unzipped_bytes)
-    except ApiError:
+    except (ApiError, OSError):  # an OSError is the server's disk, not the body: 507/500 (service/errors.py)
         collector.close()
         out.cleanup()
         raise

@@ -121,10 +121,16 @@ def connections_to_each(port: int, serving: list[int]) -> dict[int, http.client.
 
 @contextmanager
 def embedded_serve(
-    data_dir: Path, *, up_within_s: float = 90, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    data_dir: Path,
+    *,
+    up_within_s: float = 90,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    wrap: Sequence[str] = (),
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Yield (base URL, process) once ``/healthz`` answers 200; SIGTERM and wait on the way out.
-    ``args`` and ``env`` add flags and ``NETSHRINK_*`` settings (e.g. Redis mode).
+    ``args`` and ``env`` add flags and ``NETSHRINK_*`` settings (e.g. Redis mode); ``wrap`` is a
+    command that ``exec``s the server (its arguments follow), e.g. ``unshare`` for a private mount.
 
     The caller may assert on ``proc.wait`` itself (after the block, ``proc.returncode`` is set)."""
     port = free_port()
@@ -132,7 +138,7 @@ def embedded_serve(
     env["PYTHONPATH"] = str(ROOT)
     argv = ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning", *args]
     code = f"import sys; from netshrink.cli.serve_cmd import main; sys.exit(main({argv!r}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    proc = subprocess.Popen([*wrap, sys.executable, "-c", code], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + up_within_s

@@ -107,6 +107,11 @@ _REDIS_ADMISSION = anyio.CapacityLimiter(2)  # per API process
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
             **PROBLEM_RESPONSE,
         },
+        507: {
+            "description": "The server's disk is full; nothing was stored, retry later",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            **PROBLEM_RESPONSE,
+        },
     },
 )
 async def submit_job(
