@@ -1,7 +1,9 @@
 """Downloads: ``GET /v1/jobs/{id}/artifacts/{name}`` and ``GET /v1/jobs/{id}/report``.
 
 Artifacts carry ``ETag`` (the quoted sha256), an RFC 9530 ``Content-Digest``, ``Content-Length`` and
-``Content-Disposition``; ``If-None-Match`` answers 304. Ref: docs/api.md "GET /v1/jobs/{id}/artifacts".
+``Content-Disposition``; ``If-None-Match`` answers 304. ``HEAD`` answers the same headers without the
+body (a size or digest check before a download; 405 until 2026-12-05), and ``Range`` is served by
+Starlette's ``FileResponse`` (206). Ref: docs/api.md "GET /v1/jobs/{id}/artifacts".
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def content_digest(sha256_hex: str) -> str:
     return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
 
 
+_ARTIFACT_HEADERS = {
+    h: {"schema": {"type": "string"}}
+    for h in ("ETag", "Content-Digest", "Content-Disposition", "Content-Length")
+}
+
+
 @router.get(
     "/{job_id}/artifacts/{name}",
     summary="Download an artifact",
@@ -40,9 +48,7 @@ def content_digest(sha256_hex: str) -> str:
             "content": {
                 media: {"schema": {"type": "string", "format": "binary"}} for media in ARTIFACT_MEDIA_TYPES
             },
-            "headers": {
-                h: {"schema": {"type": "string"}} for h in ("ETag", "Content-Digest", "Content-Disposition")
-            },
+            "headers": _ARTIFACT_HEADERS,
         },
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
         **ERROR_RESPONSES,
@@ -81,6 +87,27 @@ def download_artifact(
         headers=headers,
         content_disposition_type="attachment",
     )
+
+
+@router.head(
+    "/{job_id}/artifacts/{name}",
+    summary="An artifact's headers (size, digest, ETag) without its body",
+    responses={
+        200: {"description": "The headers a GET would send", "headers": _ARTIFACT_HEADERS},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        **ERROR_RESPONSES,
+    },
+)
+def head_artifact(
+    job_id: str,
+    name: str,
+    principal: PrincipalDep,
+    store: StoreDep,
+    artifacts: ArtifactsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The GET's response; the server sends its headers only (Starlette answers HEAD so)."""
+    return download_artifact(job_id, name, principal, store, artifacts, if_none_match)
 
 
 @router.get(

@@ -197,6 +197,24 @@ def test_artifact_download_headers_and_conditional_get(client: TestClient, submi
     assert_problem(client.get(f"/v1/jobs/{job['id']}/artifacts/model.pt"), 404)
 
 
+def test_artifact_head_sends_the_get_headers_without_the_body(client: TestClient, submitted: Any) -> None:
+    """HEAD answered 405 until 2026-12-05; a client checks size and digest before a large download."""
+    job = submitted()
+    payload = b"onnx-bytes-" * 100
+    finish_job(client, job["id"], {"model.onnx": payload, "report.json": b"{}"})
+    url = f"/v1/jobs/{job['id']}/artifacts/model.onnx"
+    got, head = client.get(url), client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("etag", "content-digest", "content-length", "content-type", "content-disposition"):
+        assert head.headers[name] == got.headers[name], name
+    assert head.headers["content-length"] == str(len(payload))
+    assert client.head(url, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+    missing = client.head(f"/v1/jobs/{job['id']}/artifacts/model.pt")
+    assert missing.status_code == 404 and missing.content == b""
+    part = client.get(url, headers={"Range": "bytes=0-9"})  # a resumed download (Starlette's FileResponse)
+    assert part.status_code == 206 and part.content == payload[:10]
+
+
 def test_report_is_409_until_finished(client: TestClient, submitted: Any) -> None:
     job = submitted()
     r = client.get(f"/v1/jobs/{job['id']}/report")
