@@ -352,6 +352,10 @@ class JobStore(Protocol):
         """Workers seen within ``max_age_s`` seconds."""
         ...
 
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's liveness record (it stopped cleanly); no error when there is none."""
+        ...
+
     def ping(self) -> bool:
         """True when the backing store answers (for /readyz)."""
         ...

@@ -114,8 +114,20 @@ class Housekeeper(threading.Thread):
             self._stop_event.wait(tick)
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread, then remove this worker's heartbeat record: ``GET /v1/workers`` stops
+        counting a cleanly stopped worker at once, not ``heartbeat_ttl_s`` later (until 2026-12-05
+        a SIGTERMed worker stayed "alive" for up to 60 s). A killed worker's record still just ages
+        out. Best effort: with the store down the record ages out too."""
         self._stop_event.set()
+        if self.ident is None:  # never started: no record was written
+            return
         self.join(timeout_s)
+        if self.is_alive():  # stuck in a store call: it may still write a heartbeat after a delete
+            return
+        try:
+            self.store.forget_worker(self.record.worker_id)
+        except Exception:
+            log.warning("could not remove the heartbeat of %s; it ages out", self.record.worker_id)
 
 
 __all__ = ["Housekeeper", "cleanup_expired"]

@@ -354,6 +354,10 @@ class RedisJobStore(TransitionMethods):
         self.r.hset(self._k("workers"), record.worker_id, record.model_dump_json())
 
     @_retried
+    def forget_worker(self, worker_id: str) -> None:
+        self.r.hdel(self._k("workers"), worker_id)
+
+    @_retried
     def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
         now = utcnow()
         cutoff, stale = now - timedelta(seconds=max_age_s), now - timedelta(days=1)

@@ -350,6 +350,10 @@ class SQLiteJobStore(TransitionMethods):
             stale = to_us(utcnow() - timedelta(days=1))
             conn.execute("DELETE FROM workers WHERE last_seen_us < ?", (stale,))
 
+    def forget_worker(self, worker_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
     def list_workers(self, max_age_s: float = 60.0) -> builtins.list[WorkerHeartbeat]:
         cutoff = to_us(utcnow() - timedelta(seconds=max_age_s))
         with self._connect() as conn:

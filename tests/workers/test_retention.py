@@ -68,3 +68,28 @@ def test_housekeeper_heartbeats_and_cleans(
     finally:
         keeper.stop()
     assert not keeper.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_stopped_housekeeper_removes_its_heartbeat(
+    kind: str, request: pytest.FixtureRequest, artifacts: ArtifactStore, settings: WorkerSettings
+) -> None:
+    """A cleanly stopped worker leaves ``GET /v1/workers`` at once (it counted as alive for up to
+    ``heartbeat_ttl_s`` = 60 s until 2026-12-05); another worker's record stays."""
+    store = request.getfixturevalue(f"{kind}_store")
+    keepers = [
+        Housekeeper(store, artifacts, settings, queues=["cpu"], heartbeat_interval_s=0.05) for _ in "ab"
+    ]
+    for keeper in keepers:
+        keeper.start()
+    deadline = time.monotonic() + 10
+    while len(store.list_workers()) < 2:
+        assert time.monotonic() < deadline, "no heartbeats"
+        time.sleep(0.02)
+    keepers[0].stop()
+    try:
+        assert [hb.worker_id for hb in store.list_workers()] == [keepers[1].record.worker_id]
+    finally:
+        keepers[1].stop()
+    assert store.list_workers() == []
+    Housekeeper(store, artifacts, settings, queues=["cpu"]).stop()  # never started: nothing to remove

@@ -48,6 +48,9 @@ def test_worker_process_runs_a_job_heartbeats_and_stops_warm(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+    try:  # a warm shutdown removes the heartbeat: no "alive" worker for the next 60 s
+        assert store.list_workers(max_age_s=60) == []
+    finally:
         store.close()
 
 
