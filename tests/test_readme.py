@@ -9,6 +9,8 @@ download (it must not fail because the file exists), compress it locally, use th
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import signal
@@ -18,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -25,6 +28,7 @@ import onnxruntime as ort
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- tested: (\S+) -->\n```(bash|python)\n(.*?)```", re.S)
 
 
@@ -92,6 +96,53 @@ def _check_model(path: Path) -> None:
     assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[0] == 3
 
 
+QUICKSTART_CLAIMS = (  # what the README's paragraph after the quick start says, as regexes
+    ("ratio", r"gives a ([\d.]+)× smaller file"),
+    ("relative error %", r"([\d.]+) % relative output error"),
+    ("top-1 agreement %", r"([\d.]+) % top-1 agreement"),
+    ("accuracy", r"accuracy ([\d.]+ → [\d.]+)"),
+    ("compensated layers", r"with the (\w+)\s+layers compensated"),
+    ("squared error / B_W", r"squared error is ([\d.]+·10⁻[⁰¹²³⁴⁵⁶⁷⁸⁹]+) of B_W"),
+    ("relative W bound", r"relative bound\s+([\d.]+)\)"),
+    ("uncompensated error %", r"has ([\d.]+) % relative error"),
+    ("uncompensated tier-E bound", r"tier-E bound of ([\d.]+) relative"),
+)
+_WORDS = {2: "two", 3: "three", 4: "four"}
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def quickstart_claims() -> dict[str, str]:
+    """The figures the README's quick-start paragraph ("On our machine this gives ...") states."""
+    text = README.read_text(encoding="utf-8")
+    para = text[text.index("On our machine this gives") :].split("\n\n")[0]
+    claims = {}
+    for name, pattern in QUICKSTART_CLAIMS:
+        found = re.search(pattern, para)
+        assert found is not None, f"the quick-start paragraph no longer states the {name}"
+        claims[name] = found.group(1)
+    return claims
+
+
+def quickstart_figures(report: dict[str, Any]) -> dict[str, str]:
+    """The same figures from the quick-start's report.json, rounded as the paragraph writes them."""
+    s = report["summary"]
+    comp, cls = s["compensation"], s["classification"]
+    fraction = s["bounds"]["W"]["measured_over_bound"]
+    exponent = math.floor(math.log10(fraction))
+    mantissa = f"{fraction / 10**exponent:.1f}".removesuffix(".0")
+    return {
+        "ratio": f"{s['bytes']['ratio']:.1f}",
+        "relative error %": f"{100 * s['error']['relative_l2']:.1f}",
+        "top-1 agreement %": f"{100 * cls['top1_agreement']:.0f}",
+        "accuracy": f"{cls['accuracy_before']:.3f} → {cls['accuracy_after']:.3f}",
+        "compensated layers": _WORDS.get(len(comp["layers"]), str(len(comp["layers"]))),
+        "squared error / B_W": f"{mantissa}·10⁻{str(-exponent).translate(_SUPERSCRIPT)}",
+        "relative W bound": f"{s['bounds']['W']['relative']:.1f}",
+        "uncompensated error %": f"{100 * comp['uncompensated_same_draw']['relative_l2']:.1f}",
+        "uncompensated tier-E bound": f"{comp['uncompensated_same_draw']['bounds']['E']['relative']:.2f}",
+    }
+
+
 @pytest.mark.slow
 def test_readme_snippets_run_as_written(workdir: Path, env: dict[str, str]) -> None:
     run("quickstart-model", workdir, env)
@@ -108,6 +159,8 @@ def test_readme_snippets_run_as_written(workdir: Path, env: dict[str, str]) -> N
     # compensated by default (README): the summary says tier W bounds the file, and that it holds
     assert "within the tier-W bound" in cli.stdout and "compensated layers (tier W only)" in cli.stdout
     _check_model(workdir / "out" / "model.onnx")
+    report = json.loads((workdir / "out" / "report.json").read_text())
+    assert quickstart_claims() == quickstart_figures(report)  # the README's figures are this run's
 
     sdk = run("sdk", workdir, env)
     assert "succeeded" in sdk.stdout and (workdir / "shrunk" / "model.onnx").is_file()
