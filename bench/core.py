@@ -25,6 +25,7 @@ dense torch forward pass of the test batch (median of 20), all measured in the s
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import tempfile
@@ -276,6 +277,9 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Takes no options. Writes bench/results/core.{md,json}."
+    ).parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     results = []

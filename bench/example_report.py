@@ -10,6 +10,7 @@ and finally screenshots ``report.html`` in headless Chromium.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def build_inputs(out: Path) -> list[str]:
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=(
+            "Takes no options. Writes docs/example/ (model.pt, architecture.json, calibration.npz, "
+            "compressed/, report.png; the screenshot needs chromium)."
+        ),
+    ).parse_args()
     torch.set_num_threads(1)
     argv = build_inputs(OUT)
     print("netshrink " + " ".join(argv))

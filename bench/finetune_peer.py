@@ -10,8 +10,8 @@ seconds as JSON.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -50,4 +50,10 @@ def main(d: Path, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "dir", type=Path, metavar="DIR", help="holds mlp.pt and train.npz (bench.finetune_speed writes them)"
+    )
+    ap.add_argument("threads", type=int, metavar="THREADS", help="torch threads (torch.set_num_threads)")
+    args = ap.parse_args()
+    main(args.dir, args.threads)

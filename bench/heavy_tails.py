@@ -12,6 +12,7 @@ Ref: docs/method.md §4; [P2] Barsbey et al. (NeurIPS 2021); [P3] Wan et al. (IC
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -169,6 +170,10 @@ def plot(synth: list[dict[str, Any]], mlps: list[dict[str, Any]], path_stem: Pat
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Takes no options. Writes bench/results/heavy_tails.{md,json,svg,png}.",
+    ).parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     synth = synthetic_rows()

@@ -17,6 +17,7 @@ import time
 
 T_START = time.process_time()
 
+import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
@@ -53,12 +54,23 @@ def _render_timed(report: dict[str, Any]) -> str:
     return out
 
 
+def parse_args(argv: list[str]) -> tuple[str, str | None, list[str]]:
+    """(OUT, the --profile path or None, netshrink's command line) as before argparse: OUT first, then
+    ``--profile P`` only right after it; all that follows (less one leading ``--``) is netshrink's."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s [-h] OUT.json [--profile OUT.prof] -- compress MODEL --calibration CAL ...",
+        epilog="Everything after OUT.json (and --profile OUT.prof) is netshrink's command line, run here.",
+    )
+    ap.add_argument("out", metavar="OUT.json", help="where {cpu_seconds, peak_mib_after} is written")
+    ap.add_argument("--profile", metavar="OUT.prof", help="also a cProfile of the command, in CPU seconds")
+    n = 3 if argv[1:2] == ["--profile"] else 1
+    args, rest = ap.parse_args(argv[:n]), argv[n:]
+    return args.out, args.profile, rest[1:] if rest[:1] == ["--"] else rest
+
+
 def main() -> None:
-    out, rest = sys.argv[1], sys.argv[2:]
-    prof_path = None
-    if rest[0] == "--profile":
-        prof_path, rest = rest[1], rest[2:]
-    args = rest[1:] if rest[0] == "--" else rest
+    out, prof_path, args = parse_args(sys.argv[1:])
     pipeline.StageTimer.__call__ = _timed  # type: ignore[method-assign]
     reporting.render_html = _render_timed
     cpu["startup_imports"] = time.process_time() - T_START

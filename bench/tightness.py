@@ -11,6 +11,7 @@ this benchmark crashed on the null until 2026-12-05).
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ OUT = Path(__file__).resolve().parent / "results" / "tightness.md"
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Takes no options. Writes bench/results/tightness.md."
+    ).parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

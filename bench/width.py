@@ -21,6 +21,7 @@ and diagnostics (those cost ~10× more at w = 4096 and are not what this experim
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -321,6 +322,10 @@ def plot(rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], stem: Pat
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Takes no options. Writes bench/results/width.{md,json,svg,png}.",
+    ).parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows, nets = width_experiment()

@@ -12,6 +12,7 @@ e_ℓ / E‖z_ℓ‖² it causes, per width.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -32,6 +33,9 @@ OUT = Path(__file__).resolve().parent / "results" / "width_layers.md"
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Takes no options. Writes bench/results/width_layers.md."
+    ).parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     split = digits_split()
