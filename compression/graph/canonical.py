@@ -9,8 +9,10 @@ those become initializers again (chains too), so that BatchNorm folding sees con
 initializer no node reads any more is dropped. Its ``x.view(x.size(0), -1)`` (a Reshape whose shape
 is computed by Shape/Gather/Unsqueeze/Concat) becomes ``Flatten(axis=1)``, and the dead shape
 arithmetic goes; a Conv or pool with ``auto_pad`` SAME_* gets its explicit pads
-(``explicit_pads``). The rewrite is done on the working graph only; ``Network.original`` keeps the
-upload.
+(``explicit_pads``). A ``Constant`` node holding a dense tensor (a weight, a bias, a Reshape's
+shape) becomes an initializer of the same name (``constant_nodes``), so that a weight some exporters
+keep in one is a layer like any other. The rewrite is done on the working graph only;
+``Network.original`` keeps the upload.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from netshrink.compression.graph.constant_nodes import constant_initializer, is_dense_constant
 from netshrink.compression.graph.explicit_pads import explicit_pads, has_same_padding
 from netshrink.compression.graph.graph_index import GraphIndex, attr
 from netshrink.compression.io.onnx_io import infer_shapes
@@ -40,12 +43,13 @@ def _spatial_axes(node: onnx.NodeProto, g: GraphIndex) -> bool:
 
 
 def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model``: Identity(initializer) nodes become initializers; spatial ``ReduceMean``
-    becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten`` (keepdims=0).
-    ``model`` itself when it has neither op (no copy of its weights: the loader's memory)."""
+    """A copy of ``model``: Constant and Identity(initializer) nodes become initializers; spatial
+    ``ReduceMean`` becomes ``GlobalAveragePool`` (keepdims=1) or ``GlobalAveragePool`` + ``Flatten``
+    (keepdims=0). ``model`` itself when it has none of these (no copy of its weights: the loader's
+    memory)."""
     ops = {n.op_type for n in model.graph.node}
-    same = any(has_same_padding(n) for n in model.graph.node)
-    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops and not same:
+    node_wise = any(has_same_padding(n) or is_dense_constant(n) for n in model.graph.node)
+    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops and not node_wise:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -55,6 +59,11 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
     inits = {t.name: t for t in out.graph.initializer}
     for node in out.graph.node:
+        const = constant_initializer(node) if node.output and node.output[0] not in g.outputs else None
+        if const is not None:  # a weight (or any dense constant) held in a Constant node: an initializer
+            out.graph.initializer.append(const)
+            inits[const.name] = const  # Identity(Constant) resolves below, in the same pass
+            continue
         if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in g.outputs:
             # torch's exporter deduplicates equal parameters as Identity(initializer): a constant.
             copy = onnx.TensorProto()
