@@ -26,7 +26,7 @@ from netshrink.compression.evaluation.ort_eval import (
 )
 from netshrink.compression.export.export_onnx import export_onnx_detailed
 from netshrink.compression.export.export_torch import export_state_dict
-from netshrink.compression.export.storage import storage_summary
+from netshrink.compression.export.storage import storage_summary, upload_summary
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw
 from netshrink.compression.search.measure import Measurement
@@ -64,7 +64,7 @@ def upload_facts(net: Network, X: np.ndarray, *, onnxruntime_check: bool = True)
     """``UploadFacts`` of ``net``'s upload; ``X`` (S, ...) the held-out inputs (the first
     ``LATENCY_BATCH`` time it)."""
     original = net.upload_bytes()
-    summary = storage_summary(original)
+    summary = upload_summary(net, original)  # a state dict's tensors in their uploaded types
     # the upload's first session: a model onnxruntime cannot run is refused here, before any draw
     with refusing_missing_kernels(net.input_dtype):
         latency = latency_ms(original, net.input_name, X[:LATENCY_BATCH]) if onnxruntime_check else None

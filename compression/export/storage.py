@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from netshrink.compression.errors import ModelFormatError
+from netshrink.compression.graph.network import Network
 
 # --------------------------------------------------------------------------------------------- ONNX
 
@@ -86,6 +87,33 @@ def storage_summary(model_bytes: bytes) -> dict[str, Any]:
         "weights": weights,
         "graph": len(model_bytes) - weights,
     }
+
+
+def upload_summary(net: Network, data: bytes | None = None) -> dict[str, Any]:
+    """The report's "bytes before": ``storage_summary`` of the upload (``data``, its bytes when the
+    caller holds them, else ``net.upload_bytes()``), in the types it was uploaded in.
+
+    An ONNX upload is its file. A state dict is the ONNX graph it becomes (``Network.upload``), which
+    holds every float tensor in float32; each tensor is counted at its uploaded type and bytes
+    instead (``Network.uploaded_tensors``, numel · element size), the graph's other bytes as they
+    are. A float16 state dict thus counts as the float16 ONNX upload of the same graph would, not
+    twice its size (until 2026-12-05 it counted as float32, and the ratio was ~2× too high).
+    """
+    summary = storage_summary(net.upload_bytes() if data is None else data)
+    if not net.uploaded_tensors:
+        return summary
+    by_dtype: dict[str, int] = dict(summary["by_dtype"])
+    for t in net.original.graph.initializer:
+        uploaded = net.uploaded_tensors.get(t.name)
+        if uploaded is None:
+            continue
+        held = onnx_dtype_name(t.data_type)
+        by_dtype[held] -= _payload_bytes(t)  # the float32 copy the graph holds
+        by_dtype[uploaded[0]] = by_dtype.get(uploaded[0], 0) + uploaded[1]  # the tensor as uploaded
+    by_dtype = {k: v for k, v in sorted(by_dtype.items()) if v}
+    weights = sum(by_dtype.values())
+    graph = summary["graph"]  # nodes, names, framing: as measured
+    return {"total": graph + weights, "by_dtype": by_dtype, "weights": weights, "graph": graph}
 
 
 # ---------------------------------------------------------------------------------------- state dict

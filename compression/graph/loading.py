@@ -34,6 +34,7 @@ from netshrink.compression.io.architecture_onnx import build_onnx
 from netshrink.compression.io.limits import DEFAULT_MAX_DECOMPRESSED_BYTES
 from netshrink.compression.io.onnx_io import graph_input, parse_onnx, parse_onnx_file
 from netshrink.compression.io.torch_io import (
+    StateDict,
     load_safetensors,
     load_torch_state_dict,
     looks_like_pickle,
@@ -128,7 +129,11 @@ def network_from_state_dict(
     source_format: SourceFormat,
     limits: LoadLimits,
 ) -> Network:
-    """State dict (+ architecture) -> validated architecture -> ONNX graph -> ``Network``."""
+    """State dict (+ architecture) -> validated architecture -> ONNX graph -> ``Network``.
+
+    Each tensor's type and bytes as uploaded (``Network.uploaded_tensors``) are ``state.uploaded``
+    for a loaded file (``torch_io.StateDict``: the arrays are float32 by then), else the arrays' own.
+    """
     n_values = sum(int(v.size) for v in state.values())
     if n_values > limits.max_params:
         raise LimitExceededError(f"the state dict stores {n_values} values; the limit is {limits.max_params}")
@@ -149,6 +154,8 @@ def network_from_state_dict(
     model = parse_onnx(built.SerializeToString(), max_dim=limits.max_dim, max_params=limits.max_params)
     net = network_from_onnx(model, original=built, source_format=source_format)
     net.architecture = arch
+    uploaded = state.uploaded if isinstance(state, StateDict) else {}
+    net.uploaded_tensors = {k: uploaded.get(k, (v.dtype.name, int(v.nbytes))) for k, v in state.items()}
     return net
 
 

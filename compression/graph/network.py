@@ -147,6 +147,9 @@ class Network:
     source_format: SourceFormat = "onnx"
     raw_weights: dict[str, np.ndarray] = field(default_factory=dict)  # as uploaded, before BN folding
     architecture: dict[str, Any] | None = None  # for state-dict inputs: the (validated) architecture JSON
+    # for state-dict inputs: each tensor's type and bytes as uploaded, by name (= its initializer's in
+    # ``upload``, which holds it in float32); "bytes before" counts these (export.storage.upload_summary)
+    uploaded_tensors: dict[str, tuple[str, int]] = field(default_factory=dict)
     not_covered: list[str] = field(default_factory=list)  # graph-level reasons (residual Add, ...)
     dag: bool = False  # full support with branches/joins (Add, Concat): bounds propagate per tensor
     channel_groups: Any = None  # graph.depgroups.ChannelGroups for a full-support DAG, else None

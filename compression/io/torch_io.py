@@ -57,6 +57,16 @@ def check_zip_size(path: Path, max_decompressed_bytes: int) -> None:
         )
 
 
+class StateDict(dict[str, np.ndarray]):
+    """name -> array (float tensors as float32), in file order. ``uploaded`` keeps what the float32
+    arrays no longer say: each tensor's type as uploaded (``float16``, ``bfloat16``, ``float64``, ...)
+    and its bytes in it (numel · element size), by name; the report's "bytes before" counts those."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploaded: dict[str, tuple[str, int]] = {}
+
+
 def _to_numpy(name: str, value: Any) -> np.ndarray:
     if not isinstance(value, torch.Tensor):
         raise ModelFormatError(
@@ -71,23 +81,25 @@ def _to_numpy(name: str, value: Any) -> np.ndarray:
     return np.ascontiguousarray(t.numpy())
 
 
-def _validate(state: Any) -> dict[str, np.ndarray]:
+def _validate(state: Any) -> StateDict:
     if not isinstance(state, Mapping):
         raise ModelFormatError(
             f"expected a state dict (a mapping of names to tensors), got {type(state).__name__}"
         )
     if not state:  # a valid container with nothing in it: 422 like any model without weights
         raise NothingToCompressError("the state dict is empty: there are no weights to compress")
-    out: dict[str, np.ndarray] = {}
+    out = StateDict()
     for key, value in state.items():
         if not isinstance(key, str):
             raise ModelFormatError(f"state dict key {key!r} is not a string")
         out[key] = _to_numpy(key, value)
+        out.uploaded[key] = (str(value.dtype).removeprefix("torch."), value.numel() * value.element_size())
     return out
 
 
-def load_torch_state_dict(path: str | Path, *, max_decompressed_bytes: int) -> dict[str, np.ndarray]:
-    """A ``torch.save``-d state dict -> name -> numpy array (float tensors as float32), in file order.
+def load_torch_state_dict(path: str | Path, *, max_decompressed_bytes: int) -> StateDict:
+    """A ``torch.save``-d state dict -> name -> numpy array (float tensors as float32), in file order,
+    with each tensor's type and bytes as uploaded (``StateDict.uploaded``).
 
     Uses ``torch.load(path, weights_only=True, map_location="cpu")``; any unpickling failure
     (including a refused global, i.e. a malicious pickle) becomes ``ModelFormatError``.
@@ -148,7 +160,7 @@ def _refuse_foreign_zip(path: Path) -> None:
     )
 
 
-def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+def load_safetensors(path: str | Path) -> StateDict:
     """A ``.safetensors`` file -> name -> numpy array, in header order (safetensors.torch, CPU)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

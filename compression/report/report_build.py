@@ -221,9 +221,9 @@ def build_analyze_report(
                 "not_covered": list(layer.notes),
             }
         )
-    from netshrink.compression.export.storage import storage_summary
+    from netshrink.compression.export.storage import upload_summary
 
-    before = storage_summary(net.upload_bytes())
+    before = upload_summary(net)
     return {
         "schema": SCHEMA,
         "kind": "analyze",
