@@ -94,6 +94,8 @@ def _choose_opset(
             out = INT4_MIN_OPSET
         else:
             notes.append(f"target_opset {target} < {INT4_MIN_OPSET}: 2-4 bit codes stored in int8 containers")
+    if quantized and out < AXIS_MIN_OPSET and target is None:  # an upload below opset 13: bump it
+        out = AXIS_MIN_OPSET  # (until 2026-12-05 refused as an invalid spec the user never wrote)
     if quantized and out < AXIS_MIN_OPSET:
         raise InvalidSpecError(
             f"quantized weights need DequantizeLinear with axis (opset >= {AXIS_MIN_OPSET}), got {out}",
@@ -101,13 +103,22 @@ def _choose_opset(
         )
     if out != current:
         try:
-            model = version_converter.convert_version(model, out)
+            model = _at_least_its_ir(version_converter.convert_version(model, out))
         except Exception as exc:  # the converter raises bare RuntimeErrors/ValidationErrors
             if target is None:  # only our own INT4 bump: fall back to int8 containers
                 notes.append(f"opset {current} -> {out} conversion failed ({exc}); codes stored as int8")
                 return model, current, notes
             raise UnsupportedModelError(f"cannot convert the model to opset {out}: {exc}") from exc
     return model, out, notes
+
+
+def _at_least_its_ir(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the IR version its opsets need: the version converter leaves it as it was, so an
+    IR-3 upload (opset <= 8, every initializer listed as a graph input) stayed IR 3 at opset 13+, and
+    the new DequantizeLinear initializers failed the checker ("in initializer but not in graph
+    input": compress exited 4 until 2026-12-05). IR 4 lifted that rule."""
+    model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
+    return model
 
 
 def _rewrite_reshapes(

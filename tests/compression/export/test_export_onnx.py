@@ -211,6 +211,37 @@ def test_old_opset_is_converted_for_int4_unless_forbidden(tmp_path: Path) -> Non
         np.testing.assert_allclose(run(exp.data, X)[0], numpy_mlp(net, cw, X), rtol=1e-5, atol=1e-5)
 
 
+def _ir3(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` as an IR-3 file writes it (opset 8 then): every initializer also a graph input."""
+    model.ir_version = 3
+    model.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(("opset", "ir", "bits", "out_opset"), [(8, 3, 4, 21), (8, 3, 8, 13), (11, 6, 8, 13)])
+def test_an_old_upload_gets_the_opset_and_ir_its_quantized_weights_need(
+    tmp_path: Path, opset: int, ir: int, bits: int, out_opset: int
+) -> None:
+    """Until 2026-12-05 an IR-3 upload stayed IR 3 at opset 21 and failed the checker (compress exit 4:
+    "in initializer but not in graph input"), and an 8-bit export of an opset < 13 upload was refused
+    as an invalid ``target_opset`` nobody had set."""
+    upload = mlp_gemm((16, 32, 4), opset=opset)
+    if ir == 3:
+        upload = _ir3(upload)
+    net = load(tmp_path, upload.SerializeToString())
+    cw = {layer.name: quantized(net, layer.name, bits) for layer in net.layers}
+    exp = export_onnx_detailed(net, cw)
+    m = onnx.load_from_string(exp.data)
+    onnx.checker.check_model(m, full_check=True)
+    assert exp.opset == out_opset == next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    assert m.ir_version >= helper.find_min_ir_version_for(list(m.opset_import)) > ir
+    X = inputs(net)
+    np.testing.assert_allclose(run(exp.data, X)[0], numpy_mlp(net, cw, X), rtol=1e-5, atol=1e-5)
+
+
 def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
     net = load(tmp_path, cnn_reshape())
     cw = {"conv1": quantized(net, "conv1", 8), "conv2": quantized(net, "conv2", 4, dropped=np.array([2])),
