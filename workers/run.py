@@ -171,7 +171,7 @@ def _execute(
     # The core is imported here, not at module level: the API imports workers.* without torch.
     from netshrink.compression.graph.calibration import load_calibration
     from netshrink.compression.graph.loading import load_model
-    from netshrink.compression.pipeline import analyze, compress
+    from netshrink.compression.pipeline import compress
 
     def on_progress(event: ProgressEvent) -> None:
         fraction = min(max(float(event.fraction), 0.0), 1.0)
@@ -195,18 +195,16 @@ def _execute(
         calibration = load_calibration(
             artifacts.input_path(job.id, CALIBRATION_INPUT), net, max_bytes=settings.max_unzipped_bytes
         )
-    result: CompressionResult
-    if job.kind == "analyze":
-        result = analyze(net, on_progress=on_progress, input_sha256=job.input.sha256)
-    else:
-        result = compress(
-            net,
-            spec,
-            calibration=calibration,
-            on_progress=on_progress,
-            should_cancel=should_cancel,
-            input_sha256=job.input.sha256,
-        )
+    # kind analyze too: compress() hands it to analyze() with the spec's seed and full_diagnostics
+    # (until 2026-12-05 this called analyze() without them: seed 0 and sampled diagnostics always)
+    result: CompressionResult = compress(
+        net,
+        spec,
+        calibration=calibration,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+        input_sha256=job.input.sha256,
+    )
     return result.report, _write_artifacts(job.id, result, artifacts)
 
 

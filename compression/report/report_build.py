@@ -237,7 +237,7 @@ def build_analyze_report(
             draws=0,
             chosen_draw=0,
             device=torch.device("cpu"),
-            spec={"kind": "analyze"},
+            spec={"kind": "analyze", "seed": seed, "full_diagnostics": full_diagnostics},  # as used
             input_sha256=input_sha256,
             calibration_sha256=None,
         ),

@@ -203,6 +203,29 @@ def test_analyze_succeeds(
     assert done.report is not None and "report.json" in {a.name for a in done.artifacts}
 
 
+def test_analyze_runs_with_the_jobs_seed_and_full_diagnostics(
+    store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
+) -> None:
+    """Until 2026-12-05 the worker ran every analyze job with seed 0 and sampled diagnostics, whatever
+    the job's spec said (its echo included): the report must be the core's for the job's spec."""
+    from netshrink.compression.graph.loading import load_model
+    from netshrink.compression.pipeline import analyze
+
+    model = mlp_onnx()
+    spec = {"kind": "analyze", "seed": 5, "full_diagnostics": True}
+    job = _submit(store, artifacts, make_job(kind="analyze", spec=spec), model)
+    _run(job, store, artifacts, settings)
+    done = store.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    report = json.loads(artifacts.path(job.id, "report.json").read_bytes())
+    assert report["reproducibility"]["seed"] == 5
+    assert report["reproducibility"]["spec"] == {"kind": "analyze", "seed": 5, "full_diagnostics": True}
+    local = analyze(load_model(artifacts.model_input(job.id)), seed=5, full_diagnostics=True).report
+    assert report["diagnostics"] == json.loads(json.dumps(local["diagnostics"]))
+    seed0 = analyze(load_model(artifacts.model_input(job.id)), seed=0).report
+    assert report["diagnostics"] != json.loads(json.dumps(seed0["diagnostics"]))  # the seed mattered
+
+
 def test_cancel_while_running_stops_between_layers(
     store: SQLiteJobStore, artifacts: ArtifactStore, settings: WorkerSettings, make_job: MakeJob
 ) -> None:
