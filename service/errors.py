@@ -182,16 +182,20 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _server_problem(
+    request: Request, slug: str, title: str, status: int, detail: str, *, retry: bool
+) -> JSONResponse:
+    """A 5xx problem with a fixed detail (never the exception's text); ``retry``: ``Retry-After``."""
+    problem = Problem(
+        type=PROBLEM_BASE + slug, title=title, status=status, detail=detail, instance=request.url.path
+    )
+    return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)} if retry else None)
+
+
 async def _on_outage(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: backend unavailable: %s", request.method, request.url.path, exc)
-    problem = Problem(
-        type=PROBLEM_BASE + "service-unavailable",
-        title="Service unavailable",
-        status=503,
-        detail="The job store is temporarily unreachable; retry later.",
-        instance=request.url.path,
-    )
-    return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+    detail = "The job store is temporarily unreachable; retry later."
+    return _server_problem(request, "service-unavailable", "Service unavailable", 503, detail, retry=True)
 
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -202,26 +206,14 @@ async def _on_os_error(request: Request, exc: Exception) -> JSONResponse:
     if not (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS):
         return await _on_unexpected(request, exc)
     log.error("%s %s: no space left for the upload: %s", request.method, request.url.path, exc)
-    problem = Problem(
-        type=PROBLEM_BASE + "insufficient-storage",
-        title="Insufficient storage",
-        status=507,
-        detail="The server has no room to store this upload; retry later.",
-        instance=request.url.path,
-    )
-    return problem_response(problem, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+    detail = "The server has no room to store this upload; retry later."
+    return _server_problem(request, "insufficient-storage", "Insufficient storage", 507, detail, retry=True)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    problem = Problem(
-        type=PROBLEM_BASE + "internal",
-        title="Internal server error",
-        status=500,
-        detail="An unexpected error occurred; it has been logged.",
-        instance=request.url.path,
-    )
-    return problem_response(problem)
+    detail = "An unexpected error occurred; it has been logged."
+    return _server_problem(request, "internal", "Internal server error", 500, detail, retry=False)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -89,25 +89,18 @@ def download_artifact(
     )
 
 
-@router.head(
+# HEAD: the GET's own handler; Starlette's FileResponse sends the headers only.
+router.head(
     "/{job_id}/artifacts/{name}",
     summary="An artifact's headers (size, digest, ETag) without its body",
+    operation_id="head_artifact_v1_jobs__job_id__artifacts__name__head",
+    description="The GET's status and headers without the body: a size or digest check before a download.",
     responses={
         200: {"description": "The headers a GET would send", "headers": _ARTIFACT_HEADERS},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
         **ERROR_RESPONSES,
     },
-)
-def head_artifact(
-    job_id: str,
-    name: str,
-    principal: PrincipalDep,
-    store: StoreDep,
-    artifacts: ArtifactsDep,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    """The GET's response; the server sends its headers only (Starlette answers HEAD so)."""
-    return download_artifact(job_id, name, principal, store, artifacts, if_none_match)
+)(download_artifact)
 
 
 @router.get(
