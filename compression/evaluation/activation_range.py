@@ -52,11 +52,14 @@ def _watched(net: Network) -> dict[str, str]:
     return out
 
 
-def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str) -> None:
+def check_activation_range(
+    ex: Executor, net: Network, X: Tensor, *, inputs: str, data_field: str | None = None
+) -> None:
     """Raise ``InvalidWeightsError`` when an activation of ``net`` on ``X`` (S, *input_shape) is not
     finite, or its sum of squares over the S samples would overflow float32. ``inputs`` names the
-    inputs in the message ("calibration", "gaussian", ...). One dense forward pass, in chunks of
-    samples whose captured tensors stay under ``CHUNK_BYTES``."""
+    inputs in the message ("calibration", "gaussian", ...); ``data_field``, when given, is the field a
+    refusal at the model's input names (``CalibrationError``: a finetune job's ``train.inputs``). One
+    dense forward pass, in chunks of samples whose captured tensors stay under ``CHUNK_BYTES``."""
     watched = _watched(net)
     source = net.input_name  # the model's input: a refusal there blames the inputs
     names = tuple(watched)
@@ -77,6 +80,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
                         "is not finite (Inf or NaN) in float32",
                         inputs,
                         model_input=source,
+                        data_field=data_field,
                     )
                 peak[name] = max(peak[name], -lo, hi)
             count[name] += t.numel()
@@ -98,6 +102,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
                 why="the model computes it in float16, so onnxruntime gives Inf there, in the upload "
                 "and in the compressed artifact alike",
                 model_input=source,
+                data_field=data_field,
             )
         if peak[name] ** 2 * count[name] > FLOAT32_MAX:  # Python floats: float64, no overflow here
             limit = math.sqrt(FLOAT32_MAX / count[name])
@@ -108,6 +113,7 @@ def check_activation_range(ex: Executor, net: Network, X: Tensor, *, inputs: str
                 f"{count[name]} squared values overflows",
                 inputs,
                 model_input=source,
+                data_field=data_field,
             )
 
 
@@ -124,14 +130,24 @@ FLOAT32_WHY = (
 
 
 def _refusal(
-    what: str, tensor: str, problem: str, inputs: str, why: str = FLOAT32_WHY, *, model_input: str = ""
+    what: str,
+    tensor: str,
+    problem: str,
+    inputs: str,
+    why: str = FLOAT32_WHY,
+    *,
+    model_input: str = "",
+    data_field: str | None = None,
 ) -> CompressionError:
     """``InvalidWeightsError`` for an activation; when the tensor is the model's input itself, the
     inputs are at fault, not the weights (2026-12-05, found by probing: calibration inputs ×1e20
-    were refused as "The model's weights are invalid"): ``CalibrationError`` on ``inputs`` for a
-    calibration file, ``InvalidSpecError`` on ``evaluation.scale`` for synthetic inputs."""
+    were refused as "The model's weights are invalid"): ``CalibrationError`` on ``data_field`` when
+    given, on ``inputs`` for a calibration file, ``InvalidSpecError`` on ``evaluation.scale`` for
+    synthetic inputs."""
     if tensor == model_input:
         detail = f"the {inputs} inputs (tensor {tensor!r}) {problem}: {why}; rescale them"
+        if data_field is not None:
+            return CalibrationError(detail, field=data_field)
         if inputs.startswith("calibration"):
             return CalibrationError(detail, field="inputs")
         return InvalidSpecError(detail + " (a smaller evaluation.scale)", field="evaluation.scale")

@@ -1,11 +1,13 @@
 """``finetune()``: the finetune job, from a loaded ``Network`` and training data to report + artifacts.
 
-Flow (docs/method.md §4, [P3] Wan et al. 2024): load and split the training data -> train the plain
-arm (the control) -> train the noise arm (or one per σ of a sweep, keeping the largest σ whose
-accuracy stays within ``tolerance`` points of the plain arm, as P3 selects σ) -> measure the original,
-plain and noise models on the validation split (accuracy, α̂, q(ε), compressibility curves, the
-neuron/channel prune curve and its prunable fraction at ≤ tolerance points) -> write the noise-arm
-model in the upload's format -> optionally compress it (``pipeline.compress``) -> the report.
+Flow (docs/method.md §4, [P3] Wan et al. 2024): load and split the training data -> refuse what would
+only fail later (``checks``: a follow-up compress's validation split under 2 samples, inputs past
+float32's range) -> train the plain arm (the control) -> train the noise arm (or one per σ of a
+sweep, keeping the largest σ whose accuracy stays within ``tolerance`` points of the plain arm, as P3
+selects σ) -> measure the original, plain and noise models on the validation split (accuracy, α̂,
+q(ε), compressibility curves, the neuron/channel prune curve and its prunable fraction at ≤ tolerance
+points) -> write the noise-arm model in the upload's format -> optionally compress it
+(``pipeline.compress``) -> the report.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from netshrink.compression.api import CancelFn, CompressionResult, ProgressEvent
 from netshrink.compression.diagnostics.diagnostics import tail_summary, tensor_rows
 from netshrink.compression.errors import InvalidSpecError, UnsupportedModelError
 from netshrink.compression.evaluation.executor import Executor
+from netshrink.compression.finetune.checks import check_follow_up_samples, check_input_range
 from netshrink.compression.finetune.data import TrainingData, check_files, load_split
 from netshrink.compression.finetune.noise import hidden_layers, noise_scale
 from netshrink.compression.finetune.prunability import prune_curve
@@ -33,15 +36,18 @@ from netshrink.compression.finetune.train import (
     TrainingDivergedError,
     Weights,
     accuracy,
+    stop_if_cancelled,
     train_arm,
 )
 from netshrink.compression.finetune.writeback import finetuned_files
 from netshrink.compression.graph.calibration import Calibration
 from netshrink.compression.graph.network import Network
 from netshrink.compression.report.provenance import library_versions, resolve_device, sha256_bytes
+from netshrink.compression.search.spec_check import check_spec
 
 REPORT_SCHEMA = "netshrink.finetune-report/1"
 MAX_DECOMPRESSED = 2 * 2**30
+FOLLOW_UP_PREFIX = "compressed_"  # the follow-up compress's files, next to the fine-tuned model's
 
 
 def finetune(
@@ -61,11 +67,13 @@ def finetune(
     assert spec.seed is not None
     _supported(net, spec)
     device = resolve_device(spec.device)
-    emit = _progress(on_progress, spec)
+    emit = _progress(on_progress, should_cancel)
     emit("preparing", 0, 0, 0.0)
     ex = Executor(net, device)
     n_classes, data = _checked(net, spec, ex, train, validation, max_data_bytes)
     tensors = _tensors(data, device)
+    check_input_range(ex, net, tensors[0], "train")  # before any arm: inputs ×1e30 are no divergence
+    check_input_range(ex, net, tensors[2], "validation" if data.validation_source == "uploaded" else "train")
     start = Weights.of(net)
     runs = [("plain", 0.0)] + [("noise", s) for s in spec.sigmas]
     results: dict[float | str, ArmResult] = {}
@@ -113,13 +121,12 @@ def finetune(
         )
     ):
         emit("measuring", j, 3, 0.85 + 0.05 * j)
-        measured[name] = _measure(net, model_for, w, X_val, y_val, spec, hist)
+        measured[name] = _measure(net, model_for, w, X_val, y_val, spec, hist, should_cancel)
     if spec.is_sweep:
         for row in sweep:
             if not row["diverged"]:
-                curve = prune_curve(
-                    net, model_for, results[row["sigma"]].weights, X_val, y_val, spec.tolerance
-                )
+                w = results[row["sigma"]].weights
+                curve = prune_curve(net, model_for, w, X_val, y_val, spec.tolerance, should_cancel)
                 row["prunable_fraction"] = curve["prunable_fraction"]
     emit("exporting", 0, 0, 0.95)
     files = finetuned_files(net, noise.weights, upload, max_decompressed_bytes=MAX_DECOMPRESSED)
@@ -127,7 +134,7 @@ def finetune(
     if spec.compress is not None:
         emit("compressing", 0, 0, 0.97)
         follow, extra = _follow_up(net, spec, files, data, should_cancel)
-        files.update({f"compressed_{k}": v for k, v in extra.items()})
+        files.update(extra)
     report = {
         "schema": REPORT_SCHEMA,
         "kind": "finetune",
@@ -200,6 +207,8 @@ def _checked(
     max_bytes: int | None,
 ) -> tuple[int, TrainingData]:
     _supported(net, spec)
+    if spec.compress is not None:  # the follow-up's layer names and keeps, before any training
+        check_spec(net, spec.compress)  # (until 2026-12-05 only after both arms had trained)
     n_classes = _n_classes(net, ex)
     data = load_split(
         train,
@@ -209,6 +218,10 @@ def _checked(
         fraction=spec.validation_fraction,
         seed=spec.seed or 0,
         max_bytes=max_bytes,
+    )
+    n_file = int(data.x_train.shape[0] + (data.x_val.shape[0] if data.validation_source == "carved" else 0))
+    check_follow_up_samples(
+        spec, int(data.x_val.shape[0]), carved=data.validation_source == "carved", n_train_file=n_file
     )
     return n_classes, data
 
@@ -223,10 +236,16 @@ def _supported(net: Network, spec: FinetuneSpec, *, device: bool = True) -> None
         raise InvalidSpecError("device 'cuda' was asked for but torch sees no CUDA device", field="device")
 
 
-def _progress(fn: ProgressFn | None, spec: FinetuneSpec) -> Callable[[str, int, int, float], None]:
+def _progress(
+    fn: ProgressFn | None, should_cancel: CancelFn | None
+) -> Callable[[str, int, int, float], None]:
+    """Forward a stage event, then stop if the job was cancelled (as ``pipeline._Progress`` does):
+    every stage boundary is a cancellation point, the training steps and measurements have their own."""
+
     def emit(stage: str, i: int, n: int, fraction: float) -> None:
         if fn is not None:
             fn(ProgressEvent(stage=stage, layer=i, layers_total=n, fraction=round(min(fraction, 1.0), 4)))
+        stop_if_cancelled(should_cancel)
 
     return emit
 
@@ -288,13 +307,18 @@ def _measure(
     y: torch.Tensor,
     spec: FinetuneSpec,
     history: list[dict[str, float]] | None,
+    should_cancel: CancelFn | None = None,
 ) -> dict[str, Any]:
+    """Accuracy, loss, per-layer α̂ / q(ε) / curves and the prune curve of one model on (X, y);
+    cancellable between layers and between prune fractions (it was not: a cancel in ``measuring``
+    was acknowledged and ignored until 2026-12-05, found by probing)."""
     assert spec.seed is not None
     model = model_for(w)
     with torch.no_grad():
         loss = float(torch.nn.functional.cross_entropy(model.logits(X), y))
     layers = []
     for layer in net.layers:
+        stop_if_cancelled(should_cancel)
         d = tail_summary(layer.name, tensor_rows(w.weight[layer.name]), seed=spec.seed)  # no SVD
         layers.append(
             {
@@ -308,7 +332,7 @@ def _measure(
         "loss": loss,
         "history": history,
         "layers": layers,
-        "prune": prune_curve(net, model_for, w, X, y, spec.tolerance),
+        "prune": prune_curve(net, model_for, w, X, y, spec.tolerance, should_cancel),
     }
 
 
@@ -319,7 +343,12 @@ def _follow_up(
     data: TrainingData,
     should_cancel: CancelFn | None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Compress the fine-tuned model with ``spec.compress``, calibrated on the validation split."""
+    """Compress the fine-tuned model with ``spec.compress``, calibrated on the validation split.
+
+    Its files come back under ``FOLLOW_UP_PREFIX`` (``compressed_model.onnx``, ...), and its report
+    names them so (``artifacts``, ``summary.bytes.measured_from``): until 2026-12-05 the nested report
+    listed ``model.onnx`` / ``model.pt`` with the compressed files' sha256, while the files of those
+    names are the fine-tuned, uncompressed model (found by probing)."""
     from netshrink.compression.graph.loading import load_model
     from netshrink.compression.pipeline import compress
 
@@ -342,4 +371,9 @@ def _follow_up(
         result = compress(
             tuned, cspec, calibration=cal, should_cancel=should_cancel, input_sha256=sha256_bytes(blob)
         )
-    return result.report, result.artifacts
+    report = result.report
+    report["artifacts"] = [{**a, "name": FOLLOW_UP_PREFIX + a["name"]} for a in report["artifacts"]]
+    sizes = report.get("summary", {}).get("bytes", {})
+    if "measured_from" in sizes:
+        sizes["measured_from"] = FOLLOW_UP_PREFIX + sizes["measured_from"]
+    return report, {FOLLOW_UP_PREFIX + k: v for k, v in result.artifacts.items()}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from netshrink.compression.algorithm.scores import column_groups
-from netshrink.compression.finetune.train import Model, Weights, accuracy
+from netshrink.compression.finetune.train import CancelFn, Model, Weights, accuracy, stop_if_cancelled
 from netshrink.compression.graph.network import Network
 
 FRACTIONS = tuple(float(r) for r in np.round(np.arange(0.0, 1.0, 0.025), 3))  # 0, 0.025, ..., 0.975
@@ -51,11 +51,18 @@ def pruned(net: Network, w: Weights, r: float) -> Weights:
 
 
 def prune_curve(
-    net: Network, model_for: Any, w: Weights, X: torch.Tensor, y: torch.Tensor, tol: float
+    net: Network,
+    model_for: Any,
+    w: Weights,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    tol: float,
+    should_cancel: CancelFn | None = None,
 ) -> dict[str, Any]:
     """Accuracy at every grid fraction and the prunable fraction at ≤ ``tol`` points of drop.
 
     ``model_for(weights) -> Model`` builds the evaluator; X: (V, *input_shape), y: (V,).
+    ``should_cancel`` is asked before every fraction (``CancelledError`` when it says so).
     """
     layers = structured_layers(net)
     if not layers:
@@ -71,6 +78,7 @@ def prune_curve(
     best = 0.0
     failed = False
     for r in FRACTIONS:
+        stop_if_cancelled(should_cancel)
         model: Model = model_for(pruned(net, w, r))
         acc = accuracy(model, X, y)
         accs.append(acc)

@@ -37,6 +37,12 @@ EpochFn = Callable[[int, int], None]  # (epoch done, epochs)
 CancelFn = Callable[[], bool]
 
 
+def stop_if_cancelled(should_cancel: CancelFn | None) -> None:
+    """Raise ``CancelledError`` when the job was cancelled (the worker then marks it cancelled)."""
+    if should_cancel is not None and should_cancel():
+        raise CancelledError("the job was cancelled")
+
+
 class TrainingDivergedError(CompressionError):
     slug = "training-diverged"
     title = "The training loss became non-finite"
@@ -161,6 +167,5 @@ def train_arm(
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "accuracy": accuracy(model, Xv, yv)})
         if on_epoch is not None:
             on_epoch(epoch, spec.epochs)
-        if should_cancel is not None and should_cancel():
-            raise CancelledError("the job was cancelled")
+        stop_if_cancelled(should_cancel)
     return ArmResult(weights=model.snapshot(), history=history)

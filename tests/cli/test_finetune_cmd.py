@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -161,3 +162,60 @@ def test_follow_up_compress_budget_decides_exit_3(
     assert {"model.onnx", "compressed_model.onnx", "report.json"} <= {p.name for p in out.iterdir()}
     err = capsys.readouterr().err
     assert ("error budget of the follow-up compress was not met" in err) is (code == 3)
+
+
+def test_one_sample_validation_with_a_follow_up_compress_exits_2_before_training(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It trained every epoch of both arms, then exited 2 on "calibration: calibration needs at least
+    2 samples", a file the user never gave (found by probing, 2026-12-05)."""
+    model, train = files
+    X, y = factories.digits_inputs(1)
+    np.savez(tmp_path / "val1.npz", inputs=X, labels=y)
+    spec = json.dumps({"epochs": 3, "batch_size": 32, "compress": {"quantize": {"bits": 4}}})
+    out = tmp_path / "out"
+    argv = ["finetune", str(model), "--train", str(train), "--validation", str(tmp_path / "val1.npz")]
+    assert main([*argv, "--spec", spec, "--seed", "0", "--threads", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(invalid-calibration) validation: validation holds 1 sample(s)" in err, err
+    assert "training: epoch" not in err and "calibration:" not in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_every_artifact_entry_matches_the_file_of_its_name(tmp_path: Path) -> None:
+    """report.compress.artifacts listed model.pt, model.onnx, architecture.json with the sha256 of the
+    compressed_* files; in the same folder model.pt is the fine-tuned, uncompressed model."""
+    model = factories.write_pt(factories.tiny_mlp((64, 24, 24, 10)), tmp_path / "mlp.pt")
+    X, y = factories.digits_inputs(120)
+    np.savez(tmp_path / "train.npz", inputs=X, labels=y)
+    out = tmp_path / "out"
+    spec = json.dumps({"epochs": 1, "batch_size": 32, "compress": {"quantize": {"bits": 4}}})
+    argv = ["finetune", str(model), "--train", str(tmp_path / "train.npz"), "--spec", spec, "--seed", "0"]
+    assert main([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    nested = report["compress"]["artifacts"]
+    assert {a["name"] for a in nested} == {
+        "compressed_model.onnx",
+        "compressed_model.pt",
+        "compressed_architecture.json",
+    }
+    for entry in [*report["artifacts"], *nested]:
+        data = (out / entry["name"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest(), entry["name"]
+        assert entry["size_bytes"] == len(data), entry["name"]
+    assert "model.pt" in {a["name"] for a in report["artifacts"]}
+
+
+def test_inputs_past_float32_range_exit_2_naming_them(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inputs ×1e30 exited 2 as training-diverged on eta ("lower sigma or eta"), even in the plain arm;
+    ``compress`` on the same arrays names the inputs. Now finetune does too."""
+    model, _ = files
+    X, y = factories.digits_inputs(100)
+    np.savez(tmp_path / "big.npz", inputs=X * np.float32(1e30), labels=y)
+    argv = ["finetune", str(model), "--train", str(tmp_path / "big.npz"), "--epochs", "1", "--seed", "0"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(invalid-calibration) train.inputs: the train inputs" in err and "rescale them" in err, err
+    assert "eta" not in err and len(err.splitlines()) == 1
