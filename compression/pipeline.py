@@ -26,7 +26,7 @@ from netshrink.compression.bounds.prediction import (
 )
 from netshrink.compression.diagnostics.background import start_tails
 from netshrink.compression.diagnostics.diagnostics import diagnose_network
-from netshrink.compression.errors import CancelledError, InvalidSpecError
+from netshrink.compression.errors import CalibrationError, CancelledError, InvalidSpecError
 from netshrink.compression.evaluation.activation_range import check_activation_range
 from netshrink.compression.evaluation.evaluation import CalibrationLike, evaluation_data
 from netshrink.compression.evaluation.executor import Executor
@@ -155,6 +155,11 @@ def compress(
     """Compress ``net`` as ``spec`` says; return the report and the artifacts (docs/method.md §1-§5)."""
     spec = spec.with_seed()
     if spec.kind == "analyze":
+        if calibration is not None:  # (until 2026-12-05 `compress --kind analyze` ignored it silently)
+            raise CalibrationError(
+                "kind analyze takes no calibration: it reads the weights and measures nothing",
+                field="calibration",
+            )
         return analyze(
             net,
             on_progress=on_progress,

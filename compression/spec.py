@@ -30,6 +30,19 @@ DRAWS_AUTO: Literal["auto"] = (
     "auto"  # keep drawing until the fit-split error stops improving (search/greedy.py)
 )
 SEED_MAX = 2**63 - 1
+# What kind analyze refuses: it reports diagnostics of the model as uploaded and compresses nothing, so
+# these would be ignored (until 2026-12-05 they were, silently). It takes seed, device, full_diagnostics.
+COMPRESSION_ONLY = (
+    "prune",
+    "quantize",
+    "target",
+    "exclude",
+    "draws",
+    "compensate",
+    "evaluation",
+    "compare_baselines",
+    "target_opset",
+)
 
 
 @dataclass(frozen=True)
@@ -227,9 +240,26 @@ class CompressSpec:
         _int_range(e.samples, 2, 100_000, "evaluation.samples")
         _float_range(e.holdout_fraction, 0.0, 0.9, "evaluation.holdout_fraction")
         _float_range(e.delta, 0.0, 1.0, "evaluation.delta", low_open=True, high_open=True)
+        if self.kind == "analyze":
+            self._analyze_only()
         if self.kind == "compress" and p is None and q is None and self.target is None:
             # Allowed: a spec that compresses nothing returns the model unchanged (drop-in check).
             pass
+
+    def compression_options(self) -> list[str]:
+        """The ``COMPRESSION_ONLY`` fields this spec sets away from their defaults (an empty
+        ``exclude``, ``draws: "auto"``, ``compare_baselines: false`` and the rest's null are defaults)."""
+        default = CompressSpec()
+        return [name for name in COMPRESSION_ONLY if getattr(self, name) != getattr(default, name)]
+
+    def _analyze_only(self) -> None:
+        given = self.compression_options()
+        if given:
+            raise InvalidSpecError(
+                f"kind analyze compresses nothing and takes no compression options; got "
+                f"{', '.join(given)} (it takes seed, device and full_diagnostics; use kind compress)",
+                field=given[0],
+            )
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from netshrink.compression.errors import CalibrationError
 from netshrink.compression.finetune.spec import FinetuneSpec
 from netshrink.compression.spec import CompressSpec
 from netshrink.service.errors import ApiError, validation_errors
-from netshrink.service.schemas import JobSpecCreate
+from netshrink.service.schemas import JobSpecCreate, ProblemFieldError
 from netshrink.service.settings import ServiceSettings
 from netshrink.service.uploads import ParsedUpload
 from netshrink.workers.jobs import Job, JobNotFoundError, JobStore
@@ -74,6 +76,8 @@ def validate_inputs(
     _check_parts(upload, spec)
     if spec.kind == "finetune":
         assert not isinstance(core, CompressSpec)
+        if core.compress is not None:  # the follow-up compress: the same checks as kind compress's
+            check_spec(net, core.compress)  # (until 2026-12-05 it failed after all the training)
         _validate_training(upload, net, core, settings)
     elif spec.kind != "analyze":
         assert isinstance(core, CompressSpec)
@@ -118,21 +122,29 @@ def warm_up() -> None:
 
 
 def _check_parts(upload: ParsedUpload, spec: JobSpecCreate) -> None:
-    """``train``/``validation`` go with kind finetune only (which needs ``train`` and no ``calibration``)."""
+    """``train``/``validation`` go with kind finetune only (which needs ``train``), ``calibration`` with
+    kind compress only (the document's ``dependentSchemas`` say so too: ``SUBMIT_BODY``)."""
     if spec.kind == "finetune":
         if "train" not in upload.files:
-            raise ApiError(
-                422, "validation", "The request is invalid", "kind finetune needs the train form field"
-            )
+            raise _part_refused("train", "kind finetune needs the train form field")
         if "calibration" in upload.files:
-            raise ApiError(
-                422,
-                "validation",
-                "The request is invalid",
+            raise _part_refused(
+                "calibration",
                 "kind finetune takes no calibration: its validation split calibrates the follow-up compress",
             )
     elif "train" in upload.files or "validation" in upload.files:
-        raise ApiError(422, "validation", "The request is invalid", "train/validation need kind finetune")
+        raise _part_refused(
+            "train" if "train" in upload.files else "validation", "train/validation need kind finetune"
+        )
+    elif spec.kind == "analyze" and "calibration" in upload.files:  # until 2026-12-05 accepted and ignored
+        raise _part_refused(
+            "calibration", "kind analyze takes no calibration: it measures nothing, it reads the weights"
+        )
+
+
+def _part_refused(part: str, detail: str) -> ApiError:
+    where = ProblemFieldError(detail=detail, pointer=f"/{part}", field=part, location="body")
+    return ApiError(422, "validation", "The request is invalid", detail, errors=[where])
 
 
 def _validate_training(upload: ParsedUpload, net: Any, core: FinetuneSpec, settings: ServiceSettings) -> None:
@@ -150,6 +162,29 @@ def _validate_training(upload: ParsedUpload, net: Any, core: FinetuneSpec, setti
     check_inputs(
         net, core, paths["train"], validation=paths.get("validation"), max_bytes=settings.max_unzipped_bytes
     )
+    if core.compress is not None:  # the follow-up measures on the validation split: 2 samples or more
+        _check_measured_split(paths["train"], paths.get("validation"), core, settings)
+
+
+def _check_measured_split(
+    train: Path, validation: Path | None, core: FinetuneSpec, settings: ServiceSettings
+) -> None:
+    """The core's ``check_follow_up_samples`` (docs/api.md rule 3), from the array headers only (the
+    files were checked in full just before): until 2026-12-05 a follow-up compress on a 1-sample
+    split trained fully, then failed blaming ``/calibration``."""
+    from netshrink.compression.finetune.checks import check_follow_up_samples
+    from netshrink.compression.finetune.data import carved_validation
+    from netshrink.compression.io.arrays import index_arrays
+
+    def samples(path: Path) -> int:
+        headers = index_arrays(path, max_bytes=settings.max_unzipped_bytes, invalid=CalibrationError)
+        return int(headers["inputs"].shape[0])
+
+    if validation is not None:
+        check_follow_up_samples(core, samples(validation), carved=False, n_train_file=0)
+        return
+    n = samples(train)
+    check_follow_up_samples(core, carved_validation(n, core.validation_fraction), carved=True, n_train_file=n)
 
 
 def _cuda_available() -> bool:
@@ -212,7 +247,7 @@ def parse_spec(raw: str | None) -> JobSpecCreate:
         raise ApiError(422, "validation", "The request is invalid", "the spec form field is required")
     data = _json_integers(parse_json_field(raw, "spec"))
     try:
-        return JobSpecCreate.model_validate(data)
+        spec = JobSpecCreate.model_validate(data)
     except ValidationError as exc:
         raise ApiError(
             422,
@@ -221,6 +256,23 @@ def parse_spec(raw: str | None) -> JobSpecCreate:
             "the spec failed validation; see errors",
             errors=validation_errors(exc.errors(include_url=False), prefix=("body", "spec")),
         ) from None
+    refused = spec.analyze_refusals()
+    if refused:  # the document's `dependentSchemas` say so too (schemas.ANALYZE_REFUSES)
+        why = "kind analyze compresses nothing and takes no compression options"
+        raise ApiError(
+            422,
+            "invalid-spec",
+            "The compression spec is invalid",
+            f"{why}; got {', '.join(refused)} (it takes seed, device, full_diagnostics and callback; "
+            "use kind compress)",
+            errors=[
+                ProblemFieldError(
+                    detail=f"{name}: {why}", pointer=f"/spec/{name}", field=f"spec.{name}", location="body"
+                )
+                for name in refused
+            ],
+        )
+    return spec
 
 
 def _json_integers(value: Any) -> Any:
@@ -250,8 +302,8 @@ SUBMIT_BODY = {
                 "type": "object",
                 "required": ["model", "spec"],
                 "additionalProperties": False,  # any other part is 422
-                # kind finetune takes `train` (and optionally `validation`) and no `calibration`; the
-                # other kinds take neither training part (submission._check_parts). Said in
+                # kind finetune takes `train` (and optionally `validation`), the other kinds neither;
+                # `calibration` goes with kind compress only (submission._check_parts). Said in
                 # `dependentSchemas`: a top-level `anyOf` would make generators split the body type,
                 # and schemathesis 4.32 cannot judge `if`/`not` in a body holding bytes.
                 "dependentRequired": {"validation": ["train"]},
@@ -265,7 +317,8 @@ SUBMIT_BODY = {
                     "train": {
                         "properties": {"spec": {"required": ["kind"], "properties": {"kind": FINETUNE}}}
                     },
-                    "calibration": {"properties": {"spec": {"properties": {"kind": NOT_FINETUNE}}}},
+                    # kind analyze measures nothing (until 2026-12-05 its calibration was ignored)
+                    "calibration": {"properties": {"spec": {"properties": {"kind": {"const": "compress"}}}}},
                 },
                 "properties": {
                     "model": {

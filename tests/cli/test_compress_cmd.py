@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -100,6 +101,18 @@ def test_analyze_writes_diagnostics(mlp_path: Path, tmp_path: Path) -> None:
         entry["advice"]["min_bits"] is None or 2 <= entry["advice"]["min_bits"] <= 8
         for entry in report["layers"]
     )
+
+
+def test_kind_analyze_refuses_a_calibration_file(
+    mlp_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was read and then ignored (the report said no calibration); the API refuses the part too."""
+    cal = factories.write_calibration(tmp_path / "cal.npz", np.ones((16, 8), np.float32))  # mlp_onnx: 8 in
+    argv = ["compress", str(mlp_path), "--kind", "analyze", "--calibration", str(cal), "--out", str(tmp_path)]
+    assert main([*argv, "--quiet", "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "kind analyze takes no calibration" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_console_script_prints_summary(mlp_path: Path, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ part's *content* or on the server's environment. A schema-valid request is accep
 2. ``architecture`` is given exactly with a state dict that needs one, and describes it;
 3. ``calibration``/``train``/``validation`` hold arrays of the model's input shape (and labels in
    its output range), a ``train`` set without ``validation`` leaves ``validation_fraction`` of its
-   samples (24 here) at least one to carve;
+   samples (24 here) at least one to carve, two when a follow-up compress measures on them (kind
+   finetune with compress fields: its ``validation`` needs two samples too, as ``calibration`` does);
 4. layer names in ``exclude``, ``prune.keep`` and ``quantize.bits`` name layers of that model;
 5. ``callback.url``'s host resolves to a public address, or is in ``NETSHRINK_WEBHOOK_ALLOW_HOSTS``;
 6. ``device: cuda`` is asked of an embedded server only when it has a CUDA device;
@@ -198,6 +199,17 @@ def _unit_keep(prune: dict[str, Any], model: PoolModel) -> Any:
     return {n: unit(v) for n, v in keep.items()} if isinstance(keep, dict) else unit(keep)
 
 
+def _measures_validation(spec: dict[str, Any]) -> bool:
+    """A finetune spec whose follow-up compress (any compress field given: ``JobSpecCreate.to_core``)
+    measures its error on the validation split (``evaluation.inputs`` calibration, the default)."""
+    if spec.get("kind") != "finetune":
+        return False
+    follow = set(spec) - {"kind", "finetune", "seed", "device", "callback"}
+    evaluation = spec.get("evaluation")
+    inputs = evaluation.get("inputs", "calibration") if isinstance(evaluation, dict) else "calibration"
+    return bool(follow) and inputs == "calibration"
+
+
 def ground(
     body: dict[str, Any], headers: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -216,8 +228,11 @@ def ground(
         out["spec"] = _ground_spec(out["spec"], model)
         finetune = out["spec"].get("finetune")
         fraction = finetune.get("validation_fraction") if isinstance(finetune, dict) else None
-        if "validation" not in out and isinstance(fraction, int | float) and 24 * fraction < 0.51:
-            finetune["validation_fraction"] = 1 / 24  # rule 3: one of the 24 samples to carve
+        if "validation" not in out and isinstance(fraction, int | float):
+            # rule 3: one of the 24 samples to carve, two when a follow-up compress measures on them
+            least = 2 if _measures_validation(out["spec"]) else 1
+            if round(24 * fraction) < least:
+                finetune["validation_fraction"] = least / 24
     if headers is not None:
         headers = {
             name: f"grounded-{next(_KEYS)}" if name.lower() == "idempotency-key" else value

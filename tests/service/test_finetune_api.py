@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from fastapi.testclient import TestClient
 
 from netshrink.service.main import create_app
@@ -98,3 +100,52 @@ def test_accepted_job_is_queued_with_its_inputs(client: TestClient, onnx_model: 
     state = client.app.state.netshrink  # type: ignore[attr-defined]
     assert state.artifacts.input_path(job["id"], "train.npz").is_file()
     assert state.artifacts.input_path(job["id"], "validation.npz").is_file()
+
+
+def _no_jobs(client: TestClient) -> None:
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "pointer", "match"),
+    [
+        ({"quantize": {"bits": 4}, "exclude": ["nope"]}, "/spec/exclude", "exclude names unknown layers"),
+        ({"prune": {"keep": 0.01, "granularity": "neuron"}}, "/spec/prune/keep", "keeps more than one"),
+        ({"quantize": {"bits": {"nope": 4}}}, "/spec/quantize/bits", "unknown layers"),
+    ],
+)
+def test_the_follow_up_compress_is_checked_against_the_model_on_submit(
+    client: TestClient, onnx_model: bytes, extra: dict[str, Any], pointer: str, match: str
+) -> None:
+    """Rules 4 and 8 for a finetune job's compress fields, as for kind compress (which gets the same
+    answer). Until 2026-12-05 the finetune job was accepted (202), trained both arms fully and then
+    failed at its compress stage with this 422 in job.error (probe G, bug 2)."""
+    for spec, parts in (({**FT, **extra}, {"train": _npz()}), ({"seed": 5, **extra}, {})):
+        body = assert_problem(submit(client, onnx_model, spec, **parts), 422, "invalid-spec")
+        assert body["errors"][0]["pointer"] == pointer and match in body["detail"], body
+    _no_jobs(client)
+    fine = {**FT, "quantize": {"bits": 4}, "exclude": ["node_linear_2"]}  # a layer the model has
+    assert submit(client, onnx_model, fine, train=_npz()).status_code == 202
+
+
+def test_a_follow_up_compress_needs_two_validation_samples(client: TestClient, onnx_model: bytes) -> None:
+    """Rule 3: the follow-up compress measures on the validation split (2 samples or more, as a
+    compress job's calibration). Until 2026-12-05 a 1-sample `validation` (or a carved split of one)
+    was accepted, trained fully, then failed naming `/calibration` (probe G, bug 3)."""
+    follow = {**FT, "quantize": {"bits": 4}}
+    one = _npz(n=1, seed=1)
+    body = assert_problem(submit(client, onnx_model, follow, train=_npz(), validation=one), 422)
+    assert body["type"].endswith("/invalid-calibration") and "at least 2 samples" in body["detail"]
+    assert (body["errors"][0]["pointer"], body["errors"][0]["field"]) == ("/validation", "validation")
+    five = _npz(n=5)  # validation_fraction 0.2 carves 1 of 5
+    body = assert_problem(submit(client, onnx_model, follow, train=five), 422, "invalid-calibration")
+    assert body["errors"][0]["pointer"] == "/train" and "carves 1" in body["detail"]
+    _no_jobs(client)
+    # no follow-up compress, or one measuring on synthetic inputs: nothing is measured on the split
+    assert submit(client, onnx_model, FT, train=_npz(), validation=one).status_code == 202
+    assert submit(client, onnx_model, FT, train=five).status_code == 202
+    gaussian = {**follow, "evaluation": {"inputs": "gaussian"}}
+    assert submit(client, onnx_model, gaussian, train=five).status_code == 202
+    two = {**follow, "finetune": {**FT["finetune"], "validation_fraction": 0.4}}  # carves 2 of 5
+    assert submit(client, onnx_model, two, train=five).status_code == 202
+    assert submit(client, onnx_model, follow, train=_npz(), validation=_npz(n=2)).status_code == 202

@@ -28,7 +28,7 @@ from netshrink.workers.cursor import CURSOR_PATTERN
 from netshrink.workers.store import get_store
 from tests import factories
 from tests.service.conftest import assert_problem, make_settings, submit
-from tests.service.grounding import ALLOWED_CALLBACK_HOST, POOL, _ground_spec, ground_case
+from tests.service.grounding import ALLOWED_CALLBACK_HOST, POOL, _ground_spec, ground, ground_case
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,6 +213,18 @@ CANNOT_SAY: dict[str, tuple[dict[str, Any], dict[str, Any], int, str]] = {
         422,
         "invalid-spec",
     ),
+    "3 a carved split of one sample for a follow-up compress to measure on": (
+        {"train": _train(24)},
+        {"kind": "finetune", "finetune": {"validation_fraction": 1 / 24}, "quantize": {"bits": 4}, "seed": 1},
+        422,
+        "invalid-calibration",
+    ),
+    "4 a layer name the model lacks, in a finetune job's follow-up compress": (
+        {"train": _train(24)},
+        {"kind": "finetune", "quantize": {"bits": 4}, "exclude": ["no-such-layer"], "seed": 1},
+        422,
+        "invalid-spec",
+    ),
     "3 a train set too small to carve a validation split": (
         {"train": _train(24)},
         {"kind": "finetune", "finetune": {"validation_fraction": 0.01}, "seed": 1},  # 0.24 of 24
@@ -268,3 +280,80 @@ def test_grounding_lifts_a_structured_keep_below_one_unit(tmp_path: Path) -> Non
     with TestClient(create_app(make_settings(tmp_path))) as client:
         assert_problem(submit(client, cnn.data, drawn), 422, "invalid-spec")
         assert submit(client, cnn.data, grounded).status_code == 202
+
+
+def _body_validator() -> Any:
+    doc = json.loads(render())
+    body_schema = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    return jsonschema_rs.validator_for({**body_schema, "components": doc["components"]})
+
+
+_ANALYZE_REFUSES: dict[str, Any] = {
+    "prune": {"keep": 0.5},
+    "quantize": {"bits": 4},
+    "target": {"max": 0.01},
+    "exclude": ["x"],
+    "draws": 2,
+    "compensate": True,
+    "evaluation": {},
+    "compare_baselines": True,
+    "target_opset": 17,
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "parts"),
+    [({"kind": "analyze", name: value}, {}) for name, value in _ANALYZE_REFUSES.items()]
+    + [({"kind": "analyze"}, {"calibration": "file"})],
+    ids=[*_ANALYZE_REFUSES, "calibration"],
+)
+def test_the_document_says_kind_analyze_takes_no_compression_option(
+    spec: dict[str, Any], parts: dict[str, Any]
+) -> None:
+    """Said in `dependentSchemas` (schemas.ANALYZE_REFUSES, submission.SUBMIT_BODY): the document refuses
+    what the server refuses (tests/service/test_submission.py), so schemathesis' positive cases never
+    carry them. Until 2026-12-05 both admitted them and the report ignored them."""
+    validator = _body_validator()
+    assert not validator.is_valid({"model": "file", "spec": spec, **parts})
+    for kind in ("compress", "finetune"):  # the other kinds take them (finetune: for its follow-up)
+        other = {**spec, "kind": kind}
+        train = {"train": "file"} if kind == "finetune" else {}
+        if not parts or kind == "compress":
+            assert validator.is_valid({"model": "file", "spec": other, **parts, **train}), other
+    neutral = {"exclude": [], "draws": "auto", "compare_baselines": False, "prune": None, "evaluation": None}
+    assert validator.is_valid({"model": "file", "spec": {"kind": "analyze", "seed": 1, **neutral}})
+    assert validator.is_valid(
+        {"model": "file", "spec": {"kind": "analyze", "device": "cpu", "full_diagnostics": True}}
+    )
+
+
+def test_grounding_leaves_a_follow_up_compress_two_validation_samples(tmp_path: Path) -> None:
+    """Rule 3 in the grounding: a drawn finetune body with compress fields and a validation_fraction
+    carving one of the 24 samples gets two (a follow-up compress measures on them); without compress
+    fields, or with an uploaded validation, one is enough and the fraction is left alone."""
+    drawn = {
+        "kind": "finetune",
+        "finetune": {"validation_fraction": 0.001},
+        "quantize": {"bits": 4},
+        "seed": 1,
+    }
+    body, _ = ground({"model": b"", "spec": drawn, "train": b""}, None)
+    assert body["spec"]["finetune"]["validation_fraction"] == 2 / 24
+    plain = {"kind": "finetune", "finetune": {"validation_fraction": 0.001}, "seed": 1}
+    assert (
+        ground({"model": b"", "spec": plain, "train": b""}, None)[0]["spec"]["finetune"][
+            "validation_fraction"
+        ]
+        == 1 / 24
+    )
+    gaussian = {**drawn, "evaluation": {"inputs": "gaussian"}}
+    assert (
+        ground({"model": b"", "spec": gaussian, "train": b""}, None)[0]["spec"]["finetune"][
+            "validation_fraction"
+        ]
+        == 1 / 24
+    )
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        parts = {k: v.data for k, v in body.items() if k not in ("model", "spec")}  # Binary -> bytes
+        r = submit(client, body["model"].data, body["spec"], **parts)
+        assert r.status_code == 202, r.text

@@ -63,14 +63,69 @@ def test_one_calibration_sample_is_422_for_a_compress_job(client: TestClient, on
     _no_jobs(client)
 
 
-@pytest.mark.parametrize(
-    "spec", [{"kind": "analyze"}, {**SPEC, "evaluation": {"inputs": "gaussian"}}]
-)  # fmt: skip
 def test_one_calibration_sample_is_enough_where_no_error_is_measured_on_it(
-    client: TestClient, onnx_model: bytes, spec: dict[str, Any]
+    client: TestClient, onnx_model: bytes
 ) -> None:
+    spec = {**SPEC, "evaluation": {"inputs": "gaussian"}}  # (kind analyze takes no calibration at all)
     r = submit(client, onnx_model, spec, calibration=_npz(inputs=X[:1]))
     assert r.status_code == 202, r.text
+
+
+# ---- kind analyze compresses nothing: compression options and calibration are refused -------------
+# Until 2026-12-05 each was accepted (202), echoed in job.spec and ignored by the report (probe G, bug 5).
+ANALYZE_REFUSES = {
+    "prune": {"keep": 0.5, "granularity": "neuron"},
+    "quantize": {"bits": 4},
+    "target": {"max": 0.01},
+    "exclude": ["node_linear"],
+    "draws": 3,
+    "compensate": False,
+    "evaluation": {"inputs": "gaussian"},
+    "compare_baselines": True,
+    "target_opset": 17,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANALYZE_REFUSES))
+def test_kind_analyze_refuses_each_compression_option(
+    client: TestClient, onnx_model: bytes, name: str
+) -> None:
+    r = submit(client, onnx_model, {"kind": "analyze", "seed": 1, name: ANALYZE_REFUSES[name]})
+    body = assert_problem(r, 422, "invalid-spec")
+    assert [(e["pointer"], e["field"], e["location"]) for e in body["errors"]] == [
+        (f"/spec/{name}", f"spec.{name}", "body")
+    ]
+    assert "kind analyze" in body["detail"] and name in body["detail"]
+    _no_jobs(client)
+
+
+def test_kind_analyze_names_every_compression_option_given(client: TestClient, onnx_model: bytes) -> None:
+    """The probe's body: every offending field is named (the document refuses it, schemas.ANALYZE_REFUSES)."""
+    spec = {"kind": "analyze", **ANALYZE_REFUSES, "exclude": ["no_such_layer"]}
+    body = assert_problem(submit(client, onnx_model, spec), 422, "invalid-spec")
+    assert [e["pointer"] for e in body["errors"]] == [f"/spec/{n}" for n in ANALYZE_REFUSES]
+    _no_jobs(client)
+
+
+def test_kind_analyze_refuses_a_calibration_part(client: TestClient, onnx_model: bytes) -> None:
+    r = submit(client, onnx_model, {"kind": "analyze", "seed": 1}, calibration=_npz(inputs=X))
+    body = assert_problem(r, 422)
+    assert [(e["pointer"], e["field"]) for e in body["errors"]] == [("/calibration", "calibration")]
+    assert "analyze takes no calibration" in body["detail"]
+    _no_jobs(client)
+
+
+def test_kind_analyze_takes_its_own_options_and_the_neutral_ones(
+    client: TestClient, onnx_model: bytes
+) -> None:
+    """seed, device, full_diagnostics are analyze's; the compression options at their neutral values
+    (what the document admits: an empty exclude, draws auto, compare_baselines false, nulls) pass."""
+    neutral = {"exclude": [], "draws": "auto", "compare_baselines": False, "prune": None, "quantize": None}
+    neutral |= {"target": None, "compensate": None, "evaluation": None, "target_opset": None}
+    spec = {"kind": "analyze", "seed": 3, "device": "cpu", "full_diagnostics": True, **neutral}
+    r = submit(client, onnx_model, spec)
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["seed"] == 3 and r.json()["spec"]["full_diagnostics"] is True
 
 
 def test_a_train_set_too_small_to_carve_is_422(client: TestClient, onnx_model: bytes) -> None:

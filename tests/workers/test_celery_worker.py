@@ -98,7 +98,7 @@ def test_real_worker_runs_jobs_and_delivers_signed_webhooks_with_retries(
         cb = {"url": rx.url, "events": ["job.started", "job.failed"]}
         bad = rstore.create(make_job(owner="key_1", spec={"prune": {"keep": 9.0}}, callback=cb)).job
         artifacts.save_input(bad.id, "model.onnx", b"x")
-        spec = {"kind": "analyze", "seed": 2, "evaluation": {"inputs": "gaussian", "samples": 16}}
+        spec = {"kind": "analyze", "seed": 2}  # kind analyze takes no evaluation block (2026-12-05)
         good = rstore.create(make_job(owner="key_1", kind="analyze", spec=spec)).job
         artifacts.save_input(good.id, "model.onnx", mlp_onnx())
         enqueue_job(app, bad)
