@@ -17,6 +17,8 @@ keep in one is a layer like any other. The rewrite is done on the working graph 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -49,7 +51,13 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     memory)."""
     ops = {n.op_type for n in model.graph.node}
     node_wise = any(has_same_padding(n) or is_dense_constant(n) for n in model.graph.node)
-    if not ops & {"Identity", "ReduceMean"} and not {"Reshape", "Shape"} <= ops and not node_wise:
+    reshape = "Reshape" in ops and _static_batch(model) is not None  # maybe Reshape(x, [b, -1])
+    if (
+        not ops & {"Identity", "ReduceMean"}
+        and not {"Reshape", "Shape"} <= ops
+        and not node_wise
+        and not reshape
+    ):
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -58,6 +66,8 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {t for n in out.graph.node for t in [*n.input, *n.output]}
     nodes: list[onnx.NodeProto] = []
     inits = {t.name: t for t in out.graph.initializer}
+    batch = _static_batch(out)
+    rewrote = False  # a node replaced by new ones: their tensors need shapes (removals need none)
     for node in out.graph.node:
         const = constant_initializer(node) if node.output and node.output[0] not in g.outputs else None
         if const is not None:  # a weight (or any dense constant) held in a Constant node: an initializer
@@ -75,11 +85,14 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
         padded = explicit_pads(node, g)  # auto_pad SAME_* with a static input: explicit pads
         if padded is not None:
             nodes.append(padded)
+            rewrote = True
             continue
-        if _is_batch_flatten(node, g, graph_inputs):  # x.view(x.size(0), -1): the shape math dies
+        # x.view(x.size(0), -1): the shape math dies; with a static batch b, Reshape(x, [b, -1])
+        if _is_batch_flatten(node, g, graph_inputs) or _is_static_batch_flatten(node, g, batch):
             nodes.append(
                 helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
             )
+            rewrote = True
             continue
         shape = g.shapes.get(node.input[0], ()) if node.input else ()
         if (
@@ -90,6 +103,7 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
         ):
             nodes.append(node)
             continue
+        rewrote = True
         if int(attr(node, "keepdims", 1)) == 1:  # type: ignore[call-overload]
             nodes.append(
                 helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
@@ -103,11 +117,51 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(
             helper.make_node("Flatten", [mid], list(node.output), name=f"{node.name}/flatten", axis=1)
         )
-    grew = len(nodes) > len(out.graph.node)
+    # Shapes again whenever a node was replaced: a node count that grew was the test until 2026-12-05,
+    # and Constant nodes turned into initializers in the same pass hid the GlobalAveragePool + Flatten
+    # a ``x.mean((2, 3))`` became, so its tensors had no shape and channel pruning stopped there
+    # (found by probing: ReLU6 -> mean -> Linear, whose Clip bounds are Constants).
     del out.graph.node[:]
     out.graph.node.extend(_live(nodes, {o.name for o in out.graph.output}))
     _drop_unused_initializers(out)
-    return infer_shapes(out) if grew else out
+    return infer_shapes(out) if rewrote else out
+
+
+def _static_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size every graph input fixes (a static first dimension, the same for all), else None."""
+    inits = {t.name for t in model.graph.initializer}
+    dims = set()
+    for v in model.graph.input:
+        if v.name in inits:
+            continue
+        shape = v.type.tensor_type.shape.dim
+        if not shape or not shape[0].HasField("dim_value"):
+            return None
+        dims.add(int(shape[0].dim_value))
+    return dims.pop() if len(dims) == 1 else None
+
+
+def _is_static_batch_flatten(node: onnx.NodeProto, g: GraphIndex, batch: int | None) -> bool:
+    """``Reshape(x, [b, -1])`` (or ``[b, prod(x.shape[1:])]``) where b is the model's static batch and
+    x's first dimension, or ``Reshape(x, [-1, prod(x.shape[1:])])``, x's sample dimensions static:
+    ``Flatten(x, axis=1)``. The first is a batch-b export of ``x.view(x.size(0), -1)`` or
+    ``nn.Flatten``, which the analysis runs with calibration batches of other sizes (until 2026-12-05
+    it crashed the run: "shape '[1, 256]' is invalid for input of size 20224", exit 4); the second the
+    default (dynamo) exporter's ``nn.Flatten``, which locked the channels before it out of a residual
+    graph's channel pruning. Both found by probing."""
+    if node.op_type != "Reshape" or len(node.input) != 2:
+        return False
+    target = _const_ints(node.input[1], g)  # no 0 in it, so ``allowzero`` (the default exporter's) is moot
+    x = g.shapes.get(node.input[0], ())
+    if target is None or len(target) != 2 or len(x) < 2:
+        return False
+    rest = [d for d in x[1:] if isinstance(d, int) and d > 0]  # the sample dimensions, all static
+    if len(rest) != len(x) - 1:
+        return False
+    per_sample = math.prod(rest)
+    if target == [-1, per_sample]:  # the default exporter's flatten with a dynamic batch
+        return True
+    return batch is not None and x[0] == batch and target[0] == batch and target[1] in (-1, per_sample)
 
 
 def _const_ints(name: str, g: GraphIndex) -> list[int] | None:

@@ -37,15 +37,18 @@ def check_spec(net: Network, spec: CompressSpec) -> None:
     _check_structured_keep(net, spec)
     _check_top1_target(net, spec)
     if net.support != "full":
+        # why it is generic: the operators the analysis named (until 2026-12-05 the refusal named none)
+        why = f": {'; '.join(net.not_covered[:3])}" if net.not_covered else ""
         if spec.prune is not None and spec.prune.granularity != "weight":
             raise InvalidSpecError(
                 "neuron/channel pruning needs full support; this graph is generic "
-                "(only unstructured pruning and quantization apply)",
+                f"(only unstructured pruning and quantization apply){why}",
                 field="prune.granularity",
             )
         if spec.prune is not None and spec.prune.score == "output":
             raise InvalidSpecError(
-                "the output-aware score needs full support (autograd through the graph)", field="prune.score"
+                f"the output-aware score needs full support (autograd through the graph){why}",
+                field="prune.score",
             )
     if not prunes_a_unit(net, spec):
         assert spec.prune is not None

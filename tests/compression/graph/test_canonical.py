@@ -107,3 +107,107 @@ def test_torchscripts_view_flatten_gets_full_support(tmp_path: Path, opset: int,
     assert y.shape == (3, 4)
     init = {t.name: t for t in onnx.load_from_string(model).graph.initializer}
     assert any(list(t.dims)[:1] == [4] and len(t.dims) == 2 and t.dims[1] < 128 for t in init.values())
+
+
+class _StaticFlattenCNN(torch.nn.Module):
+    """conv -> ReLU -> pool -> flatten -> fc -> ReLU -> fc, flattened as ``flat`` says."""
+
+    def __init__(self, flat: str) -> None:
+        super().__init__()
+        self.flat = flat
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc1, self.fc2 = torch.nn.Linear(4 * 4 * 4, 16), torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.max_pool2d(torch.relu(self.conv(x)), 2)  # (N, 4, 4, 4)
+        h = h.view(h.size(0), -1) if self.flat == "view" else torch.flatten(h, 1)  # (N, 64)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's exporters
+@pytest.mark.parametrize(
+    ("flat", "batch", "dynamo"), [("view", 1, False), ("view", 2, False), ("flatten", 1, True)]
+)
+def test_a_static_batch_reshape_flatten_is_a_flatten(
+    tmp_path: Path, flat: str, batch: int, dynamo: bool
+) -> None:
+    """2026-12-05, found by probing: a static-batch export writes ``Reshape(x, [b, -1])`` (TorchScript's
+    view) or ``Reshape(x, [b, 64])`` (the default exporter's flatten); the analysis runs calibration
+    batches of other sizes, and the run crashed ("mat1 and mat2 shapes cannot be multiplied", exit 4).
+    The compressed model keeps the upload's static batch and runs in onnxruntime."""
+    torch.manual_seed(0)
+    path = tmp_path / "static.onnx"
+    module = _StaticFlattenCNN(flat).eval()
+    torch.onnx.export(
+        module, (torch.zeros(batch, 1, 8, 8),), path, dynamo=dynamo, opset_version=18 if dynamo else 17,
+        input_names=["x"], output_names=["y"], **({"external_data": False} if dynamo else {}),
+    )  # fmt: skip
+    assert "Reshape" in {n.op_type for n in onnx.load(path).graph.node}
+    net = load_model(path)
+    assert net.support == "full" and "Reshape" not in {n.op_type for n in net.model.graph.node}
+    spec = CompressSpec.from_dict({"quantize": {"bits": 8}, "evaluation": {"inputs": "gaussian"}, "seed": 0})
+    result = compress(net, spec)
+    model = onnx.load_from_string(result.artifacts["model.onnx"])
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == batch  # still a drop-in
+    X = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+    (y,) = ort.InferenceSession(result.artifacts["model.onnx"], providers=["CPUExecutionProvider"]).run(
+        None, {"x": X}
+    )
+    (y0,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    assert y.shape == (batch, 4) and np.linalg.norm(y - y0) <= 0.05 * np.linalg.norm(y0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own
+def test_the_default_exporters_flatten_in_a_residual_cnn_is_channel_pruned(tmp_path: Path) -> None:
+    """``Reshape(x, [-1, C])`` (the default exporter's ``torch.flatten``, dynamic batch) locked the last
+    stage's channels out of a residual graph's channel pruning until 2026-12-05 (found by probing)."""
+    from tests.dag_models import INPUT_SHAPE, ResNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(
+        ResNet().eval(), (torch.zeros(2, *INPUT_SHAPE),), path, dynamo=True, opset_version=18,
+        input_names=["x"], output_names=["y"], dynamic_shapes={"x": {0: torch.export.Dim("n")}},
+        external_data=False,
+    )  # fmt: skip
+    assert "Reshape" in {n.op_type for n in onnx.load(path).graph.node}
+    net = load_model(path)
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.5, "granularity": "channel"}, "seed": 0})
+    report = compress(net, spec, calibration=None).report
+    fc = next(x for x in report["layers"] if x["kind"] == "dense")
+    assert fc["shape_after"][1] < fc["shape_before"][1], fc  # its input channels were pruned
+
+
+class _Relu6MeanNet(torch.nn.Module):
+    """A residual block with ReLU6 (Clip, whose bounds the TorchScript exporter writes as Constant
+    nodes), then ``x.mean((2, 3))`` (a spatial ReduceMean) and a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.relu6(self.stem(x))  # (N, 16, 8, 8)
+        h = torch.nn.functional.relu6(self.conv(h) + h)  # a residual Add: the DAG path
+        return self.fc(h.mean((2, 3)))  # (N, 16) -> (N, 4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_relu6_then_mean_keeps_its_shapes_for_channel_pruning(tmp_path: Path) -> None:
+    """Until 2026-12-05 the shapes were inferred again only when the rewrite grew the node count; the
+    Clip bounds' Constant nodes, now initializers, cancelled the growth of the mean's GlobalAveragePool
+    + Flatten, whose tensors then had no shape, and the Linear's input channels were never pruned
+    (found by probing; ReLU, without Constants, was pruned)."""
+    torch.manual_seed(0)
+    path = tmp_path / "relu6.onnx"
+    torch.onnx.export(
+        _Relu6MeanNet().eval(), (torch.zeros(2, 3, 8, 8),), path, dynamo=False, opset_version=17,
+        input_names=["x"], dynamic_axes={"x": {0: "n"}},
+    )  # fmt: skip
+    assert "Constant" in {n.op_type for n in onnx.load(path).graph.node}
+    net = load_model(path)
+    spec = CompressSpec.from_dict({"prune": {"keep": 0.5, "granularity": "channel"}, "seed": 0})
+    fc = next(x for x in compress(net, spec).report["layers"] if x["kind"] == "dense")
+    assert fc["shape_after"][1] < fc["shape_before"][1], fc

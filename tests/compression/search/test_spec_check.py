@@ -95,3 +95,16 @@ def test_a_channel_prune_of_a_dag_needs_a_channel_space(model_dir: Path) -> None
     every = tuple(layer.name for layer in net.layers)
     with pytest.raises(InvalidSpecError, match="channel pruning applies to no layer"):
         check_spec(net, dataclasses.replace(spec, exclude=every))
+
+
+def test_a_structured_prune_of_a_generic_graph_names_the_operator(tmp_path: Path) -> None:
+    """The refusal said only "this graph is generic" until 2026-12-05 (found by probing SE blocks,
+    SiLU and GroupNorm); it names what the analysis found, as ``not_covered`` does."""
+    net = load_model(factories.write_bytes(factories.gated_onnx(), tmp_path / "gated.onnx"))
+    assert net.support == "generic" and net.not_covered
+    cases = (({"granularity": "neuron"}, "prune.granularity"), ({"score": "output"}, "prune.score"))
+    for extra, field in cases:
+        spec = CompressSpec.from_dict({"prune": {"keep": 0.5, **extra}, "seed": 0})
+        with pytest.raises(InvalidSpecError) as info:
+            check_spec(net, spec)
+        assert info.value.field == field and "Mul 'gated' of two tensors" in info.value.detail
