@@ -27,6 +27,7 @@ from netshrink.compression.errors import InvalidWeightsError
 from netshrink.compression.finetune.train import Weights
 from netshrink.compression.graph.graph_index import attr
 from netshrink.compression.graph.network import Network
+from netshrink.compression.io.onnx_io import densify_sparse_initializers
 from netshrink.compression.io.torch_io import load_safetensors, load_torch_state_dict
 
 
@@ -34,6 +35,7 @@ def finetuned_onnx(net: Network, w: Weights) -> onnx.ModelProto:
     """A copy of ``net.original`` whose layer weights/biases (and folded BN betas) are ``w``."""
     model = onnx.ModelProto()
     model.CopyFrom(net.original)
+    densify_sparse_initializers(model)  # an upload netshrink pruned sparse: its weights as initializers
     inits = {t.name: t for t in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:

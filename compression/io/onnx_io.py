@@ -3,6 +3,12 @@
 Ref: docs/method.md §6 "Loading safely"; docs/development.md "ONNX in and out". The order matters: cheap,
 allocation-free checks (external data, declared dims, operator domains) run before anything that
 materializes tensors (the checker, shape inference, ``numpy_helper.to_array``).
+
+Sparse initializers (netshrink's own artifacts store pruned weights so, docs/method.md §5) are read as
+the dense initializers they stand for: ONNX's strict, type-checked shape inference refuses a sparse
+tensor where a Conv/Gemm/MatMul reads a tensor, so until 2026-12-05 netshrink could not read its own
+pruned artifact back ("ONNX shape inference failed: ... sparse_tensor(float)"). A sparse tensor counts
+its dense size against the limits, checked before any dense form is allocated.
 """
 
 from __future__ import annotations
@@ -79,12 +85,17 @@ def _decode(data: bytes) -> onnx.ModelProto:
 def _validate(model: onnx.ModelProto, data: bytes, *, max_dim: int, max_params: int) -> onnx.ModelProto:
     """``model`` parsed from ``data``, its strings UTF-8 (``_decode``): the cheap checks on ``model``, then
     the checker and one strict shape inference on ``data`` itself (the C++ side parses the bytes;
-    nothing is serialized again)."""
+    nothing is serialized again), or on the model with its sparse initializers made dense, serialized
+    once, when it has any."""
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFormatError("not an ONNX model: the file holds no graph nodes")
     refuse_external_data(model)
-    check_declared_sizes(model, max_dim=max_dim, max_params=max_params)
+    check_declared_sizes(model, max_dim=max_dim, max_params=max_params)  # sparse: their dense size
     refuse_unsupported_ops(model)
+    if densify_sparse_initializers(model):
+        # the checker and the inference read the dense model: a sparse initializer fails the strict
+        # inference (``sparse_tensor(float)`` where Conv wants a tensor) although onnxruntime runs it
+        data = model.SerializeToString()
     del model  # the inferred model below replaces it: one parsed copy of the weights at a time
     try:
         # Not ``full_check=True``: that is this check plus a strict, type-checked shape inference on
@@ -127,20 +138,37 @@ def _all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from _all_graphs(g)
 
 
-def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
-    """Every stored tensor: initializers, sparse initializers and tensor attributes, in all subgraphs."""
+def _stored(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto | onnx.SparseTensorProto]]:
+    """Every stored tensor, dense or sparse: initializers, sparse initializers, tensor and sparse-tensor
+    attributes (a ``Constant``'s ``value`` / ``sparse_value``), in all subgraphs."""
     for graph in _all_graphs(model.graph):
-        for t in graph.initializer:
-            yield t.name, t
-        for s in graph.sparse_initializer:
-            yield s.values.name, s.values
-            yield s.indices.name, s.indices
+        yield from ((t.name, t) for t in graph.initializer)
+        yield from ((s.values.name, s) for s in graph.sparse_initializer)
         for node in graph.node:
             for attr in node.attribute:
+                label = f"{node.name or node.op_type}.{attr.name}"
                 if attr.type == onnx.AttributeProto.TENSOR:
-                    yield f"{node.name or node.op_type}.{attr.name}", attr.t
-                for t in attr.tensors:
-                    yield f"{node.name or node.op_type}.{attr.name}", t
+                    yield label, attr.t
+                elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                    yield label, attr.sparse_tensor
+                yield from ((label, t) for t in attr.tensors)
+                yield from ((label, s) for s in attr.sparse_tensors)
+
+
+def _parts(name: str, t: onnx.TensorProto | onnx.SparseTensorProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """A dense tensor itself; a sparse one's values and indices."""
+    if isinstance(t, onnx.TensorProto):
+        yield name, t
+    else:
+        yield name, t.values
+        yield t.indices.name or f"{name} (indices)", t.indices
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every stored dense tensor: initializers, tensor attributes, and the values and indices of the
+    sparse ones (``_stored``), in all subgraphs."""
+    for name, t in _stored(model):
+        yield from _parts(name, t)
 
 
 def refuse_external_data(model: onnx.ModelProto) -> None:
@@ -165,15 +193,21 @@ def refuse_external_data(model: onnx.ModelProto) -> None:
 
 
 def check_declared_sizes(model: onnx.ModelProto, *, max_dim: int, max_params: int) -> None:
-    """Refuse negative / absurd declared dims before any tensor is materialized."""
+    """Refuse negative / absurd declared dims before any tensor is materialized.
+
+    A sparse tensor counts as its dense form (its declared ``dims``), which the loader
+    (``densify_sparse_initializers``) or onnxruntime allocates; its values and indices, at most that
+    many once the checker has passed them, are dimension-checked but not counted again."""
     total = 0
-    for name, t in _all_tensors(model):
-        dims = list(t.dims)
-        if dims and min(dims) < 0:
-            raise InvalidWeightsError(f"tensor {name!r} declares negative dims {dims}")
-        if dims and max(dims) > max_dim:
-            raise LimitExceededError(f"tensor {name!r} has a dimension over the limit {max_dim}: {dims}")
-        total += math.prod(dims)  # exact: Python ints
+    for name, stored in _stored(model):
+        sparse = isinstance(stored, onnx.SparseTensorProto)
+        for label, t in [(name, stored), *(_parts(name, stored) if sparse else ())]:
+            dims = list(t.dims)
+            if dims and min(dims) < 0:
+                raise InvalidWeightsError(f"tensor {label!r} declares negative dims {dims}")
+            if dims and max(dims) > max_dim:
+                raise LimitExceededError(f"tensor {label!r} has a dimension over the limit {max_dim}: {dims}")
+        total += math.prod(stored.dims)  # exact: Python ints; a sparse tensor's dense size
     if total > max_params:
         raise LimitExceededError(f"the model stores {total} values; the limit is {max_params}")
     for vi in model.graph.input:
@@ -182,6 +216,44 @@ def check_declared_sizes(model: onnx.ModelProto, *, max_dim: int, max_params: in
                 raise LimitExceededError(
                     f"input {vi.name!r} has a dimension {d.dim_value} over the limit {max_dim}"
                 )
+
+
+def densify_sparse_initializers(model: onnx.ModelProto) -> int:
+    """In place: each sparse initializer, in every graph, becomes the dense initializer of the same name
+    and element type that it stands for (zeros where it stores no value); returns how many there were.
+
+    Each one allocates its dense form: call it after ``check_declared_sizes``, which holds their dense
+    sizes to the limits. A sparse tensor that the ONNX checker refuses (indices out of range or out of
+    order, a count that does not match) is a ``ModelFormatError``, found before its dense form is made.
+    """
+    n = 0
+    for graph in _all_graphs(model.graph):
+        if not graph.sparse_initializer:
+            continue
+        dense = [_dense(s) for s in graph.sparse_initializer]
+        del graph.sparse_initializer[:]
+        graph.initializer.extend(dense)
+        n += len(dense)
+    return n
+
+
+def _dense(s: onnx.SparseTensorProto) -> onnx.TensorProto:
+    name = s.values.name
+    if s.values.data_type == onnx.TensorProto.STRING:  # no zero to fill in; never a weight
+        raise UnsupportedModelError(f"sparse initializer {name!r} holds strings", nodes=[name])
+    try:
+        onnx.checker.check_sparse_tensor(s)  # indices in [0, size), sorted, one per value: no allocation
+        values = numpy_helper.to_array(s.values).reshape(-1)
+        indices = numpy_helper.to_array(s.indices)
+    except (onnx.checker.ValidationError, ValueError, TypeError) as exc:
+        raise ModelFormatError(
+            f"ONNX checker rejected the model: sparse initializer {name!r}: {exc}"
+        ) from exc
+    dims = tuple(int(d) for d in s.dims)
+    flat = indices.reshape(-1) if indices.ndim == 1 else np.ravel_multi_index(tuple(indices.T), dims)
+    out = np.zeros(math.prod(dims), dtype=values.dtype)
+    out[flat] = values
+    return numpy_helper.from_array(out.reshape(dims), name)  # of the values' type (ml_dtypes' too)
 
 
 def refuse_unsupported_ops(model: onnx.ModelProto) -> None:
