@@ -41,6 +41,7 @@ from netshrink.compression.search.group_draw import space_keep_note
 from netshrink.compression.search.off_logits import exclude_off_logits
 from netshrink.compression.search.select import best_of
 from netshrink.compression.search.spec_check import check_spec
+from netshrink.compression.search.units import drop_unchanged, noop_keep_note
 from netshrink.compression.spec import HELD_BACK, CompressSpec
 
 
@@ -248,6 +249,7 @@ def compress(
                 should_cancel=should_cancel,
                 keep_plain=spec_run.compensate == HELD_BACK,  # the twin's layers (search/twin.py)
             )
+    chosen = drop_unchanged(net, chosen)  # a keep that drops no unit, unquantized: not compressed
     progress("measuring")
     from netshrink.compression.search.measure import measure
 
@@ -293,7 +295,7 @@ def compress(
         with timer("baselines"):
             for i, bspec in enumerate(baseline_specs(spec_run)):
                 progress("baselines", i, len(baseline_specs(spec_run)))
-                nd = draw_network(net, ex, bspec, X_fit, draw=0)
+                nd = drop_unchanged(net, draw_network(net, ex, bspec, X_fit, draw=0))
                 bm = measure(net, ex, nd, X_ho, data.holdout_labels, top1=spec.top1_target)
                 barts = build_artifacts(
                     net, nd, bspec, data.holdout, bm, onnxruntime_check=False, before=before
@@ -321,7 +323,8 @@ def compress(
     if compensation is not None:
         report["summary"]["compensation"] = compensation
     space_note = space_keep_note(net, spec) if spec.target is None else None  # a user's per-layer keep
-    for note in (compensate_note, dropped_refits(chosen), space_note):  # the null compensate's note first
+    noop_note = noop_keep_note(net, spec) if spec.target is None else None  # a keep dropping no unit
+    for note in (compensate_note, dropped_refits(chosen), space_note, noop_note):  # compensate's first
         if note is not None:
             report["summary"]["warnings"].append(note)
     report["summary"]["warnings"] += [*tied_notes, *off_notes, *filter(None, [float16_note(net)])]

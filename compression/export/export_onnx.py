@@ -21,6 +21,8 @@ Ref: docs/method.md §5 ("Storage that really shrinks"), §1 ("Structured prunin
   Cast, in float16), so that the graph type-checks as uploaded (``onnx_initializers.write_weight``).
 - A weight read by several layers (tied) is written once, from its one compressed reader; every
   reader reads the same dequantized tensor (``_one_writer``, ``tied_weights.py``).
+- A layer whose compressed weight changes nothing (``search.units.unchanged``: a keep that drops no
+  unit, unquantized) is not rewritten; with nothing else compressed the upload is returned as it is.
 - Same graph inputs/outputs (names, dtypes, dynamic batch); the rest of the graph is untouched.
   No timestamps; nodes/initializers keep their order (new ones follow the layer order).
 """
@@ -40,6 +42,7 @@ from netshrink.compression.export.onnx_initializers import LayerStorage, Names, 
 from netshrink.compression.export.physical import physical_layers
 from netshrink.compression.export.placeholders import copy_with_placeholders, is_placeholder
 from netshrink.compression.graph.network import Layer, Network
+from netshrink.compression.search.units import unchanged
 
 INT4_MIN_OPSET = 21  # DequantizeLinear accepts INT4 from opset 21
 INT2_MIN_OPSET = 25  # ... and INT2 from opset 25
@@ -202,7 +205,13 @@ def export_onnx_detailed(
     target_opset: int | None = None,
     int8_only: bool = False,
 ) -> OnnxExport:
-    """Write ``net.model`` with the compressed weights. Ref: docs/method.md §5; module docstring."""
+    """Write ``net.model`` with the compressed weights. Ref: docs/method.md §5; module docstring.
+
+    A weight that ``cw`` leaves as it is (``search.units.unchanged``: a keep that drops no unit, not
+    quantized) is not written: with nothing else compressed the upload comes back byte for byte (until
+    2026-12-05 the working graph was written, its canonical rewrites included, and the file grew)."""
+    by_name = {layer.name: layer for layer in net.layers}
+    compressed = {n: cw for n, cw in compressed.items() if n not in by_name or not unchanged(by_name[n], cw)}
     if not compressed:
         data = net.upload_bytes()  # the working graph imports the upload's opsets
         return OnnxExport(data, _default_opset(net.model), (), ("nothing compressed: original returned",))

@@ -34,7 +34,7 @@ from netshrink.compression.errors import CancelledError
 from netshrink.compression.evaluation.executor import BIAS, Executor
 from netshrink.compression.graph.network import Layer, Network
 from netshrink.compression.search.draw_share import DrawShare, ships_same
-from netshrink.compression.search.group_draw import plan_groups, space_keeps, uses_groups
+from netshrink.compression.search.group_draw import plan_groups, reads_drawn, space_keeps, uses_groups
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.spec import HELD_BACK, CompressSpec, PruneSpec, QuantizeSpec
 
@@ -207,6 +207,8 @@ def draw_network(
         if on_layer is not None:
             on_layer(layer.index, len(net.layers))
         prune, quant = stages_for(layer, spec)
+        if prune is None and gd is not None and reads_drawn(net, gd, layer.name, spec):
+            prune = spec.prune  # a reader whose keep is 1 reads a space another reader's keep draws
         upstream = (*key, layer.name)  # layer ℓ's input depends on layers 1..ℓ−1 only
         key += ((layer.name, None if prune is None else prune.keep_for(layer.name), quant and quant.bits),)
         if prune is None and quant is None:

@@ -140,6 +140,20 @@ def space_keep_note(net: Network, spec: CompressSpec) -> str | None:
     )
 
 
+def reads_drawn(net: Network, gd: GroupDraw, name: str, spec: CompressSpec) -> bool:
+    """Whether layer ``name`` (not excluded) reads a group that draw ``gd`` dropped or rescaled. Such a
+    reader must apply the draw whatever its own keep: one per-layer keep cannot hold the keeps of all
+    the spaces a reader reads (``space_keeps`` gives it the last one), and until 2026-12-05 a concat
+    reader whose own space was kept whole (keep 1) did not delete a channel an earlier space dropped;
+    the export then refused the model ("dropped by some readers but not by ...", exit 2) and the
+    budget search measured a network it could not ship (found by probing a DenseNet-style CNN)."""
+    cg = net.channel_groups
+    if cg is None or name in spec.exclude or name not in cg.units:
+        return False
+    units = cg.units[name]
+    return bool(np.any(gd.scale[units[units >= 0]] != 1.0))
+
+
 def plan_groups(
     net: Network,
     ex: Executor,

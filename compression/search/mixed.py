@@ -33,10 +33,11 @@ from netshrink.compression.evaluation.executor import Executor
 from netshrink.compression.evaluation.metrics import relative_l2, top1, top1_agreement
 from netshrink.compression.graph.network import Network
 from netshrink.compression.search.greedy import NetworkDraw, draw_network
-from netshrink.compression.search.group_draw import space_deciders, space_keeps
+from netshrink.compression.search.group_draw import space_keeps
 from netshrink.compression.search.prefix_cache import PrefixCache
 from netshrink.compression.search.quant_menu import quant_preds
 from netshrink.compression.search.select import is_random
+from netshrink.compression.search.units import UnitModel, unit_model
 from netshrink.compression.search.verification import (
     VERIFY_RULE,
     best_judged,
@@ -76,13 +77,20 @@ def _container(bits: int | None) -> int:
     return 32 if bits is None else 2 if bits <= 2 else 4 if bits <= 4 else 8
 
 
-def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | None]) -> float:
-    """Weights at their container width, a float32 scale per kept row when quantized, float32 bias."""
-    consumer_keep = {layer.producer: keep[layer.name] for layer in net.layers if layer.producer}
+def _nbytes(
+    net: Network, keep: Mapping[str, float], bits: Mapping[str, int | None], units: UnitModel | None = None
+) -> float:
+    """Weights at their container width, a float32 scale per kept row when quantized, float32 bias.
+
+    The rows and columns kept are the units the keeps really drop (``units.UnitModel``: a DAG's
+    channel space keeps max(1, ⌊κG + ½⌋) of its G channels, whoever reads them; a dropped unit also
+    deletes its producer's row). Until 2026-12-05 a reader's whole input was scaled by its κ, so a
+    keep that drops no channel (0.9 of a 4-channel space) was credited bytes (found by probing)."""
+    units = unit_model(net) if units is None else units
     total = 0.0
     for layer in net.layers:
-        rows = layer.n_out * consumer_keep.get(layer.name, 1.0)
-        cols = layer.n_in * keep[layer.name]
+        rows = layer.n_out * units.row_fraction(layer.name, keep)
+        cols = layer.n_in * units.col_fraction(layer.name, keep)
         b = bits[layer.name]
         total += rows * cols * _container(b) / 8 + (0 if b is None else 4 * rows)
         total += 0 if layer.bias is None else 4 * rows
@@ -91,13 +99,18 @@ def _nbytes(net: Network, keep: Mapping[str, float], bits: Mapping[str, int | No
 
 def _menus(
     net: Network, spec: CompressSpec, Zs: Mapping[str, torch.Tensor], sens: Mapping[str, Sensitivity]
-) -> tuple[dict[str, dict[int | None, float]], dict[str, dict[float, float]], PruneSpec | None]:
-    """Predicted error of every bits option and every keep option, per layer (dense fit activations)."""
+) -> tuple[dict[str, dict[int | None, float]], dict[str, dict[float, float]], PruneSpec | None, UnitModel]:
+    """Predicted error of every bits option and every keep option, per layer (dense fit activations),
+    and the units each keep drops (``units.UnitModel``). A keep is on a layer's menu only when it
+    drops more units than the notch above it: on a DAG only a space's first reader's keep is drawn
+    (``space_keeps``), and a keep that rounds to the count of the notch above (κ = 0.9 of a 4-channel
+    space keeps 4, as κ = 1 does; 0.7 keeps 3, as 0.8 does) draws the same network. Until 2026-12-05
+    such a keep was on the menu, credited bytes it never saved, and shipped (found by probing)."""
     allow_q = spec.quantize is not None or spec.prune is None
     allow_p = spec.prune is not None or spec.quantize is None
     gran: Granularity = "channel" if any(layer.kind == "conv" for layer in net.layers) else "neuron"
     base_p = dataclasses.replace(spec.prune or PruneSpec(), granularity=gran) if allow_p else None
-    deciders = space_deciders(net, spec)  # on a DAG only a space's first reader's keep is drawn
+    units = unit_model(net, spec if base_p is None else dataclasses.replace(spec, prune=base_p))
     scale = (spec.quantize or QuantizeSpec()).scale
     qpred: dict[str, dict[int | None, float]] = {}
     ppred: dict[str, dict[float, float]] = {}
@@ -109,16 +122,20 @@ def _menus(
         if allow_q:
             widths = tuple(b for b in BITS_MENU if b is not None)
             qpred[layer.name].update(quant_preds(layer, widths, scale, sens[layer.name]))
-        if base_p is not None and layer.structured and (deciders is None or layer.name in deciders):
+        above = units.signature(layer.name, 1.0)  # () for a layer whose keep draws nothing
+        if base_p is not None and layer.structured and above:
             stats = layer_stats(layer, Zs[layer.name], groups=True)
             assert stats.group_energy is not None
             for k in KEEP_MENU[1:]:  # prune_layer's group τ², without its draw (baselines: none)
                 rand = base_p.method == "randomized_greedy"
                 if rand and not keeps_a_unit(k, n_units(layer)):
                     continue  # below one unit kept on average: not on this layer's menu
+                if units.signature(layer.name, k) == above:
+                    continue  # drops no unit more than the notch above: the same draw
+                above = units.signature(layer.name, k)
                 tau2 = randomized_group_tau2(stats.group_energy, k, base_p) if rand else None
                 ppred[layer.name][k] = predict_groups(tau2, sens[layer.name]) if tau2 is not None else 0.0
-    return qpred, ppred, base_p
+    return qpred, ppred, base_p, units
 
 
 def greedy_path(
@@ -127,18 +144,21 @@ def greedy_path(
     ppred: Mapping[str, Mapping[float, float]],
     start: Allocation | None = None,
     banned: frozenset[tuple[str, str]] = frozenset(),
+    units: UnitModel | None = None,
 ) -> list[Allocation]:
     """The greedy allocation path from ``start`` (default: uncompressed) to the last allowed notch.
 
-    ``banned`` holds (layer, "bits"|"keep") moves that a measurement refuted (``mixed_search``).
+    ``banned`` holds (layer, "bits"|"keep") moves that a measurement refuted (``mixed_search``);
+    ``units`` the units each keep drops (default: P1's rule, ``unit_model(net)``).
     """
+    units = unit_model(net) if units is None else units
     keep = dict(start.keep) if start else {layer.name: 1.0 for layer in net.layers}
     bits: dict[str, int | None] = dict(start.bits) if start else {layer.name: None for layer in net.layers}
 
     def pred() -> float:
         return sum(qpred[n][bits[n]] + ppred[n][keep[n]] for n in keep)
 
-    path = [start or Allocation(dict(keep), dict(bits), pred(), _nbytes(net, keep, bits))]
+    path = [start or Allocation(dict(keep), dict(bits), pred(), _nbytes(net, keep, bits, units))]
     while True:
         best: tuple[float, str, str, Any] | None = None
         cur_bytes = path[-1].nbytes
@@ -152,7 +172,7 @@ def greedy_path(
             for kind, value in moves:
                 trial_k = {**keep, n: value} if kind == "keep" else keep
                 trial_b = {**bits, n: value} if kind == "bits" else bits
-                saved = cur_bytes - _nbytes(net, trial_k, trial_b)
+                saved = cur_bytes - _nbytes(net, trial_k, trial_b, units)
                 added = max(
                     qpred[n][trial_b[n]] + ppred[n][trial_k[n]] - qpred[n][bits[n]] - ppred[n][keep[n]], 0.0
                 )
@@ -166,7 +186,9 @@ def greedy_path(
         else:
             keep[n] = value
         path.append(
-            Allocation(dict(keep), dict(bits), pred(), _nbytes(net, keep, bits), f"{n}: {kind} -> {value}")
+            Allocation(
+                dict(keep), dict(bits), pred(), _nbytes(net, keep, bits, units), f"{n}: {kind} -> {value}"
+            )
         )
 
 
@@ -197,7 +219,9 @@ def mixed_search(
         dense = ex.run(X, capture=[layer.input for layer in net.layers])
     phi = dense[net.logits]
     energy = float((phi.double().reshape(phi.shape[0], -1) ** 2).sum(dim=1).mean())
-    qpred, ppred, base_p = _menus(net, spec, {layer.name: dense[layer.input] for layer in net.layers}, sens)
+    qpred, ppred, base_p, units = _menus(
+        net, spec, {layer.name: dense[layer.input] for layer in net.layers}, sens
+    )
     if not spec.compensate:  # only a refit reads the dense activations again (memory: the input cache)
         dense = {net.logits: phi}
     measured: list[Allocation] = []
@@ -293,7 +317,7 @@ def mixed_search(
     good: Allocation | None = None
     trace: list[tuple[int, Allocation]] = []
     for rnd in range(ROUNDS):
-        path = greedy_path(net, qpred, ppred, good, frozenset(banned))
+        path = greedy_path(net, qpred, ppred, good, frozenset(banned), units)
         trace += [(rnd, a) for a in (path if rnd == 0 else path[1:])]
         if len(path) < 2:
             break
