@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -468,17 +469,30 @@ def test_a_finetune_job_cancelled_while_measuring_ends_cancelled_without_artifac
     assert done.progress.stage == "measuring" and artifacts.list(job.id) == []
 
 
-def test_a_finetune_job_with_one_validation_sample_fails_on_validation_before_training(
+@pytest.mark.parametrize(
+    ("follow_up", "validation", "problem", "pointer"),
+    [  # a 1-sample validation split: it trained both arms, then failed on /calibration
+        (FOLLOW_UP, 1, "invalid-calibration", "/validation"),
+        # an unknown layer in the follow-up (the API refuses it at submit; a job stored anyway, by
+        # another client of the store or an older API): it trained both arms, then failed
+        ({"compress": {"quantize": {"bits": 4}, "exclude": ["nope"]}}, None, "invalid-spec", "/spec/exclude"),
+    ],
+    ids=["one-validation-sample", "unknown-layer"],
+)
+def test_a_finetune_job_whose_follow_up_cannot_run_fails_before_training(
     store: SQLiteJobStore,
     artifacts: ArtifactStore,
     settings: WorkerSettings,
     make_job: MakeJob,
     tmp_path: Path,
+    follow_up: dict[str, Any],
+    validation: int | None,
+    problem: str,
+    pointer: str,
 ) -> None:
-    """A follow-up compress needs 2 validation samples: the job trained both arms, then failed on
-    /calibration, a part kind finetune does not even take."""
-    job = make_job(kind="finetune", spec={**FT_SPEC, **FOLLOW_UP}, callback=ALL_EVENTS)
-    _finetune_job(store, artifacts, job, tmp_path, validation=1)
+    """The follow-up compress is checked before any training (until 2026-12-05: after both arms)."""
+    job = make_job(kind="finetune", spec={**FT_SPEC, **follow_up}, callback=ALL_EVENTS)
+    _finetune_job(store, artifacts, job, tmp_path, validation=validation)
     stages: list[str] = []
     run_job(
         job.id,
@@ -489,9 +503,9 @@ def test_a_finetune_job_with_one_validation_sample_fails_on_validation_before_tr
     )
     failed = store.get(job.id)
     assert failed.status is JobStatus.FAILED and failed.error is not None
-    assert failed.error["type"].endswith("/invalid-calibration") and failed.error["status"] == 422
+    assert failed.error["type"].endswith(f"/{problem}") and failed.error["status"] == 422
     (item,) = failed.error["errors"]
-    assert item["field"] == "validation" and item["pointer"] == "/validation", item
+    assert item["pointer"] == pointer, item
     assert "training" not in stages and artifacts.list(job.id) == []
 
 
@@ -517,29 +531,3 @@ def test_a_finetune_jobs_artifact_entries_match_the_saved_files(
         data = artifacts.path(job.id, entry["name"]).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest(), entry["name"]
         assert entry["size_bytes"] == len(data) == saved[entry["name"]].size_bytes, entry["name"]
-
-
-def test_a_finetune_job_whose_follow_up_names_an_unknown_layer_fails_before_training(
-    store: SQLiteJobStore,
-    artifacts: ArtifactStore,
-    settings: WorkerSettings,
-    make_job: MakeJob,
-    tmp_path: Path,
-) -> None:
-    """The API refuses it at submit; a job stored anyway (another client of the store, an older API)
-    used to train both arms and then fail at the compress stage."""
-    follow_up = {"compress": {"quantize": {"bits": 4}, "exclude": ["nope"]}}
-    job = make_job(kind="finetune", spec={**FT_SPEC, **follow_up}, callback=ALL_EVENTS)
-    _finetune_job(store, artifacts, job, tmp_path)
-    stages: list[str] = []
-    run_job(
-        job.id,
-        store=store,
-        artifacts=artifacts,
-        settings=settings,
-        notify=lambda kind, j: stages.append(j.progress.stage),
-    )
-    failed = store.get(job.id)
-    assert failed.status is JobStatus.FAILED and failed.error is not None
-    assert failed.error["type"].endswith("/invalid-spec") and "nope" in failed.error["detail"]
-    assert "training" not in stages and artifacts.list(job.id) == []
