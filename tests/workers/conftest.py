@@ -31,6 +31,12 @@ def sqlite_store(tmp_path: Path) -> SQLiteJobStore:
 
 
 @pytest.fixture
+def store(settings: WorkerSettings) -> SQLiteJobStore:
+    """The SQLite store at the settings' path, as ``run_job`` finds it (modules may define their own)."""
+    return SQLiteJobStore(settings.sqlite_path, retention_s=settings.artifact_retention_s)
+
+
+@pytest.fixture
 def redis_store(redis_prefix: str) -> Iterator[RedisJobStore]:
     store = RedisJobStore(REDIS_URL, retention_s=RETENTION_S, prefix=redis_prefix)
     yield store
