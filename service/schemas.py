@@ -17,13 +17,13 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from netshrink.compression.errors import InvalidSpecError
 from netshrink.compression.finetune.spec import MAX_EPOCHS, MAX_SWEEP, FinetuneSpec
 from netshrink.compression.spec import (
-    COMPRESSION_ONLY,
     MAX_BITS,
     MAX_DRAWS,
     MIN_BITS,
     SEED_MAX,
     CompressSpec,
 )
+from netshrink.service.spec_rules import ANALYZE_REFUSES, SPEC_DEPENDENT_SCHEMAS
 from netshrink.workers.jobs import Job, JobStatus
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -105,33 +105,6 @@ class FinetuneCreate(_In):
     )
 
 
-# Kind analyze compresses nothing: each compression option (``compression.spec.COMPRESSION_ONLY``) is
-# refused with it unless at its neutral value, said here as JSON Schema (``JobSpecCreate``'s
-# ``dependentSchemas``); ``JobSpecCreate.analyze_refusals`` is the same rule for the server.
-ANALYZE_REFUSES: dict[str, dict[str, Any]] = {
-    "prune": {"type": "null"},
-    "quantize": {"type": "null"},
-    "target": {"type": "null"},
-    "exclude": {"maxItems": 0},
-    "draws": {"const": "auto"},
-    "compensate": {"type": "null"},
-    "evaluation": {"type": "null"},
-    "compare_baselines": {"const": False},
-    "target_opset": {"type": "null"},
-}
-assert tuple(ANALYZE_REFUSES) == COMPRESSION_ONLY
-
-
-def _not_with_analyze(name: str, neutral: dict[str, Any]) -> dict[str, Any]:
-    """``name`` given: the kind is not analyze (absent is compress), or the value is ``neutral``."""
-    return {
-        "anyOf": [
-            {"properties": {"kind": {"enum": ["compress", "finetune"]}}},
-            {"properties": {name: neutral}},
-        ]
-    }
-
-
 class JobSpecCreate(_In):
     """What to do to the uploaded model (the ``spec`` form field, as JSON)."""
 
@@ -143,49 +116,8 @@ class JobSpecCreate(_In):
                 {"kind": "analyze"},
                 {"kind": "finetune", "finetune": {"sigma": 0.003, "epochs": 20}, "seed": 0},
             ],
-            # The core's cross-field rules, in JSON Schema: `finetune` goes with kind finetune only;
-            # the compression options (`ANALYZE_REFUSES`) not with kind analyze (at their defaults
-            # they may be given); a target states its bound (max for relative_l2, the default
-            # metric; min for top1_agreement). `dependentSchemas`, not a top-level `anyOf`/`if`:
-            # generators (openapi-python-client) would split the model into variants, and
-            # schemathesis 4.32 cannot judge `if`/`not` in a body holding bytes.
-            "dependentSchemas": {
-                "finetune": {
-                    "anyOf": [
-                        {"required": ["kind"], "properties": {"kind": {"const": "finetune"}}},
-                        {"properties": {"finetune": {"type": "null"}}},
-                    ]
-                },
-                **{
-                    name: _not_with_analyze(name, neutral)
-                    for name, neutral in ANALYZE_REFUSES.items()
-                    if name != "target"
-                },
-                "target": {
-                    **_not_with_analyze("target", ANALYZE_REFUSES["target"]),
-                    "properties": {
-                        "target": {
-                            "anyOf": [
-                                {"type": "null"},
-                                {
-                                    "required": ["max"],
-                                    "properties": {
-                                        "metric": {"const": "relative_l2"},
-                                        "max": {"type": "number"},
-                                    },
-                                },
-                                {
-                                    "required": ["metric", "min"],
-                                    "properties": {
-                                        "metric": {"const": "top1_agreement"},
-                                        "min": {"type": "number"},
-                                    },
-                                },
-                            ]
-                        }
-                    },
-                },
-            },
+            # The core's cross-field rules, in JSON Schema (service/spec_rules.py).
+            "dependentSchemas": SPEC_DEPENDENT_SCHEMAS,
         },
     )
 

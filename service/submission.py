@@ -123,7 +123,7 @@ def warm_up() -> None:
 
 def _check_parts(upload: ParsedUpload, spec: JobSpecCreate) -> None:
     """``train``/``validation`` go with kind finetune only (which needs ``train``), ``calibration`` with
-    kind compress only (the document's ``dependentSchemas`` say so too: ``SUBMIT_BODY``)."""
+    kind compress only (the document's ``dependentSchemas`` say so too: ``submit_body.SUBMIT_BODY``)."""
     if spec.kind == "finetune":
         if "train" not in upload.files:
             raise _part_refused("train", "kind finetune needs the train form field")
@@ -292,82 +292,6 @@ def prefer_wait_s(prefer: str | None, cap_s: float) -> float | None:
     return min(float(match.group(1)), cap_s) if match else None
 
 
-FINETUNE = {"const": "finetune"}
-NOT_FINETUNE = {"enum": ["compress", "analyze"]}
-SUBMIT_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["model", "spec"],
-                "additionalProperties": False,  # any other part is 422
-                # kind finetune takes `train` (and optionally `validation`), the other kinds neither;
-                # `calibration` goes with kind compress only (submission._check_parts). Said in
-                # `dependentSchemas`: a top-level `anyOf` would make generators split the body type,
-                # and schemathesis 4.32 cannot judge `if`/`not` in a body holding bytes.
-                "dependentRequired": {"validation": ["train"]},
-                "dependentSchemas": {
-                    "spec": {  # always there: kind finetune needs `train`
-                        "anyOf": [
-                            {"required": ["train"]},
-                            {"properties": {"spec": {"properties": {"kind": NOT_FINETUNE}}}},
-                        ]
-                    },
-                    "train": {
-                        "properties": {"spec": {"required": ["kind"], "properties": {"kind": FINETUNE}}}
-                    },
-                    # kind analyze measures nothing (until 2026-12-05 its calibration was ignored)
-                    "calibration": {"properties": {"spec": {"properties": {"kind": {"const": "compress"}}}}},
-                },
-                "properties": {
-                    "model": {
-                        "type": "string",
-                        "format": "binary",  # generators send bytes (openapi-python-client: File)
-                        "contentMediaType": "application/octet-stream",
-                        "minLength": 1,
-                        "description": "ONNX model, PyTorch state dict (.pt/.pth) or .safetensors; the "
-                        "container is sniffed from the bytes: anything else (or an empty part) is 415.",
-                    },
-                    "spec": {
-                        "$ref": "#/components/schemas/JobSpecCreate",
-                        "description": "JobSpec as a JSON part (or a text field holding the JSON).",
-                    },
-                    "architecture": {
-                        "type": "object",
-                        "description": "Network description for state dicts (netshrink.architecture/v1), "
-                        "as a JSON part.",
-                    },
-                    "calibration": {
-                        "type": "string",
-                        "format": "binary",
-                        "contentMediaType": "application/octet-stream",
-                        "minLength": 1,
-                        "description": ".npz with `inputs` (N x input shape) and optional `labels`, or a "
-                        "bare .npy of inputs.",
-                    },
-                    **{
-                        part: {
-                            "type": "string",
-                            "format": "binary",
-                            "contentMediaType": "application/octet-stream",
-                            "minLength": 1,
-                            "description": f"kind finetune only{need}: .npz with `inputs` and "
-                            f"integer `labels` (the {part} split).",
-                        }
-                        for part, need in (("train", ", required there"), ("validation", ", optional"))
-                    },
-                },
-            },
-            "encoding": {
-                "spec": {"contentType": "application/json"},
-                "architecture": {"contentType": "application/json"},
-            },
-        }
-    },
-}
-
-
 def idempotency_conflict(key: str) -> ApiError:
     return ApiError(
         422,
@@ -391,7 +315,6 @@ def find_replay(store: JobStore, key: str, owner: str, fp: str) -> Job | None:
 
 
 __all__ = [
-    "SUBMIT_BODY",
     "find_replay",
     "fingerprint",
     "idempotency_conflict",

@@ -33,7 +33,6 @@ from netshrink.service.errors import ApiError
 from netshrink.service.routes.responses import ERROR_RESPONSES, PROBLEM_RESPONSE, job_response
 from netshrink.service.schemas import JobPublic
 from netshrink.service.submission import (
-    SUBMIT_BODY,
     find_replay,
     fingerprint,
     idempotency_conflict,
@@ -42,6 +41,7 @@ from netshrink.service.submission import (
     prefer_wait_s,
     validate_inputs,
 )
+from netshrink.service.submit_body import SUBMIT_BODY
 from netshrink.service.uploads import ParsedUpload, UploadLimits, receive_upload
 from netshrink.workers import problems
 from netshrink.workers.jobs import (

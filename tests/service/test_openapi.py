@@ -310,7 +310,7 @@ _ANALYZE_REFUSES: dict[str, Any] = {
 def test_the_document_says_kind_analyze_takes_no_compression_option(
     spec: dict[str, Any], parts: dict[str, Any]
 ) -> None:
-    """Said in `dependentSchemas` (schemas.ANALYZE_REFUSES, submission.SUBMIT_BODY): the document refuses
+    """Said in `dependentSchemas` (spec_rules.ANALYZE_REFUSES, submit_body.SUBMIT_BODY): the document refuses
     what the server refuses (tests/service/test_submission.py), so schemathesis' positive cases never
     carry them. Until 2026-12-05 both admitted them and the report ignored them."""
     validator = _body_validator()
